@@ -1,0 +1,28 @@
+//! The wasmorch API: everything about Kubernetes-shaped objects that needs no I/O.
+//!
+//! - [`resources`]: the registry of kinds the server serves (group, version, plural, scope).
+//! - [`error`]: [`ApiError`], rendered as a Kubernetes `Status` in exactly one place.
+//! - [`object`]: small accessors over `serde_json::Value` objects.
+//! - [`selector`]: label and field selectors (parse + match).
+//! - [`validation`]: schema (typed, via `k8s-openapi`) and semantic validation, naming field paths.
+//! - [`table`]: server-side printing (`meta.k8s.io/v1` Table) with kubectl's columns.
+//! - [`decode`]: JSON / YAML documents with size and depth limits.
+//!
+//! Objects travel as `serde_json::Value` so that unknown-but-valid fields survive a round
+//! trip; typed `k8s-openapi` structs are used to validate and to read well-known fields.
+
+pub mod decode;
+pub mod error;
+pub mod object;
+pub mod quantity;
+pub mod resources;
+pub mod selector;
+pub mod table;
+pub mod validation;
+
+pub use error::ApiError;
+pub use resources::{Resource, ResourceKind};
+
+/// The Kubernetes version this server speaks (discovery, `/version`).
+pub const KUBE_MAJOR: &str = "1";
+pub const KUBE_MINOR: &str = "37";

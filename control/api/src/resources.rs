@@ -1,0 +1,393 @@
+//! The registry of kinds wasmorch serves, as discovery and routing see them.
+
+/// Which typed `k8s-openapi` schema validates a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    Namespace,
+    Node,
+    Pod,
+    Service,
+    Endpoints,
+    ConfigMap,
+    Secret,
+    Event,
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    Job,
+    CronJob,
+    Lease,
+}
+
+/// One served resource: where it lives on the wire and how it behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    pub kind_id: ResourceKind,
+    /// API group; empty for the legacy core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    /// Whether it has a `status` subresource (and `status` is ignored on main-resource writes).
+    pub has_status: bool,
+    /// Whether it has a `scale` subresource.
+    pub has_scale: bool,
+    pub categories: &'static [&'static str],
+}
+
+const ALL: &[&str] = &["all"];
+
+macro_rules! res {
+    ($id:ident, $g:expr, $v:expr, $k:expr, $p:expr, $s:expr, $ns:expr, $short:expr, $st:expr, $sc:expr, $cat:expr) => {
+        Resource {
+            kind_id: ResourceKind::$id,
+            group: $g,
+            version: $v,
+            kind: $k,
+            plural: $p,
+            singular: $s,
+            namespaced: $ns,
+            short_names: $short,
+            has_status: $st,
+            has_scale: $sc,
+            categories: $cat,
+        }
+    };
+}
+
+/// Every served resource, in discovery order.
+pub static RESOURCES: &[Resource] = &[
+    res!(
+        Namespace,
+        "",
+        "v1",
+        "Namespace",
+        "namespaces",
+        "namespace",
+        false,
+        &["ns"],
+        true,
+        false,
+        &[]
+    ),
+    res!(
+        Node,
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        "node",
+        false,
+        &["no"],
+        true,
+        false,
+        &[]
+    ),
+    res!(
+        Pod,
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        "pod",
+        true,
+        &["po"],
+        true,
+        false,
+        ALL
+    ),
+    res!(
+        Service,
+        "",
+        "v1",
+        "Service",
+        "services",
+        "service",
+        true,
+        &["svc"],
+        true,
+        false,
+        ALL
+    ),
+    res!(
+        Endpoints,
+        "",
+        "v1",
+        "Endpoints",
+        "endpoints",
+        "endpoints",
+        true,
+        &["ep"],
+        false,
+        false,
+        &[]
+    ),
+    res!(
+        ConfigMap,
+        "",
+        "v1",
+        "ConfigMap",
+        "configmaps",
+        "configmap",
+        true,
+        &["cm"],
+        false,
+        false,
+        &[]
+    ),
+    res!(
+        Secret,
+        "",
+        "v1",
+        "Secret",
+        "secrets",
+        "secret",
+        true,
+        &[],
+        false,
+        false,
+        &[]
+    ),
+    res!(
+        Event,
+        "",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        false,
+        false,
+        &[]
+    ),
+    res!(
+        Deployment,
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        true,
+        &["deploy"],
+        true,
+        true,
+        ALL
+    ),
+    res!(
+        ReplicaSet,
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        true,
+        &["rs"],
+        true,
+        true,
+        ALL
+    ),
+    res!(
+        DaemonSet,
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        "daemonset",
+        true,
+        &["ds"],
+        true,
+        false,
+        ALL
+    ),
+    res!(
+        Job,
+        "batch",
+        "v1",
+        "Job",
+        "jobs",
+        "job",
+        true,
+        &[],
+        true,
+        false,
+        ALL
+    ),
+    res!(
+        CronJob,
+        "batch",
+        "v1",
+        "CronJob",
+        "cronjobs",
+        "cronjob",
+        true,
+        &["cj"],
+        true,
+        false,
+        ALL
+    ),
+    res!(
+        Lease,
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        "lease",
+        true,
+        &[],
+        false,
+        false,
+        &[]
+    ),
+];
+
+/// API groups other than core, in discovery order, with their single served version.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !out.iter().any(|(g, _)| *g == r.group) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+impl Resource {
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+    /// `deployments.apps`, `pods`: the name Kubernetes uses in messages.
+    pub fn qualified_plural(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+    /// `deployment.apps`, `pod`: the kubectl `-o name` prefix.
+    pub fn qualified_singular(&self) -> String {
+        let k = self.kind.to_lowercase();
+        if self.group.is_empty() {
+            k
+        } else {
+            format!("{k}.{}", self.group)
+        }
+    }
+    /// Path of the collection (`/apis/apps/v1/namespaces/ns/deployments`); `ns` ignored when cluster-scoped.
+    pub fn collection_path(&self, ns: Option<&str>) -> String {
+        let base = if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        };
+        match (self.namespaced, ns) {
+            (true, Some(ns)) => format!("{base}/namespaces/{ns}/{}", self.plural),
+            _ => format!("{base}/{}", self.plural),
+        }
+    }
+    /// Store key prefix for this resource (and namespace, when given).
+    pub fn key_prefix(&self, ns: Option<&str>) -> String {
+        let g = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
+        match ns {
+            Some(ns) if self.namespaced => format!("/{g}/{}/{ns}/", self.plural),
+            _ => format!("/{g}/{}/", self.plural),
+        }
+    }
+    /// Store key of one object.
+    pub fn key(&self, ns: &str, name: &str) -> String {
+        if self.namespaced {
+            format!("{}{name}", self.key_prefix(Some(ns)))
+        } else {
+            format!("{}{name}", self.key_prefix(None))
+        }
+    }
+}
+
+/// Find a resource by API group, version and plural (routing).
+pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Find a resource by `apiVersion` and `kind` (manifests).
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+/// Resolve what a user types (`deploy`, `deployments`, `Deployment`, `deployments.apps`, `deployment.apps`).
+pub fn lookup(name: &str) -> Option<&'static Resource> {
+    let lower = name.to_lowercase();
+    let (base, group) = match lower.split_once('.') {
+        Some((b, g)) => (b.to_string(), Some(g.to_string())),
+        None => (lower.clone(), None),
+    };
+    RESOURCES.iter().find(|r| {
+        group.as_deref().is_none_or(|g| g == r.group)
+            && (r.plural == base
+                || r.singular == base
+                || r.kind.to_lowercase() == base
+                || r.short_names.contains(&base.as_str()))
+    })
+}
+
+/// Which resource a store key belongs to (for the change feed).
+pub fn by_key(key: &str) -> Option<&'static Resource> {
+    let mut parts = key.trim_start_matches('/').splitn(3, '/');
+    let g = parts.next()?;
+    let plural = parts.next()?;
+    let g = if g == "core" { "" } else { g };
+    RESOURCES
+        .iter()
+        .find(|r| r.group == g && r.plural == plural)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_accepts_what_kubectl_accepts() {
+        for n in [
+            "deploy",
+            "deployments",
+            "Deployment",
+            "deployment.apps",
+            "deployments.apps",
+        ] {
+            assert_eq!(lookup(n).unwrap().kind, "Deployment", "{n}");
+        }
+        assert_eq!(lookup("po").unwrap().kind, "Pod");
+        assert!(lookup("widgets").is_none());
+        assert!(lookup("deployments.batch").is_none());
+    }
+
+    #[test]
+    fn keys_round_trip() {
+        let d = by_kind("apps/v1", "Deployment").unwrap();
+        let k = d.key("default", "web");
+        assert_eq!(k, "/apps/deployments/default/web");
+        assert_eq!(by_key(&k).unwrap().kind, "Deployment");
+        let n = by_kind("v1", "Node").unwrap();
+        assert_eq!(n.key("ignored", "n1"), "/core/nodes/n1");
+        assert_eq!(n.collection_path(Some("x")), "/api/v1/nodes");
+        assert_eq!(
+            d.collection_path(Some("x")),
+            "/apis/apps/v1/namespaces/x/deployments"
+        );
+    }
+}

@@ -1,0 +1,736 @@
+//! Server-side printing: `meta.k8s.io/v1` Tables with the columns upstream kubectl shows.
+
+use crate::object::{self, age, str_at};
+use crate::resources::{Resource, ResourceKind};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+/// Column: (name, type, priority). Priority 1 columns appear with `-o wide`.
+type Col = (&'static str, &'static str, u8);
+
+const WIDE_WORKLOAD: [Col; 3] = [
+    ("Containers", "string", 1),
+    ("Images", "string", 1),
+    ("Selector", "string", 1),
+];
+
+pub fn columns(kind: ResourceKind) -> Vec<Col> {
+    use ResourceKind::*;
+    let mut c: Vec<Col> = match kind {
+        Namespace => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Age", "string", 0),
+        ],
+        Node => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
+        Pod => vec![
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ],
+        Service => vec![
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+            ("Selector", "string", 1),
+        ],
+        Endpoints => vec![
+            ("Name", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
+        ConfigMap => vec![
+            ("Name", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        Secret => vec![
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        Event => vec![
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Subobject", "string", 1),
+            ("Source", "string", 1),
+            ("Message", "string", 0),
+            ("First Seen", "string", 1),
+            ("Count", "string", 1),
+            ("Name", "string", 1),
+        ],
+        Deployment => vec![
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        ReplicaSet => vec![
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        DaemonSet => vec![
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            ("Age", "string", 0),
+        ],
+        Job => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+        ],
+        CronJob => vec![
+            ("Name", "string", 0),
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            ("Age", "string", 0),
+        ],
+        Lease => vec![
+            ("Name", "string", 0),
+            ("Holder", "string", 0),
+            ("Age", "string", 0),
+        ],
+    };
+    if matches!(kind, Deployment | ReplicaSet | DaemonSet | Job | CronJob) {
+        c.extend(WIDE_WORKLOAD);
+    }
+    c
+}
+
+/// How much of each object a row carries (`includeObject`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IncludeObject {
+    None,
+    #[default]
+    Metadata,
+    Object,
+}
+
+impl IncludeObject {
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("None") => IncludeObject::None,
+            Some("Object") => IncludeObject::Object,
+            _ => IncludeObject::Metadata,
+        }
+    }
+}
+
+pub fn column_definitions(kind: ResourceKind) -> Value {
+    Value::Array(
+        columns(kind)
+            .into_iter()
+            .map(|(name, ty, prio)| {
+                let format = if name == "Name" { "name" } else { "" };
+                json!({"name": name, "type": ty, "format": format, "description": name, "priority": prio})
+            })
+            .collect(),
+    )
+}
+
+/// A Table of `objects`. `with_columns` false leaves column definitions out (later watch events).
+pub fn table(
+    res: &Resource,
+    objects: &[Value],
+    rv: &str,
+    include: IncludeObject,
+    now: DateTime<Utc>,
+) -> Value {
+    let rows: Vec<Value> = objects.iter().map(|o| row(res, o, include, now)).collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": column_definitions(res.kind_id),
+        "rows": rows,
+    })
+}
+
+fn row(res: &Resource, obj: &Value, include: IncludeObject, now: DateTime<Utc>) -> Value {
+    let mut r = json!({"cells": cells(res.kind_id, obj, now)});
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Object => r["object"] = obj.clone(),
+        IncludeObject::Metadata => {
+            r["object"] = json!({
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": object::meta(obj),
+            })
+        }
+    }
+    r
+}
+
+fn s(v: impl Into<String>) -> Value {
+    Value::String(v.into())
+}
+
+fn int(obj: &Value, path: &str) -> i64 {
+    object::at(obj, path).and_then(Value::as_i64).unwrap_or(0)
+}
+
+fn or_none(v: Option<&str>) -> String {
+    v.filter(|x| !x.is_empty()).unwrap_or("<none>").to_string()
+}
+
+/// Containers, images and selector: the wide columns of every workload kind.
+fn workload_wide(template_spec: &Value, selector: &Value) -> [Value; 3] {
+    let cts = template_spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = cts
+        .iter()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    let images: Vec<&str> = cts
+        .iter()
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .collect();
+    let sel = crate::selector::LabelSelector::from_object(selector)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    [
+        s(names.join(",")),
+        s(images.join(",")),
+        s(or_none(Some(&sel))),
+    ]
+}
+
+fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    use ResourceKind::*;
+    let name = s(object::name(o));
+    let created = age(str_at(o, "metadata.creationTimestamp"), now);
+    match kind {
+        Namespace => vec![
+            name,
+            s(str_at(o, "status.phase").unwrap_or("Active")),
+            s(created),
+        ],
+        Node => node_cells(o, name, created),
+        Pod => pod_cells(o, name, created, now),
+        Service => service_cells(o, name, created),
+        Endpoints => vec![name, s(endpoints_summary(o)), s(created)],
+        ConfigMap => {
+            let n = ["data", "binaryData"]
+                .iter()
+                .map(|k| o.get(*k).and_then(Value::as_object).map_or(0, |m| m.len()))
+                .sum::<usize>();
+            vec![name, json!(n), s(created)]
+        }
+        Secret => {
+            let n = o
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.len());
+            vec![
+                name,
+                s(str_at(o, "type").unwrap_or("Opaque")),
+                json!(n),
+                s(created),
+            ]
+        }
+        Event => event_cells(o, now),
+        Deployment => {
+            let mut c = vec![
+                name,
+                s(format!(
+                    "{}/{}",
+                    int(o, "status.readyReplicas"),
+                    o["spec"]
+                        .get("replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                )),
+                json!(int(o, "status.updatedReplicas")),
+                json!(int(o, "status.availableReplicas")),
+                s(created),
+            ];
+            c.extend(workload_wide(
+                &o["spec"]["template"]["spec"],
+                &o["spec"]["selector"],
+            ));
+            c
+        }
+        ReplicaSet => {
+            let mut c = vec![
+                name,
+                json!(
+                    o["spec"]
+                        .get("replicas")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1)
+                ),
+                json!(int(o, "status.replicas")),
+                json!(int(o, "status.readyReplicas")),
+                s(created),
+            ];
+            c.extend(workload_wide(
+                &o["spec"]["template"]["spec"],
+                &o["spec"]["selector"],
+            ));
+            c
+        }
+        DaemonSet => {
+            let sel: Vec<String> =
+                object::string_map(o["spec"]["template"]["spec"].get("nodeSelector"))
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+            let mut c = vec![
+                name,
+                json!(int(o, "status.desiredNumberScheduled")),
+                json!(int(o, "status.currentNumberScheduled")),
+                json!(int(o, "status.numberReady")),
+                json!(int(o, "status.updatedNumberScheduled")),
+                json!(int(o, "status.numberAvailable")),
+                s(or_none(Some(&sel.join(",")))),
+                s(created),
+            ];
+            c.extend(workload_wide(
+                &o["spec"]["template"]["spec"],
+                &o["spec"]["selector"],
+            ));
+            c
+        }
+        Job => job_cells(o, name, created, now),
+        CronJob => {
+            let last = age(str_at(o, "status.lastScheduleTime"), now);
+            let last = if last == "<unknown>" {
+                "<none>".to_string()
+            } else {
+                last
+            };
+            let mut c = vec![
+                name,
+                s(str_at(o, "spec.schedule").unwrap_or("")),
+                s(or_none(str_at(o, "spec.timeZone"))),
+                json!(
+                    o["spec"]
+                        .get("suspend")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false)
+                ),
+                json!(
+                    o["status"]
+                        .get("active")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len)
+                ),
+                s(last),
+                s(created),
+            ];
+            c.extend(workload_wide(
+                &o["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                &o["spec"]["jobTemplate"]["spec"]["selector"],
+            ));
+            c
+        }
+        Lease => vec![
+            name,
+            s(or_none(str_at(o, "spec.holderIdentity"))),
+            s(created),
+        ],
+    }
+}
+
+fn node_cells(o: &Value, name: Value, created: String) -> Vec<Value> {
+    let conds = o["status"]
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = conds.iter().find(|c| c["type"] == "Ready");
+    let mut status = match ready.and_then(|c| c["status"].as_str()) {
+        Some("True") => "Ready".to_string(),
+        Some(_) => "NotReady".to_string(),
+        None => "Unknown".to_string(),
+    };
+    if o["spec"].get("unschedulable").and_then(Value::as_bool) == Some(true) {
+        status.push_str(",SchedulingDisabled");
+    }
+    let mut roles: Vec<String> = object::labels(o)
+        .keys()
+        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(String::from))
+        .collect();
+    roles.sort();
+    let addr = |t: &str| {
+        o["status"]["addresses"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["type"] == t))
+            .and_then(|x| x["address"].as_str())
+            .map(String::from)
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let info = &o["status"]["nodeInfo"];
+    vec![
+        name,
+        s(status),
+        s(or_none(Some(&roles.join(",")))),
+        s(created),
+        s(info["kubeletVersion"].as_str().unwrap_or("")),
+        s(addr("InternalIP")),
+        s(addr("ExternalIP")),
+        s(or_none(info["osImage"].as_str())),
+        s(or_none(info["kernelVersion"].as_str())),
+        s(or_none(info["containerRuntimeVersion"].as_str())),
+    ]
+}
+
+/// The STATUS column of a pod, computed as kubectl's printer does.
+pub fn pod_status(o: &Value) -> String {
+    let st = &o["status"];
+    let mut reason = st["reason"]
+        .as_str()
+        .or(st["phase"].as_str())
+        .unwrap_or("Pending")
+        .to_string();
+    let statuses = st
+        .get("containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut running = false;
+    for c in statuses.iter().rev() {
+        if let Some(r) = c["state"]["waiting"]["reason"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+        {
+            reason = r.to_string();
+        } else if let Some(t) = c["state"].get("terminated") {
+            reason = match (
+                t["reason"].as_str(),
+                t["signal"].as_i64(),
+                t["exitCode"].as_i64(),
+            ) {
+                (Some(r), _, _) if !r.is_empty() => r.to_string(),
+                (_, Some(sig), _) if sig != 0 => format!("Signal:{sig}"),
+                (_, _, code) => format!("ExitCode:{}", code.unwrap_or(0)),
+            };
+        } else if c["ready"].as_bool() == Some(true) && c["state"].get("running").is_some() {
+            running = true;
+        }
+    }
+    if reason == "Completed" && running {
+        reason = "Running".into();
+    }
+    if object::is_deleting(o) {
+        reason = if st["reason"] == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
+    }
+    reason
+}
+
+fn pod_cells(o: &Value, name: Value, created: String, now: DateTime<Utc>) -> Vec<Value> {
+    let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
+    let statuses = o["status"]
+        .get("containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ready = statuses
+        .iter()
+        .filter(|c| c["ready"].as_bool() == Some(true))
+        .count();
+    let restarts: i64 = statuses
+        .iter()
+        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+        .sum();
+    let last_restart = statuses
+        .iter()
+        .filter_map(|c| c["lastState"]["terminated"]["finishedAt"].as_str())
+        .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .max();
+    let restarts = match last_restart {
+        Some(t) if restarts > 0 => format!(
+            "{restarts} ({} ago)",
+            object::human_duration((now - t.with_timezone(&Utc)).num_seconds())
+        ),
+        _ => restarts.to_string(),
+    };
+    let gates = o["spec"]
+        .get("readinessGates")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    vec![
+        name,
+        s(format!("{ready}/{total}")),
+        s(pod_status(o)),
+        s(restarts),
+        s(created),
+        s(or_none(str_at(o, "status.podIP"))),
+        s(or_none(str_at(o, "spec.nodeName"))),
+        s(or_none(str_at(o, "status.nominatedNodeName"))),
+        s(if gates == 0 {
+            "<none>".to_string()
+        } else {
+            format!("0/{gates}")
+        }),
+    ]
+}
+
+fn service_cells(o: &Value, name: Value, created: String) -> Vec<Value> {
+    let spec = &o["spec"];
+    let ty = spec["type"].as_str().unwrap_or("ClusterIP");
+    let external = match ty {
+        "ExternalName" => spec["externalName"]
+            .as_str()
+            .unwrap_or("<none>")
+            .to_string(),
+        "LoadBalancer" => {
+            let ing: Vec<&str> = o["status"]["loadBalancer"]["ingress"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if ing.is_empty() {
+                "<pending>".into()
+            } else {
+                ing.join(",")
+            }
+        }
+        _ => "<none>".into(),
+    };
+    let ports: Vec<String> = spec["ports"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let proto = p["protocol"].as_str().unwrap_or("TCP");
+                    match p["nodePort"].as_i64() {
+                        Some(np) => format!("{}:{np}/{proto}", p["port"]),
+                        None => format!("{}/{proto}", p["port"]),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let sel: Vec<String> = object::string_map(spec.get("selector"))
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    vec![
+        name,
+        s(ty),
+        s(or_none(spec["clusterIP"].as_str())),
+        s(external),
+        s(or_none(Some(&ports.join(",")))),
+        s(created),
+        s(or_none(Some(&sel.join(",")))),
+    ]
+}
+
+fn endpoints_summary(o: &Value) -> String {
+    let mut list = Vec::new();
+    let mut total = 0;
+    for subset in o["subsets"].as_array().into_iter().flatten() {
+        let ports: Vec<i64> = subset["ports"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["port"].as_i64()).collect())
+            .unwrap_or_default();
+        for a in subset["addresses"].as_array().into_iter().flatten() {
+            let ip = a["ip"].as_str().unwrap_or("");
+            if ports.is_empty() {
+                total += 1;
+                if list.len() < 3 {
+                    list.push(ip.to_string());
+                }
+            }
+            for p in &ports {
+                total += 1;
+                if list.len() < 3 {
+                    list.push(format!("{ip}:{p}"));
+                }
+            }
+        }
+    }
+    match total {
+        0 => "<none>".into(),
+        n if n > list.len() => format!("{} + {} more...", list.join(","), n - list.len()),
+        _ => list.join(","),
+    }
+}
+
+fn event_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
+    let last = str_at(o, "lastTimestamp")
+        .or(str_at(o, "eventTime"))
+        .or(str_at(o, "metadata.creationTimestamp"));
+    let first = str_at(o, "firstTimestamp")
+        .or(str_at(o, "eventTime"))
+        .or(str_at(o, "metadata.creationTimestamp"));
+    let inv = &o["involvedObject"];
+    let object = format!(
+        "{}/{}",
+        inv["kind"].as_str().unwrap_or("").to_lowercase(),
+        inv["name"].as_str().unwrap_or("")
+    );
+    let source = o["source"]["component"]
+        .as_str()
+        .or(str_at(o, "reportingComponent"))
+        .unwrap_or("");
+    let source = match o["source"]["host"].as_str() {
+        Some(h) if !h.is_empty() => format!("{source}, {h}"),
+        _ => source.to_string(),
+    };
+    vec![
+        s(age(last, now)),
+        s(str_at(o, "type").unwrap_or("")),
+        s(str_at(o, "reason").unwrap_or("")),
+        s(object),
+        s(inv["fieldPath"].as_str().unwrap_or("")),
+        s(source),
+        s(str_at(o, "message").unwrap_or("").trim()),
+        s(age(first, now)),
+        s(o["count"].as_i64().unwrap_or(1).to_string()),
+        s(object::name(o)),
+    ]
+}
+
+fn job_cells(o: &Value, name: Value, created: String, now: DateTime<Utc>) -> Vec<Value> {
+    let conds = o["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let has = |t: &str| {
+        conds
+            .iter()
+            .any(|c| c["type"] == t && c["status"] == "True")
+    };
+    let status = if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if object::is_deleting(o) {
+        "Terminating"
+    } else if has("Suspended") {
+        "Suspended"
+    } else {
+        "Running"
+    };
+    let completions = match o["spec"]["completions"].as_i64() {
+        Some(n) => format!("{}/{n}", int(o, "status.succeeded")),
+        None => {
+            let p = o["spec"]["parallelism"].as_i64().unwrap_or(1);
+            if p > 1 {
+                format!("{}/1 of {p}", int(o, "status.succeeded"))
+            } else {
+                format!("{}/1", int(o, "status.succeeded"))
+            }
+        }
+    };
+    let start = str_at(o, "status.startTime").and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    let end = str_at(o, "status.completionTime").and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+    let duration = match (start, end) {
+        (Some(s), Some(e)) => object::human_duration((e - s).num_seconds()),
+        (Some(s), None) => object::human_duration((now - s.with_timezone(&Utc)).num_seconds()),
+        _ => String::new(),
+    };
+    let mut c = vec![name, s(status), s(completions), s(duration), s(created)];
+    c.extend(workload_wide(
+        &o["spec"]["template"]["spec"],
+        &o["spec"]["selector"],
+    ));
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::RESOURCES;
+
+    #[test]
+    fn every_kind_has_cells_for_every_column() {
+        let now = Utc::now();
+        for r in RESOURCES {
+            let obj =
+                json!({"metadata": {"name": "x", "creationTimestamp": "2020-01-01T00:00:00Z"}});
+            let t = table(r, &[obj], "1", IncludeObject::Metadata, now);
+            assert_eq!(
+                t["rows"][0]["cells"].as_array().unwrap().len(),
+                columns(r.kind_id).len(),
+                "{}",
+                r.kind
+            );
+        }
+    }
+
+    #[test]
+    fn pod_columns_like_kubectl() {
+        let pod = json!({
+            "metadata": {"name": "p", "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": 0, "state": {"running": {}}},
+                {"name": "b", "ready": false, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+            ]}
+        });
+        let c = cells(ResourceKind::Pod, &pod, Utc::now());
+        assert_eq!(c[1], "1/2");
+        assert_eq!(c[2], "CrashLoopBackOff");
+        assert_eq!(c[3], "2");
+        assert_eq!(c[5], "10.0.0.1");
+        assert_eq!(c[6], "n1");
+        let names: Vec<&str> = columns(ResourceKind::Pod)
+            .iter()
+            .filter(|c| c.2 == 0)
+            .map(|c| c.0)
+            .collect();
+        assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age"]);
+    }
+
+    #[test]
+    fn service_ports_and_types() {
+        let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "clusterIP": "10.43.0.10",
+            "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}], "selector": {"app": "web"}}});
+        let c = cells(ResourceKind::Service, &svc, Utc::now());
+        assert_eq!(c[1], "NodePort");
+        assert_eq!(c[2], "10.43.0.10");
+        assert_eq!(c[4], "80:30080/TCP");
+        assert_eq!(c[6], "app=web");
+    }
+}

@@ -1,0 +1,282 @@
+//! Validation of incoming objects, before anything is stored.
+//!
+//! Three layers, each naming the field it rejects:
+//! 1. **Schema**: the object must deserialize into its typed `k8s-openapi` struct
+//!    (wrong types and missing required fields → 422 with the field path).
+//! 2. **Unknown fields**: a field the schema does not know is dropped by that typed round
+//!    trip; comparing input and round trip finds it. `fieldValidation=Strict` rejects it (400),
+//!    `Warn` (the default) answers with a warning, `Ignore` says nothing. The stored object is
+//!    always the input as sent, so unknown-but-valid fields survive.
+//! 3. **Semantics**: names, labels, selectors, ports, quantities, per-kind rules (422).
+
+mod kinds;
+mod names;
+mod pod;
+
+pub use names::*;
+
+use crate::error::{ApiError, Cause};
+use crate::object;
+use crate::resources::{Resource, ResourceKind};
+use k8s_openapi::api::{
+    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+};
+use serde_json::Value;
+
+/// The `fieldValidation` query parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Strict,
+    #[default]
+    Warn,
+    Ignore,
+}
+
+impl FieldValidation {
+    pub fn parse(s: Option<&str>) -> Result<Self, ApiError> {
+        match s {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            ))),
+        }
+    }
+}
+
+/// Collects field-level causes while walking an object.
+#[derive(Default)]
+pub(crate) struct Causes(pub Vec<Cause>);
+
+impl Causes {
+    pub fn required(&mut self, field: impl Into<String>) {
+        self.0.push(Cause::required(field));
+    }
+    pub fn invalid(
+        &mut self,
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        why: impl AsRef<str>,
+    ) {
+        self.0.push(Cause::invalid(field, value, why.as_ref()));
+    }
+    pub fn not_supported(&mut self, field: impl Into<String>, value: &str, allowed: &[&str]) {
+        let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+        self.0.push(Cause::new(
+            "FieldValueNotSupported",
+            field,
+            format!(
+                "Unsupported value: \"{value}\": supported values: {}",
+                list.join(", ")
+            ),
+        ));
+    }
+    pub fn duplicate(&mut self, field: impl Into<String>, value: &str) {
+        self.0.push(Cause::new(
+            "FieldValueDuplicate",
+            field,
+            format!("Duplicate value: \"{value}\""),
+        ));
+    }
+    pub fn forbidden(&mut self, field: impl Into<String>, why: impl Into<String>) {
+        self.0.push(Cause::new(
+            "FieldValueForbidden",
+            field,
+            format!("Forbidden: {}", why.into()),
+        ));
+    }
+    /// Check `s` with a syntax function from [`names`]; records an Invalid cause.
+    pub fn syntax(&mut self, field: impl Into<String>, s: &str, check: fn(&str) -> Option<String>) {
+        if let Some(e) = check(s) {
+            self.invalid(field, format!("\"{s}\""), e);
+        }
+    }
+}
+
+/// Validate an object about to be created or updated as `res`.
+/// Returns warnings (unknown fields under `Warn`); any rejection is an [`ApiError`] and nothing is stored.
+pub fn validate(
+    res: &Resource,
+    obj: &Value,
+    mode: FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the body must be a JSON or YAML object",
+        ));
+    }
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    if av != res.api_version() || kind != res.kind {
+        return Err(ApiError::bad_request(format!(
+            "the object's apiVersion/kind ({av:?}, {kind:?}) does not match the resource ({}, {})",
+            res.api_version(),
+            res.kind
+        )));
+    }
+    let name = object::name(obj).to_string();
+    let round_trip = typed_round_trip(res.kind_id, obj)
+        .map_err(|c| ApiError::invalid(res.group, res.kind, &name, vec![c]))?;
+
+    let mut warnings = Vec::new();
+    if mode != FieldValidation::Ignore {
+        let mut unknown = Vec::new();
+        unknown_fields(obj, &round_trip, "", &mut unknown);
+        if !unknown.is_empty() {
+            let msgs: Vec<String> = unknown
+                .iter()
+                .map(|p| format!("unknown field \"{p}\""))
+                .collect();
+            if mode == FieldValidation::Strict {
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    msgs.join(", ")
+                )));
+            }
+            warnings = msgs;
+        }
+    }
+
+    let mut causes = Causes::default();
+    validate_metadata(res, obj, &mut causes);
+    kinds::validate_kind(res.kind_id, obj, &mut causes);
+    if causes.0.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(ApiError::invalid(res.group, res.kind, &name, causes.0))
+    }
+}
+
+/// Deserialize into the kind's typed struct and serialize back. A failure names the field.
+fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
+    macro_rules! rt {
+        ($t:ty) => {
+            serde_path_to_error::deserialize::<_, $t>(obj)
+                .map_err(schema_cause)
+                .and_then(|t| {
+                    serde_json::to_value(&t)
+                        .map_err(|e| Cause::new("FieldValueInvalid", "", e.to_string()))
+                })
+        };
+    }
+    use ResourceKind::*;
+    match kind {
+        Namespace => rt!(core::Namespace),
+        Node => rt!(core::Node),
+        Pod => rt!(core::Pod),
+        Service => rt!(core::Service),
+        Endpoints => rt!(core::Endpoints),
+        ConfigMap => rt!(core::ConfigMap),
+        Secret => rt!(core::Secret),
+        Event => rt!(core::Event),
+        Deployment => rt!(apps::Deployment),
+        ReplicaSet => rt!(apps::ReplicaSet),
+        DaemonSet => rt!(apps::DaemonSet),
+        Job => rt!(batch::Job),
+        CronJob => rt!(batch::CronJob),
+        Lease => rt!(coordination::Lease),
+    }
+}
+
+fn schema_cause(e: serde_path_to_error::Error<serde_json::Error>) -> Cause {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let msg = e.inner().to_string();
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.trim_end_matches('`');
+        let full = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
+        return Cause::required(full);
+    }
+    Cause::new(
+        "FieldValueTypeInvalid",
+        path,
+        format!("Invalid value: {msg}"),
+    )
+}
+
+/// Fields present (non-null) in `input` but absent from the typed round trip.
+fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                if v.is_null() {
+                    continue;
+                }
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match b.get(k) {
+                    Some(tv) => unknown_fields(v, tv, &p, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                unknown_fields(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn validate_metadata(res: &Resource, obj: &Value, c: &mut Causes) {
+    let meta = object::meta(obj);
+    let name = object::name(obj);
+    let generate = meta
+        .get("generateName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name.is_empty() {
+        if generate.is_empty() {
+            c.0.push(Cause::new(
+                "FieldValueRequired",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            ));
+        }
+    } else {
+        let check: fn(&str) -> Option<String> = match res.kind_id {
+            ResourceKind::Namespace | ResourceKind::Service => dns1123_label_errors,
+            _ => dns1123_subdomain_errors,
+        };
+        c.syntax("metadata.name", name, check);
+    }
+    for (k, v) in object::string_map(meta.get("labels")) {
+        c.syntax("metadata.labels", &k, qualified_name_errors);
+        if let Some(e) = label_value_errors(&v) {
+            c.invalid(format!("metadata.labels[{k}]"), format!("\"{v}\""), e);
+        }
+    }
+    if let Some(ann) = meta.get("annotations").and_then(Value::as_object) {
+        let mut total = 0;
+        for (k, v) in ann {
+            c.syntax("metadata.annotations", k, qualified_name_errors);
+            total += k.len() + v.as_str().map_or(0, str::len);
+        }
+        if total > 256 * 1024 {
+            c.0.push(Cause::new(
+                "FieldValueTooLong",
+                "metadata.annotations",
+                "Too long: must have at most 262144 bytes",
+            ));
+        }
+    }
+    if !res.namespaced && !object::namespace(obj).is_empty() {
+        c.forbidden(
+            "metadata.namespace",
+            format!("{} is cluster-scoped and has no namespace", res.kind),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
