@@ -1,0 +1,280 @@
+//! The state store: objects, a global revision, history for watch resume, compaction, backup.
+//!
+//! Layout (one redb file):
+//! - `objects`: key (`/{group}/{plural}/{namespace}/{name}`) → JSON object with
+//!   `metadata.resourceVersion` set to the revision that last wrote it.
+//! - `history`: revision → one change record (type, key, object), compacted from below.
+//! - `meta`: `rev` (last committed revision), `compacted` (highest removed history revision).
+//!
+//! All writes go through one writer thread ([`writer`]) that applies every mutation queued
+//! at the moment it wakes up in one transaction and commits once (group commit): each caller
+//! is answered only after the commit is durable. Reads use redb read transactions (MVCC
+//! snapshots), so they never wait for the writer. Every committed change is published on an
+//! in-memory feed that [`watch`] combines with the history table to resume from any
+//! retained revision without gaps or duplicates.
+
+mod watch;
+mod writer;
+
+pub use watch::WatchStream;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use wasmorch_api::ApiError;
+
+pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// How many live events the feed buffers for a slow watcher before it must re-read history.
+const FEED_CAPACITY: usize = 8192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum EventType {
+    #[serde(rename = "ADDED")]
+    Added,
+    #[serde(rename = "MODIFIED")]
+    Modified,
+    #[serde(rename = "DELETED")]
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change. For `Deleted`, `object` is the last state with the deleting revision.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    pub rev: u64,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub key: String,
+    pub object: Value,
+}
+
+/// What a mutation decides, given the current object (if any).
+pub enum Outcome {
+    /// Store this object (created or replaced).
+    Put(Value),
+    /// Remove the object.
+    Delete,
+}
+
+/// A mutation run on the writer thread against the current state of one key, inside the
+/// batch's transaction. Returning an error rejects this mutation only.
+pub type MutateFn = Box<dyn FnOnce(Option<&Value>) -> Result<Outcome, ApiError> + Send>;
+
+/// The result of a committed (or dry-run) mutation.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The stored object (with its resourceVersion), or the deleted object.
+    pub object: Value,
+    /// `None` when nothing changed (the new object equalled the stored one) or on dry run.
+    pub event: Option<EventType>,
+}
+
+pub(crate) enum Op {
+    Mutate { key: String, f: MutateFn, dry_run: bool, reply: oneshot::Sender<Result<Committed, ApiError>> },
+    Compact { keep: u64, reply: oneshot::Sender<Result<u64, ApiError>> },
+    /// Finish the current batch and stop the writer thread.
+    Shutdown,
+}
+
+pub(crate) struct Shared {
+    pub db: Database,
+    /// Last committed revision. Written only by the writer thread after a commit.
+    pub rev: AtomicU64,
+    /// Highest revision removed from history. Watches from below it get 410 Gone.
+    pub compacted: AtomicU64,
+    pub feed: broadcast::Sender<Arc<Event>>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    ops: mpsc::Sender<Op>,
+    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+pub(crate) fn storage_err(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("storage: {e}"))
+}
+
+impl Store {
+    /// Open (or create) the store at `path` and start its writer thread.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let db = Database::create(path).map_err(|e| anyhow::anyhow!("opening store {}: {e}", path.display()))?;
+        let (rev, compacted) = {
+            let txn = db.begin_write()?;
+            let (rev, compacted) = {
+                let _ = txn.open_table(OBJECTS)?;
+                let _ = txn.open_table(HISTORY)?;
+                let meta = txn.open_table(META)?;
+                let rev = meta.get("rev")?.map(|g| g.value()).unwrap_or(0);
+                let compacted = meta.get("compacted")?.map(|g| g.value()).unwrap_or(0);
+                (rev, compacted)
+            };
+            txn.commit()?;
+            (rev, compacted)
+        };
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let shared = Arc::new(Shared { db, rev: AtomicU64::new(rev), compacted: AtomicU64::new(compacted), feed });
+        // Bounded: when the disk cannot keep up, callers wait here instead of growing memory.
+        let (tx, rx) = mpsc::channel(4096);
+        let s = shared.clone();
+        let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer::run(s, rx))?;
+        Ok(Store { shared, ops: tx, writer: Arc::new(std::sync::Mutex::new(Some(handle))) })
+    }
+
+    /// Stop the writer after what is queued, and wait for it. Later writes fail with 503.
+    pub async fn close(&self) {
+        let _ = self.ops.send(Op::Shutdown).await;
+        // std Mutex: held only to take the handle, never across an await.
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    pub fn current_rev(&self) -> u64 {
+        self.shared.rev.load(Ordering::Acquire)
+    }
+
+    pub fn compacted_rev(&self) -> u64 {
+        self.shared.compacted.load(Ordering::Acquire)
+    }
+
+    /// Apply `f` to the current object at `key`, durably. `dry_run` evaluates without writing.
+    pub async fn mutate(&self, key: String, dry_run: bool, f: MutateFn) -> Result<Committed, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops
+            .send(Op::Mutate { key, f, dry_run, reply })
+            .await
+            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
+        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
+    }
+
+    /// Remove history at or below `current - keep`. Returns the new compacted revision.
+    pub async fn compact(&self, keep: u64) -> Result<u64, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops.send(Op::Compact { keep, reply }).await.map_err(|_| ApiError::unavailable("the store is shutting down"))?;
+        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
+    }
+
+    /// Read one object.
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, ApiError> {
+        let shared = self.shared.clone();
+        let key = key.to_string();
+        blocking(move || {
+            let txn = shared.db.begin_read().map_err(storage_err)?;
+            let t = txn.open_table(OBJECTS).map_err(storage_err)?;
+            match t.get(key.as_str()).map_err(storage_err)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage_err)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// All objects whose key starts with `prefix`, after `start_after` (for paging), at most
+    /// `limit` (0 = all), and the revision of the snapshot they were read at.
+    pub async fn list(&self, prefix: &str, start_after: Option<String>, limit: usize) -> Result<(Vec<Value>, u64, bool), ApiError> {
+        let shared = self.shared.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let txn = shared.db.begin_read().map_err(storage_err)?;
+            let rev = txn.open_table(META).map_err(storage_err)?.get("rev").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
+            let t = txn.open_table(OBJECTS).map_err(storage_err)?;
+            let start = start_after.unwrap_or_else(|| prefix.clone());
+            let mut out = Vec::new();
+            let mut more = false;
+            for item in t.range(start.as_str()..).map_err(storage_err)? {
+                let (k, v) = item.map_err(storage_err)?;
+                let k = k.value();
+                if !k.starts_with(prefix.as_str()) {
+                    break;
+                }
+                if k == start {
+                    continue;
+                }
+                if limit > 0 && out.len() == limit {
+                    more = true;
+                    break;
+                }
+                out.push(serde_json::from_slice(v.value()).map_err(storage_err)?);
+            }
+            Ok((out, rev, more))
+        })
+        .await
+    }
+
+    /// Changes under `prefix` with revision greater than `after`.
+    /// `Err(410 Gone)` if `after` is older than the compacted history.
+    pub fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, ApiError> {
+        WatchStream::new(self.shared.clone(), prefix.to_string(), after)
+    }
+
+    /// Write a consistent snapshot of the whole store to a new redb file at `dest`.
+    pub async fn backup(&self, dest: &Path) -> Result<u64, ApiError> {
+        let shared = self.shared.clone();
+        let dest = dest.to_path_buf();
+        blocking(move || {
+            let txn = shared.db.begin_read().map_err(storage_err)?;
+            let out = Database::create(&dest).map_err(storage_err)?;
+            let w = out.begin_write().map_err(storage_err)?;
+            let rev;
+            {
+                let src = txn.open_table(OBJECTS).map_err(storage_err)?;
+                let mut dst = w.open_table(OBJECTS).map_err(storage_err)?;
+                for item in src.iter().map_err(storage_err)? {
+                    let (k, v) = item.map_err(storage_err)?;
+                    dst.insert(k.value(), v.value()).map_err(storage_err)?;
+                }
+                let src = txn.open_table(HISTORY).map_err(storage_err)?;
+                let mut dst = w.open_table(HISTORY).map_err(storage_err)?;
+                for item in src.iter().map_err(storage_err)? {
+                    let (k, v) = item.map_err(storage_err)?;
+                    dst.insert(k.value(), v.value()).map_err(storage_err)?;
+                }
+                let src = txn.open_table(META).map_err(storage_err)?;
+                let mut dst = w.open_table(META).map_err(storage_err)?;
+                for item in src.iter().map_err(storage_err)? {
+                    let (k, v) = item.map_err(storage_err)?;
+                    dst.insert(k.value(), v.value()).map_err(storage_err)?;
+                }
+                rev = src.get("rev").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
+            }
+            w.commit().map_err(storage_err)?;
+            Ok(rev)
+        })
+        .await
+    }
+}
+
+/// Check that `path` is a readable wasmorch store (used before restoring from it).
+pub fn verify_snapshot(path: &Path) -> anyhow::Result<u64> {
+    let db = Database::open(path).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
+    let _ = txn.open_table(OBJECTS)?;
+    Ok(meta.get("rev")?.map(|g| g.value()).unwrap_or(0))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests;
