@@ -1,1 +1,105 @@
-fn main() {}
+//! The `wasmorch` binary: parses flags and calls into the crates. One file per subcommand
+//! under `cmd/`; the client side (`client`, `kubeconfig`, `printer`) speaks the Kubernetes API.
+
+mod client;
+mod cmd;
+mod kubeconfig;
+mod printer;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "wasmorch", version, about = "A WebAssembly-native orchestrator with a Kubernetes API", propagate_version = true)]
+struct Cli {
+    /// Kubeconfig context to use (client commands).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a local cluster in the foreground: control plane and store, on loopback.
+    Up(cmd::up::UpArgs),
+    /// Run the control plane only (API server, store, controllers).
+    Server(cmd::up::ServerArgs),
+    /// Create or update objects from files (multi-document YAML or JSON), a directory, or '-'.
+    Apply(cmd::apply::FileArgs),
+    /// Create objects from files; fails for objects that exist.
+    Create(cmd::apply::FileArgs),
+    /// List or show objects.
+    Get(cmd::get::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(cmd::describe::DescribeArgs),
+    /// Delete objects by file or by kind and name.
+    Delete(cmd::apply::DeleteArgs),
+    /// Show and switch kubeconfig contexts.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCmd),
+    /// Write a consistent snapshot of the running server's store to FILE.
+    Backup(cmd::backup::BackupArgs),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print client and server versions.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // `wasmorch get … | head` must end quietly, as kubectl does, when the reader goes away.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WASMORCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = cli.context.clone();
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Up(a) => cmd::up::up(a).await,
+            Command::Server(a) => cmd::up::server(a).await,
+            Command::Apply(a) => cmd::apply::apply(ctx, a, false).await,
+            Command::Create(a) => cmd::apply::apply(ctx, a, true).await,
+            Command::Get(a) => cmd::get::get(ctx, a).await,
+            Command::Describe(a) => cmd::describe::describe(ctx, a).await,
+            Command::Delete(a) => cmd::apply::delete(ctx, a).await,
+            Command::Config(c) => cmd::config::run(c),
+            Command::Backup(a) => cmd::backup::backup(ctx, a).await,
+            Command::Completion { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "wasmorch", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Version => cmd::version(ctx).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<client::Failed>() {
+                Some(_) => {}
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

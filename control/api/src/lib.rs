@@ -12,6 +12,7 @@
 //! trip; typed `k8s-openapi` structs are used to validate and to read well-known fields.
 
 pub mod decode;
+pub mod defaults;
 pub mod error;
 pub mod object;
 pub mod quantity;

@@ -17,6 +17,7 @@ mod watch;
 mod writer;
 
 pub use watch::WatchStream;
+pub use watch::gone as gone_error;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;

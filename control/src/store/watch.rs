@@ -25,7 +25,7 @@ pub struct WatchStream {
     caught_up: bool,
 }
 
-pub(crate) fn gone(rev: u64, compacted: u64) -> ApiError {
+pub fn gone(rev: u64, compacted: u64) -> ApiError {
     ApiError::gone(format!("too old resource version: {rev} ({compacted})"))
 }
 

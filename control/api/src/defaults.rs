@@ -1,0 +1,156 @@
+//! Defaulting applied on create and update, as the Kubernetes API server does, so stored
+//! objects say what will happen (`restartPolicy: Always`, `type: ClusterIP`, …).
+
+use crate::resources::ResourceKind;
+use serde_json::{Value, json};
+
+fn set_default(v: &mut Value, key: &str, default: Value) {
+    if let Some(m) = v.as_object_mut() {
+        if m.get(key).is_none_or(Value::is_null) {
+            m.insert(key.to_string(), default);
+        }
+    }
+}
+
+pub fn apply(kind: ResourceKind, obj: &mut Value) {
+    use ResourceKind::*;
+    match kind {
+        Pod => pod_spec(&mut obj["spec"], "Always"),
+        Deployment => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "replicas", json!(1));
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(spec, "progressDeadlineSeconds", json!(600));
+            set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
+            if spec["strategy"]["type"] == "RollingUpdate" {
+                set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
+                set_default(&mut spec["strategy"]["rollingUpdate"], "maxSurge", json!("25%"));
+                set_default(&mut spec["strategy"]["rollingUpdate"], "maxUnavailable", json!("25%"));
+            }
+            template(&mut obj["spec"], "Always");
+        }
+        ReplicaSet => {
+            set_default(&mut obj["spec"], "replicas", json!(1));
+            template(&mut obj["spec"], "Always");
+        }
+        DaemonSet => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+            template(&mut obj["spec"], "Always");
+        }
+        Job => job_spec(&mut obj["spec"]),
+        CronJob => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "concurrencyPolicy", json!("Allow"));
+            set_default(spec, "suspend", json!(false));
+            set_default(spec, "successfulJobsHistoryLimit", json!(3));
+            set_default(spec, "failedJobsHistoryLimit", json!(1));
+            if spec.get("jobTemplate").is_some() {
+                job_spec(&mut spec["jobTemplate"]["spec"]);
+            }
+        }
+        Service => {
+            let spec = &mut obj["spec"];
+            set_default(spec, "type", json!("ClusterIP"));
+            set_default(spec, "sessionAffinity", json!("None"));
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    set_default(p, "protocol", json!("TCP"));
+                    let port = p.get("port").cloned().unwrap_or(Value::Null);
+                    set_default(p, "targetPort", port);
+                }
+            }
+        }
+        Secret => {
+            set_default(obj, "type", json!("Opaque"));
+            fold_string_data(obj);
+        }
+        Namespace | Node | Endpoints | ConfigMap | Event | Lease => {}
+    }
+}
+
+/// `stringData` is a write-only convenience: its entries are stored base64-encoded in `data`.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
+    let Some(entries) = sd.as_object() else { return };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in entries {
+        let raw = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
+    }
+}
+
+fn job_spec(spec: &mut Value) {
+    if !spec.is_object() {
+        return;
+    }
+    set_default(spec, "backoffLimit", json!(6));
+    set_default(spec, "completions", json!(1));
+    set_default(spec, "parallelism", json!(1));
+    set_default(spec, "completionMode", json!("NonIndexed"));
+    set_default(spec, "suspend", json!(false));
+    // Kubernetes does not default a Job's restartPolicy: it must be OnFailure or Never.
+    template(spec, "");
+}
+
+fn template(spec: &mut Value, restart: &str) {
+    if spec.get("template").is_some_and(Value::is_object) {
+        pod_spec(&mut spec["template"]["spec"], restart);
+    }
+}
+
+fn pod_spec(spec: &mut Value, restart: &str) {
+    if !spec.is_object() {
+        return;
+    }
+    if !restart.is_empty() {
+        set_default(spec, "restartPolicy", json!(restart));
+    }
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    for list in ["initContainers", "containers"] {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in cs {
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
+                let latest = !image.contains('@') && (image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':'));
+                let remote = !image.starts_with("file://");
+                let policy = if latest && remote { "Always" } else { "IfNotPresent" };
+                set_default(c, "imagePullPolicy", json!(policy));
+                set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+                set_default(c, "terminationMessagePolicy", json!("File"));
+                if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+                    for p in ports {
+                        set_default(p, "protocol", json!("TCP"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_only_what_is_missing() {
+        let mut d = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "file:///x.wasm"}]}}}});
+        apply(ResourceKind::Deployment, &mut d);
+        assert_eq!(d["spec"]["replicas"], 3);
+        assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        let mut sec = json!({"stringData": {"a": "hi"}, "data": {"b": "eA=="}});
+        apply(ResourceKind::Secret, &mut sec);
+        assert_eq!(sec, json!({"type": "Opaque", "data": {"a": "aGk=", "b": "eA=="}}));
+        let mut s = json!({"spec": {"ports": [{"port": 80}]}});
+        apply(ResourceKind::Service, &mut s);
+        assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(s["spec"]["type"], "ClusterIP");
+    }
+}

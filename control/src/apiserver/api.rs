@@ -1,0 +1,231 @@
+//! The API's operations over the store, independent of HTTP. The HTTP handlers and the
+//! in-process controllers both call these: one code path.
+
+use super::objects::{self, DeleteOptions};
+use super::request::Target;
+use crate::store::{EventType, Outcome, Store};
+use base64::Engine;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wasmorch_api::resources::{self, Resource};
+use wasmorch_api::selector::{FieldSelector, LabelSelector};
+use wasmorch_api::validation::FieldValidation;
+use wasmorch_api::{ApiError, object};
+
+#[derive(Clone)]
+pub struct Api {
+    pub store: Store,
+    /// Ends open watches when the server stops.
+    pub shutdown: CancellationToken,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+/// Options of a list (and of a watch's initial state).
+#[derive(Debug, Default, Clone)]
+pub struct ListOptions {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    pub limit: usize,
+    pub continue_token: Option<String>,
+}
+
+impl ListOptions {
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(&object::labels(obj)) && self.fields.matches(obj)
+    }
+}
+
+/// The result of a write: the object, warnings, and whether the store changed.
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    pub event: Option<EventType>,
+}
+
+fn ns_of(res: &Resource, ns: Option<&str>) -> String {
+    if res.namespaced { ns.unwrap_or("").to_string() } else { String::new() }
+}
+
+impl Api {
+    pub fn new(store: Store, shutdown: CancellationToken) -> Api {
+        Api { store, shutdown, bookmark_interval: Duration::from_secs(30) }
+    }
+
+    fn key(t: &Target) -> Result<String, ApiError> {
+        let name = t.name.as_deref().ok_or_else(|| ApiError::method_not_allowed("this operation needs an object name"))?;
+        if t.res.namespaced && t.namespace.is_none() {
+            return Err(ApiError::bad_request("a namespace is required"));
+        }
+        Ok(t.res.key(t.namespace.as_deref().unwrap_or(""), name))
+    }
+
+    fn not_found(t: &Target) -> ApiError {
+        ApiError::not_found(t.res.group, t.res.plural, t.name.as_deref().unwrap_or(""))
+    }
+
+    pub async fn get(&self, t: &Target) -> Result<Value, ApiError> {
+        self.store.get(&Self::key(t)?).await?.ok_or_else(|| Self::not_found(t))
+    }
+
+    /// List objects; returns the `…List` object.
+    pub async fn list(&self, res: &Resource, ns: Option<&str>, opts: &ListOptions) -> Result<Value, ApiError> {
+        let prefix = res.key_prefix(ns);
+        let (mut start, mut rev0) = (None, None);
+        if let Some(tok) = &opts.continue_token {
+            let (k, rv) = decode_continue(tok)?;
+            if rv < self.store.compacted_rev() {
+                return Err(ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."));
+            }
+            start = Some(k);
+            rev0 = Some(rv);
+        }
+        let mut items = Vec::new();
+        let mut next_token = None;
+        let chunk = if opts.limit == 0 { 0 } else { opts.limit.max(500) };
+        loop {
+            let (page, rev, more) = self.store.list(&prefix, start.clone(), chunk).await?;
+            let rev = *rev0.get_or_insert(rev);
+            let last_key = page.last().map(|o| res.key(object::namespace(o), object::name(o)));
+            for o in page {
+                if opts.matches(&o) {
+                    if opts.limit > 0 && items.len() == opts.limit {
+                        break;
+                    }
+                    items.push(o);
+                }
+            }
+            if opts.limit > 0 && items.len() == opts.limit {
+                let last = items.last().map(|o| res.key(object::namespace(o), object::name(o)));
+                // More may remain if this page had more, or if the page was cut by the limit.
+                if more || last != last_key {
+                    next_token = last.map(|k| encode_continue(&k, rev));
+                }
+                break;
+            }
+            if !more {
+                break;
+            }
+            start = last_key;
+        }
+        let rev = rev0.unwrap_or(0);
+        let mut meta = json!({"resourceVersion": rev.to_string()});
+        if let Some(t) = next_token {
+            meta["continue"] = json!(t);
+        }
+        Ok(json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": meta, "items": items}))
+    }
+
+    async fn check_namespace(&self, res: &Resource, ns: &str) -> Result<(), ApiError> {
+        if !res.namespaced {
+            return Ok(());
+        }
+        let ns_res = resources::lookup("namespaces").expect("namespaces registered");
+        match self.store.get(&ns_res.key("", ns)).await? {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if object::is_deleting(&n) => Err(ApiError::forbidden(format!(
+                "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                res.qualified_plural()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub async fn create(&self, res: &'static Resource, ns: Option<&str>, body: Value, mode: FieldValidation, dry_run: bool) -> Result<Written, ApiError> {
+        let ns = ns_of(res, ns);
+        let (obj, warnings) = objects::prepare_create(res, Some(&ns), body, mode)?;
+        self.check_namespace(res, &ns).await?;
+        let name = object::name(&obj).to_string();
+        let key = res.key(&ns, &name);
+        let c = self
+            .store
+            .mutate(
+                key,
+                dry_run,
+                Box::new(move |cur| match cur {
+                    Some(_) => Err(ApiError::already_exists(res.group, res.plural, &name)),
+                    None => Ok(Outcome::Put(obj)),
+                }),
+            )
+            .await?;
+        Ok(Written { object: c.object, warnings, event: c.event })
+    }
+
+    /// PUT, to the object or its `status` subresource.
+    pub async fn update(&self, t: &Target, body: Value, mode: FieldValidation, dry_run: bool) -> Result<Written, ApiError> {
+        self.modify(t, dry_run, move |res, cur, sub| objects::prepare_update(res, cur, body, sub, mode)).await
+    }
+
+    pub async fn patch(&self, t: &Target, content_type: &str, patch: Value, mode: FieldValidation, dry_run: bool) -> Result<Written, ApiError> {
+        let ct = content_type.to_string();
+        self.modify(t, dry_run, move |res, cur, sub| {
+            let new = objects::apply_patch(cur, &ct, &patch)?;
+            objects::prepare_update(res, cur, new, sub, mode)
+        })
+        .await
+    }
+
+    async fn modify(
+        &self,
+        t: &Target,
+        dry_run: bool,
+        f: impl FnOnce(&Resource, &Value, Option<&str>) -> Result<(Outcome, Vec<String>), ApiError> + Send + 'static,
+    ) -> Result<Written, ApiError> {
+        let res = t.res;
+        let sub = match t.subresource.as_deref() {
+            None => None,
+            Some("status") if res.has_status => Some("status".to_string()),
+            Some(other) => return Err(ApiError::new(404, "NotFound", format!("{} has no subresource {other:?}", res.kind))),
+        };
+        let nf = Self::not_found(t);
+        // std Mutex: the closure runs on the writer thread; this only carries warnings out.
+        let warnings = Arc::new(Mutex::new(Vec::new()));
+        let w2 = warnings.clone();
+        let c = self
+            .store
+            .mutate(
+                Self::key(t)?,
+                dry_run,
+                Box::new(move |cur| {
+                    let cur = cur.ok_or(nf)?;
+                    let (outcome, w) = f(res, cur, sub.as_deref())?;
+                    *w2.lock().unwrap_or_else(|e| e.into_inner()) = w;
+                    Ok(outcome)
+                }),
+            )
+            .await?;
+        let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(Written { object: c.object, warnings, event: c.event })
+    }
+
+    /// Delete (or mark deleting). `Written.event` is `Deleted` when the object is gone.
+    pub async fn delete(&self, t: &Target, opts: DeleteOptions, dry_run: bool) -> Result<Written, ApiError> {
+        let res = t.res;
+        let nf = Self::not_found(t);
+        let c = self
+            .store
+            .mutate(
+                Self::key(t)?,
+                dry_run,
+                Box::new(move |cur| {
+                    let cur = cur.ok_or(nf)?;
+                    objects::prepare_delete(res, cur, &opts)
+                }),
+            )
+            .await?;
+        Ok(Written { object: c.object, warnings: Vec::new(), event: c.event })
+    }
+}
+
+fn encode_continue(key: &str, rev: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"k": key, "rv": rev}).to_string())
+}
+
+fn decode_continue(tok: &str) -> Result<(String, u64), ApiError> {
+    let bad = || ApiError::bad_request("invalid continue token");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok((v["k"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
+}

@@ -1,0 +1,186 @@
+//! Discovery documents: `/version`, `/api`, `/apis` (legacy and aggregated v2), resource
+//! lists per group version, and the skeleton `/openapi/v3` that tells kubectl the server
+//! validates fields itself (`fieldValidation` on PATCH).
+
+use serde_json::{Value, json};
+use wasmorch_api::resources::{self, RESOURCES, Resource};
+use wasmorch_api::{KUBE_MAJOR, KUBE_MINOR};
+
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+pub fn version() -> Value {
+    json!({
+        "major": KUBE_MAJOR,
+        "minor": KUBE_MINOR,
+        "gitVersion": format!("v{KUBE_MAJOR}.{KUBE_MINOR}.0+wasmorch.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+    })
+}
+
+/// Architecture names as Kubernetes spells them.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}
+
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|a| a.contains("as=APIGroupDiscoveryList"))
+}
+
+fn in_group(group: &str) -> impl Iterator<Item = &'static Resource> + '_ {
+    RESOURCES.iter().filter(move |r| r.group == group)
+}
+
+fn gvk(r: &Resource) -> Value {
+    json!({"group": r.group, "version": r.version, "kind": r.kind})
+}
+
+fn aggregated_resource(r: &Resource) -> Value {
+    let mut subs = Vec::new();
+    if r.has_status {
+        subs.push(json!({"subresource": "status", "responseKind": gvk(r), "verbs": ["get", "patch", "update"]}));
+    }
+    if r.has_scale {
+        subs.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
+    }
+    let mut v = json!({
+        "resource": r.plural,
+        "responseKind": gvk(r),
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": VERBS,
+        "subresources": subs,
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
+    v
+}
+
+fn aggregated_group(group: &str, version: &str) -> Value {
+    json!({
+        "metadata": {"name": group, "creationTimestamp": null},
+        "versions": [{"version": version, "resources": in_group(group).map(aggregated_resource).collect::<Vec<_>>(), "freshness": "Current"}],
+    })
+}
+
+/// `/api` in either form.
+pub fn core(aggregated: bool) -> Value {
+    if aggregated {
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": [aggregated_group("", "v1")]})
+    } else {
+        json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
+    }
+}
+
+fn group_doc(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+/// `/apis` in either form.
+pub fn groups(aggregated: bool) -> Value {
+    let gs = resources::groups();
+    if aggregated {
+        let items: Vec<Value> = gs.iter().map(|(g, v)| aggregated_group(g, v)).collect();
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    } else {
+        let groups: Vec<Value> = gs.iter().map(|(g, v)| group_doc(g, v)).collect();
+        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+    }
+}
+
+/// `/apis/{group}`.
+pub fn group(name: &str) -> Option<Value> {
+    resources::groups().into_iter().find(|(g, _)| *g == name).map(|(g, v)| {
+        let mut d = group_doc(g, v);
+        d["kind"] = json!("APIGroup");
+        d["apiVersion"] = json!("v1");
+        d
+    })
+}
+
+/// `/api/v1` or `/apis/{group}/{version}`.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<&Resource> = in_group(group).filter(|r| r.version == version).collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let mut list = Vec::new();
+    for r in rs {
+        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS});
+        if !r.short_names.is_empty() {
+            v["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            v["categories"] = json!(r.categories);
+        }
+        list.push(v);
+        if r.has_status {
+            list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+/// `/openapi/v3`: one entry per group version.
+pub fn openapi_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs = vec![("", "v1")];
+    gvs.extend(resources::groups());
+    for (g, v) in gvs {
+        let p = gv_path(g, v);
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", env!("CARGO_PKG_VERSION"))}));
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/{api/v1 | apis/g/v}`: the item paths with their PATCH operations.
+pub fn openapi_group_version(path: &str) -> Option<Value> {
+    let mut gvs = vec![("", "v1")];
+    gvs.extend(resources::groups());
+    let (g, v) = gvs.into_iter().find(|(g, v)| gv_path(g, v) == path)?;
+    let params = json!([
+        {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}
+    ]);
+    let mut paths = serde_json::Map::new();
+    for r in in_group(g).filter(|r| r.version == v) {
+        let item = if r.namespaced {
+            format!("/{}/namespaces/{{namespace}}/{}/{{name}}", gv_path(g, v), r.plural)
+        } else {
+            format!("/{}/{}/{{name}}", gv_path(g, v), r.plural)
+        };
+        let op = json!({
+            "operationId": format!("patch{}", r.kind),
+            "parameters": params,
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": gvk(r),
+            "responses": {"200": {"description": "OK"}},
+        });
+        paths.insert(item, json!({"patch": op}));
+    }
+    Some(json!({"openapi": "3.0.0", "info": {"title": "wasmorch", "version": format!("v{KUBE_MAJOR}.{KUBE_MINOR}")}, "paths": paths, "components": {"schemas": {}}}))
+}

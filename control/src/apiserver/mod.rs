@@ -1,0 +1,95 @@
+//! The API server: Kubernetes on the wire over HTTPS.
+//!
+//! - [`request`]: paths, query parameters, bodies, replies (the one error → `Status` place).
+//! - [`objects`]: pure write rules (create, update, status, patch, delete).
+//! - [`api`]: operations over the store, used by HTTP handlers and in-process controllers.
+//! - [`handlers`]: authentication and routing.
+//! - [`watch`]: streaming watches.
+//! - [`discovery`]: `/api`, `/apis`, `/version`, `/openapi/v3`.
+
+pub mod api;
+pub mod discovery;
+pub mod handlers;
+pub mod objects;
+pub mod request;
+pub mod watch;
+
+use crate::pki::{Tokens, identity_from_cert};
+use axum::Router;
+use axum::routing::get;
+use handlers::PeerIdentity;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+pub struct ServerState {
+    pub api: api::Api,
+    pub tokens: Tokens,
+    pub data_dir: PathBuf,
+}
+
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/healthz", get(handlers::health))
+        .route("/livez", get(handlers::health))
+        .route("/readyz", get(handlers::health))
+        .route("/version", get(handlers::version))
+        .fallback(handlers::dispatch)
+        .with_state(state)
+}
+
+/// Accept TLS connections until `shutdown`; each connection's verified client certificate
+/// (if any) becomes its [`PeerIdentity`]. Open connections are asked to finish gracefully.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, shutdown: CancellationToken) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tracker = TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let id = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| identity_from_cert(c));
+            let svc = app.map_request(move |mut r: axum::extract::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(PeerIdentity(id.clone()));
+                r
+            });
+            let svc = TowerToHyperService::new(svc);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => if let Err(e) = r { tracing::debug!(%peer, "connection: {e}") },
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(6), tracker.wait()).await;
+}

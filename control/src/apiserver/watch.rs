@@ -1,0 +1,163 @@
+//! Watch over HTTP: a chunked stream of `{"type": …, "object": …}` lines.
+//!
+//! Semantics follow Kubernetes: without a resourceVersion (or with "0") the current objects
+//! come first as ADDED; with one, changes after it; `sendInitialEvents=true` adds a BOOKMARK
+//! annotated `k8s.io/initial-events-end` after the initial state. Selectors are applied per
+//! event with transitions: an object that stops matching is sent as DELETED. A revision that
+//! was compacted away is answered with an ERROR event carrying a 410 `Status`.
+
+use super::api::{Api, ListOptions};
+use crate::store::EventType;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use wasmorch_api::ApiError;
+use wasmorch_api::object;
+use wasmorch_api::resources::Resource;
+use wasmorch_api::table::{self, IncludeObject};
+
+pub struct WatchRequest {
+    pub res: &'static Resource,
+    pub namespace: Option<String>,
+    pub opts: ListOptions,
+    /// `None`: start with the current state. `Some(rv)`: changes after `rv`.
+    pub after: Option<u64>,
+    pub send_initial_events: bool,
+    pub bookmarks: bool,
+    pub timeout: Duration,
+    /// `Some` when the client asked for Tables.
+    pub table: Option<IncludeObject>,
+}
+
+/// Encodes events as lines, in Table form when asked, with column definitions once.
+struct Encoder {
+    res: &'static Resource,
+    table: Option<IncludeObject>,
+    sent_columns: bool,
+}
+
+impl Encoder {
+    fn line(&mut self, kind: &str, obj: &Value) -> Bytes {
+        let object = match (self.table, kind) {
+            (Some(include), "ADDED" | "MODIFIED" | "DELETED") => {
+                let mut t = table::table(self.res, std::slice::from_ref(obj), &object::resource_version(obj).to_string(), include, chrono::Utc::now());
+                if self.sent_columns {
+                    t["columnDefinitions"] = json!([]);
+                }
+                self.sent_columns = true;
+                t
+            }
+            _ => obj.clone(),
+        };
+        let mut s = json!({"type": kind, "object": object}).to_string();
+        s.push('\n');
+        Bytes::from(s)
+    }
+}
+
+fn bookmark(res: &Resource, rev: u64, initial_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta})
+}
+
+pub fn respond(api: Api, req: WatchRequest) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
+    tokio::spawn(async move {
+        let mut enc = Encoder { res: req.res, table: req.table, sent_columns: false };
+
+        if let Err(e) = run(&api, &req, &mut enc, &tx).await {
+            let _ = tx.send(Ok(enc.line("ERROR", &e.to_status()))).await;
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+type Tx = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Send one line; `false` when the client has gone.
+async fn send(tx: &Tx, b: Bytes) -> bool {
+    tx.send(Ok(b)).await.is_ok()
+}
+
+async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + req.timeout;
+    let mut present: HashSet<String> = HashSet::new();
+    let key_of = |o: &Value| format!("{}/{}", object::namespace(o), object::name(o));
+    let after = match req.after {
+        Some(rv) if !req.send_initial_events => rv,
+        _ => {
+            let mut opts = req.opts.clone();
+            opts.limit = 0;
+            let list = api.list(req.res, req.namespace.as_deref(), &opts).await?;
+            let rev: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            for o in list["items"].as_array().into_iter().flatten() {
+                present.insert(key_of(o));
+                if !send(tx, enc.line("ADDED", o)).await {
+                    return Ok(());
+                }
+            }
+            if req.send_initial_events && !send(tx, enc.line("BOOKMARK", &bookmark(req.res, rev, true))).await {
+                return Ok(());
+            }
+            rev
+        }
+    };
+    let mut stream = api.store.watch(&req.res.key_prefix(req.namespace.as_deref()), after)?;
+    let mut ticker = tokio::time::interval(api.bookmark_interval);
+    ticker.tick().await;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev?,
+            _ = tokio::time::sleep_until(deadline) => return Ok(()),
+            _ = api.shutdown.cancelled() => return Ok(()),
+            _ = tx.closed() => return Ok(()),
+            _ = ticker.tick(), if req.bookmarks => {
+                if !send(tx, enc.line("BOOKMARK", &bookmark(req.res, stream.last_rev(), false))).await {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let key = key_of(&ev.object);
+        let matches = req.opts.matches(&ev.object);
+        let kind = match (ev.kind, matches, present.contains(&key)) {
+            (EventType::Deleted, _, true) => {
+                present.remove(&key);
+                "DELETED"
+            }
+            (EventType::Deleted, m, false) => {
+                if !m {
+                    continue;
+                }
+                "DELETED"
+            }
+            (_, true, true) => "MODIFIED",
+            (k, true, false) => {
+                present.insert(key);
+                if k == EventType::Modified && req.after.is_some() && !req.send_initial_events { "MODIFIED" } else { "ADDED" }
+            }
+            (_, false, true) => {
+                present.remove(&key);
+                "DELETED"
+            }
+            (_, false, false) => continue,
+        };
+        if !send(tx, enc.line(kind, &ev.object)).await {
+            return Ok(());
+        }
+    }
+}
