@@ -32,7 +32,15 @@ pub struct ApiFailure {
 impl ApiFailure {
     /// kubectl's wording: `Error from server (NotFound): pods "x" not found`.
     pub fn kubectl_line(&self) -> String {
-        format!("Error from server ({}): {}", if self.reason.is_empty() { "InternalError" } else { &self.reason }, self.message)
+        format!(
+            "Error from server ({}): {}",
+            if self.reason.is_empty() {
+                "InternalError"
+            } else {
+                &self.reason
+            },
+            self.message
+        )
     }
 }
 
@@ -51,7 +59,11 @@ pub struct Client {
 
 impl Client {
     pub async fn new(context: Option<String>) -> anyhow::Result<Client> {
-        let opts = kube::config::KubeConfigOptions { context, cluster: None, user: None };
+        let opts = kube::config::KubeConfigOptions {
+            context,
+            cluster: None,
+            user: None,
+        };
         let cfg = kube::Config::from_kubeconfig(&opts)
             .await
             .context("loading kubeconfig (is a cluster running? try `wasmorch up`)")?;
@@ -60,42 +72,90 @@ impl Client {
         Ok(Client { kube, namespace })
     }
 
-    pub async fn send(&self, method: Method, path: &str, content_type: Option<&str>, accept: &str, body: Vec<u8>) -> anyhow::Result<(u16, Bytes)> {
-        let mut req = Request::builder().method(method).uri(path).header(http::header::ACCEPT, accept);
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Bytes)> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::ACCEPT, accept);
         if let Some(ct) = content_type {
             req = req.header(http::header::CONTENT_TYPE, ct);
         }
         let req = req.body(kube::client::Body::from(body))?;
-        let resp = self.kube.send(req).await.with_context(|| format!("contacting the API server ({path})"))?;
+        let resp = self
+            .kube
+            .send(req)
+            .await
+            .with_context(|| format!("contacting the API server ({path})"))?;
         let code = resp.status().as_u16();
-        let body = resp.into_body().collect_bytes().await.context("reading the response")?;
+        let body = resp
+            .into_body()
+            .collect_bytes()
+            .await
+            .context("reading the response")?;
         Ok((code, body))
     }
 
     /// A request whose non-2xx answers become [`ApiFailure`].
-    pub async fn json(&self, method: Method, path: &str, content_type: Option<&str>, accept: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+    pub async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        accept: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         let (code, bytes) = self.send(method, path, content_type, accept, body).await?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if (200..300).contains(&code) {
             return Ok(v);
         }
         Err(ApiFailure {
             code,
             reason: v["reason"].as_str().unwrap_or("").to_string(),
-            message: v["message"].as_str().map(String::from).unwrap_or_else(|| format!("the server answered {code}: {v}")),
+            message: v["message"]
+                .as_str()
+                .map(String::from)
+                .unwrap_or_else(|| format!("the server answered {code}: {v}")),
         }
         .into())
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        self.json(Method::GET, path, None, "application/json", Vec::new()).await
+        self.json(Method::GET, path, None, "application/json", Vec::new())
+            .await
     }
 
     /// Watch events (one JSON value per line) from `path` (which carries `watch=true`).
-    pub async fn watch(&self, path: &str, accept: &str) -> anyhow::Result<impl Stream<Item = anyhow::Result<Value>> + use<>> {
-        let req = Request::builder().method(Method::GET).uri(path).header(http::header::ACCEPT, accept).body(Vec::new())?;
-        let reader = self.kube.request_stream(req).await.map_err(|e| anyhow::anyhow!("watch {path}: {e}"))?;
-        Ok(reader.lines().map_err(anyhow::Error::from).and_then(|line| async move { serde_json::from_str::<Value>(&line).map_err(anyhow::Error::from) }).boxed())
+    pub async fn watch(
+        &self,
+        path: &str,
+        accept: &str,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Value>> + use<>> {
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(http::header::ACCEPT, accept)
+            .body(Vec::new())?;
+        let reader = self
+            .kube
+            .request_stream(req)
+            .await
+            .map_err(|e| anyhow::anyhow!("watch {path}: {e}"))?;
+        Ok(reader
+            .lines()
+            .map_err(anyhow::Error::from)
+            .and_then(|line| async move {
+                serde_json::from_str::<Value>(&line).map_err(anyhow::Error::from)
+            })
+            .boxed())
     }
 }
 
@@ -113,7 +173,9 @@ pub fn q(v: &str) -> String {
     let mut out = String::new();
     for b in v.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

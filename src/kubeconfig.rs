@@ -20,7 +20,8 @@ pub fn load() -> anyhow::Result<Value> {
     let p = path()?;
     match std::fs::read_to_string(&p) {
         Ok(s) if !s.trim().is_empty() => {
-            let v = wasmorch_api::decode::yaml(&s).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            let v = wasmorch_api::decode::yaml(&s)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
             Ok(v)
         }
         Ok(_) => Ok(empty()),
@@ -49,7 +50,9 @@ pub fn save(cfg: &Value) -> anyhow::Result<PathBuf> {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(0o600);
         }
-        let mut f = o.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f = o
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -75,9 +78,21 @@ fn upsert(list: &mut Value, name: &str, entry: Value) {
 pub fn merge(name: &str, server: &str, ca_pem: &str, token: &str) -> anyhow::Result<PathBuf> {
     let mut cfg = load()?;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    upsert(&mut cfg["clusters"], name, json!({"name": name, "cluster": {"server": server, "certificate-authority-data": ca}}));
-    upsert(&mut cfg["users"], name, json!({"name": name, "user": {"token": token}}));
-    upsert(&mut cfg["contexts"], name, json!({"name": name, "context": {"cluster": name, "user": name, "namespace": "default"}}));
+    upsert(
+        &mut cfg["clusters"],
+        name,
+        json!({"name": name, "cluster": {"server": server, "certificate-authority-data": ca}}),
+    );
+    upsert(
+        &mut cfg["users"],
+        name,
+        json!({"name": name, "user": {"token": token}}),
+    );
+    upsert(
+        &mut cfg["contexts"],
+        name,
+        json!({"name": name, "context": {"cluster": name, "user": name, "namespace": "default"}}),
+    );
     cfg["current-context"] = json!(name);
     save(&cfg)
 }

@@ -19,15 +19,28 @@ pub fn run(c: ConfigCmd) -> anyhow::Result<()> {
     let current = cfg["current-context"].as_str().unwrap_or("").to_string();
     match c {
         ConfigCmd::GetContexts => {
-            let mut rows = vec![vec!["CURRENT".to_string(), "NAME".into(), "CLUSTER".into(), "AUTHINFO".into(), "NAMESPACE".into()]];
+            let mut rows = vec![vec![
+                "CURRENT".to_string(),
+                "NAME".into(),
+                "CLUSTER".into(),
+                "AUTHINFO".into(),
+                "NAMESPACE".into(),
+            ]];
             for ctx in cfg["contexts"].as_array().into_iter().flatten() {
                 let name = ctx["name"].as_str().unwrap_or("");
                 rows.push(vec![
-                    if name == current { "*".into() } else { String::new() },
+                    if name == current {
+                        "*".into()
+                    } else {
+                        String::new()
+                    },
                     name.to_string(),
                     ctx["context"]["cluster"].as_str().unwrap_or("").to_string(),
                     ctx["context"]["user"].as_str().unwrap_or("").to_string(),
-                    ctx["context"]["namespace"].as_str().unwrap_or("").to_string(),
+                    ctx["context"]["namespace"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                 ]);
             }
             print!("{}", printer::align(&rows));
@@ -39,7 +52,12 @@ pub fn run(c: ConfigCmd) -> anyhow::Result<()> {
             println!("{current}");
         }
         ConfigCmd::UseContext { name } => {
-            if !cfg["contexts"].as_array().into_iter().flatten().any(|c| c["name"] == name.as_str()) {
+            if !cfg["contexts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["name"] == name.as_str())
+            {
                 anyhow::bail!("no context exists with the name: {name:?}");
             }
             cfg["current-context"] = json!(name);

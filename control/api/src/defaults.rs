@@ -24,8 +24,16 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
             if spec["strategy"]["type"] == "RollingUpdate" {
                 set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
-                set_default(&mut spec["strategy"]["rollingUpdate"], "maxSurge", json!("25%"));
-                set_default(&mut spec["strategy"]["rollingUpdate"], "maxUnavailable", json!("25%"));
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxSurge",
+                    json!("25%"),
+                );
+                set_default(
+                    &mut spec["strategy"]["rollingUpdate"],
+                    "maxUnavailable",
+                    json!("25%"),
+                );
             }
             template(&mut obj["spec"], "Always");
         }
@@ -36,7 +44,11 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
         DaemonSet => {
             let spec = &mut obj["spec"];
             set_default(spec, "revisionHistoryLimit", json!(10));
-            set_default(spec, "updateStrategy", json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}));
+            set_default(
+                spec,
+                "updateStrategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+            );
             template(&mut obj["spec"], "Always");
         }
         Job => job_spec(&mut obj["spec"]),
@@ -73,13 +85,20 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
 /// `stringData` is a write-only convenience: its entries are stored base64-encoded in `data`.
 fn fold_string_data(obj: &mut Value) {
     use base64::Engine;
-    let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
-    let Some(entries) = sd.as_object() else { return };
+    let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) else {
+        return;
+    };
+    let Some(entries) = sd.as_object() else {
+        return;
+    };
     if !obj.get("data").is_some_and(Value::is_object) {
         obj["data"] = json!({});
     }
     for (k, v) in entries {
-        let raw = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+        let raw = v
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| v.to_string());
         obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
     }
 }
@@ -116,10 +135,20 @@ fn pod_spec(spec: &mut Value, restart: &str) {
     for list in ["initContainers", "containers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs {
-                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
-                let latest = !image.contains('@') && (image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':'));
+                let image = c
+                    .get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let latest = !image.contains('@')
+                    && (image.ends_with(":latest")
+                        || !image.rsplit('/').next().unwrap_or("").contains(':'));
                 let remote = !image.starts_with("file://");
-                let policy = if latest && remote { "Always" } else { "IfNotPresent" };
+                let policy = if latest && remote {
+                    "Always"
+                } else {
+                    "IfNotPresent"
+                };
                 set_default(c, "imagePullPolicy", json!(policy));
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
@@ -144,10 +173,16 @@ mod tests {
         assert_eq!(d["spec"]["replicas"], 3);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         let mut sec = json!({"stringData": {"a": "hi"}, "data": {"b": "eA=="}});
         apply(ResourceKind::Secret, &mut sec);
-        assert_eq!(sec, json!({"type": "Opaque", "data": {"a": "aGk=", "b": "eA=="}}));
+        assert_eq!(
+            sec,
+            json!({"type": "Opaque", "data": {"a": "aGk=", "b": "eA=="}})
+        );
         let mut s = json!({"spec": {"ports": [{"port": 80}]}});
         apply(ResourceKind::Service, &mut s);
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);

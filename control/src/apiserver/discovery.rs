@@ -8,7 +8,16 @@ use wasmorch_api::{KUBE_MAJOR, KUBE_MINOR};
 
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 pub fn version() -> Value {
     json!({
@@ -36,7 +45,10 @@ pub fn go_arch() -> &'static str {
 }
 
 pub fn wants_aggregated(accept: &str) -> bool {
-    accept.split(',').next().is_some_and(|a| a.contains("as=APIGroupDiscoveryList"))
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|a| a.contains("as=APIGroupDiscoveryList"))
 }
 
 fn in_group(group: &str) -> impl Iterator<Item = &'static Resource> + '_ {
@@ -107,12 +119,15 @@ pub fn groups(aggregated: bool) -> Value {
 
 /// `/apis/{group}`.
 pub fn group(name: &str) -> Option<Value> {
-    resources::groups().into_iter().find(|(g, _)| *g == name).map(|(g, v)| {
-        let mut d = group_doc(g, v);
-        d["kind"] = json!("APIGroup");
-        d["apiVersion"] = json!("v1");
-        d
-    })
+    resources::groups()
+        .into_iter()
+        .find(|(g, _)| *g == name)
+        .map(|(g, v)| {
+            let mut d = group_doc(g, v);
+            d["kind"] = json!("APIGroup");
+            d["apiVersion"] = json!("v1");
+            d
+        })
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`.
@@ -135,12 +150,22 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 /// `/openapi/v3`: one entry per group version.
@@ -169,7 +194,11 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     for r in in_group(g).filter(|r| r.version == v) {
         let item = if r.namespaced {
-            format!("/{}/namespaces/{{namespace}}/{}/{{name}}", gv_path(g, v), r.plural)
+            format!(
+                "/{}/namespaces/{{namespace}}/{}/{{name}}",
+                gv_path(g, v),
+                r.plural
+            )
         } else {
             format!("/{}/{}/{{name}}", gv_path(g, v), r.plural)
         };
@@ -182,5 +211,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         });
         paths.insert(item, json!({"patch": op}));
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "wasmorch", "version": format!("v{KUBE_MAJOR}.{KUBE_MINOR}")}, "paths": paths, "components": {"schemas": {}}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "wasmorch", "version": format!("v{KUBE_MAJOR}.{KUBE_MINOR}")}, "paths": paths, "components": {"schemas": {}}}),
+    )
 }

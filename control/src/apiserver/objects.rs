@@ -10,17 +10,33 @@ use wasmorch_api::validation::{self, FieldValidation};
 use wasmorch_api::{ApiError, defaults};
 
 /// Fields the server owns: a client's value is ignored on update.
-const SERVER_META: &[&str] = &["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"];
+const SERVER_META: &[&str] = &[
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "selfLink",
+];
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Fill and check a new object. Returns the object to store and any warnings.
-pub fn prepare_create(res: &Resource, ns: Option<&str>, mut obj: Value, mode: FieldValidation) -> Result<(Value, Vec<String>), ApiError> {
+pub fn prepare_create(
+    res: &Resource,
+    ns: Option<&str>,
+    mut obj: Value,
+    mode: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
+        return Err(ApiError::bad_request(
+            "the body must be a JSON or YAML object",
+        ));
     }
     let body_ns = object::namespace(&obj).to_string();
     if res.namespaced {
@@ -32,11 +48,21 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, mut obj: Value, mode: Fi
         }
         meta_mut(&mut obj).insert("namespace".into(), json!(ns));
     }
-    if object::resource_version(&obj) != 0 || object::meta(&obj).get("resourceVersion").is_some_and(|v| !v.is_null() && v != "") {
-        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    if object::resource_version(&obj) != 0
+        || object::meta(&obj)
+            .get("resourceVersion")
+            .is_some_and(|v| !v.is_null() && v != "")
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     if object::name(&obj).is_empty() {
-        if let Some(g) = object::meta(&obj).get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty()) {
+        if let Some(g) = object::meta(&obj)
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|g| !g.is_empty())
+        {
             let name = format!("{g}{}", random_suffix());
             meta_mut(&mut obj).insert("name".into(), json!(name));
         }
@@ -47,7 +73,12 @@ pub fn prepare_create(res: &Resource, ns: Option<&str>, mut obj: Value, mode: Fi
     m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     m.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
     m.insert("generation".into(), json!(1));
-    for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink"] {
+    for k in [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "resourceVersion",
+        "selfLink",
+    ] {
         m.remove(k);
     }
     match res.kind_id {
@@ -88,12 +119,16 @@ pub fn prepare_update(
     mode: FieldValidation,
 ) -> Result<(Outcome, Vec<String>), ApiError> {
     if !new.is_object() {
-        return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
+        return Err(ApiError::bad_request(
+            "the body must be a JSON or YAML object",
+        ));
     }
     let name = object::name(cur).to_string();
     let new_name = object::name(&new);
     if !new_name.is_empty() && new_name != name {
-        return Err(ApiError::bad_request(format!("the name of the object ({new_name}) does not match the name on the URL ({name})")));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({new_name}) does not match the name on the URL ({name})"
+        )));
     }
     let new_ns = object::namespace(&new);
     if res.namespaced && !new_ns.is_empty() && new_ns != object::namespace(cur) {
@@ -102,7 +137,11 @@ pub fn prepare_update(
             object::namespace(cur)
         )));
     }
-    let want_rv = object::meta(&new).get("resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
+    let want_rv = object::meta(&new)
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(String::from);
     if let Some(rv) = want_rv {
         if rv != object::resource_version(cur).to_string() {
             return Err(ApiError::conflict(
@@ -149,17 +188,27 @@ pub fn prepare_update(
     let warnings = validation::validate(res, &new, mode)?;
     check_immutable(res, cur, &new)?;
     if spec_part(&new) != spec_part(cur) {
-        let g = object::meta(cur).get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+        let g = object::meta(cur)
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
     }
-    if object::is_deleting(cur) && object::finalizers(&new).is_empty() && namespace_finalized(res, &new) {
+    if object::is_deleting(cur)
+        && object::finalizers(&new).is_empty()
+        && namespace_finalized(res, &new)
+    {
         return Ok((Outcome::Delete, warnings));
     }
     Ok((Outcome::Put(new), warnings))
 }
 
 fn namespace_finalized(res: &Resource, obj: &Value) -> bool {
-    res.kind_id != ResourceKind::Namespace || obj["spec"]["finalizers"].as_array().is_none_or(Vec::is_empty)
+    res.kind_id != ResourceKind::Namespace
+        || obj["spec"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
 }
 
 fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiError> {
@@ -168,7 +217,14 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
     let mut same = |path: &str, field: &str| {
         let (a, b) = (cur.pointer(path), new.pointer(path));
         if a.is_some() && a != b {
-            causes.push(Cause::new("FieldValueInvalid", field, format!("Invalid value: {}: field is immutable", b.cloned().unwrap_or(Value::Null))));
+            causes.push(Cause::new(
+                "FieldValueInvalid",
+                field,
+                format!(
+                    "Invalid value: {}: field is immutable",
+                    b.cloned().unwrap_or(Value::Null)
+                ),
+            ));
         }
     };
     match res.kind_id {
@@ -186,7 +242,16 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
         }
         _ => {}
     }
-    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(res.group, res.kind, object::name(cur), causes)) }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            res.group,
+            res.kind,
+            object::name(cur),
+            causes,
+        ))
+    }
 }
 
 /// Apply a patch document to `cur`, by patch media type.
@@ -195,19 +260,30 @@ pub fn apply_patch(cur: &Value, content_type: &str, patch: &Value) -> Result<Val
     match content_type {
         "application/merge-patch+json" => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("a JSON merge patch must be an object"));
+                return Err(ApiError::bad_request(
+                    "a JSON merge patch must be an object",
+                ));
             }
             json_patch::merge(&mut doc, patch);
         }
         "application/json-patch+json" => {
-            let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut doc, &p).map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
+            let p: json_patch::Patch = serde_json::from_value(patch.clone())
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            json_patch::patch(&mut doc, &p).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch could not be applied: {e}"),
+                )
+            })?;
         }
         other => {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
-                format!("patch type {other:?} is not supported; use application/merge-patch+json or application/json-patch+json"),
+                format!(
+                    "patch type {other:?} is not supported; use application/merge-patch+json or application/json-patch+json"
+                ),
             ));
         }
     }
@@ -225,20 +301,44 @@ impl DeleteOptions {
     pub fn from_body(v: &Value) -> DeleteOptions {
         DeleteOptions {
             uid: v["preconditions"]["uid"].as_str().map(String::from),
-            resource_version: v["preconditions"]["resourceVersion"].as_str().map(String::from),
+            resource_version: v["preconditions"]["resourceVersion"]
+                .as_str()
+                .map(String::from),
         }
     }
 }
 
 /// Decide a delete: remove now, or mark deleting (finalizers, namespaces) and let the
 /// finalizer's owner finish it.
-pub fn prepare_delete(res: &Resource, cur: &Value, opts: &DeleteOptions) -> Result<Outcome, ApiError> {
+pub fn prepare_delete(
+    res: &Resource,
+    cur: &Value,
+    opts: &DeleteOptions,
+) -> Result<Outcome, ApiError> {
     let name = object::name(cur);
     if opts.uid.as_deref().is_some_and(|u| u != object::uid(cur)) {
-        return Err(ApiError::conflict(res.group, res.plural, name, &format!("Precondition failed: UID in precondition: {}, UID in object meta: {}", opts.uid.as_deref().unwrap_or(""), object::uid(cur))));
+        return Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {}, UID in object meta: {}",
+                opts.uid.as_deref().unwrap_or(""),
+                object::uid(cur)
+            ),
+        ));
     }
-    if opts.resource_version.as_deref().is_some_and(|r| r != object::resource_version(cur).to_string()) {
-        return Err(ApiError::conflict(res.group, res.plural, name, "Precondition failed: the resourceVersion in the precondition does not match"));
+    if opts
+        .resource_version
+        .as_deref()
+        .is_some_and(|r| r != object::resource_version(cur).to_string())
+    {
+        return Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            name,
+            "Precondition failed: the resourceVersion in the precondition does not match",
+        ));
     }
     let mut out = cur.clone();
     let pending = res.kind_id == ResourceKind::Namespace || !object::finalizers(cur).is_empty();
@@ -267,15 +367,37 @@ mod tests {
 
     #[test]
     fn create_fills_metadata() {
-        let (o, w) = prepare_create(lookup("cm").unwrap(), Some("default"), cm(json!({"a": "b"})), FieldValidation::Strict).unwrap();
+        let (o, w) = prepare_create(
+            lookup("cm").unwrap(),
+            Some("default"),
+            cm(json!({"a": "b"})),
+            FieldValidation::Strict,
+        )
+        .unwrap();
         assert!(w.is_empty());
         assert_eq!(o["metadata"]["generation"], 1);
         assert_eq!(o["metadata"]["uid"].as_str().unwrap().len(), 36);
         let mut g = cm(json!({}));
         g["metadata"] = json!({"generateName": "web-"});
-        let (o, _) = prepare_create(lookup("cm").unwrap(), Some("default"), g, FieldValidation::Strict).unwrap();
+        let (o, _) = prepare_create(
+            lookup("cm").unwrap(),
+            Some("default"),
+            g,
+            FieldValidation::Strict,
+        )
+        .unwrap();
         assert!(object::name(&o).starts_with("web-") && object::name(&o).len() == 9);
-        assert_eq!(prepare_create(lookup("cm").unwrap(), Some("other"), cm(json!({})), FieldValidation::Strict).unwrap_err().code, 400);
+        assert_eq!(
+            prepare_create(
+                lookup("cm").unwrap(),
+                Some("other"),
+                cm(json!({})),
+                FieldValidation::Strict
+            )
+            .unwrap_err()
+            .code,
+            400
+        );
     }
 
     #[test]
@@ -283,20 +405,44 @@ mod tests {
         let d = lookup("deploy").unwrap();
         let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "default"},
             "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
-        let (mut cur, _) = prepare_create(d, Some("default"), dep, FieldValidation::Strict).unwrap();
+        let (mut cur, _) =
+            prepare_create(d, Some("default"), dep, FieldValidation::Strict).unwrap();
         object::set_resource_version(&mut cur, 5);
         let mut new = cur.clone();
         new["metadata"]["labels"] = json!({"x": "y"});
-        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap().0 else { panic!() };
-        assert_eq!(o["metadata"]["generation"], 1, "metadata change keeps generation");
+        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
+            .unwrap()
+            .0
+        else {
+            panic!()
+        };
+        assert_eq!(
+            o["metadata"]["generation"], 1,
+            "metadata change keeps generation"
+        );
         new["spec"]["replicas"] = json!(4);
-        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap().0 else { panic!() };
+        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
+            .unwrap()
+            .0
+        else {
+            panic!()
+        };
         assert_eq!(o["metadata"]["generation"], 2);
         new["status"] = json!({"replicas": 9});
-        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap().0 else { panic!() };
+        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
+            .unwrap()
+            .0
+        else {
+            panic!()
+        };
         assert!(o.get("status").is_none(), "main resource ignores status");
         new["metadata"]["resourceVersion"] = json!("4");
-        assert_eq!(prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap_err().code, 409);
+        assert_eq!(
+            prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
+                .unwrap_err()
+                .code,
+            409
+        );
         new["metadata"]["resourceVersion"] = json!("5");
         new["spec"]["selector"] = json!({"matchLabels": {"a": "b", "c": "d"}});
         new["spec"]["template"]["metadata"]["labels"] = json!({"a": "b", "c": "d"});
@@ -307,23 +453,65 @@ mod tests {
     #[test]
     fn finalizers_hold_deletion() {
         let r = lookup("cm").unwrap();
-        let (mut cur, _) = prepare_create(r, Some("default"), cm(json!({})), FieldValidation::Strict).unwrap();
+        let (mut cur, _) =
+            prepare_create(r, Some("default"), cm(json!({})), FieldValidation::Strict).unwrap();
         cur["metadata"]["finalizers"] = json!(["example.com/hold"]);
-        let Outcome::Put(deleting) = prepare_delete(r, &cur, &DeleteOptions::default()).unwrap() else { panic!("held") };
+        let Outcome::Put(deleting) = prepare_delete(r, &cur, &DeleteOptions::default()).unwrap()
+        else {
+            panic!("held")
+        };
         assert!(object::is_deleting(&deleting));
         let mut released = deleting.clone();
         released["metadata"]["finalizers"] = json!([]);
-        assert!(matches!(prepare_update(r, &deleting, released, None, FieldValidation::Strict).unwrap().0, Outcome::Delete));
-        let bad = DeleteOptions { uid: Some("nope".into()), resource_version: None };
+        assert!(matches!(
+            prepare_update(r, &deleting, released, None, FieldValidation::Strict)
+                .unwrap()
+                .0,
+            Outcome::Delete
+        ));
+        let bad = DeleteOptions {
+            uid: Some("nope".into()),
+            resource_version: None,
+        };
         assert_eq!(prepare_delete(r, &cur, &bad).unwrap_err().code, 409);
     }
 
     #[test]
     fn patches() {
         let cur = json!({"a": 1, "b": {"c": 2}});
-        assert_eq!(apply_patch(&cur, "application/merge-patch+json", &json!({"b": {"c": null, "d": 3}})).unwrap(), json!({"a": 1, "b": {"d": 3}}));
-        assert_eq!(apply_patch(&cur, "application/json-patch+json", &json!([{"op": "replace", "path": "/a", "value": 5}])).unwrap()["a"], 5);
-        assert_eq!(apply_patch(&cur, "application/json-patch+json", &json!([{"op": "test", "path": "/a", "value": 9}])).unwrap_err().code, 422);
-        assert_eq!(apply_patch(&cur, "application/strategic-merge-patch+json", &json!({})).unwrap_err().code, 415);
+        assert_eq!(
+            apply_patch(
+                &cur,
+                "application/merge-patch+json",
+                &json!({"b": {"c": null, "d": 3}})
+            )
+            .unwrap(),
+            json!({"a": 1, "b": {"d": 3}})
+        );
+        assert_eq!(
+            apply_patch(
+                &cur,
+                "application/json-patch+json",
+                &json!([{"op": "replace", "path": "/a", "value": 5}])
+            )
+            .unwrap()["a"],
+            5
+        );
+        assert_eq!(
+            apply_patch(
+                &cur,
+                "application/json-patch+json",
+                &json!([{"op": "test", "path": "/a", "value": 9}])
+            )
+            .unwrap_err()
+            .code,
+            422
+        );
+        assert_eq!(
+            apply_patch(&cur, "application/strategic-merge-patch+json", &json!({}))
+                .unwrap_err()
+                .code,
+            415
+        );
     }
 }

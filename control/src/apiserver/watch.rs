@@ -45,7 +45,13 @@ impl Encoder {
     fn line(&mut self, kind: &str, obj: &Value) -> Bytes {
         let object = match (self.table, kind) {
             (Some(include), "ADDED" | "MODIFIED" | "DELETED") => {
-                let mut t = table::table(self.res, std::slice::from_ref(obj), &object::resource_version(obj).to_string(), include, chrono::Utc::now());
+                let mut t = table::table(
+                    self.res,
+                    std::slice::from_ref(obj),
+                    &object::resource_version(obj).to_string(),
+                    include,
+                    chrono::Utc::now(),
+                );
                 if self.sent_columns {
                     t["columnDefinitions"] = json!([]);
                 }
@@ -71,7 +77,11 @@ fn bookmark(res: &Resource, rev: u64, initial_end: bool) -> Value {
 pub fn respond(api: Api, req: WatchRequest) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
-        let mut enc = Encoder { res: req.res, table: req.table, sent_columns: false };
+        let mut enc = Encoder {
+            res: req.res,
+            table: req.table,
+            sent_columns: false,
+        };
 
         if let Err(e) = run(&api, &req, &mut enc, &tx).await {
             let _ = tx.send(Ok(enc.line("ERROR", &e.to_status()))).await;
@@ -103,20 +113,27 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
             let mut opts = req.opts.clone();
             opts.limit = 0;
             let list = api.list(req.res, req.namespace.as_deref(), &opts).await?;
-            let rev: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let rev: u64 = list["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             for o in list["items"].as_array().into_iter().flatten() {
                 present.insert(key_of(o));
                 if !send(tx, enc.line("ADDED", o)).await {
                     return Ok(());
                 }
             }
-            if req.send_initial_events && !send(tx, enc.line("BOOKMARK", &bookmark(req.res, rev, true))).await {
+            if req.send_initial_events
+                && !send(tx, enc.line("BOOKMARK", &bookmark(req.res, rev, true))).await
+            {
                 return Ok(());
             }
             rev
         }
     };
-    let mut stream = api.store.watch(&req.res.key_prefix(req.namespace.as_deref()), after)?;
+    let mut stream = api
+        .store
+        .watch(&req.res.key_prefix(req.namespace.as_deref()), after)?;
     let mut ticker = tokio::time::interval(api.bookmark_interval);
     ticker.tick().await;
     loop {
@@ -148,7 +165,11 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
             (_, true, true) => "MODIFIED",
             (k, true, false) => {
                 present.insert(key);
-                if k == EventType::Modified && req.after.is_some() && !req.send_initial_events { "MODIFIED" } else { "ADDED" }
+                if k == EventType::Modified && req.after.is_some() && !req.send_initial_events {
+                    "MODIFIED"
+                } else {
+                    "ADDED"
+                }
             }
             (_, false, true) => {
                 present.remove(&key);

@@ -10,7 +10,13 @@ use wasmorch_api::validation::FieldValidation;
 use wasmorch_api::{ApiError, object};
 
 fn target(res: &'static resources::Resource, ns: Option<&str>, name: &str) -> Target {
-    Target { res, namespace: ns.map(String::from), name: Some(name.to_string()), subresource: None, watch_path: false }
+    Target {
+        res,
+        namespace: ns.map(String::from),
+        name: Some(name.to_string()),
+        subresource: None,
+        watch_path: false,
+    }
 }
 
 /// What to do for a terminating namespace, given how many objects remain in it.
@@ -21,7 +27,11 @@ pub enum Step {
 }
 
 pub fn plan(remaining: usize) -> Step {
-    if remaining > 0 { Step::DeleteContents } else { Step::Finalize }
+    if remaining > 0 {
+        Step::DeleteContents
+    } else {
+        Step::Finalize
+    }
 }
 
 /// Reconcile one namespace. Returns whether it needs another pass.
@@ -43,7 +53,14 @@ pub async fn reconcile(api: &Api, name: &str) -> Result<bool, ApiError> {
             if object::is_deleting(o) {
                 continue;
             }
-            match api.delete(&target(res, Some(name), object::name(o)), DeleteOptions::default(), false).await {
+            match api
+                .delete(
+                    &target(res, Some(name), object::name(o)),
+                    DeleteOptions::default(),
+                    false,
+                )
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -70,8 +87,17 @@ pub async fn run(api: Api) {
     loop {
         let result = async {
             let list = api.list(ns_res, None, &ListOptions::default()).await?;
-            let rev: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-            let mut pending: Vec<String> = list["items"].as_array().into_iter().flatten().filter(|n| object::is_deleting(n)).map(|n| object::name(n).to_string()).collect();
+            let rev: u64 = list["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let mut pending: Vec<String> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| object::is_deleting(n))
+                .map(|n| object::name(n).to_string())
+                .collect();
             let mut w = api.store.watch(&ns_res.key_prefix(None), rev)?;
             loop {
                 let mut again = Vec::new();
@@ -81,7 +107,11 @@ pub async fn run(api: Api) {
                     }
                 }
                 pending = again;
-                let wait = if pending.is_empty() { Duration::from_secs(3600) } else { Duration::from_millis(200) };
+                let wait = if pending.is_empty() {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::from_millis(200)
+                };
                 tokio::select! {
                     ev = w.next() => {
                         let ev = ev?;
@@ -112,7 +142,11 @@ pub async fn run(api: Api) {
 
 impl Api {
     /// Clear a terminating namespace's `spec.finalizers` (the `finalize` subresource).
-    async fn store_patch_namespace_finalizers(&self, t: &Target, patch: Value) -> Result<(), ApiError> {
+    async fn store_patch_namespace_finalizers(
+        &self,
+        t: &Target,
+        patch: Value,
+    ) -> Result<(), ApiError> {
         let res = t.res;
         let key = res.key("", t.name.as_deref().unwrap_or(""));
         self.store
@@ -125,7 +159,14 @@ impl Api {
                     json_patch::merge(&mut new, &patch);
                     let mut finalized = new.clone();
                     finalized["spec"]["finalizers"] = json!([]);
-                    crate::apiserver::objects::prepare_update(res, cur, finalized, Some("finalize"), FieldValidation::Ignore).map(|(o, _)| o)
+                    crate::apiserver::objects::prepare_update(
+                        res,
+                        cur,
+                        finalized,
+                        Some("finalize"),
+                        FieldValidation::Ignore,
+                    )
+                    .map(|(o, _)| o)
                 }),
             )
             .await

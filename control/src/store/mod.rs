@@ -65,6 +65,7 @@ pub struct Event {
 }
 
 /// What a mutation decides, given the current object (if any).
+#[derive(Debug)]
 pub enum Outcome {
     /// Store this object (created or replaced).
     Put(Value),
@@ -86,8 +87,16 @@ pub struct Committed {
 }
 
 pub(crate) enum Op {
-    Mutate { key: String, f: MutateFn, dry_run: bool, reply: oneshot::Sender<Result<Committed, ApiError>> },
-    Compact { keep: u64, reply: oneshot::Sender<Result<u64, ApiError>> },
+    Mutate {
+        key: String,
+        f: MutateFn,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<Committed, ApiError>>,
+    },
+    Compact {
+        keep: u64,
+        reply: oneshot::Sender<Result<u64, ApiError>>,
+    },
     /// Finish the current batch and stop the writer thread.
     Shutdown,
 }
@@ -116,7 +125,8 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> ApiError {
 impl Store {
     /// Open (or create) the store at `path` and start its writer thread.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
-        let db = Database::create(path).map_err(|e| anyhow::anyhow!("opening store {}: {e}", path.display()))?;
+        let db = Database::create(path)
+            .map_err(|e| anyhow::anyhow!("opening store {}: {e}", path.display()))?;
         let (rev, compacted) = {
             let txn = db.begin_write()?;
             let (rev, compacted) = {
@@ -131,12 +141,23 @@ impl Store {
             (rev, compacted)
         };
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let shared = Arc::new(Shared { db, rev: AtomicU64::new(rev), compacted: AtomicU64::new(compacted), feed });
+        let shared = Arc::new(Shared {
+            db,
+            rev: AtomicU64::new(rev),
+            compacted: AtomicU64::new(compacted),
+            feed,
+        });
         // Bounded: when the disk cannot keep up, callers wait here instead of growing memory.
         let (tx, rx) = mpsc::channel(4096);
         let s = shared.clone();
-        let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer::run(s, rx))?;
-        Ok(Store { shared, ops: tx, writer: Arc::new(std::sync::Mutex::new(Some(handle))) })
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer::run(s, rx))?;
+        Ok(Store {
+            shared,
+            ops: tx,
+            writer: Arc::new(std::sync::Mutex::new(Some(handle))),
+        })
     }
 
     /// Stop the writer after what is queued, and wait for it. Later writes fail with 503.
@@ -158,20 +179,35 @@ impl Store {
     }
 
     /// Apply `f` to the current object at `key`, durably. `dry_run` evaluates without writing.
-    pub async fn mutate(&self, key: String, dry_run: bool, f: MutateFn) -> Result<Committed, ApiError> {
+    pub async fn mutate(
+        &self,
+        key: String,
+        dry_run: bool,
+        f: MutateFn,
+    ) -> Result<Committed, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.ops
-            .send(Op::Mutate { key, f, dry_run, reply })
+            .send(Op::Mutate {
+                key,
+                f,
+                dry_run,
+                reply,
+            })
             .await
             .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
+        rx.await
+            .map_err(|_| ApiError::unavailable("the store writer stopped"))?
     }
 
     /// Remove history at or below `current - keep`. Returns the new compacted revision.
     pub async fn compact(&self, keep: u64) -> Result<u64, ApiError> {
         let (reply, rx) = oneshot::channel();
-        self.ops.send(Op::Compact { keep, reply }).await.map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
+        self.ops
+            .send(Op::Compact { keep, reply })
+            .await
+            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the store writer stopped"))?
     }
 
     /// Read one object.
@@ -182,7 +218,9 @@ impl Store {
             let txn = shared.db.begin_read().map_err(storage_err)?;
             let t = txn.open_table(OBJECTS).map_err(storage_err)?;
             match t.get(key.as_str()).map_err(storage_err)? {
-                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage_err)?)),
+                Some(v) => Ok(Some(
+                    serde_json::from_slice(v.value()).map_err(storage_err)?,
+                )),
                 None => Ok(None),
             }
         })
@@ -191,12 +229,23 @@ impl Store {
 
     /// All objects whose key starts with `prefix`, after `start_after` (for paging), at most
     /// `limit` (0 = all), and the revision of the snapshot they were read at.
-    pub async fn list(&self, prefix: &str, start_after: Option<String>, limit: usize) -> Result<(Vec<Value>, u64, bool), ApiError> {
+    pub async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Value>, u64, bool), ApiError> {
         let shared = self.shared.clone();
         let prefix = prefix.to_string();
         blocking(move || {
             let txn = shared.db.begin_read().map_err(storage_err)?;
-            let rev = txn.open_table(META).map_err(storage_err)?.get("rev").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
+            let rev = txn
+                .open_table(META)
+                .map_err(storage_err)?
+                .get("rev")
+                .map_err(storage_err)?
+                .map(|g| g.value())
+                .unwrap_or(0);
             let t = txn.open_table(OBJECTS).map_err(storage_err)?;
             let start = start_after.unwrap_or_else(|| prefix.clone());
             let mut out = Vec::new();
@@ -255,7 +304,11 @@ impl Store {
                     let (k, v) = item.map_err(storage_err)?;
                     dst.insert(k.value(), v.value()).map_err(storage_err)?;
                 }
-                rev = src.get("rev").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
+                rev = src
+                    .get("rev")
+                    .map_err(storage_err)?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
             }
             w.commit().map_err(storage_err)?;
             Ok(rev)
@@ -266,15 +319,22 @@ impl Store {
 
 /// Check that `path` is a readable wasmorch store (used before restoring from it).
 pub fn verify_snapshot(path: &Path) -> anyhow::Result<u64> {
-    let db = Database::open(path).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
+    let db = Database::open(path)
+        .map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
     let txn = db.begin_read()?;
-    let meta = txn.open_table(META).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
+    let meta = txn
+        .open_table(META)
+        .map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
     let _ = txn.open_table(OBJECTS)?;
     Ok(meta.get("rev")?.map(|g| g.value()).unwrap_or(0))
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task: {e}")))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store task: {e}")))?
 }
 
 #[cfg(test)]

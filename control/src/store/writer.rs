@@ -4,7 +4,9 @@
 //! matters (~200 µs here). Taking everything queued at wake-up into one transaction turns
 //! N concurrent writes into one fsync; a lone writer still commits at once (no timer).
 
-use super::{Committed, EventType, Event, HISTORY, META, OBJECTS, Op, Outcome, Shared, storage_err};
+use super::{
+    Committed, Event, EventType, HISTORY, META, OBJECTS, Op, Outcome, Shared, storage_err,
+};
 use redb::{ReadableTable, WriteTransaction};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -18,8 +20,14 @@ const MAX_BATCH: usize = 512;
 const COMPACT_STEP: u64 = 20_000;
 
 enum Reply {
-    Mutate(oneshot::Sender<Result<Committed, ApiError>>, Result<Committed, ApiError>),
-    Compact(oneshot::Sender<Result<u64, ApiError>>, Result<u64, ApiError>),
+    Mutate(
+        oneshot::Sender<Result<Committed, ApiError>>,
+        Result<Committed, ApiError>,
+    ),
+    Compact(
+        oneshot::Sender<Result<u64, ApiError>>,
+        Result<u64, ApiError>,
+    ),
 }
 
 pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
@@ -61,7 +69,12 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>) {
     };
     for op in batch {
         match op {
-            Op::Mutate { key, f, dry_run, reply } => {
+            Op::Mutate {
+                key,
+                f,
+                dry_run,
+                reply,
+            } => {
                 let res = apply_one(&txn, &key, f, dry_run, rev + 1);
                 if let Ok((_, Some(ev))) = &res {
                     rev += 1;
@@ -81,7 +94,10 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>) {
     }
     let commit = (|| -> Result<(), ApiError> {
         if rev != start_rev {
-            txn.open_table(META).map_err(storage_err)?.insert("rev", rev).map_err(storage_err)?;
+            txn.open_table(META)
+                .map_err(storage_err)?
+                .insert("rev", rev)
+                .map_err(storage_err)?;
         }
         txn.commit().map_err(storage_err)
     })();
@@ -123,7 +139,13 @@ fn fail_all(batch: Vec<Op>, e: ApiError) {
 
 type Applied = (Committed, Option<Event>);
 
-fn apply_one(txn: &WriteTransaction, key: &str, f: super::MutateFn, dry_run: bool, rev: u64) -> Result<Applied, ApiError> {
+fn apply_one(
+    txn: &WriteTransaction,
+    key: &str,
+    f: super::MutateFn,
+    dry_run: bool,
+    rev: u64,
+) -> Result<Applied, ApiError> {
     let mut objects = txn.open_table(OBJECTS).map_err(storage_err)?;
     let current: Option<serde_json::Value> = match objects.get(key).map_err(storage_err)? {
         Some(v) => Some(serde_json::from_slice(v.value()).map_err(storage_err)?),
@@ -137,10 +159,20 @@ fn apply_one(txn: &WriteTransaction, key: &str, f: super::MutateFn, dry_run: boo
             if let Some(cur) = &current {
                 object::set_resource_version(&mut new, object::resource_version(cur));
                 if &new == cur {
-                    return Ok((Committed { object: new, event: None }, None));
+                    return Ok((
+                        Committed {
+                            object: new,
+                            event: None,
+                        },
+                        None,
+                    ));
                 }
             }
-            let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
+            let kind = if current.is_some() {
+                EventType::Modified
+            } else {
+                EventType::Added
+            };
             (kind, new)
         }
         Outcome::Delete => match current {
@@ -149,7 +181,13 @@ fn apply_one(txn: &WriteTransaction, key: &str, f: super::MutateFn, dry_run: boo
         },
     };
     if dry_run {
-        return Ok((Committed { object, event: None }, None));
+        return Ok((
+            Committed {
+                object,
+                event: None,
+            },
+            None,
+        ));
     }
     object::set_resource_version(&mut object, rev);
     match kind {
@@ -161,22 +199,42 @@ fn apply_one(txn: &WriteTransaction, key: &str, f: super::MutateFn, dry_run: boo
             objects.insert(key, bytes.as_slice()).map_err(storage_err)?;
         }
     }
-    let ev = Event { rev, kind, key: key.to_string(), object: object.clone() };
+    let ev = Event {
+        rev,
+        kind,
+        key: key.to_string(),
+        object: object.clone(),
+    };
     let record = serde_json::to_vec(&ev).map_err(storage_err)?;
-    txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, record.as_slice()).map_err(storage_err)?;
-    Ok((Committed { object, event: Some(kind) }, Some(ev)))
+    txn.open_table(HISTORY)
+        .map_err(storage_err)?
+        .insert(rev, record.as_slice())
+        .map_err(storage_err)?;
+    Ok((
+        Committed {
+            object,
+            event: Some(kind),
+        },
+        Some(ev),
+    ))
 }
 
 /// Remove history records up to `upto` (bounded per step). Returns the new compacted revision.
 fn compact(txn: &WriteTransaction, upto: u64) -> Result<u64, ApiError> {
     let mut meta = txn.open_table(META).map_err(storage_err)?;
-    let old = meta.get("compacted").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
+    let old = meta
+        .get("compacted")
+        .map_err(storage_err)?
+        .map(|g| g.value())
+        .unwrap_or(0);
     if upto <= old {
         return Ok(old);
     }
     let upto = upto.min(old + COMPACT_STEP);
     let mut history = txn.open_table(HISTORY).map_err(storage_err)?;
-    history.retain_in(..=upto, |_, _| false).map_err(storage_err)?;
+    history
+        .retain_in(..=upto, |_, _| false)
+        .map_err(storage_err)?;
     meta.insert("compacted", upto).map_err(storage_err)?;
     Ok(upto)
 }
