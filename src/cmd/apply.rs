@@ -301,7 +301,14 @@ pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
             .await
         {
             Ok(_) => {
-                println!("{} \"{name}\" deleted", res.qualified_singular());
+                if res.namespaced {
+                    println!(
+                        "{} \"{name}\" deleted from {ns} namespace",
+                        res.qualified_singular()
+                    );
+                } else {
+                    println!("{} \"{name}\" deleted", res.qualified_singular());
+                }
                 waiting.push(path(res, scope, Some(name)));
             }
             Err(e)

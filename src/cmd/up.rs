@@ -94,15 +94,20 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let running = server::start(cfg.clone(), shutdown.clone()).await?;
     let url = format!("https://{}", running.addr);
-    println!("wasmorch is up: listening on {url}");
-    println!("  data dir:   {}", cfg.data_dir.display());
-    if !a.no_kubeconfig {
-        let p = kubeconfig::merge(
+    // The kubeconfig is written before the address is announced, so whoever reads the
+    // announcement can use it at once.
+    let written = match a.no_kubeconfig {
+        true => None,
+        false => Some(kubeconfig::merge(
             "wasmorch-local",
             &url,
             &running.ca_pem,
             &running.admin_token,
-        )?;
+        )?),
+    };
+    println!("wasmorch is up: listening on {url}");
+    println!("  data dir:   {}", cfg.data_dir.display());
+    if let Some(p) = written {
         println!(
             "  kubeconfig: {} (context wasmorch-local, now current)",
             p.display()
