@@ -30,7 +30,9 @@ impl Drop for Proc {
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -81,7 +83,15 @@ async fn main() {
     // wasmorch server
     let port = free_port();
     let data = tmp.path().join("wasmorch");
-    let server = Proc(Command::new(&bin).args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(&data).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start wasmorch server"));
+    let server = Proc(
+        Command::new(&bin)
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wasmorch server"),
+    );
     let kc = data.join("admin.kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !kc.exists() {
@@ -90,7 +100,10 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kb(server.0.id());
-    let cfg = kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default()).await.unwrap();
+    let cfg =
+        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default())
+            .await
+            .unwrap();
     let client = kube::Client::try_from(cfg).unwrap();
 
     let create = |client: kube::Client, payload: String, prefix: &'static str| {
@@ -113,13 +126,19 @@ async fn main() {
 
     // Watch delivery latency: create objects stamped with their send time, measure on receipt.
     let (_, list) = {
-        let req = http::Request::builder().uri("/api/v1/namespaces/default/configmaps?limit=1").body(kube::client::Body::from(Vec::new())).unwrap();
+        let req = http::Request::builder()
+            .uri("/api/v1/namespaces/default/configmaps?limit=1")
+            .body(kube::client::Body::from(Vec::new()))
+            .unwrap();
         let r = client.send(req).await.unwrap();
         let b = r.into_body().collect_bytes().await.unwrap();
         ((), serde_json::from_slice::<Value>(&b).unwrap())
     };
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
-    let req = http::Request::builder().uri(format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}")).body(Vec::new()).unwrap();
+    let req = http::Request::builder()
+        .uri(format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"))
+        .body(Vec::new())
+        .unwrap();
     let mut lines = client.request_stream(req).await.unwrap().lines();
     let n_watch = 1000;
     let writer = {
@@ -128,7 +147,12 @@ async fn main() {
             for i in 0..n_watch {
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos().to_string();
                 let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("w-{i}")}, "data": {"sent": now}});
-                let req = http::Request::builder().method("POST").uri("/api/v1/namespaces/default/configmaps").header("content-type", "application/json").body(kube::client::Body::from(serde_json::to_vec(&body).unwrap())).unwrap();
+                let req = http::Request::builder()
+                    .method("POST")
+                    .uri("/api/v1/namespaces/default/configmaps")
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap();
                 client.send(req).await.unwrap();
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -152,28 +176,44 @@ async fn main() {
     let etcd_dir = tmp.path().join("etcd");
     let etcd = Proc(
         Command::new("etcd")
-            .args(["--data-dir", etcd_dir.to_str().unwrap(), "--listen-client-urls", &format!("http://127.0.0.1:{cport}"), "--advertise-client-urls", &format!("http://127.0.0.1:{cport}"), "--listen-peer-urls", &format!("http://127.0.0.1:{pport}")])
+            .args([
+                "--data-dir",
+                etcd_dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cport}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cport}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pport}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start etcd (apt-get install etcd-server)"),
     );
-    let http: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
+    let http: HttpClient<_, Full<Bytes>> =
+        HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
     let url = format!("http://127.0.0.1:{cport}/v3/kv/put");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let req = http::Request::post(&url).body(Full::new(Bytes::from(r#"{"key":"cmVhZHk=","value":"MQ=="}"#))).unwrap();
+        let req =
+            http::Request::post(&url).body(Full::new(Bytes::from(r#"{"key":"cmVhZHk=","value":"MQ=="}"#))).unwrap();
         if matches!(http.request(req).await, Ok(r) if r.status() == 200) {
             break;
         }
         assert!(Instant::now() < deadline, "etcd did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let put = |http: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>, url: String, payload: String, prefix: &'static str| {
+    let put = |http: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+               url: String,
+               payload: String,
+               prefix: &'static str| {
         move |i: u64| {
             use base64::Engine;
             let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-            let body = json!({"key": b64(&format!("/registry/configmaps/default/{prefix}-{i}")), "value": b64(&payload)}).to_string();
+            let body =
+                json!({"key": b64(&format!("/registry/configmaps/default/{prefix}-{i}")), "value": b64(&payload)})
+                    .to_string();
             let req = http::Request::post(url.clone()).body(Full::new(Bytes::from(body))).unwrap();
             let http = http.clone();
             async move {

@@ -34,11 +34,7 @@ impl ApiFailure {
     pub fn kubectl_line(&self) -> String {
         format!(
             "Error from server ({}): {}",
-            if self.reason.is_empty() {
-                "InternalError"
-            } else {
-                &self.reason
-            },
+            if self.reason.is_empty() { "InternalError" } else { &self.reason },
             self.message
         )
     }
@@ -59,11 +55,7 @@ pub struct Client {
 
 impl Client {
     pub async fn new(context: Option<String>) -> anyhow::Result<Client> {
-        let opts = kube::config::KubeConfigOptions {
-            context,
-            cluster: None,
-            user: None,
-        };
+        let opts = kube::config::KubeConfigOptions { context, cluster: None, user: None };
         let cfg = kube::Config::from_kubeconfig(&opts)
             .await
             .context("loading kubeconfig (is a cluster running? try `wasmorch up`)")?;
@@ -80,25 +72,14 @@ impl Client {
         accept: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<(u16, Bytes)> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::ACCEPT, accept);
+        let mut req = Request::builder().method(method).uri(path).header(http::header::ACCEPT, accept);
         if let Some(ct) = content_type {
             req = req.header(http::header::CONTENT_TYPE, ct);
         }
         let req = req.body(kube::client::Body::from(body))?;
-        let resp = self
-            .kube
-            .send(req)
-            .await
-            .with_context(|| format!("contacting the API server ({path})"))?;
+        let resp = self.kube.send(req).await.with_context(|| format!("contacting the API server ({path})"))?;
         let code = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect_bytes()
-            .await
-            .context("reading the response")?;
+        let body = resp.into_body().collect_bytes().await.context("reading the response")?;
         Ok((code, body))
     }
 
@@ -129,8 +110,7 @@ impl Client {
     }
 
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
-        self.json(Method::GET, path, None, "application/json", Vec::new())
-            .await
+        self.json(Method::GET, path, None, "application/json", Vec::new()).await
     }
 
     /// Watch events (one JSON value per line) from `path` (which carries `watch=true`).
@@ -139,22 +119,13 @@ impl Client {
         path: &str,
         accept: &str,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Value>> + use<>> {
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(http::header::ACCEPT, accept)
-            .body(Vec::new())?;
-        let reader = self
-            .kube
-            .request_stream(req)
-            .await
-            .map_err(|e| anyhow::anyhow!("watch {path}: {e}"))?;
+        let req =
+            Request::builder().method(Method::GET).uri(path).header(http::header::ACCEPT, accept).body(Vec::new())?;
+        let reader = self.kube.request_stream(req).await.map_err(|e| anyhow::anyhow!("watch {path}: {e}"))?;
         Ok(reader
             .lines()
             .map_err(anyhow::Error::from)
-            .and_then(|line| async move {
-                serde_json::from_str::<Value>(&line).map_err(anyhow::Error::from)
-            })
+            .and_then(|line| async move { serde_json::from_str::<Value>(&line).map_err(anyhow::Error::from) })
             .boxed())
     }
 }
@@ -173,9 +144,7 @@ pub fn q(v: &str) -> String {
     let mut out = String::new();
     for b in v.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 /// The file to write: the first entry of `$KUBECONFIG`, else `~/.kube/config`.
 pub fn path() -> anyhow::Result<PathBuf> {
-    if let Some(k) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) {
-        if let Some(first) = std::env::split_paths(&k).next() {
-            return Ok(first);
-        }
+    if let Some(k) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty())
+        && let Some(first) = std::env::split_paths(&k).next()
+    {
+        return Ok(first);
     }
     let home = dirs::home_dir().context("no home directory: set KUBECONFIG")?;
     Ok(home.join(".kube").join("config"))
@@ -20,8 +20,7 @@ pub fn load() -> anyhow::Result<Value> {
     let p = path()?;
     match std::fs::read_to_string(&p) {
         Ok(s) if !s.trim().is_empty() => {
-            let v = wasmorch_api::decode::yaml(&s)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            let v = wasmorch_api::decode::yaml(&s).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
             Ok(v)
         }
         Ok(_) => Ok(empty()),
@@ -50,9 +49,7 @@ pub fn save(cfg: &Value) -> anyhow::Result<PathBuf> {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(0o600);
         }
-        let mut f = o
-            .open(&tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f = o.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }
@@ -83,11 +80,7 @@ pub fn merge(name: &str, server: &str, ca_pem: &str, token: &str) -> anyhow::Res
         name,
         json!({"name": name, "cluster": {"server": server, "certificate-authority-data": ca}}),
     );
-    upsert(
-        &mut cfg["users"],
-        name,
-        json!({"name": name, "user": {"token": token}}),
-    );
+    upsert(&mut cfg["users"], name, json!({"name": name, "user": {"token": token}}));
     upsert(
         &mut cfg["contexts"],
         name,

@@ -59,11 +59,7 @@ fn main() -> ExitCode {
     // `wasmorch get … | head` must end quietly, as kubectl does, when the reader goes away.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .unwrap_or("");
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
         if msg.contains("Broken pipe") {
             std::process::exit(141);
         }
@@ -71,16 +67,10 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WASMORCH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WASMORCH_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
@@ -101,12 +91,7 @@ fn main() -> ExitCode {
             Command::Backup(a) => cmd::backup::backup(ctx, a).await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "wasmorch",
-                    &mut std::io::stdout(),
-                );
+                clap_complete::generate(shell, &mut Cli::command(), "wasmorch", &mut std::io::stdout());
                 Ok(())
             }
             Command::Version => cmd::version(ctx).await,

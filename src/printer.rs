@@ -15,23 +15,14 @@ pub struct TablePrinter {
 
 impl TablePrinter {
     pub fn new(wide: bool, namespace_column: bool) -> Self {
-        TablePrinter {
-            wide,
-            namespace_column,
-            name_prefix: None,
-            no_headers: false,
-            columns: None,
-        }
+        TablePrinter { wide, namespace_column, name_prefix: None, no_headers: false, columns: None }
     }
 
     fn learn_columns(&mut self, table: &Value) {
         if self.columns.is_some() {
             return;
         }
-        let defs = table["columnDefinitions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let defs = table["columnDefinitions"].as_array().cloned().unwrap_or_default();
         if defs.is_empty() {
             return;
         }
@@ -69,10 +60,7 @@ impl TablePrinter {
                 })
                 .collect();
             if self.namespace_column {
-                let ns = row["object"]["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
+                let ns = row["object"]["metadata"]["namespace"].as_str().unwrap_or("").to_string();
                 r.insert(0, ns);
             }
             out.push(r);
@@ -132,9 +120,6 @@ mod tests {
         let mut p = TablePrinter::new(false, false);
         assert_eq!(align(&p.rows(&t, true)), "NAME    READY\nweb-1   1/1\n");
         let mut p = TablePrinter::new(true, true);
-        assert_eq!(
-            align(&p.rows(&t, true)),
-            "NAMESPACE   NAME    READY   IP\ndefault     web-1   1/1     10.0.0.1\n"
-        );
+        assert_eq!(align(&p.rows(&t, true)), "NAMESPACE   NAME    READY   IP\ndefault     web-1   1/1     10.0.0.1\n");
     }
 }

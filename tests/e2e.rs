@@ -43,38 +43,26 @@ fn apply_get_describe_delete_and_restart() {
     let text = std::fs::read_to_string(manifests_dir().join("hello.yaml"))
         .unwrap()
         .replace("replicas: 2", "replicas: 3")
-        .replace(
-            "    app: hello\nspec:\n  replicas",
-            "    tier: web\nspec:\n  replicas",
-        );
+        .replace("    app: hello\nspec:\n  replicas", "    tier: web\nspec:\n  replicas");
     std::fs::write(&changed, text).unwrap();
     let out = c.ok(&["apply", "-f", changed.to_str().unwrap()]);
     assert!(out.contains("deployment.apps/hello configured"), "{out}");
     let d: Value = serde_json::from_str(&c.ok(&["get", "deploy", "hello", "-o", "json"])).unwrap();
     assert_eq!(d["spec"]["replicas"], 3);
-    assert_eq!(
-        d["metadata"]["labels"],
-        json!({"tier": "web"}),
-        "label dropped from the file is gone"
-    );
+    assert_eq!(d["metadata"]["labels"], json!({"tier": "web"}), "label dropped from the file is gone");
     assert_eq!(d["metadata"]["generation"], 2);
 
     let table = c.ok(&["get", "deployments"]);
-    assert!(
-        table.starts_with("NAME    READY   UP-TO-DATE   AVAILABLE   AGE\nhello   0/3"),
-        "{table}"
-    );
+    assert!(table.starts_with("NAME    READY   UP-TO-DATE   AVAILABLE   AGE\nhello   0/3"), "{table}");
     let wide = c.ok(&["get", "deploy", "-o", "wide"]);
     assert!(
-        wide.lines().next().unwrap().ends_with(
-            "CONTAINERS   IMAGES                                                SELECTOR"
-        ),
+        wide.lines()
+            .next()
+            .unwrap()
+            .ends_with("CONTAINERS   IMAGES                                                SELECTOR"),
         "{wide}"
     );
-    assert_eq!(
-        c.ok(&["get", "deploy/hello", "svc/hello", "-o", "name"]),
-        "deployment.apps/hello\nservice/hello\n"
-    );
+    assert_eq!(c.ok(&["get", "deploy/hello", "svc/hello", "-o", "name"]), "deployment.apps/hello\nservice/hello\n");
     let y = c.ok(&["get", "cm", "hello-config", "-o", "yaml"]);
     assert!(y.contains("GREETING: Hello from wasmorch"), "{y}");
     let all = c.ok(&["get", "pods", "-A"]);
@@ -83,41 +71,26 @@ fn apply_get_describe_delete_and_restart() {
     assert!(nodes_sel.contains("configmap/hello-config"));
 
     let desc = c.ok(&["describe", "deployment", "hello"]);
-    assert!(
-        desc.starts_with("Name:         hello\nNamespace:    default\n"),
-        "{desc}"
-    );
+    assert!(desc.starts_with("Name:         hello\nNamespace:    default\n"), "{desc}");
     assert!(desc.contains("Events:"), "{desc}");
 
     let o = c.cli(&["get", "cm", "nope"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(
-        stderr(&o).trim(),
-        "Error from server (NotFound): configmaps \"nope\" not found"
-    );
+    assert_eq!(stderr(&o).trim(), "Error from server (NotFound): configmaps \"nope\" not found");
     let o = c.cli(&["get", "pods", "-n", "kube-public"]);
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(
-        stderr(&o).trim(),
-        "No resources found in kube-public namespace."
-    );
+    assert_eq!(stderr(&o).trim(), "No resources found in kube-public namespace.");
     let o = c.cli(&["get", "widgets"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("doesn't have a resource type \"widgets\""));
 
     // Invalid input from a file: a clear error naming the field; nothing stored.
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n").unwrap();
     let o = c.cli(&["apply", "-f", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains(
-            "Error from server (Invalid): ConfigMap \"Bad_Name\" is invalid: metadata.name"
-        ),
+        stderr(&o).contains("Error from server (Invalid): ConfigMap \"Bad_Name\" is invalid: metadata.name"),
         "{}",
         stderr(&o)
     );
@@ -131,10 +104,7 @@ fn apply_get_describe_delete_and_restart() {
 
     // Delete by file and by name; deleting a namespace removes what it holds.
     let out = c.ok(&["delete", "-f", &format!("{m}/hello.yaml")]);
-    assert!(
-        out.contains("deployment.apps \"hello\" deleted from default namespace"),
-        "{out}"
-    );
+    assert!(out.contains("deployment.apps \"hello\" deleted from default namespace"), "{out}");
     assert_eq!(c.cli(&["get", "deploy", "hello"]).status.code(), Some(1));
     c.ok(&["delete", "namespace", "team-a"]);
     let o = c.cli(&["get", "pod", "echo", "-n", "team-a"]);
@@ -147,21 +117,10 @@ async fn watch_sees_added_modified_deleted_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path());
     let client = kube_client(&c.kubeconfig()).await;
-    let (_, list) = raw(
-        &client,
-        "GET",
-        "/api/v1/namespaces/default/configmaps",
-        None,
-    )
-    .await;
-    let rv = list["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, list) = raw(&client, "GET", "/api/v1/namespaces/default/configmaps", None).await;
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     let req = http::Request::builder()
-        .uri(format!(
-            "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
-        ))
+        .uri(format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"))
         .body(Vec::new())
         .unwrap();
     let mut lines = client.request_stream(req).await.unwrap().lines();
@@ -184,48 +143,23 @@ async fn watch_sees_added_modified_deleted_in_order() {
     });
 
     let f = dir.path().join("cm.yaml");
-    std::fs::write(
-        &f,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  v: '1'\n",
-    )
-    .unwrap();
+    std::fs::write(&f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  v: '1'\n").unwrap();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
-    std::fs::write(
-        &f,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  v: '2'\n  w: '3'\n",
-    )
-    .unwrap();
+    std::fs::write(&f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  v: '2'\n  w: '3'\n")
+        .unwrap();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     c.ok(&["delete", "configmap", "watched"]);
 
     let mut events = Vec::new();
     while events.len() < 3 {
-        let line = tokio::time::timeout(Duration::from_secs(10), lines.next())
-            .await
-            .expect("event in time")
-            .unwrap()
-            .unwrap();
+        let line =
+            tokio::time::timeout(Duration::from_secs(10), lines.next()).await.expect("event in time").unwrap().unwrap();
         let e: Value = serde_json::from_str(&line).unwrap();
-        events.push((
-            e["type"].as_str().unwrap().to_string(),
-            e["object"]["data"].as_object().map_or(0, |m| m.len()),
-        ));
+        events.push((e["type"].as_str().unwrap().to_string(), e["object"]["data"].as_object().map_or(0, |m| m.len())));
     }
-    assert_eq!(
-        events,
-        [
-            ("ADDED".to_string(), 1),
-            ("MODIFIED".to_string(), 2),
-            ("DELETED".to_string(), 2)
-        ]
-    );
+    assert_eq!(events, [("ADDED".to_string(), 1), ("MODIFIED".to_string(), 2), ("DELETED".to_string(), 2)]);
     let ok = eventually(Duration::from_secs(10), || {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with("watched "))
-            .count()
-            >= 3
+        seen.lock().unwrap().iter().filter(|l| l.starts_with("watched ")).count() >= 3
     });
     let _ = cli_watch.kill();
     let _ = cli_watch.wait();
@@ -261,11 +195,10 @@ async fn acknowledged_writes_survive_sigkill() {
         }));
     }
     let a2 = acked.clone();
-    let enough = tokio::task::spawn_blocking(move || {
-        eventually(Duration::from_secs(60), || a2.lock().unwrap().len() >= 300)
-    })
-    .await
-    .unwrap();
+    let enough =
+        tokio::task::spawn_blocking(move || eventually(Duration::from_secs(60), || a2.lock().unwrap().len() >= 300))
+            .await
+            .unwrap();
     assert!(enough, "clients made no progress");
     c.kill();
     for t in tasks {
@@ -274,19 +207,9 @@ async fn acknowledged_writes_survive_sigkill() {
     let acked = acked.lock().unwrap().clone();
     let c = Cluster::start(dir.path());
     let client = kube_client(&c.kubeconfig()).await;
-    let (_, list) = raw(
-        &client,
-        "GET",
-        "/api/v1/namespaces/default/configmaps",
-        None,
-    )
-    .await;
-    let stored: std::collections::HashSet<String> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
+    let (_, list) = raw(&client, "GET", "/api/v1/namespaces/default/configmaps", None).await;
+    let stored: std::collections::HashSet<String> =
+        list["items"].as_array().unwrap().iter().map(|o| o["metadata"]["name"].as_str().unwrap().to_string()).collect();
     let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
     assert!(
         lost.is_empty(),
@@ -303,11 +226,7 @@ fn backup_while_running_and_restore() {
     let mut c = Cluster::start(dir.path());
     let cm = |name: &str| {
         let f = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &f,
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"),
-        )
-        .unwrap();
+        std::fs::write(&f, format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n")).unwrap();
         f
     };
     let before = cm("before");
@@ -331,11 +250,7 @@ fn backup_while_running_and_restore() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("is not a wasmorch snapshot"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("is not a wasmorch snapshot"), "{}", stderr(&o));
 
     drop(c);
     let c = Cluster::start_with(dir.path(), &["--restore", snap.to_str().unwrap()]);
@@ -347,10 +262,8 @@ fn backup_while_running_and_restore() {
 async fn client_certificates_authenticate() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start(dir.path());
-    let pki =
-        wasmorch_control::pki::Pki::load_or_create(&dir.path().join("data/pki"), &[]).unwrap();
-    let other =
-        wasmorch_control::pki::Pki::load_or_create(&dir.path().join("other-pki"), &[]).unwrap();
+    let pki = wasmorch_control::pki::Pki::load_or_create(&dir.path().join("data/pki"), &[]).unwrap();
+    let other = wasmorch_control::pki::Pki::load_or_create(&dir.path().join("other-pki"), &[]).unwrap();
     let try_with = |cert: String, key: String| {
         let url = c.url.clone();
         let ca = pki.ca_pem.clone();
@@ -366,10 +279,8 @@ async fn client_certificates_authenticate() {
             let path = tempfile::NamedTempFile::new().unwrap();
             std::fs::write(path.path(), kc).unwrap();
             let client = kube_client(path.path()).await;
-            let req = http::Request::builder()
-                .uri("/api/v1/namespaces")
-                .body(kube::client::Body::from(Vec::new()))
-                .unwrap();
+            let req =
+                http::Request::builder().uri("/api/v1/namespaces").body(kube::client::Body::from(Vec::new())).unwrap();
             match client.send(req).await {
                 Ok(r) => r.status().as_u16(),
                 Err(_) => 0,
@@ -381,9 +292,5 @@ async fn client_certificates_authenticate() {
     let (cert, key) = pki.issue_client("bob", &["developers"]).unwrap();
     assert_eq!(try_with(cert, key).await, 403);
     let (cert, key) = other.issue_client("mallory", &["system:masters"]).unwrap();
-    assert_eq!(
-        try_with(cert, key).await,
-        0,
-        "a certificate from another CA is refused at the TLS handshake"
-    );
+    assert_eq!(try_with(cert, key).await, 0, "a certificate from another CA is refused at the TLS handshake");
 }

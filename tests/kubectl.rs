@@ -17,12 +17,22 @@ fn kubectl_available() -> bool {
 }
 
 fn kubectl(c: &Cluster, args: &[&str]) -> Output {
-    Command::new("kubectl").args(args).env("KUBECONFIG", c.kubeconfig()).env("HOME", c.dir.join("home")).output().expect("run kubectl")
+    Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", c.dir.join("home"))
+        .output()
+        .expect("run kubectl")
 }
 
 fn ok(c: &Cluster, args: &[&str]) -> String {
     let o = kubectl(c, args);
-    assert!(o.status.success(), "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -52,13 +62,33 @@ fn kubectl_gets_creates_and_deletes() {
     assert!(out.contains("pod/echo created"), "{out}");
 
     let pods = ok(&c, &["get", "pods", "-o", "wide", "-A"]);
-    assert!(pods.lines().next().unwrap().split_whitespace().collect::<Vec<_>>() == ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"], "{pods}");
+    assert!(
+        pods.lines().next().unwrap().split_whitespace().collect::<Vec<_>>()
+            == [
+                "NAMESPACE",
+                "NAME",
+                "READY",
+                "STATUS",
+                "RESTARTS",
+                "AGE",
+                "IP",
+                "NODE",
+                "NOMINATED",
+                "NODE",
+                "READINESS",
+                "GATES"
+            ],
+        "{pods}"
+    );
     assert!(pods.contains("echo"), "{pods}");
 
     let y = ok(&c, &["get", "deploy", "hello", "-o", "yaml"]);
     assert!(y.contains("kind: Deployment") && y.contains("replicas: 2"), "{y}");
     let table = ok(&c, &["get", "deploy"]);
-    assert!(table.starts_with("NAME    READY   UP-TO-DATE   AVAILABLE   AGE\nhello   0/2     0            0"), "{table}");
+    assert!(
+        table.starts_with("NAME    READY   UP-TO-DATE   AVAILABLE   AGE\nhello   0/2     0            0"),
+        "{table}"
+    );
     let svc = ok(&c, &["get", "svc", "hello", "-o", "jsonpath={.spec.ports[0].port}"]);
     assert_eq!(svc, "80");
 
@@ -67,13 +97,20 @@ fn kubectl_gets_creates_and_deletes() {
     std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\nbogus: 1\n").unwrap();
     let o = kubectl(&c, &["create", "-f", bad.to_str().unwrap()]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown field \"bogus\""), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown field \"bogus\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let out = ok(&c, &["delete", "deploy", "hello"]);
     assert!(out.starts_with("deployment.apps \"hello\" deleted"), "{out}");
     let o = kubectl(&c, &["get", "deploy", "hello"]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "Error from server (NotFound): deployments.apps \"hello\" not found");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "Error from server (NotFound): deployments.apps \"hello\" not found"
+    );
     let o = kubectl(&c, &["get", "pods"]);
     assert!(o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "No resources found in default namespace.");

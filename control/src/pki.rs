@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use sha2::{Digest, Sha256};
@@ -21,10 +21,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn admin() -> Self {
-        Identity {
-            user: "admin".into(),
-            groups: vec!["system:masters".into(), "system:authenticated".into()],
-        }
+        Identity { user: "admin".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
     }
     pub fn is_admin(&self) -> bool {
         self.groups.iter().any(|g| g == "system:masters")
@@ -45,12 +42,7 @@ fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(data.as_bytes())?;
         f.sync_all()?;
     }
@@ -60,10 +52,7 @@ fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_or_create(
-    path: &Path,
-    make: impl FnOnce() -> anyhow::Result<String>,
-) -> anyhow::Result<String> {
+fn read_or_create(path: &Path, make: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(s),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -80,19 +69,14 @@ impl Pki {
     /// `sans` are the server certificate's extra names and addresses.
     pub fn load_or_create(dir: &Path, sans: &[String]) -> anyhow::Result<Pki> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let ca_key_pem = read_or_create(&dir.join("ca.key"), || {
-            Ok(KeyPair::generate()?.serialize_pem())
-        })?;
+        let ca_key_pem = read_or_create(&dir.join("ca.key"), || Ok(KeyPair::generate()?.serialize_pem()))?;
         let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing ca.key")?;
         let ca_pem = read_or_create(&dir.join("ca.crt"), || {
             let mut p = CertificateParams::new(Vec::<String>::new())?;
             p.distinguished_name.push(DnType::CommonName, "wasmorch-ca");
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            p.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
+            p.key_usages =
+                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             p.not_before = rcgen::date_time_ymd(2024, 1, 1);
             p.not_after = rcgen::date_time_ymd(2124, 1, 1);
             Ok(p.self_signed(&ca_key)?.pem())
@@ -104,15 +88,9 @@ impl Pki {
             server_cert_pem: String::new(),
             server_key_pem: String::new(),
         };
-        let server_key_pem = read_or_create(&dir.join("server.key"), || {
-            Ok(KeyPair::generate()?.serialize_pem())
-        })?;
-        let mut names: Vec<String> = vec![
-            "localhost".into(),
-            "127.0.0.1".into(),
-            "::1".into(),
-            "kubernetes.default.svc".into(),
-        ];
+        let server_key_pem = read_or_create(&dir.join("server.key"), || Ok(KeyPair::generate()?.serialize_pem()))?;
+        let mut names: Vec<String> =
+            vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "kubernetes.default.svc".into()];
         if let Ok(h) = hostname() {
             names.push(h);
         }
@@ -139,35 +117,21 @@ impl Pki {
         Ok(pki)
     }
 
-    fn sign(
-        &self,
-        key: &KeyPair,
-        cn: &str,
-        orgs: &[&str],
-        sans: &[String],
-        server: bool,
-    ) -> anyhow::Result<String> {
+    fn sign(&self, key: &KeyPair, cn: &str, orgs: &[&str], sans: &[String], server: bool) -> anyhow::Result<String> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name.push(DnType::CommonName, cn);
         for o in orgs {
             p.distinguished_name.push(DnType::OrganizationName, *o);
         }
         for s in sans {
-            p.subject_alt_names
-                .push(match s.parse::<std::net::IpAddr>() {
-                    Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => SanType::DnsName(s.clone().try_into()?),
-                });
+            p.subject_alt_names.push(match s.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(s.clone().try_into()?),
+            });
         }
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.extended_key_usages =
+            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
         let now = time_now();
         p.not_before = now - std::time::Duration::from_secs(300);
         p.not_after = now + std::time::Duration::from_secs(365 * 24 * 3600);
@@ -191,15 +155,11 @@ impl Pki {
         for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(c?)?;
         }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .allow_unauthenticated()
-        .build()?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .allow_unauthenticated()
+            .build()?;
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
-                .collect::<Result<_, _>>()?;
+            CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
         let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -228,16 +188,9 @@ impl Pki {
 pub fn identity_from_cert(der: &[u8]) -> Option<Identity> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let user = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let mut groups: Vec<String> = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(String::from))
-        .collect();
+    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let mut groups: Vec<String> =
+        subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
     groups.push("system:authenticated".into());
     Some(Identity { user, groups })
 }
@@ -249,13 +202,7 @@ fn time_now() -> time::OffsetDateTime {
 fn hostname() -> std::io::Result<String> {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_lowercase())
-        .and_then(|h| {
-            if h.is_empty() {
-                Err(std::io::Error::other("empty hostname"))
-            } else {
-                Ok(h)
-            }
-        })
+        .and_then(|h| if h.is_empty() { Err(std::io::Error::other("empty hostname")) } else { Ok(h) })
 }
 
 /// Bearer tokens the server accepts, each mapped to an identity.
@@ -267,8 +214,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn add(&mut self, token: &str, id: Identity) {
-        self.entries
-            .push((Sha256::digest(token.as_bytes()).into(), id));
+        self.entries.push((Sha256::digest(token.as_bytes()).into(), id));
     }
     pub fn lookup(&self, token: &str) -> Option<&Identity> {
         let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -297,17 +243,11 @@ mod tests {
         assert_eq!(a.ca_pem, b.ca_pem);
         assert_eq!(a.server_cert_pem, b.server_cert_pem);
         let c = Pki::load_or_create(d.path(), &["10.1.2.3".into()]).unwrap();
-        assert_ne!(
-            a.server_cert_pem, c.server_cert_pem,
-            "new SAN reissues the server cert"
-        );
+        assert_ne!(a.server_cert_pem, c.server_cert_pem, "new SAN reissues the server cert");
         assert_eq!(a.ca_hash().len(), 64);
         a.server_config().unwrap();
         let (cert, _key) = a.issue_client("alice", &["system:masters"]).unwrap();
-        let der = CertificateDer::pem_slice_iter(cert.as_bytes())
-            .next()
-            .unwrap()
-            .unwrap();
+        let der = CertificateDer::pem_slice_iter(cert.as_bytes()).next().unwrap().unwrap();
         let id = identity_from_cert(&der).unwrap();
         assert_eq!(id.user, "alice");
         assert!(id.is_admin());

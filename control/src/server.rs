@@ -62,17 +62,12 @@ impl Running {
 }
 
 /// Namespaces every cluster has.
-pub const SYSTEM_NAMESPACES: &[&str] =
-    &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Start the control plane; it runs until `shutdown` is cancelled.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let pki = Arc::new(Pki::load_or_create(
-        &cfg.data_dir.join("pki"),
-        &cfg.tls_sans,
-    )?);
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let pki = Arc::new(Pki::load_or_create(&cfg.data_dir.join("pki"), &cfg.tls_sans)?);
     let admin_token = token_file(&cfg.data_dir.join("admin.token"))?;
     let mut tokens = Tokens::default();
     tokens.add(&admin_token, Identity::admin());
@@ -80,40 +75,15 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let api = Api::new(store.clone(), shutdown.clone());
     bootstrap(&api).await?;
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(ServerState {
-        api: api.clone(),
-        tokens,
-        data_dir: cfg.data_dir.clone(),
-    });
+    let state = Arc::new(ServerState { api: api.clone(), tokens, data_dir: cfg.data_dir.clone() });
     let app = apiserver::router(state);
-    let done = tokio::spawn(apiserver::serve(
-        listener,
-        pki.server_config()?,
-        app,
-        shutdown.clone(),
-    ));
-    let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(
-        api.clone(),
-    ))];
-    tasks.push(tokio::spawn(compactor(
-        store,
-        cfg.history_revisions,
-        cfg.compaction_interval,
-        shutdown,
-    )));
-    Ok(Running {
-        addr,
-        ca_pem: pki.ca_pem.clone(),
-        admin_token,
-        api,
-        pki,
-        done,
-        tasks,
-    })
+    let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
+    let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(api.clone()))];
+    tasks.push(tokio::spawn(compactor(store, cfg.history_revisions, cfg.compaction_interval, shutdown)));
+    Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, api, pki, done, tasks })
 }
 
 /// Create the system namespaces if missing.

@@ -39,28 +39,12 @@ async fn setup() -> T {
     tokio::spawn(wasmorch_control::controllers::namespace::run(api.clone()));
     let mut tokens = Tokens::default();
     tokens.add(TOKEN, Identity::admin());
-    let state = Arc::new(ServerState {
-        api: api.clone(),
-        tokens,
-        data_dir: dir.path().to_path_buf(),
-    });
-    T {
-        app: apiserver::router(state),
-        api,
-        shutdown,
-        _dir: dir,
-    }
+    let state = Arc::new(ServerState { api: api.clone(), tokens, data_dir: dir.path().to_path_buf() });
+    T { app: apiserver::router(state), api, shutdown, _dir: dir }
 }
 
 impl T {
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        ct: &str,
-        accept: &str,
-        body: Vec<u8>,
-    ) -> (u16, Value) {
+    async fn raw(&self, method: Method, path: &str, ct: &str, accept: &str, body: Vec<u8>) -> (u16, Value) {
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -75,11 +59,8 @@ impl T {
         (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let b = body
-            .map(|b| serde_json::to_vec(&b).unwrap())
-            .unwrap_or_default();
-        self.raw(method, path, "application/json", "application/json", b)
-            .await
+        let b = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
+        self.raw(method, path, "application/json", "application/json", b).await
     }
     async fn get(&self, path: &str) -> (u16, Value) {
         self.call(Method::GET, path, None).await
@@ -97,10 +78,7 @@ impl T {
             .unwrap();
         let resp = self.app.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 200);
-        Watch {
-            body: resp.into_body(),
-            buf: Vec::new(),
-        }
+        Watch { body: resp.into_body(), buf: Vec::new() }
     }
 }
 
@@ -146,10 +124,7 @@ async fn crud_and_optimistic_concurrency() {
     let t = setup().await;
     let (code, created) = t.post(CMS, cm("a", json!({"k": "v"}))).await;
     assert_eq!(code, 201, "{created}");
-    let rv = created["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     assert_eq!(created["metadata"]["namespace"], "default");
     assert!(created["metadata"]["uid"].is_string());
     assert!(created["metadata"]["creationTimestamp"].is_string());
@@ -163,9 +138,7 @@ async fn crud_and_optimistic_concurrency() {
     // PUT with the current resourceVersion succeeds; the old one then conflicts.
     let mut upd = got.clone();
     upd["data"]["k"] = json!("v2");
-    let (code, updated) = t
-        .call(Method::PUT, &format!("{CMS}/a"), Some(upd.clone()))
-        .await;
+    let (code, updated) = t.call(Method::PUT, &format!("{CMS}/a"), Some(upd.clone())).await;
     assert_eq!(code, 200, "{updated}");
     assert_ne!(updated["metadata"]["resourceVersion"], json!(rv));
     let (code, conflict) = t.call(Method::PUT, &format!("{CMS}/a"), Some(upd)).await;
@@ -197,10 +170,7 @@ async fn crud_and_optimistic_concurrency() {
     let (code, _) = t.call(Method::DELETE, &format!("{CMS}/a"), None).await;
     assert_eq!(code, 200);
     let (code, nf) = t.get(&format!("{CMS}/a")).await;
-    assert_eq!(
-        (code, nf["message"].as_str()),
-        (404, Some("configmaps \"a\" not found"))
-    );
+    assert_eq!((code, nf["message"].as_str()), (404, Some("configmaps \"a\" not found")));
     assert_eq!(nf["kind"], "Status");
 }
 
@@ -242,11 +212,7 @@ async fn generation_and_status_subresource() {
         )
         .await;
     assert_eq!(
-        (
-            d["status"]["replicas"].as_i64(),
-            d["spec"]["replicas"].as_i64(),
-            d["metadata"]["generation"].as_i64()
-        ),
+        (d["status"]["replicas"].as_i64(), d["spec"]["replicas"].as_i64(), d["metadata"]["generation"].as_i64()),
         (Some(3), Some(3), Some(2))
     );
     let (_, d) = t
@@ -269,59 +235,66 @@ async fn bad_input_is_rejected_and_nothing_is_stored() {
         (CMS, "application/json", b"{not json".to_vec(), 400, ""),
         (CMS, "application/yaml", b"a: [unclosed".to_vec(), 400, ""),
         (CMS, "application/json", serde_json::to_vec(&cm("Bad_Name", json!({}))).unwrap(), 422, "metadata.name"),
-        (CMS, "application/json", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": 5}})).unwrap(), 422, "data.k"),
-        ("/apis/apps/v1/namespaces/default/deployments", "application/json", serde_json::to_vec(&{
-            let mut d = deployment("w");
-            d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
-            d
-        }).unwrap(), 422, "spec.template.spec.containers[0].image"),
-        (CMS, "application/json", serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})).unwrap(), 400, ""),
+        (
+            CMS,
+            "application/json",
+            serde_json::to_vec(
+                &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": 5}}),
+            )
+            .unwrap(),
+            422,
+            "data.k",
+        ),
+        (
+            "/apis/apps/v1/namespaces/default/deployments",
+            "application/json",
+            serde_json::to_vec(&{
+                let mut d = deployment("w");
+                d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
+                d
+            })
+            .unwrap(),
+            422,
+            "spec.template.spec.containers[0].image",
+        ),
+        (
+            CMS,
+            "application/json",
+            serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}})).unwrap(),
+            400,
+            "",
+        ),
         ("/api/v1/namespaces/default/widgets", "application/json", b"{}".to_vec(), 404, ""),
-        ("/api/v1/namespaces/nope/configmaps", "application/json", serde_json::to_vec(&cm("x", json!({}))).unwrap(), 404, ""),
+        (
+            "/api/v1/namespaces/nope/configmaps",
+            "application/json",
+            serde_json::to_vec(&cm("x", json!({}))).unwrap(),
+            404,
+            "",
+        ),
     ];
     for (path, ct, body, code, field) in cases {
-        let (got, status) = t
-            .raw(Method::POST, path, ct, "application/json", body)
-            .await;
+        let (got, status) = t.raw(Method::POST, path, ct, "application/json", body).await;
         assert_eq!(got, code, "{path} {status}");
         assert_eq!(status["kind"], "Status", "{status}");
         if !field.is_empty() {
             let causes = status["details"]["causes"].as_array().unwrap();
-            assert!(
-                causes.iter().any(|c| c["field"] == field),
-                "{field} not in {status}"
-            );
+            assert!(causes.iter().any(|c| c["field"] == field), "{field} not in {status}");
         }
     }
     // Over 3 MiB: 413.
     let big = cm("big", json!({"k": "x".repeat(3 * 1024 * 1024 + 10)}));
     let (code, status) = t.post(CMS, big).await;
-    assert_eq!(
-        (code, status["reason"].as_str()),
-        (413, Some("RequestEntityTooLarge"))
-    );
+    assert_eq!((code, status["reason"].as_str()), (413, Some("RequestEntityTooLarge")));
     // A YAML alias bomb fails fast.
-    let mut bomb = String::from(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\na: &a [x,x,x,x,x,x,x,x,x]\n",
-    );
+    let mut bomb = String::from("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\na: &a [x,x,x,x,x,x,x,x,x]\n");
     let mut prev = 'a';
     for c in 'b'..='m' {
-        bomb.push_str(&format!(
-            "{c}: &{c} [{}]\n",
-            vec![format!("*{prev}"); 9].join(",")
-        ));
+        bomb.push_str(&format!("{c}: &{c} [{}]\n", vec![format!("*{prev}"); 9].join(",")));
         prev = c;
     }
     let started = std::time::Instant::now();
-    let (code, _) = t
-        .raw(
-            Method::POST,
-            CMS,
-            "application/yaml",
-            "application/json",
-            bomb.into_bytes(),
-        )
-        .await;
+    let (code, _) = t.raw(Method::POST, CMS, "application/yaml", "application/json", bomb.into_bytes()).await;
     assert_eq!(code, 400);
     assert!(started.elapsed() < Duration::from_secs(5));
     // Strict field validation names the unknown field.
@@ -337,61 +310,26 @@ async fn bad_input_is_rejected_and_nothing_is_stored() {
         )
         .await;
     assert_eq!(code, 400);
-    assert!(
-        status["message"]
-            .as_str()
-            .unwrap()
-            .contains("unknown field \"spec\""),
-        "{status}"
-    );
-    assert_eq!(
-        t.api.store.current_rev(),
-        rev0,
-        "no rejected request stored anything"
-    );
+    assert!(status["message"].as_str().unwrap().contains("unknown field \"spec\""), "{status}");
+    assert_eq!(t.api.store.current_rev(), rev0, "no rejected request stored anything");
     let (_, list) = t.get(CMS).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
     // Unauthenticated requests are refused; health is anonymous.
-    let resp = t
-        .app
-        .clone()
-        .oneshot(Request::builder().uri(CMS).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = t.app.clone().oneshot(Request::builder().uri(CMS).body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 401);
-    let resp = t
-        .app
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri("/healthz")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = t.app.clone().oneshot(Request::builder().uri("/healthz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
 async fn dry_run_and_generate_name() {
     let t = setup().await;
-    let (code, o) = t
-        .call(
-            Method::POST,
-            &format!("{CMS}?dryRun=All"),
-            Some(cm("dry", json!({}))),
-        )
-        .await;
+    let (code, o) = t.call(Method::POST, &format!("{CMS}?dryRun=All"), Some(cm("dry", json!({})))).await;
     assert_eq!(code, 201);
     assert_eq!(o["metadata"]["name"], "dry");
     assert_eq!(t.get(&format!("{CMS}/dry")).await.0, 404);
-    let (code, o) = t
-        .post(
-            CMS,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}}),
-        )
-        .await;
+    let (code, o) =
+        t.post(CMS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}})).await;
     assert_eq!(code, 201);
     assert!(o["metadata"]["name"].as_str().unwrap().starts_with("gen-"));
 }
@@ -401,40 +339,22 @@ async fn selectors_and_paging() {
     let t = setup().await;
     for i in 0..7 {
         let mut c = cm(&format!("c{i}"), json!({}));
-        c["metadata"]["labels"] =
-            json!({"tier": if i % 2 == 0 { "even" } else { "odd" }, "i": i.to_string()});
+        c["metadata"]["labels"] = json!({"tier": if i % 2 == 0 { "even" } else { "odd" }, "i": i.to_string()});
         assert_eq!(t.post(CMS, c).await.0, 201);
     }
     let (_, l) = t.get(&format!("{CMS}?labelSelector=tier%3Deven")).await;
     assert_eq!(l["items"].as_array().unwrap().len(), 4);
-    let (_, l) = t
-        .get(&format!(
-            "{CMS}?labelSelector=tier%3Deven%2Ci+notin+(0%2C2)"
-        ))
-        .await;
+    let (_, l) = t.get(&format!("{CMS}?labelSelector=tier%3Deven%2Ci+notin+(0%2C2)")).await;
     assert_eq!(l["items"].as_array().unwrap().len(), 2);
-    let (_, l) = t
-        .get(&format!("{CMS}?fieldSelector=metadata.name%3Dc3"))
-        .await;
+    let (_, l) = t.get(&format!("{CMS}?fieldSelector=metadata.name%3Dc3")).await;
     assert_eq!(l["items"][0]["metadata"]["name"], "c3");
-    assert_eq!(
-        t.get(&format!("{CMS}?fieldSelector=spec.nodeName%3Dx"))
-            .await
-            .0,
-        400
-    );
+    assert_eq!(t.get(&format!("{CMS}?fieldSelector=spec.nodeName%3Dx")).await.0, 400);
     assert_eq!(t.get(&format!("{CMS}?labelSelector=a+in+(")).await.0, 400);
     // Pages of 3 with a selector: 4 even items → 3 + 1.
-    let (_, p1) = t
-        .get(&format!("{CMS}?labelSelector=tier%3Deven&limit=3"))
-        .await;
+    let (_, p1) = t.get(&format!("{CMS}?labelSelector=tier%3Deven&limit=3")).await;
     assert_eq!(p1["items"].as_array().unwrap().len(), 3);
     let cont = p1["metadata"]["continue"].as_str().unwrap();
-    let (_, p2) = t
-        .get(&format!(
-            "{CMS}?labelSelector=tier%3Deven&limit=3&continue={cont}"
-        ))
-        .await;
+    let (_, p2) = t.get(&format!("{CMS}?labelSelector=tier%3Deven&limit=3&continue={cont}")).await;
     assert_eq!(p2["items"].as_array().unwrap().len(), 1);
     assert!(p2["metadata"].get("continue").is_none());
 }
@@ -443,17 +363,8 @@ async fn selectors_and_paging() {
 async fn watch_in_order_resume_and_gone() {
     let t = setup().await;
     let (_, c) = t.post(CMS, cm("w", json!({"v": "0"}))).await;
-    let rv0: u64 = c["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut w = t
-        .watch(
-            &format!("{CMS}?watch=true&resourceVersion={rv0}"),
-            "application/json",
-        )
-        .await;
+    let rv0: u64 = c["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let mut w = t.watch(&format!("{CMS}?watch=true&resourceVersion={rv0}"), "application/json").await;
     for i in 1..=3 {
         let body = format!(r#"{{"data":{{"v":"{i}"}}}}"#);
         t.raw(
@@ -469,50 +380,36 @@ async fn watch_in_order_resume_and_gone() {
     let mut seen = Vec::new();
     for _ in 0..4 {
         let e = w.next().await.unwrap();
-        seen.push((
-            e["type"].as_str().unwrap().to_string(),
-            e["object"]["data"]["v"].as_str().unwrap().to_string(),
-        ));
+        seen.push((e["type"].as_str().unwrap().to_string(), e["object"]["data"]["v"].as_str().unwrap().to_string()));
     }
     assert_eq!(
         seen,
-        [
-            ("MODIFIED", "1"),
-            ("MODIFIED", "2"),
-            ("MODIFIED", "3"),
-            ("DELETED", "3")
-        ]
-        .map(|(a, b)| (a.to_string(), b.to_string()))
+        [("MODIFIED", "1"), ("MODIFIED", "2"), ("MODIFIED", "3"), ("DELETED", "3")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 
     // Without a resourceVersion: current objects as ADDED first.
     t.post(CMS, cm("x", json!({}))).await;
-    let mut w = t
-        .watch(&format!("{CMS}?watch=true"), "application/json")
-        .await;
+    let mut w = t.watch(&format!("{CMS}?watch=true"), "application/json").await;
     let e = w.next().await.unwrap();
-    assert_eq!(
-        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
-        (Some("ADDED"), Some("x"))
-    );
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("x")));
 
     // WatchList: initial events, then a bookmark marking their end.
-    let mut w = t.watch(&format!("{CMS}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan"), "application/json").await;
-    assert_eq!(w.next().await.unwrap()["type"], "ADDED");
-    let b = w.next().await.unwrap();
-    assert_eq!(b["type"], "BOOKMARK");
-    assert_eq!(
-        b["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
-        "true"
-    );
-
-    // A selector transition: an object that stops matching is DELETED for this watcher.
     let mut w = t
         .watch(
-            &format!("{CMS}?watch=true&labelSelector=app%3Dweb"),
+            &format!(
+                "{CMS}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan"
+            ),
             "application/json",
         )
         .await;
+    assert_eq!(w.next().await.unwrap()["type"], "ADDED");
+    let b = w.next().await.unwrap();
+    assert_eq!(b["type"], "BOOKMARK");
+    assert_eq!(b["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+
+    // A selector transition: an object that stops matching is DELETED for this watcher.
+    let mut w = t.watch(&format!("{CMS}?watch=true&labelSelector=app%3Dweb"), "application/json").await;
     assert_eq!(w.next().await.unwrap()["type"], "ADDED");
     t.raw(
         Method::PATCH,
@@ -523,27 +420,15 @@ async fn watch_in_order_resume_and_gone() {
     )
     .await;
     let e = w.next().await.unwrap();
-    assert_eq!(
-        (e["type"].as_str(), e["object"]["metadata"]["name"].as_str()),
-        (Some("DELETED"), Some("x"))
-    );
+    assert_eq!((e["type"].as_str(), e["object"]["metadata"]["name"].as_str()), (Some("DELETED"), Some("x")));
 
     // Compacted history: 410 Gone as an ERROR event.
     let now = t.api.store.current_rev();
     t.api.store.compact(0).await.unwrap();
-    let mut w = t
-        .watch(
-            &format!("{CMS}?watch=true&resourceVersion={}", now - 2),
-            "application/json",
-        )
-        .await;
+    let mut w = t.watch(&format!("{CMS}?watch=true&resourceVersion={}", now - 2), "application/json").await;
     let e = w.next().await.unwrap();
     assert_eq!(
-        (
-            e["type"].as_str(),
-            e["object"]["code"].as_i64(),
-            e["object"]["reason"].as_str()
-        ),
+        (e["type"].as_str(), e["object"]["code"].as_i64(), e["object"]["reason"].as_str()),
         (Some("ERROR"), Some(410), Some("Expired"))
     );
 }
@@ -553,10 +438,7 @@ async fn bookmarks_and_table_watch() {
     let t = setup().await;
     t.post(CMS, cm("a", json!({}))).await;
     let mut w = t
-        .watch(
-            &format!("{CMS}?watch=true&allowWatchBookmarks=true"),
-            "application/json;as=Table;v=v1;g=meta.k8s.io",
-        )
+        .watch(&format!("{CMS}?watch=true&allowWatchBookmarks=true"), "application/json;as=Table;v=v1;g=meta.k8s.io")
         .await;
     let first = w.next().await.unwrap();
     assert_eq!(first["object"]["kind"], "Table");
@@ -573,87 +455,28 @@ async fn tables_have_kubectl_columns_for_every_kind() {
     let table = "application/json;as=Table;v=v1;g=meta.k8s.io, application/json";
     let expected: &[(&str, &[&str])] = &[
         ("/api/v1/namespaces", &["Name", "Status", "Age"]),
-        (
-            "/api/v1/nodes",
-            &["Name", "Status", "Roles", "Age", "Version"],
-        ),
-        (
-            "/api/v1/namespaces/default/pods",
-            &["Name", "Ready", "Status", "Restarts", "Age"],
-        ),
-        (
-            "/api/v1/namespaces/default/services",
-            &[
-                "Name",
-                "Type",
-                "Cluster-IP",
-                "External-IP",
-                "Port(s)",
-                "Age",
-            ],
-        ),
-        (
-            "/api/v1/namespaces/default/endpoints",
-            &["Name", "Endpoints", "Age"],
-        ),
-        (
-            "/api/v1/namespaces/default/configmaps",
-            &["Name", "Data", "Age"],
-        ),
-        (
-            "/api/v1/namespaces/default/secrets",
-            &["Name", "Type", "Data", "Age"],
-        ),
-        (
-            "/api/v1/namespaces/default/events",
-            &["Last Seen", "Type", "Reason", "Object", "Message"],
-        ),
-        (
-            "/apis/apps/v1/namespaces/default/deployments",
-            &["Name", "Ready", "Up-to-date", "Available", "Age"],
-        ),
-        (
-            "/apis/apps/v1/namespaces/default/replicasets",
-            &["Name", "Desired", "Current", "Ready", "Age"],
-        ),
+        ("/api/v1/nodes", &["Name", "Status", "Roles", "Age", "Version"]),
+        ("/api/v1/namespaces/default/pods", &["Name", "Ready", "Status", "Restarts", "Age"]),
+        ("/api/v1/namespaces/default/services", &["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age"]),
+        ("/api/v1/namespaces/default/endpoints", &["Name", "Endpoints", "Age"]),
+        ("/api/v1/namespaces/default/configmaps", &["Name", "Data", "Age"]),
+        ("/api/v1/namespaces/default/secrets", &["Name", "Type", "Data", "Age"]),
+        ("/api/v1/namespaces/default/events", &["Last Seen", "Type", "Reason", "Object", "Message"]),
+        ("/apis/apps/v1/namespaces/default/deployments", &["Name", "Ready", "Up-to-date", "Available", "Age"]),
+        ("/apis/apps/v1/namespaces/default/replicasets", &["Name", "Desired", "Current", "Ready", "Age"]),
         (
             "/apis/apps/v1/namespaces/default/daemonsets",
-            &[
-                "Name",
-                "Desired",
-                "Current",
-                "Ready",
-                "Up-to-date",
-                "Available",
-                "Node Selector",
-                "Age",
-            ],
+            &["Name", "Desired", "Current", "Ready", "Up-to-date", "Available", "Node Selector", "Age"],
         ),
-        (
-            "/apis/batch/v1/namespaces/default/jobs",
-            &["Name", "Status", "Completions", "Duration", "Age"],
-        ),
+        ("/apis/batch/v1/namespaces/default/jobs", &["Name", "Status", "Completions", "Duration", "Age"]),
         (
             "/apis/batch/v1/namespaces/default/cronjobs",
-            &[
-                "Name",
-                "Schedule",
-                "Timezone",
-                "Suspend",
-                "Active",
-                "Last Schedule",
-                "Age",
-            ],
+            &["Name", "Schedule", "Timezone", "Suspend", "Active", "Last Schedule", "Age"],
         ),
-        (
-            "/apis/coordination.k8s.io/v1/namespaces/default/leases",
-            &["Name", "Holder", "Age"],
-        ),
+        ("/apis/coordination.k8s.io/v1/namespaces/default/leases", &["Name", "Holder", "Age"]),
     ];
     for (path, cols) in expected {
-        let (code, v) = t
-            .raw(Method::GET, path, "application/json", table, vec![])
-            .await;
+        let (code, v) = t.raw(Method::GET, path, "application/json", table, vec![]).await;
         assert_eq!(code, 200, "{path}");
         assert_eq!(v["kind"], "Table", "{path}");
         let got: Vec<&str> = v["columnDefinitions"]
@@ -665,91 +488,40 @@ async fn tables_have_kubectl_columns_for_every_kind() {
             .collect();
         assert_eq!(&got, cols, "{path}");
     }
-    let (_, v) = t
-        .raw(
-            Method::GET,
-            "/api/v1/namespaces",
-            "application/json",
-            table,
-            vec![],
-        )
-        .await;
-    let names: Vec<&str> = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["cells"][0].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["default", "kube-node-lease", "kube-public", "kube-system"]
-    );
+    let (_, v) = t.raw(Method::GET, "/api/v1/namespaces", "application/json", table, vec![]).await;
+    let names: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["cells"][0].as_str().unwrap()).collect();
+    assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"]);
 }
 
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_contents() {
     let t = setup().await;
     assert_eq!(
-        t.post(
-            "/api/v1/namespaces",
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})
-        )
-        .await
-        .0,
+        t.post("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}))
+            .await
+            .0,
         201
     );
     for i in 0..3 {
-        assert_eq!(
-            t.post(
-                "/api/v1/namespaces/team/configmaps",
-                cm(&format!("c{i}"), json!({}))
-            )
-            .await
-            .0,
-            201
-        );
+        assert_eq!(t.post("/api/v1/namespaces/team/configmaps", cm(&format!("c{i}"), json!({}))).await.0, 201);
     }
-    assert_eq!(
-        t.post("/apis/apps/v1/namespaces/team/deployments", deployment("d"))
-            .await
-            .0,
-        201
-    );
-    let (code, ns) = t
-        .call(Method::DELETE, "/api/v1/namespaces/team", None)
-        .await;
+    assert_eq!(t.post("/apis/apps/v1/namespaces/team/deployments", deployment("d")).await.0, 201);
+    let (code, ns) = t.call(Method::DELETE, "/api/v1/namespaces/team", None).await;
     assert_eq!(code, 202);
     assert_eq!(ns["status"]["phase"], "Terminating");
     // New content is refused while it terminates (or the namespace is already gone).
-    let (code, _) = t
-        .post("/api/v1/namespaces/team/configmaps", cm("late", json!({})))
-        .await;
+    let (code, _) = t.post("/api/v1/namespaces/team/configmaps", cm("late", json!({}))).await;
     assert!(code == 403 || code == 404, "{code}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         if t.get("/api/v1/namespaces/team").await.0 == 404 {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "namespace not removed in time"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "namespace not removed in time");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        t.get("/api/v1/namespaces/team/configmaps").await.1["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(
-        t.get("/apis/apps/v1/namespaces/team/deployments").await.1["items"]
-            .as_array()
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(t.get("/api/v1/namespaces/team/configmaps").await.1["items"].as_array().unwrap().len(), 0);
+    assert_eq!(t.get("/apis/apps/v1/namespaces/team/deployments").await.1["items"].as_array().unwrap().len(), 0);
 }
 
 #[tokio::test]
@@ -788,35 +560,16 @@ async fn discovery_documents() {
         )
         .await;
     assert_eq!(v["kind"], "APIGroupDiscoveryList");
-    let groups: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["metadata"]["name"].as_str().unwrap())
-        .collect();
+    let groups: Vec<&str> =
+        v["items"].as_array().unwrap().iter().map(|g| g["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(groups, ["apps", "batch", "coordination.k8s.io"]);
     let (_, v) = t.get("/apis/apps/v1").await;
-    assert!(
-        v["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["name"] == "deployments" && r["namespaced"] == true)
-    );
+    assert!(v["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments" && r["namespaced"] == true));
     let (_, v) = t.get("/openapi/v3").await;
-    let url = v["paths"]["apis/apps/v1"]["serverRelativeURL"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let url = v["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().to_string();
     let (_, v) = t.get(&url).await;
     let patch = &v["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-    assert!(
-        patch["parameters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "fieldValidation")
-    );
+    assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
     let (code, v) = t.get("/version").await;
     assert_eq!((code, v["major"].as_str()), (200, Some("1")));
 }

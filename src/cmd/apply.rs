@@ -66,9 +66,7 @@ pub fn read_documents(files: &[String]) -> anyhow::Result<Vec<(String, Value)>> 
         if p.is_dir() {
             for e in std::fs::read_dir(p).with_context(|| format!("reading {f}"))? {
                 let e = e?.path();
-                if e.extension()
-                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
-                {
+                if e.extension().is_some_and(|x| x == "yaml" || x == "yml" || x == "json") {
                     paths.push(e);
                 }
             }
@@ -77,15 +75,10 @@ pub fn read_documents(files: &[String]) -> anyhow::Result<Vec<(String, Value)>> 
             paths.push(p.to_path_buf());
         }
         for path in paths {
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "the path \"{}\" does not exist or cannot be read",
-                    path.display()
-                )
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("the path \"{}\" does not exist or cannot be read", path.display()))?;
             let name = path.display().to_string();
-            let docs = decode::manifests(&text)
-                .map_err(|e| anyhow::anyhow!("error parsing {name}: {e}"))?;
+            let docs = decode::manifests(&text).map_err(|e| anyhow::anyhow!("error parsing {name}: {e}"))?;
             out.extend(docs.into_iter().map(|d| (name.clone(), d)));
         }
     }
@@ -96,9 +89,7 @@ fn resource_of(file: &str, doc: &Value) -> anyhow::Result<&'static Resource> {
     let av = doc["apiVersion"].as_str().unwrap_or("");
     let kind = doc["kind"].as_str().unwrap_or("");
     if av.is_empty() || kind.is_empty() {
-        anyhow::bail!(
-            "error validating \"{file}\": error validating data: [apiVersion not set, kind not set]"
-        );
+        anyhow::bail!("error validating \"{file}\": error validating data: [apiVersion not set, kind not set]");
     }
     resources::by_kind(av, kind).ok_or_else(|| {
         anyhow::anyhow!("resource mapping not found for name: {:?} namespace: {:?} from {file:?}: no matches for kind {kind:?} in version {av:?}", object::name(doc), object::namespace(doc))
@@ -128,17 +119,10 @@ pub fn apply_patch(last: &Value, desired: &Value) -> Value {
 pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyhow::Result<()> {
     let docs = read_documents(&a.files)?;
     let client = Client::new(ctx).await?;
-    let default_ns = a
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.namespace.clone());
+    let default_ns = a.namespace.clone().unwrap_or_else(|| client.namespace.clone());
     let dry = a.dry_run.as_deref() == Some("server");
     let suffix = if dry { " (server dry run)" } else { "" };
-    let dry_q = if dry {
-        "?dryRun=All&fieldValidation=Strict"
-    } else {
-        "?fieldValidation=Strict"
-    };
+    let dry_q = if dry { "?dryRun=All&fieldValidation=Strict" } else { "?fieldValidation=Strict" };
     let mut failed = false;
     for (file, doc) in docs {
         let res = match resource_of(&file, &doc) {
@@ -150,20 +134,17 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
             }
         };
         let doc_ns = object::namespace(&doc).to_string();
-        if let (Some(flag), false) = (&a.namespace, doc_ns.is_empty()) {
-            if flag != &doc_ns && res.namespaced {
-                eprintln!(
-                    "error: the namespace from the provided object \"{doc_ns}\" does not match the namespace \"{flag}\". You must pass '--namespace={doc_ns}' to perform this operation."
-                );
-                failed = true;
-                continue;
-            }
+        if let (Some(flag), false) = (&a.namespace, doc_ns.is_empty())
+            && flag != &doc_ns
+            && res.namespaced
+        {
+            eprintln!(
+                "error: the namespace from the provided object \"{doc_ns}\" does not match the namespace \"{flag}\". You must pass '--namespace={doc_ns}' to perform this operation."
+            );
+            failed = true;
+            continue;
         }
-        let ns = if doc_ns.is_empty() {
-            default_ns.clone()
-        } else {
-            doc_ns
-        };
+        let ns = if doc_ns.is_empty() { default_ns.clone() } else { doc_ns };
         let scope = res.namespaced.then_some(ns.as_str());
         let name = object::name(&doc).to_string();
         let label = format!("{}/{}", res.qualified_singular(), name);
@@ -173,8 +154,7 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
             if let Some(m) = stripped["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            desired["metadata"]["annotations"][LAST_APPLIED] =
-                json!(serde_json::to_string(&stripped)?);
+            desired["metadata"]["annotations"][LAST_APPLIED] = json!(serde_json::to_string(&stripped)?);
         }
         let result: anyhow::Result<String> = async {
             if create_only || name.is_empty() {
@@ -191,10 +171,7 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
             }
             let live = match client.get_json(&path(res, scope, Some(&name))).await {
                 Ok(v) => v,
-                Err(e)
-                    if e.downcast_ref::<ApiFailure>()
-                        .is_some_and(|f| f.code == 404) =>
-                {
+                Err(e) if e.downcast_ref::<ApiFailure>().is_some_and(|f| f.code == 404) => {
                     client
                         .json(
                             http::Method::POST,
@@ -222,8 +199,7 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
                     serde_json::to_vec(&patch)?,
                 )
                 .await?;
-            let same = after["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"]
-                && after == live;
+            let same = after["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"] && after == live;
             Ok(if same { "unchanged" } else { "configured" }.to_string())
         }
         .await;
@@ -240,10 +216,7 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
 
 pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
     let client = Client::new(ctx).await?;
-    let default_ns = a
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.namespace.clone());
+    let default_ns = a.namespace.clone().unwrap_or_else(|| client.namespace.clone());
     // (resource, namespace, name)
     let mut items: Vec<(&'static Resource, String, String)> = Vec::new();
     if !a.files.is_empty() {
@@ -264,20 +237,10 @@ pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
                     );
                 }
                 let scope = res.namespaced.then_some(default_ns.as_str());
-                let sel = a
-                    .selector
-                    .as_ref()
-                    .map(|s| format!("?labelSelector={}", q(s)))
-                    .unwrap_or_default();
-                let list = client
-                    .get_json(&format!("{}{sel}", path(res, scope, None)))
-                    .await?;
+                let sel = a.selector.as_ref().map(|s| format!("?labelSelector={}", q(s))).unwrap_or_default();
+                let list = client.get_json(&format!("{}{sel}", path(res, scope, None))).await?;
                 for o in list["items"].as_array().into_iter().flatten() {
-                    items.push((
-                        res,
-                        object::namespace(o).to_string(),
-                        object::name(o).to_string(),
-                    ));
+                    items.push((res, object::namespace(o).to_string(), object::name(o).to_string()));
                 }
             } else {
                 items.extend(names.into_iter().map(|n| (res, default_ns.clone(), n)));
@@ -291,30 +254,18 @@ pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
     for (res, ns, name) in &items {
         let scope = res.namespaced.then_some(ns.as_str());
         match client
-            .json(
-                http::Method::DELETE,
-                &path(res, scope, Some(name)),
-                None,
-                "application/json",
-                Vec::new(),
-            )
+            .json(http::Method::DELETE, &path(res, scope, Some(name)), None, "application/json", Vec::new())
             .await
         {
             Ok(_) => {
                 if res.namespaced {
-                    println!(
-                        "{} \"{name}\" deleted from {ns} namespace",
-                        res.qualified_singular()
-                    );
+                    println!("{} \"{name}\" deleted from {ns} namespace", res.qualified_singular());
                 } else {
                     println!("{} \"{name}\" deleted", res.qualified_singular());
                 }
                 waiting.push(path(res, scope, Some(name)));
             }
-            Err(e)
-                if a.ignore_not_found
-                    && e.downcast_ref::<ApiFailure>()
-                        .is_some_and(|f| f.code == 404) => {}
+            Err(e) if a.ignore_not_found && e.downcast_ref::<ApiFailure>().is_some_and(|f| f.code == 404) => {}
             Err(e) => {
                 failed = true;
                 report(&e);
@@ -326,10 +277,7 @@ pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
         for p in waiting {
             loop {
                 match client.get_json(&p).await {
-                    Err(e)
-                        if e.downcast_ref::<ApiFailure>()
-                            .is_some_and(|f| f.code == 404) =>
-                    {
+                    Err(e) if e.downcast_ref::<ApiFailure>().is_some_and(|f| f.code == 404) => {
                         break;
                     }
                     _ if Instant::now() > deadline => {
@@ -351,8 +299,7 @@ mod tests {
 
     #[test]
     fn apply_patch_removes_what_was_dropped() {
-        let last =
-            json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "data": {"x": "1", "y": "2"}});
+        let last = json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "data": {"x": "1", "y": "2"}});
         let desired = json!({"metadata": {"labels": {"a": "1"}}, "data": {"x": "3"}});
         assert_eq!(
             apply_patch(&last, &desired),

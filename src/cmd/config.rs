@@ -29,18 +29,11 @@ pub fn run(c: ConfigCmd) -> anyhow::Result<()> {
             for ctx in cfg["contexts"].as_array().into_iter().flatten() {
                 let name = ctx["name"].as_str().unwrap_or("");
                 rows.push(vec![
-                    if name == current {
-                        "*".into()
-                    } else {
-                        String::new()
-                    },
+                    if name == current { "*".into() } else { String::new() },
                     name.to_string(),
                     ctx["context"]["cluster"].as_str().unwrap_or("").to_string(),
                     ctx["context"]["user"].as_str().unwrap_or("").to_string(),
-                    ctx["context"]["namespace"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
+                    ctx["context"]["namespace"].as_str().unwrap_or("").to_string(),
                 ]);
             }
             print!("{}", printer::align(&rows));
@@ -52,12 +45,7 @@ pub fn run(c: ConfigCmd) -> anyhow::Result<()> {
             println!("{current}");
         }
         ConfigCmd::UseContext { name } => {
-            if !cfg["contexts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["name"] == name.as_str())
-            {
+            if !cfg["contexts"].as_array().into_iter().flatten().any(|c| c["name"] == name.as_str()) {
                 anyhow::bail!("no context exists with the name: {name:?}");
             }
             cfg["current-context"] = json!(name);

@@ -18,11 +18,7 @@ pub struct DescribeArgs {
 fn map_lines(label: &str, m: &Value) -> String {
     let entries: Vec<String> = m
         .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect()
-        })
+        .map(|o| o.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect())
         .unwrap_or_default();
     if entries.is_empty() {
         return format!("{label:<14}<none>\n");
@@ -36,30 +32,20 @@ fn map_lines(label: &str, m: &Value) -> String {
 }
 
 fn indent(text: &str, by: usize) -> String {
-    text.lines()
-        .map(|l| format!("{}{l}\n", " ".repeat(by)))
-        .collect()
+    text.lines().map(|l| format!("{}{l}\n", " ".repeat(by))).collect()
 }
 
 pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()> {
     let targets = parse_targets(&a.args)?;
     let client = Client::new(ctx).await?;
-    let ns = a
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.namespace.clone());
+    let ns = a.namespace.clone().unwrap_or_else(|| client.namespace.clone());
     let mut failed = false;
     let mut first = true;
     for (res, names) in targets {
         let scope = res.namespaced.then_some(ns.as_str());
         let names = if names.is_empty() {
             let list = client.get_json(&path(res, scope, None)).await?;
-            list["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|o| object::name(o).to_string())
-                .collect()
+            list["items"].as_array().into_iter().flatten().map(|o| object::name(o).to_string()).collect()
         } else {
             names
         };
@@ -87,11 +73,7 @@ pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()
                 a.remove(super::apply::LAST_APPLIED);
             }
             out.push_str(&map_lines("Annotations:", &ann));
-            out.push_str(&format!(
-                "{:<14}{}\n",
-                "Created:",
-                m["creationTimestamp"].as_str().unwrap_or("")
-            ));
+            out.push_str(&format!("{:<14}{}\n", "Created:", m["creationTimestamp"].as_str().unwrap_or("")));
             if let Some(owners) = m["ownerReferences"].as_array() {
                 for ow in owners {
                     out.push_str(&format!(
@@ -103,9 +85,7 @@ pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()
                 }
             }
             for section in ["spec", "data", "status"] {
-                if let Some(v) = o
-                    .get(section)
-                    .filter(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+                if let Some(v) = o.get(section).filter(|v| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
                 {
                     let title = format!("{}{}:", section[..1].to_uppercase(), &section[1..]);
                     let v = if section == "data" && res.kind == "Secret" {
@@ -116,10 +96,7 @@ pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()
                             .map(|(k, val)| {
                                 (
                                     k.clone(),
-                                    Value::String(format!(
-                                        "{} bytes",
-                                        val.as_str().map_or(0, |s| s.len() * 3 / 4)
-                                    )),
+                                    Value::String(format!("{} bytes", val.as_str().map_or(0, |s| s.len() * 3 / 4))),
                                 )
                             })
                             .collect();
@@ -132,35 +109,16 @@ pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()
             }
             print!("{out}");
             // Events about this object, oldest first.
-            let mut fs = format!(
-                "involvedObject.name={},involvedObject.kind={}",
-                object::name(&o),
-                res.kind
-            );
+            let mut fs = format!("involvedObject.name={},involvedObject.kind={}", object::name(&o), res.kind);
             if res.namespaced {
-                fs.push_str(&format!(
-                    ",involvedObject.namespace={}",
-                    object::namespace(&o)
-                ));
+                fs.push_str(&format!(",involvedObject.namespace={}", object::namespace(&o)));
             }
-            let ev_ns = if res.namespaced {
-                Some(object::namespace(&o))
-            } else {
-                None
-            };
+            let ev_ns = if res.namespaced { Some(object::namespace(&o)) } else { None };
             let events_path = match ev_ns {
                 Some(n) => format!("/api/v1/namespaces/{n}/events?fieldSelector={}", q(&fs)),
                 None => format!("/api/v1/events?fieldSelector={}", q(&fs)),
             };
-            let t = client
-                .json(
-                    http::Method::GET,
-                    &events_path,
-                    None,
-                    TABLE_ACCEPT,
-                    Vec::new(),
-                )
-                .await?;
+            let t = client.json(http::Method::GET, &events_path, None, TABLE_ACCEPT, Vec::new()).await?;
             if t["rows"].as_array().is_none_or(Vec::is_empty) {
                 println!("Events:       <none>");
             } else {

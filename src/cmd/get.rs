@@ -47,12 +47,7 @@ pub fn parse_targets(args: &[String]) -> anyhow::Result<Vec<(&'static Resource, 
     }
     for k in args[0].split(',') {
         if k == "all" {
-            out.extend(
-                RESOURCES
-                    .iter()
-                    .filter(|r| r.categories.contains(&"all"))
-                    .map(|r| (r, Vec::new())),
-            );
+            out.extend(RESOURCES.iter().filter(|r| r.categories.contains(&"all")).map(|r| (r, Vec::new())));
         } else {
             out.push((resources::lookup(k).ok_or_else(|| unknown(k))?, Vec::new()));
         }
@@ -78,20 +73,13 @@ fn query(a: &GetArgs, extra: &[(&str, String)]) -> String {
     for (k, v) in extra {
         parts.push(format!("{k}={}", q(v)));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
 }
 
 pub async fn get(ctx: Option<String>, a: GetArgs) -> anyhow::Result<()> {
     let targets = parse_targets(&a.args)?;
     let client = Client::new(ctx).await?;
-    let ns = a
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.namespace.clone());
+    let ns = a.namespace.clone().unwrap_or_else(|| client.namespace.clone());
     let output = a.output.clone().unwrap_or_default();
     if !["", "wide", "yaml", "json", "name"].contains(&output.as_str()) {
         anyhow::bail!(
@@ -103,11 +91,7 @@ pub async fn get(ctx: Option<String>, a: GetArgs) -> anyhow::Result<()> {
     let mut printed_any = false;
     let mut objects = Vec::new();
     for (res, names) in &targets {
-        let scope = if res.namespaced && !a.all_namespaces {
-            Some(ns.as_str())
-        } else {
-            None
-        };
+        let scope = if res.namespaced && !a.all_namespaces { Some(ns.as_str()) } else { None };
         let ns_col = res.namespaced && a.all_namespaces;
         if output.is_empty() || output == "wide" {
             let mut printer = TablePrinter::new(output == "wide", ns_col);
@@ -127,21 +111,12 @@ pub async fn get(ctx: Option<String>, a: GetArgs) -> anyhow::Result<()> {
                         Vec::new(),
                     )
                     .await?;
-                rv = t["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
+                rv = t["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
                 rows = printer.rows(&t, true);
             } else {
                 for n in names {
                     match client
-                        .json(
-                            http::Method::GET,
-                            &path(res, scope, Some(n)),
-                            None,
-                            TABLE_ACCEPT,
-                            Vec::new(),
-                        )
+                        .json(http::Method::GET, &path(res, scope, Some(n)), None, TABLE_ACCEPT, Vec::new())
                         .await
                     {
                         Ok(t) => {
@@ -168,9 +143,7 @@ pub async fn get(ctx: Option<String>, a: GetArgs) -> anyhow::Result<()> {
             }
         } else {
             if names.is_empty() {
-                let list = client
-                    .get_json(&format!("{}{}", path(res, scope, None), query(&a, &[])))
-                    .await?;
+                let list = client.get_json(&format!("{}{}", path(res, scope, None), query(&a, &[]))).await?;
                 for mut o in list["items"].as_array().cloned().unwrap_or_default() {
                     o["apiVersion"] = json!(res.api_version());
                     o["kind"] = json!(res.kind);
@@ -194,11 +167,7 @@ pub async fn get(ctx: Option<String>, a: GetArgs) -> anyhow::Result<()> {
         match output.as_str() {
             "name" => {
                 for (res, o) in &objects {
-                    println!(
-                        "{}/{}",
-                        res.qualified_singular(),
-                        o["metadata"]["name"].as_str().unwrap_or("")
-                    );
+                    println!("{}/{}", res.qualified_singular(), o["metadata"]["name"].as_str().unwrap_or(""));
                 }
             }
             _ => {
@@ -245,10 +214,7 @@ async fn watch(
     mut printer: TablePrinter,
     header_done: bool,
 ) -> anyhow::Result<()> {
-    let mut extra = vec![
-        ("watch", "true".to_string()),
-        ("allowWatchBookmarks", "true".to_string()),
-    ];
+    let mut extra = vec![("watch", "true".to_string()), ("allowWatchBookmarks", "true".to_string())];
     if !rv.is_empty() {
         extra.push(("resourceVersion", rv));
     }
@@ -273,13 +239,7 @@ async fn watch(
     let url = format!(
         "{}{}",
         path(res, scope, None),
-        query(
-            &qa,
-            &extra
-                .iter()
-                .map(|(k, v)| (*k, v.clone()))
-                .collect::<Vec<_>>()
-        )
+        query(&qa, &extra.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>())
     );
     let mut stream = client.watch(&url, TABLE_ACCEPT).await?;
     let mut header = !header_done;
@@ -287,10 +247,7 @@ async fn watch(
         let ev: Value = ev?;
         match ev["type"].as_str() {
             Some("BOOKMARK") => continue,
-            Some("ERROR") => anyhow::bail!(
-                "watch ended: {}",
-                ev["object"]["message"].as_str().unwrap_or("error")
-            ),
+            Some("ERROR") => anyhow::bail!("watch ended: {}", ev["object"]["message"].as_str().unwrap_or("error")),
             _ => {}
         }
         let rows = printer.rows(&ev["object"], header);

@@ -13,10 +13,7 @@ pub async fn version(ctx: Option<String>) -> anyhow::Result<()> {
     println!("Client Version: v{}", env!("CARGO_PKG_VERSION"));
     match Client::new(ctx).await {
         Ok(c) => match c.get_json("/version").await {
-            Ok(v) => println!(
-                "Server Version: {}",
-                v["gitVersion"].as_str().unwrap_or("unknown")
-            ),
+            Ok(v) => println!("Server Version: {}", v["gitVersion"].as_str().unwrap_or("unknown")),
             Err(e) => eprintln!("Server Version: unreachable ({e})"),
         },
         Err(_) => eprintln!("Server Version: no cluster configured"),

@@ -41,9 +41,7 @@ pub struct ServerArgs {
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
-    Ok(dirs::data_local_dir()
-        .context("no user data directory: pass --data-dir")?
-        .join("wasmorch"))
+    Ok(dirs::data_local_dir().context("no user data directory: pass --data-dir")?.join("wasmorch"))
 }
 
 /// Replace the store with a verified snapshot, keeping the old file aside.
@@ -52,12 +50,9 @@ fn restore(cfg: &Config, snapshot: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)?;
     let dest = cfg.store_path();
     if dest.exists() {
-        let aside = cfg.data_dir.join(format!(
-            "state.redb.before-restore-{}",
-            chrono::Utc::now().format("%Y%m%dT%H%M%S")
-        ));
-        std::fs::rename(&dest, &aside)
-            .with_context(|| format!("moving {} aside", dest.display()))?;
+        let aside =
+            cfg.data_dir.join(format!("state.redb.before-restore-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
+        std::fs::rename(&dest, &aside).with_context(|| format!("moving {} aside", dest.display()))?;
         eprintln!("previous state kept at {}", aside.display());
     }
     let tmp = cfg.data_dir.join("state.redb.restoring");
@@ -98,20 +93,12 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     // announcement can use it at once.
     let written = match a.no_kubeconfig {
         true => None,
-        false => Some(kubeconfig::merge(
-            "wasmorch-local",
-            &url,
-            &running.ca_pem,
-            &running.admin_token,
-        )?),
+        false => Some(kubeconfig::merge("wasmorch-local", &url, &running.ca_pem, &running.admin_token)?),
     };
     println!("wasmorch is up: listening on {url}");
     println!("  data dir:   {}", cfg.data_dir.display());
     if let Some(p) = written {
-        println!(
-            "  kubeconfig: {} (context wasmorch-local, now current)",
-            p.display()
-        );
+        println!("  kubeconfig: {} (context wasmorch-local, now current)", p.display());
     }
     println!("Try:");
     println!("  wasmorch apply -f manifests/");
@@ -133,17 +120,10 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     let running = server::start(cfg.clone(), shutdown.clone()).await?;
-    let host = if running.addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        running.addr.ip().to_string()
-    };
+    let host = if running.addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { running.addr.ip().to_string() };
     let url = format!("https://{host}:{}", running.addr.port());
     let admin = cfg.data_dir.join("admin.kubeconfig");
-    std::fs::write(
-        &admin,
-        kubeconfig::standalone("wasmorch", &url, &running.ca_pem, &running.admin_token)?,
-    )?;
+    std::fs::write(&admin, kubeconfig::standalone("wasmorch", &url, &running.ca_pem, &running.admin_token)?)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

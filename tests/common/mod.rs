@@ -27,12 +27,8 @@ impl Cluster {
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Cluster {
         let mut cmd = Command::new(BIN);
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(extra);
-        cmd.env("KUBECONFIG", dir.join("kubeconfig"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir.join("data")).args(extra);
+        cmd.env("KUBECONFIG", dir.join("kubeconfig")).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn wasmorch up");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
@@ -60,21 +56,12 @@ impl Cluster {
                 panic!("wasmorch up did not start: {:?}", log.lock().unwrap());
             }
         };
-        Cluster {
-            dir: dir.to_path_buf(),
-            url,
-            child: Some(child),
-            log,
-        }
+        Cluster { dir: dir.to_path_buf(), url, child: Some(child), log }
     }
 
     /// Run a client command against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("KUBECONFIG", self.dir.join("kubeconfig"))
-            .output()
-            .expect("run wasmorch")
+        Command::new(BIN).args(args).env("KUBECONFIG", self.dir.join("kubeconfig")).output().expect("run wasmorch")
     }
 
     /// Run a client command that must succeed; returns its stdout.
@@ -96,10 +83,7 @@ impl Cluster {
     /// Stop with SIGTERM (graceful) and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -139,27 +123,17 @@ impl Drop for Cluster {
 pub async fn kube_client(kubeconfig: &Path) -> kube::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
     kube::Client::try_from(cfg).unwrap()
 }
 
 /// Raw request through kube-rs: (status, JSON body).
-pub async fn raw(
-    client: &kube::Client,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
+pub async fn raw(client: &kube::Client, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let req = http::Request::builder()
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
-        .body(kube::client::Body::from(
-            body.map(|b| serde_json::to_vec(b).unwrap())
-                .unwrap_or_default(),
-        ))
+        .body(kube::client::Body::from(body.map(|b| serde_json::to_vec(b).unwrap()).unwrap_or_default()))
         .unwrap();
     let resp = client.send(req).await.unwrap();
     let code = resp.status().as_u16();

@@ -16,8 +16,7 @@ pub fn json(bytes: &[u8]) -> Result<Value, String> {
 pub fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let v = Value::deserialize(doc)
-            .map_err(|e| format!("invalid YAML in document {}: {e}", i + 1))?;
+        let v = Value::deserialize(doc).map_err(|e| format!("invalid YAML in document {}: {e}", i + 1))?;
         if !v.is_null() {
             out.push(v);
         }
@@ -49,10 +48,7 @@ pub fn manifests(text: &str) -> Result<Vec<Value>, String> {
     };
     let mut out = Vec::new();
     for d in docs {
-        let is_list = d
-            .get("kind")
-            .and_then(Value::as_str)
-            .is_some_and(|k| k == "List" || k.ends_with("List"));
+        let is_list = d.get("kind").and_then(Value::as_str).is_some_and(|k| k == "List" || k.ends_with("List"));
         match d.get("items").and_then(Value::as_array) {
             Some(items) if is_list => out.extend(items.iter().cloned()),
             _ => out.push(d),
@@ -68,29 +64,18 @@ mod tests {
     #[test]
     fn multi_document_yaml() {
         let docs = yaml_documents("a: 1\n---\n---\nb: [x, y]\n").unwrap();
-        assert_eq!(
-            docs,
-            vec![
-                serde_json::json!({"a": 1}),
-                serde_json::json!({"b": ["x", "y"]})
-            ]
-        );
+        assert_eq!(docs, vec![serde_json::json!({"a": 1}), serde_json::json!({"b": ["x", "y"]})]);
     }
 
     #[test]
     fn lists_are_flattened() {
-        let v = manifests(
-            r#"{"kind":"List","apiVersion":"v1","items":[{"kind":"Pod"},{"kind":"Service"}]}"#,
-        )
-        .unwrap();
+        let v = manifests(r#"{"kind":"List","apiVersion":"v1","items":[{"kind":"Pod"},{"kind":"Service"}]}"#).unwrap();
         assert_eq!(v.len(), 2);
     }
 
     #[test]
     fn alias_bomb_is_rejected() {
-        let mut s = String::from(
-            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-        );
+        let mut s = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
         let mut prev = 'a';
         for c in 'b'..='j' {
             let refs = vec![format!("*{prev}"); 9].join(",");
@@ -98,10 +83,7 @@ mod tests {
             prev = c;
         }
         let err = yaml_documents(&s).unwrap_err();
-        assert!(
-            err.contains("repetition limit") || err.contains("recursion"),
-            "{err}"
-        );
+        assert!(err.contains("repetition limit") || err.contains("recursion"), "{err}");
     }
 
     #[test]

@@ -5,10 +5,10 @@ use crate::resources::ResourceKind;
 use serde_json::{Value, json};
 
 fn set_default(v: &mut Value, key: &str, default: Value) {
-    if let Some(m) = v.as_object_mut() {
-        if m.get(key).is_none_or(Value::is_null) {
-            m.insert(key.to_string(), default);
-        }
+    if let Some(m) = v.as_object_mut()
+        && m.get(key).is_none_or(Value::is_null)
+    {
+        m.insert(key.to_string(), default);
     }
 }
 
@@ -24,16 +24,8 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
             if spec["strategy"]["type"] == "RollingUpdate" {
                 set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
-                set_default(
-                    &mut spec["strategy"]["rollingUpdate"],
-                    "maxSurge",
-                    json!("25%"),
-                );
-                set_default(
-                    &mut spec["strategy"]["rollingUpdate"],
-                    "maxUnavailable",
-                    json!("25%"),
-                );
+                set_default(&mut spec["strategy"]["rollingUpdate"], "maxSurge", json!("25%"));
+                set_default(&mut spec["strategy"]["rollingUpdate"], "maxUnavailable", json!("25%"));
             }
             template(&mut obj["spec"], "Always");
         }
@@ -95,10 +87,7 @@ fn fold_string_data(obj: &mut Value) {
         obj["data"] = json!({});
     }
     for (k, v) in entries {
-        let raw = v
-            .as_str()
-            .map(String::from)
-            .unwrap_or_else(|| v.to_string());
+        let raw = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
         obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
     }
 }
@@ -135,20 +124,11 @@ fn pod_spec(spec: &mut Value, restart: &str) {
     for list in ["initContainers", "containers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs {
-                let image = c
-                    .get("image")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_string();
                 let latest = !image.contains('@')
-                    && (image.ends_with(":latest")
-                        || !image.rsplit('/').next().unwrap_or("").contains(':'));
+                    && (image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':'));
                 let remote = !image.starts_with("file://");
-                let policy = if latest && remote {
-                    "Always"
-                } else {
-                    "IfNotPresent"
-                };
+                let policy = if latest && remote { "Always" } else { "IfNotPresent" };
                 set_default(c, "imagePullPolicy", json!(policy));
                 set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
                 set_default(c, "terminationMessagePolicy", json!("File"));
@@ -173,16 +153,10 @@ mod tests {
         assert_eq!(d["spec"]["replicas"], 3);
         assert_eq!(d["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(d["spec"]["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(
-            d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
-            "IfNotPresent"
-        );
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
         let mut sec = json!({"stringData": {"a": "hi"}, "data": {"b": "eA=="}});
         apply(ResourceKind::Secret, &mut sec);
-        assert_eq!(
-            sec,
-            json!({"type": "Opaque", "data": {"a": "aGk=", "b": "eA=="}})
-        );
+        assert_eq!(sec, json!({"type": "Opaque", "data": {"a": "aGk=", "b": "eA=="}}));
         let mut s = json!({"spec": {"ports": [{"port": 80}]}});
         apply(ResourceKind::Service, &mut s);
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);

@@ -15,29 +15,17 @@ pub struct Cause {
 
 impl Cause {
     pub fn new(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Cause {
-            reason,
-            field: field.into(),
-            message: message.into(),
-        }
+        Cause { reason, field: field.into(), message: message.into() }
     }
     pub fn required(field: impl Into<String>) -> Self {
         Cause::new("FieldValueRequired", field, "Required value")
     }
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, why: &str) -> Self {
-        Cause::new(
-            "FieldValueInvalid",
-            field,
-            format!("Invalid value: {value}: {why}"),
-        )
+        Cause::new("FieldValueInvalid", field, format!("Invalid value: {value}: {why}"))
     }
     /// The message as kubectl prints it: `field: message`.
     pub fn describe(&self) -> String {
-        if self.field.is_empty() {
-            self.message.clone()
-        } else {
-            format!("{}: {}", self.field, self.message)
-        }
+        if self.field.is_empty() { self.message.clone() } else { format!("{}: {}", self.field, self.message) }
     }
 }
 
@@ -78,46 +66,28 @@ impl ApiError {
     }
     /// `resource` is the qualified plural as Kubernetes prints it: `deployments.apps`, `pods`.
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(plural, group)),
-        )
-        .with_target(group, plural, name)
+        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(plural, group)))
+            .with_target(group, plural, name)
     }
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        ApiError::new(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", qualified(plural, group)),
-        )
-        .with_target(group, plural, name)
+        ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(plural, group)))
+            .with_target(group, plural, name)
     }
     pub fn conflict(group: &str, plural: &str, name: &str, why: &str) -> Self {
         ApiError::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                qualified(plural, group)
-            ),
+            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(plural, group)),
         )
         .with_target(group, plural, name)
     }
     /// 422: `Deployment.apps "web" is invalid: spec.replicas: Invalid value: -1: must be >= 0`.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let list: Vec<String> = causes.iter().map(Cause::describe).collect();
-        let joined = if list.len() == 1 {
-            list[0].clone()
-        } else {
-            format!("[{}]", list.join(", "))
-        };
-        let mut e = ApiError::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {joined}", qualified(kind, group)),
-        )
-        .with_target(group, kind, name);
+        let joined = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };
+        let mut e =
+            ApiError::new(422, "Invalid", format!("{} \"{name}\" is invalid: {joined}", qualified(kind, group)))
+                .with_target(group, kind, name);
         e.causes = causes;
         e
     }
@@ -137,11 +107,7 @@ impl ApiError {
         ApiError::new(405, "MethodNotAllowed", message)
     }
     pub fn too_large(limit: usize) -> Self {
-        ApiError::new(
-            413,
-            "RequestEntityTooLarge",
-            format!("Request entity too large: limit is {limit}"),
-        )
+        ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
     }
     pub fn unsupported_media_type(ct: &str) -> Self {
         ApiError::new(
@@ -153,11 +119,7 @@ impl ApiError {
         )
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(
-            500,
-            "InternalError",
-            format!("Internal error occurred: {}", message.into()),
-        )
+        ApiError::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = ApiError::new(503, "ServiceUnavailable", message);
@@ -195,9 +157,7 @@ impl ApiError {
                 details["causes"] = Value::Array(
                     self.causes
                         .iter()
-                        .map(
-                            |c| json!({"reason": c.reason, "message": c.message, "field": c.field}),
-                        )
+                        .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                         .collect(),
                 );
             }
@@ -211,11 +171,7 @@ impl ApiError {
 }
 
 fn qualified(name: &str, group: &str) -> String {
-    if group.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}.{group}")
-    }
+    if group.is_empty() { name.to_string() } else { format!("{name}.{group}") }
 }
 
 /// A `Status` for a successful delete of an object that is gone.
@@ -256,9 +212,6 @@ mod tests {
     fn not_found_message_matches_kubernetes() {
         let e = ApiError::not_found("", "pods", "x");
         assert_eq!(e.message, "pods \"x\" not found");
-        assert_eq!(
-            ApiError::not_found("apps", "deployments", "w").message,
-            "deployments.apps \"w\" not found"
-        );
+        assert_eq!(ApiError::not_found("apps", "deployments", "w").message, "deployments.apps \"w\" not found");
     }
 }

@@ -11,9 +11,7 @@ pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = Value::Object(Map::new());
     }
-    obj["metadata"]
-        .as_object_mut()
-        .expect("metadata is an object")
+    obj["metadata"].as_object_mut().expect("metadata is an object")
 }
 
 pub fn str_at<'a>(obj: &'a Value, path: &str) -> Option<&'a str> {
@@ -43,18 +41,12 @@ pub fn labels(obj: &Value) -> BTreeMap<String, String> {
 
 pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
         .unwrap_or_default()
 }
 
 pub fn resource_version(obj: &Value) -> u64 {
-    str_at(obj, "metadata.resourceVersion")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    str_at(obj, "metadata.resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 pub fn set_resource_version(obj: &mut Value, rev: u64) {
@@ -65,18 +57,12 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     meta(obj)
         .get("finalizers")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default()
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    meta(obj)
-        .get("deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    meta(obj).get("deletionTimestamp").is_some_and(|v| !v.is_null())
 }
 
 /// RFC 3339 timestamp with second precision, as Kubernetes writes `metav1.Time`.
@@ -93,11 +79,7 @@ pub fn human_duration(secs: i64) -> String {
     let m = s / 60;
     if m < 10 {
         let rem = s % 60;
-        return if rem == 0 {
-            format!("{m}m")
-        } else {
-            format!("{m}m{rem}s")
-        };
+        return if rem == 0 { format!("{m}m") } else { format!("{m}m{rem}s") };
     }
     if m < 180 {
         return format!("{m}m");
@@ -105,11 +87,7 @@ pub fn human_duration(secs: i64) -> String {
     let h = s / 3600;
     if h < 8 {
         let rem = (s % 3600) / 60;
-        return if rem == 0 {
-            format!("{h}h")
-        } else {
-            format!("{h}h{rem}m")
-        };
+        return if rem == 0 { format!("{h}h") } else { format!("{h}h{rem}m") };
     }
     if h < 48 {
         return format!("{h}h");
@@ -117,11 +95,7 @@ pub fn human_duration(secs: i64) -> String {
     if h < 24 * 8 {
         let d = h / 24;
         let rem = h % 24;
-        return if rem == 0 {
-            format!("{d}d")
-        } else {
-            format!("{d}d{rem}h")
-        };
+        return if rem == 0 { format!("{d}d") } else { format!("{d}d{rem}h") };
     }
     if h < 24 * 365 * 2 {
         return format!("{}d", h / 24);
@@ -129,11 +103,7 @@ pub fn human_duration(secs: i64) -> String {
     if h < 24 * 365 * 8 {
         let y = h / (24 * 365);
         let d = (h / 24) % 365;
-        return if d == 0 {
-            format!("{y}y")
-        } else {
-            format!("{y}y{d}d")
-        };
+        return if d == 0 { format!("{y}y") } else { format!("{y}y{d}d") };
     }
     format!("{}y", h / (24 * 365))
 }

@@ -9,12 +9,7 @@ pub fn parse(s: &str) -> Option<f64> {
         .map(|(i, _)| i)
         .unwrap_or(s.len());
     let (num, suffix) = s.split_at(split);
-    if num.is_empty()
-        || num == "+"
-        || num == "-"
-        || num.matches('.').count() > 1
-        || num.ends_with(['+', '-'])
-    {
+    if num.is_empty() || num == "+" || num == "-" || num.matches('.').count() > 1 || num.ends_with(['+', '-']) {
         return None;
     }
     let n: f64 = num.parse().ok()?;

@@ -60,188 +60,20 @@ macro_rules! res {
 
 /// Every served resource, in discovery order.
 pub static RESOURCES: &[Resource] = &[
-    res!(
-        Namespace,
-        "",
-        "v1",
-        "Namespace",
-        "namespaces",
-        "namespace",
-        false,
-        &["ns"],
-        true,
-        false,
-        &[]
-    ),
-    res!(
-        Node,
-        "",
-        "v1",
-        "Node",
-        "nodes",
-        "node",
-        false,
-        &["no"],
-        true,
-        false,
-        &[]
-    ),
-    res!(
-        Pod,
-        "",
-        "v1",
-        "Pod",
-        "pods",
-        "pod",
-        true,
-        &["po"],
-        true,
-        false,
-        ALL
-    ),
-    res!(
-        Service,
-        "",
-        "v1",
-        "Service",
-        "services",
-        "service",
-        true,
-        &["svc"],
-        true,
-        false,
-        ALL
-    ),
-    res!(
-        Endpoints,
-        "",
-        "v1",
-        "Endpoints",
-        "endpoints",
-        "endpoints",
-        true,
-        &["ep"],
-        false,
-        false,
-        &[]
-    ),
-    res!(
-        ConfigMap,
-        "",
-        "v1",
-        "ConfigMap",
-        "configmaps",
-        "configmap",
-        true,
-        &["cm"],
-        false,
-        false,
-        &[]
-    ),
-    res!(
-        Secret,
-        "",
-        "v1",
-        "Secret",
-        "secrets",
-        "secret",
-        true,
-        &[],
-        false,
-        false,
-        &[]
-    ),
-    res!(
-        Event,
-        "",
-        "v1",
-        "Event",
-        "events",
-        "event",
-        true,
-        &["ev"],
-        false,
-        false,
-        &[]
-    ),
-    res!(
-        Deployment,
-        "apps",
-        "v1",
-        "Deployment",
-        "deployments",
-        "deployment",
-        true,
-        &["deploy"],
-        true,
-        true,
-        ALL
-    ),
-    res!(
-        ReplicaSet,
-        "apps",
-        "v1",
-        "ReplicaSet",
-        "replicasets",
-        "replicaset",
-        true,
-        &["rs"],
-        true,
-        true,
-        ALL
-    ),
-    res!(
-        DaemonSet,
-        "apps",
-        "v1",
-        "DaemonSet",
-        "daemonsets",
-        "daemonset",
-        true,
-        &["ds"],
-        true,
-        false,
-        ALL
-    ),
-    res!(
-        Job,
-        "batch",
-        "v1",
-        "Job",
-        "jobs",
-        "job",
-        true,
-        &[],
-        true,
-        false,
-        ALL
-    ),
-    res!(
-        CronJob,
-        "batch",
-        "v1",
-        "CronJob",
-        "cronjobs",
-        "cronjob",
-        true,
-        &["cj"],
-        true,
-        false,
-        ALL
-    ),
-    res!(
-        Lease,
-        "coordination.k8s.io",
-        "v1",
-        "Lease",
-        "leases",
-        "lease",
-        true,
-        &[],
-        false,
-        false,
-        &[]
-    ),
+    res!(Namespace, "", "v1", "Namespace", "namespaces", "namespace", false, &["ns"], true, false, &[]),
+    res!(Node, "", "v1", "Node", "nodes", "node", false, &["no"], true, false, &[]),
+    res!(Pod, "", "v1", "Pod", "pods", "pod", true, &["po"], true, false, ALL),
+    res!(Service, "", "v1", "Service", "services", "service", true, &["svc"], true, false, ALL),
+    res!(Endpoints, "", "v1", "Endpoints", "endpoints", "endpoints", true, &["ep"], false, false, &[]),
+    res!(ConfigMap, "", "v1", "ConfigMap", "configmaps", "configmap", true, &["cm"], false, false, &[]),
+    res!(Secret, "", "v1", "Secret", "secrets", "secret", true, &[], false, false, &[]),
+    res!(Event, "", "v1", "Event", "events", "event", true, &["ev"], false, false, &[]),
+    res!(Deployment, "apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], true, true, ALL),
+    res!(ReplicaSet, "apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], true, true, ALL),
+    res!(DaemonSet, "apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], true, false, ALL),
+    res!(Job, "batch", "v1", "Job", "jobs", "job", true, &[], true, false, ALL),
+    res!(CronJob, "batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], true, false, ALL),
+    res!(Lease, "coordination.k8s.io", "v1", "Lease", "leases", "lease", true, &[], false, false, &[]),
 ];
 
 /// API groups other than core, in discovery order, with their single served version.
@@ -258,28 +90,16 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
 impl Resource {
     /// `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
     /// `deployments.apps`, `pods`: the name Kubernetes uses in messages.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
     /// `deployment.apps`, `pod`: the kubectl `-o name` prefix.
     pub fn qualified_singular(&self) -> String {
         let k = self.kind.to_lowercase();
-        if self.group.is_empty() {
-            k
-        } else {
-            format!("{k}.{}", self.group)
-        }
+        if self.group.is_empty() { k } else { format!("{k}.{}", self.group) }
     }
     /// Path of the collection (`/apis/apps/v1/namespaces/ns/deployments`); `ns` ignored when cluster-scoped.
     pub fn collection_path(&self, ns: Option<&str>) -> String {
@@ -295,11 +115,7 @@ impl Resource {
     }
     /// Store key prefix for this resource (and namespace, when given).
     pub fn key_prefix(&self, ns: Option<&str>) -> String {
-        let g = if self.group.is_empty() {
-            "core"
-        } else {
-            self.group
-        };
+        let g = if self.group.is_empty() { "core" } else { self.group };
         match ns {
             Some(ns) if self.namespaced => format!("/{g}/{}/{ns}/", self.plural),
             _ => format!("/{g}/{}/", self.plural),
@@ -317,16 +133,12 @@ impl Resource {
 
 /// Find a resource by API group, version and plural (routing).
 pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Find a resource by `apiVersion` and `kind` (manifests).
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES
-        .iter()
-        .find(|r| r.api_version() == api_version && r.kind == kind)
+    RESOURCES.iter().find(|r| r.api_version() == api_version && r.kind == kind)
 }
 
 /// Resolve what a user types (`deploy`, `deployments`, `Deployment`, `deployments.apps`, `deployment.apps`).
@@ -351,9 +163,7 @@ pub fn by_key(key: &str) -> Option<&'static Resource> {
     let g = parts.next()?;
     let plural = parts.next()?;
     let g = if g == "core" { "" } else { g };
-    RESOURCES
-        .iter()
-        .find(|r| r.group == g && r.plural == plural)
+    RESOURCES.iter().find(|r| r.group == g && r.plural == plural)
 }
 
 #[cfg(test)]
@@ -362,13 +172,7 @@ mod tests {
 
     #[test]
     fn lookup_accepts_what_kubectl_accepts() {
-        for n in [
-            "deploy",
-            "deployments",
-            "Deployment",
-            "deployment.apps",
-            "deployments.apps",
-        ] {
+        for n in ["deploy", "deployments", "Deployment", "deployment.apps", "deployments.apps"] {
             assert_eq!(lookup(n).unwrap().kind, "Deployment", "{n}");
         }
         assert_eq!(lookup("po").unwrap().kind, "Pod");
@@ -385,9 +189,6 @@ mod tests {
         let n = by_kind("v1", "Node").unwrap();
         assert_eq!(n.key("ignored", "n1"), "/core/nodes/n1");
         assert_eq!(n.collection_path(Some("x")), "/api/v1/nodes");
-        assert_eq!(
-            d.collection_path(Some("x")),
-            "/apis/apps/v1/namespaces/x/deployments"
-        );
+        assert_eq!(d.collection_path(Some("x")), "/apis/apps/v1/namespaces/x/deployments");
     }
 }

@@ -69,47 +69,28 @@ impl LabelSelector {
             check_value(&val)?;
             reqs.push(Requirement::Equals(k, val));
         }
-        for e in v
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let key = e
-                .get("key")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+        for e in v.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or("").to_string();
             check_key(&key)?;
             let values: Vec<String> = e
                 .get("values")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str().map(String::from))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
                 .unwrap_or_default();
             let op = e.get("operator").and_then(Value::as_str).unwrap_or("");
             reqs.push(match op {
                 "In" | "NotIn" if values.is_empty() => {
-                    return Err(SelectorError(format!(
-                        "{op} for key {key:?} needs at least one value"
-                    )));
+                    return Err(SelectorError(format!("{op} for key {key:?} needs at least one value")));
                 }
                 "In" => Requirement::In(key, values),
                 "NotIn" => Requirement::NotIn(key, values),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(SelectorError(format!(
-                        "{op} for key {key:?} takes no values"
-                    )));
+                    return Err(SelectorError(format!("{op} for key {key:?} takes no values")));
                 }
                 "Exists" => Requirement::Exists(key),
                 "DoesNotExist" => Requirement::NotExists(key),
                 other => {
-                    return Err(SelectorError(format!(
-                        "{other:?} is not a valid label selector operator"
-                    )));
+                    return Err(SelectorError(format!("{other:?} is not a valid label selector operator")));
                 }
             });
         }
@@ -169,32 +150,23 @@ fn parse_requirement(p: &str) -> Result<Requirement, SelectorError> {
     }
     if let Some(open) = p.find('(') {
         let head = p[..open].trim();
-        let close = p
-            .rfind(')')
-            .filter(|c| *c > open && p[*c + 1..].trim().is_empty());
+        let close = p.rfind(')').filter(|c| *c > open && p[*c + 1..].trim().is_empty());
         let close = close.ok_or_else(|| SelectorError(format!("missing ')' in {p:?}")))?;
         let mut words = head.split_whitespace();
         let (key, op) = match (words.next(), words.next(), words.next()) {
             (Some(k), Some(op), None) => (k, op),
             _ => {
-                return Err(SelectorError(format!(
-                    "expected 'KEY in (…)' or 'KEY notin (…)', got {p:?}"
-                )));
+                return Err(SelectorError(format!("expected 'KEY in (…)' or 'KEY notin (…)', got {p:?}")));
             }
         };
         check_key(key)?;
-        let values: Vec<String> = p[open + 1..close]
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .collect();
+        let values: Vec<String> = p[open + 1..close].split(',').map(|v| v.trim().to_string()).collect();
         for v in &values {
             check_value(v)?;
         }
         let values: Vec<String> = values.into_iter().filter(|v| !v.is_empty()).collect();
         if values.is_empty() {
-            return Err(SelectorError(format!(
-                "{op} needs at least one value in {p:?}"
-            )));
+            return Err(SelectorError(format!("{op} needs at least one value in {p:?}")));
         }
         return match op {
             "in" => Ok(Requirement::In(key.into(), values)),
@@ -215,24 +187,20 @@ fn parse_requirement(p: &str) -> Result<Requirement, SelectorError> {
         }
     }
     if p.contains(['<', '>']) {
-        return Err(SelectorError(format!(
-            "operators '<' and '>' are not supported in label selectors: {p:?}"
-        )));
+        return Err(SelectorError(format!("operators '<' and '>' are not supported in label selectors: {p:?}")));
     }
     check_key(p)?;
     Ok(Requirement::Exists(p.to_string()))
 }
 
 fn check_key(k: &str) -> Result<(), SelectorError> {
-    crate::validation::qualified_name_errors(k).map_or(Ok(()), |e| {
-        Err(SelectorError(format!("invalid label key {k:?}: {e}")))
-    })
+    crate::validation::qualified_name_errors(k)
+        .map_or(Ok(()), |e| Err(SelectorError(format!("invalid label key {k:?}: {e}"))))
 }
 
 fn check_value(v: &str) -> Result<(), SelectorError> {
-    crate::validation::label_value_errors(v).map_or(Ok(()), |e| {
-        Err(SelectorError(format!("invalid label value {v:?}: {e}")))
-    })
+    crate::validation::label_value_errors(v)
+        .map_or(Ok(()), |e| Err(SelectorError(format!("invalid label value {v:?}: {e}"))))
 }
 
 /// A field selector: `metadata.name=x,spec.nodeName!=n1`.
@@ -269,9 +237,7 @@ impl FieldSelector {
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.0
-            .iter()
-            .all(|(k, neg, v)| (field_value(obj, k) == *v) != *neg)
+        self.0.iter().all(|(k, neg, v)| (field_value(obj, k) == *v) != *neg)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -320,11 +286,7 @@ pub fn supported_fields(kind: ResourceKind) -> &'static [&'static str] {
 
 /// The value a field selector compares: absent fields read as "", booleans and numbers as text.
 fn field_value(obj: &Value, path: &str) -> String {
-    let path = if path == "source" {
-        "source.component"
-    } else {
-        path
-    };
+    let path = if path == "source" { "source.component" } else { path };
     match object::at(obj, path) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
@@ -341,25 +303,15 @@ mod tests {
     use crate::resources::lookup;
 
     fn l(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn full_grammar() {
-        let s = LabelSelector::parse(
-            "app=web, tier!=db,env in (prod, staging),track notin (canary),!legacy,team",
-        )
-        .unwrap();
+        let s =
+            LabelSelector::parse("app=web, tier!=db,env in (prod, staging),track notin (canary),!legacy,team").unwrap();
         assert_eq!(s.0.len(), 6);
-        let good = l(&[
-            ("app", "web"),
-            ("tier", "fe"),
-            ("env", "prod"),
-            ("team", "a"),
-        ]);
+        let good = l(&[("app", "web"), ("tier", "fe"), ("env", "prod"), ("team", "a")]);
         assert!(s.matches(&good));
         let mut bad = good.clone();
         bad.insert("legacy".into(), "1".into());
@@ -370,32 +322,15 @@ mod tests {
         let mut bad = good.clone();
         bad.remove("team");
         assert!(!s.matches(&bad));
-        assert!(
-            LabelSelector::parse("app==web")
-                .unwrap()
-                .matches(&l(&[("app", "web")]))
-        );
+        assert!(LabelSelector::parse("app==web").unwrap().matches(&l(&[("app", "web")])));
         assert!(LabelSelector::parse("").unwrap().is_empty());
         // notin and != hold for absent keys, as in Kubernetes.
-        assert!(
-            LabelSelector::parse("x!=1,y notin (a)")
-                .unwrap()
-                .matches(&l(&[]))
-        );
+        assert!(LabelSelector::parse("x!=1,y notin (a)").unwrap().matches(&l(&[])));
     }
 
     #[test]
     fn grammar_errors() {
-        for bad in [
-            "app in (a",
-            "app in ()",
-            "a b (c)",
-            "-bad=x",
-            "app=no spaces",
-            "x>1",
-            "a,,b",
-            "k=v)",
-        ] {
+        for bad in ["app in (a", "app in ()", "a b (c)", "-bad=x", "app=no spaces", "x>1", "a,,b", "k=v)"] {
             assert!(LabelSelector::parse(bad).is_err(), "{bad}");
         }
     }
@@ -419,16 +354,11 @@ mod tests {
         let unbound = FieldSelector::parse("spec.nodeName=", pods).unwrap();
         assert!(unbound.matches(&serde_json::json!({"spec": {}})));
         assert!(FieldSelector::parse("spec.foo=x", pods).is_err());
-        let ev = FieldSelector::parse(
-            "involvedObject.name=web,involvedObject.kind=Deployment",
-            lookup("events").unwrap(),
-        )
-        .unwrap();
-        assert!(ev.matches(
-            &serde_json::json!({"involvedObject": {"name": "web", "kind": "Deployment"}})
-        ));
-        let nodes =
-            FieldSelector::parse("spec.unschedulable=false", lookup("nodes").unwrap()).unwrap();
+        let ev =
+            FieldSelector::parse("involvedObject.name=web,involvedObject.kind=Deployment", lookup("events").unwrap())
+                .unwrap();
+        assert!(ev.matches(&serde_json::json!({"involvedObject": {"name": "web", "kind": "Deployment"}})));
+        let nodes = FieldSelector::parse("spec.unschedulable=false", lookup("nodes").unwrap()).unwrap();
         assert!(nodes.matches(&serde_json::json!({"spec": {}})));
     }
 }

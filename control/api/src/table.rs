@@ -8,20 +8,12 @@ use serde_json::{Value, json};
 /// Column: (name, type, priority). Priority 1 columns appear with `-o wide`.
 type Col = (&'static str, &'static str, u8);
 
-const WIDE_WORKLOAD: [Col; 3] = [
-    ("Containers", "string", 1),
-    ("Images", "string", 1),
-    ("Selector", "string", 1),
-];
+const WIDE_WORKLOAD: [Col; 3] = [("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)];
 
 pub fn columns(kind: ResourceKind) -> Vec<Col> {
     use ResourceKind::*;
     let mut c: Vec<Col> = match kind {
-        Namespace => vec![
-            ("Name", "string", 0),
-            ("Status", "string", 0),
-            ("Age", "string", 0),
-        ],
+        Namespace => vec![("Name", "string", 0), ("Status", "string", 0), ("Age", "string", 0)],
         Node => vec![
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -54,22 +46,9 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
             ("Selector", "string", 1),
         ],
-        Endpoints => vec![
-            ("Name", "string", 0),
-            ("Endpoints", "string", 0),
-            ("Age", "string", 0),
-        ],
-        ConfigMap => vec![
-            ("Name", "string", 0),
-            ("Data", "integer", 0),
-            ("Age", "string", 0),
-        ],
-        Secret => vec![
-            ("Name", "string", 0),
-            ("Type", "string", 0),
-            ("Data", "integer", 0),
-            ("Age", "string", 0),
-        ],
+        Endpoints => vec![("Name", "string", 0), ("Endpoints", "string", 0), ("Age", "string", 0)],
+        ConfigMap => vec![("Name", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
+        Secret => vec![("Name", "string", 0), ("Type", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
         Event => vec![
             ("Last Seen", "string", 0),
             ("Type", "string", 0),
@@ -122,11 +101,7 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Last Schedule", "string", 0),
             ("Age", "string", 0),
         ],
-        Lease => vec![
-            ("Name", "string", 0),
-            ("Holder", "string", 0),
-            ("Age", "string", 0),
-        ],
+        Lease => vec![("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
     };
     if matches!(kind, Deployment | ReplicaSet | DaemonSet | Job | CronJob) {
         c.extend(WIDE_WORKLOAD);
@@ -166,13 +141,7 @@ pub fn column_definitions(kind: ResourceKind) -> Value {
 }
 
 /// A Table of `objects`. `with_columns` false leaves column definitions out (later watch events).
-pub fn table(
-    res: &Resource,
-    objects: &[Value],
-    rv: &str,
-    include: IncludeObject,
-    now: DateTime<Utc>,
-) -> Value {
+pub fn table(res: &Resource, objects: &[Value], rv: &str, include: IncludeObject, now: DateTime<Utc>) -> Value {
     let rows: Vec<Value> = objects.iter().map(|o| row(res, o, include, now)).collect();
     json!({
         "kind": "Table",
@@ -213,27 +182,11 @@ fn or_none(v: Option<&str>) -> String {
 
 /// Containers, images and selector: the wide columns of every workload kind.
 fn workload_wide(template_spec: &Value, selector: &Value) -> [Value; 3] {
-    let cts = template_spec
-        .get("containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let names: Vec<&str> = cts
-        .iter()
-        .filter_map(|c| c.get("name").and_then(Value::as_str))
-        .collect();
-    let images: Vec<&str> = cts
-        .iter()
-        .filter_map(|c| c.get("image").and_then(Value::as_str))
-        .collect();
-    let sel = crate::selector::LabelSelector::from_object(selector)
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    [
-        s(names.join(",")),
-        s(images.join(",")),
-        s(or_none(Some(&sel))),
-    ]
+    let cts = template_spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let names: Vec<&str> = cts.iter().filter_map(|c| c.get("name").and_then(Value::as_str)).collect();
+    let images: Vec<&str> = cts.iter().filter_map(|c| c.get("image").and_then(Value::as_str)).collect();
+    let sel = crate::selector::LabelSelector::from_object(selector).map(|s| s.to_string()).unwrap_or_default();
+    [s(names.join(",")), s(images.join(",")), s(or_none(Some(&sel)))]
 }
 
 fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
@@ -241,11 +194,7 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
     let name = s(object::name(o));
     let created = age(str_at(o, "metadata.creationTimestamp"), now);
     match kind {
-        Namespace => vec![
-            name,
-            s(str_at(o, "status.phase").unwrap_or("Active")),
-            s(created),
-        ],
+        Namespace => vec![name, s(str_at(o, "status.phase").unwrap_or("Active")), s(created)],
         Node => node_cells(o, name, created),
         Pod => pod_cells(o, name, created, now),
         Service => service_cells(o, name, created),
@@ -258,16 +207,8 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             vec![name, json!(n), s(created)]
         }
         Secret => {
-            let n = o
-                .get("data")
-                .and_then(Value::as_object)
-                .map_or(0, |m| m.len());
-            vec![
-                name,
-                s(str_at(o, "type").unwrap_or("Opaque")),
-                json!(n),
-                s(created),
-            ]
+            let n = o.get("data").and_then(Value::as_object).map_or(0, |m| m.len());
+            vec![name, s(str_at(o, "type").unwrap_or("Opaque")), json!(n), s(created)]
         }
         Event => event_cells(o, now),
         Deployment => {
@@ -276,46 +217,31 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(format!(
                     "{}/{}",
                     int(o, "status.readyReplicas"),
-                    o["spec"]
-                        .get("replicas")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(1)
+                    o["spec"].get("replicas").and_then(Value::as_i64).unwrap_or(1)
                 )),
                 json!(int(o, "status.updatedReplicas")),
                 json!(int(o, "status.availableReplicas")),
                 s(created),
             ];
-            c.extend(workload_wide(
-                &o["spec"]["template"]["spec"],
-                &o["spec"]["selector"],
-            ));
+            c.extend(workload_wide(&o["spec"]["template"]["spec"], &o["spec"]["selector"]));
             c
         }
         ReplicaSet => {
             let mut c = vec![
                 name,
-                json!(
-                    o["spec"]
-                        .get("replicas")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(1)
-                ),
+                json!(o["spec"].get("replicas").and_then(Value::as_i64).unwrap_or(1)),
                 json!(int(o, "status.replicas")),
                 json!(int(o, "status.readyReplicas")),
                 s(created),
             ];
-            c.extend(workload_wide(
-                &o["spec"]["template"]["spec"],
-                &o["spec"]["selector"],
-            ));
+            c.extend(workload_wide(&o["spec"]["template"]["spec"], &o["spec"]["selector"]));
             c
         }
         DaemonSet => {
-            let sel: Vec<String> =
-                object::string_map(o["spec"]["template"]["spec"].get("nodeSelector"))
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
+            let sel: Vec<String> = object::string_map(o["spec"]["template"]["spec"].get("nodeSelector"))
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             let mut c = vec![
                 name,
                 json!(int(o, "status.desiredNumberScheduled")),
@@ -326,36 +252,19 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(or_none(Some(&sel.join(",")))),
                 s(created),
             ];
-            c.extend(workload_wide(
-                &o["spec"]["template"]["spec"],
-                &o["spec"]["selector"],
-            ));
+            c.extend(workload_wide(&o["spec"]["template"]["spec"], &o["spec"]["selector"]));
             c
         }
         Job => job_cells(o, name, created, now),
         CronJob => {
             let last = age(str_at(o, "status.lastScheduleTime"), now);
-            let last = if last == "<unknown>" {
-                "<none>".to_string()
-            } else {
-                last
-            };
+            let last = if last == "<unknown>" { "<none>".to_string() } else { last };
             let mut c = vec![
                 name,
                 s(str_at(o, "spec.schedule").unwrap_or("")),
                 s(or_none(str_at(o, "spec.timeZone"))),
-                json!(
-                    o["spec"]
-                        .get("suspend")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false)
-                ),
-                json!(
-                    o["status"]
-                        .get("active")
-                        .and_then(Value::as_array)
-                        .map_or(0, Vec::len)
-                ),
+                json!(o["spec"].get("suspend").and_then(Value::as_bool).unwrap_or(false)),
+                json!(o["status"].get("active").and_then(Value::as_array).map_or(0, Vec::len)),
                 s(last),
                 s(created),
             ];
@@ -365,20 +274,12 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             ));
             c
         }
-        Lease => vec![
-            name,
-            s(or_none(str_at(o, "spec.holderIdentity"))),
-            s(created),
-        ],
+        Lease => vec![name, s(or_none(str_at(o, "spec.holderIdentity"))), s(created)],
     }
 }
 
 fn node_cells(o: &Value, name: Value, created: String) -> Vec<Value> {
-    let conds = o["status"]
-        .get("conditions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let conds = o["status"].get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     let ready = conds.iter().find(|c| c["type"] == "Ready");
     let mut status = match ready.and_then(|c| c["status"].as_str()) {
         Some("True") => "Ready".to_string(),
@@ -388,10 +289,8 @@ fn node_cells(o: &Value, name: Value, created: String) -> Vec<Value> {
     if o["spec"].get("unschedulable").and_then(Value::as_bool) == Some(true) {
         status.push_str(",SchedulingDisabled");
     }
-    let mut roles: Vec<String> = object::labels(o)
-        .keys()
-        .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(String::from))
-        .collect();
+    let mut roles: Vec<String> =
+        object::labels(o).keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/").map(String::from)).collect();
     roles.sort();
     let addr = |t: &str| {
         o["status"]["addresses"]
@@ -419,29 +318,14 @@ fn node_cells(o: &Value, name: Value, created: String) -> Vec<Value> {
 /// The STATUS column of a pod, computed as kubectl's printer does.
 pub fn pod_status(o: &Value) -> String {
     let st = &o["status"];
-    let mut reason = st["reason"]
-        .as_str()
-        .or(st["phase"].as_str())
-        .unwrap_or("Pending")
-        .to_string();
-    let statuses = st
-        .get("containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut reason = st["reason"].as_str().or(st["phase"].as_str()).unwrap_or("Pending").to_string();
+    let statuses = st.get("containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut running = false;
     for c in statuses.iter().rev() {
-        if let Some(r) = c["state"]["waiting"]["reason"]
-            .as_str()
-            .filter(|r| !r.is_empty())
-        {
+        if let Some(r) = c["state"]["waiting"]["reason"].as_str().filter(|r| !r.is_empty()) {
             reason = r.to_string();
         } else if let Some(t) = c["state"].get("terminated") {
-            reason = match (
-                t["reason"].as_str(),
-                t["signal"].as_i64(),
-                t["exitCode"].as_i64(),
-            ) {
+            reason = match (t["reason"].as_str(), t["signal"].as_i64(), t["exitCode"].as_i64()) {
                 (Some(r), _, _) if !r.is_empty() => r.to_string(),
                 (_, Some(sig), _) if sig != 0 => format!("Signal:{sig}"),
                 (_, _, code) => format!("ExitCode:{}", code.unwrap_or(0)),
@@ -454,46 +338,28 @@ pub fn pod_status(o: &Value) -> String {
         reason = "Running".into();
     }
     if object::is_deleting(o) {
-        reason = if st["reason"] == "NodeLost" {
-            "Unknown".into()
-        } else {
-            "Terminating".into()
-        };
+        reason = if st["reason"] == "NodeLost" { "Unknown".into() } else { "Terminating".into() };
     }
     reason
 }
 
 fn pod_cells(o: &Value, name: Value, created: String, now: DateTime<Utc>) -> Vec<Value> {
     let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
-    let statuses = o["status"]
-        .get("containerStatuses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let ready = statuses
-        .iter()
-        .filter(|c| c["ready"].as_bool() == Some(true))
-        .count();
-    let restarts: i64 = statuses
-        .iter()
-        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
-        .sum();
+    let statuses = o["status"].get("containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+    let ready = statuses.iter().filter(|c| c["ready"].as_bool() == Some(true)).count();
+    let restarts: i64 = statuses.iter().map(|c| c["restartCount"].as_i64().unwrap_or(0)).sum();
     let last_restart = statuses
         .iter()
         .filter_map(|c| c["lastState"]["terminated"]["finishedAt"].as_str())
         .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
         .max();
     let restarts = match last_restart {
-        Some(t) if restarts > 0 => format!(
-            "{restarts} ({} ago)",
-            object::human_duration((now - t.with_timezone(&Utc)).num_seconds())
-        ),
+        Some(t) if restarts > 0 => {
+            format!("{restarts} ({} ago)", object::human_duration((now - t.with_timezone(&Utc)).num_seconds()))
+        }
         _ => restarts.to_string(),
     };
-    let gates = o["spec"]
-        .get("readinessGates")
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
+    let gates = o["spec"].get("readinessGates").and_then(Value::as_array).map_or(0, Vec::len);
     vec![
         name,
         s(format!("{ready}/{total}")),
@@ -503,11 +369,7 @@ fn pod_cells(o: &Value, name: Value, created: String, now: DateTime<Utc>) -> Vec
         s(or_none(str_at(o, "status.podIP"))),
         s(or_none(str_at(o, "spec.nodeName"))),
         s(or_none(str_at(o, "status.nominatedNodeName"))),
-        s(if gates == 0 {
-            "<none>".to_string()
-        } else {
-            format!("0/{gates}")
-        }),
+        s(if gates == 0 { "<none>".to_string() } else { format!("0/{gates}") }),
     ]
 }
 
@@ -515,24 +377,13 @@ fn service_cells(o: &Value, name: Value, created: String) -> Vec<Value> {
     let spec = &o["spec"];
     let ty = spec["type"].as_str().unwrap_or("ClusterIP");
     let external = match ty {
-        "ExternalName" => spec["externalName"]
-            .as_str()
-            .unwrap_or("<none>")
-            .to_string(),
+        "ExternalName" => spec["externalName"].as_str().unwrap_or("<none>").to_string(),
         "LoadBalancer" => {
             let ing: Vec<&str> = o["status"]["loadBalancer"]["ingress"]
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str())).collect())
                 .unwrap_or_default();
-            if ing.is_empty() {
-                "<pending>".into()
-            } else {
-                ing.join(",")
-            }
+            if ing.is_empty() { "<pending>".into() } else { ing.join(",") }
         }
         _ => "<none>".into(),
     };
@@ -550,10 +401,7 @@ fn service_cells(o: &Value, name: Value, created: String) -> Vec<Value> {
                 .collect()
         })
         .unwrap_or_default();
-    let sel: Vec<String> = object::string_map(spec.get("selector"))
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let sel: Vec<String> = object::string_map(spec.get("selector")).iter().map(|(k, v)| format!("{k}={v}")).collect();
     vec![
         name,
         s(ty),
@@ -597,22 +445,12 @@ fn endpoints_summary(o: &Value) -> String {
 }
 
 fn event_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
-    let last = str_at(o, "lastTimestamp")
-        .or(str_at(o, "eventTime"))
-        .or(str_at(o, "metadata.creationTimestamp"));
-    let first = str_at(o, "firstTimestamp")
-        .or(str_at(o, "eventTime"))
-        .or(str_at(o, "metadata.creationTimestamp"));
+    let last = str_at(o, "lastTimestamp").or(str_at(o, "eventTime")).or(str_at(o, "metadata.creationTimestamp"));
+    let first = str_at(o, "firstTimestamp").or(str_at(o, "eventTime")).or(str_at(o, "metadata.creationTimestamp"));
     let inv = &o["involvedObject"];
-    let object = format!(
-        "{}/{}",
-        inv["kind"].as_str().unwrap_or("").to_lowercase(),
-        inv["name"].as_str().unwrap_or("")
-    );
-    let source = o["source"]["component"]
-        .as_str()
-        .or(str_at(o, "reportingComponent"))
-        .unwrap_or("");
+    let object =
+        format!("{}/{}", inv["kind"].as_str().unwrap_or("").to_lowercase(), inv["name"].as_str().unwrap_or(""));
+    let source = o["source"]["component"].as_str().or(str_at(o, "reportingComponent")).unwrap_or("");
     let source = match o["source"]["host"].as_str() {
         Some(h) if !h.is_empty() => format!("{source}, {h}"),
         _ => source.to_string(),
@@ -632,15 +470,8 @@ fn event_cells(o: &Value, now: DateTime<Utc>) -> Vec<Value> {
 }
 
 fn job_cells(o: &Value, name: Value, created: String, now: DateTime<Utc>) -> Vec<Value> {
-    let conds = o["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let has = |t: &str| {
-        conds
-            .iter()
-            .any(|c| c["type"] == t && c["status"] == "True")
-    };
+    let conds = o["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let has = |t: &str| conds.iter().any(|c| c["type"] == t && c["status"] == "True");
     let status = if has("Complete") {
         "Complete"
     } else if has("Failed") {
@@ -671,10 +502,7 @@ fn job_cells(o: &Value, name: Value, created: String, now: DateTime<Utc>) -> Vec
         _ => String::new(),
     };
     let mut c = vec![name, s(status), s(completions), s(duration), s(created)];
-    c.extend(workload_wide(
-        &o["spec"]["template"]["spec"],
-        &o["spec"]["selector"],
-    ));
+    c.extend(workload_wide(&o["spec"]["template"]["spec"], &o["spec"]["selector"]));
     c
 }
 
@@ -687,15 +515,9 @@ mod tests {
     fn every_kind_has_cells_for_every_column() {
         let now = Utc::now();
         for r in RESOURCES {
-            let obj =
-                json!({"metadata": {"name": "x", "creationTimestamp": "2020-01-01T00:00:00Z"}});
+            let obj = json!({"metadata": {"name": "x", "creationTimestamp": "2020-01-01T00:00:00Z"}});
             let t = table(r, &[obj], "1", IncludeObject::Metadata, now);
-            assert_eq!(
-                t["rows"][0]["cells"].as_array().unwrap().len(),
-                columns(r.kind_id).len(),
-                "{}",
-                r.kind
-            );
+            assert_eq!(t["rows"][0]["cells"].as_array().unwrap().len(), columns(r.kind_id).len(), "{}", r.kind);
         }
     }
 
@@ -715,11 +537,7 @@ mod tests {
         assert_eq!(c[3], "2");
         assert_eq!(c[5], "10.0.0.1");
         assert_eq!(c[6], "n1");
-        let names: Vec<&str> = columns(ResourceKind::Pod)
-            .iter()
-            .filter(|c| c.2 == 0)
-            .map(|c| c.0)
-            .collect();
+        let names: Vec<&str> = columns(ResourceKind::Pod).iter().filter(|c| c.2 == 0).map(|c| c.0).collect();
         assert_eq!(names, ["Name", "Ready", "Status", "Restarts", "Age"]);
     }
 

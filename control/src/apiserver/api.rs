@@ -46,27 +46,17 @@ pub struct Written {
 }
 
 fn ns_of(res: &Resource, ns: Option<&str>) -> String {
-    if res.namespaced {
-        ns.unwrap_or("").to_string()
-    } else {
-        String::new()
-    }
+    if res.namespaced { ns.unwrap_or("").to_string() } else { String::new() }
 }
 
 impl Api {
     pub fn new(store: Store, shutdown: CancellationToken) -> Api {
-        Api {
-            store,
-            shutdown,
-            bookmark_interval: Duration::from_secs(30),
-        }
+        Api { store, shutdown, bookmark_interval: Duration::from_secs(30) }
     }
 
     fn key(t: &Target) -> Result<String, ApiError> {
-        let name = t
-            .name
-            .as_deref()
-            .ok_or_else(|| ApiError::method_not_allowed("this operation needs an object name"))?;
+        let name =
+            t.name.as_deref().ok_or_else(|| ApiError::method_not_allowed("this operation needs an object name"))?;
         if t.res.namespaced && t.namespace.is_none() {
             return Err(ApiError::bad_request("a namespace is required"));
         }
@@ -78,19 +68,11 @@ impl Api {
     }
 
     pub async fn get(&self, t: &Target) -> Result<Value, ApiError> {
-        self.store
-            .get(&Self::key(t)?)
-            .await?
-            .ok_or_else(|| Self::not_found(t))
+        self.store.get(&Self::key(t)?).await?.ok_or_else(|| Self::not_found(t))
     }
 
     /// List objects; returns the `…List` object.
-    pub async fn list(
-        &self,
-        res: &Resource,
-        ns: Option<&str>,
-        opts: &ListOptions,
-    ) -> Result<Value, ApiError> {
+    pub async fn list(&self, res: &Resource, ns: Option<&str>, opts: &ListOptions) -> Result<Value, ApiError> {
         let prefix = res.key_prefix(ns);
         let (mut start, mut rev0) = (None, None);
         if let Some(tok) = &opts.continue_token {
@@ -105,17 +87,11 @@ impl Api {
         }
         let mut items = Vec::new();
         let mut next_token = None;
-        let chunk = if opts.limit == 0 {
-            0
-        } else {
-            opts.limit.max(500)
-        };
+        let chunk = if opts.limit == 0 { 0 } else { opts.limit.max(500) };
         loop {
             let (page, rev, more) = self.store.list(&prefix, start.clone(), chunk).await?;
             let rev = *rev0.get_or_insert(rev);
-            let last_key = page
-                .last()
-                .map(|o| res.key(object::namespace(o), object::name(o)));
+            let last_key = page.last().map(|o| res.key(object::namespace(o), object::name(o)));
             for o in page {
                 if opts.matches(&o) {
                     if opts.limit > 0 && items.len() == opts.limit {
@@ -125,9 +101,7 @@ impl Api {
                 }
             }
             if opts.limit > 0 && items.len() == opts.limit {
-                let last = items
-                    .last()
-                    .map(|o| res.key(object::namespace(o), object::name(o)));
+                let last = items.last().map(|o| res.key(object::namespace(o), object::name(o)));
                 // More may remain if this page had more, or if the page was cut by the limit.
                 if more || last != last_key {
                     next_token = last.map(|k| encode_continue(&k, rev));
@@ -188,11 +162,7 @@ impl Api {
                 }),
             )
             .await?;
-        Ok(Written {
-            object: c.object,
-            warnings,
-            event: c.event,
-        })
+        Ok(Written { object: c.object, warnings, event: c.event })
     }
 
     /// PUT, to the object or its `status` subresource.
@@ -203,10 +173,7 @@ impl Api {
         mode: FieldValidation,
         dry_run: bool,
     ) -> Result<Written, ApiError> {
-        self.modify(t, dry_run, move |res, cur, sub| {
-            objects::prepare_update(res, cur, body, sub, mode)
-        })
-        .await
+        self.modify(t, dry_run, move |res, cur, sub| objects::prepare_update(res, cur, body, sub, mode)).await
     }
 
     pub async fn patch(
@@ -229,20 +196,14 @@ impl Api {
         &self,
         t: &Target,
         dry_run: bool,
-        f: impl FnOnce(&Resource, &Value, Option<&str>) -> Result<(Outcome, Vec<String>), ApiError>
-        + Send
-        + 'static,
+        f: impl FnOnce(&Resource, &Value, Option<&str>) -> Result<(Outcome, Vec<String>), ApiError> + Send + 'static,
     ) -> Result<Written, ApiError> {
         let res = t.res;
         let sub = match t.subresource.as_deref() {
             None => None,
             Some("status") if res.has_status => Some("status".to_string()),
             Some(other) => {
-                return Err(ApiError::new(
-                    404,
-                    "NotFound",
-                    format!("{} has no subresource {other:?}", res.kind),
-                ));
+                return Err(ApiError::new(404, "NotFound", format!("{} has no subresource {other:?}", res.kind)));
             }
         };
         let nf = Self::not_found(t);
@@ -263,20 +224,11 @@ impl Api {
             )
             .await?;
         let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
-        Ok(Written {
-            object: c.object,
-            warnings,
-            event: c.event,
-        })
+        Ok(Written { object: c.object, warnings, event: c.event })
     }
 
     /// Delete (or mark deleting). `Written.event` is `Deleted` when the object is gone.
-    pub async fn delete(
-        &self,
-        t: &Target,
-        opts: DeleteOptions,
-        dry_run: bool,
-    ) -> Result<Written, ApiError> {
+    pub async fn delete(&self, t: &Target, opts: DeleteOptions, dry_run: bool) -> Result<Written, ApiError> {
         let res = t.res;
         let nf = Self::not_found(t);
         let c = self
@@ -290,27 +242,17 @@ impl Api {
                 }),
             )
             .await?;
-        Ok(Written {
-            object: c.object,
-            warnings: Vec::new(),
-            event: c.event,
-        })
+        Ok(Written { object: c.object, warnings: Vec::new(), event: c.event })
     }
 }
 
 fn encode_continue(key: &str, rev: u64) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(json!({"k": key, "rv": rev}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"k": key, "rv": rev}).to_string())
 }
 
 fn decode_continue(tok: &str) -> Result<(String, u64), ApiError> {
     let bad = || ApiError::bad_request("invalid continue token");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(tok)
-        .map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok((
-        v["k"].as_str().ok_or_else(bad)?.to_string(),
-        v["rv"].as_u64().ok_or_else(bad)?,
-    ))
+    Ok((v["k"].as_str().ok_or_else(bad)?.to_string(), v["rv"].as_u64().ok_or_else(bad)?))
 }

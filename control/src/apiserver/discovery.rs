@@ -8,16 +8,7 @@ use wasmorch_api::{KUBE_MAJOR, KUBE_MINOR};
 
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-const VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 pub fn version() -> Value {
     json!({
@@ -45,10 +36,7 @@ pub fn go_arch() -> &'static str {
 }
 
 pub fn wants_aggregated(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|a| a.contains("as=APIGroupDiscoveryList"))
+    accept.split(',').next().is_some_and(|a| a.contains("as=APIGroupDiscoveryList"))
 }
 
 fn in_group(group: &str) -> impl Iterator<Item = &'static Resource> + '_ {
@@ -119,15 +107,12 @@ pub fn groups(aggregated: bool) -> Value {
 
 /// `/apis/{group}`.
 pub fn group(name: &str) -> Option<Value> {
-    resources::groups()
-        .into_iter()
-        .find(|(g, _)| *g == name)
-        .map(|(g, v)| {
-            let mut d = group_doc(g, v);
-            d["kind"] = json!("APIGroup");
-            d["apiVersion"] = json!("v1");
-            d
-        })
+    resources::groups().into_iter().find(|(g, _)| *g == name).map(|(g, v)| {
+        let mut d = group_doc(g, v);
+        d["kind"] = json!("APIGroup");
+        d["apiVersion"] = json!("v1");
+        d
+    })
 }
 
 /// `/api/v1` or `/apis/{group}/{version}`.
@@ -150,22 +135,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
 /// `/openapi/v3`: one entry per group version.
@@ -175,7 +150,10 @@ pub fn openapi_root() -> Value {
     gvs.extend(resources::groups());
     for (g, v) in gvs {
         let p = gv_path(g, v);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", env!("CARGO_PKG_VERSION"))}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", env!("CARGO_PKG_VERSION"))}),
+        );
     }
     json!({"paths": paths})
 }
@@ -194,11 +172,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     for r in in_group(g).filter(|r| r.version == v) {
         let item = if r.namespaced {
-            format!(
-                "/{}/namespaces/{{namespace}}/{}/{{name}}",
-                gv_path(g, v),
-                r.plural
-            )
+            format!("/{}/namespaces/{{namespace}}/{}/{{name}}", gv_path(g, v), r.plural)
         } else {
             format!("/{}/{}/{{name}}", gv_path(g, v), r.plural)
         };

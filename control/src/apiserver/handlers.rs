@@ -25,20 +25,9 @@ use wasmorch_api::{ApiError, object};
 pub struct PeerIdentity(pub Option<Identity>);
 
 fn authenticate(state: &ServerState, req: &Request) -> Result<Identity, ApiError> {
-    if let Some(auth) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        let token = auth
-            .strip_prefix("Bearer ")
-            .ok_or_else(ApiError::unauthorized)?
-            .trim();
-        return state
-            .tokens
-            .lookup(token)
-            .cloned()
-            .ok_or_else(ApiError::unauthorized);
+    if let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let token = auth.strip_prefix("Bearer ").ok_or_else(ApiError::unauthorized)?.trim();
+        return state.tokens.lookup(token).cloned().ok_or_else(ApiError::unauthorized);
     }
     if let Some(PeerIdentity(Some(id))) = req.extensions().get::<PeerIdentity>() {
         return Ok(id.clone());
@@ -63,35 +52,17 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
     if !id.is_admin() {
         // Node and other identities get their own rules with cluster membership; until then
         // only administrators may use the API.
-        return Err(ApiError::forbidden(format!(
-            "User \"{}\" cannot access this API",
-            id.user
-        )));
+        return Err(ApiError::forbidden(format!("User \"{}\" cannot access this API", id.user)));
     }
     let path = req.uri().path().to_string();
-    let segs: Vec<&str> = path
-        .trim_matches('/')
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .collect();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let accept = request::accept(req.headers());
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v, &[]));
-    let not_found = || {
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource (path {path})"),
-        )
-    };
+    let not_found =
+        || ApiError::new(404, "NotFound", format!("the server could not find the requested resource (path {path})"));
     match segs.as_slice() {
-        ["api"] => Ok(discovery_reply(
-            discovery::core(discovery::wants_aggregated(&accept)),
-            &accept,
-        )),
-        ["apis"] => Ok(discovery_reply(
-            discovery::groups(discovery::wants_aggregated(&accept)),
-            &accept,
-        )),
+        ["api"] => Ok(discovery_reply(discovery::core(discovery::wants_aggregated(&accept)), &accept)),
+        ["apis"] => Ok(discovery_reply(discovery::groups(discovery::wants_aggregated(&accept)), &accept)),
         ["api", v] => discovery::resource_list("", v).map_or_else(|| Err(not_found()), ok),
         ["apis", g] => discovery::group(g).map_or_else(|| Err(not_found()), ok),
         ["apis", g, v] => discovery::resource_list(g, v).map_or_else(|| Err(not_found()), ok),
@@ -115,17 +86,14 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
 fn discovery_reply(v: Value, accept: &str) -> Response {
     let mut r = json_response(StatusCode::OK, &v, &[]);
     if discovery::wants_aggregated(accept) {
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static(discovery::AGGREGATED),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(discovery::AGGREGATED));
     }
     r
 }
 
 fn list_options(t: &Target, p: &Params) -> Result<ListOptions, ApiError> {
-    let labels = LabelSelector::parse(p.get("labelSelector").unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let labels =
+        LabelSelector::parse(p.get("labelSelector").unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let fields = FieldSelector::parse(p.get("fieldSelector").unwrap_or(""), t.res)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(ListOptions {
@@ -140,8 +108,7 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
     let p = Params::parse(req.uri().query());
     let method = req.method().clone();
     let headers = req.headers().clone();
-    let table =
-        request::wants_table(&headers).then(|| IncludeObject::parse(p.get("includeObject")));
+    let table = request::wants_table(&headers).then(|| IncludeObject::parse(p.get("includeObject")));
     let mode = FieldValidation::parse(p.get("fieldValidation"))?;
     let dry_run = p.dry_run()?;
     let body = request::read_body(req.into_body()).await?;
@@ -149,9 +116,10 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
         (&Method::GET, false) if p.flag("watch") || t.watch_path => {
             let after = match p.get("resourceVersion") {
                 None | Some("0") => None,
-                Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!("resourceVersion: invalid value {v:?}"))
-                })?),
+                Some(v) => Some(
+                    v.parse::<u64>()
+                        .map_err(|_| ApiError::bad_request(format!("resourceVersion: invalid value {v:?}")))?,
+                ),
             };
             let send_initial_events = p.flag("sendInitialEvents");
             if send_initial_events && !p.flag("allowWatchBookmarks") {
@@ -166,9 +134,7 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
                     )],
                 ));
             }
-            let timeout = p
-                .u64("timeoutSeconds")?
-                .map_or(Duration::from_secs(1800), Duration::from_secs);
+            let timeout = p.u64("timeoutSeconds")?.map_or(Duration::from_secs(1800), Duration::from_secs);
             let req = WatchRequest {
                 res: t.res,
                 namespace: t.namespace.clone(),
@@ -212,11 +178,7 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
                 return Err(ApiError::new(
                     404,
                     "NotFound",
-                    format!(
-                        "{} has no subresource {:?}",
-                        t.res.kind,
-                        t.subresource.as_deref().unwrap_or("")
-                    ),
+                    format!("{} has no subresource {:?}", t.res.kind, t.subresource.as_deref().unwrap_or("")),
                 ));
             }
             let obj = api.get(&t).await?;
@@ -225,7 +187,7 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
                     StatusCode::OK,
                     &table::table(
                         t.res,
-                        &[obj.clone()],
+                        std::slice::from_ref(&obj),
                         &object::resource_version(&obj).to_string(),
                         include,
                         chrono::Utc::now(),
@@ -237,9 +199,7 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
         }
         (&Method::POST, false) => {
             let obj = request::decode_body(&headers, &body)?;
-            let w = api
-                .create(t.res, t.namespace.as_deref(), obj, mode, dry_run)
-                .await?;
+            let w = api.create(t.res, t.namespace.as_deref(), obj, mode, dry_run).await?;
             Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
         }
         (&Method::PUT, true) => {
@@ -255,9 +215,7 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
         }
         (&Method::DELETE, true) => {
             if t.subresource.is_some() {
-                return Err(ApiError::method_not_allowed(
-                    "DELETE is not allowed on a subresource",
-                ));
+                return Err(ApiError::method_not_allowed("DELETE is not allowed on a subresource"));
             }
             let opts = if body.is_empty() {
                 DeleteOptions::default()
@@ -265,11 +223,8 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
                 DeleteOptions::from_body(&request::decode_body(&headers, &body)?)
             };
             let w = api.delete(&t, opts, dry_run).await?;
-            let code = if w.event == Some(EventType::Deleted) || dry_run {
-                StatusCode::OK
-            } else {
-                StatusCode::ACCEPTED
-            };
+            let code =
+                if w.event == Some(EventType::Deleted) || dry_run { StatusCode::OK } else { StatusCode::ACCEPTED };
             Ok(json_response(code, &w.object, &[]))
         }
         (&Method::DELETE, false) => {
@@ -290,16 +245,13 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
             out["items"] = Value::Array(deleted);
             Ok(json_response(StatusCode::OK, &out, &[]))
         }
-        _ => Err(ApiError::method_not_allowed(format!(
-            "{method} is not supported on this path"
-        ))),
+        _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on this path"))),
     }
 }
 
 async fn backup(state: &ServerState) -> Result<Response, ApiError> {
     let dir = state.data_dir.join("tmp");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(format!("backup-{}.redb", uuid::Uuid::new_v4()));
     let rev = state.api.store.backup(&path).await;
     let bytes = tokio::fs::read(&path).await;

@@ -45,12 +45,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
 
 /// Accept TLS connections until `shutdown`; each connection's verified client certificate
 /// (if any) becomes its [`PeerIdentity`]. Open connections are asked to finish gracefully.
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: Router,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, shutdown: CancellationToken) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let tracker = TaskTracker::new();
     loop {

@@ -10,20 +10,12 @@ use wasmorch_api::validation::{self, FieldValidation};
 use wasmorch_api::{ApiError, defaults};
 
 /// Fields the server owns: a client's value is ignored on update.
-const SERVER_META: &[&str] = &[
-    "uid",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "generation",
-    "selfLink",
-];
+const SERVER_META: &[&str] =
+    &["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"];
 
 fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
+    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// Fill and check a new object. Returns the object to store and any warnings.
@@ -34,9 +26,7 @@ pub fn prepare_create(
     mode: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON or YAML object",
-        ));
+        return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
     let body_ns = object::namespace(&obj).to_string();
     if res.namespaced {
@@ -49,23 +39,15 @@ pub fn prepare_create(
         meta_mut(&mut obj).insert("namespace".into(), json!(ns));
     }
     if object::resource_version(&obj) != 0
-        || object::meta(&obj)
-            .get("resourceVersion")
-            .is_some_and(|v| !v.is_null() && v != "")
+        || object::meta(&obj).get("resourceVersion").is_some_and(|v| !v.is_null() && v != "")
     {
-        return Err(ApiError::bad_request(
-            "resourceVersion should not be set on objects to be created",
-        ));
+        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
     }
-    if object::name(&obj).is_empty() {
-        if let Some(g) = object::meta(&obj)
-            .get("generateName")
-            .and_then(Value::as_str)
-            .filter(|g| !g.is_empty())
-        {
-            let name = format!("{g}{}", random_suffix());
-            meta_mut(&mut obj).insert("name".into(), json!(name));
-        }
+    if object::name(&obj).is_empty()
+        && let Some(g) = object::meta(&obj).get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty())
+    {
+        let name = format!("{g}{}", random_suffix());
+        meta_mut(&mut obj).insert("name".into(), json!(name));
     }
     defaults::apply(res.kind_id, &mut obj);
     let warnings = validation::validate(res, &obj, mode)?;
@@ -73,12 +55,7 @@ pub fn prepare_create(
     m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     m.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
     m.insert("generation".into(), json!(1));
-    for k in [
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "resourceVersion",
-        "selfLink",
-    ] {
+    for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink"] {
         m.remove(k);
     }
     match res.kind_id {
@@ -119,9 +96,7 @@ pub fn prepare_update(
     mode: FieldValidation,
 ) -> Result<(Outcome, Vec<String>), ApiError> {
     if !new.is_object() {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON or YAML object",
-        ));
+        return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
     let name = object::name(cur).to_string();
     let new_name = object::name(&new);
@@ -137,20 +112,17 @@ pub fn prepare_update(
             object::namespace(cur)
         )));
     }
-    let want_rv = object::meta(&new)
-        .get("resourceVersion")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(String::from);
-    if let Some(rv) = want_rv {
-        if rv != object::resource_version(cur).to_string() {
-            return Err(ApiError::conflict(
-                res.group,
-                res.plural,
-                &name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
+    let want_rv =
+        object::meta(&new).get("resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()).map(String::from);
+    if let Some(rv) = want_rv
+        && rv != object::resource_version(cur).to_string()
+    {
+        return Err(ApiError::conflict(
+            res.group,
+            res.plural,
+            &name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
     }
     if sub == Some("status") {
         // The status subresource changes status only.
@@ -188,27 +160,17 @@ pub fn prepare_update(
     let warnings = validation::validate(res, &new, mode)?;
     check_immutable(res, cur, &new)?;
     if spec_part(&new) != spec_part(cur) {
-        let g = object::meta(cur)
-            .get("generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            + 1;
+        let g = object::meta(cur).get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
     }
-    if object::is_deleting(cur)
-        && object::finalizers(&new).is_empty()
-        && namespace_finalized(res, &new)
-    {
+    if object::is_deleting(cur) && object::finalizers(&new).is_empty() && namespace_finalized(res, &new) {
         return Ok((Outcome::Delete, warnings));
     }
     Ok((Outcome::Put(new), warnings))
 }
 
 fn namespace_finalized(res: &Resource, obj: &Value) -> bool {
-    res.kind_id != ResourceKind::Namespace
-        || obj["spec"]["finalizers"]
-            .as_array()
-            .is_none_or(Vec::is_empty)
+    res.kind_id != ResourceKind::Namespace || obj["spec"]["finalizers"].as_array().is_none_or(Vec::is_empty)
 }
 
 fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiError> {
@@ -220,10 +182,7 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
             causes.push(Cause::new(
                 "FieldValueInvalid",
                 field,
-                format!(
-                    "Invalid value: {}: field is immutable",
-                    b.cloned().unwrap_or(Value::Null)
-                ),
+                format!("Invalid value: {}: field is immutable", b.cloned().unwrap_or(Value::Null)),
             ));
         }
     };
@@ -242,16 +201,7 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
         }
         _ => {}
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            res.group,
-            res.kind,
-            object::name(cur),
-            causes,
-        ))
-    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(res.group, res.kind, object::name(cur), causes)) }
 }
 
 /// Apply a patch document to `cur`, by patch media type.
@@ -260,22 +210,15 @@ pub fn apply_patch(cur: &Value, content_type: &str, patch: &Value) -> Result<Val
     match content_type {
         "application/merge-patch+json" => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request(
-                    "a JSON merge patch must be an object",
-                ));
+                return Err(ApiError::bad_request("a JSON merge patch must be an object"));
             }
             json_patch::merge(&mut doc, patch);
         }
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut doc, &p).map_err(|e| {
-                ApiError::new(
-                    422,
-                    "Invalid",
-                    format!("the JSON patch could not be applied: {e}"),
-                )
-            })?;
+            json_patch::patch(&mut doc, &p)
+                .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
         }
         other => {
             return Err(ApiError::new(
@@ -301,20 +244,14 @@ impl DeleteOptions {
     pub fn from_body(v: &Value) -> DeleteOptions {
         DeleteOptions {
             uid: v["preconditions"]["uid"].as_str().map(String::from),
-            resource_version: v["preconditions"]["resourceVersion"]
-                .as_str()
-                .map(String::from),
+            resource_version: v["preconditions"]["resourceVersion"].as_str().map(String::from),
         }
     }
 }
 
 /// Decide a delete: remove now, or mark deleting (finalizers, namespaces) and let the
 /// finalizer's owner finish it.
-pub fn prepare_delete(
-    res: &Resource,
-    cur: &Value,
-    opts: &DeleteOptions,
-) -> Result<Outcome, ApiError> {
+pub fn prepare_delete(res: &Resource, cur: &Value, opts: &DeleteOptions) -> Result<Outcome, ApiError> {
     let name = object::name(cur);
     if opts.uid.as_deref().is_some_and(|u| u != object::uid(cur)) {
         return Err(ApiError::conflict(
@@ -328,11 +265,7 @@ pub fn prepare_delete(
             ),
         ));
     }
-    if opts
-        .resource_version
-        .as_deref()
-        .is_some_and(|r| r != object::resource_version(cur).to_string())
-    {
+    if opts.resource_version.as_deref().is_some_and(|r| r != object::resource_version(cur).to_string()) {
         return Err(ApiError::conflict(
             res.group,
             res.plural,
@@ -367,35 +300,20 @@ mod tests {
 
     #[test]
     fn create_fills_metadata() {
-        let (o, w) = prepare_create(
-            lookup("cm").unwrap(),
-            Some("default"),
-            cm(json!({"a": "b"})),
-            FieldValidation::Strict,
-        )
-        .unwrap();
+        let (o, w) =
+            prepare_create(lookup("cm").unwrap(), Some("default"), cm(json!({"a": "b"})), FieldValidation::Strict)
+                .unwrap();
         assert!(w.is_empty());
         assert_eq!(o["metadata"]["generation"], 1);
         assert_eq!(o["metadata"]["uid"].as_str().unwrap().len(), 36);
         let mut g = cm(json!({}));
         g["metadata"] = json!({"generateName": "web-"});
-        let (o, _) = prepare_create(
-            lookup("cm").unwrap(),
-            Some("default"),
-            g,
-            FieldValidation::Strict,
-        )
-        .unwrap();
+        let (o, _) = prepare_create(lookup("cm").unwrap(), Some("default"), g, FieldValidation::Strict).unwrap();
         assert!(object::name(&o).starts_with("web-") && object::name(&o).len() == 9);
         assert_eq!(
-            prepare_create(
-                lookup("cm").unwrap(),
-                Some("other"),
-                cm(json!({})),
-                FieldValidation::Strict
-            )
-            .unwrap_err()
-            .code,
+            prepare_create(lookup("cm").unwrap(), Some("other"), cm(json!({})), FieldValidation::Strict)
+                .unwrap_err()
+                .code,
             400
         );
     }
@@ -405,44 +323,26 @@ mod tests {
         let d = lookup("deploy").unwrap();
         let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "default"},
             "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
-        let (mut cur, _) =
-            prepare_create(d, Some("default"), dep, FieldValidation::Strict).unwrap();
+        let (mut cur, _) = prepare_create(d, Some("default"), dep, FieldValidation::Strict).unwrap();
         object::set_resource_version(&mut cur, 5);
         let mut new = cur.clone();
         new["metadata"]["labels"] = json!({"x": "y"});
-        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
-            .unwrap()
-            .0
-        else {
+        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap().0 else {
             panic!()
         };
-        assert_eq!(
-            o["metadata"]["generation"], 1,
-            "metadata change keeps generation"
-        );
+        assert_eq!(o["metadata"]["generation"], 1, "metadata change keeps generation");
         new["spec"]["replicas"] = json!(4);
-        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
-            .unwrap()
-            .0
-        else {
+        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap().0 else {
             panic!()
         };
         assert_eq!(o["metadata"]["generation"], 2);
         new["status"] = json!({"replicas": 9});
-        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
-            .unwrap()
-            .0
-        else {
+        let Outcome::Put(o) = prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap().0 else {
             panic!()
         };
         assert!(o.get("status").is_none(), "main resource ignores status");
         new["metadata"]["resourceVersion"] = json!("4");
-        assert_eq!(
-            prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict)
-                .unwrap_err()
-                .code,
-            409
-        );
+        assert_eq!(prepare_update(d, &cur, new.clone(), None, FieldValidation::Strict).unwrap_err().code, 409);
         new["metadata"]["resourceVersion"] = json!("5");
         new["spec"]["selector"] = json!({"matchLabels": {"a": "b", "c": "d"}});
         new["spec"]["template"]["metadata"]["labels"] = json!({"a": "b", "c": "d"});
@@ -453,26 +353,19 @@ mod tests {
     #[test]
     fn finalizers_hold_deletion() {
         let r = lookup("cm").unwrap();
-        let (mut cur, _) =
-            prepare_create(r, Some("default"), cm(json!({})), FieldValidation::Strict).unwrap();
+        let (mut cur, _) = prepare_create(r, Some("default"), cm(json!({})), FieldValidation::Strict).unwrap();
         cur["metadata"]["finalizers"] = json!(["example.com/hold"]);
-        let Outcome::Put(deleting) = prepare_delete(r, &cur, &DeleteOptions::default()).unwrap()
-        else {
+        let Outcome::Put(deleting) = prepare_delete(r, &cur, &DeleteOptions::default()).unwrap() else {
             panic!("held")
         };
         assert!(object::is_deleting(&deleting));
         let mut released = deleting.clone();
         released["metadata"]["finalizers"] = json!([]);
         assert!(matches!(
-            prepare_update(r, &deleting, released, None, FieldValidation::Strict)
-                .unwrap()
-                .0,
+            prepare_update(r, &deleting, released, None, FieldValidation::Strict).unwrap().0,
             Outcome::Delete
         ));
-        let bad = DeleteOptions {
-            uid: Some("nope".into()),
-            resource_version: None,
-        };
+        let bad = DeleteOptions { uid: Some("nope".into()), resource_version: None };
         assert_eq!(prepare_delete(r, &cur, &bad).unwrap_err().code, 409);
     }
 
@@ -480,38 +373,20 @@ mod tests {
     fn patches() {
         let cur = json!({"a": 1, "b": {"c": 2}});
         assert_eq!(
-            apply_patch(
-                &cur,
-                "application/merge-patch+json",
-                &json!({"b": {"c": null, "d": 3}})
-            )
-            .unwrap(),
+            apply_patch(&cur, "application/merge-patch+json", &json!({"b": {"c": null, "d": 3}})).unwrap(),
             json!({"a": 1, "b": {"d": 3}})
         );
         assert_eq!(
-            apply_patch(
-                &cur,
-                "application/json-patch+json",
-                &json!([{"op": "replace", "path": "/a", "value": 5}])
-            )
-            .unwrap()["a"],
+            apply_patch(&cur, "application/json-patch+json", &json!([{"op": "replace", "path": "/a", "value": 5}]))
+                .unwrap()["a"],
             5
         );
         assert_eq!(
-            apply_patch(
-                &cur,
-                "application/json-patch+json",
-                &json!([{"op": "test", "path": "/a", "value": 9}])
-            )
-            .unwrap_err()
-            .code,
-            422
-        );
-        assert_eq!(
-            apply_patch(&cur, "application/strategic-merge-patch+json", &json!({}))
+            apply_patch(&cur, "application/json-patch+json", &json!([{"op": "test", "path": "/a", "value": 9}]))
                 .unwrap_err()
                 .code,
-            415
+            422
         );
+        assert_eq!(apply_patch(&cur, "application/strategic-merge-patch+json", &json!({})).unwrap_err().code, 415);
     }
 }

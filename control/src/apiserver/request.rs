@@ -30,32 +30,17 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
         _ => (false, rest),
     };
     let unknown = |plural: &str| {
-        let gv = if group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{group}/{version}")
-        };
-        ApiError::new(
-            404,
-            "NotFound",
-            format!("the server could not find the requested resource ({plural} in {gv})"),
-        )
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        ApiError::new(404, "NotFound", format!("the server could not find the requested resource ({plural} in {gv})"))
     };
-    let lookup =
-        |plural: &str| resources::by_path(group, version, plural).ok_or_else(|| unknown(plural));
+    let lookup = |plural: &str| resources::by_path(group, version, plural).ok_or_else(|| unknown(plural));
     let target = match rest {
         ["namespaces", ns, plural, tail @ ..]
             if resources::by_path(group, version, plural).is_some_and(|r| r.namespaced) =>
         {
             let res = lookup(plural)?;
             match tail {
-                [] => Target {
-                    res,
-                    namespace: Some(ns.to_string()),
-                    name: None,
-                    subresource: None,
-                    watch_path,
-                },
+                [] => Target { res, namespace: Some(ns.to_string()), name: None, subresource: None, watch_path },
                 [name] => Target {
                     res,
                     namespace: Some(ns.to_string()),
@@ -73,36 +58,19 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
                 _ => return Err(unknown(plural)),
             }
         }
-        [plural] => Target {
-            res: lookup(plural)?,
-            namespace: None,
-            name: None,
-            subresource: None,
-            watch_path,
-        },
+        [plural] => Target { res: lookup(plural)?, namespace: None, name: None, subresource: None, watch_path },
         [plural, name] => {
             let res = lookup(plural)?;
             if res.namespaced {
                 return Err(ApiError::new(
                     404,
                     "NotFound",
-                    format!(
-                        "{} is namespaced: use /namespaces/NAMESPACE/{plural}/{name}",
-                        res.kind
-                    ),
+                    format!("{} is namespaced: use /namespaces/NAMESPACE/{plural}/{name}", res.kind),
                 ));
             }
-            Target {
-                res,
-                namespace: None,
-                name: Some(name.to_string()),
-                subresource: None,
-                watch_path,
-            }
+            Target { res, namespace: None, name: Some(name.to_string()), subresource: None, watch_path }
         }
-        ["namespaces", _, other, ..]
-            if !matches!(*other, "status" | "finalize") || rest.len() > 3 =>
-        {
+        ["namespaces", _, other, ..] if !matches!(*other, "status" | "finalize") || rest.len() > 3 => {
             return Err(unknown(other));
         }
         [plural, name, sub] => {
@@ -119,19 +87,13 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
             }
         }
         _ => {
-            return Err(ApiError::new(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ));
+            return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
         }
     };
-    if let Some(n) = &target.namespace {
-        if let Some(e) = wasmorch_api::validation::dns1123_label_errors(n) {
-            return Err(ApiError::bad_request(format!(
-                "invalid namespace {n:?}: {e}"
-            )));
-        }
+    if let Some(n) = &target.namespace
+        && let Some(e) = wasmorch_api::validation::dns1123_label_errors(n)
+    {
+        return Err(ApiError::bad_request(format!("invalid namespace {n:?}: {e}")));
     }
     Ok(target)
 }
@@ -159,18 +121,16 @@ impl Params {
         match self.get("dryRun") {
             None => Ok(false),
             Some("All") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
-            ))),
+            Some(other) => {
+                Err(ApiError::bad_request(format!("dryRun: Unsupported value: {other:?}: supported values: \"All\"")))
+            }
         }
     }
     pub fn u64(&self, k: &str) -> Result<Option<u64>, ApiError> {
         self.get(k)
             .map(|v| {
                 v.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "{k}: invalid value {v:?}: must be a non-negative integer"
-                    ))
+                    ApiError::bad_request(format!("{k}: invalid value {v:?}: must be a non-negative integer"))
                 })
             })
             .transpose()
@@ -185,10 +145,7 @@ fn pct_decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                    16,
-                ) {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -210,12 +167,8 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
         return Err(ApiError::bad_request("the request body is empty"));
     }
     match ct.as_str() {
-        "application/yaml"
-        | "application/x-yaml"
-        | "text/yaml"
-        | "application/apply-patch+yaml" => {
-            let text = std::str::from_utf8(body)
-                .map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "application/apply-patch+yaml" => {
+            let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
             decode::yaml(text).map_err(ApiError::bad_request)
         }
         "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media_type(&ct)),
@@ -235,28 +188,16 @@ pub fn content_type(headers: &HeaderMap) -> String {
 
 /// Whether the client asked for a `meta.k8s.io` Table.
 pub fn wants_table(headers: &HeaderMap) -> bool {
-    accept(headers)
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
+    accept(headers).split(',').next().is_some_and(|first| first.contains("as=Table"))
 }
 
 pub fn accept(headers: &HeaderMap) -> String {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
 /// A JSON reply with warnings as `Warning` headers.
 pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
-    let mut resp = (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     for w in warnings {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
             resp.headers_mut().append(header::WARNING, v);
@@ -270,8 +211,7 @@ pub fn error_response(e: &ApiError) -> Response {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = json_response(code, &e.to_status(), &[]);
     if let Some(s) = e.retry_after_seconds {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     resp
 }
@@ -292,15 +232,8 @@ pub async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(ApiError::too_large(MAX_BODY))
-        }
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the request body: {e}"
-        ))),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(MAX_BODY)),
+        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
     }
 }
 
@@ -310,53 +243,27 @@ mod tests {
 
     #[test]
     fn paths() {
-        let t = parse_target(
-            "apps",
-            "v1",
-            &["namespaces", "default", "deployments", "web", "status"],
-        )
-        .unwrap();
+        let t = parse_target("apps", "v1", &["namespaces", "default", "deployments", "web", "status"]).unwrap();
         assert_eq!(
-            (
-                t.res.kind,
-                t.namespace.as_deref(),
-                t.name.as_deref(),
-                t.subresource.as_deref()
-            ),
+            (t.res.kind, t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()),
             ("Deployment", Some("default"), Some("web"), Some("status"))
         );
         let t = parse_target("", "v1", &["namespaces", "kube-system"]).unwrap();
-        assert_eq!(
-            (t.res.kind, t.name.as_deref()),
-            ("Namespace", Some("kube-system"))
-        );
+        assert_eq!((t.res.kind, t.name.as_deref()), ("Namespace", Some("kube-system")));
         let t = parse_target("", "v1", &["namespaces", "x", "finalize"]).unwrap();
-        assert_eq!(
-            (t.res.kind, t.subresource.as_deref()),
-            ("Namespace", Some("finalize"))
-        );
+        assert_eq!((t.res.kind, t.subresource.as_deref()), ("Namespace", Some("finalize")));
         let t = parse_target("", "v1", &["pods"]).unwrap();
         assert!(t.namespace.is_none() && t.name.is_none());
         let t = parse_target("", "v1", &["watch", "namespaces", "d", "pods"]).unwrap();
         assert!(t.watch_path);
         assert_eq!(parse_target("", "v1", &["widgets"]).unwrap_err().code, 404);
-        assert_eq!(
-            parse_target("", "v1", &["pods", "x"]).unwrap_err().code,
-            404
-        );
-        assert_eq!(
-            parse_target("", "v1", &["namespaces", "Bad_NS", "pods"])
-                .unwrap_err()
-                .code,
-            400
-        );
+        assert_eq!(parse_target("", "v1", &["pods", "x"]).unwrap_err().code, 404);
+        assert_eq!(parse_target("", "v1", &["namespaces", "Bad_NS", "pods"]).unwrap_err().code, 400);
     }
 
     #[test]
     fn query() {
-        let p = Params::parse(Some(
-            "labelSelector=app%3Dweb%2Ctier+in+(a)&watch=true&limit=5",
-        ));
+        let p = Params::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=true&limit=5"));
         assert_eq!(p.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(p.flag("watch"));
         assert_eq!(p.u64("limit").unwrap(), Some(5));

@@ -77,11 +77,7 @@ fn bookmark(res: &Resource, rev: u64, initial_end: bool) -> Value {
 pub fn respond(api: Api, req: WatchRequest) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
-        let mut enc = Encoder {
-            res: req.res,
-            table: req.table,
-            sent_columns: false,
-        };
+        let mut enc = Encoder { res: req.res, table: req.table, sent_columns: false };
 
         if let Err(e) = run(&api, &req, &mut enc, &tx).await {
             let _ = tx.send(Ok(enc.line("ERROR", &e.to_status()))).await;
@@ -113,27 +109,20 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
             let mut opts = req.opts.clone();
             opts.limit = 0;
             let list = api.list(req.res, req.namespace.as_deref(), &opts).await?;
-            let rev: u64 = list["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+            let rev: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
             for o in list["items"].as_array().into_iter().flatten() {
                 present.insert(key_of(o));
                 if !send(tx, enc.line("ADDED", o)).await {
                     return Ok(());
                 }
             }
-            if req.send_initial_events
-                && !send(tx, enc.line("BOOKMARK", &bookmark(req.res, rev, true))).await
-            {
+            if req.send_initial_events && !send(tx, enc.line("BOOKMARK", &bookmark(req.res, rev, true))).await {
                 return Ok(());
             }
             rev
         }
     };
-    let mut stream = api
-        .store
-        .watch(&req.res.key_prefix(req.namespace.as_deref()), after)?;
+    let mut stream = api.store.watch(&req.res.key_prefix(req.namespace.as_deref()), after)?;
     let mut ticker = tokio::time::interval(api.bookmark_interval);
     ticker.tick().await;
     loop {

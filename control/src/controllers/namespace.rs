@@ -10,13 +10,7 @@ use wasmorch_api::validation::FieldValidation;
 use wasmorch_api::{ApiError, object};
 
 fn target(res: &'static resources::Resource, ns: Option<&str>, name: &str) -> Target {
-    Target {
-        res,
-        namespace: ns.map(String::from),
-        name: Some(name.to_string()),
-        subresource: None,
-        watch_path: false,
-    }
+    Target { res, namespace: ns.map(String::from), name: Some(name.to_string()), subresource: None, watch_path: false }
 }
 
 /// What to do for a terminating namespace, given how many objects remain in it.
@@ -27,11 +21,7 @@ pub enum Step {
 }
 
 pub fn plan(remaining: usize) -> Step {
-    if remaining > 0 {
-        Step::DeleteContents
-    } else {
-        Step::Finalize
-    }
+    if remaining > 0 { Step::DeleteContents } else { Step::Finalize }
 }
 
 /// Reconcile one namespace. Returns whether it needs another pass.
@@ -53,14 +43,7 @@ pub async fn reconcile(api: &Api, name: &str) -> Result<bool, ApiError> {
             if object::is_deleting(o) {
                 continue;
             }
-            match api
-                .delete(
-                    &target(res, Some(name), object::name(o)),
-                    DeleteOptions::default(),
-                    false,
-                )
-                .await
-            {
+            match api.delete(&target(res, Some(name), object::name(o)), DeleteOptions::default(), false).await {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -87,10 +70,7 @@ pub async fn run(api: Api) {
     loop {
         let result = async {
             let list = api.list(ns_res, None, &ListOptions::default()).await?;
-            let rev: u64 = list["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
+            let rev: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
             let mut pending: Vec<String> = list["items"]
                 .as_array()
                 .into_iter()
@@ -107,11 +87,7 @@ pub async fn run(api: Api) {
                     }
                 }
                 pending = again;
-                let wait = if pending.is_empty() {
-                    Duration::from_secs(3600)
-                } else {
-                    Duration::from_millis(200)
-                };
+                let wait = if pending.is_empty() { Duration::from_secs(3600) } else { Duration::from_millis(200) };
                 tokio::select! {
                     ev = w.next() => {
                         let ev = ev?;
@@ -142,11 +118,7 @@ pub async fn run(api: Api) {
 
 impl Api {
     /// Clear a terminating namespace's `spec.finalizers` (the `finalize` subresource).
-    async fn store_patch_namespace_finalizers(
-        &self,
-        t: &Target,
-        patch: Value,
-    ) -> Result<(), ApiError> {
+    async fn store_patch_namespace_finalizers(&self, t: &Target, patch: Value) -> Result<(), ApiError> {
         let res = t.res;
         let key = res.key("", t.name.as_deref().unwrap_or(""));
         self.store

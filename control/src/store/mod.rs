@@ -31,6 +31,9 @@ pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("o
 pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// redb page cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// How many live events the feed buffers for a slow watcher before it must re-read history.
 const FEED_CAPACITY: usize = 8192;
 
@@ -125,7 +128,10 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> ApiError {
 impl Store {
     /// Open (or create) the store at `path` and start its writer thread.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
-        let db = Database::create(path)
+        // redb's default page cache is 1 GiB; an edge node has a fraction of that to spare.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| anyhow::anyhow!("opening store {}: {e}", path.display()))?;
         let (rev, compacted) = {
             let txn = db.begin_write()?;
@@ -141,23 +147,12 @@ impl Store {
             (rev, compacted)
         };
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let shared = Arc::new(Shared {
-            db,
-            rev: AtomicU64::new(rev),
-            compacted: AtomicU64::new(compacted),
-            feed,
-        });
+        let shared = Arc::new(Shared { db, rev: AtomicU64::new(rev), compacted: AtomicU64::new(compacted), feed });
         // Bounded: when the disk cannot keep up, callers wait here instead of growing memory.
         let (tx, rx) = mpsc::channel(4096);
         let s = shared.clone();
-        let handle = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer::run(s, rx))?;
-        Ok(Store {
-            shared,
-            ops: tx,
-            writer: Arc::new(std::sync::Mutex::new(Some(handle))),
-        })
+        let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer::run(s, rx))?;
+        Ok(Store { shared, ops: tx, writer: Arc::new(std::sync::Mutex::new(Some(handle))) })
     }
 
     /// Stop the writer after what is queued, and wait for it. Later writes fail with 503.
@@ -179,24 +174,13 @@ impl Store {
     }
 
     /// Apply `f` to the current object at `key`, durably. `dry_run` evaluates without writing.
-    pub async fn mutate(
-        &self,
-        key: String,
-        dry_run: bool,
-        f: MutateFn,
-    ) -> Result<Committed, ApiError> {
+    pub async fn mutate(&self, key: String, dry_run: bool, f: MutateFn) -> Result<Committed, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.ops
-            .send(Op::Mutate {
-                key,
-                f,
-                dry_run,
-                reply,
-            })
+            .send(Op::Mutate { key, f, dry_run, reply })
             .await
             .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the store writer stopped"))?
+        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
     }
 
     /// Remove history at or below `current - keep`. Returns the new compacted revision.
@@ -206,8 +190,7 @@ impl Store {
             .send(Op::Compact { keep, reply })
             .await
             .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the store writer stopped"))?
+        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
     }
 
     /// Read one object.
@@ -218,9 +201,7 @@ impl Store {
             let txn = shared.db.begin_read().map_err(storage_err)?;
             let t = txn.open_table(OBJECTS).map_err(storage_err)?;
             match t.get(key.as_str()).map_err(storage_err)? {
-                Some(v) => Ok(Some(
-                    serde_json::from_slice(v.value()).map_err(storage_err)?,
-                )),
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage_err)?)),
                 None => Ok(None),
             }
         })
@@ -304,11 +285,7 @@ impl Store {
                     let (k, v) = item.map_err(storage_err)?;
                     dst.insert(k.value(), v.value()).map_err(storage_err)?;
                 }
-                rev = src
-                    .get("rev")
-                    .map_err(storage_err)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
+                rev = src.get("rev").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
             }
             w.commit().map_err(storage_err)?;
             Ok(rev)
@@ -319,22 +296,16 @@ impl Store {
 
 /// Check that `path` is a readable wasmorch store (used before restoring from it).
 pub fn verify_snapshot(path: &Path) -> anyhow::Result<u64> {
-    let db = Database::open(path)
-        .map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
+    let db = Database::open(path).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
     let txn = db.begin_read()?;
-    let meta = txn
-        .open_table(META)
-        .map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
+    let meta =
+        txn.open_table(META).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
     let _ = txn.open_table(OBJECTS)?;
     Ok(meta.get("rev")?.map(|g| g.value()).unwrap_or(0))
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("store task: {e}")))?
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task: {e}")))?
 }
 
 #[cfg(test)]

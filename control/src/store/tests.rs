@@ -20,53 +20,25 @@ fn open() -> (tempfile::TempDir, Store) {
 }
 
 async fn next(w: &mut WatchStream) -> Arc<Event> {
-    tokio::time::timeout(Duration::from_secs(5), w.next())
-        .await
-        .expect("watch event in time")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("watch event in time").unwrap()
 }
 
 #[tokio::test]
 async fn revisions_are_monotonic_and_stamped() {
     let (_d, s) = open();
-    let a = s
-        .mutate(
-            "/core/configmaps/default/a".into(),
-            false,
-            create(json!({"metadata": {"name": "a"}})),
-        )
-        .await
-        .unwrap();
-    let b = s
-        .mutate(
-            "/core/configmaps/default/b".into(),
-            false,
-            create(json!({"metadata": {"name": "b"}})),
-        )
-        .await
-        .unwrap();
+    let a =
+        s.mutate("/core/configmaps/default/a".into(), false, create(json!({"metadata": {"name": "a"}}))).await.unwrap();
+    let b =
+        s.mutate("/core/configmaps/default/b".into(), false, create(json!({"metadata": {"name": "b"}}))).await.unwrap();
     assert_eq!(object_rev(&a.object), 1);
     assert_eq!(object_rev(&b.object), 2);
     assert_eq!(a.event, Some(EventType::Added));
-    let again = s
-        .mutate(
-            "/core/configmaps/default/a".into(),
-            false,
-            create(json!({})),
-        )
-        .await
-        .unwrap_err();
+    let again = s.mutate("/core/configmaps/default/a".into(), false, create(json!({}))).await.unwrap_err();
     assert_eq!(again.code, 409);
     assert_eq!(s.current_rev(), 2, "a rejected mutation takes no revision");
     // Writing the same object again changes nothing and takes no revision.
-    let same = s
-        .mutate(
-            "/core/configmaps/default/a".into(),
-            false,
-            put(json!({"metadata": {"name": "a"}})),
-        )
-        .await
-        .unwrap();
+    let same =
+        s.mutate("/core/configmaps/default/a".into(), false, put(json!({"metadata": {"name": "a"}}))).await.unwrap();
     assert_eq!(same.event, None);
     assert_eq!(s.current_rev(), 2);
     let stored = s.get("/core/configmaps/default/a").await.unwrap().unwrap();
@@ -80,14 +52,8 @@ fn object_rev(v: &Value) -> u64 {
 #[tokio::test]
 async fn dry_run_writes_nothing() {
     let (_d, s) = open();
-    let r = s
-        .mutate(
-            "/core/configmaps/default/a".into(),
-            true,
-            create(json!({"metadata": {"name": "a"}})),
-        )
-        .await
-        .unwrap();
+    let r =
+        s.mutate("/core/configmaps/default/a".into(), true, create(json!({"metadata": {"name": "a"}}))).await.unwrap();
     assert_eq!(r.event, None);
     assert!(s.get("/core/configmaps/default/a").await.unwrap().is_none());
     assert_eq!(s.current_rev(), 0);
@@ -97,47 +63,17 @@ async fn dry_run_writes_nothing() {
 async fn list_by_prefix_and_pages() {
     let (_d, s) = open();
     for n in ["a", "b", "c"] {
-        s.mutate(
-            format!("/core/configmaps/ns1/{n}"),
-            false,
-            put(json!({"n": n})),
-        )
-        .await
-        .unwrap();
+        s.mutate(format!("/core/configmaps/ns1/{n}"), false, put(json!({"n": n}))).await.unwrap();
     }
-    s.mutate(
-        "/core/configmaps/ns2/z".into(),
-        false,
-        put(json!({"n": "z"})),
-    )
-    .await
-    .unwrap();
-    s.mutate(
-        "/core/configmapsx/ns1/q".into(),
-        false,
-        put(json!({"n": "q"})),
-    )
-    .await
-    .unwrap();
+    s.mutate("/core/configmaps/ns2/z".into(), false, put(json!({"n": "z"}))).await.unwrap();
+    s.mutate("/core/configmapsx/ns1/q".into(), false, put(json!({"n": "q"}))).await.unwrap();
     let (all, rev, more) = s.list("/core/configmaps/", None, 0).await.unwrap();
     assert_eq!((all.len(), rev, more), (4, 5, false));
     let (page, _, more) = s.list("/core/configmaps/ns1/", None, 2).await.unwrap();
     assert_eq!(page.len(), 2);
     assert!(more);
-    let (rest, _, more) = s
-        .list(
-            "/core/configmaps/ns1/",
-            Some("/core/configmaps/ns1/b".into()),
-            2,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        rest.iter()
-            .map(|v| v["n"].as_str().unwrap())
-            .collect::<Vec<_>>(),
-        ["c"]
-    );
+    let (rest, _, more) = s.list("/core/configmaps/ns1/", Some("/core/configmaps/ns1/b".into()), 2).await.unwrap();
+    assert_eq!(rest.iter().map(|v| v["n"].as_str().unwrap()).collect::<Vec<_>>(), ["c"]);
     assert!(!more);
 }
 
@@ -148,13 +84,7 @@ async fn concurrent_writers_all_commit_with_unique_revisions() {
     for i in 0..200 {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            s.mutate(
-                format!("/core/configmaps/default/o{i}"),
-                false,
-                create(json!({"i": i})),
-            )
-            .await
-            .unwrap()
+            s.mutate(format!("/core/configmaps/default/o{i}"), false, create(json!({"i": i}))).await.unwrap()
         }));
     }
     let mut revs = Vec::new();
@@ -165,10 +95,7 @@ async fn concurrent_writers_all_commit_with_unique_revisions() {
     revs.dedup();
     assert_eq!(revs.len(), 200);
     assert_eq!(*revs.last().unwrap(), 200);
-    assert_eq!(
-        s.list("/core/configmaps/", None, 0).await.unwrap().0.len(),
-        200
-    );
+    assert_eq!(s.list("/core/configmaps/", None, 0).await.unwrap().0.len(), 200);
 }
 
 #[tokio::test]
@@ -176,13 +103,9 @@ async fn watch_resumes_in_order_without_gaps() {
     let (_d, s) = open();
     let key = "/core/configmaps/default/a".to_string();
     for i in 0..5 {
-        s.mutate(key.clone(), false, put(json!({"i": i})))
-            .await
-            .unwrap();
+        s.mutate(key.clone(), false, put(json!({"i": i}))).await.unwrap();
     }
-    s.mutate("/core/pods/default/p".into(), false, put(json!({})))
-        .await
-        .unwrap();
+    s.mutate("/core/pods/default/p".into(), false, put(json!({}))).await.unwrap();
     // Resume from revision 2: history gives 3,4,5; then live changes follow.
     let mut w = s.watch("/core/configmaps/", 2).unwrap();
     let writer = {
@@ -190,13 +113,9 @@ async fn watch_resumes_in_order_without_gaps() {
         let key = key.clone();
         tokio::spawn(async move {
             for i in 5..50 {
-                s.mutate(key.clone(), false, put(json!({"i": i})))
-                    .await
-                    .unwrap();
+                s.mutate(key.clone(), false, put(json!({"i": i}))).await.unwrap();
             }
-            s.mutate(key, false, Box::new(|_| Ok(Outcome::Delete)))
-                .await
-                .unwrap();
+            s.mutate(key, false, Box::new(|_| Ok(Outcome::Delete))).await.unwrap();
         })
     };
     let mut seen = Vec::new();
@@ -217,13 +136,7 @@ async fn watch_resumes_in_order_without_gaps() {
 async fn compaction_makes_old_revisions_gone() {
     let (_d, s) = open();
     for i in 0..10 {
-        s.mutate(
-            format!("/core/configmaps/default/o{i}"),
-            false,
-            put(json!({})),
-        )
-        .await
-        .unwrap();
+        s.mutate(format!("/core/configmaps/default/o{i}"), false, put(json!({}))).await.unwrap();
     }
     let c = s.compact(3).await.unwrap();
     assert_eq!(c, 7);
@@ -244,11 +157,7 @@ async fn lagging_watcher_falls_back_to_history() {
     let mut tasks = Vec::new();
     for i in 0..n {
         let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            s.mutate(format!("/k/{i}"), false, put(json!({})))
-                .await
-                .unwrap()
-        }));
+        tasks.push(tokio::spawn(async move { s.mutate(format!("/k/{i}"), false, put(json!({}))).await.unwrap() }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -265,36 +174,12 @@ async fn state_and_backup_survive_reopen() {
     let backup = dir.path().join("backup.redb");
     {
         let s = Store::open(&path).unwrap();
-        s.mutate(
-            "/core/configmaps/default/a".into(),
-            false,
-            put(json!({"v": 1})),
-        )
-        .await
-        .unwrap();
-        s.mutate(
-            "/core/configmaps/default/b".into(),
-            false,
-            put(json!({"v": 2})),
-        )
-        .await
-        .unwrap();
+        s.mutate("/core/configmaps/default/a".into(), false, put(json!({"v": 1}))).await.unwrap();
+        s.mutate("/core/configmaps/default/b".into(), false, put(json!({"v": 2}))).await.unwrap();
         assert_eq!(s.backup(&backup).await.unwrap(), 2);
-        s.mutate(
-            "/core/configmaps/default/c".into(),
-            false,
-            put(json!({"v": 3})),
-        )
-        .await
-        .unwrap();
+        s.mutate("/core/configmaps/default/c".into(), false, put(json!({"v": 3}))).await.unwrap();
         s.close().await;
-        assert_eq!(
-            s.mutate("/d".into(), false, put(json!({})))
-                .await
-                .unwrap_err()
-                .code,
-            503
-        );
+        assert_eq!(s.mutate("/d".into(), false, put(json!({}))).await.unwrap_err().code, 503);
     }
     let s = Store::open(&path).unwrap();
     assert_eq!(s.current_rev(), 3);
@@ -310,10 +195,7 @@ async fn state_and_backup_survive_reopen() {
 #[tokio::test]
 async fn panicking_mutation_fails_alone() {
     let (_d, s) = open();
-    let e = s
-        .mutate("/x".into(), false, Box::new(|_| panic!("boom")))
-        .await
-        .unwrap_err();
+    let e = s.mutate("/x".into(), false, Box::new(|_| panic!("boom"))).await.unwrap_err();
     assert_eq!(e.code, 500);
     s.mutate("/y".into(), false, put(json!({}))).await.unwrap();
     assert_eq!(s.current_rev(), 1);

@@ -36,14 +36,7 @@ impl WatchStream {
         if after < compacted {
             return Err(gone(after, compacted));
         }
-        Ok(WatchStream {
-            shared,
-            prefix,
-            last: after,
-            rx,
-            pending: VecDeque::new(),
-            caught_up: false,
-        })
+        Ok(WatchStream { shared, prefix, last: after, rx, pending: VecDeque::new(), caught_up: false })
     }
 
     /// The highest revision this stream has passed (delivered or filtered out).
@@ -82,33 +75,28 @@ impl WatchStream {
     async fn read_history(&mut self) -> Result<(), ApiError> {
         let shared = self.shared.clone();
         let after = self.last;
-        let (records, compacted) =
-            tokio::task::spawn_blocking(move || -> Result<(Vec<Event>, u64), ApiError> {
-                let txn = shared.db.begin_read().map_err(storage_err)?;
-                let compacted = txn
-                    .open_table(META)
-                    .map_err(storage_err)?
-                    .get("compacted")
-                    .map_err(storage_err)?
-                    .map(|g| g.value())
-                    .unwrap_or(0);
-                if after < compacted {
-                    return Ok((Vec::new(), compacted));
-                }
-                let t = txn.open_table(HISTORY).map_err(storage_err)?;
-                let mut out = Vec::new();
-                for item in t
-                    .range(after + 1..)
-                    .map_err(storage_err)?
-                    .take(HISTORY_PAGE)
-                {
-                    let (_, v) = item.map_err(storage_err)?;
-                    out.push(serde_json::from_slice(v.value()).map_err(storage_err)?);
-                }
-                Ok((out, 0))
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("watch task: {e}")))??;
+        let (records, compacted) = tokio::task::spawn_blocking(move || -> Result<(Vec<Event>, u64), ApiError> {
+            let txn = shared.db.begin_read().map_err(storage_err)?;
+            let compacted = txn
+                .open_table(META)
+                .map_err(storage_err)?
+                .get("compacted")
+                .map_err(storage_err)?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            if after < compacted {
+                return Ok((Vec::new(), compacted));
+            }
+            let t = txn.open_table(HISTORY).map_err(storage_err)?;
+            let mut out = Vec::new();
+            for item in t.range(after + 1..).map_err(storage_err)?.take(HISTORY_PAGE) {
+                let (_, v) = item.map_err(storage_err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(storage_err)?);
+            }
+            Ok((out, 0))
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("watch task: {e}")))??;
         if compacted > 0 {
             return Err(gone(after, compacted));
         }

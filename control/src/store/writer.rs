@@ -4,9 +4,7 @@
 //! matters (~200 µs here). Taking everything queued at wake-up into one transaction turns
 //! N concurrent writes into one fsync; a lone writer still commits at once (no timer).
 
-use super::{
-    Committed, Event, EventType, HISTORY, META, OBJECTS, Op, Outcome, Shared, storage_err,
-};
+use super::{Committed, Event, EventType, HISTORY, META, OBJECTS, Op, Outcome, Shared, storage_err};
 use redb::{ReadableTable, WriteTransaction};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -20,14 +18,8 @@ const MAX_BATCH: usize = 512;
 const COMPACT_STEP: u64 = 20_000;
 
 enum Reply {
-    Mutate(
-        oneshot::Sender<Result<Committed, ApiError>>,
-        Result<Committed, ApiError>,
-    ),
-    Compact(
-        oneshot::Sender<Result<u64, ApiError>>,
-        Result<u64, ApiError>,
-    ),
+    Mutate(oneshot::Sender<Result<Committed, ApiError>>, Result<Committed, ApiError>),
+    Compact(oneshot::Sender<Result<u64, ApiError>>, Result<u64, ApiError>),
 }
 
 pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
@@ -69,12 +61,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>) {
     };
     for op in batch {
         match op {
-            Op::Mutate {
-                key,
-                f,
-                dry_run,
-                reply,
-            } => {
+            Op::Mutate { key, f, dry_run, reply } => {
                 let res = apply_one(&txn, &key, f, dry_run, rev + 1);
                 if let Ok((_, Some(ev))) = &res {
                     rev += 1;
@@ -94,10 +81,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>) {
     }
     let commit = (|| -> Result<(), ApiError> {
         if rev != start_rev {
-            txn.open_table(META)
-                .map_err(storage_err)?
-                .insert("rev", rev)
-                .map_err(storage_err)?;
+            txn.open_table(META).map_err(storage_err)?.insert("rev", rev).map_err(storage_err)?;
         }
         txn.commit().map_err(storage_err)
     })();
@@ -159,20 +143,10 @@ fn apply_one(
             if let Some(cur) = &current {
                 object::set_resource_version(&mut new, object::resource_version(cur));
                 if &new == cur {
-                    return Ok((
-                        Committed {
-                            object: new,
-                            event: None,
-                        },
-                        None,
-                    ));
+                    return Ok((Committed { object: new, event: None }, None));
                 }
             }
-            let kind = if current.is_some() {
-                EventType::Modified
-            } else {
-                EventType::Added
-            };
+            let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
             (kind, new)
         }
         Outcome::Delete => match current {
@@ -181,60 +155,40 @@ fn apply_one(
         },
     };
     if dry_run {
-        return Ok((
-            Committed {
-                object,
-                event: None,
-            },
-            None,
-        ));
+        return Ok((Committed { object, event: None }, None));
     }
     object::set_resource_version(&mut object, rev);
+    // Serialize the object once: the same bytes go to the objects table and, wrapped, to history.
+    let bytes = serde_json::to_vec(&object).map_err(storage_err)?;
     match kind {
         EventType::Deleted => {
             objects.remove(key).map_err(storage_err)?;
         }
         _ => {
-            let bytes = serde_json::to_vec(&object).map_err(storage_err)?;
             objects.insert(key, bytes.as_slice()).map_err(storage_err)?;
         }
     }
-    let ev = Event {
-        rev,
-        kind,
-        key: key.to_string(),
-        object: object.clone(),
-    };
-    let record = serde_json::to_vec(&ev).map_err(storage_err)?;
-    txn.open_table(HISTORY)
-        .map_err(storage_err)?
-        .insert(rev, record.as_slice())
-        .map_err(storage_err)?;
-    Ok((
-        Committed {
-            object,
-            event: Some(kind),
-        },
-        Some(ev),
-    ))
+    let head = serde_json::json!({"rev": rev, "type": kind, "key": key}).to_string();
+    let mut record = Vec::with_capacity(head.len() + bytes.len() + 12);
+    record.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    record.extend_from_slice(b",\"object\":");
+    record.extend_from_slice(&bytes);
+    record.push(b'}');
+    txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, record.as_slice()).map_err(storage_err)?;
+    let ev = Event { rev, kind, key: key.to_string(), object: object.clone() };
+    Ok((Committed { object, event: Some(kind) }, Some(ev)))
 }
 
 /// Remove history records up to `upto` (bounded per step). Returns the new compacted revision.
 fn compact(txn: &WriteTransaction, upto: u64) -> Result<u64, ApiError> {
     let mut meta = txn.open_table(META).map_err(storage_err)?;
-    let old = meta
-        .get("compacted")
-        .map_err(storage_err)?
-        .map(|g| g.value())
-        .unwrap_or(0);
+    let old = meta.get("compacted").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
     if upto <= old {
         return Ok(old);
     }
     let upto = upto.min(old + COMPACT_STEP);
     let mut history = txn.open_table(HISTORY).map_err(storage_err)?;
-    history
-        .retain_in(..=upto, |_, _| false)
-        .map_err(storage_err)?;
+    history.retain_in(..=upto, |_, _| false).map_err(storage_err)?;
     meta.insert("compacted", upto).map_err(storage_err)?;
     Ok(upto)
 }

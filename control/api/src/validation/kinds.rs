@@ -23,21 +23,17 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
             selector_and_template(&spec, "spec", c);
             let policies: &[&str] = &["Always"];
             validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", policies, c);
-            if kind == Deployment {
-                if let Some(t) = object::str_at(&spec, "strategy.type") {
-                    if !["RollingUpdate", "Recreate"].contains(&t) {
-                        c.not_supported("spec.strategy.type", t, &["Recreate", "RollingUpdate"]);
-                    }
-                    if t == "Recreate"
-                        && spec["strategy"]
-                            .get("rollingUpdate")
-                            .is_some_and(|v| !v.is_null())
-                    {
-                        c.forbidden(
-                            "spec.strategy.rollingUpdate",
-                            "may not be specified when strategy `type` is 'Recreate'",
-                        );
-                    }
+            if kind == Deployment
+                && let Some(t) = object::str_at(&spec, "strategy.type")
+            {
+                if !["RollingUpdate", "Recreate"].contains(&t) {
+                    c.not_supported("spec.strategy.type", t, &["Recreate", "RollingUpdate"]);
+                }
+                if t == "Recreate" && spec["strategy"].get("rollingUpdate").is_some_and(|v| !v.is_null()) {
+                    c.forbidden(
+                        "spec.strategy.rollingUpdate",
+                        "may not be specified when strategy `type` is 'Recreate'",
+                    );
                 }
             }
         }
@@ -51,10 +47,10 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
                     }
                 }
             }
-            if let Some(p) = spec.get("concurrencyPolicy").and_then(Value::as_str) {
-                if !["Allow", "Forbid", "Replace"].contains(&p) {
-                    c.not_supported("spec.concurrencyPolicy", p, &["Allow", "Forbid", "Replace"]);
-                }
+            if let Some(p) = spec.get("concurrencyPolicy").and_then(Value::as_str)
+                && !["Allow", "Forbid", "Replace"].contains(&p)
+            {
+                c.not_supported("spec.concurrencyPolicy", p, &["Allow", "Forbid", "Replace"]);
             }
             non_negative(&spec, "spec", "successfulJobsHistoryLimit", c);
             non_negative(&spec, "spec", "failedJobsHistoryLimit", c);
@@ -63,10 +59,7 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         Service => validate_service(&spec, c),
         ConfigMap | Secret => validate_config_data(kind, obj, c),
         Event => {
-            if obj
-                .get("involvedObject")
-                .is_none_or(|v| v.get("name").is_none() && v.get("kind").is_none())
-            {
+            if obj.get("involvedObject").is_none_or(|v| v.get("name").is_none() && v.get("kind").is_none()) {
                 c.required("involvedObject");
             }
         }
@@ -75,27 +68,17 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
 }
 
 fn non_negative(v: &Value, path: &str, field: &str, c: &mut Causes) {
-    if let Some(n) = v.get(field).and_then(Value::as_i64) {
-        if n < 0 {
-            c.invalid(
-                format!("{path}.{field}"),
-                n,
-                "must be greater than or equal to 0",
-            );
-        }
+    if let Some(n) = v.get(field).and_then(Value::as_i64)
+        && n < 0
+    {
+        c.invalid(format!("{path}.{field}"), n, "must be greater than or equal to 0");
     }
 }
 
 fn selector_and_template(spec: &Value, path: &str, c: &mut Causes) {
     let sel = spec.get("selector").cloned().unwrap_or(Value::Null);
-    let has_terms = sel
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .is_some_and(|m| !m.is_empty())
-        || sel
-            .get("matchExpressions")
-            .and_then(Value::as_array)
-            .is_some_and(|m| !m.is_empty());
+    let has_terms = sel.get("matchLabels").and_then(Value::as_object).is_some_and(|m| !m.is_empty())
+        || sel.get("matchExpressions").and_then(Value::as_array).is_some_and(|m| !m.is_empty());
     if !has_terms {
         c.0.push(Cause::new(
             "FieldValueInvalid",
@@ -120,62 +103,31 @@ fn selector_and_template(spec: &Value, path: &str, c: &mut Causes) {
 }
 
 fn validate_job_spec(spec: &Value, path: &str, c: &mut Causes) {
-    for f in [
-        "parallelism",
-        "completions",
-        "backoffLimit",
-        "activeDeadlineSeconds",
-        "ttlSecondsAfterFinished",
-    ] {
+    for f in ["parallelism", "completions", "backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"] {
         non_negative(spec, path, f, c);
     }
     if spec.get("activeDeadlineSeconds").and_then(Value::as_i64) == Some(0) {
-        c.invalid(
-            format!("{path}.activeDeadlineSeconds"),
-            0,
-            "must be greater than 0",
-        );
+        c.invalid(format!("{path}.activeDeadlineSeconds"), 0, "must be greater than 0");
     }
-    if let Some(sel) = spec.get("selector").filter(|s| !s.is_null()) {
-        if let Err(e) = LabelSelector::from_object(sel) {
-            c.invalid(format!("{path}.selector"), "", e.to_string());
-        }
+    if let Some(sel) = spec.get("selector").filter(|s| !s.is_null())
+        && let Err(e) = LabelSelector::from_object(sel)
+    {
+        c.invalid(format!("{path}.selector"), "", e.to_string());
     }
-    validate_pod_spec(
-        &spec["template"]["spec"],
-        &format!("{path}.template.spec"),
-        JOB_POLICIES,
-        c,
-    );
+    validate_pod_spec(&spec["template"]["spec"], &format!("{path}.template.spec"), JOB_POLICIES, c);
 }
 
 fn validate_service(spec: &Value, c: &mut Causes) {
-    let ty = spec
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP");
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
     if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty) {
-        c.not_supported(
-            "spec.type",
-            ty,
-            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
-        );
+        c.not_supported("spec.type", ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]);
     }
-    let ports = spec
-        .get("ports")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let ports = spec.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     if ports.is_empty() && ty != "ExternalName" && !headless {
         c.required("spec.ports");
     }
-    if ty == "ExternalName"
-        && spec
-            .get("externalName")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-    {
+    if ty == "ExternalName" && spec.get("externalName").and_then(Value::as_str).is_none_or(str::is_empty) {
         c.required("spec.externalName");
     }
     let mut names = std::collections::BTreeSet::new();
@@ -193,51 +145,43 @@ fn validate_service(spec: &Value, c: &mut Causes) {
         }
         let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
         if !(1..=65535).contains(&port) {
-            c.invalid(
-                format!("{pp}.port"),
-                port,
-                "must be between 1 and 65535, inclusive",
-            );
+            c.invalid(format!("{pp}.port"), port, "must be between 1 and 65535, inclusive");
         }
         if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
             if ty == "ClusterIP" {
-                c.forbidden(
-                    format!("{pp}.nodePort"),
-                    "may not be used when `type` is 'ClusterIP'",
-                );
+                c.forbidden(format!("{pp}.nodePort"), "may not be used when `type` is 'ClusterIP'");
             } else if !(30000..=32767).contains(&np) {
-                c.invalid(format!("{pp}.nodePort"), np, "provided port is not in the valid range. The range of valid ports is 30000-32767");
+                c.invalid(
+                    format!("{pp}.nodePort"),
+                    np,
+                    "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                );
             }
         }
         match p.get("targetPort") {
-            Some(Value::Number(n)) if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) => c.invalid(
-                format!("{pp}.targetPort"),
-                n,
-                "must be between 1 and 65535, inclusive",
-            ),
+            Some(Value::Number(n)) if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) => {
+                c.invalid(format!("{pp}.targetPort"), n, "must be between 1 and 65535, inclusive")
+            }
             Some(Value::String(s)) => c.syntax(format!("{pp}.targetPort"), s, port_name_errors),
             _ => {}
         }
-        if let Some(proto) = p.get("protocol").and_then(Value::as_str) {
-            if !["TCP", "UDP", "SCTP"].contains(&proto) {
-                c.not_supported(format!("{pp}.protocol"), proto, &["SCTP", "TCP", "UDP"]);
-            }
+        if let Some(proto) = p.get("protocol").and_then(Value::as_str)
+            && !["TCP", "UDP", "SCTP"].contains(&proto)
+        {
+            c.not_supported(format!("{pp}.protocol"), proto, &["SCTP", "TCP", "UDP"]);
         }
     }
-    if let Some(a) = spec.get("sessionAffinity").and_then(Value::as_str) {
-        if !["None", "ClientIP"].contains(&a) {
-            c.not_supported("spec.sessionAffinity", a, &["ClientIP", "None"]);
-        }
+    if let Some(a) = spec.get("sessionAffinity").and_then(Value::as_str)
+        && !["None", "ClientIP"].contains(&a)
+    {
+        c.not_supported("spec.sessionAffinity", a, &["ClientIP", "None"]);
     }
 }
 
 fn validate_config_data(kind: ResourceKind, obj: &Value, c: &mut Causes) {
     let mut total = 0usize;
-    let sections: &[&str] = if kind == ResourceKind::Secret {
-        &["data", "stringData"]
-    } else {
-        &["data", "binaryData"]
-    };
+    let sections: &[&str] =
+        if kind == ResourceKind::Secret { &["data", "stringData"] } else { &["data", "binaryData"] };
     let mut seen = std::collections::BTreeSet::new();
     for s in sections {
         for (k, v) in obj.get(*s).and_then(Value::as_object).into_iter().flatten() {
@@ -249,11 +193,7 @@ fn validate_config_data(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         }
     }
     if total > 1024 * 1024 {
-        c.0.push(Cause::new(
-            "FieldValueTooLong",
-            "data",
-            "Too long: must have at most 1048576 bytes",
-        ));
+        c.0.push(Cause::new("FieldValueTooLong", "data", "Too long: must have at most 1048576 bytes"));
     }
 }
 
@@ -266,17 +206,13 @@ pub fn check_cron(s: &str) -> Result<(), String> {
         .map_or(s, |rest| rest.split_once(' ').map_or("", |x| x.1));
     if s.starts_with('@') {
         return match s {
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
-            | "@hourly" => Ok(()),
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly" => Ok(()),
             _ => Err(format!("unrecognized descriptor: {s}")),
         };
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
     if fields.len() != 5 {
-        return Err(format!(
-            "expected exactly 5 fields, found {}: {s}",
-            fields.len()
-        ));
+        return Err(format!("expected exactly 5 fields, found {}: {s}", fields.len()));
     }
     let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)];
     for (f, (lo, hi)) in fields.iter().zip(ranges) {
@@ -285,10 +221,10 @@ pub fn check_cron(s: &str) -> Result<(), String> {
                 Some((b, st)) => (b, Some(st)),
                 None => (part, None),
             };
-            if let Some(st) = step {
-                if st.parse::<u32>().map_or(true, |n| n == 0) {
-                    return Err(format!("invalid step in {part:?}"));
-                }
+            if let Some(st) = step
+                && st.parse::<u32>().map_or(true, |n| n == 0)
+            {
+                return Err(format!("invalid step in {part:?}"));
             }
             if base == "*" || base == "?" {
                 continue;

@@ -18,9 +18,7 @@ pub use names::*;
 use crate::error::{ApiError, Cause};
 use crate::object;
 use crate::resources::{Resource, ResourceKind};
-use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-};
+use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core};
 use serde_json::Value;
 
 /// The `fieldValidation` query parameter.
@@ -53,12 +51,7 @@ impl Causes {
     pub fn required(&mut self, field: impl Into<String>) {
         self.0.push(Cause::required(field));
     }
-    pub fn invalid(
-        &mut self,
-        field: impl Into<String>,
-        value: impl std::fmt::Display,
-        why: impl AsRef<str>,
-    ) {
+    pub fn invalid(&mut self, field: impl Into<String>, value: impl std::fmt::Display, why: impl AsRef<str>) {
         self.0.push(Cause::invalid(field, value, why.as_ref()));
     }
     pub fn not_supported(&mut self, field: impl Into<String>, value: &str, allowed: &[&str]) {
@@ -66,25 +59,14 @@ impl Causes {
         self.0.push(Cause::new(
             "FieldValueNotSupported",
             field,
-            format!(
-                "Unsupported value: \"{value}\": supported values: {}",
-                list.join(", ")
-            ),
+            format!("Unsupported value: \"{value}\": supported values: {}", list.join(", ")),
         ));
     }
     pub fn duplicate(&mut self, field: impl Into<String>, value: &str) {
-        self.0.push(Cause::new(
-            "FieldValueDuplicate",
-            field,
-            format!("Duplicate value: \"{value}\""),
-        ));
+        self.0.push(Cause::new("FieldValueDuplicate", field, format!("Duplicate value: \"{value}\"")));
     }
     pub fn forbidden(&mut self, field: impl Into<String>, why: impl Into<String>) {
-        self.0.push(Cause::new(
-            "FieldValueForbidden",
-            field,
-            format!("Forbidden: {}", why.into()),
-        ));
+        self.0.push(Cause::new("FieldValueForbidden", field, format!("Forbidden: {}", why.into())));
     }
     /// Check `s` with a syntax function from [`names`]; records an Invalid cause.
     pub fn syntax(&mut self, field: impl Into<String>, s: &str, check: fn(&str) -> Option<String>) {
@@ -96,15 +78,9 @@ impl Causes {
 
 /// Validate an object about to be created or updated as `res`.
 /// Returns warnings (unknown fields under `Warn`); any rejection is an [`ApiError`] and nothing is stored.
-pub fn validate(
-    res: &Resource,
-    obj: &Value,
-    mode: FieldValidation,
-) -> Result<Vec<String>, ApiError> {
+pub fn validate(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request(
-            "the body must be a JSON or YAML object",
-        ));
+        return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -116,23 +92,17 @@ pub fn validate(
         )));
     }
     let name = object::name(obj).to_string();
-    let round_trip = typed_round_trip(res.kind_id, obj)
-        .map_err(|c| ApiError::invalid(res.group, res.kind, &name, vec![c]))?;
+    let round_trip =
+        typed_round_trip(res.kind_id, obj).map_err(|c| ApiError::invalid(res.group, res.kind, &name, vec![c]))?;
 
     let mut warnings = Vec::new();
     if mode != FieldValidation::Ignore {
         let mut unknown = Vec::new();
         unknown_fields(obj, &round_trip, "", &mut unknown);
         if !unknown.is_empty() {
-            let msgs: Vec<String> = unknown
-                .iter()
-                .map(|p| format!("unknown field \"{p}\""))
-                .collect();
+            let msgs: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
             if mode == FieldValidation::Strict {
-                return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    msgs.join(", ")
-                )));
+                return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
             }
             warnings = msgs;
         }
@@ -141,11 +111,7 @@ pub fn validate(
     let mut causes = Causes::default();
     validate_metadata(res, obj, &mut causes);
     kinds::validate_kind(res.kind_id, obj, &mut causes);
-    if causes.0.is_empty() {
-        Ok(warnings)
-    } else {
-        Err(ApiError::invalid(res.group, res.kind, &name, causes.0))
-    }
+    if causes.0.is_empty() { Ok(warnings) } else { Err(ApiError::invalid(res.group, res.kind, &name, causes.0)) }
 }
 
 /// Deserialize into the kind's typed struct and serialize back. A failure names the field.
@@ -154,10 +120,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         ($t:ty) => {
             serde_path_to_error::deserialize::<_, $t>(obj)
                 .map_err(schema_cause)
-                .and_then(|t| {
-                    serde_json::to_value(&t)
-                        .map_err(|e| Cause::new("FieldValueInvalid", "", e.to_string()))
-                })
+                .and_then(|t| serde_json::to_value(&t).map_err(|e| Cause::new("FieldValueInvalid", "", e.to_string())))
         };
     }
     use ResourceKind::*;
@@ -186,18 +149,10 @@ fn schema_cause(e: serde_path_to_error::Error<serde_json::Error>) -> Cause {
     let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let field = rest.trim_end_matches('`');
-        let full = if path.is_empty() {
-            field.to_string()
-        } else {
-            format!("{path}.{field}")
-        };
+        let full = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
         return Cause::required(full);
     }
-    Cause::new(
-        "FieldValueTypeInvalid",
-        path,
-        format!("Invalid value: {msg}"),
-    )
+    Cause::new("FieldValueTypeInvalid", path, format!("Invalid value: {msg}"))
 }
 
 /// Fields present (non-null) in `input` but absent from the typed round trip.
@@ -208,11 +163,7 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
                 if v.is_null() {
                     continue;
                 }
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 match b.get(k) {
                     Some(tv) => unknown_fields(v, tv, &p, out),
                     None => out.push(p),
@@ -231,10 +182,7 @@ fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String
 fn validate_metadata(res: &Resource, obj: &Value, c: &mut Causes) {
     let meta = object::meta(obj);
     let name = object::name(obj);
-    let generate = meta
-        .get("generateName")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let generate = meta.get("generateName").and_then(Value::as_str).unwrap_or("");
     if name.is_empty() {
         if generate.is_empty() {
             c.0.push(Cause::new(
@@ -271,10 +219,7 @@ fn validate_metadata(res: &Resource, obj: &Value, c: &mut Causes) {
         }
     }
     if !res.namespaced && !object::namespace(obj).is_empty() {
-        c.forbidden(
-            "metadata.namespace",
-            format!("{} is cluster-scoped and has no namespace", res.kind),
-        );
+        c.forbidden("metadata.namespace", format!("{} is cluster-scoped and has no namespace", res.kind));
     }
 }
 

@@ -6,20 +6,12 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 fn arr(v: &Value, key: &str) -> Vec<Value> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+    v.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
 /// Validate a pod spec at `path` (`spec` or `spec.template.spec`).
 /// `restart_policies` restricts `restartPolicy` (Jobs allow only OnFailure/Never).
-pub(crate) fn validate_pod_spec(
-    spec: &Value,
-    path: &str,
-    restart_policies: &[&str],
-    c: &mut Causes,
-) {
+pub(crate) fn validate_pod_spec(spec: &Value, path: &str, restart_policies: &[&str], c: &mut Causes) {
     let containers = arr(spec, "containers");
     if containers.is_empty() {
         c.required(format!("{path}.containers"));
@@ -27,10 +19,10 @@ pub(crate) fn validate_pod_spec(
     let volumes: BTreeSet<String> = arr(spec, "volumes")
         .iter()
         .enumerate()
-        .filter_map(|(i, v)| {
+        .map(|(i, v)| {
             let n = v.get("name").and_then(Value::as_str).unwrap_or("");
             c.syntax(format!("{path}.volumes[{i}].name"), n, dns1123_label_errors);
-            Some(n.to_string())
+            n.to_string()
         })
         .collect();
     if volumes.len() != arr(spec, "volumes").len() {
@@ -41,10 +33,7 @@ pub(crate) fn validate_pod_spec(
         ));
     }
     let mut names = BTreeSet::new();
-    for (field, list) in [
-        ("initContainers", arr(spec, "initContainers")),
-        ("containers", containers),
-    ] {
+    for (field, list) in [("initContainers", arr(spec, "initContainers")), ("containers", containers)] {
         for (i, ct) in list.iter().enumerate() {
             let p = format!("{path}.{field}[{i}]");
             let name = ct.get("name").and_then(Value::as_str).unwrap_or("");
@@ -65,32 +54,17 @@ pub(crate) fn validate_pod_spec(
             format!("{path}.restartPolicy"),
             format!(
                 "Required value: valid values: {}",
-                restart_policies
-                    .iter()
-                    .map(|r| format!("\"{r}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                restart_policies.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(", ")
             ),
         ));
     }
-    if let Some(g) = spec
-        .get("terminationGracePeriodSeconds")
-        .and_then(Value::as_i64)
+    if let Some(g) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
+        && g < 0
     {
-        if g < 0 {
-            c.invalid(
-                format!("{path}.terminationGracePeriodSeconds"),
-                g,
-                "must be greater than or equal to 0",
-            );
-        }
+        c.invalid(format!("{path}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0");
     }
     for (k, v) in crate::object::string_map(spec.get("nodeSelector")) {
-        c.syntax(
-            format!("{path}.nodeSelector"),
-            &k,
-            super::qualified_name_errors,
-        );
+        c.syntax(format!("{path}.nodeSelector"), &k, super::qualified_name_errors);
         if let Some(e) = super::label_value_errors(&v) {
             c.invalid(format!("{path}.nodeSelector[{k}]"), format!("\"{v}\""), e);
         }
@@ -98,26 +72,15 @@ pub(crate) fn validate_pod_spec(
 }
 
 fn validate_container(ct: &Value, p: &str, volumes: &BTreeSet<String>, c: &mut Causes) {
-    if ct
-        .get("image")
-        .and_then(Value::as_str)
-        .is_none_or(|s| s.trim().is_empty())
-    {
+    if ct.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
         c.required(format!("{p}.image"));
     }
     let mut port_names = BTreeSet::new();
     for (j, port) in arr(ct, "ports").iter().enumerate() {
         let pp = format!("{p}.ports[{j}]");
-        let n = port
-            .get("containerPort")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
+        let n = port.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
         if !(1..=65535).contains(&n) {
-            c.invalid(
-                format!("{pp}.containerPort"),
-                n,
-                "must be between 1 and 65535, inclusive",
-            );
+            c.invalid(format!("{pp}.containerPort"), n, "must be between 1 and 65535, inclusive");
         }
         if let Some(name) = port.get("name").and_then(Value::as_str) {
             c.syntax(format!("{pp}.name"), name, port_name_errors);
@@ -125,37 +88,40 @@ fn validate_container(ct: &Value, p: &str, volumes: &BTreeSet<String>, c: &mut C
                 c.duplicate(format!("{pp}.name"), name);
             }
         }
-        if let Some(proto) = port.get("protocol").and_then(Value::as_str) {
-            if !["TCP", "UDP", "SCTP"].contains(&proto) {
-                c.not_supported(format!("{pp}.protocol"), proto, &["SCTP", "TCP", "UDP"]);
-            }
+        if let Some(proto) = port.get("protocol").and_then(Value::as_str)
+            && !["TCP", "UDP", "SCTP"].contains(&proto)
+        {
+            c.not_supported(format!("{pp}.protocol"), proto, &["SCTP", "TCP", "UDP"]);
         }
     }
     let res = ct.get("resources").cloned().unwrap_or(Value::Null);
     for section in ["requests", "limits"] {
         if let Some(m) = res.get(section).and_then(Value::as_object) {
             for (k, v) in m {
-                let s = v
-                    .as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| v.to_string());
+                let s = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
                 match quantity::parse(&s) {
-                    None => c.invalid(format!("{p}.resources.{section}[{k}]"), format!("\"{s}\""), "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
-                    Some(q) if q < 0.0 => c.invalid(format!("{p}.resources.{section}[{k}]"), format!("\"{s}\""), "must be greater than or equal to 0"),
+                    None => c.invalid(
+                        format!("{p}.resources.{section}[{k}]"),
+                        format!("\"{s}\""),
+                        "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                    ),
+                    Some(q) if q < 0.0 => c.invalid(
+                        format!("{p}.resources.{section}[{k}]"),
+                        format!("\"{s}\""),
+                        "must be greater than or equal to 0",
+                    ),
                     Some(_) => {}
                 }
             }
         }
     }
-    if let (Some(req), Some(lim)) = (
-        res.get("requests").and_then(Value::as_object),
-        res.get("limits").and_then(Value::as_object),
-    ) {
+    if let (Some(req), Some(lim)) =
+        (res.get("requests").and_then(Value::as_object), res.get("limits").and_then(Value::as_object))
+    {
         for (k, r) in req {
-            let (Some(r), Some(l)) = (
-                r.as_str().and_then(quantity::parse),
-                lim.get(k).and_then(Value::as_str).and_then(quantity::parse),
-            ) else {
+            let (Some(r), Some(l)) =
+                (r.as_str().and_then(quantity::parse), lim.get(k).and_then(Value::as_str).and_then(quantity::parse))
+            else {
                 continue;
             };
             if r > l {
@@ -176,25 +142,23 @@ fn validate_container(ct: &Value, p: &str, volumes: &BTreeSet<String>, c: &mut C
                 format!("Not found: \"{n}\""),
             ));
         }
-        if m.get("mountPath")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        if m.get("mountPath").and_then(Value::as_str).is_none_or(str::is_empty) {
             c.required(format!("{p}.volumeMounts[{j}].mountPath"));
         }
     }
     for (j, e) in arr(ct, "env").iter().enumerate() {
         let n = e.get("name").and_then(Value::as_str).unwrap_or("");
         if n.is_empty() || n.contains('=') {
-            c.invalid(format!("{p}.env[{j}].name"), format!("\"{n}\""), "a valid environment variable name must consist only of printable ASCII characters other than '='");
+            c.invalid(
+                format!("{p}.env[{j}].name"),
+                format!("\"{n}\""),
+                "a valid environment variable name must consist only of printable ASCII characters other than '='",
+            );
         }
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(pr) = ct.get(probe) {
-            let handlers = ["httpGet", "tcpSocket", "exec", "grpc"]
-                .iter()
-                .filter(|h| pr.get(**h).is_some())
-                .count();
+            let handlers = ["httpGet", "tcpSocket", "exec", "grpc"].iter().filter(|h| pr.get(**h).is_some()).count();
             if handlers != 1 {
                 c.0.push(crate::error::Cause::new(
                     "FieldValueRequired",
