@@ -30,6 +30,8 @@ enum Command {
     Up(cmd::up::UpArgs),
     /// Run the control plane only (API server, store, controllers).
     Server(cmd::up::ServerArgs),
+    /// Run a node (agent and wasm runtime) that joins a control plane.
+    Node(cmd::up::NodeArgs),
     /// Create or update objects from files (multi-document YAML or JSON), a directory, or '-'.
     Apply(cmd::apply::FileArgs),
     /// Create objects from files; fails for objects that exist.
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(a) => cmd::up::up(a).await,
             Command::Server(a) => cmd::up::server(a).await,
+            Command::Node(a) => cmd::up::node(a).await,
             Command::Apply(a) => cmd::apply::apply(ctx, a, false).await,
             Command::Create(a) => cmd::apply::apply(ctx, a, true).await,
             Command::Get(a) => cmd::get::get(ctx, a).await,

@@ -44,6 +44,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub ca_pem: String,
     pub admin_token: String,
+    /// Token nodes join with (`wasmorch node --token`).
+    pub node_token: String,
     pub api: Api,
     pub pki: Arc<Pki>,
     done: tokio::task::JoinHandle<()>,
@@ -69,8 +71,13 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let pki = Arc::new(Pki::load_or_create(&cfg.data_dir.join("pki"), &cfg.tls_sans)?);
     let admin_token = token_file(&cfg.data_dir.join("admin.token"))?;
+    let node_token = token_file(&cfg.data_dir.join("node.token"))?;
     let mut tokens = Tokens::default();
     tokens.add(&admin_token, Identity::admin());
+    tokens.add(
+        &node_token,
+        Identity { user: "system:node".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] },
+    );
     let store = Store::open(&cfg.store_path())?;
     let api = Api::new(store.clone(), shutdown.clone());
     bootstrap(&api).await?;
@@ -83,7 +90,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
     let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(api.clone()))];
     tasks.push(tokio::spawn(compactor(store, cfg.history_revisions, cfg.compaction_interval, shutdown)));
-    Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, api, pki, done, tasks })
+    Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, node_token, api, pki, done, tasks })
 }
 
 /// Create the system namespaces if missing.

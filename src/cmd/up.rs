@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 use wasmorch_control::server::{self, Config};
+use wasmorch_host::agent::NodeConfig;
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -21,6 +22,35 @@ pub struct UpArgs {
     /// Do not write a kubeconfig context.
     #[arg(long)]
     no_kubeconfig: bool,
+    /// Run only the control plane, without the local node.
+    #[arg(long)]
+    no_node: bool,
+    /// Name of the local node (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// First delay before restarting a failed container, in seconds (Kubernetes: 10).
+    #[arg(long, default_value_t = 10)]
+    backoff_base: u64,
+}
+
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// URL of the API server, e.g. https://10.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// Node join token (`<data-dir>/node.token` on the server).
+    #[arg(long, env = "WASMORCH_TOKEN")]
+    token: String,
+    /// The server's CA certificate (PEM). Without it the server's certificate is not verified.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, default_value = "/var/lib/wasmorch/node")]
+    data_dir: PathBuf,
+    /// First delay before restarting a failed container, in seconds (Kubernetes: 10).
+    #[arg(long, default_value_t = 10)]
+    backoff_base: u64,
 }
 
 #[derive(clap::Args)]
@@ -104,10 +134,63 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     println!("  wasmorch apply -f manifests/");
     println!("  wasmorch get all -A        (or: kubectl get deploy,pods)");
     println!("Press Ctrl-C to stop; state is kept for the next `wasmorch up`.");
+    let node = if a.no_node {
+        None
+    } else {
+        let client = node_client(&url, Some(&running.ca_pem), &running.node_token).await?;
+        let mut nc = NodeConfig::new(a.node_name.unwrap_or_else(default_node_name), cfg.data_dir.join("node"));
+        nc.backoff_base = std::time::Duration::from_secs(a.backoff_base);
+        Some(tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone())))
+    };
     until_signal(shutdown).await;
     eprintln!("stopping…");
+    if let Some(n) = node
+        && let Ok(Err(e)) = n.await
+    {
+        eprintln!("node: {e:#}");
+    }
     running.wait().await;
     eprintln!("stopped");
+    Ok(())
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| wasmorch_api::validation::dns1123_subdomain_errors(h).is_none())
+        .unwrap_or_else(|| "local".into())
+}
+
+/// An API client for a node: the join token, and the server's CA when known.
+async fn node_client(url: &str, ca_pem: Option<&str>, token: &str) -> anyhow::Result<kube::Client> {
+    let text = match ca_pem {
+        Some(ca) => kubeconfig::standalone("node", url, ca, token)?,
+        None => {
+            eprintln!("warning: no --ca-file: the server's certificate is not verified");
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: node, cluster: {{server: '{url}', insecure-skip-tls-verify: true}}}}]\nusers: [{{name: node, user: {{token: '{token}'}}}}]\ncontexts: [{{name: node, context: {{cluster: node, user: node}}}}]\ncurrent-context: node\n"
+            )
+        }
+    };
+    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
+    let ca = match &a.ca_file {
+        Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    };
+    let client = node_client(&a.server, ca.as_deref(), &a.token).await?;
+    let mut nc = NodeConfig::new(a.name.unwrap_or_else(default_node_name), a.data_dir);
+    nc.backoff_base = std::time::Duration::from_secs(a.backoff_base);
+    println!("wasmorch node {}: joining {}", nc.name, a.server);
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone()));
+    until_signal(shutdown).await;
+    agent.await??;
     Ok(())
 }
 
@@ -131,6 +214,11 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     println!("wasmorch server: listening on https://{}", running.addr);
     println!("  admin kubeconfig: {}", admin.display());
+    println!(
+        "  join a node:      wasmorch node --server {url} --token $(cat {}) --ca-file {}",
+        cfg.data_dir.join("node.token").display(),
+        cfg.data_dir.join("pki/ca.crt").display()
+    );
     until_signal(shutdown).await;
     running.wait().await;
     Ok(())

@@ -158,3 +158,43 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
 }
+
+/// Build the example workloads for wasm32-wasip2 (once per test binary) and return the
+/// directory holding the `.wasm` files.
+pub fn workloads() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+                .arg(root.join("Cargo.toml"))
+                .status()
+                .expect("run cargo for workloads");
+            assert!(status.success(), "building workloads failed (rustup target add wasm32-wasip2?)");
+            root.join("target/wasm32-wasip2/release")
+        })
+        .clone()
+}
+
+/// A plain HTTP/1.0 GET (no chunked encoding to undo); returns (status, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The object as JSON via `wasmorch get … -o json`, if it exists.
+pub fn get_json(c: &Cluster, args: &[&str]) -> Option<Value> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    let o = c.cli(&a);
+    o.status.success().then(|| serde_json::from_slice(&o.stdout).unwrap())
+}

@@ -49,9 +49,9 @@ pub async fn dispatch(State(state): State<Arc<ServerState>>, req: Request) -> Re
 
 async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiError> {
     let id = authenticate(&state, &req)?;
-    if !id.is_admin() {
-        // Node and other identities get their own rules with cluster membership; until then
-        // only administrators may use the API.
+    if !id.is_admin() && !id.groups.iter().any(|g| g == "system:nodes") {
+        // Nodes get narrower rights with cluster membership; until then the node token acts
+        // for the node agent with full access, and other identities are refused.
         return Err(ApiError::forbidden(format!("User \"{}\" cannot access this API", id.user)));
     }
     let path = req.uri().path().to_string();
@@ -217,11 +217,16 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
             if t.subresource.is_some() {
                 return Err(ApiError::method_not_allowed("DELETE is not allowed on a subresource"));
             }
-            let opts = if body.is_empty() {
+            let mut opts = if body.is_empty() {
                 DeleteOptions::default()
             } else {
                 DeleteOptions::from_body(&request::decode_body(&headers, &body)?)
             };
+            if let Some(g) = p.get("gracePeriodSeconds") {
+                let g =
+                    g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}")))?;
+                opts.grace_period_seconds = Some(g);
+            }
             let w = api.delete(&t, opts, dry_run).await?;
             let code =
                 if w.event == Some(EventType::Deleted) || dry_run { StatusCode::OK } else { StatusCode::ACCEPTED };

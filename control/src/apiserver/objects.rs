@@ -238,6 +238,8 @@ pub fn apply_patch(cur: &Value, content_type: &str, patch: &Value) -> Result<Val
 pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
+    /// `gracePeriodSeconds`: 0 deletes a pod at once (what the node sends when it has stopped it).
+    pub grace_period_seconds: Option<i64>,
 }
 
 impl DeleteOptions {
@@ -245,6 +247,7 @@ impl DeleteOptions {
         DeleteOptions {
             uid: v["preconditions"]["uid"].as_str().map(String::from),
             resource_version: v["preconditions"]["resourceVersion"].as_str().map(String::from),
+            grace_period_seconds: v["gracePeriodSeconds"].as_i64(),
         }
     }
 }
@@ -274,6 +277,17 @@ pub fn prepare_delete(res: &Resource, cur: &Value, opts: &DeleteOptions) -> Resu
         ));
     }
     let mut out = cur.clone();
+    if let Some(grace) = pod_grace(res, cur, opts) {
+        // A pod on a node stops gracefully: mark it, and the node deletes it once stopped.
+        if object::is_deleting(cur) {
+            return Ok(Outcome::Put(out));
+        }
+        let at = chrono::Utc::now() + chrono::Duration::seconds(grace);
+        let m = meta_mut(&mut out);
+        m.insert("deletionTimestamp".into(), json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        return Ok(Outcome::Put(out));
+    }
     let pending = res.kind_id == ResourceKind::Namespace || !object::finalizers(cur).is_empty();
     if !pending {
         return Ok(Outcome::Delete);
@@ -287,6 +301,20 @@ pub fn prepare_delete(res: &Resource, cur: &Value, opts: &DeleteOptions) -> Resu
         out["status"]["phase"] = json!("Terminating");
     }
     Ok(Outcome::Put(out))
+}
+
+/// The grace period a pod deletion waits for, if it must wait: the pod is bound to a node, not
+/// finished, and the request did not ask for 0.
+fn pod_grace(res: &Resource, cur: &Value, opts: &DeleteOptions) -> Option<i64> {
+    if res.kind_id != ResourceKind::Pod || object::str_at(cur, "spec.nodeName").is_none_or(str::is_empty) {
+        return None;
+    }
+    if matches!(object::str_at(cur, "status.phase"), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let grace =
+        opts.grace_period_seconds.or_else(|| cur["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30);
+    (grace > 0).then_some(grace)
 }
 
 #[cfg(test)]
@@ -365,7 +393,7 @@ mod tests {
             prepare_update(r, &deleting, released, None, FieldValidation::Strict).unwrap().0,
             Outcome::Delete
         ));
-        let bad = DeleteOptions { uid: Some("nope".into()), resource_version: None };
+        let bad = DeleteOptions { uid: Some("nope".into()), ..Default::default() };
         assert_eq!(prepare_delete(r, &cur, &bad).unwrap_err().code, 409);
     }
 

@@ -1,0 +1,328 @@
+//! The node agent: registers the Node, keeps its Lease fresh, watches the pods bound to it and
+//! runs them. Running pods keep running while the control plane is away; the agent relists
+//! and resyncs when it returns.
+
+use crate::client::Client;
+use crate::pod::{self, NodeCtx, PodHandle};
+use crate::runtime::{Runtime, RuntimeConfig, WASMTIME_VERSION};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wasmorch_api::object;
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub data_dir: PathBuf,
+    /// Address other nodes and clients reach this node at.
+    pub host_ip: String,
+    /// Pods get addresses `<prefix>.<n>.<m>` on loopback (Linux routes all of 127/8 to lo).
+    pub pod_ip_prefix: String,
+    pub lease_duration: Duration,
+    pub backoff_base: Duration,
+    pub request_timeout: Duration,
+    pub max_instances: u32,
+}
+
+impl NodeConfig {
+    pub fn new(name: String, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            name,
+            data_dir,
+            host_ip: "127.0.0.1".into(),
+            pod_ip_prefix: "127.100".into(),
+            lease_duration: Duration::from_secs(15),
+            backoff_base: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_instances: 500,
+        }
+    }
+}
+
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(1 << 30)
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn node_object(cfg: &NodeConfig) -> Value {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", total_memory() / 1024), "pods": cfg.max_instances.min(110).to_string()});
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": cfg.name, "labels": {
+            "kubernetes.io/arch": go_arch(), "kubernetes.io/os": std::env::consts::OS, "kubernetes.io/hostname": cfg.name,
+            "beta.kubernetes.io/arch": go_arch(), "beta.kubernetes.io/os": std::env::consts::OS,
+        }},
+        "spec": {},
+        "status": {
+            "capacity": capacity, "allocatable": capacity,
+            "conditions": [ready_condition()],
+            "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
+            "nodeInfo": {
+                "architecture": go_arch(), "operatingSystem": std::env::consts::OS,
+                "containerRuntimeVersion": format!("wasmtime://{WASMTIME_VERSION}"),
+                "kubeletVersion": format!("v{}.{}.0-wasmorch", wasmorch_api::KUBE_MAJOR, wasmorch_api::KUBE_MINOR),
+                "kubeProxyVersion": "", "osImage": std::env::consts::OS, "kernelVersion": kernel(),
+                "machineID": "", "systemUUID": "", "bootID": "",
+            },
+        },
+    })
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+fn ready_condition() -> Value {
+    let now = object::now_rfc3339();
+    json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "wasmorch node is ready", "lastHeartbeatTime": now, "lastTransitionTime": now})
+}
+
+async fn register(client: &Client, cfg: &NodeConfig) -> anyhow::Result<()> {
+    let node = node_object(cfg);
+    match client.post("/api/v1/nodes", &node).await {
+        Ok(_) => {}
+        Err(e) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    client.merge_patch(&format!("/api/v1/nodes/{}/status", cfg.name), &json!({"status": node["status"]})).await?;
+    Ok(())
+}
+
+async fn renew_lease(client: &Client, cfg: &NodeConfig) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{}", cfg.name);
+    let spec =
+        json!({"holderIdentity": cfg.name, "leaseDurationSeconds": cfg.lease_duration.as_secs(), "renewTime": now});
+    match client.merge_patch(&path, &json!({"spec": spec})).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": cfg.name, "namespace": "kube-node-lease"}, "spec": spec});
+            client.post("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", &lease).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn heartbeat(client: Client, cfg: NodeConfig, stop: CancellationToken) {
+    let mut registered = false;
+    loop {
+        if !registered {
+            match register(&client, &cfg).await {
+                Ok(()) => registered = true,
+                Err(e) => tracing::warn!("registering node {}: {e:#}", cfg.name),
+            }
+        }
+        if registered {
+            if let Err(e) = renew_lease(&client, &cfg).await {
+                tracing::warn!("renewing lease: {e:#}");
+            }
+            let _ = client
+                .merge_patch(
+                    &format!("/api/v1/nodes/{}/status", cfg.name),
+                    &json!({"status": {"conditions": [ready_condition()]}}),
+                )
+                .await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.lease_duration / 3) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Pods the agent runs, by uid.
+struct Pods {
+    ctx: Arc<NodeCtx>,
+    running: HashMap<String, (PodHandle, String)>,
+    ips: IpPool,
+}
+
+/// Pod addresses on loopback: `<prefix>.<hi>.<lo>`, reused after the pod ends.
+struct IpPool {
+    prefix: String,
+    used: std::collections::BTreeSet<u32>,
+}
+
+impl IpPool {
+    fn take(&mut self) -> String {
+        let n = (1..65_000u32).find(|n| !self.used.contains(n) && n % 256 != 0 && n % 256 != 255).unwrap_or(1);
+        self.used.insert(n);
+        format!("{}.{}.{}", self.prefix, n / 256, n % 256)
+    }
+    fn give_back(&mut self, ip: &str) {
+        if let Some(n) = ip
+            .rsplitn(3, '.')
+            .collect::<Vec<_>>()
+            .get(..2)
+            .and_then(|p| Some(p[1].parse::<u32>().ok()? * 256 + p[0].parse::<u32>().ok()?))
+        {
+            self.used.remove(&n);
+        }
+    }
+}
+
+impl Pods {
+    /// Bring this node's view of one pod in line with the API's.
+    async fn reconcile(&mut self, pod: &Value, deleted: bool) {
+        let uid = object::uid(pod).to_string();
+        let phase = pod["status"]["phase"].as_str().unwrap_or("");
+        let terminal = phase == "Succeeded" || phase == "Failed";
+        if deleted || object::is_deleting(pod) {
+            tracing::info!(pod = object::name(pod), deleted, "stopping pod");
+            if let Some((h, ip)) = self.running.remove(&uid) {
+                h.stop.cancel();
+                let _ = h.task.await;
+                self.ips.give_back(&ip);
+            }
+            tracing::info!(pod = object::name(pod), "pod stopped");
+            if !deleted {
+                let path = format!(
+                    "/api/v1/namespaces/{}/pods/{}?gracePeriodSeconds=0",
+                    object::namespace(pod),
+                    object::name(pod)
+                );
+                if let Err(e) = self.ctx.client.delete(&path).await
+                    && e.code != 404
+                {
+                    tracing::warn!("finishing deletion of {}: {e}", object::name(pod));
+                }
+            }
+            return;
+        }
+        if self.running.contains_key(&uid) {
+            if let Some((h, ip)) = self.running.get(&uid)
+                && h.task.is_finished()
+                && terminal
+            {
+                let ip = ip.clone();
+                self.running.remove(&uid);
+                self.ips.give_back(&ip);
+            }
+            return;
+        }
+        if terminal {
+            return;
+        }
+        let ip = pod["status"]["podIP"]
+            .as_str()
+            .filter(|ip| ip.starts_with(&self.ips.prefix))
+            .map(String::from)
+            .unwrap_or_else(|| self.ips.take());
+        if let Some(n) = ip
+            .strip_prefix(&format!("{}.", self.ips.prefix))
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(a, b)| Some(a.parse::<u32>().ok()? * 256 + b.parse::<u32>().ok()?))
+        {
+            self.ips.used.insert(n);
+        }
+        let h = pod::start(self.ctx.clone(), pod.clone(), ip.clone());
+        self.running.insert(uid, (h, ip));
+    }
+
+    async fn stop_all(&mut self) {
+        for (_, (h, _)) in self.running.drain() {
+            h.stop.cancel();
+            let _ = h.task.await;
+        }
+    }
+}
+
+/// Run the node until `stop`.
+pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let client = Client(client);
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: cfg.data_dir.join("cache"),
+        max_instances: cfg.max_instances,
+        max_memory: 256 << 20,
+    })?;
+    let ctx = Arc::new(NodeCtx {
+        client: client.clone(),
+        rt,
+        node_name: cfg.name.clone(),
+        host_ip: cfg.host_ip.clone(),
+        data_dir: cfg.data_dir.clone(),
+        backoff_base: cfg.backoff_base,
+        request_timeout: cfg.request_timeout,
+    });
+    let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), stop.clone()));
+    let mut pods = Pods {
+        ctx,
+        running: HashMap::new(),
+        ips: IpPool { prefix: cfg.pod_ip_prefix.clone(), used: Default::default() },
+    };
+    let selector = format!("spec.nodeName%3D{}", cfg.name);
+    loop {
+        let result: anyhow::Result<()> = async {
+            let list = client.get(&format!("/api/v1/pods?fieldSelector={selector}")).await?;
+            let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let listed: std::collections::HashSet<String> = items.iter().map(|p| object::uid(p).to_string()).collect();
+            // Pods deleted while we were away stop now.
+            let gone: Vec<String> = pods.running.keys().filter(|u| !listed.contains(*u)).cloned().collect();
+            for uid in gone {
+                if let Some((h, ip)) = pods.running.remove(&uid) {
+                    h.stop.cancel();
+                    let _ = h.task.await;
+                    pods.ips.give_back(&ip);
+                }
+            }
+            for p in &items {
+                pods.reconcile(p, false).await;
+            }
+            let mut events = client
+                .watch(&format!(
+                    "/api/v1/pods?watch=true&resourceVersion={rv}&fieldSelector={selector}&allowWatchBookmarks=true"
+                ))
+                .await?;
+            loop {
+                let ev = tokio::select! {
+                    ev = events.next() => ev,
+                    _ = stop.cancelled() => return Ok(()),
+                };
+                let Some(ev) = ev else { anyhow::bail!("watch closed") };
+                let ev = ev?;
+                match ev["type"].as_str() {
+                    Some("ADDED") | Some("MODIFIED") => pods.reconcile(&ev["object"], false).await,
+                    Some("DELETED") => pods.reconcile(&ev["object"], true).await,
+                    Some("ERROR") => anyhow::bail!("watch error: {}", ev["object"]["message"]),
+                    _ => {}
+                }
+            }
+        }
+        .await;
+        if stop.is_cancelled() {
+            break;
+        }
+        if let Err(e) = result {
+            tracing::info!("pod watch: {e:#}; relisting");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    pods.stop_all().await;
+    let _ = hb.await;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! wasmorch's node host: the kubelet of wasmorch.
+//!
+//! - [`agent`]: registers the Node, renews its Lease, watches bound pods, runs them.
+//! - [`pod`]: one pod's life: pull, load, run containers, restart with back-off, report status.
+//! - [`runtime`]: one wasmtime engine per node, component cache, per-instance stores.
+//! - [`artifact`]: fetching components named by `containers[].image`.
+//! - [`client`]: the node's JSON API client.
+
+pub mod agent;
+pub mod artifact;
+pub mod client;
+pub mod pod;
+pub mod runtime;

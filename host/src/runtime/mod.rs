@@ -1,0 +1,215 @@
+//! The wasm runtime of a node: one `Engine`, one epoch ticker, the pooling allocator,
+//! components compiled once per content digest (and cached on disk), a fresh `Store` per
+//! instance.
+
+pub mod http;
+pub mod process;
+mod state;
+
+pub use state::{EgressHooks, InstanceState};
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
+};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Epoch tick: the unit of CPU time slicing.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// The wasmtime version the node reports as its container runtime.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled code is cached (`<digest>.cwasm`).
+    pub cache_dir: PathBuf,
+    /// Instance slots of the pooling allocator (concurrent instances on this node).
+    pub max_instances: u32,
+    /// Largest linear memory of one instance, whatever its pod asks.
+    pub max_memory: usize,
+}
+
+/// What a component is, by the world it exports.
+#[derive(Clone)]
+pub enum Loaded {
+    /// Exports `wasi:http/incoming-handler`: a fresh instance per request.
+    Http(ProxyPre<InstanceState>),
+    /// Exports `wasi:cli/run`: a process.
+    Command(CommandPre<InstanceState>),
+}
+
+pub struct Runtime {
+    pub engine: Engine,
+    linker: Linker<InstanceState>,
+    cfg: RuntimeConfig,
+    /// Pre-instantiated components by content digest. std Mutex: held only for map access.
+    loaded: Mutex<HashMap<String, Loaded>>,
+}
+
+/// Per-instance limits, from the pod's `resources.limits`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory cap in bytes.
+    pub memory: usize,
+    /// Share of one core, in thousandths (`250m` → 250). 1000 or more: no throttling.
+    pub cpu_millis: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory: 128 << 20, cpu_millis: 1000 }
+    }
+}
+
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Runtime {
+    pub fn new(cfg: RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        let mut c = Config::new();
+        c.wasm_component_model(true);
+        c.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(cfg.max_instances)
+            .total_core_instances(cfg.max_instances * 4)
+            .total_memories(cfg.max_instances * 2)
+            .total_tables(cfg.max_instances * 4)
+            .total_stacks(cfg.max_instances)
+            .max_memories_per_component(4)
+            .max_memory_size(cfg.max_memory)
+            // Without batching, decommits serialize instantiation across cores.
+            .decommit_batch_size(64);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        c.memory_reservation(cfg.max_memory as u64);
+        c.memory_guard_size(32 << 20);
+        let engine = Engine::new(&c).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        std::fs::create_dir_all(&cfg.cache_dir).with_context(|| format!("creating {}", cfg.cache_dir.display()))?;
+        let rt = Arc::new(Runtime { engine, linker, cfg, loaded: Mutex::new(HashMap::new()) });
+        // One ticker for the whole node; it stops when the runtime is dropped.
+        let weak = Arc::downgrade(&rt);
+        std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
+            while let Some(rt) = weak.upgrade() {
+                rt.engine.increment_epoch();
+                drop(rt);
+                std::thread::sleep(TICK);
+            }
+        })?;
+        Ok(rt)
+    }
+
+    /// Compile (or load from the disk cache) and pre-instantiate a component.
+    pub fn load(&self, bytes: &[u8]) -> anyhow::Result<(String, Loaded)> {
+        let d = digest(bytes);
+        if let Some(l) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&d) {
+            return Ok((d, l.clone()));
+        }
+        let component = self.compile_cached(&d, bytes)?;
+        let loaded = self.classify(&component)?;
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(d.clone(), loaded.clone());
+        Ok((d, loaded))
+    }
+
+    fn compile_cached(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<Component> {
+        let path = self.cfg.cache_dir.join(format!("{digest}.cwasm"));
+        if path.exists() {
+            match load_precompiled(&self.engine, &path) {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!("discarding cached code {}: {e:#}", path.display()),
+            }
+        }
+        if !bytes.starts_with(b"\0asm") {
+            bail!("not a WebAssembly binary");
+        }
+        let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
+            if wasmparser_says_module(bytes) {
+                anyhow::anyhow!("a core wasm module, not a component: build for wasm32-wasip2")
+            } else {
+                anyhow::anyhow!("not a valid component: {e:#}")
+            }
+        })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, component.serialize()?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(component)
+    }
+
+    fn classify(&self, component: &Component) -> anyhow::Result<Loaded> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let pre = self.linker.instantiate_pre(component).map_err(|e| anyhow::anyhow!("missing imports: {e:#}"))?;
+        let is = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
+        if is("wasi:http/incoming-handler@0.2") {
+            return Ok(Loaded::Http(ProxyPre::new(pre)?));
+        }
+        if is("wasi:cli/run@0.2") {
+            return Ok(Loaded::Command(CommandPre::new(pre)?));
+        }
+        bail!(
+            "the component exports neither wasi:http/incoming-handler nor wasi:cli/run (exports: {})",
+            exports.join(", ")
+        )
+    }
+
+    /// A fresh store for one instance, with its limits and CPU time slicing.
+    pub fn store(&self, wasi: wasmtime_wasi::WasiCtx, limits: Limits) -> Store<InstanceState> {
+        let state = InstanceState {
+            wasi,
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            table: wasmtime::component::ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(limits.memory.min(self.cfg.max_memory)).instances(64).build(),
+            hooks: EgressHooks,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        let cpu = limits.cpu_millis.clamp(10, 1000);
+        store.epoch_deadline_callback(move |_| {
+            if cpu >= 1000 {
+                // Full core: still yield every tick so other pods on this thread get a turn.
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            // Run one tick, then stay off the CPU long enough to hold the share.
+            let off = TICK * ((1000 - cpu) as u32) / (cpu as u32);
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(off))))
+        });
+        store
+    }
+}
+
+/// WASI context of one instance: environment, arguments, and stdout/stderr into the pod's log.
+/// No preopened directories and no network: a pod gets only what its spec grants.
+pub fn wasi_ctx(env: &[(String, String)], args: &[String], log: Option<&std::fs::File>) -> wasmtime_wasi::WasiCtx {
+    let mut b = wasmtime_wasi::WasiCtxBuilder::new();
+    b.envs(env).args(args);
+    if let Some((o, e)) = log.and_then(|l| Some((l.try_clone().ok()?, l.try_clone().ok()?))) {
+        b.stdout(wasmtime_wasi::cli::OutputFile::new(o)).stderr(wasmtime_wasi::cli::OutputFile::new(e));
+    }
+    b.build()
+}
+
+fn wasmparser_says_module(bytes: &[u8]) -> bool {
+    // Core modules have version 1 (`01 00 00 00`); components have a layer byte of 1 after the version.
+    bytes.len() >= 8 && bytes[4..8] == [1, 0, 0, 0]
+}
+
+/// Load code this node compiled and wrote to its own cache directory.
+#[allow(unsafe_code)]
+fn load_precompiled(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    // SAFETY: `deserialize_file` trusts the file to be code produced by `Component::serialize`
+    // for a compatible engine. Only this runtime writes to the cache directory (the node's data
+    // dir), files are named by the digest of the source they were compiled from and written by
+    // rename, and wasmtime checks the engine/version header before use.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(anyhow::Error::from)
+}
