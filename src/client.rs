@@ -113,6 +113,18 @@ impl Client {
         self.json(Method::GET, path, None, "application/json", Vec::new()).await
     }
 
+    /// A streamed response body; a non-2xx answer becomes [`ApiFailure`].
+    pub async fn stream(&self, path: &str) -> anyhow::Result<impl futures::AsyncRead + Unpin + use<>> {
+        let req = Request::builder().method(Method::GET).uri(path).body(Vec::new())?;
+        match self.kube.request_stream(req).await {
+            Ok(r) => Ok(Box::pin(r)),
+            Err(kube::Error::Api(s)) => {
+                Err(ApiFailure { code: s.code, reason: s.reason.clone(), message: s.message.clone() }.into())
+            }
+            Err(e) => Err(anyhow::anyhow!("{path}: {e}")),
+        }
+    }
+
     /// Watch events (one JSON value per line) from `path` (which carries `watch=true`).
     pub async fn watch(
         &self,

@@ -38,6 +38,8 @@ enum Command {
     Create(cmd::apply::FileArgs),
     /// List or show objects.
     Get(cmd::get::GetArgs),
+    /// Print a container's output.
+    Logs(cmd::logs::LogsArgs),
     /// Show an object in detail, with its events.
     Describe(cmd::describe::DescribeArgs),
     /// Delete objects by file or by kind and name.
@@ -88,6 +90,13 @@ fn main() -> ExitCode {
             Command::Apply(a) => cmd::apply::apply(ctx, a, false).await,
             Command::Create(a) => cmd::apply::apply(ctx, a, true).await,
             Command::Get(a) => cmd::get::get(ctx, a).await,
+            Command::Logs(a) => match cmd::logs::logs(ctx, a).await {
+                Err(e) if e.downcast_ref::<client::ApiFailure>().is_some() => {
+                    cmd::get::report(&e);
+                    Err(client::Failed.into())
+                }
+                r => r,
+            },
             Command::Describe(a) => cmd::describe::describe(ctx, a).await,
             Command::Delete(a) => cmd::apply::delete(ctx, a).await,
             Command::Config(c) => cmd::config::run(c),

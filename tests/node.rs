@@ -36,7 +36,10 @@ fn wait_pod(c: &Cluster, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> 
 fn pods_run_as_wasm_components() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--backoff-base", "1"]);
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
 
     // The node registers and is Ready, reporting wasmtime as its runtime.
     let node_ready = || c.ok(&["get", "nodes"]).lines().any(|l| l.split_whitespace().take(2).eq(["n1", "Ready"]));
@@ -72,6 +75,10 @@ fn pods_run_as_wasm_components() {
     let uid = p["metadata"]["uid"].as_str().unwrap();
     let log = std::fs::read_to_string(dir.path().join(format!("data/node/pods/default_job_{uid}/main.log"))).unwrap();
     assert_eq!(log, "primes below 100000: 9592\n");
+    assert_eq!(c.ok(&["logs", "job"]), "primes below 100000: 9592\n");
+    let o = c.cli(&["logs", "job", "-c", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("container nope is not valid for pod job"));
 
     // A crashing process restarts with back-off and a growing restart count.
     apply(&c, dir.path(), "crash", &pod_yaml("crash", &wasm.join("crasher.wasm"), "Always", None));
@@ -82,6 +89,7 @@ fn pods_run_as_wasm_components() {
     // WASI 0.2's `exit` carries success or failure only: any failing exit is reported as 1.
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
     assert_eq!(cs["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(c.ok(&["logs", "crash", "--previous"]), "crasher: giving up\n");
     let table = c.ok(&["get", "pod", "crash"]);
     assert!(table.contains("CrashLoopBackOff") || table.contains("Running"), "{table}");
 
@@ -118,8 +126,181 @@ fn pods_run_as_wasm_components() {
         assert!(events.contains(reason), "no {reason} event in:\n{events}");
     }
 
+    // `logs -f` streams what the instances write, as it is written.
+    let mut follow = std::process::Command::new(common::BIN)
+        .args(["logs", "-f", "hello", "--tail", "1"])
+        .env("KUBECONFIG", c.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    let streamed = eventually(Duration::from_secs(15), || {
+        let _ = http_get(&addr, "/followed");
+        lines.lock().unwrap().iter().any(|l| l.contains("/followed"))
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(streamed, "logs -f showed: {:?}", lines.lock().unwrap());
+
     // Deleting a running pod stops it: it leaves the API and its port closes.
     c.ok(&["delete", "pod", "hello"]);
     assert!(get_json(&c, &["pod", "hello"]).is_none());
     assert!(eventually(Duration::from_secs(10), || http_get(&addr, "/").is_err()), "port still open after delete");
+}
+
+fn pod_with(name: &str, image: &std::path::Path, port: Option<u16>, limits: &str, env: &[(&str, &str)]) -> String {
+    let mut y = pod_yaml(name, image, "Always", port);
+    for (k, v) in env {
+        y.push_str(&format!("        - name: {k}\n          value: \"{v}\"\n"));
+    }
+    if !limits.is_empty() {
+        y.push_str(&format!("      resources:\n        limits: {limits}\n"));
+    }
+    y
+}
+
+#[test]
+fn hostile_workloads_are_contained() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    apply(&c, dir.path(), "hello", &pod_yaml("hello", &wasm.join("hello_http.wasm"), "Always", Some(8080)));
+    let p = wait_pod(&c, "hello", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    let addr = format!("{}:8080", p["status"]["podIP"].as_str().unwrap());
+
+    // Two busy loops (one without any CPU limit) and a memory hog on the same node.
+    apply(&c, dir.path(), "spin1", &pod_with("spin1", &wasm.join("spinner.wasm"), None, "", &[]));
+    apply(&c, dir.path(), "spin2", &pod_with("spin2", &wasm.join("spinner.wasm"), None, "{cpu: 200m}", &[]));
+    apply(&c, dir.path(), "hog", &pod_with("hog", &wasm.join("memhog.wasm"), None, "{memory: 32Mi}", &[]));
+    wait_pod(&c, "spin1", "ran", |p| p["status"]["phase"] == "Running");
+    wait_pod(&c, "spin2", "ran", |p| p["status"]["phase"] == "Running");
+
+    // The memory hog fails inside its instance at its limit and is restarted.
+    let p = wait_pod(&c, "hog", "hit its memory limit", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)
+    });
+    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"], "Error");
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let log = std::fs::read_to_string(dir.path().join(format!("data/node/pods/default_hog_{uid}/main.log"))).unwrap();
+    let held: Vec<u64> =
+        log.lines().filter_map(|l| l.strip_prefix("memhog: holding ")?.strip_suffix(" MiB")?.parse().ok()).collect();
+    assert!(held.iter().all(|m| *m <= 32), "memhog held more than its 32Mi limit: {log}");
+
+    // hello-http keeps answering while they run.
+    let mut lat = Vec::new();
+    for i in 0..50 {
+        let t = std::time::Instant::now();
+        let (code, body) = http_get(&addr, &format!("/{i}")).unwrap();
+        lat.push(t.elapsed());
+        assert_eq!(code, 200, "{body}");
+    }
+    lat.sort();
+    eprintln!("hello-http beside 2 spinners and a memory hog: p50 {:?}, p99 {:?}, max {:?}", lat[25], lat[49], lat[49]);
+
+    // The node stays Ready (its lease is renewed) and the API answers.
+    let node = get_json(&c, &["node", "n1"]).unwrap();
+    let ready = node["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "True");
+
+    // Deleting the spinners stops them.
+    c.ok(&["delete", "pod", "spin1", "spin2", "hog"]);
+    assert!(get_json(&c, &["pod", "spin1"]).is_none());
+}
+
+#[test]
+fn escaper_reaches_nothing_it_was_not_granted() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    // Something real to try to reach: the API server itself.
+    let api = c.url.trim_start_matches("https://").to_string();
+    let mut y = pod_yaml("escaper", &wasm.join("escaper.wasm"), "Never", None);
+    y.push_str(&format!("        - name: ESCAPE_ADDR\n          value: \"{api}\"\n"));
+    apply(&c, dir.path(), "escaper", &y);
+    let p = wait_pod(&c, "escaper", "finished", |p| p["status"]["phase"] == "Succeeded");
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let log =
+        std::fs::read_to_string(dir.path().join(format!("data/node/pods/default_escaper_{uid}/main.log"))).unwrap();
+    assert!(log.contains("escaper: done"), "{log}");
+    let reached: Vec<&str> = log.lines().filter(|l| l.starts_with("reached")).collect();
+    assert!(reached.is_empty(), "escaper reached: {reached:?}\n{log}");
+    for what in ["file /etc/passwd", "file ../../../../etc/passwd", &format!("tcp {api}"), "bind 0.0.0.0:7777"] {
+        assert!(log.contains(&format!("denied {what}")), "no denial of {what} in:\n{log}");
+    }
+}
+
+/// `wasmorch server` and `wasmorch node` as separate processes: the node joins with its token
+/// and the server's CA; when the control plane dies, running pods keep serving; when it
+/// returns, the node resyncs and carries out what changed.
+#[test]
+fn pods_keep_serving_while_the_control_plane_is_down() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("server");
+    let sdir_s = sdir.to_str().unwrap().to_string();
+    let mut server = common::Daemon::spawn(&["server", "--listen", "127.0.0.1:0", "--data-dir", &sdir_s]);
+    let line = server.wait_line("listening on https://");
+    let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
+    let ca = sdir.join("pki/ca.crt");
+    let ndir = dir.path().join("node");
+    let _node = common::Daemon::spawn(&[
+        "node",
+        "--server",
+        &url,
+        "--token",
+        token.trim(),
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--name",
+        "n1",
+        "--data-dir",
+        ndir.to_str().unwrap(),
+        "--backoff-base",
+        "1",
+        "--pod-ip-prefix",
+        &common::pod_ip_prefix(),
+    ]);
+    // Client commands use the server's admin kubeconfig.
+    std::fs::copy(sdir.join("admin.kubeconfig"), dir.path().join("kubeconfig")).unwrap();
+    let c = Cluster::attach(dir.path());
+    assert!(eventually(Duration::from_secs(30), || c.ok(&["get", "nodes"]).contains("Ready")));
+
+    apply(&c, dir.path(), "hello", &pod_yaml("hello", &wasm.join("hello_http.wasm"), "Always", Some(8080)));
+    let p = wait_pod(&c, "hello", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    let addr = format!("{}:8080", p["status"]["podIP"].as_str().unwrap());
+    assert_eq!(http_get(&addr, "/").unwrap().0, 200);
+
+    server.kill();
+    for i in 0..20 {
+        assert_eq!(
+            http_get(&addr, &format!("/while-down/{i}")).unwrap().0,
+            200,
+            "pod stopped serving without its control plane"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let server = common::Daemon::spawn(&["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", &sdir_s]);
+    server.wait_line("listening on https://");
+    c.ok(&["delete", "pod", "hello", "--timeout", "30"]);
+    assert!(
+        eventually(Duration::from_secs(15), || http_get(&addr, "/").is_err()),
+        "deleted pod still serving after resync"
+    );
 }

@@ -85,7 +85,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let state = Arc::new(ServerState { api: api.clone(), tokens, data_dir: cfg.data_dir.clone() });
+    let state = Arc::new(ServerState {
+        api: api.clone(),
+        tokens,
+        data_dir: cfg.data_dir.clone(),
+        node_token: node_token.clone(),
+    });
     let app = apiserver::router(state);
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
     let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(api.clone()))];

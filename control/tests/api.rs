@@ -39,7 +39,12 @@ async fn setup() -> T {
     tokio::spawn(wasmorch_control::controllers::namespace::run(api.clone()));
     let mut tokens = Tokens::default();
     tokens.add(TOKEN, Identity::admin());
-    let state = Arc::new(ServerState { api: api.clone(), tokens, data_dir: dir.path().to_path_buf() });
+    let state = Arc::new(ServerState {
+        api: api.clone(),
+        tokens,
+        data_dir: dir.path().to_path_buf(),
+        node_token: String::new(),
+    });
     T { app: apiserver::router(state), api, shutdown, _dir: dir }
 }
 

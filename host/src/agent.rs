@@ -26,6 +26,10 @@ pub struct NodeConfig {
     pub backoff_base: Duration,
     pub request_timeout: Duration,
     pub max_instances: u32,
+    /// Token the API server presents to the node's log endpoint.
+    pub token: String,
+    /// Port of the log endpoint (0: any free port; reported in the Node's status).
+    pub log_port: u16,
 }
 
 impl NodeConfig {
@@ -39,6 +43,8 @@ impl NodeConfig {
             backoff_base: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_instances: 500,
+            token: String::new(),
+            log_port: 0,
         }
     }
 }
@@ -63,7 +69,7 @@ fn go_arch() -> &'static str {
     }
 }
 
-fn node_object(cfg: &NodeConfig) -> Value {
+fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", total_memory() / 1024), "pods": cfg.max_instances.min(110).to_string()});
     json!({
@@ -77,6 +83,7 @@ fn node_object(cfg: &NodeConfig) -> Value {
             "capacity": capacity, "allocatable": capacity,
             "conditions": [ready_condition()],
             "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
             "nodeInfo": {
                 "architecture": go_arch(), "operatingSystem": std::env::consts::OS,
                 "containerRuntimeVersion": format!("wasmtime://{WASMTIME_VERSION}"),
@@ -97,8 +104,8 @@ fn ready_condition() -> Value {
     json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "wasmorch node is ready", "lastHeartbeatTime": now, "lastTransitionTime": now})
 }
 
-async fn register(client: &Client, cfg: &NodeConfig) -> anyhow::Result<()> {
-    let node = node_object(cfg);
+async fn register(client: &Client, cfg: &NodeConfig, log_port: u16) -> anyhow::Result<()> {
+    let node = node_object(cfg, log_port);
     match client.post("/api/v1/nodes", &node).await {
         Ok(_) => {}
         Err(e) if e.code == 409 => {}
@@ -124,11 +131,11 @@ async fn renew_lease(client: &Client, cfg: &NodeConfig) -> anyhow::Result<()> {
     }
 }
 
-async fn heartbeat(client: Client, cfg: NodeConfig, stop: CancellationToken) {
+async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: CancellationToken) {
     let mut registered = false;
     loop {
         if !registered {
-            match register(&client, &cfg).await {
+            match register(&client, &cfg, log_port).await {
                 Ok(()) => registered = true,
                 Err(e) => tracing::warn!("registering node {}: {e:#}", cfg.name),
             }
@@ -143,10 +150,22 @@ async fn heartbeat(client: Client, cfg: NodeConfig, stop: CancellationToken) {
                     &json!({"status": {"conditions": [ready_condition()]}}),
                 )
                 .await;
+            trim_logs(&cfg.data_dir.join("pods"));
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.lease_duration / 3) => {}
             _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Keep every container log under its size bound.
+fn trim_logs(pods: &std::path::Path) {
+    for dir in std::fs::read_dir(pods).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            if let Err(e) = crate::logs::trim(&f.path()) {
+                tracing::debug!("trimming {}: {e}", f.path().display());
+            }
         }
     }
 }
@@ -265,7 +284,15 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
         backoff_base: cfg.backoff_base,
         request_timeout: cfg.request_timeout,
     });
-    let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), stop.clone()));
+    let octets: Vec<&str> = cfg.pod_ip_prefix.split('.').collect();
+    if octets.len() != 2 || octets.iter().any(|o| o.parse::<u8>().is_err()) {
+        anyhow::bail!("pod IP prefix {:?} must be two octets, like 127.100", cfg.pod_ip_prefix);
+    }
+    let logs = tokio::net::TcpListener::bind((cfg.host_ip.as_str(), cfg.log_port)).await?;
+    let log_port = logs.local_addr()?.port();
+    let log_server = Arc::new(crate::logs::LogServer { data_dir: cfg.data_dir.clone(), token: cfg.token.clone() });
+    let log_task = tokio::spawn(crate::logs::serve(logs, log_server, stop.clone()));
+    let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), log_port, stop.clone()));
     let mut pods = Pods {
         ctx,
         running: HashMap::new(),
@@ -324,5 +351,6 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
     }
     pods.stop_all().await;
     let _ = hb.await;
+    let _ = log_task.await;
     Ok(())
 }

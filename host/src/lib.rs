@@ -5,9 +5,11 @@
 //! - [`runtime`]: one wasmtime engine per node, component cache, per-instance stores.
 //! - [`artifact`]: fetching components named by `containers[].image`.
 //! - [`client`]: the node's JSON API client.
+//! - [`logs`]: the node's log endpoint (proxied by the API server's `pods/log`).
 
 pub mod agent;
 pub mod artifact;
 pub mod client;
+pub mod logs;
 pub mod pod;
 pub mod runtime;

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod config;
 pub mod describe;
 pub mod get;
+pub mod logs;
 pub mod up;
 
 use crate::client::Client;

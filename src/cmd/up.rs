@@ -31,10 +31,17 @@ pub struct UpArgs {
     /// First delay before restarting a failed container, in seconds (Kubernetes: 10).
     #[arg(long, default_value_t = 10)]
     backoff_base: u64,
+    /// Pods get loopback addresses `<prefix>.x.y` (two octets, e.g. 127.100).
+    #[arg(long, default_value = "127.100")]
+    pod_ip_prefix: String,
 }
 
 #[derive(clap::Args)]
 pub struct NodeArgs {
+    /// Pods get loopback addresses `<prefix>.x.y` (two octets, e.g. 127.100); give each node
+    /// on one machine its own.
+    #[arg(long, default_value = "127.100")]
+    pod_ip_prefix: String,
     /// URL of the API server, e.g. https://10.0.0.1:6443.
     #[arg(long)]
     server: String,
@@ -48,6 +55,9 @@ pub struct NodeArgs {
     name: Option<String>,
     #[arg(long, default_value = "/var/lib/wasmorch/node")]
     data_dir: PathBuf,
+    /// Address the control plane reaches this node at (its log endpoint listens there).
+    #[arg(long)]
+    address: Option<String>,
     /// First delay before restarting a failed container, in seconds (Kubernetes: 10).
     #[arg(long, default_value_t = 10)]
     backoff_base: u64,
@@ -140,6 +150,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         let client = node_client(&url, Some(&running.ca_pem), &running.node_token).await?;
         let mut nc = NodeConfig::new(a.node_name.unwrap_or_else(default_node_name), cfg.data_dir.join("node"));
         nc.backoff_base = std::time::Duration::from_secs(a.backoff_base);
+        nc.token = running.node_token.clone();
+        nc.pod_ip_prefix = a.pod_ip_prefix.clone();
         Some(tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone())))
     };
     until_signal(shutdown).await;
@@ -186,6 +198,11 @@ pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
     let client = node_client(&a.server, ca.as_deref(), &a.token).await?;
     let mut nc = NodeConfig::new(a.name.unwrap_or_else(default_node_name), a.data_dir);
     nc.backoff_base = std::time::Duration::from_secs(a.backoff_base);
+    nc.token = a.token.clone();
+    nc.pod_ip_prefix = a.pod_ip_prefix.clone();
+    if let Some(ip) = a.address {
+        nc.host_ip = ip;
+    }
     println!("wasmorch node {}: joining {}", nc.name, a.server);
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone()));

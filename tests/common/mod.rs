@@ -59,6 +59,11 @@ impl Cluster {
         Cluster { dir: dir.to_path_buf(), url, child: Some(child), log }
     }
 
+    /// A handle for client commands against a cluster started elsewhere (kubeconfig in `dir`).
+    pub fn attach(dir: &Path) -> Cluster {
+        Cluster { dir: dir.to_path_buf(), url: String::new(), child: None, log: Default::default() }
+    }
+
     /// Run a client command against this cluster.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(BIN).args(args).env("KUBECONFIG", self.dir.join("kubeconfig")).output().expect("run wasmorch")
@@ -169,12 +174,21 @@ pub fn workloads() -> PathBuf {
             let status = Command::new(env!("CARGO"))
                 .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
                 .arg(root.join("Cargo.toml"))
+                // Explicit, so a CARGO_TARGET_DIR set for the host build does not move the guests.
+                .arg("--target-dir")
+                .arg(root.join("target"))
                 .status()
                 .expect("run cargo for workloads");
             assert!(status.success(), "building workloads failed (rustup target add wasm32-wasip2?)");
             root.join("target/wasm32-wasip2/release")
         })
         .clone()
+}
+
+/// A pod address prefix no other node in this test process uses (tests run in parallel).
+pub fn pod_ip_prefix() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(110);
+    format!("127.{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// A plain HTTP/1.0 GET (no chunked encoding to undo); returns (status, body).
@@ -197,4 +211,60 @@ pub fn get_json(c: &Cluster, args: &[&str]) -> Option<Value> {
     a.extend_from_slice(&["-o", "json"]);
     let o = c.cli(&a);
     o.status.success().then(|| serde_json::from_slice(&o.stdout).unwrap())
+}
+
+/// Any long-running `wasmorch` process (server, node) with its output captured; killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn spawn(args: &[&str]) -> Daemon {
+        let mut child =
+            Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn wasmorch");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for r in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let l = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(r).lines().map_while(Result::ok) {
+                    l.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { child, log }
+    }
+
+    /// Wait for an output line containing `needle`; returns it.
+    pub fn wait_line(&self, needle: &str) -> String {
+        let mut found = String::new();
+        let ok = eventually(Duration::from_secs(30), || {
+            match self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                Some(l) => {
+                    found = l.clone();
+                    true
+                }
+                None => false,
+            }
+        });
+        assert!(ok, "no line with {needle:?} in: {:?}", self.log.lock().unwrap());
+        found
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- daemon output ---\n{}", self.log.lock().unwrap().join("\n"));
+        }
+    }
 }

@@ -73,6 +73,10 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
         ["wasmorch", "v1", "backup"] if req.method() == Method::GET => backup(&state).await,
         ["api", v, rest @ ..] => {
             let t = request::parse_target("", v, rest)?;
+            if t.res.plural == "pods" && t.subresource.as_deref() == Some("log") && req.method() == Method::GET {
+                let p = Params::parse(req.uri().query());
+                return super::logs::logs(&state, &t, &p).await;
+            }
             resource(&state.api, t, req).await
         }
         ["apis", g, v, rest @ ..] => {

@@ -5,11 +5,13 @@
 //! - [`api`]: operations over the store, used by HTTP handlers and in-process controllers.
 //! - [`handlers`]: authentication and routing.
 //! - [`watch`]: streaming watches.
+//! - [`logs`]: `pods/{name}/log`, proxied to the pod's node.
 //! - [`discovery`]: `/api`, `/apis`, `/version`, `/openapi/v3`.
 
 pub mod api;
 pub mod discovery;
 pub mod handlers;
+pub mod logs;
 pub mod objects;
 pub mod request;
 pub mod watch;
@@ -31,6 +33,8 @@ pub struct ServerState {
     pub api: api::Api,
     pub tokens: Tokens,
     pub data_dir: PathBuf,
+    /// What the server presents to nodes' log endpoints.
+    pub node_token: String,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {

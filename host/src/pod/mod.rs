@@ -202,6 +202,15 @@ fn waiting(shared: &Shared, i: usize, reason: &str, message: String) {
     });
 }
 
+/// Open a new run's log file; the last run's output becomes `<container>.log.previous`.
+fn open_log(dir: &std::path::Path, container: &str) -> Option<std::fs::File> {
+    let current = crate::logs::log_path(dir, container, false);
+    if std::fs::metadata(&current).is_ok_and(|m| m.len() > 0) {
+        let _ = std::fs::rename(&current, crate::logs::log_path(dir, container, true));
+    }
+    std::fs::OpenOptions::new().create(true).append(true).open(current).ok()
+}
+
 async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
@@ -251,7 +260,7 @@ async fn container(
         .await;
     let image_id = format!("sha256:{digest}");
     shared.set(i, |s| s.image_id = image_id);
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(info.log_dir.join(format!("{name}.log"))).ok();
+    let log = open_log(&info.log_dir, &name);
     let env = env_of(&c, &info, &ctx);
     let limits = limits_of(&c);
     match loaded {
@@ -303,7 +312,8 @@ async fn container(
             let args: Vec<String> = std::iter::once(name.clone())
                 .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)))
                 .collect();
-            let p = Process { rt: ctx.rt.clone(), pre, env, args, limits, log };
+            let mut p = Process { rt: ctx.rt.clone(), pre, env, args, limits, log: None };
+            drop(log);
             loop {
                 event(&ctx, &info, "Normal", "Started", format!("Started container {name}")).await;
                 let started = object::now_rfc3339();
@@ -313,6 +323,7 @@ async fn container(
                     s.state = State::Running { started_at: s2 };
                     s.ready = true;
                 });
+                p.log = open_log(&info.log_dir, &name);
                 let exit = p.run(stop.clone()).await;
                 if exit == Exit::Killed {
                     return;

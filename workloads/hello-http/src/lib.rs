@@ -24,6 +24,7 @@ fn respond(out: ResponseOutparam, status: u16, text: &str) {
 impl wasip2::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
+        eprintln!("hello-http: {:?} {path}", request.method());
         if let Some(var) = path.strip_prefix("/env/") {
             match std::env::var(var) {
                 Ok(v) => respond(out, 200, &format!("{v}\n")),

@@ -1,0 +1,200 @@
+//! The node's log endpoint, which the API server's `pods/{name}/log` proxies to:
+//! `GET /containerLogs/{namespace}/{pod}/{uid}/{container}?follow=&tailLines=&previous=`,
+//! authorized by the node token. Each container's output is one file per run under
+//! `<node-data>/pods/{ns}_{pod}_{uid}/{container}.log`; the run before is `….log.previous`.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::sync::CancellationToken;
+
+/// Largest log file kept per container run; beyond it the oldest half is dropped.
+pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+pub struct LogServer {
+    pub data_dir: PathBuf,
+    pub token: String,
+}
+
+fn reply(code: u16, msg: &str) -> hyper::Response<Body> {
+    let mut r = hyper::Response::new(
+        http_body_util::Full::new(Bytes::from(msg.to_string())).map_err(|never| match never {}).boxed(),
+    );
+    *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    r
+}
+
+/// The log file of a container run.
+pub fn log_path(pod_dir: &Path, container: &str, previous: bool) -> PathBuf {
+    pod_dir.join(if previous { format!("{container}.log.previous") } else { format!("{container}.log") })
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &[u8], n: usize) -> &[u8] {
+    let mut count = 0;
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    for (i, b) in body.iter().enumerate().rev() {
+        if *b == b'\n' {
+            count += 1;
+            if count == n {
+                return &text[i + 1..];
+            }
+        }
+    }
+    if n == 0 { &text[text.len()..] } else { text }
+}
+
+fn safe(part: &str) -> bool {
+    !part.is_empty()
+        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && part != ".."
+        && part != "."
+}
+
+impl LogServer {
+    async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>, stop: CancellationToken) -> hyper::Response<Body> {
+        let authorized =
+            req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {}", self.token));
+        if !authorized {
+            return reply(401, "unauthorized\n");
+        }
+        let path = req.uri().path().to_string();
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let ["containerLogs", ns, pod, uid, container] = parts.as_slice() else {
+            return reply(404, "not found\n");
+        };
+        if ![ns, pod, uid, container].iter().all(|p| safe(p)) {
+            return reply(400, "bad path\n");
+        }
+        let q: std::collections::HashMap<String, String> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let follow = q.get("follow").is_some_and(|v| v == "true");
+        let previous = q.get("previous").is_some_and(|v| v == "true");
+        let tail_lines = q.get("tailLines").and_then(|v| v.parse::<usize>().ok());
+        let file = log_path(&self.data_dir.join("pods").join(format!("{ns}_{pod}_{uid}")), container, previous);
+        let Ok(data) = tokio::fs::read(&file).await else {
+            let what = if previous { "previous terminated container" } else { "container" };
+            return reply(404, &format!("{what} \"{container}\" in pod \"{pod}\" has no logs\n"));
+        };
+        let first = Bytes::copy_from_slice(match tail_lines {
+            Some(n) => tail(&data, n),
+            None => &data,
+        });
+        if !follow || previous {
+            return reply(200, "").map(|_| http_body_util::Full::new(first).map_err(|never| match never {}).boxed());
+        }
+        // Follow: send what is there, then poll the file for more until the client goes away,
+        // the node stops, or the file is removed with its pod.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+        let mut offset = data.len() as u64;
+        tokio::spawn(async move {
+            if tx.send(Ok(Frame::data(first))).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.cancelled() => return,
+                    _ = tx.closed() => return,
+                }
+                let Ok(mut f) = tokio::fs::File::open(&file).await else { return };
+                let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+                if len < offset {
+                    offset = 0; // truncated or replaced by a new run
+                }
+                if len == offset {
+                    continue;
+                }
+                let mut buf = Vec::with_capacity((len - offset) as usize);
+                if f.seek(std::io::SeekFrom::Start(offset)).await.is_err() || f.read_to_end(&mut buf).await.is_err() {
+                    return;
+                }
+                offset += buf.len() as u64;
+                if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let body = StreamBody::new(tokio_stream_wrappers(rx));
+        hyper::Response::new(BodyExt::boxed(body))
+    }
+}
+
+fn tokio_stream_wrappers(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Frame<Bytes>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Serve the log endpoint until `stop`.
+pub async fn serve(listener: tokio::net::TcpListener, server: Arc<LogServer>, stop: CancellationToken) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            _ = stop.cancelled() => return,
+        };
+        let server = server.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let (server, stop) = (server.clone(), stop.clone());
+                async move { Ok::<_, std::convert::Infallible>(server.handle(req, stop).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+/// Keep a log file under [`MAX_LOG_BYTES`] by dropping its oldest half. Called between writes
+/// by the node's housekeeping; a run that writes faster loses its oldest lines, never the node's disk.
+pub fn trim(path: &Path) -> std::io::Result<()> {
+    let len = std::fs::metadata(path)?.len();
+    if len <= MAX_LOG_BYTES {
+        return Ok(());
+    }
+    let data = std::fs::read(path)?;
+    let cut = data.len() / 2;
+    let start = data[cut..].iter().position(|b| *b == b'\n').map_or(cut, |p| cut + p + 1);
+    let tmp = path.with_extension("trim");
+    std::fs::write(&tmp, &data[start..])?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails() {
+        assert_eq!(tail(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(tail(b"a\nb\nc", 1), b"c");
+        assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
+        assert_eq!(tail(b"a\nb\n", 0), b"");
+    }
+
+    #[test]
+    fn trims_oldest_half() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.log");
+        let line = "x".repeat(99) + "\n";
+        std::fs::write(&p, line.repeat((MAX_LOG_BYTES / 100 + 10) as usize)).unwrap();
+        trim(&p).unwrap();
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len < MAX_LOG_BYTES && len > MAX_LOG_BYTES / 3);
+        assert!(std::fs::read_to_string(&p).unwrap().starts_with('x'));
+    }
+}

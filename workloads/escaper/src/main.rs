@@ -1,0 +1,31 @@
+//! escaper: a hostile workload that tries to reach what it was not granted and reports each
+//! attempt as `reached` or `denied`. Targets come from the arguments; the defaults cover the
+//! host filesystem through absolute and `..` paths, and a TCP connection to `ESCAPE_ADDR`.
+
+use std::io::Read;
+
+fn report(what: &str, result: Result<String, String>) {
+    match result {
+        Ok(detail) => println!("reached {what}: {detail}"),
+        Err(e) => println!("denied {what}: {e}"),
+    }
+}
+
+fn main() {
+    for path in ["/etc/passwd", "../../../../etc/passwd", "/", "."] {
+        let r = std::fs::read_dir(path).map(|d| format!("{} entries", d.count())).or_else(|_| {
+            std::fs::File::open(path).and_then(|mut f| {
+                let mut s = String::new();
+                f.read_to_string(&mut s).map(|n| format!("{n} bytes"))
+            })
+        });
+        report(&format!("file {path}"), r.map_err(|e| e.to_string()));
+    }
+    if let Ok(addr) = std::env::var("ESCAPE_ADDR") {
+        let r = std::net::TcpStream::connect(&addr).map(|_| "connected".to_string()).map_err(|e| e.to_string());
+        report(&format!("tcp {addr}"), r);
+    }
+    let r = std::net::TcpListener::bind("0.0.0.0:7777").map(|_| "bound".to_string()).map_err(|e| e.to_string());
+    report("bind 0.0.0.0:7777", r);
+    println!("escaper: done");
+}

@@ -1,0 +1,17 @@
+//! memhog: a hostile workload that grows its memory 1 MiB at a time until it is stopped.
+//! With a memory limit the growth fails inside the instance, not on the node.
+
+fn main() {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0u8; 1 << 20];
+        // Touch every page so the memory is really used.
+        for i in (0..chunk.len()).step_by(4096) {
+            chunk[i] = 1;
+        }
+        hoard.push(chunk);
+        if hoard.len() % 8 == 0 {
+            println!("memhog: holding {} MiB", hoard.len());
+        }
+    }
+}
