@@ -150,6 +150,22 @@ fn pods_run_as_wasm_components() {
     let _ = follow.wait();
     assert!(streamed, "logs -f showed: {:?}", lines.lock().unwrap());
 
+    // A workload written with the SDK: request bodies, configuration, logging, and outbound
+    // wasi:http, which the node refuses (egress is not granted) with a clear error.
+    apply(&c, dir.path(), "sdk", &pod_yaml("sdk", &wasm.join("sdk_demo.wasm"), "Always", Some(9000)));
+    let p = wait_pod(&c, "sdk", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    let sdk = format!("{}:9000", p["status"]["podIP"].as_str().unwrap());
+    assert_eq!(common::http_request(&sdk, "POST", "/echo", "ping").unwrap(), (200, "ping".to_string()));
+    assert_eq!(http_get(&sdk, "/config/GREETING").unwrap(), (200, "hi".to_string()));
+    assert_eq!(http_get(&sdk, "/config/NOPE").unwrap().0, 404);
+    let api = c.url.trim_start_matches("https://").to_string();
+    let (code, body) = http_get(&sdk, &format!("/fetch?http://{api}/healthz")).unwrap();
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    let logs = c.ok(&["logs", "sdk"]);
+    assert!(logs.contains("level=info msg=\"POST /echo\""), "{logs}");
+    assert!(logs.contains("level=warn"), "{logs}");
+
     // Deleting a running pod stops it: it leaves the API and its port closes.
     c.ok(&["delete", "pod", "hello"]);
     assert!(get_json(&c, &["pod", "hello"]).is_none());

@@ -116,6 +116,13 @@ pub fn apply_patch(last: &Value, desired: &Value) -> Value {
     }
 }
 
+async fn create(client: &Client, collection: &str, obj: &Value) -> anyhow::Result<String> {
+    client
+        .json(http::Method::POST, collection, Some("application/json"), "application/json", serde_json::to_vec(obj)?)
+        .await?;
+    Ok("created".to_string())
+}
+
 pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyhow::Result<()> {
     let docs = read_documents(&a.files)?;
     let client = Client::new(ctx).await?;
@@ -158,30 +165,12 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
         }
         let result: anyhow::Result<String> = async {
             if create_only || name.is_empty() {
-                client
-                    .json(
-                        http::Method::POST,
-                        &format!("{}{dry_q}", path(res, scope, None)),
-                        Some("application/json"),
-                        "application/json",
-                        serde_json::to_vec(&desired)?,
-                    )
-                    .await?;
-                return Ok("created".to_string());
+                return create(&client, &format!("{}{dry_q}", path(res, scope, None)), &desired).await;
             }
             let live = match client.get_json(&path(res, scope, Some(&name))).await {
                 Ok(v) => v,
                 Err(e) if e.downcast_ref::<ApiFailure>().is_some_and(|f| f.code == 404) => {
-                    client
-                        .json(
-                            http::Method::POST,
-                            &format!("{}{dry_q}", path(res, scope, None)),
-                            Some("application/json"),
-                            "application/json",
-                            serde_json::to_vec(&desired)?,
-                        )
-                        .await?;
-                    return Ok("created".to_string());
+                    return create(&client, &format!("{}{dry_q}", path(res, scope, None)), &desired).await;
                 }
                 Err(e) => return Err(e),
             };
