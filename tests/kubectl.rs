@@ -42,7 +42,7 @@ fn kubectl_gets_creates_and_deletes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start(dir.path());
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
 
     // No version-skew warning: the server claims kubectl's minor version.
     let v = kubectl(&c, &["version"]);
@@ -102,6 +102,19 @@ fn kubectl_gets_creates_and_deletes() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // kubectl logs reads a pod's output through the pods/log subresource.
+    let job = dir.path().join("job.yaml");
+    let wasm = common::workloads().join("batch-job.wasm");
+    std::fs::write(&job, format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: job\nspec:\n  nodeName: n1\n  restartPolicy: Never\n  containers:\n    - name: main\n      image: file://{}\n", wasm.display())).unwrap();
+    ok(&c, &["create", "-f", job.to_str().unwrap()]);
+    let done = common::eventually(std::time::Duration::from_secs(60), || {
+        ok(&c, &["get", "pod", "job", "-o", "jsonpath={.status.phase}"]) == "Succeeded"
+    });
+    assert!(done, "job pod did not succeed");
+    assert_eq!(ok(&c, &["logs", "job"]), "primes below 100000: 9592\n");
+    assert_eq!(ok(&c, &["logs", "pod/job", "--tail", "1"]), "primes below 100000: 9592\n");
+    ok(&c, &["delete", "pod", "job"]);
 
     let out = ok(&c, &["delete", "deploy", "hello"]);
     assert!(out.starts_with("deployment.apps \"hello\" deleted"), "{out}");
