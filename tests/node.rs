@@ -320,3 +320,70 @@ fn pods_keep_serving_while_the_control_plane_is_down() {
         "deleted pod still serving after resync"
     );
 }
+
+/// Serve `bytes` to every GET on a loopback port; returns the address and a request counter.
+fn serve_file(bytes: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", bytes.len());
+            let _ = s.write_all(&bytes);
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn images_over_http_are_pinned_verified_and_cached() {
+    use sha2::Digest;
+    let wasm = workloads();
+    let bytes = std::fs::read(wasm.join("hello_http.wasm")).unwrap();
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let (srv, hits) = serve_file(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    let image = |name: &str, img: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: n1\n  containers:\n    - name: main\n      image: \"{img}\"\n      ports:\n        - containerPort: 8080\n"
+        )
+    };
+    let good = format!("http://{srv}/hello.wasm@sha256:{digest}");
+    apply(&c, dir.path(), "a", &image("a", &good));
+    let p = wait_pod(&c, "a", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_eq!(p["status"]["containerStatuses"][0]["imageID"], format!("sha256:{digest}"));
+    assert_eq!(http_get(&format!("{}:8080", p["status"]["podIP"].as_str().unwrap()), "/").unwrap().0, 200);
+    // IfNotPresent: a second pod with the same image comes from the node's cache.
+    apply(&c, dir.path(), "b", &image("b", &good));
+    wait_pod(&c, "b", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1, "the image was downloaded again");
+
+    let wrong = format!("http://{srv}/hello.wasm@sha256:{}", "0".repeat(64));
+    apply(&c, dir.path(), "bad", &image("bad", &wrong));
+    let p = wait_pod(&c, "bad", "refused the digest", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("digest mismatch"))
+    });
+    assert!(matches!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str(),
+        Some("ErrImagePull" | "ImagePullBackOff")
+    ));
+
+    apply(&c, dir.path(), "unpinned", &image("unpinned", &format!("http://{srv}/hello.wasm")));
+    let p = wait_pod(&c, "unpinned", "refused the reference", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "InvalidImage"
+    });
+    assert!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().contains("must be pinned")
+    );
+}

@@ -278,6 +278,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         rt,
+        puller: crate::artifact::Puller::new(cfg.data_dir.join("images"))?,
         node_name: cfg.name.clone(),
         host_ip: cfg.host_ip.clone(),
         data_dir: cfg.data_dir.clone(),

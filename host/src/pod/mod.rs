@@ -21,6 +21,7 @@ use wasmorch_api::{object, quantity};
 pub struct NodeCtx {
     pub client: Client,
     pub rt: Arc<Runtime>,
+    pub puller: artifact::Puller,
     pub node_name: String,
     pub host_ip: String,
     pub data_dir: PathBuf,
@@ -233,7 +234,8 @@ async fn container(
     let mut attempt = 0;
     let (digest, loaded) = loop {
         event(&ctx, &info, "Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
-        let result = match artifact::fetch(&image).await {
+        let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
+        let result = match ctx.puller.fetch(&image, policy).await {
             Ok(bytes) => {
                 let rt = ctx.rt.clone();
                 tokio::task::spawn_blocking(move || rt.load(&bytes))
