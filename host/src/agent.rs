@@ -61,22 +61,14 @@ fn total_memory() -> u64 {
         .unwrap_or(1 << 30)
 }
 
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
 fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", total_memory() / 1024), "pods": cfg.max_instances.min(110).to_string()});
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.name, "labels": {
-            "kubernetes.io/arch": go_arch(), "kubernetes.io/os": std::env::consts::OS, "kubernetes.io/hostname": cfg.name,
-            "beta.kubernetes.io/arch": go_arch(), "beta.kubernetes.io/os": std::env::consts::OS,
+            "kubernetes.io/arch": wasmorch_api::kube_arch(), "kubernetes.io/os": std::env::consts::OS, "kubernetes.io/hostname": cfg.name,
+            "beta.kubernetes.io/arch": wasmorch_api::kube_arch(), "beta.kubernetes.io/os": std::env::consts::OS,
         }},
         "spec": {},
         "status": {
@@ -85,7 +77,7 @@ fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
             "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
             "nodeInfo": {
-                "architecture": go_arch(), "operatingSystem": std::env::consts::OS,
+                "architecture": wasmorch_api::kube_arch(), "operatingSystem": std::env::consts::OS,
                 "containerRuntimeVersion": format!("wasmtime://{WASMTIME_VERSION}"),
                 "kubeletVersion": format!("v{}.{}.0-wasmorch", wasmorch_api::KUBE_MAJOR, wasmorch_api::KUBE_MINOR),
                 "kubeProxyVersion": "", "osImage": std::env::consts::OS, "kernelVersion": kernel(),

@@ -27,3 +27,13 @@ pub use resources::{Resource, ResourceKind};
 /// The Kubernetes version this server speaks (discovery, `/version`).
 pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "37";
+
+/// This machine's architecture as Kubernetes names it (`amd64`, `arm64`, …): node labels,
+/// node info and `/version` all use it.
+pub fn kube_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}

@@ -20,19 +20,8 @@ pub fn version() -> Value {
         "buildDate": "1970-01-01T00:00:00Z",
         "goVersion": "",
         "compiler": "rustc",
-        "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+        "platform": format!("{}/{}", std::env::consts::OS, wasmorch_api::kube_arch()),
     })
-}
-
-/// Architecture names as Kubernetes spells them.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "arm" => "arm",
-        "riscv64" => "riscv64",
-        other => other,
-    }
 }
 
 pub fn wants_aggregated(accept: &str) -> bool {
