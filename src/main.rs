@@ -49,6 +49,8 @@ enum Command {
     Config(cmd::config::ConfigCmd),
     /// Write a consistent snapshot of the running server's store to FILE.
     Backup(cmd::backup::BackupArgs),
+    /// Publish a component to an OCI registry as a wasm artifact.
+    Push(cmd::push::PushArgs),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::apply::delete(ctx, a).await,
             Command::Config(c) => cmd::config::run(c),
             Command::Backup(a) => cmd::backup::backup(ctx, a).await,
+            Command::Push(a) => cmd::push::push(a).await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "wasmorch", &mut std::io::stdout());

@@ -387,3 +387,108 @@ fn images_over_http_are_pinned_verified_and_cached() {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().contains("must be pinned")
     );
 }
+
+/// A real OCI registry (Debian's `docker-registry`) on a free loopback port, storing in `dir`.
+/// `None` when it is not installed and peers are not required.
+fn registry(dir: &std::path::Path) -> Option<(common::Daemon, String)> {
+    if std::process::Command::new("docker-registry").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("WASMORCH_REQUIRE_PEERS").is_err(),
+            "docker-registry is required (apt-get install docker-registry)"
+        );
+        eprintln!("skipping: docker-registry not installed");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.join("registry.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {addr}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .unwrap();
+    let d = common::Daemon::spawn_program("docker-registry", &["serve", cfg.to_str().unwrap()]);
+    assert!(
+        eventually(Duration::from_secs(20), || http_get(&addr, "/v2/").is_ok_and(|(c, _)| c == 200)),
+        "registry did not start: {:?}",
+        d.log.lock().unwrap()
+    );
+    Some((d, addr))
+}
+
+#[test]
+fn images_from_an_oci_registry() {
+    use sha2::Digest;
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mut reg, addr)) = registry(dir.path()) else { return };
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    let file = wasm.join("hello_http.wasm");
+    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()));
+    let reference = format!("{addr}/demo/hello:1.0");
+    let out = c.ok(&["push", file.to_str().unwrap(), &reference]);
+    assert!(out.contains(&format!("pushed {reference}")), "{out}");
+
+    let image = |name: &str, img: &str, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: n1\n  containers:\n    - name: main\n      image: \"{img}\"\n      imagePullPolicy: {policy}\n      ports:\n        - containerPort: 8080\n"
+        )
+    };
+    apply(&c, dir.path(), "a", &image("a", &reference, "IfNotPresent"));
+    let p = wait_pod(&c, "a", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_eq!(p["status"]["containerStatuses"][0]["imageID"], format!("sha256:{digest}"));
+    assert_eq!(http_get(&format!("{}:8080", p["status"]["podIP"].as_str().unwrap()), "/").unwrap().0, 200);
+
+    // A digest the registry does not have: a clear reason, not a hang.
+    let missing = format!("{addr}/demo/hello@sha256:{}", "0".repeat(64));
+    apply(&c, dir.path(), "missing", &image("missing", &missing, "IfNotPresent"));
+    let p = wait_pod(&c, "missing", "explained the missing image", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not found"))
+    });
+    assert!(matches!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str(),
+        Some("ErrImagePull" | "ImagePullBackOff")
+    ));
+
+    // A blob whose bytes no longer match its digest (tampered storage) is refused.
+    let tampered_ref = format!("{addr}/demo/tampered:1");
+    let other = wasm.join("batch-job.wasm");
+    let other_digest = hex::encode(sha2::Sha256::digest(std::fs::read(&other).unwrap()));
+    c.ok(&["push", other.to_str().unwrap(), &tampered_ref]);
+    let blob =
+        dir.path().join(format!("registry/docker/registry/v2/blobs/sha256/{}/{other_digest}/data", &other_digest[..2]));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    apply(&c, dir.path(), "tampered", &image("tampered", &tampered_ref, "Always"));
+    let p = wait_pod(&c, "tampered", "refused the tampered blob", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.to_lowercase().contains("digest"))
+    });
+    assert!(matches!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str(),
+        Some("ErrImagePull" | "ImagePullBackOff")
+    ));
+
+    // Once pulled, IfNotPresent needs no registry: stop it and start another pod from the tag.
+    reg.kill();
+    apply(&c, dir.path(), "b", &image("b", &reference, "IfNotPresent"));
+    wait_pod(&c, "b", "ran from the cache", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    // Always must ask the registry, which is gone.
+    apply(&c, dir.path(), "always", &image("always", &reference, "Always"));
+    wait_pod(&c, "always", "failed to pull", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            .as_str()
+            .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+    });
+}

@@ -21,6 +21,11 @@ if [[ "$kubectl_version" != *"v1.3"[6-9]* ]]; then
 fi
 echo "${kubectl_version%%$'\n'*}"
 
+# A real OCI registry for the image-pull tests (Debian's docker-registry).
+if ! command -v docker-registry >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry) >/dev/null
+fi
+
 # Peers are required here: a missing one fails the run instead of skipping a test.
 export WASMORCH_REQUIRE_PEERS=1
 

@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub token: String,
     /// Port of the log endpoint (0: any free port; reported in the Node's status).
     pub log_port: u16,
+    /// OCI registries pulled from over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
 }
 
 impl NodeConfig {
@@ -45,6 +47,7 @@ impl NodeConfig {
             max_instances: 500,
             token: String::new(),
             log_port: 0,
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -270,7 +273,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         rt,
-        puller: crate::artifact::Puller::new(cfg.data_dir.join("images"))?,
+        puller: crate::artifact::Puller::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())?,
         node_name: cfg.name.clone(),
         host_ip: cfg.host_ip.clone(),
         data_dir: cfg.data_dir.clone(),

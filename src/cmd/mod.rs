@@ -6,6 +6,7 @@ pub mod config;
 pub mod describe;
 pub mod get;
 pub mod logs;
+pub mod push;
 pub mod up;
 
 use crate::client::Client;

@@ -28,20 +28,38 @@ pub struct UpArgs {
     /// Name of the local node (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+/// Node settings shared by `up` (its in-process node) and `node`.
+#[derive(clap::Args)]
+pub struct NodeFlags {
     /// First delay before restarting a failed container, in seconds (Kubernetes: 10).
     #[arg(long, default_value_t = 10)]
     backoff_base: u64,
-    /// Pods get loopback addresses `<prefix>.x.y` (two octets, e.g. 127.100).
-    #[arg(long, default_value = "127.100")]
-    pod_ip_prefix: String,
-}
-
-#[derive(clap::Args)]
-pub struct NodeArgs {
     /// Pods get loopback addresses `<prefix>.x.y` (two octets, e.g. 127.100); give each node
     /// on one machine its own.
     #[arg(long, default_value = "127.100")]
     pod_ip_prefix: String,
+    /// An OCI registry (`host:port`) to pull from over plain HTTP (repeatable). Loopback
+    /// registries always are.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+}
+
+impl NodeFlags {
+    fn apply(&self, nc: &mut NodeConfig) {
+        nc.backoff_base = std::time::Duration::from_secs(self.backoff_base);
+        nc.pod_ip_prefix = self.pod_ip_prefix.clone();
+        nc.insecure_registries = self.insecure_registries.clone();
+    }
+}
+
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    flags: NodeFlags,
     /// URL of the API server, e.g. https://10.0.0.1:6443.
     #[arg(long)]
     server: String,
@@ -58,9 +76,6 @@ pub struct NodeArgs {
     /// Address the control plane reaches this node at (its log endpoint listens there).
     #[arg(long)]
     address: Option<String>,
-    /// First delay before restarting a failed container, in seconds (Kubernetes: 10).
-    #[arg(long, default_value_t = 10)]
-    backoff_base: u64,
 }
 
 #[derive(clap::Args)]
@@ -149,9 +164,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     } else {
         let client = node_client(&url, Some(&running.ca_pem), &running.node_token).await?;
         let mut nc = NodeConfig::new(a.node_name.unwrap_or_else(default_node_name), cfg.data_dir.join("node"));
-        nc.backoff_base = std::time::Duration::from_secs(a.backoff_base);
+        a.node.apply(&mut nc);
         nc.token = running.node_token.clone();
-        nc.pod_ip_prefix = a.pod_ip_prefix.clone();
         Some(tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone())))
     };
     until_signal(shutdown).await;
@@ -197,9 +211,8 @@ pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
     };
     let client = node_client(&a.server, ca.as_deref(), &a.token).await?;
     let mut nc = NodeConfig::new(a.name.unwrap_or_else(default_node_name), a.data_dir);
-    nc.backoff_base = std::time::Duration::from_secs(a.backoff_base);
+    a.flags.apply(&mut nc);
     nc.token = a.token.clone();
-    nc.pod_ip_prefix = a.pod_ip_prefix.clone();
     if let Some(ip) = a.address {
         nc.host_ip = ip;
     }

@@ -226,8 +226,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn spawn(args: &[&str]) -> Daemon {
-        let mut child =
-            Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn wasmorch");
+        Self::spawn_program(BIN, args)
+    }
+
+    /// Any program, e.g. a peer the test runs against.
+    pub fn spawn_program(program: &str, args: &[&str]) -> Daemon {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         for r in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
