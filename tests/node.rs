@@ -492,3 +492,145 @@ fn images_from_an_oci_registry() {
             .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
     });
 }
+
+/// Read a pod's container status by container name.
+fn container_status(p: &Value, name: &str) -> Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn sockets_multi_container_pods_and_egress_grants() {
+    use std::io::{Read, Write};
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    let api = c.url.trim_start_matches("https://").to_string();
+    let (plain, _) = serve_file(b"ok".to_vec());
+    // Two containers: a wasi:sockets server, and a sidecar that reaches it on the pod's own
+    // address, is refused the API server, and may reach the one address the pod was granted.
+    let duo = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: duo\n  annotations:\n    wasmorch.io/egress: \"{plain}\"\nspec:\n  nodeName: n1\n  restartPolicy: OnFailure\n  containers:\n    - name: echo\n      image: file://{echo}\n      ports:\n        - containerPort: 7000\n    - name: sidecar\n      image: file://{esc}\n      env:\n        - name: ESCAPE_ADDR\n          value: \"$(POD_IP):7000,{api},{plain}\"\n",
+        echo = wasm.join("tcp-echo.wasm").display(),
+        esc = wasm.join("escaper.wasm").display(),
+    );
+    apply(&c, dir.path(), "duo", &duo);
+    let p = wait_pod(&c, "duo", "ran both containers", |p| {
+        container_status(p, "echo")["ready"] == true
+            && container_status(p, "sidecar")["state"]["terminated"]["reason"] == "Completed"
+    });
+    assert_eq!(p["status"]["phase"], "Running");
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let log =
+        std::fs::read_to_string(dir.path().join(format!("data/node/pods/default_duo_{uid}/sidecar.log"))).unwrap();
+    assert!(log.contains(&format!("reached tcp {ip}:7000")), "{log}");
+    assert!(log.contains(&format!("reached tcp {plain}")), "{log}");
+    assert!(log.contains(&format!("denied tcp {api}")), "{log}");
+    assert!(log.contains("denied bind 0.0.0.0:7777"), "{log}");
+
+    // The echo server answers clients from outside, several at once.
+    let mut a = std::net::TcpStream::connect(format!("{ip}:7000")).unwrap();
+    let mut b = std::net::TcpStream::connect(format!("{ip}:7000")).unwrap();
+    for s in [&mut a, &mut b] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    a.write_all(b"first\n").unwrap();
+    b.write_all(b"second\n").unwrap();
+    let mut buf = [0u8; 7];
+    b.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"second\n");
+    a.read_exact(&mut buf[..6]).unwrap();
+    assert_eq!(&buf[..6], b"first\n");
+
+    // Outgoing wasi:http follows the same grant.
+    let sdk = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sdk\n  annotations:\n    wasmorch.io/egress: \"{plain}\"\nspec:\n  nodeName: n1\n  containers:\n    - name: main\n      image: file://{}\n      ports:\n        - containerPort: 9000\n",
+        wasm.join("sdk_demo.wasm").display()
+    );
+    apply(&c, dir.path(), "sdk", &sdk);
+    let p = wait_pod(&c, "sdk", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    let sdk = format!("{}:9000", p["status"]["podIP"].as_str().unwrap());
+    assert_eq!(http_get(&sdk, &format!("/fetch?http://{plain}/x")).unwrap(), (200, "fetched: 200".to_string()));
+    let (code, body) = http_get(&sdk, &format!("/fetch?http://{api}/healthz")).unwrap();
+    assert_eq!(code, 502, "{body}");
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+
+    // A bad grant is a configuration error that names it.
+    let bad = duo.replace("name: duo", "name: bad").replace(&format!("\"{plain}\""), "\"10.0.0.0/99\"");
+    apply(&c, dir.path(), "bad", &bad);
+    let p = wait_pod(&c, "bad", "refused its egress grant", |p| {
+        container_status(p, "echo")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let msg = container_status(&p, "echo")["state"]["waiting"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("wasmorch.io/egress") && msg.contains("10.0.0.0/99"), "{msg}");
+}
+
+#[test]
+fn probes_drive_readiness_and_restarts() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    // Readiness: not ready until the server listens, ready while it does, not ready after.
+    let flip = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: flip\nspec:\n  nodeName: n1\n  containers:\n    - name: main\n      image: file://{}\n      ports:\n        - {{name: echo, containerPort: 7000}}\n      env:\n        - {{name: READY_AFTER_SECS, value: \"2\"}}\n        - {{name: STOP_AFTER_SECS, value: \"4\"}}\n      readinessProbe:\n        tcpSocket: {{port: echo}}\n        periodSeconds: 1\n        failureThreshold: 1\n",
+        wasm.join("tcp-echo.wasm").display()
+    );
+    apply(&c, dir.path(), "flip", &flip);
+    let mut seen: Vec<bool> = Vec::new();
+    let flipped = eventually(Duration::from_secs(40), || {
+        let p = pod(&c, "flip");
+        if p["status"]["containerStatuses"][0]["state"]["running"].is_object() {
+            let ready = p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            if seen.last() != Some(&ready) {
+                seen.push(ready);
+            }
+        }
+        seen.ends_with(&[false, true, false])
+    });
+    assert!(flipped, "readiness went {seen:?}\n{}", c.log());
+    let events = c.ok(&["get", "events", "--field-selector", "involvedObject.name=flip"]);
+    assert!(events.contains("Readiness probe failed"), "{events}");
+    assert_eq!(pod(&c, "flip")["status"]["containerStatuses"][0]["restartCount"], 0, "readiness never restarts");
+
+    // Liveness: a failing check restarts the container, with the probe's reason recorded.
+    let sick = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sick\nspec:\n  nodeName: n1\n  containers:\n    - name: main\n      image: file://{}\n      ports:\n        - containerPort: 8080\n      startupProbe:\n        httpGet: {{path: /, port: 8080}}\n        periodSeconds: 1\n      livenessProbe:\n        httpGet: {{path: /env/NOT_SET, port: 8080}}\n        periodSeconds: 1\n        failureThreshold: 2\n",
+        wasm.join("hello_http.wasm").display()
+    );
+    apply(&c, dir.path(), "sick", &sick);
+    let p = wait_pod(&c, "sick", "restarted after failing liveness", |p| {
+        p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)
+    });
+    let last = &p["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137);
+    assert!(
+        last["message"].as_str().unwrap().contains("Liveness probe failed: HTTP probe failed with statuscode: 404"),
+        "{last}"
+    );
+    let events = c.ok(&["get", "events", "--field-selector", "involvedObject.name=sick"]);
+    assert!(events.contains("failed liveness probe, will be restarted"), "{events}");
+
+    // Startup passes and, without a readiness probe, the container is ready.
+    let fine = sick.replace("name: sick", "name: fine").replace("/env/NOT_SET", "/");
+    apply(&c, dir.path(), "fine", &fine);
+    let p = wait_pod(&c, "fine", "started", |p| {
+        p["status"]["containerStatuses"][0]["started"] == true && p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+}

@@ -54,6 +54,8 @@ pub struct ContainerStatus {
     pub state: State,
     pub last_state: Option<State>,
     pub ready: bool,
+    /// Running and past its startup probe (if any).
+    pub started: bool,
     pub restart_count: u32,
 }
 
@@ -111,7 +113,7 @@ pub fn status_json(
         .map(|c| {
             let mut v = json!({
                 "name": c.name, "image": c.image, "imageID": c.image_id, "ready": c.ready,
-                "restartCount": c.restart_count, "started": matches!(c.state, State::Running { .. }),
+                "restartCount": c.restart_count, "started": c.started && matches!(c.state, State::Running { .. }),
                 "state": state_json(&c.state),
             });
             v["lastState"] = c.last_state.as_ref().map(state_json).unwrap_or_else(|| json!({}));
@@ -142,6 +144,7 @@ mod tests {
             state,
             last_state: None,
             ready: false,
+            started: false,
             restart_count: restarts,
         }
     }

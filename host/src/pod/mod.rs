@@ -2,12 +2,13 @@
 //! policy with back-off, report status, stop gracefully.
 
 pub mod lifecycle;
+pub mod probe;
 
 use crate::artifact;
 use crate::client::Client;
 use crate::runtime::http::{HttpWorkload, serve};
 use crate::runtime::process::{Exit, Process};
-use crate::runtime::{Limits, Loaded, Runtime};
+use crate::runtime::{Limits, Loaded, NetPolicy, Runtime};
 use lifecycle::{ContainerStatus, RestartPolicy, State, backoff, status_json};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ struct PodInfo {
     grace: Duration,
     start_time: String,
     log_dir: PathBuf,
+    /// The pod's network policy, or why its spec does not give a valid one.
+    net: Result<Arc<NetPolicy>, String>,
 }
 
 /// Container statuses plus a signal to the reporter. std Mutex: never held across an await.
@@ -84,7 +87,6 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         ns: object::namespace(&pod).to_string(),
         name: object::name(&pod).to_string(),
         uid: object::uid(&pod).to_string(),
-        ip,
         policy: RestartPolicy::parse(pod["spec"]["restartPolicy"].as_str()),
         grace: Duration::from_secs(pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30)),
         start_time: pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(object::now_rfc3339),
@@ -94,6 +96,8 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
             object::name(&pod),
             object::uid(&pod)
         )),
+        net: net_policy(&pod, &ip).map(Arc::new),
+        ip,
     });
     let _ = std::fs::create_dir_all(&info.log_dir);
     let containers: Vec<Value> = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
@@ -117,6 +121,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
                         state: State::Waiting { reason: "ContainerCreating".into(), message: String::new() },
                         last_state: None,
                         ready: false,
+                        started: false,
                         restart_count: restarts,
                     }
                 })
@@ -179,6 +184,48 @@ async fn event(ctx: &NodeCtx, info: &PodInfo, kind: &str, reason: &str, message:
     }
 }
 
+/// The pod's network policy: its address, every port its containers declare, its egress grants.
+fn net_policy(pod: &Value, ip: &str) -> Result<NetPolicy, String> {
+    let ports = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok()))
+        .collect();
+    let egress = pod["metadata"]["annotations"][crate::runtime::policy::EGRESS_ANNOTATION].as_str();
+    NetPolicy::new(ip.parse().ok(), ports, egress)
+}
+
+/// Expand `$(VAR)` references to variables defined earlier, as Kubernetes does; `$$(VAR)` is
+/// a literal `$(VAR)`, unknown references stay as written.
+pub fn expand(value: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(a) = after.strip_prefix("$(") {
+            out.push_str("$(");
+            rest = a;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => out.push_str(&rest[i..i + 3 + end]),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn env_of(c: &Value, info: &PodInfo, ctx: &NodeCtx) -> Vec<(String, String)> {
     let mut env = vec![
         ("POD_NAME".to_string(), info.name.clone()),
@@ -188,8 +235,9 @@ fn env_of(c: &Value, info: &PodInfo, ctx: &NodeCtx) -> Vec<(String, String)> {
     ];
     for e in c["env"].as_array().into_iter().flatten() {
         if let (Some(n), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
+            let v = expand(v, &env);
             env.retain(|(k, _)| k != n);
-            env.push((n.to_string(), v.to_string()));
+            env.push((n.to_string(), v));
         }
     }
     env
@@ -219,6 +267,119 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
     }
 }
 
+/// The probes of one container.
+struct Probes {
+    startup: Option<probe::Probe>,
+    liveness: Option<probe::Probe>,
+    readiness: Option<probe::Probe>,
+}
+
+impl Probes {
+    fn parse(c: &Value) -> Result<Probes, String> {
+        Ok(Probes {
+            startup: probe::Probe::parse(c, "startupProbe")?,
+            liveness: probe::Probe::parse(c, "livenessProbe")?,
+            readiness: probe::Probe::parse(c, "readinessProbe")?,
+        })
+    }
+}
+
+/// One run of one container, as its prober sees it.
+struct ProbeRun {
+    ctx: Arc<NodeCtx>,
+    info: Arc<PodInfo>,
+    shared: Arc<Shared>,
+    i: usize,
+    name: String,
+    probes: Arc<Probes>,
+    /// Cancelled when this run ends (or to end it).
+    run: CancellationToken,
+    /// Why a probe ended the run.
+    killed: Arc<Mutex<Option<String>>>,
+}
+
+/// Probe one run of a container until `run` ends. Sets `started` and `ready`; on a failed
+/// startup or liveness probe, says why in `killed` and cancels `run`.
+async fn probe_run(r: ProbeRun) {
+    let ProbeRun { ctx, info, shared, i, name, probes, run, killed } = r;
+    let kill = |what: &str, detail: String| {
+        let why = format!("{what} probe failed: {detail}");
+        *killed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        run.cancel();
+    };
+    if let Some(p) = &probes.startup {
+        let mut t = probe::Tracker::new(p);
+        if !sleep_or_stop(p.initial_delay, &run).await {
+            return;
+        }
+        loop {
+            let r = probe::check(&p.action, &info.ip, p.timeout).await;
+            if let Err(e) = &r {
+                event(&ctx, &info, "Warning", "Unhealthy", format!("Startup probe failed: {e}")).await;
+            }
+            match t.record(r.is_ok()) {
+                Some(true) => break,
+                Some(false) => {
+                    let msg = format!("Container {name} failed startup probe, will be restarted");
+                    event(&ctx, &info, "Normal", "Killing", msg).await;
+                    return kill("Startup", r.err().unwrap_or_default());
+                }
+                None => {}
+            }
+            if !sleep_or_stop(p.period, &run).await {
+                return;
+            }
+        }
+    }
+    let always_ready = probes.readiness.is_none();
+    if run.is_cancelled() {
+        return;
+    }
+    shared.set(i, |s| {
+        s.started = true;
+        s.ready = always_ready;
+    });
+    let liveness = async {
+        let Some(p) = &probes.liveness else { return std::future::pending().await };
+        let mut t = probe::Tracker::new(p);
+        tokio::time::sleep(p.initial_delay).await;
+        loop {
+            let r = probe::check(&p.action, &info.ip, p.timeout).await;
+            if let Err(e) = &r {
+                event(&ctx, &info, "Warning", "Unhealthy", format!("Liveness probe failed: {e}")).await;
+            }
+            if t.record(r.is_ok()) == Some(false) {
+                let msg = format!("Container {name} failed liveness probe, will be restarted");
+                event(&ctx, &info, "Normal", "Killing", msg).await;
+                return kill("Liveness", r.err().unwrap_or_default());
+            }
+            tokio::time::sleep(p.period).await;
+        }
+    };
+    let readiness = async {
+        let Some(p) = &probes.readiness else { return std::future::pending().await };
+        let mut t = probe::Tracker::new(p);
+        tokio::time::sleep(p.initial_delay).await;
+        loop {
+            let r = probe::check(&p.action, &info.ip, p.timeout).await;
+            if let Err(e) = &r {
+                event(&ctx, &info, "Warning", "Unhealthy", format!("Readiness probe failed: {e}")).await;
+            }
+            if let Some(ok) = t.record(r.is_ok())
+                && !run.is_cancelled()
+            {
+                shared.set(i, |s| s.ready = ok);
+            }
+            tokio::time::sleep(p.period).await;
+        }
+    };
+    tokio::select! {
+        _ = liveness => {}
+        _ = readiness => {}
+        _ = run.cancelled() => {}
+    }
+}
+
 /// One container's whole life on this node.
 async fn container(
     ctx: Arc<NodeCtx>,
@@ -230,6 +391,16 @@ async fn container(
 ) {
     let name = c["name"].as_str().unwrap_or("").to_string();
     let image = c["image"].as_str().unwrap_or("").to_string();
+    let config = info.net.clone().and_then(|net| Ok((net, Arc::new(Probes::parse(&c)?))));
+    let (net, probes) = match config {
+        Ok(x) => x,
+        Err(message) => {
+            event(&ctx, &info, "Warning", "Failed", format!("Error: {message}")).await;
+            waiting(&shared, i, "CreateContainerConfigError", message);
+            stop.cancelled().await;
+            return;
+        }
+    };
     // Pull and load, with back-off on failure.
     let mut attempt = 0;
     let (digest, loaded) = loop {
@@ -262,116 +433,129 @@ async fn container(
         .await;
     let image_id = format!("sha256:{digest}");
     shared.set(i, |s| s.image_id = image_id);
-    let log = open_log(&info.log_dir, &name);
     let env = env_of(&c, &info, &ctx);
     let limits = limits_of(&c);
-    match loaded {
-        Loaded::Http(pre) => {
-            let Some(port) = c["ports"][0]["containerPort"].as_u64() else {
-                waiting(
-                    &shared,
-                    i,
-                    "CreateContainerConfigError",
-                    "an HTTP component needs a containerPort to serve on".into(),
-                );
-                stop.cancelled().await;
-                return;
-            };
-            let listener = match tokio::net::TcpListener::bind((info.ip.as_str(), port as u16)).await {
-                Ok(l) => l,
-                Err(e) => {
-                    waiting(&shared, i, "CreateContainerError", format!("binding {}:{port}: {e}", info.ip));
-                    stop.cancelled().await;
-                    return;
-                }
-            };
-            let w = Arc::new(HttpWorkload {
-                rt: ctx.rt.clone(),
-                pre,
-                env,
-                limits,
-                timeout: ctx.request_timeout,
-                log,
-                served: Default::default(),
+    let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok());
+    let args: Vec<String> = std::iter::once(name.clone())
+        .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))
+        .collect();
+    if matches!(loaded, Loaded::Http(_)) && port.is_none() {
+        waiting(&shared, i, "CreateContainerConfigError", "an HTTP component needs a containerPort to serve on".into());
+        stop.cancelled().await;
+        return;
+    }
+    event(&ctx, &info, "Normal", "Created", format!("Created container {name}")).await;
+    loop {
+        let run = stop.child_token();
+        let killed = Arc::new(Mutex::new(None::<String>));
+        let log = open_log(&info.log_dir, &name);
+        let started = object::now_rfc3339();
+        let began = Instant::now();
+        let running = |message: String| {
+            let s2 = started.clone();
+            shared.set(i, move |s| {
+                s.state = State::Running { started_at: s2 };
+                s.ready = false;
+                s.started = false;
             });
-            event(&ctx, &info, "Normal", "Created", format!("Created container {name}")).await;
-            event(
-                &ctx,
-                &info,
-                "Normal",
-                "Started",
-                format!("Started container {name} serving HTTP on {}:{port}", info.ip),
-            )
-            .await;
-            let started = object::now_rfc3339();
-            shared.set(i, |s| {
-                s.state = State::Running { started_at: started };
-                s.ready = true;
+            let r = ProbeRun {
+                ctx: ctx.clone(),
+                info: info.clone(),
+                shared: shared.clone(),
+                i,
+                name: name.clone(),
+                probes: probes.clone(),
+                run: run.clone(),
+                killed: killed.clone(),
+            };
+            // Ends by itself once `run` is cancelled.
+            tokio::spawn(async move {
+                event(&r.ctx, &r.info, "Normal", "Started", message).await;
+                probe_run(r).await
             });
-            serve(listener, w, stop.clone(), info.grace).await;
-        }
-        Loaded::Command(pre) => {
-            let args: Vec<String> = std::iter::once(name.clone())
-                .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)))
-                .collect();
-            let mut p = Process { rt: ctx.rt.clone(), pre, env, args, limits, log: None };
-            drop(log);
-            loop {
-                event(&ctx, &info, "Normal", "Started", format!("Started container {name}")).await;
-                let started = object::now_rfc3339();
-                let began = Instant::now();
-                let s2 = started.clone();
-                shared.set(i, |s| {
-                    s.state = State::Running { started_at: s2 };
-                    s.ready = true;
-                });
-                p.log = open_log(&info.log_dir, &name);
-                let exit = p.run(stop.clone()).await;
-                if exit == Exit::Killed {
-                    return;
-                }
-                let message = match &exit {
-                    Exit::Trap(t) => t.clone(),
-                    _ => String::new(),
-                };
-                let term = State::Terminated {
-                    exit_code: exit.code(),
-                    reason: exit.reason().into(),
-                    message,
-                    started_at: started,
-                    finished_at: object::now_rfc3339(),
-                };
-                if !info.policy.restarts(exit.code()) {
-                    shared.set(i, |s| {
-                        s.state = term;
-                        s.ready = false;
-                    });
-                    return;
-                }
-                let restarts = {
-                    let mut st = shared.statuses.lock().unwrap_or_else(|e| e.into_inner());
-                    let s = &mut st[i];
-                    if began.elapsed() > lifecycle::BACKOFF_RESET {
-                        s.restart_count = 0;
+        };
+        let exit = match &loaded {
+            Loaded::Http(pre) => {
+                let port = port.unwrap_or_default();
+                match tokio::net::TcpListener::bind((info.ip.as_str(), port)).await {
+                    Err(e) => Exit::Trap(format!("binding {}:{port}: {e}", info.ip)),
+                    Ok(listener) => {
+                        let w = Arc::new(HttpWorkload {
+                            rt: ctx.rt.clone(),
+                            pre: pre.clone(),
+                            env: env.clone(),
+                            limits,
+                            net: net.clone(),
+                            timeout: ctx.request_timeout,
+                            log,
+                            served: Default::default(),
+                        });
+                        running(format!("Started container {name} serving HTTP on {}:{port}", info.ip));
+                        serve(listener, w, run.clone(), info.grace).await;
+                        run.cancel();
+                        Exit::Killed
                     }
-                    s.restart_count += 1;
-                    s.last_state = Some(term);
-                    s.ready = false;
-                    s.restart_count
-                };
-                let wait = backoff(ctx.backoff_base, restarts);
-                let msg = format!(
-                    "back-off {}s restarting failed container={name} pod={}_{}",
-                    wait.as_secs(),
-                    info.name,
-                    info.ns
-                );
-                event(&ctx, &info, "Warning", "BackOff", msg.clone()).await;
-                waiting(&shared, i, "CrashLoopBackOff", msg);
-                if !sleep_or_stop(wait, &stop).await {
-                    return;
                 }
             }
+            Loaded::Command(pre) => {
+                let p = Process {
+                    rt: ctx.rt.clone(),
+                    pre: pre.clone(),
+                    env: env.clone(),
+                    args: args.clone(),
+                    limits,
+                    net: net.clone(),
+                    log,
+                };
+                running(format!("Started container {name}"));
+                let exit = p.run(run.clone()).await;
+                run.cancel();
+                exit
+            }
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        // Killed by a probe: Kubernetes reports the SIGKILL exit code.
+        let (exit, message) = match (exit, killed.lock().unwrap_or_else(|e| e.into_inner()).take()) {
+            (_, Some(why)) => (Exit::Code(137), why),
+            (Exit::Trap(t), None) => (Exit::Trap(t.clone()), t),
+            (e, None) => (e, String::new()),
+        };
+        let term = State::Terminated {
+            exit_code: exit.code(),
+            reason: exit.reason().into(),
+            message,
+            started_at: started,
+            finished_at: object::now_rfc3339(),
+        };
+        if !info.policy.restarts(exit.code()) {
+            shared.set(i, |s| {
+                s.state = term;
+                s.ready = false;
+                s.started = false;
+            });
+            return;
+        }
+        let restarts = {
+            let mut st = shared.statuses.lock().unwrap_or_else(|e| e.into_inner());
+            let s = &mut st[i];
+            if began.elapsed() > lifecycle::BACKOFF_RESET {
+                s.restart_count = 0;
+            }
+            s.restart_count += 1;
+            s.last_state = Some(term);
+            s.ready = false;
+            s.started = false;
+            s.restart_count
+        };
+        let wait = backoff(ctx.backoff_base, restarts);
+        let msg =
+            format!("back-off {}s restarting failed container={name} pod={}_{}", wait.as_secs(), info.name, info.ns);
+        event(&ctx, &info, "Warning", "BackOff", msg.clone()).await;
+        waiting(&shared, i, "CrashLoopBackOff", msg);
+        if !sleep_or_stop(wait, &stop).await {
+            return;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Serving an HTTP workload: one fresh instance per request, on the pod's port.
 
-use super::{InstanceState, Limits, Runtime};
+use super::{InstanceState, Limits, NetPolicy, Runtime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -21,6 +21,7 @@ pub struct HttpWorkload {
     pub pre: ProxyPre<InstanceState>,
     pub env: Vec<(String, String)>,
     pub limits: Limits,
+    pub net: Arc<NetPolicy>,
     /// Deadline of one request (instantiate + handle until the response head is set).
     pub timeout: Duration,
     /// Where the instances' stdout and stderr go.
@@ -40,7 +41,8 @@ impl HttpWorkload {
     /// Answer one request with a fresh instance.
     pub async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
         self.served.fetch_add(1, Ordering::Relaxed);
-        let mut store = self.rt.store(super::wasi_ctx(&self.env, &[], self.log.as_ref()), self.limits);
+        let mut store =
+            self.rt.store(super::wasi_ctx(&self.env, &[], self.log.as_ref(), &self.net), self.limits, self.net.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = (|| -> anyhow::Result<_> {
             let req = store

@@ -3,9 +3,11 @@
 //! instance.
 
 pub mod http;
+pub mod policy;
 pub mod process;
 mod state;
 
+pub use policy::NetPolicy;
 pub use state::{EgressHooks, InstanceState};
 
 use anyhow::{Context, bail};
@@ -163,13 +165,13 @@ impl Runtime {
     }
 
     /// A fresh store for one instance, with its limits and CPU time slicing.
-    pub fn store(&self, wasi: wasmtime_wasi::WasiCtx, limits: Limits) -> Store<InstanceState> {
+    pub fn store(&self, wasi: wasmtime_wasi::WasiCtx, limits: Limits, net: Arc<NetPolicy>) -> Store<InstanceState> {
         let state = InstanceState {
             wasi,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             table: wasmtime::component::ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(limits.memory.min(self.cfg.max_memory)).instances(64).build(),
-            hooks: EgressHooks,
+            hooks: EgressHooks { net },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -188,11 +190,31 @@ impl Runtime {
     }
 }
 
-/// WASI context of one instance: environment, arguments, and stdout/stderr into the pod's log.
-/// No preopened directories and no network: a pod gets only what its spec grants.
-pub fn wasi_ctx(env: &[(String, String)], args: &[String], log: Option<&std::fs::File>) -> wasmtime_wasi::WasiCtx {
+/// WASI context of one instance: environment, arguments, stdout/stderr into the pod's log, and
+/// sockets under the pod's network policy. No preopened directories: a pod gets only what its
+/// spec grants.
+pub fn wasi_ctx(
+    env: &[(String, String)],
+    args: &[String],
+    log: Option<&std::fs::File>,
+    net: &Arc<NetPolicy>,
+) -> wasmtime_wasi::WasiCtx {
+    use wasmtime_wasi::sockets::SocketAddrUse as U;
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();
     b.envs(env).args(args);
+    let policy = net.clone();
+    b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(net.has_egress()).socket_addr_check(move |addr, use_| {
+        let ok = match use_ {
+            U::TcpBind | U::UdpBind => policy.may_bind(addr),
+            U::TcpListen => policy.may_listen(addr),
+            U::TcpAccept | U::UdpReceive => true,
+            U::TcpConnect | U::UdpSend => policy.may_connect(addr),
+        };
+        if !ok {
+            tracing::debug!(%addr, ?use_, "socket use refused by the pod's network policy");
+        }
+        Box::pin(std::future::ready(ok))
+    });
     if let Some((o, e)) = log.and_then(|l| Some((l.try_clone().ok()?, l.try_clone().ok()?))) {
         b.stdout(wasmtime_wasi::cli::OutputFile::new(o)).stderr(wasmtime_wasi::cli::OutputFile::new(e));
     }

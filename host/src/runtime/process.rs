@@ -1,6 +1,6 @@
 //! Running a process workload (`wasi:cli/run`) to its end.
 
-use super::{InstanceState, Limits, Runtime};
+use super::{InstanceState, Limits, NetPolicy, Runtime};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -40,12 +40,14 @@ pub struct Process {
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
     pub limits: Limits,
+    pub net: Arc<NetPolicy>,
     pub log: Option<std::fs::File>,
 }
 
 impl Process {
     pub async fn run(&self, stop: CancellationToken) -> Exit {
-        let mut store = self.rt.store(super::wasi_ctx(&self.env, &self.args, self.log.as_ref()), self.limits);
+        let wasi = super::wasi_ctx(&self.env, &self.args, self.log.as_ref(), &self.net);
+        let mut store = self.rt.store(wasi, self.limits, self.net.clone());
         let run = async {
             let cmd = self.pre.instantiate_async(&mut store).await?;
             cmd.wasi_cli_run().call_run(&mut store).await

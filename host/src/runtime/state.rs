@@ -1,6 +1,8 @@
 //! What each instance's `Store` holds: WASI context, wasi:http context, resource table,
 //! limits, and the egress hook.
 
+use super::NetPolicy;
+use std::sync::Arc;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -14,10 +16,11 @@ pub struct InstanceState {
     pub hooks: EgressHooks,
 }
 
-/// Outgoing `wasi:http` requests do not pass through WASI's socket checks, so the policy is
-/// enforced here. Until service routing exists every outgoing request is refused.
-#[derive(Default)]
-pub struct EgressHooks;
+/// Outgoing `wasi:http` requests do not pass through WASI's socket checks, so the pod's
+/// network policy is enforced here too: allowed destinations are sent, others refused.
+pub struct EgressHooks {
+    pub net: Arc<NetPolicy>,
+}
 
 type SendResult = wasmtime_wasi_http::Result<(
     http::Response<wasmtime_wasi_http::WasiBody>,
@@ -28,11 +31,21 @@ impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        tracing::debug!(uri = %request.uri(), "outgoing wasi:http request refused by egress policy");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+        let uri = request.uri();
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+        let allowed = uri.host().is_some_and(|h| self.net.may_request(h, port));
+        if !allowed {
+            tracing::debug!(uri = %uri, "outgoing wasi:http request refused by the pod's egress policy");
+            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (resp, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+        })
     }
 }
 
