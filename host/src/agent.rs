@@ -145,22 +145,10 @@ async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: Cancell
                     &json!({"status": {"conditions": [ready_condition()]}}),
                 )
                 .await;
-            trim_logs(&cfg.data_dir.join("pods"));
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.lease_duration / 3) => {}
             _ = stop.cancelled() => return,
-        }
-    }
-}
-
-/// Keep every container log under its size bound.
-fn trim_logs(pods: &std::path::Path) {
-    for dir in std::fs::read_dir(pods).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
-            if let Err(e) = crate::logs::trim(&f.path()) {
-                tracing::debug!("trimming {}: {e}", f.path().display());
-            }
         }
     }
 }

@@ -13,9 +13,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
-/// Largest log file kept per container run; beyond it the oldest half is dropped.
-pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
-
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 pub struct LogServer {
@@ -159,21 +156,6 @@ pub async fn serve(listener: tokio::net::TcpListener, server: Arc<LogServer>, st
     }
 }
 
-/// Keep a log file under [`MAX_LOG_BYTES`] by dropping its oldest half. Called between writes
-/// by the node's housekeeping; a run that writes faster loses its oldest lines, never the node's disk.
-pub fn trim(path: &Path) -> std::io::Result<()> {
-    let len = std::fs::metadata(path)?.len();
-    if len <= MAX_LOG_BYTES {
-        return Ok(());
-    }
-    let data = std::fs::read(path)?;
-    let cut = data.len() / 2;
-    let start = data[cut..].iter().position(|b| *b == b'\n').map_or(cut, |p| cut + p + 1);
-    let tmp = path.with_extension("trim");
-    std::fs::write(&tmp, &data[start..])?;
-    std::fs::rename(tmp, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,17 +166,5 @@ mod tests {
         assert_eq!(tail(b"a\nb\nc", 1), b"c");
         assert_eq!(tail(b"a\nb\n", 5), b"a\nb\n");
         assert_eq!(tail(b"a\nb\n", 0), b"");
-    }
-
-    #[test]
-    fn trims_oldest_half() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.log");
-        let line = "x".repeat(99) + "\n";
-        std::fs::write(&p, line.repeat((MAX_LOG_BYTES / 100 + 10) as usize)).unwrap();
-        trim(&p).unwrap();
-        let len = std::fs::metadata(&p).unwrap().len();
-        assert!(len < MAX_LOG_BYTES && len > MAX_LOG_BYTES / 3);
-        assert!(std::fs::read_to_string(&p).unwrap().starts_with('x'));
     }
 }

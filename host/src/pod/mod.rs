@@ -251,13 +251,10 @@ fn waiting(shared: &Shared, i: usize, reason: &str, message: String) {
     });
 }
 
-/// Open a new run's log file; the last run's output becomes `<container>.log.previous`.
-fn open_log(dir: &std::path::Path, container: &str) -> Option<std::fs::File> {
-    let current = crate::logs::log_path(dir, container, false);
-    if std::fs::metadata(&current).is_ok_and(|m| m.len() > 0) {
-        let _ = std::fs::rename(&current, crate::logs::log_path(dir, container, true));
-    }
-    std::fs::OpenOptions::new().create(true).append(true).open(current).ok()
+/// Open a new run's log; the last run's output becomes `<container>.log.previous`.
+fn open_log(dir: &std::path::Path, container: &str) -> Option<crate::runtime::output::LogSink> {
+    let path = crate::logs::log_path(dir, container, false);
+    crate::runtime::output::LogSink::open(&path).inspect_err(|e| tracing::warn!("opening {}: {e}", path.display())).ok()
 }
 
 async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {

@@ -25,7 +25,7 @@ pub struct HttpWorkload {
     /// Deadline of one request (instantiate + handle until the response head is set).
     pub timeout: Duration,
     /// Where the instances' stdout and stderr go.
-    pub log: Option<std::fs::File>,
+    pub log: Option<super::output::LogSink>,
     /// Requests served; for status and tests.
     pub served: AtomicU64,
 }

@@ -3,6 +3,7 @@
 //! instance.
 
 pub mod http;
+pub mod output;
 pub mod policy;
 pub mod process;
 mod state;
@@ -196,7 +197,7 @@ impl Runtime {
 pub fn wasi_ctx(
     env: &[(String, String)],
     args: &[String],
-    log: Option<&std::fs::File>,
+    log: Option<&output::LogSink>,
     net: &Arc<NetPolicy>,
 ) -> wasmtime_wasi::WasiCtx {
     use wasmtime_wasi::sockets::SocketAddrUse as U;
@@ -215,8 +216,8 @@ pub fn wasi_ctx(
         }
         Box::pin(std::future::ready(ok))
     });
-    if let Some((o, e)) = log.and_then(|l| Some((l.try_clone().ok()?, l.try_clone().ok()?))) {
-        b.stdout(wasmtime_wasi::cli::OutputFile::new(o)).stderr(wasmtime_wasi::cli::OutputFile::new(e));
+    if let Some(sink) = log {
+        b.stdout(sink.clone()).stderr(sink.clone());
     }
     b.build()
 }

@@ -41,7 +41,7 @@ pub struct Process {
     pub args: Vec<String>,
     pub limits: Limits,
     pub net: Arc<NetPolicy>,
-    pub log: Option<std::fs::File>,
+    pub log: Option<super::output::LogSink>,
 }
 
 impl Process {

@@ -1,0 +1,174 @@
+//! A container's stdout and stderr: one log file per run, rotated as it is written so that a
+//! chatty or hostile workload cannot fill the node's disk. When `<container>.log` reaches
+//! [`MAX_LOG_BYTES`] it becomes `<container>.log.1` (older parts shift up to
+//! `.log.{KEEP_ROTATED}`, the oldest is dropped) and a fresh file starts. As with Kubernetes,
+//! `logs` serves the current file.
+
+use bytes::Bytes;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
+
+/// Size at which a container's log file is rotated.
+pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;
+/// Rotated files kept besides the current one.
+pub const KEEP_ROTATED: u32 = 4;
+
+struct Inner {
+    path: PathBuf,
+    file: Option<File>,
+    written: u64,
+    max: u64,
+}
+
+impl Inner {
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        let part = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let _ = std::fs::remove_file(part(KEEP_ROTATED));
+        for n in (1..KEEP_ROTATED).rev() {
+            let _ = std::fs::rename(part(n), part(n + 1));
+        }
+        std::fs::rename(&self.path, part(1))?;
+        self.file = Some(File::create(&self.path)?);
+        self.written = 0;
+        Ok(())
+    }
+
+    fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            if self.written >= self.max {
+                self.rotate()?;
+            }
+            let room = (self.max - self.written) as usize;
+            let n = bytes.len().min(room);
+            let Some(f) = self.file.as_mut() else { return Err(std::io::Error::other("log file unavailable")) };
+            f.write_all(&bytes[..n])?;
+            self.written += n as u64;
+            bytes = &bytes[n..];
+        }
+        Ok(())
+    }
+}
+
+/// The log of one container run; cheap to clone, shared by all its instances and by stdout
+/// and stderr.
+#[derive(Clone)]
+pub struct LogSink(Arc<Mutex<Inner>>);
+
+impl LogSink {
+    /// Start a run's log at `path`: the last run's file becomes `.log.previous` and the last
+    /// run's rotated parts are removed.
+    pub fn open(path: &Path) -> std::io::Result<LogSink> {
+        Self::open_with_limit(path, MAX_LOG_BYTES)
+    }
+
+    pub fn open_with_limit(path: &Path, max: u64) -> std::io::Result<LogSink> {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            std::fs::rename(path, format!("{}.previous", path.display()))?;
+        }
+        for n in 1..=KEEP_ROTATED {
+            let _ = std::fs::remove_file(format!("{}.{n}", path.display()));
+        }
+        let file = File::create(path)?;
+        Ok(LogSink(Arc::new(Mutex::new(Inner { path: path.to_path_buf(), file: Some(file), written: 0, max }))))
+    }
+
+    pub fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).write(bytes)
+    }
+}
+
+impl IsTerminal for LogSink {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for LogSink {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl Pollable for LogSink {
+    fn ready<'a, 'b>(&'a mut self) -> Pin<Box<dyn Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+    {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl OutputStream for LogSink {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        LogSink::write(self, &bytes).map_err(|e| StreamError::LastOperationFailed(wasmtime::format_err!(e)))
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 * 1024)
+    }
+}
+
+impl tokio::io::AsyncWrite for LogSink {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(LogSink::write(&self, buf).map(|()| buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_and_bounds_the_disk_used() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("main.log");
+        std::fs::write(&p, "last run\n").unwrap();
+        let sink = LogSink::open_with_limit(&p, 100).unwrap();
+        assert_eq!(std::fs::read_to_string(d.path().join("main.log.previous")).unwrap(), "last run\n");
+        for i in 0..100 {
+            sink.write(format!("line {i:03} xxxxxxxxxxxxxxxxxxxxx\n").as_bytes()).unwrap();
+        }
+        // 3000 bytes written, at most 100 per file, current + KEEP_ROTATED kept.
+        let mut total = 0;
+        for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+            let name = f.file_name().into_string().unwrap();
+            assert!(
+                name == "main.log" || name == "main.log.previous" || name.starts_with("main.log."),
+                "unexpected file {name}"
+            );
+            if name != "main.log.previous" {
+                let len = f.metadata().unwrap().len();
+                assert!(len <= 100, "{name} is {len} bytes");
+                total += len;
+            }
+        }
+        assert!(total <= 100 * (KEEP_ROTATED as u64 + 1));
+        assert!(!d.path().join(format!("main.log.{}", KEEP_ROTATED + 1)).exists());
+        // The newest output is in the current file, the one before it in `.1`.
+        let current = std::fs::read_to_string(&p).unwrap();
+        assert!(current.ends_with("line 099 xxxxxxxxxxxxxxxxxxxxx\n"), "{current}");
+        let newest_rotated = std::fs::read_to_string(d.path().join("main.log.1")).unwrap();
+        assert!(newest_rotated.len() == 100);
+        // A new run starts clean: rotated parts of the old run are gone.
+        LogSink::open_with_limit(&p, 100).unwrap();
+        assert!(!d.path().join("main.log.1").exists());
+    }
+}
