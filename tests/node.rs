@@ -60,6 +60,15 @@ fn pods_run_as_wasm_components() {
     assert_eq!(code, 200);
     assert_eq!(body, "Hello from wasmorch! pod=hello path=/x?y=1\n");
     assert_eq!(http_get(&addr, "/env/GREETING").unwrap().1, "hi\n");
+    {
+        // HTTP/1.0 without a Host header is answered too.
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /bare HTTP/1.0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.0 200") && out.ends_with("path=/bare\n"), "{out}");
+    }
     assert_eq!(http_get(&addr, "/env/NODE_NAME").unwrap().1, "n1\n");
     let table = c.ok(&["get", "pods", "-o", "wide"]);
     assert!(

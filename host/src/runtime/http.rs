@@ -83,6 +83,8 @@ impl HttpWorkload {
 /// Accept connections until `stop`, then finish in-flight requests (up to `grace`).
 pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: CancellationToken, grace: Duration) {
     let tracker = TaskTracker::new();
+    // HTTP/1.0 clients may omit Host; wasi:http needs an authority, so the pod's own is used.
+    let local = listener.local_addr().ok().and_then(|a| http::HeaderValue::from_str(&a.to_string()).ok());
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -98,9 +100,16 @@ pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: Cancellati
         let _ = tcp.set_nodelay(true);
         let w = w.clone();
         let stop = stop.clone();
+        let local = local.clone();
         tracker.spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let w = w.clone();
+                if req.uri().authority().is_none()
+                    && !req.headers().contains_key(http::header::HOST)
+                    && let Some(h) = &local
+                {
+                    req.headers_mut().insert(http::header::HOST, h.clone());
+                }
                 async move { Ok::<_, std::convert::Infallible>(w.handle(req).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
