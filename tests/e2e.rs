@@ -37,7 +37,7 @@ fn apply_get_describe_delete_and_restart() {
     }
     // The workload pod examples are valid (server-side dry run stores nothing).
     let pods = c.ok(&["apply", "--dry-run", "server", "-f", &format!("{m}/pods")]);
-    assert_eq!(pods.lines().count(), 7, "{pods}");
+    assert_eq!(pods.lines().count(), 9, "{pods}");
     assert!(pods.lines().all(|l| l.ends_with("created (server dry run)")), "{pods}");
     let again = c.ok(&["apply", "-f", m]);
     assert!(again.lines().all(|l| l.ends_with(" unchanged")), "{again}");

@@ -175,8 +175,16 @@ fn pods_run_as_wasm_components() {
     assert!(logs.contains("level=info msg=\"POST /echo\""), "{logs}");
     assert!(logs.contains("level=warn"), "{logs}");
 
-    // Deleting a running pod stops it: it leaves the API and its port closes.
+    // Deleting a running pod stops it: a request in flight finishes, then the pod leaves the
+    // API and its port closes.
+    let slow_addr = addr.clone();
+    let slow = std::thread::spawn(move || http_get(&slow_addr, "/sleep/1500"));
+    assert!(
+        eventually(Duration::from_secs(10), || c.ok(&["logs", "hello"]).contains("/sleep/1500")),
+        "the slow request never arrived"
+    );
     c.ok(&["delete", "pod", "hello"]);
+    assert_eq!(slow.join().unwrap().unwrap(), (200, "slept 1500 ms\n".to_string()), "in-flight request cut off");
     assert!(get_json(&c, &["pod", "hello"]).is_none());
     assert!(eventually(Duration::from_secs(10), || http_get(&addr, "/").is_err()), "port still open after delete");
 }

@@ -1,7 +1,8 @@
 //! hello-http: a `wasi:http/incoming-handler` component. One fresh instance per request.
 //!
 //! `GET /` answers `Hello from wasmorch` with the pod name (`POD_NAME`, set by the host) and the
-//! request path; `GET /env/NAME` answers the value of an environment variable.
+//! request path; `GET /env/NAME` answers the value of an environment variable; `GET /sleep/MS`
+//! answers after MS milliseconds (a slow request, for drain tests).
 
 use wasip2::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -25,6 +26,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let path = request.path_with_query().unwrap_or_else(|| "/".into());
         eprintln!("hello-http: {:?} {path}", request.method());
+        if let Some(ms) = path.strip_prefix("/sleep/").and_then(|m| m.parse::<u64>().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+            respond(out, 200, &format!("slept {ms} ms\n"));
+            return;
+        }
         if let Some(var) = path.strip_prefix("/env/") {
             match std::env::var(var) {
                 Ok(v) => respond(out, 200, &format!("{v}\n")),
