@@ -2,3 +2,4 @@
 //! in a pure function, acts through [`Api`](crate::apiserver::api::Api), and requeues.
 
 pub mod namespace;
+pub mod runtime;

@@ -1,0 +1,350 @@
+//! The machinery every controller shares: informers (list + watch into a local cache) and one
+//! keyed work queue per controller (a key is queued at most once, never reconciled twice at
+//! the same time, retried with back-off on error).
+
+use crate::apiserver::api::{Api, ListOptions};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use wasmorch_api::resources::Resource;
+use wasmorch_api::{ApiError, object};
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing until the object or something it watches changes.
+    AwaitChange,
+    /// Look again after this long (timers: deadlines, minReadySeconds, TTLs).
+    Requeue(Duration),
+}
+
+/// `namespace/name` (or `name` for cluster objects): the key of an object in caches and queues.
+pub fn key_of(obj: &Value) -> String {
+    let ns = object::namespace(obj);
+    if ns.is_empty() { object::name(obj).to_string() } else { format!("{ns}/{}", object::name(obj)) }
+}
+
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, key),
+    }
+}
+
+/// A local copy of one resource's objects, kept current by [`Informer::run`].
+/// std RwLock: held only to read or write the map, never across an await.
+#[derive(Default)]
+pub struct Cache {
+    objects: RwLock<BTreeMap<String, Value>>,
+    synced: std::sync::atomic::AtomicBool,
+    synced_signal: Notify,
+}
+
+impl Cache {
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+    /// Every object, or those of one namespace.
+    pub fn list(&self, ns: Option<&str>) -> Vec<Value> {
+        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        match ns {
+            None => m.values().cloned().collect(),
+            Some(ns) => {
+                let prefix = format!("{ns}/");
+                m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()).collect()
+            }
+        }
+    }
+    /// Replace an entry with what this process just wrote, ahead of the watch (the watch's
+    /// copy, with the same or a newer revision, replaces it again).
+    pub fn assume(&self, obj: Value) {
+        let mut m = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        let k = key_of(&obj);
+        if m.get(&k).is_none_or(|cur| object::resource_version(cur) <= object::resource_version(&obj)) {
+            m.insert(k, obj);
+        }
+    }
+    fn apply(&self, obj: &Value, deleted: bool) {
+        let mut m = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        let k = key_of(obj);
+        if deleted {
+            m.remove(&k);
+        } else if m.get(&k).is_none_or(|cur| object::resource_version(cur) <= object::resource_version(obj)) {
+            m.insert(k, obj.clone());
+        }
+    }
+    pub async fn wait_synced(&self) {
+        loop {
+            let n = self.synced_signal.notified();
+            if self.synced.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// Who hears about a change: given the old and new object (either may be missing), enqueue
+/// whatever keys it affects.
+pub type Handler = Arc<dyn Fn(Option<&Value>, Option<&Value>) + Send + Sync>;
+
+pub struct Informer {
+    pub res: &'static Resource,
+    pub cache: Arc<Cache>,
+    handlers: Mutex<Vec<Handler>>,
+}
+
+impl Informer {
+    pub fn new(res: &'static Resource) -> Arc<Informer> {
+        Arc::new(Informer { res, cache: Arc::new(Cache::default()), handlers: Mutex::new(Vec::new()) })
+    }
+
+    pub fn on_change(&self, h: Handler) {
+        self.handlers.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    }
+
+    fn notify(&self, old: Option<&Value>, new: Option<&Value>) {
+        let hs = self.handlers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for h in hs {
+            h(old, new);
+        }
+    }
+
+    /// List, then watch from the list's revision, forever (relisting after errors or 410).
+    pub async fn run(self: Arc<Self>, api: Api) {
+        loop {
+            let r = self.clone().list_watch(&api).await;
+            if api.shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = r {
+                tracing::debug!("informer {}: {e}; relisting", self.res.plural);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = api.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn list_watch(self: Arc<Self>, api: &Api) -> Result<(), ApiError> {
+        let list = api.list(self.res, None, &ListOptions::default()).await?;
+        let rev: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
+        let items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
+        let fresh: HashMap<String, Value> = items.into_iter().map(|o| (key_of(&o), o)).collect();
+        // Replace the cache, telling handlers about what changed while we were away.
+        let old: BTreeMap<String, Value> = {
+            let mut m = self.cache.objects.write().unwrap_or_else(|e| e.into_inner());
+            std::mem::replace(&mut *m, fresh.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        };
+        for (k, o) in &old {
+            if !fresh.contains_key(k) {
+                self.notify(Some(o), None);
+            }
+        }
+        for (k, n) in &fresh {
+            let o = old.get(k);
+            if o.is_none_or(|o| object::resource_version(o) != object::resource_version(n)) {
+                self.notify(o, Some(n));
+            }
+        }
+        self.cache.synced.store(true, std::sync::atomic::Ordering::Release);
+        self.cache.synced_signal.notify_waiters();
+        let mut w = api.store.watch(&self.res.key_prefix(None), rev)?;
+        loop {
+            let ev = tokio::select! {
+                ev = w.next() => ev?,
+                _ = api.shutdown.cancelled() => return Ok(()),
+            };
+            let deleted = ev.kind == crate::store::EventType::Deleted;
+            let old = self.cache.get(&key_of(&ev.object));
+            self.cache.apply(&ev.object, deleted);
+            if deleted {
+                self.notify(old.as_ref(), None);
+            } else {
+                self.notify(old.as_ref(), Some(&ev.object));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: VecDeque<String>,
+    queued: HashSet<String>,
+    active: HashSet<String>,
+    /// Added again while being reconciled: queued when that reconcile is done.
+    dirty: HashSet<String>,
+    delayed: Vec<(Instant, String)>,
+    failures: HashMap<String, u32>,
+}
+
+/// A keyed work queue. std Mutex: held only for bookkeeping, never across an await.
+#[derive(Default)]
+pub struct Queue {
+    state: Mutex<QueueState>,
+    wake: Notify,
+}
+
+impl Queue {
+    pub fn new() -> Arc<Queue> {
+        Arc::new(Queue::default())
+    }
+
+    pub fn add(&self, key: impl Into<String>) {
+        let key = key.into();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.active.contains(&key) {
+            s.dirty.insert(key);
+            return;
+        }
+        if s.queued.insert(key.clone()) {
+            s.ready.push_back(key);
+            drop(s);
+            self.wake.notify_one();
+        }
+    }
+
+    pub fn add_after(&self, key: impl Into<String>, d: Duration) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.delayed.push((Instant::now() + d, key.into()));
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// The next key to reconcile; it stays active until [`Queue::done`].
+    pub async fn next(&self) -> String {
+        loop {
+            let wake = self.wake.notified();
+            let wait = {
+                let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut s.delayed).into_iter().partition(|(t, _)| *t <= now);
+                s.delayed = later;
+                for (_, k) in due {
+                    if s.active.contains(&k) {
+                        s.dirty.insert(k);
+                    } else if s.queued.insert(k.clone()) {
+                        s.ready.push_back(k);
+                    }
+                }
+                if let Some(k) = s.ready.pop_front() {
+                    s.queued.remove(&k);
+                    s.active.insert(k.clone());
+                    return k;
+                }
+                s.delayed.iter().map(|(t, _)| *t).min().map(|t| t.saturating_duration_since(now))
+            };
+            match wait {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d, wake).await;
+                }
+                None => wake.await,
+            }
+        }
+    }
+
+    /// Finish a key: requeue it if it changed meanwhile, or per the reconcile's result.
+    pub fn done(&self, key: &str, result: &Result<Action, ApiError>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.active.remove(key);
+        let retry = match result {
+            Ok(_) => {
+                s.failures.remove(key);
+                None
+            }
+            Err(_) => {
+                let n = s.failures.entry(key.to_string()).or_insert(0);
+                *n += 1;
+                Some(Duration::from_millis(20) * 2u32.pow((*n - 1).min(10)))
+            }
+        };
+        let after = match (result, retry) {
+            (_, Some(d)) => Some(d.min(Duration::from_secs(30))),
+            (Ok(Action::Requeue(d)), None) => Some(*d),
+            _ => None,
+        };
+        if s.dirty.remove(key) && s.queued.insert(key.to_string()) {
+            s.ready.push_back(key.to_string());
+        } else if let Some(d) = after {
+            s.delayed.push((Instant::now() + d, key.to_string()));
+        }
+        drop(s);
+        self.wake.notify_one();
+    }
+}
+
+/// Run `workers` reconcilers over `queue` until shutdown.
+pub async fn run_workers<F, Fut>(api: Api, name: &'static str, queue: Arc<Queue>, workers: usize, reconcile: F)
+where
+    F: Fn(String) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<Action, ApiError>> + Send,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let (q, f, api) = (queue.clone(), reconcile.clone(), api.clone());
+        set.spawn(async move {
+            loop {
+                let key = tokio::select! {
+                    k = q.next() => k,
+                    _ = api.shutdown.cancelled() => return,
+                };
+                let r = f(key.clone()).await;
+                if let Err(e) = &r
+                    && e.code != 409
+                {
+                    tracing::warn!("{name} {key}: {e}");
+                }
+                q.done(&key, &r);
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_is_queued_once_and_never_twice_active() {
+        let q = Queue::new();
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        let k = q.next().await;
+        assert_eq!(k, "a");
+        q.add("a"); // changed while active: comes back after done, not before
+        assert_eq!(q.next().await, "b");
+        q.done("b", &Ok(Action::AwaitChange));
+        assert!(tokio::time::timeout(Duration::from_millis(50), q.next()).await.is_err(), "a is still active");
+        q.done("a", &Ok(Action::AwaitChange));
+        assert_eq!(q.next().await, "a");
+        q.done("a", &Ok(Action::AwaitChange));
+        assert!(tokio::time::timeout(Duration::from_millis(50), q.next()).await.is_err(), "nothing left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn errors_back_off_and_requeues_wait() {
+        let q = Queue::new();
+        q.add("x");
+        let k = q.next().await;
+        let t = tokio::time::Instant::now();
+        q.done(&k, &Err(ApiError::internal("boom")));
+        assert_eq!(q.next().await, "x");
+        let first = t.elapsed();
+        q.done("x", &Err(ApiError::internal("boom")));
+        let t = tokio::time::Instant::now();
+        assert_eq!(q.next().await, "x");
+        assert!(t.elapsed() > first, "back-off grows: {first:?} then {:?}", t.elapsed());
+        q.done("x", &Ok(Action::Requeue(Duration::from_secs(5))));
+        let t = tokio::time::Instant::now();
+        assert_eq!(q.next().await, "x");
+        assert!(t.elapsed() >= Duration::from_secs(5));
+    }
+}
