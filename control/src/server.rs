@@ -22,6 +22,7 @@ pub struct Config {
     /// History revisions kept for watch resume; older ones are compacted.
     pub history_revisions: u64,
     pub compaction_interval: Duration,
+    pub scheduler: crate::scheduler::Config,
 }
 
 impl Config {
@@ -32,6 +33,7 @@ impl Config {
             tls_sans: Vec::new(),
             history_revisions: 100_000,
             compaction_interval: Duration::from_secs(60),
+            scheduler: Default::default(),
         }
     }
     pub fn store_path(&self) -> PathBuf {
@@ -94,6 +96,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let app = apiserver::router(state);
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
     let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(api.clone()))];
+    tasks.extend(crate::controllers::start_all(&api, cfg.scheduler));
     tasks.push(tokio::spawn(compactor(store, cfg.history_revisions, cfg.compaction_interval, shutdown)));
     Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, node_token, api, pki, done, tasks })
 }

@@ -227,6 +227,28 @@ impl Api {
         Ok(Written { object: c.object, warnings, event: c.event })
     }
 
+    /// A write decided by `f` from the current object alone (subresources with their own rules).
+    pub(crate) async fn modify_raw(
+        &self,
+        t: &Target,
+        dry_run: bool,
+        f: impl FnOnce(&Value) -> Result<Outcome, ApiError> + Send + 'static,
+    ) -> Result<Written, ApiError> {
+        let nf = Self::not_found(t);
+        let c = self
+            .store
+            .mutate(
+                Self::key(t)?,
+                dry_run,
+                Box::new(move |cur| {
+                    let cur = cur.ok_or(nf)?;
+                    f(cur)
+                }),
+            )
+            .await?;
+        Ok(Written { object: c.object, warnings: Vec::new(), event: c.event })
+    }
+
     /// Delete (or mark deleting). `Written.event` is `Deleted` when the object is gone.
     pub async fn delete(&self, t: &Target, opts: DeleteOptions, dry_run: bool) -> Result<Written, ApiError> {
         let res = t.res;

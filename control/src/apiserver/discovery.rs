@@ -41,6 +41,9 @@ fn aggregated_resource(r: &Resource) -> Value {
     if r.has_status {
         subs.push(json!({"subresource": "status", "responseKind": gvk(r), "verbs": ["get", "patch", "update"]}));
     }
+    if r.plural == "pods" {
+        subs.push(json!({"subresource": "binding", "responseKind": {"group": "", "version": "v1", "kind": "Binding"}, "verbs": ["create"]}));
+    }
     if r.has_scale {
         subs.push(json!({"subresource": "scale", "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"}, "verbs": ["get", "patch", "update"]}));
     }

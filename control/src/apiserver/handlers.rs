@@ -116,6 +116,31 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
     let mode = FieldValidation::parse(p.get("fieldValidation"))?;
     let dry_run = p.dry_run()?;
     let body = request::read_body(req.into_body()).await?;
+    match (t.subresource.as_deref(), &method) {
+        (Some("binding"), &Method::POST) if t.res.plural == "pods" => {
+            let binding = request::decode_body(&headers, &body)?;
+            api.bind(&t, binding, dry_run).await?;
+            let ok = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+            return Ok(json_response(StatusCode::CREATED, &ok, &[]));
+        }
+        (Some("scale"), m) if t.res.has_scale => {
+            let scale = match *m {
+                Method::GET => api.get_scale(&t).await?,
+                Method::PUT => {
+                    let want = request::decode_body(&headers, &body)?;
+                    api.set_scale(&t, dry_run, move |_| Ok(want)).await?
+                }
+                Method::PATCH => {
+                    let patch = request::decode_body(&headers, &body)?;
+                    let ct = request::content_type(&headers);
+                    api.set_scale(&t, dry_run, move |cur| super::objects::apply_patch(cur, &ct, &patch)).await?
+                }
+                _ => return Err(ApiError::method_not_allowed(format!("{method} is not supported on scale"))),
+            };
+            return Ok(json_response(StatusCode::OK, &scale, &[]));
+        }
+        _ => {}
+    }
     match (&method, t.name.is_some()) {
         (&Method::GET, false) if p.flag("watch") || t.watch_path => {
             let after = match p.get("resourceVersion") {

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod logs;
 pub mod objects;
 pub mod request;
+pub mod subresources;
 pub mod watch;
 
 use crate::pki::{Tokens, identity_from_cert};

@@ -1,5 +1,28 @@
 //! Reconcile loops run by the control plane. Each observes through the API's watch, decides
 //! in a pure function, acts through [`Api`](crate::apiserver::api::Api), and requeues.
 
+pub mod events;
 pub mod namespace;
+pub mod replicaset;
 pub mod runtime;
+
+use crate::apiserver::api::Api;
+use runtime::Informer;
+use wasmorch_api::resources;
+
+/// Start the scheduler and the workload controllers over shared informers.
+pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::task::JoinHandle<()>> {
+    let informer = |plural: &str| Informer::new(resources::lookup(plural).expect("registered"));
+    let pods = informer("pods");
+    let nodes = informer("nodes");
+    let replicasets = informer("replicasets");
+    let mut tasks = vec![
+        tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
+        tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
+    ];
+    // Informers start after every controller registered its handlers.
+    for i in [pods, nodes, replicasets] {
+        tasks.push(tokio::spawn(i.run(api.clone())));
+    }
+    tasks
+}

@@ -1,5 +1,234 @@
-//! The scheduler: watches pods without a node and binds each to the best node that fits.
+//! The scheduler: watches pods without a node and binds each to the best node that fits,
+//! through `pods/binding`. One worker, so placements never race each other; the snapshot of
+//! nodes and their placed pods is kept incrementally (a bind is accounted at once, before the
+//! watch reports it) and rebuilt from the informers' caches when something else changes it.
 
 pub mod plan;
 #[cfg(test)]
 mod tests;
+
+use crate::apiserver::api::Api;
+use crate::apiserver::request::Target;
+use crate::controllers::events;
+use crate::controllers::runtime::{Action, Informer, Queue, key_of, run_workers, split_key};
+use plan::{NodeInfo, Strategy};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmorch_api::{ApiError, object, resources};
+
+pub const NAME: &str = "default-scheduler";
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Config {
+    pub strategy: Strategy,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    /// Bound pods already counted in `nodes`.
+    accounted: HashSet<String>,
+    dirty: bool,
+}
+
+struct Scheduler {
+    api: Api,
+    pods: Arc<Informer>,
+    nodes: Arc<Informer>,
+    cfg: Config,
+    /// std Mutex: the worker holds it only while computing, never across an await.
+    snap: Mutex<Snapshot>,
+    /// Pods that did not fit; retried when nodes or placed pods change.
+    waiting: Mutex<HashSet<String>>,
+    /// The last FailedScheduling message per pod, so a retry does not repeat the same event.
+    told: Mutex<HashMap<String, String>>,
+}
+
+fn terminal(p: &Value) -> bool {
+    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+}
+
+fn ours(p: &Value) -> bool {
+    p["spec"]["schedulerName"].as_str().is_none_or(|s| s == NAME)
+}
+
+fn unscheduled(p: &Value) -> bool {
+    p["spec"]["nodeName"].as_str().is_none_or(str::is_empty) && !object::is_deleting(p) && ours(p) && !terminal(p)
+}
+
+impl Scheduler {
+    fn rebuild(&self, s: &mut Snapshot) {
+        let mut nodes: Vec<NodeInfo> = self.nodes.cache.list(None).iter().map(NodeInfo::from_node).collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        let mut accounted = HashSet::new();
+        for p in self.pods.cache.list(None) {
+            let node = p["spec"]["nodeName"].as_str().unwrap_or("");
+            if node.is_empty() || terminal(&p) {
+                continue;
+            }
+            if let Some(i) = index.get(node) {
+                nodes[*i].add_pod(&p);
+            }
+            accounted.insert(key_of(&p));
+        }
+        *s = Snapshot { nodes, index, accounted, dirty: false };
+    }
+
+    fn wake_waiting(&self, queue: &Queue) {
+        for k in self.waiting.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            queue.add(k);
+        }
+    }
+
+    async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
+        let Some(pod) = self.pods.cache.get(&key) else { return Ok(Action::AwaitChange) };
+        if !unscheduled(&pod) {
+            return Ok(Action::AwaitChange);
+        }
+        let choice = {
+            let mut s = self.snap.lock().unwrap_or_else(|e| e.into_inner());
+            if s.dirty || s.nodes.is_empty() {
+                self.rebuild(&mut s);
+            }
+            plan::schedule(&pod, &s.nodes, self.cfg.strategy)
+        };
+        let node = match choice {
+            Ok(n) => n,
+            Err(msg) => {
+                self.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone());
+                let repeat = self.told.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), msg.clone())
+                    == Some(msg.clone());
+                if !repeat {
+                    events::record(&self.api, &pod, "Warning", "FailedScheduling", msg.clone(), NAME).await;
+                    self.mark_unschedulable(&pod, &msg).await;
+                }
+                // Retried on any change to nodes or placed pods, and now and then regardless.
+                return Ok(Action::Requeue(Duration::from_secs(30)));
+            }
+        };
+        let (ns, name) = split_key(&key);
+        let t = Target {
+            res: resources::lookup("pods").expect("pods registered"),
+            namespace: ns.map(String::from),
+            name: Some(name.to_string()),
+            subresource: Some("binding".into()),
+            watch_path: false,
+        };
+        let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
+        match self.api.bind(&t, binding, false).await {
+            Ok(w) => {
+                {
+                    let mut s = self.snap.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(i) = s.index.get(&node).copied() {
+                        s.nodes[i].add_pod(&w.object);
+                        s.accounted.insert(key.clone());
+                    }
+                }
+                self.pods.cache.assume(w.object.clone());
+                self.told.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                let msg = format!("Successfully assigned {key} to {node}");
+                events::record(&self.api, &w.object, "Normal", "Scheduled", msg, NAME).await;
+                Ok(Action::AwaitChange)
+            }
+            // Bound meanwhile by someone else, or gone: nothing to do.
+            Err(e) if e.code == 409 || e.code == 404 => {
+                self.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+                Ok(Action::AwaitChange)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Record `PodScheduled=False, reason Unschedulable` on the pod, as Kubernetes does.
+    async fn mark_unschedulable(&self, pod: &Value, msg: &str) {
+        let t = Target {
+            res: resources::lookup("pods").expect("pods registered"),
+            namespace: Some(object::namespace(pod).to_string()),
+            name: Some(object::name(pod).to_string()),
+            subresource: Some("status".into()),
+            watch_path: false,
+        };
+        let mut conds: Vec<Value> = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
+        conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
+            "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
+        let patch = json!({"status": {"phase": "Pending", "conditions": conds}});
+        let r = self
+            .api
+            .patch(&t, "application/merge-patch+json", patch, wasmorch_api::validation::FieldValidation::Ignore, false)
+            .await;
+        if let Err(e) = r {
+            tracing::debug!("marking {} unschedulable: {e}", object::name(pod));
+        }
+    }
+}
+
+/// Wire the scheduler to the informers (before they start) and run it until shutdown.
+pub fn start(api: Api, pods: Arc<Informer>, nodes: Arc<Informer>, cfg: Config) -> impl Future<Output = ()> {
+    let queue = Queue::new();
+    let s = Arc::new(Scheduler {
+        api: api.clone(),
+        pods: pods.clone(),
+        nodes: nodes.clone(),
+        cfg,
+        snap: Mutex::new(Snapshot { dirty: true, ..Default::default() }),
+        waiting: Mutex::new(HashSet::new()),
+        told: Mutex::new(HashMap::new()),
+    });
+    {
+        let (s, q) = (s.clone(), queue.clone());
+        pods.on_change(Arc::new(move |old, new| {
+            match new {
+                Some(p) if unscheduled(p) => q.add(key_of(p)),
+                Some(p) => {
+                    let bound = !p["spec"]["nodeName"].as_str().unwrap_or("").is_empty();
+                    let mut snap = s.snap.lock().unwrap_or_else(|e| e.into_inner());
+                    let newly_terminal = terminal(p) && old.is_some_and(|o| !terminal(o));
+                    if bound && (!snap.accounted.contains(&key_of(p)) || newly_terminal) {
+                        snap.dirty = true;
+                        drop(snap);
+                        if newly_terminal {
+                            s.wake_waiting(&q);
+                        }
+                    }
+                }
+                None => {
+                    // A placed pod went away: room may have opened.
+                    if old.is_some_and(|o| !o["spec"]["nodeName"].as_str().unwrap_or("").is_empty()) {
+                        s.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+                        s.wake_waiting(&q);
+                    }
+                    if let Some(o) = old {
+                        s.told.lock().unwrap_or_else(|e| e.into_inner()).remove(&key_of(o));
+                        s.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(&key_of(o));
+                    }
+                }
+            }
+        }));
+    }
+    {
+        let (s, q) = (s.clone(), queue.clone());
+        nodes.on_change(Arc::new(move |_, _| {
+            s.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+            s.wake_waiting(&q);
+        }));
+    }
+    async move {
+        pods.cache.wait_synced().await;
+        nodes.cache.wait_synced().await;
+        run_workers(api, "scheduler", queue, 1, move |key| {
+            let s = s.clone();
+            async move { s.reconcile(key).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,34 @@
+//! Recording Events from the control plane, as Kubernetes' components do.
+
+use crate::apiserver::api::Api;
+use serde_json::{Value, json};
+use wasmorch_api::resources;
+use wasmorch_api::validation::FieldValidation;
+use wasmorch_api::object;
+
+/// Record an event about `obj` (`kind` is `Normal` or `Warning`). Failures are logged only:
+/// an event is never worth failing a reconcile for.
+pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: String, component: &str) {
+    let res = resources::lookup("events").expect("events registered");
+    let ns = match object::namespace(obj) {
+        "" => "default",
+        ns => ns,
+    };
+    let now = object::now_rfc3339();
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{}.", object::name(obj)), "namespace": ns},
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": object::name(obj),
+            "namespace": object::namespace(obj), "uid": object::uid(obj),
+            "resourceVersion": object::resource_version(obj).to_string(),
+        },
+        "reason": reason, "message": message, "type": kind,
+        "source": {"component": component},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "reportingComponent": component, "reportingInstance": component,
+    });
+    if let Err(e) = api.create(res, Some(ns), ev, FieldValidation::Ignore, false).await {
+        tracing::debug!("event {reason} for {}: {e}", object::name(obj));
+    }
+}

@@ -1,0 +1,357 @@
+//! ReplicaSet: keep exactly `replicas` matching pods. The decision is [`plan`], a pure
+//! function of the ReplicaSet, the pods of its namespace and the time; `reconcile` carries it
+//! out through the API.
+
+use super::events;
+use super::runtime::{Action, Informer, Queue, key_of, run_workers};
+use crate::apiserver::api::Api;
+use crate::apiserver::request::Target;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmorch_api::selector::LabelSelector;
+use wasmorch_api::validation::FieldValidation;
+use wasmorch_api::{ApiError, object, resources};
+
+const COMPONENT: &str = "replicaset-controller";
+
+/// The controller owner reference of an object, if any: (kind, name, uid).
+pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
+    obj["metadata"]["ownerReferences"].as_array()?.iter().find(|r| r["controller"] == true).map(|r| {
+        (r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), r["uid"].as_str().unwrap_or(""))
+    })
+}
+
+/// An owner reference to `owner` as its controller.
+pub fn owner_ref(owner: &Value) -> Value {
+    json!({"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": object::name(owner),
+        "uid": object::uid(owner), "controller": true, "blockOwnerDeletion": true})
+}
+
+pub fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn ready_since(pod: &Value) -> Option<DateTime<Utc>> {
+    let c = pod["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Ready" && c["status"] == "True")?;
+    c["lastTransitionTime"].as_str()?.parse().ok()
+}
+
+/// Ready for at least `min_ready` (Kubernetes' "available").
+pub fn is_available(pod: &Value, min_ready: Duration, now: DateTime<Utc>) -> bool {
+    is_ready(pod)
+        && (min_ready.is_zero()
+            || ready_since(pod).is_some_and(|t| now.signed_duration_since(t).to_std().unwrap_or_default() >= min_ready))
+}
+
+fn terminal(p: &Value) -> bool {
+    matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+}
+
+/// What to do for one ReplicaSet.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub create: usize,
+    /// Names of pods to delete, in order.
+    pub delete: Vec<String>,
+    /// Orphans that match: to adopt.
+    pub adopt: Vec<String>,
+    /// Owned pods that no longer match: to release.
+    pub release: Vec<String>,
+    pub status: Value,
+    /// When to look again (a pod becomes available after minReadySeconds).
+    pub requeue: Option<Duration>,
+}
+
+/// Order for scale-down: unscheduled, then pending, then not ready, then the most restarted,
+/// then the newest — the pods whose loss hurts least go first.
+fn deletion_rank(p: &Value) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
+    let unscheduled = p["spec"]["nodeName"].as_str().unwrap_or("").is_empty();
+    let pending = p["status"]["phase"] != "Running";
+    let ready = is_ready(p);
+    let restarts: i64 = p["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["restartCount"].as_i64().unwrap_or(0))
+        .sum();
+    (
+        !unscheduled as u8,
+        !pending as u8,
+        ready as u8,
+        -restarts,
+        std::cmp::Reverse(p["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string()),
+    )
+}
+
+pub fn plan(rs: &Value, pods: &[Value], now: DateTime<Utc>) -> Plan {
+    let mut p = Plan::default();
+    let uid = object::uid(rs);
+    let selector = LabelSelector::from_object(&rs["spec"]["selector"]).unwrap_or_default();
+    let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+    let min_ready = Duration::from_secs(rs["spec"]["minReadySeconds"].as_u64().unwrap_or(0));
+    let mut active: Vec<&Value> = Vec::new();
+    let mut labeled = 0;
+    for pod in pods {
+        let matches = !selector.is_empty() && selector.matches(&object::labels(pod));
+        match controller_of(pod) {
+            Some((_, _, owner)) if owner == uid => {
+                if !matches {
+                    p.release.push(object::name(pod).to_string());
+                    continue;
+                }
+            }
+            Some(_) => continue,
+            None => {
+                if !matches || object::is_deleting(pod) || object::is_deleting(rs) {
+                    continue;
+                }
+                p.adopt.push(object::name(pod).to_string());
+            }
+        }
+        labeled += 1;
+        if !object::is_deleting(pod) && !terminal(pod) {
+            active.push(pod);
+        }
+    }
+    if !object::is_deleting(rs) {
+        if active.len() < want {
+            p.create = want - active.len();
+        } else if active.len() > want {
+            let mut order = active.clone();
+            order.sort_by_key(|p| deletion_rank(p));
+            p.delete = order.iter().take(active.len() - want).map(|p| object::name(p).to_string()).collect();
+        }
+    }
+    let ready = active.iter().filter(|p| is_ready(p)).count();
+    let available = active.iter().filter(|p| is_available(p, min_ready, now)).count();
+    if available < ready && !min_ready.is_zero() {
+        // Wake up when the earliest ready pod crosses minReadySeconds.
+        p.requeue = active
+            .iter()
+            .filter_map(|p| ready_since(p))
+            .map(|t| (t + chrono::Duration::from_std(min_ready).unwrap_or_default() - now).to_std().unwrap_or_default())
+            .filter(|d| !d.is_zero())
+            .min()
+            .map(|d| d + Duration::from_millis(50));
+    }
+    p.status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": labeled,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "observedGeneration": rs["metadata"]["generation"],
+    });
+    p
+}
+
+/// A pod from a ReplicaSet's template.
+pub fn pod_from_template(owner: &Value, template: &Value, name_prefix: &str) -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
+    let m = pod["metadata"].as_object_mut().map(std::mem::take).unwrap_or_default();
+    let mut meta = serde_json::Map::new();
+    for k in ["labels", "annotations"] {
+        if let Some(v) = m.get(k) {
+            meta.insert(k.into(), v.clone());
+        }
+    }
+    meta.insert("generateName".into(), json!(format!("{name_prefix}-")));
+    meta.insert("namespace".into(), json!(object::namespace(owner)));
+    meta.insert("ownerReferences".into(), json!([owner_ref(owner)]));
+    pod["metadata"] = Value::Object(meta);
+    pod
+}
+
+fn pods_res() -> &'static resources::Resource {
+    resources::lookup("pods").expect("pods registered")
+}
+
+pub fn target(res: &'static resources::Resource, ns: &str, name: &str, sub: Option<&str>) -> Target {
+    Target {
+        res,
+        namespace: (!ns.is_empty()).then(|| ns.to_string()),
+        name: Some(name.to_string()),
+        subresource: sub.map(String::from),
+        watch_path: false,
+    }
+}
+
+pub async fn merge_patch(api: &Api, t: &Target, patch: Value) -> Result<Value, ApiError> {
+    api.patch(t, "application/merge-patch+json", patch, FieldValidation::Ignore, false).await.map(|w| w.object)
+}
+
+struct Ctl {
+    api: Api,
+    sets: Arc<Informer>,
+    pods: Arc<Informer>,
+}
+
+impl Ctl {
+    async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
+        let Some(rs) = self.sets.cache.get(&key) else { return Ok(Action::AwaitChange) };
+        let ns = object::namespace(&rs).to_string();
+        let pods = self.pods.cache.list(Some(&ns));
+        let plan = plan(&rs, &pods, Utc::now());
+        let pr = pods_res();
+        for name in &plan.adopt {
+            let patch = json!({"metadata": {"ownerReferences": [owner_ref(&rs)]}});
+            match merge_patch(&self.api, &target(pr, &ns, name, None), patch).await {
+                Ok(p) => self.pods.cache.assume(p),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for name in &plan.release {
+            let patch = json!({"metadata": {"ownerReferences": null}});
+            match merge_patch(&self.api, &target(pr, &ns, name, None), patch).await {
+                Ok(p) => self.pods.cache.assume(p),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for _ in 0..plan.create {
+            let pod = pod_from_template(&rs, &rs["spec"]["template"], object::name(&rs));
+            let w = self.api.create(pr, Some(&ns), pod, FieldValidation::Ignore, false).await?;
+            let msg = format!("Created pod: {}", object::name(&w.object));
+            self.pods.cache.assume(w.object);
+            events::record(&self.api, &rs, "Normal", "SuccessfulCreate", msg, COMPONENT).await;
+        }
+        for name in &plan.delete {
+            match self.api.delete(&target(pr, &ns, name, None), Default::default(), false).await {
+                Ok(w) => {
+                    if w.event != Some(crate::store::EventType::Deleted) {
+                        self.pods.cache.assume(w.object);
+                    }
+                }
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+            events::record(&self.api, &rs, "Normal", "SuccessfulDelete", format!("Deleted pod: {name}"), COMPONENT).await;
+        }
+        if rs["status"] != plan.status && !object::is_deleting(&rs) {
+            let rsres = resources::lookup("replicasets").expect("registered");
+            match merge_patch(&self.api, &target(rsres, &ns, object::name(&rs), Some("status")), json!({"status": plan.status})).await {
+                Ok(o) => self.sets.cache.assume(o),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(plan.requeue.map_or(Action::AwaitChange, Action::Requeue))
+    }
+}
+
+/// Enqueue the owner (or, for orphans, every matching ReplicaSet) of a pod.
+fn owners_of_pod(sets: &Informer, pod: &Value) -> Vec<String> {
+    let ns = object::namespace(pod);
+    match controller_of(pod) {
+        Some(("ReplicaSet", name, _)) => vec![format!("{ns}/{name}")],
+        Some(_) => vec![],
+        None => sets
+            .cache
+            .list(Some(ns))
+            .iter()
+            .filter(|rs| {
+                LabelSelector::from_object(&rs["spec"]["selector"])
+                    .is_ok_and(|s| !s.is_empty() && s.matches(&object::labels(pod)))
+            })
+            .map(key_of)
+            .collect(),
+    }
+}
+
+pub fn start(api: Api, sets: Arc<Informer>, pods: Arc<Informer>) -> impl Future<Output = ()> {
+    let queue = Queue::new();
+    {
+        let q = queue.clone();
+        sets.on_change(Arc::new(move |_, new| {
+            if let Some(rs) = new {
+                q.add(key_of(rs));
+            }
+        }));
+    }
+    {
+        let (q, s) = (queue.clone(), sets.clone());
+        pods.on_change(Arc::new(move |old, new| {
+            for p in [old, new].into_iter().flatten() {
+                for k in owners_of_pod(&s, p) {
+                    q.add(k);
+                }
+            }
+        }));
+    }
+    let ctl = Arc::new(Ctl { api: api.clone(), sets: sets.clone(), pods: pods.clone() });
+    async move {
+        sets.cache.wait_synced().await;
+        pods.cache.wait_synced().await;
+        run_workers(api, "replicaset", queue, 2, move |k| {
+            let c = ctl.clone();
+            async move { c.reconcile(k).await }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rs(replicas: i64) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web", "namespace": "d", "uid": "u1", "generation": 2},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}})
+    }
+
+    fn pod(name: &str, owner: Option<&str>, ready: bool, node: &str, created: &str) -> Value {
+        let mut p = json!({"metadata": {"name": name, "namespace": "d", "labels": {"app": "web"}, "creationTimestamp": created},
+            "spec": {"nodeName": node}, "status": {"phase": if node.is_empty() { "Pending" } else { "Running" },
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        if let Some(o) = owner {
+            p["metadata"]["ownerReferences"] = json!([{"kind": "ReplicaSet", "name": "web", "uid": o, "controller": true}]);
+        }
+        p
+    }
+
+    #[test]
+    fn creates_the_missing_and_adopts_orphans() {
+        let now = Utc::now();
+        let pods = vec![pod("a", Some("u1"), true, "n", "2026-01-01T00:00:00Z"), pod("orphan", None, true, "n", "2026-01-01T00:00:00Z"),
+            pod("other", Some("u2"), true, "n", "2026-01-01T00:00:00Z")];
+        let p = plan(&rs(4), &pods, now);
+        assert_eq!(p.adopt, vec!["orphan"]);
+        assert_eq!(p.create, 2, "a and the adopted orphan count; another controller's pod does not");
+        assert_eq!(p.status["replicas"], 2);
+        assert_eq!(p.status["readyReplicas"], 2);
+        assert_eq!(p.status["observedGeneration"], 2);
+    }
+
+    #[test]
+    fn scale_down_removes_unscheduled_then_not_ready_then_newest() {
+        let pods = vec![
+            pod("old-ready", Some("u1"), true, "n", "2026-01-01T00:00:00Z"),
+            pod("new-ready", Some("u1"), true, "n", "2026-01-02T00:00:00Z"),
+            pod("not-ready", Some("u1"), false, "n", "2026-01-01T00:00:00Z"),
+            pod("unscheduled", Some("u1"), false, "", "2026-01-01T00:00:00Z"),
+        ];
+        let p = plan(&rs(1), &pods, Utc::now());
+        assert_eq!(p.delete, vec!["unscheduled", "not-ready", "new-ready"]);
+        assert_eq!(p.create, 0);
+    }
+
+    #[test]
+    fn releases_pods_that_stop_matching_and_waits_for_min_ready() {
+        let mut moved = pod("moved", Some("u1"), true, "n", "2026-01-01T00:00:00Z");
+        moved["metadata"]["labels"]["app"] = json!("other");
+        let mut r = rs(1);
+        r["spec"]["minReadySeconds"] = json!(30);
+        let mut fresh = pod("fresh", Some("u1"), true, "n", "2026-01-01T00:00:00Z");
+        let now = Utc::now();
+        fresh["status"]["conditions"][0]["lastTransitionTime"] = json!((now - chrono::Duration::seconds(10)).to_rfc3339());
+        let p = plan(&r, &[moved, fresh], now);
+        assert_eq!(p.release, vec!["moved"]);
+        assert_eq!(p.status["availableReplicas"], 0);
+        assert_eq!(p.status["readyReplicas"], 1);
+        let d = p.requeue.unwrap();
+        assert!(d > Duration::from_secs(19) && d < Duration::from_secs(21), "{d:?}");
+    }
+}
