@@ -49,6 +49,11 @@ enum Command {
     Config(cmd::config::ConfigCmd),
     /// Write a consistent snapshot of the running server's store to FILE.
     Backup(cmd::backup::BackupArgs),
+    /// Set the number of replicas of a Deployment or ReplicaSet.
+    Scale(cmd::rollout::ScaleArgs),
+    /// Manage a Deployment's rollout.
+    #[command(subcommand)]
+    Rollout(cmd::rollout::RolloutCmd),
     /// Publish a component to an OCI registry as a wasm artifact.
     Push(cmd::push::PushArgs),
     /// Print a shell completion script.
@@ -104,6 +109,8 @@ fn main() -> ExitCode {
             Command::Config(c) => cmd::config::run(c),
             Command::Backup(a) => cmd::backup::backup(ctx, a).await,
             Command::Push(a) => cmd::push::push(a).await,
+            Command::Scale(a) => cmd::rollout::scale(ctx, a).await,
+            Command::Rollout(c) => cmd::rollout::rollout(ctx, c).await,
             Command::Completion { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "wasmorch", &mut std::io::stdout());

@@ -7,6 +7,7 @@ pub mod describe;
 pub mod get;
 pub mod logs;
 pub mod push;
+pub mod rollout;
 pub mod up;
 
 use crate::client::Client;

@@ -44,7 +44,6 @@ impl Api {
         let mut t2 = t.clone();
         t2.subresource = None;
         let name = t.name.clone().unwrap_or_default();
-        let res = t.res;
         self.modify_raw(&t2, dry_run, move |cur| {
             let current = cur["spec"]["nodeName"].as_str().unwrap_or("");
             if !current.is_empty() {
@@ -68,9 +67,10 @@ impl Api {
                 .into_iter()
                 .filter(|c| c["type"] != "PodScheduled")
                 .collect();
-            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+            conds.push(
+                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}),
+            );
             new["status"]["conditions"] = json!(conds);
-            let _ = res;
             Ok(Outcome::Put(new))
         })
         .await

@@ -2,9 +2,9 @@
 
 use crate::apiserver::api::Api;
 use serde_json::{Value, json};
+use wasmorch_api::object;
 use wasmorch_api::resources;
 use wasmorch_api::validation::FieldValidation;
-use wasmorch_api::object;
 
 /// Record an event about `obj` (`kind` is `Normal` or `Warning`). Failures are logged only:
 /// an event is never worth failing a reconcile for.

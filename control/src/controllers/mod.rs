@@ -1,7 +1,9 @@
 //! Reconcile loops run by the control plane. Each observes through the API's watch, decides
 //! in a pure function, acts through [`Api`](crate::apiserver::api::Api), and requeues.
 
+pub mod deployment;
 pub mod events;
+pub mod gc;
 pub mod namespace;
 pub mod replicaset;
 pub mod runtime;
@@ -16,12 +18,19 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
     let pods = informer("pods");
     let nodes = informer("nodes");
     let replicasets = informer("replicasets");
+    let deployments = informer("deployments");
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
+        tokio::spawn(deployment::start(api.clone(), deployments.clone(), replicasets.clone(), pods.clone())),
+        tokio::spawn(gc::start(
+            api.clone(),
+            vec![("Deployment", deployments.clone()), ("ReplicaSet", replicasets.clone())],
+            vec![("ReplicaSet", replicasets.clone()), ("Pod", pods.clone())],
+        )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets] {
+    for i in [pods, nodes, replicasets, deployments] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

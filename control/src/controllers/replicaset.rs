@@ -18,9 +18,11 @@ const COMPONENT: &str = "replicaset-controller";
 
 /// The controller owner reference of an object, if any: (kind, name, uid).
 pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
-    obj["metadata"]["ownerReferences"].as_array()?.iter().find(|r| r["controller"] == true).map(|r| {
-        (r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), r["uid"].as_str().unwrap_or(""))
-    })
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .map(|r| (r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), r["uid"].as_str().unwrap_or("")))
 }
 
 /// An owner reference to `owner` as its controller.
@@ -30,7 +32,9 @@ pub fn owner_ref(owner: &Value) -> Value {
 }
 
 pub fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 fn ready_since(pod: &Value) -> Option<DateTime<Utc>> {
@@ -227,11 +231,18 @@ impl Ctl {
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }
-            events::record(&self.api, &rs, "Normal", "SuccessfulDelete", format!("Deleted pod: {name}"), COMPONENT).await;
+            events::record(&self.api, &rs, "Normal", "SuccessfulDelete", format!("Deleted pod: {name}"), COMPONENT)
+                .await;
         }
         if rs["status"] != plan.status && !object::is_deleting(&rs) {
             let rsres = resources::lookup("replicasets").expect("registered");
-            match merge_patch(&self.api, &target(rsres, &ns, object::name(&rs), Some("status")), json!({"status": plan.status})).await {
+            match merge_patch(
+                &self.api,
+                &target(rsres, &ns, object::name(&rs), Some("status")),
+                json!({"status": plan.status}),
+            )
+            .await
+            {
                 Ok(o) => self.sets.cache.assume(o),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -307,7 +318,8 @@ mod tests {
             "spec": {"nodeName": node}, "status": {"phase": if node.is_empty() { "Pending" } else { "Running" },
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
         if let Some(o) = owner {
-            p["metadata"]["ownerReferences"] = json!([{"kind": "ReplicaSet", "name": "web", "uid": o, "controller": true}]);
+            p["metadata"]["ownerReferences"] =
+                json!([{"kind": "ReplicaSet", "name": "web", "uid": o, "controller": true}]);
         }
         p
     }
@@ -315,8 +327,11 @@ mod tests {
     #[test]
     fn creates_the_missing_and_adopts_orphans() {
         let now = Utc::now();
-        let pods = vec![pod("a", Some("u1"), true, "n", "2026-01-01T00:00:00Z"), pod("orphan", None, true, "n", "2026-01-01T00:00:00Z"),
-            pod("other", Some("u2"), true, "n", "2026-01-01T00:00:00Z")];
+        let pods = vec![
+            pod("a", Some("u1"), true, "n", "2026-01-01T00:00:00Z"),
+            pod("orphan", None, true, "n", "2026-01-01T00:00:00Z"),
+            pod("other", Some("u2"), true, "n", "2026-01-01T00:00:00Z"),
+        ];
         let p = plan(&rs(4), &pods, now);
         assert_eq!(p.adopt, vec!["orphan"]);
         assert_eq!(p.create, 2, "a and the adopted orphan count; another controller's pod does not");
@@ -346,7 +361,8 @@ mod tests {
         r["spec"]["minReadySeconds"] = json!(30);
         let mut fresh = pod("fresh", Some("u1"), true, "n", "2026-01-01T00:00:00Z");
         let now = Utc::now();
-        fresh["status"]["conditions"][0]["lastTransitionTime"] = json!((now - chrono::Duration::seconds(10)).to_rfc3339());
+        fresh["status"]["conditions"][0]["lastTransitionTime"] =
+            json!((now - chrono::Duration::seconds(10)).to_rfc3339());
         let p = plan(&r, &[moved, fresh], now);
         assert_eq!(p.release, vec!["moved"]);
         assert_eq!(p.status["availableReplicas"], 0);

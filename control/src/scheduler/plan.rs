@@ -186,7 +186,6 @@ fn selector_and_affinity(pod: &Value, n: &NodeInfo) -> bool {
 
 /// Topology spread constraints of a pod, with the domain counts they need.
 struct Spread<'a> {
-    c: &'a Value,
     key: &'a str,
     max_skew: i64,
     hard: bool,
@@ -209,7 +208,6 @@ fn spreads<'a>(pod: &'a Value, eligible: &[&NodeInfo]) -> Vec<Spread<'a>> {
                 *counts.entry(domain.clone()).or_insert(0) += here;
             }
             Some(Spread {
-                c,
                 key,
                 max_skew: c["maxSkew"].as_i64().unwrap_or(1).max(1),
                 hard: c["whenUnsatisfiable"].as_str().unwrap_or("DoNotSchedule") == "DoNotSchedule",
@@ -329,7 +327,6 @@ pub fn schedule(pod: &Value, nodes: &[NodeInfo], strategy: Strategy) -> Result<S
                         *soft_penalty.entry(&n.name).or_insert(0.0) += 50.0;
                     }
                 }
-                let _ = s.c;
             }
             if ok {
                 kept.push(n);

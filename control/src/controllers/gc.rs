@@ -1,0 +1,122 @@
+//! Garbage collector: a dependent whose owners are all gone is deleted (background
+//! propagation, Kubernetes' default for `kubectl delete`). Owners are confirmed gone with a
+//! live read before anything is deleted, so a lagging cache never removes a live object.
+
+use super::replicaset::target;
+use super::runtime::{Action, Informer, Queue, key_of, run_workers, split_key};
+use crate::apiserver::api::Api;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmorch_api::{ApiError, object};
+
+struct Gc {
+    api: Api,
+    /// Owner kinds this collector knows, by kind.
+    owners: HashMap<&'static str, Arc<Informer>>,
+    /// Dependent kinds, by kind.
+    dependents: HashMap<&'static str, Arc<Informer>>,
+}
+
+fn refs(obj: &Value) -> Vec<(String, String, String)> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            (s("kind"), s("name"), s("uid"))
+        })
+        .collect()
+}
+
+impl Gc {
+    /// Whether an owner is present in the cache (a hint only).
+    fn cached(&self, ns: &str, kind: &str, name: &str, uid: &str) -> bool {
+        let Some(inf) = self.owners.get(kind) else { return true };
+        let key = if inf.res.namespaced { format!("{ns}/{name}") } else { name.to_string() };
+        inf.cache.get(&key).is_some_and(|o| object::uid(&o) == uid)
+    }
+
+    /// Whether an owner exists, read live from the store.
+    async fn exists(&self, ns: &str, kind: &str, name: &str, uid: &str) -> Result<bool, ApiError> {
+        let Some(inf) = self.owners.get(kind) else { return Ok(true) };
+        let ns = if inf.res.namespaced { ns } else { "" };
+        match self.api.get(&target(inf.res, ns, name, None)).await {
+            Ok(o) => Ok(object::uid(&o) == uid),
+            Err(e) if e.code == 404 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
+        let Some((kind, okey)) = key.split_once('|') else { return Ok(Action::AwaitChange) };
+        let Some(inf) = self.dependents.get(kind) else { return Ok(Action::AwaitChange) };
+        let Some(obj) = inf.cache.get(okey) else { return Ok(Action::AwaitChange) };
+        let ns = object::namespace(&obj).to_string();
+        let owners = refs(&obj);
+        if owners.is_empty() || object::is_deleting(&obj) {
+            return Ok(Action::AwaitChange);
+        }
+        for (k, name, uid) in &owners {
+            if self.exists(&ns, k, name, uid).await? {
+                return Ok(Action::AwaitChange);
+            }
+        }
+        let (_, name) = split_key(okey);
+        match self.api.delete(&target(inf.res, &ns, name, None), Default::default(), false).await {
+            Ok(_) => tracing::debug!("gc: deleted {kind} {okey}: its owners are gone"),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Action::AwaitChange)
+    }
+}
+
+/// `owners` and `dependents` are informers by kind (a kind may be both).
+pub fn start(
+    api: Api,
+    owners: Vec<(&'static str, Arc<Informer>)>,
+    dependents: Vec<(&'static str, Arc<Informer>)>,
+) -> impl Future<Output = ()> {
+    let queue = Queue::new();
+    let gc = Arc::new(Gc {
+        api: api.clone(),
+        owners: owners.into_iter().collect(),
+        dependents: dependents.into_iter().collect(),
+    });
+    for (kind, inf) in &gc.dependents {
+        let (q, g, kind) = (queue.clone(), Arc::downgrade(&gc), *kind);
+        inf.on_change(Arc::new(move |_, new| {
+            let (Some(o), Some(g)) = (new, g.upgrade()) else { return };
+            let ns = object::namespace(o);
+            if refs(o).iter().any(|(k, n, u)| !g.cached(ns, k, n, u)) {
+                q.add(format!("{kind}|{}", key_of(o)));
+            }
+        }));
+    }
+    for inf in gc.owners.values() {
+        let (q, g) = (queue.clone(), Arc::downgrade(&gc));
+        inf.on_change(Arc::new(move |old, new| {
+            let (Some(o), None, Some(g)) = (old, new, g.upgrade()) else { return };
+            let (ns, uid) = (object::namespace(o), object::uid(o));
+            for (kind, dep) in &g.dependents {
+                for d in dep.cache.list(if ns.is_empty() { None } else { Some(ns) }) {
+                    if refs(&d).iter().any(|(_, _, u)| u == uid) {
+                        q.add(format!("{kind}|{}", key_of(&d)));
+                    }
+                }
+            }
+        }));
+    }
+    async move {
+        for inf in gc.owners.values().chain(gc.dependents.values()) {
+            inf.cache.wait_synced().await;
+        }
+        run_workers(api, "garbage-collector", queue, 2, move |k| {
+            let g = gc.clone();
+            async move { g.reconcile(k).await }
+        })
+        .await
+    }
+}

@@ -1,0 +1,166 @@
+//! The event chain end to end on `wasmorch up`: Deployment → ReplicaSet → pods → scheduler →
+//! node, rolling updates, rollbacks, scaling, self-healing and garbage collection.
+
+mod common;
+
+use common::{Cluster, eventually, get_json, http_get, workloads};
+use serde_json::Value;
+use std::time::Duration;
+
+fn deployment(wasm: &std::path::Path, greeting: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n  selector:\n    matchLabels: {{app: web}}\n  strategy:\n    type: RollingUpdate\n    rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}\n  template:\n    metadata:\n      labels: {{app: web}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n        - name: web\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n          env: [{{name: GREETING, value: {greeting}}}]\n          readinessProbe:\n            httpGet: {{path: /, port: 8080}}\n            periodSeconds: 1\n",
+        wasm.join("hello_http.wasm").display()
+    )
+}
+
+/// Pods of the Deployment that are Ready and not terminating.
+fn available(c: &Cluster) -> Vec<Value> {
+    get_json(c, &["pods", "-l", "app=web"])
+        .map(|l| l["items"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .collect()
+}
+
+fn greeting_of(p: &Value) -> String {
+    let ip = p["status"]["podIP"].as_str().unwrap_or("");
+    http_get(&format!("{ip}:8080"), "/env/GREETING").map(|(_, b)| b.trim().to_string()).unwrap_or_default()
+}
+
+#[test]
+fn deployments_roll_out_scale_roll_back_and_heal() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    let f = dir.path().join("web.yaml");
+    std::fs::write(&f, deployment(&wasm, "v1")).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let out = c.ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    assert!(out.contains("deployment \"web\" successfully rolled out"), "{out}");
+    let pods = available(&c);
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert!(pods.iter().all(|p| p["spec"]["nodeName"] == "n1"));
+    assert_eq!(greeting_of(&pods[0]), "v1");
+    let d = get_json(&c, &["deployment", "web"]).unwrap();
+    assert_eq!(d["status"]["availableReplicas"], 3);
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+
+    // Scale up and down.
+    assert!(c.ok(&["scale", "deployment/web", "--replicas", "5"]).contains("deployment.apps/web scaled"));
+    assert!(eventually(Duration::from_secs(30), || available(&c).len() == 5), "{}", c.log());
+    c.ok(&["scale", "deployment", "web", "--replicas", "3"]);
+    assert!(eventually(Duration::from_secs(30), || available(&c).len() == 3
+        && get_json(&c, &["pods", "-l", "app=web"]).unwrap()["items"].as_array().unwrap().len() == 3));
+
+    // A new template rolls out while availability never drops below replicas - maxUnavailable.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (stop, kc) = (stop.clone(), c.kubeconfig());
+        std::thread::spawn(move || {
+            let c = Cluster::attach(kc.parent().unwrap());
+            let mut min = usize::MAX;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                min = min.min(available(&c).len());
+            }
+            min
+        })
+    };
+    std::fs::write(&f, deployment(&wasm, "v2")).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let out = c.ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let min = watcher.join().unwrap();
+    assert!(min >= 3, "available pods fell to {min} during the rollout");
+    assert!(eventually(Duration::from_secs(30), || {
+        let p = available(&c);
+        p.len() == 3 && p.iter().all(|p| greeting_of(p) == "v2")
+    }));
+    let sets = get_json(&c, &["replicasets"]).unwrap();
+    assert_eq!(sets["items"].as_array().unwrap().len(), 2, "one set per template");
+    let hist = c.ok(&["rollout", "history", "deployment/web"]);
+    assert!(hist.contains("\n1 ") && hist.contains("\n2 "), "{hist}");
+
+    // Roll back to the first template.
+    assert!(c.ok(&["rollout", "undo", "deployment/web"]).contains("rolled back"));
+    c.ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    assert!(eventually(Duration::from_secs(30), || {
+        let p = available(&c);
+        p.len() == 3 && p.iter().all(|p| greeting_of(p) == "v1")
+    }));
+    let d = get_json(&c, &["deployment", "web"]).unwrap();
+    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+
+    // A deleted pod is replaced.
+    let victim = available(&c)[0]["metadata"]["name"].as_str().unwrap().to_string();
+    c.ok(&["delete", "pod", &victim]);
+    assert!(eventually(Duration::from_secs(30), || {
+        let p = available(&c);
+        p.len() == 3 && p.iter().all(|p| p["metadata"]["name"] != victim.as_str())
+    }));
+
+    // The chain is in the events.
+    let events = c.ok(&["get", "events"]);
+    for reason in ["ScalingReplicaSet", "SuccessfulCreate", "Scheduled", "Started"] {
+        assert!(events.contains(reason), "no {reason} in:\n{events}");
+    }
+
+    // Deleting the Deployment removes its ReplicaSets and pods.
+    c.ok(&["delete", "deployment", "web"]);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            get_json(&c, &["replicasets"]).unwrap()["items"].as_array().unwrap().is_empty()
+                && get_json(&c, &["pods", "-l", "app=web"]).unwrap()["items"].as_array().unwrap().is_empty()
+        }),
+        "dependents left behind"
+    );
+}
+
+#[test]
+fn unschedulable_pods_say_why_and_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    assert!(eventually(Duration::from_secs(30), || c.ok(&["get", "nodes"]).contains("Ready")));
+    let f = dir.path().join("p.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: picky\nspec:\n  nodeSelector: {disk: ssd}\n  containers:\n    - name: c\n      image: file:///nonexistent.wasm\n",
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let msg = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.";
+    assert!(
+        eventually(Duration::from_secs(20), || c.ok(&["get", "events"]).contains(msg)),
+        "{}",
+        c.ok(&["get", "events"])
+    );
+    let p = get_json(&c, &["pod", "picky"]).unwrap();
+    assert_eq!(p["status"]["phase"], "Pending");
+    let cond =
+        p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled").unwrap().clone();
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("Unschedulable")));
+    // Labelling the node lets it through.
+    let node = get_json(&c, &["node", "n1"]).unwrap();
+    let mut labels = node["metadata"]["labels"].clone();
+    labels["disk"] = "ssd".into();
+    let f2 = dir.path().join("n.json");
+    let mut n2 = node.clone();
+    n2["metadata"]["labels"] = labels;
+    n2["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    std::fs::write(&f2, n2.to_string()).unwrap();
+    c.ok(&["apply", "-f", f2.to_str().unwrap()]);
+    assert!(
+        eventually(Duration::from_secs(20), || get_json(&c, &["pod", "picky"]).unwrap()["spec"]["nodeName"] == "n1"),
+        "not scheduled after the node was labelled"
+    );
+}
