@@ -110,10 +110,7 @@ fn deployments_roll_out_scale_roll_back_and_heal() {
     }));
 
     // The chain is in the events.
-    let events = c.ok(&["get", "events"]);
-    for reason in ["ScalingReplicaSet", "SuccessfulCreate", "Scheduled", "Started"] {
-        assert!(events.contains(reason), "no {reason} in:\n{events}");
-    }
+    common::events_with(&c, &[], &["ScalingReplicaSet", "SuccessfulCreate", "Scheduled", "Started"]);
 
     // Deleting the Deployment removes its ReplicaSets and pods.
     c.ok(&["delete", "deployment", "web"]);

@@ -130,10 +130,7 @@ fn pods_run_as_wasm_components() {
     );
 
     // Events tell the story.
-    let events = c.ok(&["get", "events"]);
-    for reason in ["Pulled", "Started", "BackOff", "Failed"] {
-        assert!(events.contains(reason), "no {reason} event in:\n{events}");
-    }
+    common::events_with(&c, &[], &["Pulled", "Started", "BackOff", "Failed"]);
 
     // `logs -f` streams what the instances write, as it is written.
     let mut follow = std::process::Command::new(common::BIN)
@@ -621,8 +618,7 @@ fn probes_drive_readiness_and_restarts() {
         seen.ends_with(&[false, true, false])
     });
     assert!(flipped, "readiness went {seen:?}\n{}", c.log());
-    let events = c.ok(&["get", "events", "--field-selector", "involvedObject.name=flip"]);
-    assert!(events.contains("Readiness probe failed"), "{events}");
+    common::events_with(&c, &["--field-selector", "involvedObject.name=flip"], &["Readiness probe failed"]);
     assert_eq!(pod(&c, "flip")["status"]["containerStatuses"][0]["restartCount"], 0, "readiness never restarts");
 
     // Liveness: a failing check restarts the container, with the probe's reason recorded.
@@ -640,8 +636,11 @@ fn probes_drive_readiness_and_restarts() {
         last["message"].as_str().unwrap().contains("Liveness probe failed: HTTP probe failed with statuscode: 404"),
         "{last}"
     );
-    let events = c.ok(&["get", "events", "--field-selector", "involvedObject.name=sick"]);
-    assert!(events.contains("failed liveness probe, will be restarted"), "{events}");
+    common::events_with(
+        &c,
+        &["--field-selector", "involvedObject.name=sick"],
+        &["failed liveness probe, will be restarted"],
+    );
 
     // Startup passes and, without a readiness probe, the container is ready.
     let fine = sick.replace("name: sick", "name: fine").replace("/env/NOT_SET", "/");

@@ -267,6 +267,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
         data_dir: cfg.data_dir.clone(),
         backoff_base: cfg.backoff_base,
         request_timeout: cfg.request_timeout,
+        events: crate::pod::event_sender(client.clone(), stop.clone()),
     });
     let octets: Vec<&str> = cfg.pod_ip_prefix.split('.').collect();
     if octets.len() != 2 || octets.iter().any(|o| o.parse::<u8>().is_err()) {

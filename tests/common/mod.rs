@@ -209,6 +209,20 @@ pub fn http_request(addr: &str, method: &str, path: &str, body: &str) -> std::io
     Ok((code, body))
 }
 
+/// Wait until `wasmorch get events ARGS` shows every one of `needles` (events are posted
+/// asynchronously); returns the last listing.
+pub fn events_with(c: &Cluster, args: &[&str], needles: &[&str]) -> String {
+    let mut a = vec!["get", "events"];
+    a.extend_from_slice(args);
+    let mut last = String::new();
+    let ok = eventually(Duration::from_secs(15), || {
+        last = c.ok(&a);
+        needles.iter().all(|n| last.contains(n))
+    });
+    assert!(ok, "events never showed all of {needles:?}:\n{last}");
+    last
+}
+
 /// The object as JSON via `wasmorch get … -o json`, if it exists.
 pub fn get_json(c: &Cluster, args: &[&str]) -> Option<Value> {
     let mut a = vec!["get"];

@@ -30,6 +30,31 @@ pub struct NodeCtx {
     pub backoff_base: Duration,
     /// Deadline of one HTTP request.
     pub request_timeout: Duration,
+    /// Events to post, in order, off the pods' paths (see [`event_sender`]).
+    pub events: tokio::sync::mpsc::Sender<(String, Value)>,
+}
+
+/// A poster of events: pods hand events over without waiting for the API; a few are posted
+/// at a time. When the queue is full (control plane away) new events are dropped, as a
+/// kubelet's event broadcaster does.
+pub fn event_sender(client: Client, stop: CancellationToken) -> tokio::sync::mpsc::Sender<(String, Value)> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<(String, Value)>(4096);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let posts = tokio_stream::wrappers::ReceiverStream::new(rx).for_each_concurrent(8, |(ns, ev)| {
+            let client = client.clone();
+            async move {
+                if let Err(e) = client.post(&format!("/api/v1/namespaces/{ns}/events"), &ev).await {
+                    tracing::debug!("event {}: {e}", ev["reason"]);
+                }
+            }
+        });
+        tokio::select! {
+            _ = posts => {}
+            _ = stop.cancelled() => {}
+        }
+    });
+    tx
 }
 
 /// A running pod: how to stop it and wait for it.
@@ -152,8 +177,8 @@ async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: Arc<Shared>,
             _ = shared.changed.notified() => {}
             _ = stop.cancelled() => return,
         }
-        // Batch bursts of changes into one update.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Changes made while this report is in flight leave the notification set, so a burst
+        // costs at most one more report.
         report(&ctx, &info, &shared).await;
     }
 }
@@ -179,8 +204,8 @@ async fn event(ctx: &NodeCtx, info: &PodInfo, kind: &str, reason: &str, message:
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         "reportingComponent": "wasmorch-node", "reportingInstance": ctx.node_name,
     });
-    if let Err(e) = ctx.client.post(&format!("/api/v1/namespaces/{}/events", info.ns), &ev).await {
-        tracing::debug!("event {reason} for {}/{}: {e}", info.ns, info.name);
+    if ctx.events.try_send((info.ns.clone(), ev)).is_err() {
+        tracing::debug!("event {reason} for {}/{} dropped: the event queue is full", info.ns, info.name);
     }
 }
 
