@@ -161,3 +161,58 @@ fn unschedulable_pods_say_why_and_wait() {
         "not scheduled after the node was labelled"
     );
 }
+
+#[test]
+fn jobs_run_to_completion_or_give_up() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
+    );
+    let job = |name: &str, image: &str, completions: u32, parallelism: u32, backoff: u32| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  completions: {completions}\n  parallelism: {parallelism}\n  backoffLimit: {backoff}\n  ttlSecondsAfterFinished: 600\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: work\n          image: file://{}\n",
+            wasm.join(image).display()
+        )
+    };
+    let f = dir.path().join("jobs.yaml");
+    std::fs::write(
+        &f,
+        format!("{}---\n{}", job("primes", "batch-job.wasm", 5, 2, 2), job("doomed", "crasher.wasm", 1, 1, 1)),
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let done = |name: &str, t: &str| {
+        get_json(&c, &["job", name]).is_some_and(|j| {
+            j["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|x| x["type"] == t && x["status"] == "True"))
+        })
+    };
+    assert!(eventually(Duration::from_secs(60), || done("primes", "Complete")), "{}", c.log());
+    let j = get_json(&c, &["job", "primes"]).unwrap();
+    assert_eq!(j["status"]["succeeded"], 5);
+    assert_eq!(j["status"]["active"], 0);
+    let pods = get_json(&c, &["pods", "-l", "job-name=primes"]).unwrap();
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 5, "exactly `completions` pods ran");
+    assert!(pods.iter().all(|p| p["status"]["phase"] == "Succeeded"));
+    assert_eq!(c.ok(&["logs", pods[0]["metadata"]["name"].as_str().unwrap()]), "primes below 100000: 9592\n");
+    let table = c.ok(&["get", "jobs"]);
+    assert!(table.lines().any(|l| l.starts_with("primes") && l.contains("5/5")), "{table}");
+
+    // backoffLimit 1: the second failure fails the job.
+    assert!(eventually(Duration::from_secs(60), || done("doomed", "Failed")), "{}", c.log());
+    let j = get_json(&c, &["job", "doomed"]).unwrap();
+    let cond = j["status"]["conditions"].as_array().unwrap().iter().find(|x| x["type"] == "Failed").unwrap().clone();
+    assert_eq!(cond["reason"], "BackoffLimitExceeded");
+    assert_eq!(j["status"]["failed"], 2);
+    common::events_with(&c, &["--field-selector", "involvedObject.name=doomed"], &["BackoffLimitExceeded"]);
+
+    // Deleting a job removes its pods.
+    c.ok(&["delete", "job", "primes"]);
+    assert!(eventually(Duration::from_secs(30), || {
+        get_json(&c, &["pods", "-l", "job-name=primes"]).unwrap()["items"].as_array().unwrap().is_empty()
+    }));
+}

@@ -4,6 +4,7 @@
 pub mod deployment;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod namespace;
 pub mod replicaset;
 pub mod runtime;
@@ -19,18 +20,20 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
     let nodes = informer("nodes");
     let replicasets = informer("replicasets");
     let deployments = informer("deployments");
+    let jobs = informer("jobs");
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
         tokio::spawn(deployment::start(api.clone(), deployments.clone(), replicasets.clone(), pods.clone())),
+        tokio::spawn(job::start(api.clone(), jobs.clone(), pods.clone())),
         tokio::spawn(gc::start(
             api.clone(),
-            vec![("Deployment", deployments.clone()), ("ReplicaSet", replicasets.clone())],
+            vec![("Deployment", deployments.clone()), ("ReplicaSet", replicasets.clone()), ("Job", jobs.clone())],
             vec![("ReplicaSet", replicasets.clone()), ("Pod", pods.clone())],
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, deployments] {
+    for i in [pods, nodes, replicasets, deployments, jobs] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks
