@@ -216,3 +216,61 @@ fn jobs_run_to_completion_or_give_up() {
         get_json(&c, &["pods", "-l", "job-name=primes"]).unwrap()["items"].as_array().unwrap().is_empty()
     }));
 }
+
+#[test]
+fn daemonsets_run_one_pod_per_node_and_spread_deployments() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::MultiNode::start(dir.path(), 3);
+    let c = &m.cluster;
+    let ds = |greeting: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels: {{app: agent}}\n  template:\n    metadata:\n      labels: {{app: agent}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: agent\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n          env: [{{name: GREETING, value: {greeting}}}]\n",
+            wasm.join("hello_http.wasm").display()
+        )
+    };
+    let f = dir.path().join("ds.yaml");
+    std::fs::write(&f, ds("one")).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let per_node = |want: &str| {
+        let pods = get_json(c, &["pods", "-l", "app=agent"]).unwrap()["items"].as_array().cloned().unwrap_or_default();
+        let live: Vec<&Value> = pods.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        let mut nodes: Vec<&str> = live.iter().map(|p| p["spec"]["nodeName"].as_str().unwrap_or("")).collect();
+        nodes.sort();
+        nodes == ["n1", "n2", "n3"] && live.iter().all(|p| greeting_of(p) == want)
+    };
+    assert!(eventually(Duration::from_secs(30), || per_node("one")), "{}", c.ok(&["get", "pods", "-o", "wide"]));
+    let d = get_json(c, &["daemonset", "agent"]).unwrap();
+    assert_eq!(d["status"]["desiredNumberScheduled"], 3);
+    assert!(eventually(
+        Duration::from_secs(10),
+        || get_json(c, &["daemonset", "agent"]).unwrap()["status"]["numberReady"] == 3
+    ));
+
+    // A template change rolls to every node.
+    std::fs::write(&f, ds("two")).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(60), || per_node("two")), "{}", c.ok(&["get", "pods", "-o", "wide"]));
+
+    // The scheduler spreads a Deployment's replicas over the nodes.
+    std::fs::write(dir.path().join("web.yaml"), deployment(&wasm, "v1").replace("replicas: 3", "replicas: 6")).unwrap();
+    c.ok(&["apply", "-f", dir.path().join("web.yaml").to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(30), || available(c).len() == 6));
+    let mut count = std::collections::BTreeMap::new();
+    for p in available(c) {
+        *count.entry(p["spec"]["nodeName"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(count.values().copied().collect::<Vec<_>>(), vec![2, 2, 2], "{count:?}");
+
+    // Cordoning a node keeps new pods off it.
+    let node = get_json(c, &["node", "n3"]).unwrap();
+    let mut n = node.clone();
+    n["spec"]["unschedulable"] = true.into();
+    n["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+    std::fs::write(dir.path().join("n3.json"), n.to_string()).unwrap();
+    c.ok(&["apply", "-f", dir.path().join("n3.json").to_str().unwrap()]);
+    c.ok(&["scale", "deployment/web", "--replicas", "9"]);
+    assert!(eventually(Duration::from_secs(30), || available(c).len() == 9));
+    let on_n3 = available(c).iter().filter(|p| p["spec"]["nodeName"] == "n3").count();
+    assert_eq!(on_n3, 2, "new replicas went to the cordoned node");
+}

@@ -232,6 +232,54 @@ pub fn get_json(c: &Cluster, args: &[&str]) -> Option<Value> {
     o.status.success().then(|| serde_json::from_slice(&o.stdout).unwrap())
 }
 
+/// A control plane (`wasmorch server`) and `n` node processes `n1`…`nN` joined to it, each with
+/// its own pod address range; client commands go through the returned `Cluster` handle.
+pub struct MultiNode {
+    pub server: Daemon,
+    pub nodes: Vec<Daemon>,
+    pub cluster: Cluster,
+}
+
+impl MultiNode {
+    pub fn start(dir: &Path, n: usize) -> MultiNode {
+        let sdir = dir.join("server");
+        let server = Daemon::spawn(&["server", "--listen", "127.0.0.1:0", "--data-dir", sdir.to_str().unwrap()]);
+        let line = server.wait_line("listening on https://");
+        let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
+        let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
+        let ca = sdir.join("pki/ca.crt");
+        let nodes = (1..=n)
+            .map(|i| {
+                let ndir = dir.join(format!("node{i}"));
+                Daemon::spawn(&[
+                    "node",
+                    "--server",
+                    &url,
+                    "--token",
+                    token.trim(),
+                    "--ca-file",
+                    ca.to_str().unwrap(),
+                    "--name",
+                    &format!("n{i}"),
+                    "--data-dir",
+                    ndir.to_str().unwrap(),
+                    "--backoff-base",
+                    "1",
+                    "--pod-ip-prefix",
+                    &pod_ip_prefix(),
+                ])
+            })
+            .collect();
+        std::fs::copy(sdir.join("admin.kubeconfig"), dir.join("kubeconfig")).unwrap();
+        let cluster = Cluster::attach(dir);
+        let ready = eventually(Duration::from_secs(30), || {
+            cluster.ok(&["get", "nodes"]).lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == n
+        });
+        assert!(ready, "nodes did not all become Ready: {}", cluster.ok(&["get", "nodes"]));
+        MultiNode { server, nodes, cluster }
+    }
+}
+
 /// Any long-running `wasmorch` process (server, node) with its output captured; killed on drop.
 pub struct Daemon {
     child: Child,

@@ -1,6 +1,7 @@
 //! Reconcile loops run by the control plane. Each observes through the API's watch, decides
 //! in a pure function, acts through [`Api`](crate::apiserver::api::Api), and requeues.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod gc;
@@ -21,19 +22,26 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
     let replicasets = informer("replicasets");
     let deployments = informer("deployments");
     let jobs = informer("jobs");
+    let daemonsets = informer("daemonsets");
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
         tokio::spawn(deployment::start(api.clone(), deployments.clone(), replicasets.clone(), pods.clone())),
         tokio::spawn(job::start(api.clone(), jobs.clone(), pods.clone())),
+        tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(gc::start(
             api.clone(),
-            vec![("Deployment", deployments.clone()), ("ReplicaSet", replicasets.clone()), ("Job", jobs.clone())],
+            vec![
+                ("Deployment", deployments.clone()),
+                ("ReplicaSet", replicasets.clone()),
+                ("Job", jobs.clone()),
+                ("DaemonSet", daemonsets.clone()),
+            ],
             vec![("ReplicaSet", replicasets.clone()), ("Pod", pods.clone())],
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, deployments, jobs] {
+    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

@@ -172,7 +172,14 @@ fn term_matches(term: &Value, n: &NodeInfo) -> bool {
     any
 }
 
-fn selector_and_affinity(pod: &Value, n: &NodeInfo) -> bool {
+/// Whether every NoSchedule/NoExecute taint of the node is tolerated by the pod.
+pub fn taints_tolerated(pod: &Value, n: &NodeInfo) -> bool {
+    let tolerations = pod["spec"]["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    n.taints.iter().all(|t| !(t.effect == "NoSchedule" || t.effect == "NoExecute") || tolerates(tolerations, t))
+}
+
+/// Whether the node matches the pod's nodeSelector and required node affinity.
+pub fn selector_and_affinity(pod: &Value, n: &NodeInfo) -> bool {
     let sel_ok = pod["spec"]["nodeSelector"]
         .as_object()
         .is_none_or(|m| m.iter().all(|(k, v)| n.labels.get(k).map(String::as_str) == v.as_str()));
