@@ -274,3 +274,49 @@ fn daemonsets_run_one_pod_per_node_and_spread_deployments() {
     let on_n3 = available(c).iter().filter(|p| p["spec"]["nodeName"] == "n3").count();
     assert_eq!(on_n3, 2, "new replicas went to the cordoned node");
 }
+
+#[test]
+fn cronjobs_start_jobs_on_schedule() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let f = dir.path().join("cj.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: tick\nspec:\n  schedule: \"* * * * *\"\n  concurrencyPolicy: Forbid\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          containers:\n            - name: work\n              image: file://{}\n",
+            wasm.join("batch-job.wasm").display()
+        ),
+    )
+    .unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    // Pretend the last run was three minutes ago: the missed minutes collapse into one run now,
+    // instead of this test waiting for the clock.
+    let three_min_ago =
+        (chrono::Utc::now() - chrono::Duration::minutes(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let k = common::kube_client(&c.kubeconfig()).await;
+        let req = http::Request::builder()
+            .method("PATCH")
+            .uri("/apis/batch/v1/namespaces/default/cronjobs/tick/status")
+            .header("content-type", "application/merge-patch+json")
+            .body(kube::client::Body::from(
+                serde_json::to_vec(&serde_json::json!({"status": {"lastScheduleTime": three_min_ago}})).unwrap(),
+            ))
+            .unwrap();
+        assert!(k.send(req).await.unwrap().status().is_success());
+    });
+    let jobs = || get_json(&c, &["jobs"]).unwrap()["items"].as_array().cloned().unwrap_or_default();
+    assert!(eventually(Duration::from_secs(30), || jobs().len() == 1), "no job started: {}", c.log());
+    let j = &jobs()[0];
+    let name = j["metadata"]["name"].as_str().unwrap();
+    let minutes: i64 = name.strip_prefix("tick-").unwrap().parse().unwrap();
+    assert!((chrono::Utc::now().timestamp() / 60 - minutes).abs() <= 1, "{name} is not this minute's run");
+    assert!(eventually(Duration::from_secs(30), || {
+        get_json(&c, &["cronjob", "tick"]).unwrap()["status"]["lastSuccessfulTime"].is_string()
+    }));
+    assert_eq!(jobs().len(), 1, "the missed runs became one");
+    // Deleting the CronJob removes its jobs.
+    c.ok(&["delete", "cronjob", "tick"]);
+    assert!(eventually(Duration::from_secs(30), || jobs().is_empty()));
+}

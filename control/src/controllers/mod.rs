@@ -1,6 +1,7 @@
 //! Reconcile loops run by the control plane. Each observes through the API's watch, decides
 //! in a pure function, acts through [`Api`](crate::apiserver::api::Api), and requeues.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod events;
@@ -23,11 +24,13 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
     let deployments = informer("deployments");
     let jobs = informer("jobs");
     let daemonsets = informer("daemonsets");
+    let cronjobs = informer("cronjobs");
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
         tokio::spawn(deployment::start(api.clone(), deployments.clone(), replicasets.clone(), pods.clone())),
         tokio::spawn(job::start(api.clone(), jobs.clone(), pods.clone())),
+        tokio::spawn(cronjob::start(api.clone(), cronjobs.clone(), jobs.clone())),
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(gc::start(
             api.clone(),
@@ -36,12 +39,13 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
                 ("ReplicaSet", replicasets.clone()),
                 ("Job", jobs.clone()),
                 ("DaemonSet", daemonsets.clone()),
+                ("CronJob", cronjobs.clone()),
             ],
-            vec![("ReplicaSet", replicasets.clone()), ("Pod", pods.clone())],
+            vec![("ReplicaSet", replicasets.clone()), ("Pod", pods.clone()), ("Job", jobs.clone())],
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets] {
+    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks
