@@ -1,0 +1,258 @@
+//! Control-loop benchmark:
+//! - scheduler: binds per second placing P pods on N registered nodes (Node objects without
+//!   agents), from the first create to the last bind;
+//! - one replica: apply of a 1-replica Deployment → its pod Running and Ready, p50/p99 over
+//!   R runs, cached component (the whole event chain: Deployment → ReplicaSet → Pod →
+//!   scheduler → node → status);
+//! - a D-replica Deployment on one real node: time until all are Ready.
+//!
+//! Run with `bench/run-controllers.sh`. Knobs: NODES (1000), PODS (10000), RUNS (50),
+//! REPLICAS (1000).
+
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn raw(client: &kube::Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default()))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect_bytes().await.unwrap();
+    (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn server(bin: &str, dir: &std::path::Path) -> (Proc, kube::Client, String) {
+    let port = free_port();
+    let p = Proc(
+        Command::new(bin)
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wasmorch server"),
+    );
+    let kc = dir.join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kc.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cfg =
+        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default())
+            .await
+            .unwrap();
+    (p, kube::Client::try_from(cfg).unwrap(), format!("https://127.0.0.1:{port}"))
+}
+
+/// Count pods matching a predicate, by paging through the list.
+async fn count_pods(client: &kube::Client, ns: &str, f: impl Fn(&Value) -> bool) -> usize {
+    let (_, list) = raw(client, "GET", &format!("/api/v1/namespaces/{ns}/pods"), None).await;
+    list["items"].as_array().map_or(0, |a| a.iter().filter(|p| f(p)).count())
+}
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+async fn create_ns(client: &kube::Client, ns: &str) {
+    let (code, v) = raw(
+        client,
+        "POST",
+        "/api/v1/namespaces",
+        Some(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = std::env::var("WASMORCH_BIN").unwrap_or_else(|_| "target/release/wasmorch".into());
+    let wasm =
+        PathBuf::from(std::env::var("WORKLOADS").unwrap_or_else(|_| "workloads/target/wasm32-wasip2/release".into()))
+            .canonicalize()
+            .expect("built workloads");
+    let tmp = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+
+    // --- Scheduler throughput --------------------------------------------------------------
+    {
+        let (n, p) = (env_num("NODES", 1000), env_num("PODS", 10000));
+        let (_s, client, _) = server(&bin, &tmp.path().join("sched")).await;
+        println!("== scheduler: {p} pods onto {n} nodes (API objects, no agents) ==");
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let client = client.clone();
+            set.spawn(async move {
+                let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("fake-{i:04}"),
+                    "labels": {"kubernetes.io/hostname": format!("fake-{i:04}"), "topology.kubernetes.io/zone": format!("z{}", i % 3)}},
+                    "spec": {}});
+                let (code, v) = raw(&client, "POST", "/api/v1/nodes", Some(node)).await;
+                assert_eq!(code, 201, "{v}");
+                let status = json!({"status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "conditions": [{"type": "Ready", "status": "True"}]}});
+                let req = http::Request::builder()
+                    .method("PATCH")
+                    .uri(format!("/api/v1/nodes/fake-{i:04}/status"))
+                    .header("content-type", "application/merge-patch+json")
+                    .body(kube::client::Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap();
+                assert!(client.send(req).await.unwrap().status().is_success());
+            });
+        }
+        while set.join_next().await.is_some() {}
+        create_ns(&client, "sched").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let t = Instant::now();
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+        for i in 0..p {
+            let (client, sem) = (client.clone(), sem.clone());
+            set.spawn(async move {
+                let _permit = sem.acquire().await.unwrap();
+                let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p-{i:05}")},
+                    "spec": {"containers": [{"name": "c", "image": "file:///none.wasm",
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}});
+                let (code, v) = raw(&client, "POST", "/api/v1/namespaces/sched/pods", Some(pod)).await;
+                assert_eq!(code, 201, "{v}");
+            });
+        }
+        while set.join_next().await.is_some() {}
+        let created = t.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let bound =
+                count_pods(&client, "sched", |p| !p["spec"]["nodeName"].as_str().unwrap_or("").is_empty()).await;
+            if bound == p {
+                break;
+            }
+            assert!(Instant::now() < deadline, "only {bound}/{p} bound");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let all = t.elapsed();
+        println!(
+            "wasmorch   {p} pods created in {:.2} s, all bound after {:.2} s: {:.0} binds/s (creates included)",
+            created.as_secs_f64(),
+            all.as_secs_f64(),
+            p as f64 / all.as_secs_f64()
+        );
+        println!("kubernetes (published SLO, for scale): scheduler throughput goal ~100-300 pods/s on large clusters");
+    }
+
+    // --- One replica and many replicas on a real node ----------------------------------------
+    let (_s, client, url) = server(&bin, &tmp.path().join("chain")).await;
+    let sdir = tmp.path().join("chain");
+    let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
+    let _node = Proc(
+        Command::new(&bin)
+            .args(["node", "--server", &url, "--name", "bench", "--token"])
+            .arg(token.trim())
+            .arg("--ca-file")
+            .arg(sdir.join("pki/ca.crt"))
+            .arg("--data-dir")
+            .arg(tmp.path().join("node"))
+            .args(["--pod-ip-prefix", "127.151"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, n) = raw(&client, "GET", "/api/v1/nodes/bench", None).await;
+        if code == 200
+            && n["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let image = format!("file://{}", wasm.join("hello_http.wasm").display());
+    let deployment = |name: &str, replicas: usize| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": {
+            "replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
+                {"name": "web", "image": image, "ports": [{"containerPort": 8080}]}]}}}})
+    };
+    // Warm the node's cache for the component.
+    let runs = env_num("RUNS", 50);
+    println!("== one replica: apply → Ready, {runs} runs ==");
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let name = format!("one-{i}");
+        let t = Instant::now();
+        let (code, v) =
+            raw(&client, "POST", "/apis/apps/v1/namespaces/default/deployments", Some(deployment(&name, 1))).await;
+        assert_eq!(code, 201, "{v}");
+        loop {
+            let (_, list) =
+                raw(&client, "GET", &format!("/api/v1/namespaces/default/pods?labelSelector=app%3D{name}"), None).await;
+            if list["items"].as_array().is_some_and(|a| a.iter().any(ready)) {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{name} never ready");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        raw(&client, "DELETE", &format!("/apis/apps/v1/namespaces/default/deployments/{name}"), None).await;
+    }
+    println!(
+        "wasmorch   p50 {:.1} ms, p99 {:.1} ms (Kubernetes' SLO: pod startup p99 ≤ 5 s)",
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 0.99)
+    );
+
+    let replicas = env_num("REPLICAS", 1000);
+    println!("== a {replicas}-replica Deployment on one node ==");
+    create_ns(&client, "big").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t = Instant::now();
+    let (code, v) =
+        raw(&client, "POST", "/apis/apps/v1/namespaces/big/deployments", Some(deployment("big", replicas))).await;
+    assert_eq!(code, 201, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let n = count_pods(&client, "big", ready).await;
+        if n == replicas {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {n}/{replicas} ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("wasmorch   all {replicas} Ready in {:.2} s", t.elapsed().as_secs_f64());
+}
