@@ -166,7 +166,6 @@ async fn main() {
             all.as_secs_f64(),
             p as f64 / all.as_secs_f64()
         );
-        println!("kubernetes (published SLO, for scale): scheduler throughput goal ~100-300 pods/s on large clusters");
     }
 
     // --- One replica and many replicas on a real node ----------------------------------------

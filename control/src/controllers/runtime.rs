@@ -295,8 +295,10 @@ where
                     _ = api.shutdown.cancelled() => return,
                 };
                 let r = f(key.clone()).await;
+                // 409 and 404: the object moved on or went away; the retry sees the new state.
                 if let Err(e) = &r
                     && e.code != 409
+                    && e.code != 404
                 {
                     tracing::warn!("{name} {key}: {e}");
                 }
