@@ -320,3 +320,30 @@ fn cronjobs_start_jobs_on_schedule() {
     c.ok(&["delete", "cronjob", "tick"]);
     assert!(eventually(Duration::from_secs(30), || jobs().is_empty()));
 }
+
+#[test]
+fn orphan_and_foreground_deletion() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let f = dir.path().join("web.yaml");
+    std::fs::write(&f, deployment(&wasm, "v1").replace("replicas: 3", "replicas: 2")).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout", "60s"]);
+    let pods = || get_json(&c, &["pods", "-l", "app=web"]).unwrap()["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pods().len(), 2);
+
+    // Orphan: the Deployment goes, its ReplicaSet and pods stay, without the owner reference.
+    c.ok(&["delete", "deployment", "web", "--cascade=orphan"]);
+    assert!(get_json(&c, &["deployment", "web"]).is_none());
+    let sets = get_json(&c, &["replicasets"]).unwrap()["items"].as_array().cloned().unwrap();
+    assert_eq!(sets.len(), 1);
+    assert!(sets[0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "{}", sets[0]["metadata"]);
+    assert_eq!(pods().len(), 2, "orphaned pods must stay");
+
+    // Foreground: the ReplicaSet is gone only after its pods are.
+    let rs = sets[0]["metadata"]["name"].as_str().unwrap().to_string();
+    c.ok(&["delete", "replicaset", &rs, "--cascade=foreground"]);
+    assert!(get_json(&c, &["replicaset", &rs]).is_none());
+    assert!(pods().is_empty(), "the owner went before its dependents: {:?}", pods());
+}

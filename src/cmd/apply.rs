@@ -44,6 +44,10 @@ pub struct DeleteArgs {
     /// How long --wait waits, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// What happens to dependents: background (deleted after), foreground (deleted first),
+    /// orphan (kept).
+    #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan"])]
+    cascade: String,
 }
 
 /// Read every document from files, directories (their .yaml/.yml/.json files, sorted) and stdin.
@@ -240,10 +244,24 @@ pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
     }
     let mut failed = false;
     let mut waiting = Vec::new();
+    let policy = match a.cascade.as_str() {
+        "foreground" => "Foreground",
+        "orphan" => "Orphan",
+        _ => "Background",
+    };
+    let body = serde_json::to_vec(
+        &serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": policy}),
+    )?;
     for (res, ns, name) in &items {
         let scope = res.namespaced.then_some(ns.as_str());
         match client
-            .json(http::Method::DELETE, &path(res, scope, Some(name)), None, "application/json", Vec::new())
+            .json(
+                http::Method::DELETE,
+                &path(res, scope, Some(name)),
+                Some("application/json"),
+                "application/json",
+                body.clone(),
+            )
             .await
         {
             Ok(_) => {

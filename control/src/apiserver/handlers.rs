@@ -251,6 +251,9 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
             } else {
                 DeleteOptions::from_body(&request::decode_body(&headers, &body)?)
             };
+            if let Some(pp) = p.get("propagationPolicy") {
+                opts.propagation = Some(pp.to_string());
+            }
             if let Some(g) = p.get("gracePeriodSeconds") {
                 let g =
                     g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds: invalid value {g:?}")))?;

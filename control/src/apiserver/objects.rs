@@ -240,7 +240,13 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
     /// `gracePeriodSeconds`: 0 deletes a pod at once (what the node sends when it has stopped it).
     pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`: `Background` (default), `Foreground` or `Orphan`.
+    pub propagation: Option<String>,
 }
+
+/// Finalizers the garbage collector acts on.
+pub const FOREGROUND: &str = "foregroundDeletion";
+pub const ORPHAN: &str = "orphan";
 
 impl DeleteOptions {
     pub fn from_body(v: &Value) -> DeleteOptions {
@@ -248,6 +254,10 @@ impl DeleteOptions {
             uid: v["preconditions"]["uid"].as_str().map(String::from),
             resource_version: v["preconditions"]["resourceVersion"].as_str().map(String::from),
             grace_period_seconds: v["gracePeriodSeconds"].as_i64(),
+            propagation: v["propagationPolicy"]
+                .as_str()
+                .map(String::from)
+                .or_else(|| (v["orphanDependents"] == true).then(|| "Orphan".to_string())),
         }
     }
 }
@@ -277,6 +287,31 @@ pub fn prepare_delete(res: &Resource, cur: &Value, opts: &DeleteOptions) -> Resu
         ));
     }
     let mut out = cur.clone();
+    // Foreground and orphan deletion: the garbage collector finishes them (finalizers).
+    let gc_finalizer = match opts.propagation.as_deref() {
+        None | Some("Background") => None,
+        Some("Foreground") => Some(FOREGROUND),
+        Some("Orphan") => Some(ORPHAN),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {other:?}: supported values: \"Orphan\", \"Background\", \"Foreground\""
+            )));
+        }
+    };
+    if let Some(f) = gc_finalizer
+        && res.kind_id != ResourceKind::Pod
+        && !object::finalizers(cur).iter().any(|x| x == f)
+    {
+        let mut fins = object::finalizers(cur);
+        fins.push(f.to_string());
+        meta_mut(&mut out).insert("finalizers".into(), json!(fins));
+        if !object::is_deleting(cur) {
+            let m = meta_mut(&mut out);
+            m.insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(0));
+        }
+        return Ok(Outcome::Put(out));
+    }
     if let Some(grace) = pod_grace(res, cur, opts) {
         // A pod on a node stops gracefully: mark it, and the node deletes it once stopped.
         if object::is_deleting(cur) {

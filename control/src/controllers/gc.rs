@@ -1,10 +1,16 @@
 //! Garbage collector: a dependent whose owners are all gone is deleted (background
 //! propagation, Kubernetes' default for `kubectl delete`). Owners are confirmed gone with a
 //! live read before anything is deleted, so a lagging cache never removes a live object.
+//!
+//! Foreground deletion (finalizer `foregroundDeletion`): the owner stays, marked deleting,
+//! until its dependents are deleted (themselves in the foreground); orphan deletion
+//! (finalizer `orphan`): the owner references to it are removed from its dependents, which
+//! stay. Then the finalizer goes and the store removes the owner.
 
-use super::replicaset::target;
+use super::replicaset::{merge_patch, target};
 use super::runtime::{Action, Informer, Queue, key_of, run_workers, split_key};
 use crate::apiserver::api::Api;
+use crate::apiserver::objects::{DeleteOptions, FOREGROUND, ORPHAN};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,7 +55,84 @@ impl Gc {
         }
     }
 
+    /// Dependents (kind, object) that name `uid` as an owner.
+    fn dependents_of(&self, ns: &str, uid: &str) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        for (kind, dep) in &self.dependents {
+            for d in dep.cache.list(if ns.is_empty() { None } else { Some(ns) }) {
+                if refs(&d).iter().any(|(_, _, u)| u == uid) {
+                    out.push((*kind, d));
+                }
+            }
+        }
+        out
+    }
+
+    /// Finish a foreground or orphan deletion of an owner.
+    async fn finish_owner(&self, kind: &str, okey: &str) -> Result<Action, ApiError> {
+        let Some(inf) = self.owners.get(kind) else { return Ok(Action::AwaitChange) };
+        let Some(owner) = inf.cache.get(okey) else { return Ok(Action::AwaitChange) };
+        if !object::is_deleting(&owner) {
+            return Ok(Action::AwaitChange);
+        }
+        let fins = object::finalizers(&owner);
+        let ns = object::namespace(&owner).to_string();
+        let uid = object::uid(&owner).to_string();
+        let deps = self.dependents_of(&ns, &uid);
+        let done = if fins.iter().any(|f| f == ORPHAN) {
+            for (dkind, d) in &deps {
+                let keep: Vec<Value> = d["metadata"]["ownerReferences"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["uid"] != uid.as_str())
+                    .cloned()
+                    .collect();
+                let res = self.dependents[dkind].res;
+                let patch = serde_json::json!({"metadata": {"ownerReferences": keep}});
+                match merge_patch(&self.api, &target(res, &ns, object::name(d), None), patch).await {
+                    Ok(o) => self.dependents[dkind].cache.assume(o),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            ORPHAN
+        } else if fins.iter().any(|f| f == FOREGROUND) {
+            if !deps.is_empty() {
+                for (dkind, d) in &deps {
+                    if object::is_deleting(d) {
+                        continue;
+                    }
+                    let res = self.dependents[dkind].res;
+                    let opts = DeleteOptions {
+                        propagation: (*dkind != "Pod").then(|| "Foreground".to_string()),
+                        ..Default::default()
+                    };
+                    match self.api.delete(&target(res, &ns, object::name(d), None), opts, false).await {
+                        Ok(_) | Err(ApiError { code: 404, .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Dependents going away requeue the owner; look again now and then anyway.
+                return Ok(Action::Requeue(std::time::Duration::from_secs(2)));
+            }
+            FOREGROUND
+        } else {
+            return Ok(Action::AwaitChange);
+        };
+        let left: Vec<String> = fins.into_iter().filter(|f| f != done).collect();
+        let patch = serde_json::json!({"metadata": {"finalizers": left}});
+        match merge_patch(&self.api, &target(inf.res, &ns, object::name(&owner), None), patch).await {
+            Ok(_) | Err(ApiError { code: 404, .. }) => Ok(Action::AwaitChange),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
+        if let Some(rest) = key.strip_prefix("owner:") {
+            let Some((kind, okey)) = rest.split_once('|') else { return Ok(Action::AwaitChange) };
+            return self.finish_owner(kind, okey).await;
+        }
         let Some((kind, okey)) = key.split_once('|') else { return Ok(Action::AwaitChange) };
         let Some(inf) = self.dependents.get(kind) else { return Ok(Action::AwaitChange) };
         let Some(obj) = inf.cache.get(okey) else { return Ok(Action::AwaitChange) };
@@ -87,11 +170,37 @@ pub fn start(
     });
     for (kind, inf) in &gc.dependents {
         let (q, g, kind) = (queue.clone(), Arc::downgrade(&gc), *kind);
+        inf.on_change(Arc::new(move |old, new| {
+            let Some(g) = g.upgrade() else { return };
+            match (old, new) {
+                (_, Some(o)) => {
+                    let ns = object::namespace(o);
+                    if refs(o).iter().any(|(k, n, u)| !g.cached(ns, k, n, u)) {
+                        q.add(format!("{kind}|{}", key_of(o)));
+                    }
+                }
+                // A dependent went: an owner deleting in the foreground may be done.
+                (Some(o), None) => {
+                    let ns = object::namespace(o);
+                    for (k, n, _) in refs(o) {
+                        if g.owners.contains_key(k.as_str()) {
+                            let okey = if ns.is_empty() { n } else { format!("{ns}/{n}") };
+                            q.add(format!("owner:{k}|{okey}"));
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }));
+    }
+    for (kind, inf) in &gc.owners {
+        let (q, kind) = (queue.clone(), *kind);
         inf.on_change(Arc::new(move |_, new| {
-            let (Some(o), Some(g)) = (new, g.upgrade()) else { return };
-            let ns = object::namespace(o);
-            if refs(o).iter().any(|(k, n, u)| !g.cached(ns, k, n, u)) {
-                q.add(format!("{kind}|{}", key_of(o)));
+            if let Some(o) = new
+                && object::is_deleting(o)
+                && object::finalizers(o).iter().any(|f| f == FOREGROUND || f == ORPHAN)
+            {
+                q.add(format!("owner:{kind}|{}", key_of(o)));
             }
         }));
     }
