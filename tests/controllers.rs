@@ -347,3 +347,28 @@ fn orphan_and_foreground_deletion() {
     assert!(get_json(&c, &["replicaset", &rs]).is_none());
     assert!(pods().is_empty(), "the owner went before its dependents: {:?}", pods());
 }
+
+/// SIGKILL the whole control plane (and its node) in the middle of creating replicas, then
+/// start it again: it converges to exactly the declared state.
+#[test]
+fn converges_after_being_killed_mid_rollout() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = common::pod_ip_prefix();
+    let args = ["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", prefix.as_str()];
+    let mut c = Cluster::start_with(dir.path(), &args);
+    let f = dir.path().join("web.yaml");
+    std::fs::write(&f, deployment(&wasm, "v1").replace("replicas: 3", "replicas: 40")).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let count =
+        |c: &Cluster| get_json(c, &["pods", "-l", "app=web"]).map_or(0, |l| l["items"].as_array().map_or(0, Vec::len));
+    // Kill as soon as the work is under way but not finished.
+    assert!(eventually(Duration::from_secs(30), || count(&c) > 0));
+    c.kill();
+    let c = Cluster::start_with(dir.path(), &args);
+    let out = c.ok(&["rollout", "status", "deployment/web", "--timeout", "90s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert!(eventually(Duration::from_secs(30), || available(&c).len() == 40));
+    assert_eq!(count(&c), 40, "duplicates after the restart");
+    assert_eq!(get_json(&c, &["replicasets"]).unwrap()["items"].as_array().unwrap().len(), 1);
+}

@@ -172,6 +172,16 @@ impl IpPool {
         self.used.insert(n);
         format!("{}.{}.{}", self.prefix, n / 256, n % 256)
     }
+    fn number(&self, ip: &str) -> Option<u32> {
+        ip.strip_prefix(&format!("{}.", self.prefix))
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(a, b)| Some(a.parse::<u32>().ok()? * 256 + b.parse::<u32>().ok()?))
+    }
+    fn reserve(&mut self, ip: &str) {
+        if let Some(n) = self.number(ip) {
+            self.used.insert(n);
+        }
+    }
     fn give_back(&mut self, ip: &str) {
         if let Some(n) = ip
             .rsplitn(3, '.')
@@ -226,18 +236,14 @@ impl Pods {
         if terminal {
             return;
         }
+        // Keep the address the pod had (a node restart), unless another pod here has it now.
         let ip = pod["status"]["podIP"]
             .as_str()
-            .filter(|ip| ip.starts_with(&self.ips.prefix))
+            .filter(|ip| self.ips.number(ip).is_some())
+            .filter(|ip| !self.running.values().any(|(_, other)| other == ip))
             .map(String::from)
             .unwrap_or_else(|| self.ips.take());
-        if let Some(n) = ip
-            .strip_prefix(&format!("{}.", self.ips.prefix))
-            .and_then(|r| r.split_once('.'))
-            .and_then(|(a, b)| Some(a.parse::<u32>().ok()? * 256 + b.parse::<u32>().ok()?))
-        {
-            self.ips.used.insert(n);
-        }
+        self.ips.reserve(&ip);
         let h = pod::start(self.ctx.clone(), pod.clone(), ip.clone());
         self.running.insert(uid, (h, ip));
     }
@@ -297,6 +303,15 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
                     h.stop.cancel();
                     let _ = h.task.await;
                     pods.ips.give_back(&ip);
+                }
+            }
+            // Addresses pods already have are reserved first, so a pod without one cannot be
+            // handed an address that a pod later in the list still holds.
+            for p in &items {
+                let live =
+                    !object::is_deleting(p) && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+                if let Some(ip) = p["status"]["podIP"].as_str().filter(|_| live) {
+                    pods.ips.reserve(ip);
                 }
             }
             for p in &items {

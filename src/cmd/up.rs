@@ -30,6 +30,9 @@ pub struct UpArgs {
     node_name: Option<String>,
     #[command(flatten)]
     node: NodeFlags,
+    /// How the scheduler scores nodes: spread (least allocated) or binpack (most allocated).
+    #[arg(long, default_value = "spread")]
+    scheduler_strategy: wasmorch_control::scheduler::plan::Strategy,
 }
 
 /// Node settings shared by `up` (its in-process node) and `node`.
@@ -93,6 +96,9 @@ pub struct ServerArgs {
     /// History revisions kept for watch resume before compaction.
     #[arg(long, default_value_t = 100_000)]
     history_revisions: u64,
+    /// How the scheduler scores nodes: spread (least allocated) or binpack (most allocated).
+    #[arg(long, default_value = "spread")]
+    scheduler_strategy: wasmorch_control::scheduler::plan::Strategy,
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -137,7 +143,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => default_data_dir()?,
     };
-    let cfg = Config::new(data_dir, a.listen);
+    let mut cfg = Config::new(data_dir, a.listen);
+    cfg.scheduler.strategy = a.scheduler_strategy;
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }
@@ -228,6 +235,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let mut cfg = Config::new(a.data_dir, a.listen);
     cfg.tls_sans = a.tls_san;
     cfg.history_revisions = a.history_revisions;
+    cfg.scheduler.strategy = a.scheduler_strategy;
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }
