@@ -372,3 +372,44 @@ fn converges_after_being_killed_mid_rollout() {
     assert_eq!(count(&c), 40, "duplicates after the restart");
     assert_eq!(get_json(&c, &["replicasets"]).unwrap()["items"].as_array().unwrap().len(), 1);
 }
+
+/// The classic `nginx-deployment` from manifests/, with its wasm image: three Running pods,
+/// and `get events -w` shows the chain as it happens.
+#[test]
+fn the_classic_nginx_deployment_runs() {
+    let wasm = workloads();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let text = std::fs::read_to_string(common::manifests_dir().join("nginx-deployment.yaml")).unwrap();
+    let root = wasm.parent().unwrap().parent().unwrap().parent().unwrap().parent().unwrap();
+    let text = text.replace("file:///opt/wasmorch/", &format!("file://{}/", root.display()));
+    let f = dir.path().join("nginx.yaml");
+    std::fs::write(&f, text).unwrap();
+    let mut watch = std::process::Command::new(common::BIN)
+        .args(["get", "events", "-w"])
+        .env("KUBECONFIG", c.kubeconfig())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let l2 = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            l2.lock().unwrap().push(l);
+        }
+    });
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    c.ok(&["rollout", "status", "deployment/nginx-deployment", "--timeout", "60s"]);
+    let table = c.ok(&["get", "pods", "-l", "app=nginx"]);
+    assert_eq!(table.lines().filter(|l| l.contains("1/1") && l.contains("Running")).count(), 3, "{table}");
+    let chain = ["ScalingReplicaSet", "SuccessfulCreate", "Scheduled", "Pulled", "Started"];
+    let seen = eventually(Duration::from_secs(15), || {
+        let l = lines.lock().unwrap();
+        chain.iter().all(|r| l.iter().any(|x| x.contains(r)))
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen, "get events -w showed: {:?}", lines.lock().unwrap());
+}

@@ -226,6 +226,10 @@ fn spreads<'a>(pod: &'a Value, eligible: &[&NodeInfo]) -> Vec<Spread<'a>> {
 
 /// Whether a node passes every filter, or the reason it does not.
 pub fn filter(pod: &Value, n: &NodeInfo) -> Result<(), String> {
+    filter_with(pod, &pod_requests(pod), n)
+}
+
+fn filter_with(pod: &Value, want: &Resources, n: &NodeInfo) -> Result<(), String> {
     if !n.ready {
         return Err("node(s) were not ready".into());
     }
@@ -250,7 +254,6 @@ pub fn filter(pod: &Value, n: &NodeInfo) -> Result<(), String> {
     if !selector_and_affinity(pod, n) {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
-    let want = pod_requests(pod);
     let free = |a: i64, r: i64| a - r;
     if want.pods + n.requested.pods > n.allocatable.pods {
         return Err("Too many pods".into());
@@ -270,7 +273,10 @@ fn ratio(used: i64, total: i64) -> f64 {
 
 /// Score in 0..=100 per part; higher is better.
 pub fn score(pod: &Value, n: &NodeInfo, strategy: Strategy) -> f64 {
-    let want = pod_requests(pod);
+    score_with(pod, &pod_requests(pod), n, strategy)
+}
+
+fn score_with(pod: &Value, want: &Resources, n: &NodeInfo, strategy: Strategy) -> f64 {
     let cpu = ratio(n.requested.cpu + want.cpu, n.allocatable.cpu);
     let mem = ratio(n.requested.memory + want.memory, n.allocatable.memory);
     let pods = ratio(n.requested.pods + 1, n.allocatable.pods);
@@ -297,16 +303,22 @@ pub fn score(pod: &Value, n: &NodeInfo, strategy: Strategy) -> f64 {
 pub fn schedule(pod: &Value, nodes: &[NodeInfo], strategy: Strategy) -> Result<String, String> {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut fit: Vec<&NodeInfo> = Vec::new();
+    let want = pod_requests(pod);
     for n in nodes {
-        match filter(pod, n) {
+        match filter_with(pod, &want, n) {
             Ok(()) => fit.push(n),
             Err(r) => *reasons.entry(r).or_insert(0) += 1,
         }
     }
     // Topology spread: domains are those of nodes matching the pod's node selector and
     // affinity (as Kubernetes' default policy: cordons and taints do not remove a domain).
-    let domain_nodes: Vec<&NodeInfo> = nodes.iter().filter(|n| selector_and_affinity(pod, n)).collect();
-    let constraints = spreads(pod, &domain_nodes);
+    let has_spread = pod["spec"]["topologySpreadConstraints"].as_array().is_some_and(|a| !a.is_empty());
+    let constraints = if has_spread {
+        let domain_nodes: Vec<&NodeInfo> = nodes.iter().filter(|n| selector_and_affinity(pod, n)).collect();
+        spreads(pod, &domain_nodes)
+    } else {
+        Vec::new()
+    };
     let mut soft_penalty: HashMap<&str, f64> = HashMap::new();
     if !constraints.is_empty() {
         let mut kept = Vec::new();
@@ -350,7 +362,7 @@ pub fn schedule(pod: &Value, nodes: &[NodeInfo], strategy: Strategy) -> Result<S
                 .filter_map(|s| n.labels.get(s.key).map(|d| s.counts.get(d).copied().unwrap_or(0)))
                 .map(|c| -(c as f64))
                 .sum();
-            let s = score(pod, n, strategy) + spread_bonus - soft_penalty.get(n.name.as_str()).copied().unwrap_or(0.0);
+            let s = score_with(pod, &want, n, strategy) + spread_bonus - soft_penalty.get(n.name.as_str()).copied().unwrap_or(0.0);
             (s, n)
         })
         // Ties go to the name first in order, so plans are deterministic.
