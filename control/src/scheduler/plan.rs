@@ -362,7 +362,8 @@ pub fn schedule(pod: &Value, nodes: &[NodeInfo], strategy: Strategy) -> Result<S
                 .filter_map(|s| n.labels.get(s.key).map(|d| s.counts.get(d).copied().unwrap_or(0)))
                 .map(|c| -(c as f64))
                 .sum();
-            let s = score_with(pod, &want, n, strategy) + spread_bonus - soft_penalty.get(n.name.as_str()).copied().unwrap_or(0.0);
+            let s = score_with(pod, &want, n, strategy) + spread_bonus
+                - soft_penalty.get(n.name.as_str()).copied().unwrap_or(0.0);
             (s, n)
         })
         // Ties go to the name first in order, so plans are deterministic.
