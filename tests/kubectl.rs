@@ -129,3 +129,72 @@ fn kubectl_gets_creates_and_deletes() {
     let o = kubectl(&c, &["get", "pods", "-n", "team-a"]);
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim(), "No resources found in team-a namespace.");
 }
+
+/// An application's life with the real kubectl: apply, rollout status, scale, diff, update,
+/// history, undo, logs of a deployment, delete — asserting on kubectl's output and exit codes.
+#[test]
+fn kubectl_drives_a_deployment_lifecycle() {
+    if !kubectl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let wasm = common::workloads();
+    let root = wasm.parent().unwrap().parent().unwrap().parent().unwrap().parent().unwrap();
+    let text = std::fs::read_to_string(common::manifests_dir().join("nginx-deployment.yaml"))
+        .unwrap()
+        .replace("file:///opt/wasmorch/", &format!("file://{}/", root.display()));
+    let f = dir.path().join("d.yaml");
+    std::fs::write(&f, &text).unwrap();
+    let file = f.to_str().unwrap();
+    let d = "deployment/nginx-deployment";
+
+    assert_eq!(ok(&c, &["apply", "-f", file]), "deployment.apps/nginx-deployment created\n");
+    assert!(ok(&c, &["rollout", "status", d, "--timeout=60s"]).ends_with("successfully rolled out\n"));
+    assert_eq!(ok(&c, &["scale", d, "--replicas=5"]), "deployment.apps/nginx-deployment scaled\n");
+    assert!(common::eventually(std::time::Duration::from_secs(30), || {
+        ok(&c, &["get", d, "-o", "jsonpath={.status.availableReplicas}"]) == "5"
+    }));
+
+    // diff: exit 1 with the change shown, nothing changed on the server.
+    std::fs::write(
+        &f,
+        text.replace("replicas: 3", "replicas: 5")
+            .replace("containerPort: 8080\n", "containerPort: 8080\n          env: [{name: GREETING, value: v2}]\n"),
+    )
+    .unwrap();
+    let o = kubectl(&c, &["diff", "-f", file]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("+          value: v2"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(ok(&c, &["get", d, "-o", "jsonpath={.metadata.generation}"]), "2", "diff changed the object");
+
+    assert_eq!(ok(&c, &["apply", "-f", file]), "deployment.apps/nginx-deployment configured\n");
+    assert!(ok(&c, &["rollout", "status", d, "--timeout=60s"]).ends_with("successfully rolled out\n"));
+    assert_eq!(kubectl(&c, &["diff", "-f", file]).status.code(), Some(0));
+    assert_eq!(ok(&c, &["apply", "-f", file]), "deployment.apps/nginx-deployment unchanged\n");
+    let hist = ok(&c, &["rollout", "history", d]);
+    assert!(hist.contains("REVISION  CHANGE-CAUSE\n1         <none>\n2         <none>"), "{hist}");
+
+    assert_eq!(ok(&c, &["rollout", "undo", d]), "deployment.apps/nginx-deployment rolled back\n");
+    assert!(ok(&c, &["rollout", "status", d, "--timeout=60s"]).ends_with("successfully rolled out\n"));
+    let sets = ok(&c, &["get", "rs", "-o", "jsonpath={range .items[*]}{.spec.replicas} {end}"]);
+    assert_eq!(sets.split_whitespace().filter(|n| *n != "0").count(), 1, "undo reuses the first set: {sets}");
+    assert_eq!(
+        ok(&c, &["get", d, "-o", "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}"]),
+        "3"
+    );
+
+    let logs = kubectl(&c, &["logs", d, "--tail=1"]);
+    assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
+    let desc = ok(&c, &["describe", d]);
+    assert!(desc.contains("ScalingReplicaSet"), "{desc}");
+
+    assert!(ok(&c, &["delete", "-f", file]).starts_with("deployment.apps \"nginx-deployment\" deleted"));
+    assert!(common::eventually(std::time::Duration::from_secs(30), || {
+        kubectl(&c, &["get", "pods", "-o", "name"]).stdout.is_empty()
+    }));
+}

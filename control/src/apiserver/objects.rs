@@ -220,12 +220,15 @@ pub fn apply_patch(cur: &Value, content_type: &str, patch: &Value) -> Result<Val
             json_patch::patch(&mut doc, &p)
                 .map_err(|e| ApiError::new(422, "Invalid", format!("the JSON patch could not be applied: {e}")))?;
         }
+        "application/strategic-merge-patch+json" => {
+            doc = wasmorch_api::smp::apply(cur, patch).map_err(ApiError::bad_request)?;
+        }
         other => {
             return Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
                 format!(
-                    "patch type {other:?} is not supported; use application/merge-patch+json or application/json-patch+json"
+                    "patch type {other:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"
                 ),
             ));
         }

@@ -24,10 +24,32 @@ pub fn template_hash(template: &Value) -> String {
     if let Some(l) = t["metadata"]["labels"].as_object_mut() {
         l.remove(HASH_LABEL);
     }
-    let d = Sha256::digest(serde_json::to_vec(&t).unwrap_or_default());
+    let d = Sha256::digest(canonical(&t).as_bytes());
     // Digits and consonants only, as Kubernetes' names avoid accidental words.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     d.iter().take(10).map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+/// JSON with object keys sorted at every level and empty members (`null`, `{}`, `[]`)
+/// dropped: equal content, equal text, whatever order the keys arrived in and however a
+/// client wrote empty fields (Go clients send `creationTimestamp: null`, `resources: {}`).
+pub fn canonical(v: &Value) -> String {
+    fn empty(v: &Value) -> bool {
+        v.is_null() || v.as_object().is_some_and(|m| m.is_empty()) || v.as_array().is_some_and(|a| a.is_empty())
+    }
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let b: std::collections::BTreeMap<&String, Value> =
+                    m.iter().map(|(k, v)| (k, sorted(v))).filter(|(_, v)| !empty(v)).collect();
+                Value::Object(b.into_iter().map(|(k, v)| (k.clone(), v)).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    // With serde_json's key order preserved, inserting sorted keys yields sorted text.
+    sorted(v).to_string()
 }
 
 /// An int-or-percent against `total`; percentages round up (surge) or down (unavailable).
@@ -529,6 +551,15 @@ mod tests {
         let mut labelled = t.clone();
         labelled["metadata"]["labels"][HASH_LABEL] = json!("x");
         assert_eq!(template_hash(&t), template_hash(&labelled));
+        let reordered: Value = serde_json::from_str(
+            r#"{"spec": {"containers": [{"image": "a", "name": "c"}]}, "metadata": {"labels": {"app": "web"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(template_hash(&t), template_hash(&reordered), "key order does not matter");
+        let mut with_null = t.clone();
+        with_null["metadata"]["creationTimestamp"] = Value::Null;
+        with_null["spec"]["containers"][0]["resources"] = json!({});
+        assert_eq!(template_hash(&t), template_hash(&with_null), "null members do not matter");
         let mut other = t.clone();
         other["spec"]["containers"][0]["image"] = json!("b");
         assert_ne!(template_hash(&t), template_hash(&other));

@@ -1,0 +1,384 @@
+//! Strategic merge patch (`application/strategic-merge-patch+json`), as Kubernetes applies
+//! it to built-in kinds: maps merge key by key, `null` deletes, lists of objects with a merge
+//! key merge element by element, a few primitive lists merge as sets, other lists are
+//! replaced. Directives: `$patch` (`replace`, `delete`, `merge`), `$retainKeys`,
+//! `$setElementOrder/<list>` and `$deleteFromPrimitiveList/<list>`.
+
+use serde_json::{Map, Value};
+
+/// How a list field merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListKind {
+    /// Objects merged by this key.
+    Keyed(&'static str),
+    /// Primitives merged as a set (`finalizers`).
+    PrimitiveSet,
+    /// Replaced whole.
+    Atomic,
+}
+
+/// The merge strategy of the list at `path` (field names from the object's root), from the
+/// `patchStrategy`/`patchMergeKey` tags of Kubernetes' types.
+fn list_kind(path: &[&str]) -> ListKind {
+    let Some(&field) = path.last() else { return ListKind::Atomic };
+    let parent = path.len().checked_sub(2).map(|i| path[i]);
+    let in_container = path.iter().any(|p| matches!(*p, "containers" | "initContainers" | "ephemeralContainers"));
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "imagePullSecrets"
+        | "env"
+        | "resourceClaims" => ListKind::Keyed("name"),
+        "volumeMounts" => ListKind::Keyed("mountPath"),
+        "volumeDevices" => ListKind::Keyed("devicePath"),
+        "ports" if in_container => ListKind::Keyed("containerPort"),
+        "ports" if parent == Some("spec") => ListKind::Keyed("port"),
+        "conditions" => ListKind::Keyed("type"),
+        "ownerReferences" => ListKind::Keyed("uid"),
+        "hostAliases" => ListKind::Keyed("ip"),
+        "topologySpreadConstraints" => ListKind::Keyed("topologyKey"),
+        "taints" => ListKind::Keyed("key"),
+        "addresses" if parent == Some("status") => ListKind::Keyed("type"),
+        "finalizers" => ListKind::PrimitiveSet,
+        _ => ListKind::Atomic,
+    }
+}
+
+/// Apply `patch` to `original`.
+pub fn apply(original: &Value, patch: &Value) -> Result<Value, String> {
+    if !patch.is_object() {
+        return Err("a strategic merge patch must be a JSON object".into());
+    }
+    Ok(merge_map(original, patch, &mut Vec::new())?.unwrap_or(Value::Object(Map::new())))
+}
+
+/// Merge a patch map into a value; `None` means the value is deleted (`$patch: delete`).
+fn merge_map<'a>(orig: &Value, patch: &'a Value, path: &mut Vec<&'a str>) -> Result<Option<Value>, String> {
+    let p = patch.as_object().ok_or("expected an object")?;
+    match p.get("$patch").and_then(Value::as_str) {
+        Some("delete") => return Ok(None),
+        Some("replace") => {
+            let mut out = p.clone();
+            out.remove("$patch");
+            return Ok(Some(Value::Object(strip_directives(out))));
+        }
+        Some("merge") | None => {}
+        Some(other) => return Err(format!("unknown patch directive $patch: {other:?}")),
+    }
+    let mut out = match orig {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    if let Some(keep) = p.get("$retainKeys") {
+        let keep: Vec<&str> = keep
+            .as_array()
+            .ok_or("$retainKeys must be a list")?
+            .iter()
+            .map(|k| k.as_str().ok_or("$retainKeys must list strings"))
+            .collect::<Result<_, _>>()?;
+        out.retain(|k, _| keep.contains(&k.as_str()));
+    }
+    let mut orders: Vec<(&str, &Vec<Value>)> = Vec::new();
+    for (k, v) in p {
+        if k == "$patch" || k == "$retainKeys" {
+            continue;
+        }
+        if let Some(field) = k.strip_prefix("$setElementOrder/") {
+            orders.push((field, v.as_array().ok_or("$setElementOrder must be a list")?));
+            continue;
+        }
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            let remove = v.as_array().ok_or("$deleteFromPrimitiveList must be a list")?;
+            if let Some(Value::Array(list)) = out.get_mut(field) {
+                list.retain(|x| !remove.contains(x));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            return Err(format!("unknown patch directive {k:?}"));
+        }
+        if v.is_null() {
+            out.remove(k);
+            continue;
+        }
+        path.push(k.as_str());
+        let cur = out.get(k).cloned().unwrap_or(Value::Null);
+        let merged = match v {
+            Value::Object(_) if !cur.is_array() => merge_map(&cur, v, path)?,
+            Value::Array(items) => Some(merge_list(&cur, items, path)?),
+            _ => Some(v.clone()),
+        };
+        path.pop();
+        match merged {
+            Some(m) => {
+                out.insert(k.clone(), m);
+            }
+            None => {
+                out.remove(k);
+            }
+        }
+    }
+    for (field, order) in orders {
+        path.push(field);
+        let kind = list_kind(path);
+        path.pop();
+        if let Some(Value::Array(list)) = out.get_mut(field) {
+            reorder(list, order, kind);
+        }
+    }
+    Ok(Some(Value::Object(out)))
+}
+
+/// Remove directive keys from a value that replaces rather than merges.
+fn strip_directives(mut m: Map<String, Value>) -> Map<String, Value> {
+    m.retain(|k, _| !k.starts_with('$'));
+    for v in m.values_mut() {
+        if let Value::Object(inner) = v {
+            *inner = strip_directives(std::mem::take(inner));
+        }
+    }
+    m
+}
+
+fn key_of<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.as_object()?.get(key)
+}
+
+fn merge_list<'a>(orig: &Value, items: &'a [Value], path: &mut Vec<&'a str>) -> Result<Value, String> {
+    // `[{"$patch": "replace"}, …]`: the list is replaced by the other elements.
+    if items.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
+        let rest: Vec<Value> = items
+            .iter()
+            .filter(|i| i.get("$patch").is_none())
+            .map(|i| match i {
+                Value::Object(m) => Value::Object(strip_directives(m.clone())),
+                other => other.clone(),
+            })
+            .collect();
+        return Ok(Value::Array(rest));
+    }
+    let cur: Vec<Value> = orig.as_array().cloned().unwrap_or_default();
+    match list_kind(path) {
+        ListKind::Atomic => Ok(Value::Array(items.to_vec())),
+        ListKind::PrimitiveSet => {
+            let mut out = cur;
+            for i in items {
+                if !out.contains(i) {
+                    out.push(i.clone());
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        ListKind::Keyed(key) => {
+            let mut out = cur;
+            for item in items {
+                if !item.is_object() {
+                    // A primitive in a list of objects: Kubernetes rejects it.
+                    return Err(format!("{}: expected objects with a {key:?} key", path.join(".")));
+                }
+                let Some(k) = key_of(item, key) else {
+                    return Err(format!("{}: an element lacks its merge key {key:?}", path.join(".")));
+                };
+                let pos = out.iter().position(|o| key_of(o, key) == Some(k));
+                let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                match (pos, delete) {
+                    (Some(i), true) => {
+                        out.remove(i);
+                    }
+                    (None, true) => {}
+                    (Some(i), false) => match merge_map(&out[i], item, path)? {
+                        Some(m) => out[i] = m,
+                        None => {
+                            out.remove(i);
+                        }
+                    },
+                    (None, false) => {
+                        if let Some(m) = merge_map(&Value::Null, item, path)? {
+                            out.push(m);
+                        }
+                    }
+                }
+            }
+            Ok(Value::Array(out))
+        }
+    }
+}
+
+/// `$setElementOrder`: the listed elements first, in that order; others keep their place after.
+fn reorder(list: &mut Vec<Value>, order: &[Value], kind: ListKind) {
+    let ident = |v: &Value| -> Option<Value> {
+        match kind {
+            ListKind::Keyed(key) => key_of(v, key).cloned(),
+            _ => Some(v.clone()),
+        }
+    };
+    let mut ordered = Vec::with_capacity(list.len());
+    let mut rest = std::mem::take(list);
+    for o in order {
+        let want = match kind {
+            ListKind::Keyed(key) => key_of(o, key).cloned(),
+            _ => Some(o.clone()),
+        };
+        if let Some(i) = rest.iter().position(|x| ident(x) == want && want.is_some()) {
+            ordered.push(rest.remove(i));
+        }
+    }
+    ordered.extend(rest);
+    *list = ordered;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deploy() -> Value {
+        json!({"metadata": {"name": "web", "labels": {"app": "web", "tier": "x"}, "finalizers": ["a"]},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [
+            {"name": "web", "image": "v1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+             "ports": [{"containerPort": 8080, "name": "http"}], "args": ["x", "y"]},
+            {"name": "side", "image": "s1"}
+        ]}}}})
+    }
+
+    #[test]
+    fn maps_merge_and_null_deletes() {
+        let out =
+            apply(&deploy(), &json!({"metadata": {"labels": {"tier": null, "new": "1"}}, "spec": {"replicas": 3}}))
+                .unwrap();
+        assert_eq!(out["metadata"]["labels"], json!({"app": "web", "new": "1"}));
+        assert_eq!(out["spec"]["replicas"], 3);
+        assert_eq!(out["spec"]["template"], deploy()["spec"]["template"], "untouched parts stay");
+    }
+
+    #[test]
+    fn keyed_lists_merge_by_name() {
+        let patch = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "image": "v2", "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}]},
+            {"name": "new", "image": "n"}
+        ]}}}});
+        let out = apply(&deploy(), &patch).unwrap();
+        let cs = out["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+        assert_eq!(cs.len(), 3);
+        assert_eq!(cs[0]["image"], "v2");
+        assert_eq!(
+            cs[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+        );
+        assert_eq!(cs[0]["ports"], json!([{"containerPort": 8080, "name": "http"}]), "ports kept");
+        assert_eq!(cs[1]["name"], "side");
+        assert_eq!(cs[2]["name"], "new");
+        // Atomic lists are replaced.
+        let out = apply(
+            &deploy(),
+            &json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "args": ["z"]}]}}}}),
+        )
+        .unwrap();
+        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["args"], json!(["z"]));
+    }
+
+    #[test]
+    fn directives() {
+        // $patch: delete on a list element.
+        let p = json!({"spec": {"template": {"spec": {"containers": [{"name": "side", "$patch": "delete"}]}}}});
+        let out = apply(&deploy(), &p).unwrap();
+        assert_eq!(out["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+        // $patch: replace on a map.
+        let p = json!({"metadata": {"labels": {"$patch": "replace", "only": "this"}}});
+        assert_eq!(apply(&deploy(), &p).unwrap()["metadata"]["labels"], json!({"only": "this"}));
+        // $patch: replace in a list.
+        let p = json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "solo", "image": "i"}]}}}});
+        assert_eq!(
+            apply(&deploy(), &p).unwrap()["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "solo", "image": "i"}])
+        );
+        // $setElementOrder.
+        let p = json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "side"}, {"name": "web"}]}}}});
+        let out = apply(&deploy(), &p).unwrap();
+        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["name"], "side");
+        // $deleteFromPrimitiveList and primitive set merge.
+        let p = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["b"]}});
+        assert_eq!(apply(&deploy(), &p).unwrap()["metadata"]["finalizers"], json!(["b"]));
+        let p = json!({"metadata": {"finalizers": ["b", "a"]}});
+        assert_eq!(apply(&deploy(), &p).unwrap()["metadata"]["finalizers"], json!(["a", "b"]));
+        // $retainKeys.
+        let p = json!({"spec": {"$retainKeys": ["template"], "template": {}}});
+        let out = apply(&deploy(), &p).unwrap();
+        assert!(out["spec"].get("replicas").is_none());
+        assert!(apply(&deploy(), &json!({"$bogus": 1})).unwrap_err().contains("$bogus"));
+        assert!(
+            apply(&deploy(), &json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}))
+                .unwrap_err()
+                .contains("merge key")
+        );
+    }
+
+    /// Fuzz: random patches over random documents never panic, and a patch built only from
+    /// map merges and null deletes agrees with JSON merge patch (RFC 7386).
+    #[test]
+    fn fuzz_against_json_merge_patch() {
+        let mut seed: u64 = 42;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        fn random_value(rnd: &mut dyn FnMut(u64) -> u64, depth: u32, allow_null: bool) -> Value {
+            match rnd(if depth == 0 { 3 } else { 5 }) {
+                0 => json!(rnd(100)),
+                1 => json!(format!("s{}", rnd(10))),
+                2 if allow_null => Value::Null,
+                2 => json!(true),
+                _ => {
+                    let mut m = Map::new();
+                    for _ in 0..rnd(4) {
+                        m.insert(format!("k{}", rnd(5)), random_value(rnd, depth - 1, allow_null));
+                    }
+                    Value::Object(m)
+                }
+            }
+        }
+        for _ in 0..3000 {
+            let doc = random_value(&mut rnd, 4, false);
+            let patch = random_value(&mut rnd, 4, true);
+            if !patch.is_object() || !doc.is_object() {
+                continue;
+            }
+            let ours = apply(&doc, &patch).unwrap();
+            let mut theirs = doc.clone();
+            json_patch_merge(&mut theirs, &patch);
+            assert_eq!(ours, theirs, "doc {doc} patch {patch}");
+        }
+        // Arbitrary lists and directives: errors are fine, panics are not.
+        for _ in 0..3000 {
+            let doc = deploy();
+            let directive = ["delete", "replace", "merge", "x"][rnd(4) as usize];
+            let item = random_value(&mut rnd, 3, true);
+            let patch =
+                json!({"spec": {"template": {"spec": {"containers": [item, {"name": "web", "$patch": directive}]}}}});
+            let _ = apply(&doc, &patch);
+        }
+    }
+
+    /// RFC 7386, for the comparison above.
+    fn json_patch_merge(target: &mut Value, patch: &Value) {
+        if let Value::Object(p) = patch {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    json_patch_merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        } else {
+            *target = patch.clone();
+        }
+    }
+}
