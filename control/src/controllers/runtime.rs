@@ -59,6 +59,13 @@ impl Cache {
             }
         }
     }
+    /// Visit every object without copying them.
+    pub fn for_each(&self, mut f: impl FnMut(&Value)) {
+        for v in self.objects.read().unwrap_or_else(|e| e.into_inner()).values() {
+            f(v);
+        }
+    }
+
     /// Replace an entry with what this process just wrote, ahead of the watch (the watch's
     /// copy, with the same or a newer revision, replaces it again).
     pub fn assume(&self, obj: Value) {

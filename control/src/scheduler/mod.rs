@@ -45,6 +45,10 @@ struct Scheduler {
     waiting: Mutex<HashSet<String>>,
     /// The last FailedScheduling message per pod, so a retry does not repeat the same event.
     told: Mutex<HashMap<String, String>>,
+    /// Binds in flight.
+    binds: Arc<tokio::sync::Semaphore>,
+    queue: Arc<Queue>,
+    self_ref: std::sync::Weak<Scheduler>,
 }
 
 fn terminal(p: &Value) -> bool {
@@ -65,16 +69,16 @@ impl Scheduler {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let index: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         let mut accounted = HashSet::new();
-        for p in self.pods.cache.list(None) {
+        self.pods.cache.for_each(|p| {
             let node = p["spec"]["nodeName"].as_str().unwrap_or("");
-            if node.is_empty() || terminal(&p) {
-                continue;
+            if node.is_empty() || terminal(p) {
+                return;
             }
             if let Some(i) = index.get(node) {
-                nodes[*i].add_pod(&p);
+                nodes[*i].add_pod(p);
             }
-            accounted.insert(key_of(&p));
-        }
+            accounted.insert(key_of(p));
+        });
         *s = Snapshot { nodes, index, accounted, dirty: false };
     }
 
@@ -94,7 +98,18 @@ impl Scheduler {
             if s.dirty || s.nodes.is_empty() {
                 self.rebuild(&mut s);
             }
-            plan::schedule(&pod, &s.nodes, self.cfg.strategy)
+            let choice = plan::schedule(&pod, &s.nodes, self.cfg.strategy);
+            // Account the placement before the bind is written, so the watch event of the
+            // bind finds it accounted (a failed bind marks the snapshot for a rebuild).
+            if let Ok(node) = &choice
+                && let Some(i) = s.index.get(node).copied()
+            {
+                let mut placed = pod.clone();
+                placed["spec"]["nodeName"] = json!(node);
+                s.nodes[i].add_pod(&placed);
+                s.accounted.insert(key.clone());
+            }
+            choice
         };
         let node = match choice {
             Ok(n) => n,
@@ -119,28 +134,31 @@ impl Scheduler {
             watch_path: false,
         };
         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
-        match self.api.bind(&t, binding, false).await {
-            Ok(w) => {
-                {
-                    let mut s = self.snap.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(i) = s.index.get(&node).copied() {
-                        s.nodes[i].add_pod(&w.object);
-                        s.accounted.insert(key.clone());
-                    }
+        // The placement is decided and accounted; the write goes on without holding up the
+        // next decision, so many binds share one durable commit. A bounded number in flight.
+        let permit = self.binds.clone().acquire_owned().await.map_err(|_| ApiError::internal("scheduler stopping"))?;
+        let this = self.self_ref.upgrade().ok_or_else(|| ApiError::internal("scheduler stopping"))?;
+        tokio::spawn(async move {
+            let _permit = permit;
+            match this.api.bind(&t, binding, false).await {
+                Ok(w) => {
+                    this.pods.cache.assume(w.object.clone());
+                    this.told.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+                    let msg = format!("Successfully assigned {key} to {node}");
+                    events::record(&this.api, &w.object, "Normal", "Scheduled", msg, NAME).await;
                 }
-                self.pods.cache.assume(w.object.clone());
-                self.told.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
-                let msg = format!("Successfully assigned {key} to {node}");
-                events::record(&self.api, &w.object, "Normal", "Scheduled", msg, NAME).await;
-                Ok(Action::AwaitChange)
+                // Bound meanwhile by someone else, or gone: the snapshot is rebuilt.
+                Err(e) if e.code == 409 || e.code == 404 => {
+                    this.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+                }
+                Err(e) => {
+                    tracing::warn!("binding {key} to {node}: {e}");
+                    this.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+                    this.queue.add_after(key, Duration::from_millis(200));
+                }
             }
-            // Bound meanwhile by someone else, or gone: nothing to do.
-            Err(e) if e.code == 409 || e.code == 404 => {
-                self.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
-                Ok(Action::AwaitChange)
-            }
-            Err(e) => Err(e),
-        }
+        });
+        Ok(Action::AwaitChange)
     }
 
     /// Record `PodScheduled=False, reason Unschedulable` on the pod, as Kubernetes does.
@@ -175,7 +193,7 @@ impl Scheduler {
 /// Wire the scheduler to the informers (before they start) and run it until shutdown.
 pub fn start(api: Api, pods: Arc<Informer>, nodes: Arc<Informer>, cfg: Config) -> impl Future<Output = ()> {
     let queue = Queue::new();
-    let s = Arc::new(Scheduler {
+    let s = Arc::new_cyclic(|me| Scheduler {
         api: api.clone(),
         pods: pods.clone(),
         nodes: nodes.clone(),
@@ -183,6 +201,9 @@ pub fn start(api: Api, pods: Arc<Informer>, nodes: Arc<Informer>, cfg: Config) -
         snap: Mutex::new(Snapshot { dirty: true, ..Default::default() }),
         waiting: Mutex::new(HashSet::new()),
         told: Mutex::new(HashMap::new()),
+        binds: Arc::new(tokio::sync::Semaphore::new(256)),
+        queue: queue.clone(),
+        self_ref: me.clone(),
     });
     {
         let (s, q) = (s.clone(), queue.clone());
@@ -217,7 +238,21 @@ pub fn start(api: Api, pods: Arc<Informer>, nodes: Arc<Informer>, cfg: Config) -
     }
     {
         let (s, q) = (s.clone(), queue.clone());
-        nodes.on_change(Arc::new(move |_, _| {
+        nodes.on_change(Arc::new(move |old, new| {
+            // Heartbeats change a node's status every few seconds; only what placement reads
+            // makes the snapshot stale.
+            let placement = |n: &Value| {
+                let ready = n["status"]["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .map(|c| c["status"].clone());
+                json!([n["metadata"]["labels"], n["spec"], n["status"]["allocatable"], n["status"]["capacity"], ready])
+            };
+            if let (Some(o), Some(n)) = (old, new)
+                && placement(o) == placement(n)
+            {
+                return;
+            }
             s.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
             s.wake_waiting(&q);
         }));
