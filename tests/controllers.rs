@@ -56,8 +56,8 @@ fn deployments_roll_out_scale_roll_back_and_heal() {
     assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
 
     // Scale up and down.
-    assert!(c.ok(&["scale", "deployment/web", "--replicas", "5"]).contains("deployment.apps/web scaled"));
-    assert!(eventually(Duration::from_secs(30), || available(&c).len() == 5), "{}", c.log());
+    assert!(c.ok(&["scale", "deployment/web", "--replicas", "6"]).contains("deployment.apps/web scaled"));
+    assert!(eventually(Duration::from_secs(30), || available(&c).len() == 6), "{}", c.log());
     c.ok(&["scale", "deployment", "web", "--replicas", "3"]);
     assert!(eventually(Duration::from_secs(30), || available(&c).len() == 3
         && get_json(&c, &["pods", "-l", "app=web"]).unwrap()["items"].as_array().unwrap().len() == 3));
