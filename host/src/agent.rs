@@ -26,6 +26,9 @@ pub struct NodeConfig {
     pub backoff_base: Duration,
     pub request_timeout: Duration,
     pub max_instances: u32,
+    /// Pods this node takes (its `pods` capacity). Idle HTTP pods hold no instance, so this
+    /// can exceed `max_instances`; running processes each hold one.
+    pub max_pods: u32,
     /// Token the API server presents to the node's log endpoint.
     pub token: String,
     /// Port of the log endpoint (0: any free port; reported in the Node's status).
@@ -45,6 +48,7 @@ impl NodeConfig {
             backoff_base: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_instances: 500,
+            max_pods: 1000,
             token: String::new(),
             log_port: 0,
             insecure_registries: Vec::new(),
@@ -66,7 +70,7 @@ fn total_memory() -> u64 {
 
 fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", total_memory() / 1024), "pods": cfg.max_instances.min(110).to_string()});
+    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", total_memory() / 1024), "pods": cfg.max_pods.to_string()});
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.name, "labels": {

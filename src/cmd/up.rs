@@ -49,6 +49,9 @@ pub struct NodeFlags {
     /// registries always are.
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
+    /// Pods this node takes (its `pods` capacity).
+    #[arg(long, default_value_t = 1000)]
+    max_pods: u32,
 }
 
 impl NodeFlags {
@@ -56,6 +59,7 @@ impl NodeFlags {
         nc.backoff_base = std::time::Duration::from_secs(self.backoff_base);
         nc.pod_ip_prefix = self.pod_ip_prefix.clone();
         nc.insecure_registries = self.insecure_registries.clone();
+        nc.max_pods = self.max_pods;
     }
 }
 

@@ -6,8 +6,8 @@ use wasmorch_api::object;
 use wasmorch_api::resources;
 use wasmorch_api::validation::FieldValidation;
 
-/// Record an event about `obj` (`kind` is `Normal` or `Warning`). Failures are logged only:
-/// an event is never worth failing a reconcile for.
+/// Record an event about `obj` (`kind` is `Normal` or `Warning`), without waiting for the
+/// write: an event is never worth slowing or failing a reconcile for (failures are logged).
 pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: String, component: &str) {
     let res = resources::lookup("events").expect("events registered");
     let ns = match object::namespace(obj) {
@@ -28,7 +28,10 @@ pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: S
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         "reportingComponent": component, "reportingInstance": component,
     });
-    if let Err(e) = api.create(res, Some(ns), ev, FieldValidation::Ignore, false).await {
-        tracing::debug!("event {reason} for {}: {e}", object::name(obj));
-    }
+    let (api, reason, name, ns) = (api.clone(), reason.to_string(), object::name(obj).to_string(), ns.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = api.create(res, Some(&ns), ev, FieldValidation::Ignore, false).await {
+            tracing::debug!("event {reason} for {name}: {e}");
+        }
+    });
 }

@@ -214,12 +214,35 @@ impl Ctl {
                 Err(e) => return Err(e),
             }
         }
-        for _ in 0..plan.create {
-            let pod = pod_from_template(&rs, &rs["spec"]["template"], object::name(&rs));
-            let w = self.api.create(pr, Some(&ns), pod, FieldValidation::Ignore, false).await?;
-            let msg = format!("Created pod: {}", object::name(&w.object));
-            self.pods.cache.assume(w.object);
-            events::record(&self.api, &rs, "Normal", "SuccessfulCreate", msg, COMPONENT).await;
+        // Slow start, as Kubernetes: batches of 1, 2, 4 … created concurrently, stopping at
+        // the first failure (a quota or a bad template fails once, not a thousand times).
+        let mut left = plan.create;
+        let mut batch = 1;
+        while left > 0 {
+            let n = batch.min(left);
+            let mut set = tokio::task::JoinSet::new();
+            for _ in 0..n {
+                let (api, pod) = (self.api.clone(), pod_from_template(&rs, &rs["spec"]["template"], object::name(&rs)));
+                set.spawn(async move {
+                    api.create(pr, Some(object::namespace(&pod)), pod.clone(), FieldValidation::Ignore, false).await
+                });
+            }
+            let mut failed = None;
+            while let Some(r) = set.join_next().await {
+                match r.map_err(|e| ApiError::internal(e.to_string())).and_then(|r| r) {
+                    Ok(w) => {
+                        let msg = format!("Created pod: {}", object::name(&w.object));
+                        self.pods.cache.assume(w.object);
+                        events::record(&self.api, &rs, "Normal", "SuccessfulCreate", msg, COMPONENT).await;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            left -= n;
+            batch *= 2;
         }
         for name in &plan.delete {
             match self.api.delete(&target(pr, &ns, name, None), Default::default(), false).await {
