@@ -253,7 +253,20 @@ pub fn start(api: Api, pods: Arc<Informer>, nodes: Arc<Informer>, cfg: Config) -
             {
                 return;
             }
-            s.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+            {
+                let mut snap = s.snap.lock().unwrap_or_else(|e| e.into_inner());
+                // A known node changed: refresh it in place, keeping what is placed on it.
+                // Nodes joining or leaving rebuild the snapshot.
+                match new.map(|n| (n, snap.index.get(object::name(n)).copied())) {
+                    Some((n, Some(i))) => {
+                        let mut fresh = NodeInfo::from_node(n);
+                        fresh.requested = snap.nodes[i].requested;
+                        fresh.pods = std::mem::take(&mut snap.nodes[i].pods);
+                        snap.nodes[i] = fresh;
+                    }
+                    _ => snap.dirty = true,
+                }
+            }
             s.wake_waiting(&q);
         }));
     }
