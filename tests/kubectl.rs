@@ -193,6 +193,17 @@ fn kubectl_drives_a_deployment_lifecycle() {
     let desc = ok(&c, &["describe", d]);
     assert!(desc.contains("ScalingReplicaSet"), "{desc}");
 
+    // cordon + drain evicts the pods through pods/eviction; their replacements wait until
+    // uncordon.
+    assert_eq!(ok(&c, &["cordon", "n1"]), "node/n1 cordoned\n");
+    assert!(ok(&c, &["get", "nodes"]).contains("Ready,SchedulingDisabled"));
+    let drained = ok(&c, &["drain", "n1", "--ignore-daemonsets", "--timeout=60s"]);
+    assert!(drained.contains("evicted") && drained.ends_with("node/n1 drained\n"), "{drained}");
+    let pending = ok(&c, &["get", "pods", "-o", "jsonpath={range .items[*]}{.spec.nodeName}|{end}"]);
+    assert!(pending.split('|').all(str::is_empty), "replacements were placed on the cordoned node: {pending}");
+    assert_eq!(ok(&c, &["uncordon", "n1"]), "node/n1 uncordoned\n");
+    assert!(ok(&c, &["rollout", "status", d, "--timeout=60s"]).ends_with("successfully rolled out\n"));
+
     assert!(ok(&c, &["delete", "-f", file]).starts_with("deployment.apps \"nginx-deployment\" deleted"));
     assert!(common::eventually(std::time::Duration::from_secs(30), || {
         kubectl(&c, &["get", "pods", "-o", "name"]).stdout.is_empty()
