@@ -209,3 +209,26 @@ fn kubectl_drives_a_deployment_lifecycle() {
         kubectl(&c, &["get", "pods", "-o", "name"]).stdout.is_empty()
     }));
 }
+
+/// The official Python client (PyPI `kubernetes`): typed list, create, patch, scale, delete,
+/// and a watch without a resourceVersion (`tests/python/client.py`).
+#[test]
+fn python_client_lists_watches_and_patches() {
+    let have = Command::new("python3").args(["-c", "import kubernetes"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(std::env::var("WASMORCH_REQUIRE_PEERS").is_err(), "the Python kubernetes client is required");
+        eprintln!("SKIPPED: python3 -m pip install kubernetes");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--no-node"]);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client.py");
+    let o = Command::new("python3").arg(script).env("KUBECONFIG", c.kubeconfig()).output().unwrap();
+    assert!(
+        o.status.success(),
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "python client: ok\n");
+}

@@ -21,6 +21,11 @@ if [[ "$kubectl_version" != *"v1.3"[6-9]* ]]; then
 fi
 echo "${kubectl_version%%$'\n'*}"
 
+# The official Python client, for the client-compatibility test.
+if ! python3 -c "import kubernetes" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes
+fi
+
 # A real OCI registry for the image-pull tests (Debian's docker-registry).
 if ! command -v docker-registry >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry) >/dev/null

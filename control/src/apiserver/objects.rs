@@ -19,6 +19,18 @@ fn random_suffix() -> String {
 }
 
 /// Fill and check a new object. Returns the object to store and any warnings.
+/// A body without `apiVersion`/`kind` takes them from the request's resource, as Kubernetes'
+/// decoder does (some clients leave them out); a mismatch is still rejected by validation.
+fn fill_type_meta(res: &Resource, obj: &mut Value) {
+    if let Some(m) = obj.as_object_mut() {
+        for (k, v) in [("apiVersion", res.api_version()), ("kind", res.kind.to_string())] {
+            if m.get(k).is_none_or(|x| x.is_null() || x == "") {
+                m.insert(k.into(), json!(v));
+            }
+        }
+    }
+}
+
 pub fn prepare_create(
     res: &Resource,
     ns: Option<&str>,
@@ -28,6 +40,7 @@ pub fn prepare_create(
     if !obj.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
+    fill_type_meta(res, &mut obj);
     let body_ns = object::namespace(&obj).to_string();
     if res.namespaced {
         let ns = ns.unwrap_or("");
@@ -98,6 +111,7 @@ pub fn prepare_update(
     if !new.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
+    fill_type_meta(res, &mut new);
     let name = object::name(cur).to_string();
     let new_name = object::name(&new);
     if !new_name.is_empty() && new_name != name {
@@ -453,6 +467,10 @@ mod tests {
                 .code,
             422
         );
-        assert_eq!(apply_patch(&cur, "application/strategic-merge-patch+json", &json!({})).unwrap_err().code, 415);
+        assert_eq!(
+            apply_patch(&cur, "application/strategic-merge-patch+json", &json!({"b": {"c": null}})).unwrap(),
+            json!({"a": 1, "b": {}})
+        );
+        assert_eq!(apply_patch(&cur, "application/apply-patch+yaml", &json!({})).unwrap_err().code, 415);
     }
 }
