@@ -190,7 +190,12 @@ fn jobs_run_to_completion_or_give_up() {
                 .is_some_and(|cs| cs.iter().any(|x| x["type"] == t && x["status"] == "True"))
         })
     };
-    assert!(eventually(Duration::from_secs(60), || done("primes", "Complete")), "{}", c.log());
+    assert!(
+        eventually(Duration::from_secs(60), || done("primes", "Complete")),
+        "job: {}\npods: {}",
+        get_json(&c, &["job", "primes"]).unwrap_or_default()["status"],
+        c.ok(&["get", "pods", "-o", "wide"])
+    );
     let j = get_json(&c, &["job", "primes"]).unwrap();
     assert_eq!(j["status"]["succeeded"], 5);
     assert_eq!(j["status"]["active"], 0);

@@ -80,6 +80,10 @@ struct PodInfo {
 struct Shared {
     statuses: Mutex<Vec<ContainerStatus>>,
     changed: Notify,
+    /// Held across taking a snapshot and writing it, so reports land in the order their
+    /// snapshots were taken (an older snapshot can never overwrite a newer one). A tokio
+    /// Mutex: it is held across the API call.
+    reporting: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -153,6 +157,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
                 .collect(),
         ),
         changed: Notify::new(),
+        reporting: tokio::sync::Mutex::new(()),
     });
     let reporter = tokio::spawn(report_loop(ctx.clone(), info.clone(), shared.clone(), stop.clone()));
     shared.changed.notify_one();
@@ -164,8 +169,12 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         let _ = t.await;
     }
     // Final status once everything stopped (unless the pod is being torn down).
-    if !stop.is_cancelled() {
-        report(&ctx, &info, &shared).await;
+    // The final status (a finished process) must arrive: Jobs count on it.
+    while !stop.is_cancelled() && !report(&ctx, &info, &shared).await {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.cancelled() => {}
+        }
     }
     stop.cancel();
     let _ = reporter.await;
@@ -178,18 +187,29 @@ async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: Arc<Shared>,
             _ = stop.cancelled() => return,
         }
         // Changes made while this report is in flight leave the notification set, so a burst
-        // costs at most one more report.
-        report(&ctx, &info, &shared).await;
+        // costs at most one more report. A report the API did not take (the control plane
+        // away or busy) is tried again.
+        if !report(&ctx, &info, &shared).await {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => shared.changed.notify_one(),
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 }
 
-async fn report(ctx: &NodeCtx, info: &PodInfo, shared: &Shared) {
+/// Write the pod's current status; false if the API did not take it.
+async fn report(ctx: &NodeCtx, info: &PodInfo, shared: &Shared) -> bool {
+    let _order = shared.reporting.lock().await;
     let statuses = shared.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let status = status_json(&statuses, info.policy, &ctx.host_ip, &info.ip, &info.start_time);
     let path = format!("/api/v1/namespaces/{}/pods/{}/status", info.ns, info.name);
-    if let Err(e) = ctx.client.merge_patch(&path, &json!({"metadata": {"uid": info.uid}, "status": status})).await {
-        // The control plane may be away; the next change or the agent's resync reports again.
-        tracing::debug!("reporting {}/{}: {e}", info.ns, info.name);
+    match ctx.client.merge_patch(&path, &json!({"metadata": {"uid": info.uid}, "status": status})).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!("reporting {}/{}: {e}", info.ns, info.name);
+            false
+        }
     }
 }
 
