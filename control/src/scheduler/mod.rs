@@ -32,6 +32,8 @@ struct Snapshot {
     /// Bound pods already counted in `nodes`.
     accounted: HashSet<String>,
     dirty: bool,
+    /// Where the next search for feasible nodes starts (round robin over the nodes).
+    next_start: usize,
 }
 
 struct Scheduler {
@@ -79,7 +81,8 @@ impl Scheduler {
             }
             accounted.insert(key_of(p));
         });
-        *s = Snapshot { nodes, index, accounted, dirty: false };
+        let next_start = s.next_start;
+        *s = Snapshot { nodes, index, accounted, dirty: false, next_start };
     }
 
     fn wake_waiting(&self, queue: &Queue) {
@@ -98,7 +101,9 @@ impl Scheduler {
             if s.dirty || s.nodes.is_empty() {
                 self.rebuild(&mut s);
             }
-            let choice = plan::schedule(&pod, &s.nodes, self.cfg.strategy);
+            let limit = plan::nodes_to_find(s.nodes.len());
+            let (choice, next) = plan::schedule_from(&pod, &s.nodes, self.cfg.strategy, s.next_start, limit);
+            s.next_start = next;
             // Account the placement before the bind is written, so the watch event of the
             // bind finds it accounted (a failed bind marks the snapshot for a rebuild).
             if let Ok(node) = &choice

@@ -301,15 +301,56 @@ fn score_with(pod: &Value, want: &Resources, n: &NodeInfo, strategy: Strategy) -
 
 /// The node a pod should go to, or Kubernetes' "0/N nodes are available: …" message.
 pub fn schedule(pod: &Value, nodes: &[NodeInfo], strategy: Strategy) -> Result<String, String> {
+    schedule_from(pod, nodes, strategy, 0, nodes.len()).0
+}
+
+/// How many feasible nodes to find before scoring, as Kubernetes' adaptive
+/// `percentageOfNodesToScore`: all of a small cluster, then a shrinking share (50% minus one
+/// point per 125 nodes, at least 5%), never fewer than 100.
+pub fn nodes_to_find(total: usize) -> usize {
+    if total <= 100 {
+        return total;
+    }
+    let pct = (50 - (total / 125) as i64).max(5) as usize;
+    (total * pct / 100).max(100)
+}
+
+/// [`schedule`] over at most `limit` feasible nodes, starting the search at `start` (callers
+/// rotate it so every node gets its turn). Returns where the next search should start.
+pub fn schedule_from(
+    pod: &Value,
+    nodes: &[NodeInfo],
+    strategy: Strategy,
+    start: usize,
+    limit: usize,
+) -> (Result<String, String>, usize) {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut fit: Vec<&NodeInfo> = Vec::new();
     let want = pod_requests(pod);
-    for n in nodes {
+    let len = nodes.len();
+    let mut next = start;
+    for i in 0..len {
+        let n = &nodes[(start + i) % len];
+        next = (start + i + 1) % len.max(1);
         match filter_with(pod, &want, n) {
             Ok(()) => fit.push(n),
             Err(r) => *reasons.entry(r).or_insert(0) += 1,
         }
+        if fit.len() >= limit.max(1) {
+            break;
+        }
     }
+    (schedule_among(pod, nodes, strategy, fit, reasons), next)
+}
+
+fn schedule_among(
+    pod: &Value,
+    nodes: &[NodeInfo],
+    strategy: Strategy,
+    mut fit: Vec<&NodeInfo>,
+    mut reasons: BTreeMap<String, usize>,
+) -> Result<String, String> {
+    let want = pod_requests(pod);
     // Topology spread: domains are those of nodes matching the pod's node selector and
     // affinity (as Kubernetes' default policy: cordons and taints do not remove a domain).
     let has_spread = pod["spec"]["topologySpreadConstraints"].as_array().is_some_and(|a| !a.is_empty());

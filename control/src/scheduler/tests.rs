@@ -139,3 +139,24 @@ fn never_overcommits_or_ignores_cordons_and_taints() {
         }
     }
 }
+
+#[test]
+fn large_clusters_score_a_rotating_sample() {
+    assert_eq!(nodes_to_find(50), 50);
+    assert_eq!(nodes_to_find(1000), 420, "50% - 8 points");
+    assert_eq!(nodes_to_find(5000), 500, "50% - 40 points");
+    assert_eq!(nodes_to_find(10000), 500, "floor of 5%");
+    assert_eq!(nodes_to_find(150), 100, "never fewer than 100");
+    let nodes: Vec<NodeInfo> = (0..300).map(|i| info(&node(&format!("n{i:03}"), "4", "4Gi", "110"))).collect();
+    let p = pod("100m", "64Mi");
+    let (first, next) = schedule_from(&p, &nodes, Strategy::Spread, 0, 100);
+    assert_eq!(next, 100, "stopped after 100 feasible nodes");
+    assert!(first.unwrap().as_str() < "n100", "chosen among the first 100");
+    let (second, next) = schedule_from(&p, &nodes, Strategy::Spread, next, 100);
+    assert_eq!(next, 200);
+    assert!(second.unwrap().as_str() >= "n100");
+    // With nothing feasible every node is examined and every reason counted.
+    let big = pod("64", "1Gi");
+    let (e, _) = schedule_from(&big, &nodes, Strategy::Spread, 250, 100);
+    assert_eq!(e.unwrap_err(), "0/300 nodes are available: 300 Insufficient cpu.");
+}
