@@ -116,6 +116,14 @@ pub fn age(ts: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
+/// `conditions` with `cond` in place of any condition of the same type.
+pub fn with_condition(conditions: &Value, cond: Value) -> Value {
+    let mut out: Vec<Value> =
+        conditions.as_array().into_iter().flatten().filter(|c| c["type"] != cond["type"]).cloned().collect();
+    out.push(cond);
+    Value::Array(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -252,19 +252,7 @@ impl Api {
     /// Delete (or mark deleting). `Written.event` is `Deleted` when the object is gone.
     pub async fn delete(&self, t: &Target, opts: DeleteOptions, dry_run: bool) -> Result<Written, ApiError> {
         let res = t.res;
-        let nf = Self::not_found(t);
-        let c = self
-            .store
-            .mutate(
-                Self::key(t)?,
-                dry_run,
-                Box::new(move |cur| {
-                    let cur = cur.ok_or(nf)?;
-                    objects::prepare_delete(res, cur, &opts)
-                }),
-            )
-            .await?;
-        Ok(Written { object: c.object, warnings: Vec::new(), event: c.event })
+        self.modify_raw(t, dry_run, move |cur| objects::prepare_delete(res, cur, &opts)).await
     }
 }
 

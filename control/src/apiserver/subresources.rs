@@ -59,18 +59,9 @@ impl Api {
             }
             let mut new = cur.clone();
             new["spec"]["nodeName"] = json!(node);
-            let now = object::now_rfc3339();
-            let mut conds: Vec<Value> = new["status"]["conditions"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c["type"] != "PodScheduled")
-                .collect();
-            conds.push(
-                json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}),
-            );
-            new["status"]["conditions"] = json!(conds);
+            let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+                "lastTransitionTime": object::now_rfc3339()});
+            new["status"]["conditions"] = object::with_condition(&cur["status"]["conditions"], scheduled);
             Ok(Outcome::Put(new))
         })
         .await

@@ -8,8 +8,8 @@ pub mod plan;
 mod tests;
 
 use crate::apiserver::api::Api;
-use crate::apiserver::request::Target;
 use crate::controllers::events;
+use crate::controllers::replicaset::target;
 use crate::controllers::runtime::{Action, Informer, Queue, key_of, run_workers, split_key};
 use plan::{NodeInfo, Strategy};
 use serde_json::{Value, json};
@@ -131,13 +131,7 @@ impl Scheduler {
             }
         };
         let (ns, name) = split_key(&key);
-        let t = Target {
-            res: resources::lookup("pods").expect("pods registered"),
-            namespace: ns.map(String::from),
-            name: Some(name.to_string()),
-            subresource: Some("binding".into()),
-            watch_path: false,
-        };
+        let t = target(resources::lookup("pods").expect("pods registered"), ns.unwrap_or(""), name, Some("binding"));
         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
         // The placement is decided and accounted; the write goes on without holding up the
         // next decision, so many binds share one durable commit. A bounded number in flight.
@@ -168,23 +162,11 @@ impl Scheduler {
 
     /// Record `PodScheduled=False, reason Unschedulable` on the pod, as Kubernetes does.
     async fn mark_unschedulable(&self, pod: &Value, msg: &str) {
-        let t = Target {
-            res: resources::lookup("pods").expect("pods registered"),
-            namespace: Some(object::namespace(pod).to_string()),
-            name: Some(object::name(pod).to_string()),
-            subresource: Some("status".into()),
-            watch_path: false,
-        };
-        let mut conds: Vec<Value> = pod["status"]["conditions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| c["type"] != "PodScheduled")
-            .collect();
-        conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
-            "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()}));
-        let patch = json!({"status": {"phase": "Pending", "conditions": conds}});
+        let pods = resources::lookup("pods").expect("pods registered");
+        let t = target(pods, object::namespace(pod), object::name(pod), Some("status"));
+        let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
+            "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
+        let patch = json!({"status": {"phase": "Pending", "conditions": object::with_condition(&pod["status"]["conditions"], cond)}});
         let r = self
             .api
             .patch(&t, "application/merge-patch+json", patch, wasmorch_api::validation::FieldValidation::Ignore, false)
