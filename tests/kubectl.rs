@@ -204,6 +204,17 @@ fn kubectl_drives_a_deployment_lifecycle() {
     assert_eq!(ok(&c, &["uncordon", "n1"]), "node/n1 uncordoned\n");
     assert!(ok(&c, &["rollout", "status", d, "--timeout=60s"]).ends_with("successfully rolled out\n"));
 
+    // Server-side apply: creates, then merges the configuration into the live object.
+    let cm = dir.path().join("cm.yaml");
+    std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"1\"\n").unwrap();
+    let cmf = cm.to_str().unwrap();
+    assert_eq!(ok(&c, &["apply", "--server-side", "-f", cmf]), "configmap/ssa serverside-applied\n");
+    std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: \"2\"\n").unwrap();
+    assert_eq!(ok(&c, &["apply", "--server-side", "-f", cmf]), "configmap/ssa serverside-applied\n");
+    assert_eq!(ok(&c, &["get", "cm", "ssa", "-o", "jsonpath={.data.a}"]), "2");
+    assert!(ok(&c, &["api-resources"]).lines().any(|l| l.starts_with("deployments") && l.contains("apps/v1")));
+    assert!(ok(&c, &["events"]).contains("ScalingReplicaSet"));
+
     assert!(ok(&c, &["delete", "-f", file]).starts_with("deployment.apps \"nginx-deployment\" deleted"));
     assert!(common::eventually(std::time::Duration::from_secs(30), || {
         kubectl(&c, &["get", "pods", "-o", "name"]).stdout.is_empty()

@@ -250,8 +250,20 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
         (&Method::PATCH, true) => {
             let patch = request::decode_body(&headers, &body)?;
             let ct = request::content_type(&headers);
-            let w = api.patch(&t, &ct, patch, mode, dry_run).await?;
-            Ok(json_response(StatusCode::OK, &w.object, &w.warnings))
+            match api.patch(&t, &ct, patch.clone(), mode, dry_run).await {
+                Ok(w) => Ok(json_response(StatusCode::OK, &w.object, &w.warnings)),
+                // Server-side apply creates what does not exist yet.
+                Err(e) if e.code == 404 && ct == "application/apply-patch+yaml" && t.subresource.is_none() => {
+                    if object::name(&patch) != t.name.as_deref().unwrap_or("") {
+                        return Err(ApiError::bad_request(
+                            "the name in the apply configuration does not match the URL",
+                        ));
+                    }
+                    let w = api.create(t.res, t.namespace.as_deref(), patch, mode, dry_run).await?;
+                    Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
+                }
+                Err(e) => Err(e),
+            }
         }
         (&Method::DELETE, true) => {
             if t.subresource.is_some() {

@@ -237,6 +237,15 @@ pub fn apply_patch(cur: &Value, content_type: &str, patch: &Value) -> Result<Val
         "application/strategic-merge-patch+json" => {
             doc = wasmorch_api::smp::apply(cur, patch).map_err(ApiError::bad_request)?;
         }
+        // Server-side apply, at its core: the applied configuration merges into the live
+        // object as a strategic merge. Managed fields are not tracked, so a field dropped
+        // from the configuration is not removed (see ARCHITECTURE.md).
+        "application/apply-patch+yaml" => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("an apply configuration must be an object"));
+            }
+            doc = wasmorch_api::smp::apply(cur, patch).map_err(ApiError::bad_request)?;
+        }
         other => {
             return Err(ApiError::new(
                 415,
@@ -471,6 +480,7 @@ mod tests {
             apply_patch(&cur, "application/strategic-merge-patch+json", &json!({"b": {"c": null}})).unwrap(),
             json!({"a": 1, "b": {}})
         );
-        assert_eq!(apply_patch(&cur, "application/apply-patch+yaml", &json!({})).unwrap_err().code, 415);
+        assert_eq!(apply_patch(&cur, "application/apply-patch+yaml", &json!({"b": {"d": 4}})).unwrap()["b"]["d"], 4);
+        assert_eq!(apply_patch(&cur, "application/cbor-patch", &json!({})).unwrap_err().code, 415);
     }
 }
