@@ -50,3 +50,15 @@ pub async fn raw(client: &kube::Client, method: &str, path: &str, body: Option<V
     let bytes = resp.into_body().collect_bytes().await.unwrap();
     (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
+
+/// A JSON merge patch through kube-rs; panics unless it succeeds.
+pub async fn merge_patch(client: &kube::Client, path: &str, body: &Value) {
+    let req = http::Request::builder()
+        .method("PATCH")
+        .uri(path)
+        .header("content-type", "application/merge-patch+json")
+        .body(kube::client::Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert!(resp.status().is_success(), "PATCH {path}: {}", resp.status());
+}

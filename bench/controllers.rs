@@ -94,13 +94,7 @@ async fn main() {
                 let status = json!({"status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
                     "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
                     "conditions": [{"type": "Ready", "status": "False"}]}});
-                let req = http::Request::builder()
-                    .method("PATCH")
-                    .uri(format!("/api/v1/nodes/fake-{i:04}/status"))
-                    .header("content-type", "application/merge-patch+json")
-                    .body(kube::client::Body::from(serde_json::to_vec(&status).unwrap()))
-                    .unwrap();
-                assert!(client.send(req).await.unwrap().status().is_success());
+                merge_patch(&client, &format!("/api/v1/nodes/fake-{i:04}/status"), &status).await;
             });
         }
         while set.join_next().await.is_some() {}
@@ -128,13 +122,7 @@ async fn main() {
             let client = client.clone();
             set.spawn(async move {
                 let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-                let req = http::Request::builder()
-                    .method("PATCH")
-                    .uri(format!("/api/v1/nodes/fake-{i:04}/status"))
-                    .header("content-type", "application/merge-patch+json")
-                    .body(kube::client::Body::from(serde_json::to_vec(&status).unwrap()))
-                    .unwrap();
-                assert!(client.send(req).await.unwrap().status().is_success());
+                merge_patch(&client, &format!("/api/v1/nodes/fake-{i:04}/status"), &status).await;
             });
         }
         while set.join_next().await.is_some() {}

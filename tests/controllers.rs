@@ -38,10 +38,7 @@ fn greeting_of(p: &Value) -> String {
 fn deployments_roll_out_scale_roll_back_and_heal() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     let f = dir.path().join("web.yaml");
     std::fs::write(&f, deployment(&wasm, "v1")).unwrap();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
@@ -166,10 +163,7 @@ fn unschedulable_pods_say_why_and_wait() {
 fn jobs_run_to_completion_or_give_up() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     let job = |name: &str, image: &str, completions: u32, parallelism: u32, backoff: u32| {
         format!(
             "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  completions: {completions}\n  parallelism: {parallelism}\n  backoffLimit: {backoff}\n  ttlSecondsAfterFinished: 600\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: work\n          image: file://{}\n",

@@ -36,10 +36,7 @@ fn wait_pod(c: &Cluster, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> 
 fn pods_run_as_wasm_components() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
 
     // The node registers and is Ready, reporting wasmtime as its runtime.
     let node_ready = || c.ok(&["get", "nodes"]).lines().any(|l| l.split_whitespace().take(2).eq(["n1", "Ready"]));
@@ -201,10 +198,7 @@ fn pod_with(name: &str, image: &std::path::Path, port: Option<u16>, limits: &str
 fn hostile_workloads_are_contained() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     apply(&c, dir.path(), "hello", &pod_yaml("hello", &wasm.join("hello_http.wasm"), "Always", Some(8080)));
     let p = wait_pod(&c, "hello", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
     let addr = format!("{}:8080", p["status"]["podIP"].as_str().unwrap());
@@ -252,10 +246,7 @@ fn hostile_workloads_are_contained() {
 fn escaper_reaches_nothing_it_was_not_granted() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     // Something real to try to reach: the API server itself.
     let api = c.url.trim_start_matches("https://").to_string();
     let mut y = pod_yaml("escaper", &wasm.join("escaper.wasm"), "Never", None);
@@ -362,10 +353,7 @@ fn images_over_http_are_pinned_verified_and_cached() {
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
     let (srv, hits) = serve_file(bytes);
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     let image = |name: &str, img: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: n1\n  containers:\n    - name: main\n      image: \"{img}\"\n      ports:\n        - containerPort: 8080\n"
@@ -439,10 +427,7 @@ fn images_from_an_oci_registry() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
     let Some((mut reg, addr)) = registry(dir.path()) else { return };
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     let file = wasm.join("hello_http.wasm");
     let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()));
     let reference = format!("{addr}/demo/hello:1.0");
@@ -523,10 +508,7 @@ fn sockets_multi_container_pods_and_egress_grants() {
     use std::io::{Read, Write};
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     let api = c.url.trim_start_matches("https://").to_string();
     let (plain, _) = serve_file(b"ok".to_vec());
     // Two containers: a wasi:sockets server, and a sidecar that reaches it on the pod's own
@@ -592,10 +574,7 @@ fn sockets_multi_container_pods_and_egress_grants() {
 fn probes_drive_readiness_and_restarts() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &common::pod_ip_prefix()],
-    );
+    let c = Cluster::with_node(dir.path());
     // Readiness: not ready until the server listens, ready while it does, not ready after.
     let flip = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: flip\nspec:\n  nodeName: n1\n  containers:\n    - name: main\n      image: file://{}\n      ports:\n        - {{name: echo, containerPort: 7000}}\n      env:\n        - {{name: READY_AFTER_SECS, value: \"2\"}}\n        - {{name: STOP_AFTER_SECS, value: \"4\"}}\n      readinessProbe:\n        tcpSocket: {{port: echo}}\n        periodSeconds: 1\n        failureThreshold: 1\n",

@@ -59,6 +59,11 @@ impl Cluster {
         Cluster { dir: dir.to_path_buf(), url, child: Some(child), log }
     }
 
+    /// `up` with its local node `n1`, a 1 s restart back-off and a pod address range of its own.
+    pub fn with_node(dir: &Path) -> Cluster {
+        Self::start_with(dir, &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &pod_ip_prefix()])
+    }
+
     /// A handle for client commands against a cluster started elsewhere (kubeconfig in `dir`).
     pub fn attach(dir: &Path) -> Cluster {
         Cluster { dir: dir.to_path_buf(), url: String::new(), child: None, log: Default::default() }
