@@ -49,6 +49,8 @@ enum Command {
     Config(cmd::config::ConfigCmd),
     /// Write a consistent snapshot of the running server's store to FILE.
     Backup(cmd::backup::BackupArgs),
+    /// Re-seal every Secret stored at rest with a new key (the server must be stopped).
+    RotateSecretsKey(cmd::secrets::RotateArgs),
     /// Set the number of replicas of a Deployment or ReplicaSet.
     Scale(cmd::rollout::ScaleArgs),
     /// Manage a Deployment's rollout.
@@ -108,6 +110,7 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::apply::delete(ctx, a).await,
             Command::Config(c) => cmd::config::run(c),
             Command::Backup(a) => cmd::backup::backup(ctx, a).await,
+            Command::RotateSecretsKey(a) => cmd::secrets::rotate(a),
             Command::Push(a) => cmd::push::push(a).await,
             Command::Scale(a) => cmd::rollout::scale(ctx, a).await,
             Command::Rollout(c) => cmd::rollout::rollout(ctx, c).await,

@@ -101,7 +101,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, node_token, api, pki, done, tasks })
 }
 
-/// Create the system namespaces if missing.
+/// Create the system namespaces and the default storage class if missing.
 pub async fn bootstrap(api: &Api) -> anyhow::Result<()> {
     let ns = resources::lookup("namespaces").expect("registered");
     for name in SYSTEM_NAMESPACES {
@@ -124,6 +124,13 @@ pub async fn bootstrap(api: &Api) -> anyhow::Result<()> {
                 }),
             )
             .await?;
+    }
+    // The built-in local-path class, default for claims that name none.
+    let sc = resources::lookup("storageclasses").expect("registered");
+    match api.create(sc, None, crate::scheduler::volumes::default_class(), Default::default(), false).await {
+        Ok(_) => {}
+        Err(e) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

@@ -35,6 +35,10 @@ pub struct NodeConfig {
     pub log_port: u16,
     /// OCI registries pulled from over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
+    /// Directories under which pods may mount `hostPath` volumes (none by default).
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// How often mounted ConfigMaps and Secrets are refreshed and `emptyDir` limits checked.
+    pub config_sync: Duration,
 }
 
 impl NodeConfig {
@@ -52,11 +56,14 @@ impl NodeConfig {
             token: String::new(),
             log_port: 0,
             insecure_registries: Vec::new(),
+            allowed_host_paths: Vec::new(),
+            config_sync: Duration::from_secs(5),
         }
     }
 }
 
-fn total_memory() -> u64 {
+/// Memory of this machine in bytes (1 GiB when it cannot be read).
+pub fn total_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -73,7 +80,9 @@ fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", total_memory() / 1024), "pods": cfg.max_pods.to_string()});
     json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": cfg.name, "labels": {
+        "metadata": {"name": cfg.name, "annotations": {
+            wasmorch_api::STORAGE_DIR_ANNOTATION: storage_dir(cfg).display().to_string(),
+        }, "labels": {
             "kubernetes.io/arch": wasmorch_api::kube_arch(), "kubernetes.io/os": std::env::consts::OS, "kubernetes.io/hostname": cfg.name,
             "beta.kubernetes.io/arch": wasmorch_api::kube_arch(), "beta.kubernetes.io/os": std::env::consts::OS,
         }},
@@ -92,6 +101,13 @@ fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
             },
         },
     })
+}
+
+/// Where this node's local-path volumes live.
+pub fn storage_dir(cfg: &NodeConfig) -> PathBuf {
+    let d = cfg.data_dir.join("storage");
+    std::fs::create_dir_all(&d).ok();
+    d.canonicalize().unwrap_or(d)
 }
 
 fn kernel() -> String {
@@ -211,6 +227,7 @@ impl Pods {
                 let _ = h.task.await;
                 self.ips.give_back(&ip);
             }
+            crate::pod::remove_volumes(&crate::pod::pod_dir(&self.ctx.data_dir, pod));
             tracing::info!(pod = object::name(pod), "pod stopped");
             if !deleted {
                 let path = format!(
@@ -278,6 +295,11 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
         backoff_base: cfg.backoff_base,
         request_timeout: cfg.request_timeout,
         events: crate::pod::event_sender(client.clone(), stop.clone()),
+        storage: crate::pod::volumes::StoragePolicy {
+            allowed_host_paths: cfg.allowed_host_paths.clone(),
+            storage_dir: storage_dir(&cfg),
+        },
+        config_sync: cfg.config_sync,
     });
     let octets: Vec<&str> = cfg.pod_ip_prefix.split('.').collect();
     if octets.len() != 2 || octets.iter().any(|o| o.parse::<u8>().is_err()) {
@@ -307,6 +329,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
                     h.stop.cancel();
                     let _ = h.task.await;
                     pods.ips.give_back(&ip);
+                    crate::pod::remove_volumes(&h.dir);
                 }
             }
             // Addresses pods already have are reserved first, so a pod without one cannot be

@@ -8,6 +8,7 @@ pub mod get;
 pub mod logs;
 pub mod push;
 pub mod rollout;
+pub mod secrets;
 pub mod up;
 
 use crate::client::Client;

@@ -52,6 +52,12 @@ pub struct NodeFlags {
     /// Pods this node takes (its `pods` capacity).
     #[arg(long, default_value_t = 1000)]
     max_pods: u32,
+    /// A directory under which pods may mount `hostPath` volumes (repeatable; none by default).
+    #[arg(long = "allow-host-path")]
+    allowed_host_paths: Vec<PathBuf>,
+    /// Seconds between refreshes of mounted ConfigMaps and Secrets (and `emptyDir` size checks).
+    #[arg(long, default_value_t = 5)]
+    config_sync_period: u64,
 }
 
 impl NodeFlags {
@@ -60,6 +66,8 @@ impl NodeFlags {
         nc.pod_ip_prefix = self.pod_ip_prefix.clone();
         nc.insecure_registries = self.insecure_registries.clone();
         nc.max_pods = self.max_pods;
+        nc.allowed_host_paths = self.allowed_host_paths.clone();
+        nc.config_sync = std::time::Duration::from_secs(self.config_sync_period.max(1));
     }
 }
 
@@ -105,7 +113,7 @@ pub struct ServerArgs {
     scheduler_strategy: wasmorch_control::scheduler::plan::Strategy,
 }
 
-fn default_data_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
     Ok(dirs::data_local_dir().context("no user data directory: pass --data-dir")?.join("wasmorch"))
 }
 

@@ -70,7 +70,16 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             set_default(obj, "type", json!("Opaque"));
             fold_string_data(obj);
         }
-        Namespace | Node | Endpoints | ConfigMap | Event | Lease => {}
+        Namespace | Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass => {}
+        PersistentVolumeClaim => {
+            // The default class (admission does this in Kubernetes).
+            if obj["spec"].get("storageClassName").is_none() {
+                obj["spec"]["storageClassName"] = json!("local-path");
+            }
+            if obj["spec"].get("volumeMode").is_none() {
+                obj["spec"]["volumeMode"] = json!("Filesystem");
+            }
+        }
     }
 }
 
@@ -121,6 +130,21 @@ fn pod_spec(spec: &mut Value, restart: &str) {
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    if let Some(vols) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
+        for v in vols {
+            for kind in ["configMap", "secret", "downwardAPI", "projected"] {
+                if let Some(src) = v.get_mut(kind) {
+                    volume_modes(src);
+                }
+            }
+            // Kubernetes defaults projected file modes to 0644.
+            for kind in ["configMap", "secret", "downwardAPI"] {
+                if let Some(src) = v.get_mut(kind).filter(|s| s.is_object()) {
+                    set_default(src, "defaultMode", json!(0o644));
+                }
+            }
+        }
+    }
     for list in ["initContainers", "containers"] {
         if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs {
@@ -142,9 +166,54 @@ fn pod_spec(spec: &mut Value, restart: &str) {
     }
 }
 
+/// File modes written as YAML 1.1 octal (`defaultMode: 0400`, as Kubernetes manifests do)
+/// arrive from a YAML 1.2 parser as strings; in these integer fields such a string can only
+/// mean the octal number.
+fn volume_modes(src: &mut Value) {
+    fn octal(v: &mut Value) {
+        if let Some(s) = v.as_str()
+            && let Some(digits) = s.strip_prefix("0o").or_else(|| s.strip_prefix('0'))
+            && let Ok(n) = i64::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8)
+        {
+            *v = json!(n);
+        }
+    }
+    if let Some(m) = src.get_mut("defaultMode") {
+        octal(m);
+    }
+    for item in src.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(m) = item.get_mut("mode") {
+            octal(m);
+        }
+    }
+    for s in src.get_mut("sources").and_then(Value::as_array_mut).into_iter().flatten() {
+        for kind in ["configMap", "secret", "downwardAPI"] {
+            if let Some(inner) = s.get_mut(kind) {
+                volume_modes(inner);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_octal_file_modes_become_numbers() {
+        let mut spec = json!({"volumes": [
+            {"name": "a", "secret": {"secretName": "s", "defaultMode": "0400", "items": [{"key": "k", "path": "p", "mode": "0o600"}]}},
+            {"name": "b", "configMap": {"name": "c", "defaultMode": 420}},
+            {"name": "c", "downwardAPI": {"defaultMode": "zz"}},
+            {"name": "d", "configMap": {"name": "c"}},
+        ]});
+        pod_spec(&mut spec, "");
+        assert_eq!(spec["volumes"][0]["secret"]["defaultMode"], 0o400);
+        assert_eq!(spec["volumes"][0]["secret"]["items"][0]["mode"], 0o600);
+        assert_eq!(spec["volumes"][1]["configMap"]["defaultMode"], 420);
+        assert_eq!(spec["volumes"][2]["downwardAPI"]["defaultMode"], "zz", "not a number: left to validation");
+        assert_eq!(spec["volumes"][3]["configMap"]["defaultMode"], 0o644);
+    }
 
     #[test]
     fn defaults_fill_only_what_is_missing() {

@@ -29,6 +29,9 @@ pub use resources::{Resource, ResourceKind};
 pub const KUBE_MAJOR: &str = "1";
 pub const KUBE_MINOR: &str = "37";
 
+/// Node annotation naming the directory that holds the node's local-path volumes.
+pub const STORAGE_DIR_ANNOTATION: &str = "wasmorch.io/storage-dir";
+
 /// This machine's architecture as Kubernetes names it (`amd64`, `arm64`, …): node labels,
 /// node info and `/version` all use it.
 pub fn kube_arch() -> &'static str {

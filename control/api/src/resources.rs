@@ -17,6 +17,9 @@ pub enum ResourceKind {
     Job,
     CronJob,
     Lease,
+    PersistentVolumeClaim,
+    PersistentVolume,
+    StorageClass,
 }
 
 /// One served resource: where it lives on the wire and how it behaves.
@@ -74,6 +77,45 @@ pub static RESOURCES: &[Resource] = &[
     res!(Job, "batch", "v1", "Job", "jobs", "job", true, &[], true, false, ALL),
     res!(CronJob, "batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], true, false, ALL),
     res!(Lease, "coordination.k8s.io", "v1", "Lease", "leases", "lease", true, &[], false, false, &[]),
+    res!(
+        PersistentVolumeClaim,
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        "persistentvolumeclaim",
+        true,
+        &["pvc"],
+        true,
+        false,
+        &[]
+    ),
+    res!(
+        PersistentVolume,
+        "",
+        "v1",
+        "PersistentVolume",
+        "persistentvolumes",
+        "persistentvolume",
+        false,
+        &["pv"],
+        true,
+        false,
+        &[]
+    ),
+    res!(
+        StorageClass,
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        &["sc"],
+        false,
+        false,
+        &[]
+    ),
 ];
 
 /// API groups other than core, in discovery order, with their single served version.

@@ -106,7 +106,7 @@ fn merge_map<'a>(orig: &Value, patch: &'a Value, path: &mut Vec<&'a str>) -> Res
         path.push(k.as_str());
         let cur = out.get(k).cloned().unwrap_or(Value::Null);
         let merged = match v {
-            Value::Object(_) if !cur.is_array() => merge_map(&cur, v, path)?,
+            Value::Object(_) => merge_map(&cur, v, path)?,
             Value::Array(items) => Some(merge_list(&cur, items, path)?),
             _ => Some(v.clone()),
         };
@@ -142,8 +142,11 @@ fn strip_directives(mut m: Map<String, Value>) -> Map<String, Value> {
     m
 }
 
+/// An element's merge key: a string, number or boolean. Anything else is no key (found by
+/// fuzzing: a `null` or object key made a patch append a keyless element each time it was
+/// applied).
 fn key_of<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.as_object()?.get(key)
+    v.as_object()?.get(key).filter(|k| k.is_string() || k.is_number() || k.is_boolean())
 }
 
 fn merge_list<'a>(orig: &Value, items: &'a [Value], path: &mut Vec<&'a str>) -> Result<Value, String> {
@@ -227,6 +230,139 @@ fn reorder(list: &mut Vec<Value>, order: &[Value], kind: ListKind) {
     }
     ordered.extend(rest);
     *list = ordered;
+}
+
+/// The properties the fuzz target (`control/api/fuzz`) checks, shared with a unit test that
+/// runs them over pseudo-random inputs on stable Rust.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::apply;
+    use serde_json::{Map, Value, json};
+
+    /// Field names that exercise every strategy: keyed lists, primitive sets, atomic lists,
+    /// directives, and plain maps.
+    const KEYS: &[&str] = &[
+        "containers",
+        "name",
+        "env",
+        "value",
+        "ports",
+        "containerPort",
+        "finalizers",
+        "args",
+        "spec",
+        "a",
+        "b",
+        "$patch",
+        "$retainKeys",
+        "$setElementOrder/containers",
+        "$setElementOrder/env",
+        "$deleteFromPrimitiveList/finalizers",
+    ];
+
+    /// Builds JSON values from fuzzer bytes (structure-aware: every input is a document).
+    struct Gen<'a>(&'a [u8]);
+
+    impl Gen<'_> {
+        fn byte(&mut self) -> u8 {
+            match self.0.split_first() {
+                Some((b, rest)) => {
+                    self.0 = rest;
+                    *b
+                }
+                None => 0,
+            }
+        }
+
+        fn value(&mut self, depth: u32, directives: bool) -> Value {
+            let b = self.byte();
+            match if depth == 0 { b % 4 } else { b % 7 } {
+                0 => json!(self.byte() % 4),
+                1 => json!(["web", "side", "x", "replace", "delete", "merge"][self.byte() as usize % 6]),
+                2 => Value::Null,
+                3 => json!(self.byte().is_multiple_of(2)),
+                4 => Value::Array((0..self.byte() % 4).map(|_| self.value(depth - 1, directives)).collect()),
+                _ => {
+                    let mut m = Map::new();
+                    for _ in 0..self.byte() % 5 {
+                        let k = KEYS[self.byte() as usize % KEYS.len()];
+                        if directives || !k.starts_with('$') {
+                            m.insert(k.to_string(), self.value(depth - 1, directives));
+                        }
+                    }
+                    Value::Object(m)
+                }
+            }
+        }
+    }
+
+    /// Whether a directive key appears in `v`; inside lists only when `in_lists` (an atomic
+    /// list is replaced verbatim, as Kubernetes does, so the result's lists are not checked).
+    fn has_directive(v: &Value, in_lists: bool) -> bool {
+        match v {
+            Value::Object(m) => m.iter().any(|(k, v)| k.starts_with('$') || has_directive(v, in_lists)),
+            Value::Array(a) => in_lists && a.iter().any(|v| has_directive(v, in_lists)),
+            _ => false,
+        }
+    }
+
+    fn has_list(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.values().any(has_list),
+            Value::Array(_) => true,
+            _ => false,
+        }
+    }
+
+    fn strip_nulls(v: &mut Value) {
+        if let Value::Object(m) = v {
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+    }
+
+    /// JSON merge patch (RFC 7386), the reference for map-only patches.
+    pub fn json_merge(target: &mut Value, patch: &Value) {
+        if let Value::Object(p) = patch {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let t = target.as_object_mut().expect("made an object above");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    json_merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        } else {
+            *target = patch.clone();
+        }
+    }
+
+    /// Decode a document and a patch from `data` and check: no panic; a result never carries
+    /// a directive; a map-only patch agrees with RFC 7386; applying a patch twice gives what
+    /// applying it once gave.
+    pub fn check(data: &[u8]) {
+        let mut g = Gen(data);
+        let mut doc = Value::Object(Map::new());
+        if let Value::Object(m) = g.value(4, false) {
+            doc = Value::Object(m);
+        }
+        strip_nulls(&mut doc);
+        let patch = g.value(4, true);
+        let Ok(once) = apply(&doc, &patch) else { return };
+        assert!(!has_directive(&once, false), "directive left in result\ndoc {doc}\npatch {patch}\nresult {once}");
+        if !has_directive(&patch, true) && !has_list(&patch) {
+            let mut reference = doc.clone();
+            json_merge(&mut reference, &patch);
+            assert_eq!(once, reference, "differs from RFC 7386\ndoc {doc}\npatch {patch}");
+        }
+        match apply(&once, &patch) {
+            Ok(twice) => assert_eq!(once, twice, "not idempotent\ndoc {doc}\npatch {patch}"),
+            Err(e) => panic!("applies once but not twice ({e})\ndoc {doc}\npatch {patch}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -349,7 +485,7 @@ mod tests {
             }
             let ours = apply(&doc, &patch).unwrap();
             let mut theirs = doc.clone();
-            json_patch_merge(&mut theirs, &patch);
+            super::fuzz::json_merge(&mut theirs, &patch);
             assert_eq!(ours, theirs, "doc {doc} patch {patch}");
         }
         // Arbitrary lists and directives: errors are fine, panics are not.
@@ -363,22 +499,21 @@ mod tests {
         }
     }
 
-    /// RFC 7386, for the comparison above.
-    fn json_patch_merge(target: &mut Value, patch: &Value) {
-        if let Value::Object(p) = patch {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let t = target.as_object_mut().unwrap();
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    json_patch_merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        } else {
-            *target = patch.clone();
+    /// The fuzz target's properties over pseudo-random inputs (the target itself runs under
+    /// `cargo fuzz` on nightly; this keeps its checks in every test run).
+    #[test]
+    fn fuzz_properties_on_random_inputs() {
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..64)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect();
+            super::fuzz::check(&bytes);
         }
     }
 }

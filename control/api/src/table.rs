@@ -102,6 +102,32 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         Lease => vec![("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        PersistentVolumeClaim => vec![
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Volume", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Age", "string", 0),
+        ],
+        PersistentVolume => vec![
+            ("Name", "string", 0),
+            ("Capacity", "string", 0),
+            ("Access Modes", "string", 0),
+            ("Reclaim Policy", "string", 0),
+            ("Status", "string", 0),
+            ("Claim", "string", 0),
+            ("StorageClass", "string", 0),
+            ("Age", "string", 0),
+        ],
+        StorageClass => vec![
+            ("Name", "string", 0),
+            ("Provisioner", "string", 0),
+            ("ReclaimPolicy", "string", 0),
+            ("VolumeBindingMode", "string", 0),
+            ("Age", "string", 0),
+        ],
     };
     if matches!(kind, Deployment | ReplicaSet | DaemonSet | Job | CronJob) {
         c.extend(WIDE_WORKLOAD);
@@ -275,7 +301,60 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             c
         }
         Lease => vec![name, s(or_none(str_at(o, "spec.holderIdentity"))), s(created)],
+        PersistentVolumeClaim => vec![
+            name,
+            s(str_at(o, "status.phase").unwrap_or("Pending")),
+            s(str_at(o, "spec.volumeName").unwrap_or("")),
+            s(str_at(o, "status.capacity.storage").unwrap_or("")),
+            s(access_modes(&o["status"]["accessModes"])),
+            s(str_at(o, "spec.storageClassName").unwrap_or("")),
+            s(created),
+        ],
+        PersistentVolume => {
+            let claim = match (str_at(o, "spec.claimRef.namespace"), str_at(o, "spec.claimRef.name")) {
+                (Some(ns), Some(n)) => format!("{ns}/{n}"),
+                _ => String::new(),
+            };
+            vec![
+                name,
+                s(str_at(o, "spec.capacity.storage").unwrap_or("")),
+                s(access_modes(&o["spec"]["accessModes"])),
+                s(str_at(o, "spec.persistentVolumeReclaimPolicy").unwrap_or("Retain")),
+                s(str_at(o, "status.phase").unwrap_or("Available")),
+                s(claim),
+                s(str_at(o, "spec.storageClassName").unwrap_or("")),
+                s(created),
+            ]
+        }
+        StorageClass => {
+            let default = o["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true";
+            let n = name.as_str().unwrap_or("").to_string();
+            vec![
+                s(if default { format!("{n} (default)") } else { n }),
+                s(str_at(o, "provisioner").unwrap_or("")),
+                s(str_at(o, "reclaimPolicy").unwrap_or("Delete")),
+                s(str_at(o, "volumeBindingMode").unwrap_or("Immediate")),
+                s(created),
+            ]
+        }
     }
+}
+
+/// `RWO,ROX`, as kubectl abbreviates access modes.
+fn access_modes(v: &Value) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|m| match m {
+            "ReadWriteOnce" => "RWO",
+            "ReadOnlyMany" => "ROX",
+            "ReadWriteMany" => "RWX",
+            "ReadWriteOncePod" => "RWOP",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn node_cells(o: &Value, name: Value, created: String) -> Vec<Value> {

@@ -6,6 +6,7 @@
 pub mod plan;
 #[cfg(test)]
 mod tests;
+pub mod volumes;
 
 use crate::apiserver::api::Api;
 use crate::controllers::events;
@@ -96,13 +97,35 @@ impl Scheduler {
         if !unscheduled(&pod) {
             return Ok(Action::AwaitChange);
         }
-        let choice = {
+        // Claims first: a bound claim pins the pod to its volume's node; unbound ones are
+        // provisioned on the node chosen.
+        let mut unbound = Vec::new();
+        let mut claims_err = None;
+        let mut planned = None;
+        if volumes::has_claims(&pod) {
+            match volumes::claims(&self.api, &pod).await {
+                Ok(c) => {
+                    unbound = c.unbound;
+                    if let Some(n) = c.node {
+                        let mut p = pod.clone();
+                        p["spec"]["nodeSelector"]["kubernetes.io/hostname"] = json!(n);
+                        planned = Some(p);
+                    }
+                }
+                Err(msg) => claims_err = Some(msg),
+            }
+        }
+        let claim_wait = claims_err.is_some();
+        let choice = if let Some(msg) = claims_err {
+            Err(msg)
+        } else {
+            let plan_pod = planned.as_ref().unwrap_or(&pod);
             let mut s = self.snap.lock().unwrap_or_else(|e| e.into_inner());
             if s.dirty || s.nodes.is_empty() {
                 self.rebuild(&mut s);
             }
             let limit = plan::nodes_to_find(s.nodes.len());
-            let (choice, next) = plan::schedule_from(&pod, &s.nodes, self.cfg.strategy, s.next_start, limit);
+            let (choice, next) = plan::schedule_from(plan_pod, &s.nodes, self.cfg.strategy, s.next_start, limit);
             s.next_start = next;
             // Account the placement before the bind is written, so the watch event of the
             // bind finds it accounted (a failed bind marks the snapshot for a rebuild).
@@ -126,8 +149,10 @@ impl Scheduler {
                     events::record(&self.api, &pod, "Warning", "FailedScheduling", msg.clone(), NAME).await;
                     self.mark_unschedulable(&pod, &msg).await;
                 }
-                // Retried on any change to nodes or placed pods, and now and then regardless.
-                return Ok(Action::Requeue(Duration::from_secs(30)));
+                // Retried on any change to nodes or placed pods, and now and then regardless
+                // (soon when waiting for a claim: claims are not watched here).
+                let again = if claim_wait { Duration::from_secs(2) } else { Duration::from_secs(30) };
+                return Ok(Action::Requeue(again));
             }
         };
         let (ns, name) = split_key(&key);
@@ -139,6 +164,23 @@ impl Scheduler {
         let this = self.self_ref.upgrade().ok_or_else(|| ApiError::internal("scheduler stopping"))?;
         tokio::spawn(async move {
             let _permit = permit;
+            if !unbound.is_empty() {
+                let node_obj = this.nodes.cache.get(&node).unwrap_or_else(|| json!({"metadata": {"name": node}}));
+                for claim in &unbound {
+                    match volumes::provision(&this.api, claim, &node_obj).await {
+                        Ok(true) => {}
+                        // Bound elsewhere meanwhile, or the write failed: place the pod again.
+                        other => {
+                            if let Err(e) = other {
+                                tracing::warn!("provisioning {} for {key}: {e}", object::name(claim));
+                            }
+                            this.snap.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+                            this.queue.add_after(key, Duration::from_millis(200));
+                            return;
+                        }
+                    }
+                }
+            }
             match this.api.bind(&t, binding, false).await {
                 Ok(w) => {
                     this.pods.cache.assume(w.object.clone());

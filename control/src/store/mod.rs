@@ -13,6 +13,7 @@
 //! in-memory feed that [`watch`] combines with the history table to resume from any
 //! retained revision without gaps or duplicates.
 
+pub mod seal;
 mod watch;
 mod writer;
 
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     /// Highest revision removed from history. Watches from below it get 410 Gone.
     pub compacted: AtomicU64,
     pub feed: broadcast::Sender<Arc<Event>>,
+    /// Seals Secrets at rest.
+    pub sealer: seal::Sealer,
 }
 
 /// Handle to the store; cheap to clone.
@@ -146,8 +149,10 @@ impl Store {
             txn.commit()?;
             (rev, compacted)
         };
+        let sealer = seal::Sealer::load_or_create(&seal::key_path(path))?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let shared = Arc::new(Shared { db, rev: AtomicU64::new(rev), compacted: AtomicU64::new(compacted), feed });
+        let shared =
+            Arc::new(Shared { db, rev: AtomicU64::new(rev), compacted: AtomicU64::new(compacted), feed, sealer });
         // Bounded: when the disk cannot keep up, callers wait here instead of growing memory.
         let (tx, rx) = mpsc::channel(4096);
         let s = shared.clone();
@@ -201,7 +206,9 @@ impl Store {
             let txn = shared.db.begin_read().map_err(storage_err)?;
             let t = txn.open_table(OBJECTS).map_err(storage_err)?;
             match t.get(key.as_str()).map_err(storage_err)? {
-                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(storage_err)?)),
+                Some(v) => {
+                    Ok(Some(serde_json::from_slice(&shared.sealer.open(&key, v.value())?).map_err(storage_err)?))
+                }
                 None => Ok(None),
             }
         })
@@ -244,7 +251,7 @@ impl Store {
                     more = true;
                     break;
                 }
-                out.push(serde_json::from_slice(v.value()).map_err(storage_err)?);
+                out.push(serde_json::from_slice(&shared.sealer.open(k, v.value())?).map_err(storage_err)?);
             }
             Ok((out, rev, more))
         })
@@ -257,7 +264,8 @@ impl Store {
         WatchStream::new(self.shared.clone(), prefix.to_string(), after)
     }
 
-    /// Write a consistent snapshot of the whole store to a new redb file at `dest`.
+    /// Write a consistent snapshot of the whole store to a new redb file at `dest`. Secrets
+    /// stay sealed: the snapshot is restored with the server's own key file (`state.key`).
     pub async fn backup(&self, dest: &Path) -> Result<u64, ApiError> {
         let shared = self.shared.clone();
         let dest = dest.to_path_buf();

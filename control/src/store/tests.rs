@@ -200,3 +200,75 @@ async fn panicking_mutation_fails_alone() {
     s.mutate("/y".into(), false, put(json!({}))).await.unwrap();
     assert_eq!(s.current_rev(), 1);
 }
+
+/// Secrets are sealed in the objects table and in history; reads, lists, watches and a
+/// backup see them in the clear; key rotation re-seals everything and drops the old key.
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_survive_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let marker = format!("marker-{}", uuid_like());
+    let key = "/core/secrets/default/s";
+    let cm_marker = format!("plain-{}", marker.chars().rev().collect::<String>());
+    let raw_has = |m: &str| {
+        let bytes = std::fs::read(&path).unwrap();
+        bytes.windows(m.len()).any(|w| w == m.as_bytes())
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.mutate(key.into(), false, put(json!({"metadata": {"name": "s"}, "stringData": {"v": marker}})))
+            .await
+            .unwrap();
+        s.mutate(key.into(), false, put(json!({"metadata": {"name": "s"}, "stringData": {"v": marker, "w": 2}})))
+            .await
+            .unwrap();
+        s.mutate("/core/configmaps/default/c".into(), false, put(json!({"data": {"v": cm_marker}}))).await.unwrap();
+        assert_eq!(s.get(key).await.unwrap().unwrap()["stringData"]["v"], marker.as_str());
+        assert_eq!(s.list("/core/secrets/", None, 0).await.unwrap().0.len(), 1);
+        // History replays the sealed records in the clear.
+        let mut w = s.watch("/core/secrets/", 0).unwrap();
+        assert_eq!(next(&mut w).await.object["stringData"]["v"], marker.as_str());
+        assert_eq!(next(&mut w).await.object["stringData"]["w"], 2);
+        s.close().await;
+    }
+    // The ConfigMap's marker is found in the clear (the search is sound), the Secret's is not.
+    assert!(raw_has(&cm_marker), "the raw-bytes search finds plain values");
+    assert!(!raw_has(&marker), "a Secret's value is in the store file in the clear");
+    {
+        let s = Store::open(&path).unwrap();
+        s.mutate("/core/configmaps/default/c".into(), false, Box::new(|_| Ok(Outcome::Delete))).await.unwrap();
+        s.compact(0).await.unwrap();
+        s.close().await;
+    }
+    let old_key = std::fs::read_to_string(seal::key_path(&path)).unwrap();
+    let (objects, history) = seal::rotate(&path).unwrap();
+    assert_eq!((objects, history), (1, 0), "history was compacted away");
+    let new_key = std::fs::read_to_string(seal::key_path(&path)).unwrap();
+    assert_ne!(old_key, new_key);
+    assert_eq!(new_key.lines().count(), 1, "the old key is dropped");
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.get(key).await.unwrap().unwrap()["stringData"]["w"], 2);
+    s.mutate(key.into(), false, Box::new(|_| Ok(Outcome::Delete))).await.unwrap();
+    s.close().await;
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    format!("{:x}{:x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos(), std::process::id())
+}
+
+#[tokio::test]
+async fn rotation_reseals_history_and_refuses_an_open_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let s = Store::open(&path).unwrap();
+    s.mutate("/core/secrets/ns/a".into(), false, put(json!({"data": {"k": "djE="}}))).await.unwrap();
+    let err = seal::rotate(&path).unwrap_err().to_string();
+    assert!(err.contains("stop the server first"), "{err}");
+    s.close().await;
+    drop(s);
+    assert_eq!(seal::rotate(&path).unwrap(), (1, 1));
+    let s = Store::open(&path).unwrap();
+    let mut w = s.watch("/core/secrets/", 0).unwrap();
+    assert_eq!(next(&mut w).await.object["data"]["k"], "djE=");
+}

@@ -91,7 +91,8 @@ impl WatchStream {
             let mut out = Vec::new();
             for item in t.range(after + 1..).map_err(storage_err)?.take(HISTORY_PAGE) {
                 let (_, v) = item.map_err(storage_err)?;
-                out.push(serde_json::from_slice(v.value()).map_err(storage_err)?);
+                let rec: super::seal::Record = serde_json::from_slice(v.value()).map_err(storage_err)?;
+                out.push(rec.into_event(&shared.sealer)?);
             }
             Ok((out, 0))
         })

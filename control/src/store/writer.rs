@@ -4,6 +4,7 @@
 //! matters (~200 µs here). Taking everything queued at wake-up into one transaction turns
 //! N concurrent writes into one fsync; a lone writer still commits at once (no timer).
 
+use super::seal::{Record, Sealer, is_sealed_key};
 use super::{Committed, Event, EventType, HISTORY, META, OBJECTS, Op, Outcome, Shared, storage_err};
 use redb::{ReadableTable, WriteTransaction};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -62,7 +63,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>) {
     for op in batch {
         match op {
             Op::Mutate { key, f, dry_run, reply } => {
-                let res = apply_one(&txn, &key, f, dry_run, rev + 1);
+                let res = apply_one(&shared.sealer, &txn, &key, f, dry_run, rev + 1);
                 if let Ok((_, Some(ev))) = &res {
                     rev += 1;
                     events.push(ev.clone());
@@ -124,6 +125,7 @@ fn fail_all(batch: Vec<Op>, e: ApiError) {
 type Applied = (Committed, Option<Event>);
 
 fn apply_one(
+    sealer: &Sealer,
     txn: &WriteTransaction,
     key: &str,
     f: super::MutateFn,
@@ -132,7 +134,7 @@ fn apply_one(
 ) -> Result<Applied, ApiError> {
     let mut objects = txn.open_table(OBJECTS).map_err(storage_err)?;
     let current: Option<serde_json::Value> = match objects.get(key).map_err(storage_err)? {
-        Some(v) => Some(serde_json::from_slice(v.value()).map_err(storage_err)?),
+        Some(v) => Some(serde_json::from_slice(&sealer.open(key, v.value())?).map_err(storage_err)?),
         None => None,
     };
     // A bug in a mutation must fail that request, not the writer thread.
@@ -160,20 +162,34 @@ fn apply_one(
     object::set_resource_version(&mut object, rev);
     // Serialize the object once: the same bytes go to the objects table and, wrapped, to history.
     let bytes = serde_json::to_vec(&object).map_err(storage_err)?;
-    match kind {
-        EventType::Deleted => {
-            objects.remove(key).map_err(storage_err)?;
+    let record = if is_sealed_key(key) {
+        let sealed = sealer.seal(key, &bytes)?;
+        if kind != EventType::Deleted {
+            objects.insert(key, sealed.as_slice()).map_err(storage_err)?;
         }
-        _ => {
+        let rec = Record {
+            rev,
+            kind,
+            key: key.to_string(),
+            object: None,
+            sealed: Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &sealed)),
+        };
+        serde_json::to_vec(&rec).map_err(storage_err)?
+    } else {
+        if kind != EventType::Deleted {
             objects.insert(key, bytes.as_slice()).map_err(storage_err)?;
         }
+        let head = serde_json::json!({"rev": rev, "type": kind, "key": key}).to_string();
+        let mut record = Vec::with_capacity(head.len() + bytes.len() + 12);
+        record.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        record.extend_from_slice(b",\"object\":");
+        record.extend_from_slice(&bytes);
+        record.push(b'}');
+        record
+    };
+    if kind == EventType::Deleted {
+        objects.remove(key).map_err(storage_err)?;
     }
-    let head = serde_json::json!({"rev": rev, "type": kind, "key": key}).to_string();
-    let mut record = Vec::with_capacity(head.len() + bytes.len() + 12);
-    record.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-    record.extend_from_slice(b",\"object\":");
-    record.extend_from_slice(&bytes);
-    record.push(b'}');
     txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, record.as_slice()).map_err(storage_err)?;
     let ev = Event { rev, kind, key: key.to_string(), object: object.clone() };
     Ok((Committed { object, event: Some(kind) }, Some(ev)))

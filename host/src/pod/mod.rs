@@ -1,8 +1,10 @@
 //! One pod on this node: fetch and load its components, run its containers, restart them by
 //! policy with back-off, report status, stop gracefully.
 
+pub mod config;
 pub mod lifecycle;
 pub mod probe;
+pub mod volumes;
 
 use crate::artifact;
 use crate::client::Client;
@@ -32,6 +34,11 @@ pub struct NodeCtx {
     pub request_timeout: Duration,
     /// Events to post, in order, off the pods' paths (see [`event_sender`]).
     pub events: tokio::sync::mpsc::Sender<(String, Value)>,
+    /// What pods may mount from this node.
+    pub storage: volumes::StoragePolicy,
+    /// How often mounted ConfigMaps and Secrets are refreshed, `emptyDir` limits checked, and
+    /// a missing ConfigMap or Secret looked for again.
+    pub config_sync: Duration,
 }
 
 /// A poster of events: pods hand events over without waiting for the API; a few are posted
@@ -61,6 +68,26 @@ pub fn event_sender(client: Client, stop: CancellationToken) -> tokio::sync::mps
 pub struct PodHandle {
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
+    /// The pod's directory on this node (logs, volumes).
+    pub dir: PathBuf,
+}
+
+/// The pod's directory on this node.
+pub fn pod_dir(data_dir: &std::path::Path, pod: &Value) -> PathBuf {
+    data_dir.join("pods").join(format!("{}_{}_{}", object::namespace(pod), object::name(pod), object::uid(pod)))
+}
+
+/// Remove what a deleted pod kept on this node besides its logs: its volumes (`emptyDir`,
+/// projected files) and subPath copies.
+pub fn remove_volumes(dir: &std::path::Path) {
+    for sub in ["volumes", "subpath"] {
+        let p = dir.join(sub);
+        if p.exists()
+            && let Err(e) = std::fs::remove_dir_all(&p)
+        {
+            tracing::warn!("removing {}: {e}", p.display());
+        }
+    }
 }
 
 struct PodInfo {
@@ -74,6 +101,8 @@ struct PodInfo {
     log_dir: PathBuf,
     /// The pod's network policy, or why its spec does not give a valid one.
     net: Result<Arc<NetPolicy>, String>,
+    /// The pod as it was bound (for references resolved at container start).
+    pod: Value,
 }
 
 /// Container statuses plus a signal to the reporter. std Mutex: never held across an await.
@@ -84,6 +113,8 @@ struct Shared {
     /// snapshots were taken (an older snapshot can never overwrite a newer one). A tokio
     /// Mutex: it is held across the API call.
     reporting: tokio::sync::Mutex<()>,
+    /// Why the node evicted the pod (an `emptyDir` over its limit); the pod then ends Failed.
+    evicted: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -96,8 +127,9 @@ impl Shared {
 pub fn start(ctx: Arc<NodeCtx>, pod: Value, pod_ip: String) -> PodHandle {
     let stop = CancellationToken::new();
     let s = stop.clone();
+    let dir = pod_dir(&ctx.data_dir, &pod);
     let task = tokio::spawn(async move { run(ctx, pod, pod_ip, s).await });
-    PodHandle { stop, task }
+    PodHandle { stop, task, dir }
 }
 
 fn limits_of(c: &Value) -> Limits {
@@ -119,14 +151,10 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         policy: RestartPolicy::parse(pod["spec"]["restartPolicy"].as_str()),
         grace: Duration::from_secs(pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30)),
         start_time: pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(object::now_rfc3339),
-        log_dir: ctx.data_dir.join("pods").join(format!(
-            "{}_{}_{}",
-            object::namespace(&pod),
-            object::name(&pod),
-            object::uid(&pod)
-        )),
+        log_dir: pod_dir(&ctx.data_dir, &pod),
         net: net_policy(&pod, &ip).map(Arc::new),
         ip,
+        pod: pod.clone(),
     });
     let _ = std::fs::create_dir_all(&info.log_dir);
     let containers: Vec<Value> = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
@@ -158,15 +186,56 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         ),
         changed: Notify::new(),
         reporting: tokio::sync::Mutex::new(()),
+        evicted: Mutex::new(None),
     });
     let reporter = tokio::spawn(report_loop(ctx.clone(), info.clone(), shared.clone(), stop.clone()));
     shared.changed.notify_one();
+    // Volumes first: every container mounts them. A missing ConfigMap or Secret is looked
+    // for again until it appears.
+    let volumes = loop {
+        let place = config::PodPlace { pod: &pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
+        match volumes::PodVolumes::prepare(&ctx, &place, &info.log_dir).await {
+            Ok(v) => break Arc::new(v),
+            Err(message) => {
+                event(&ctx, &info, "Warning", "FailedMount", message.clone()).await;
+                for i in 0..containers.len() {
+                    waiting(&shared, i, "CreateContainerConfigError", message.clone());
+                }
+                if !sleep_or_stop(ctx.config_sync, &stop).await {
+                    let _ = reporter.await;
+                    return;
+                }
+            }
+        }
+    };
+    // Containers stop on `stop` (deletion, node shutdown) or on eviction.
+    let containers_stop = stop.child_token();
+    if volumes.needs_refresh() {
+        tokio::spawn(refresh_loop(ctx.clone(), info.clone(), shared.clone(), volumes.clone(), containers_stop.clone()));
+    }
     let mut tasks = Vec::new();
     for (i, c) in containers.into_iter().enumerate() {
-        tasks.push(tokio::spawn(container(ctx.clone(), info.clone(), shared.clone(), i, c, stop.clone())));
+        let (ctx, info, shared, volumes, stop) =
+            (ctx.clone(), info.clone(), shared.clone(), volumes.clone(), containers_stop.clone());
+        tasks.push(tokio::spawn(container(ctx, info, shared, volumes, i, c, stop)));
     }
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(why) = shared.evicted.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        let mut st = shared.statuses.lock().unwrap_or_else(|e| e.into_inner());
+        for s in st.iter_mut() {
+            if let State::Running { started_at } = &s.state {
+                s.state = State::Terminated {
+                    exit_code: 137,
+                    reason: "Evicted".into(),
+                    message: why.clone(),
+                    started_at: started_at.clone(),
+                    finished_at: object::now_rfc3339(),
+                };
+            }
+            s.ready = false;
+        }
     }
     // Final status once everything stopped (unless the pod is being torn down).
     // The final status (a finished process) must arrive: Jobs count on it.
@@ -178,6 +247,29 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
     }
     stop.cancel();
     let _ = reporter.await;
+}
+
+/// Keep projected volumes in step with their ConfigMaps, Secrets and the pod's own fields, and
+/// evict the pod when an `emptyDir` grows over its `sizeLimit`.
+async fn refresh_loop(
+    ctx: Arc<NodeCtx>,
+    info: Arc<PodInfo>,
+    shared: Arc<Shared>,
+    volumes: Arc<volumes::PodVolumes>,
+    containers: CancellationToken,
+) {
+    let path = format!("/api/v1/namespaces/{}/pods/{}", info.ns, info.name);
+    while sleep_or_stop(ctx.config_sync, &containers).await {
+        // Labels and annotations can change while the pod runs.
+        let pod = ctx.client.get(&path).await.unwrap_or_else(|_| info.pod.clone());
+        let place = config::PodPlace { pod: &pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
+        if let Some(why) = volumes.refresh(&ctx, &place).await {
+            event(&ctx, &info, "Warning", "Evicted", why.clone()).await;
+            *shared.evicted.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+            containers.cancel();
+            return;
+        }
+    }
 }
 
 async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: Arc<Shared>, stop: CancellationToken) {
@@ -202,7 +294,12 @@ async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: Arc<Shared>,
 async fn report(ctx: &NodeCtx, info: &PodInfo, shared: &Shared) -> bool {
     let _order = shared.reporting.lock().await;
     let statuses = shared.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let status = status_json(&statuses, info.policy, &ctx.host_ip, &info.ip, &info.start_time);
+    let mut status = status_json(&statuses, info.policy, &ctx.host_ip, &info.ip, &info.start_time);
+    if let Some(why) = shared.evicted.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        status["phase"] = json!("Failed");
+        status["reason"] = json!("Evicted");
+        status["message"] = json!(why);
+    }
     let path = format!("/api/v1/namespaces/{}/pods/{}/status", info.ns, info.name);
     match ctx.client.merge_patch(&path, &json!({"metadata": {"uid": info.uid}, "status": status})).await {
         Ok(_) => true,
@@ -271,21 +368,30 @@ pub fn expand(value: &str, env: &[(String, String)]) -> String {
     out
 }
 
-fn env_of(c: &Value, info: &PodInfo, ctx: &NodeCtx) -> Vec<(String, String)> {
-    let mut env = vec![
+/// The variables every container gets from the node.
+fn base_env(info: &PodInfo, ctx: &NodeCtx) -> Vec<(String, String)> {
+    vec![
         ("POD_NAME".to_string(), info.name.clone()),
         ("POD_NAMESPACE".to_string(), info.ns.clone()),
         ("POD_IP".to_string(), info.ip.clone()),
         ("NODE_NAME".to_string(), ctx.node_name.clone()),
-    ];
-    for e in c["env"].as_array().into_iter().flatten() {
-        if let (Some(n), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
-            let v = expand(v, &env);
-            env.retain(|(k, _)| k != n);
-            env.push((n.to_string(), v));
-        }
-    }
-    env
+    ]
+}
+
+/// Resolve what a container needs from outside its spec (environment from ConfigMaps,
+/// Secrets and the downward API, its mounts). `Err` names what is missing.
+async fn container_config(
+    ctx: &NodeCtx,
+    info: &PodInfo,
+    volumes: &volumes::PodVolumes,
+    i: usize,
+    c: &Value,
+) -> Result<(Vec<(String, String)>, Arc<[volumes::Mount]>), String> {
+    let place = config::PodPlace { pod: &info.pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
+    let mut refs = config::Refs::new(ctx, &info.ns);
+    let env = config::env(&mut refs, &place, c, base_env(info, ctx)).await?;
+    let mounts = volumes.mounts(c, i)?;
+    Ok((env, mounts.into()))
 }
 
 fn waiting(shared: &Shared, i: usize, reason: &str, message: String) {
@@ -427,6 +533,7 @@ async fn container(
     ctx: Arc<NodeCtx>,
     info: Arc<PodInfo>,
     shared: Arc<Shared>,
+    volumes: Arc<volumes::PodVolumes>,
     i: usize,
     c: Value,
     stop: CancellationToken,
@@ -475,7 +582,19 @@ async fn container(
         .await;
     let image_id = format!("sha256:{digest}");
     shared.set(i, |s| s.image_id = image_id);
-    let env = env_of(&c, &info, &ctx);
+    // A missing ConfigMap or Secret is looked for again until it appears.
+    let (env, mounts) = loop {
+        match container_config(&ctx, &info, &volumes, i, &c).await {
+            Ok(x) => break x,
+            Err(message) => {
+                event(&ctx, &info, "Warning", "Failed", format!("Error: {message}")).await;
+                waiting(&shared, i, "CreateContainerConfigError", message);
+                if !sleep_or_stop(ctx.config_sync, &stop).await {
+                    return;
+                }
+            }
+        }
+    };
     let limits = limits_of(&c);
     let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok());
     let args: Vec<String> = std::iter::once(name.clone())
@@ -528,6 +647,7 @@ async fn container(
                             env: env.clone(),
                             limits,
                             net: net.clone(),
+                            mounts: mounts.clone(),
                             timeout: ctx.request_timeout,
                             log,
                             served: Default::default(),
@@ -547,6 +667,7 @@ async fn container(
                     args: args.clone(),
                     limits,
                     net: net.clone(),
+                    mounts: mounts.clone(),
                     log,
                 };
                 running(format!("Started container {name}"));

@@ -22,6 +22,8 @@ pub struct HttpWorkload {
     pub env: Vec<(String, String)>,
     pub limits: Limits,
     pub net: Arc<NetPolicy>,
+    /// The container's volume mounts.
+    pub mounts: Arc<[crate::pod::volumes::Mount]>,
     /// Deadline of one request (instantiate + handle until the response head is set).
     pub timeout: Duration,
     /// Where the instances' stdout and stderr go.
@@ -41,8 +43,11 @@ impl HttpWorkload {
     /// Answer one request with a fresh instance.
     pub async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
         self.served.fetch_add(1, Ordering::Relaxed);
-        let mut store =
-            self.rt.store(super::wasi_ctx(&self.env, &[], self.log.as_ref(), &self.net), self.limits, self.net.clone());
+        let wasi = match super::wasi_ctx(&self.env, &[], self.log.as_ref(), &self.net, &self.mounts) {
+            Ok(w) => w,
+            Err(e) => return text(500, format!("{e:#}\n")),
+        };
+        let mut store = self.rt.store(wasi, self.limits, self.net.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = (|| -> anyhow::Result<_> {
             let req = store

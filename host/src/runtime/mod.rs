@@ -191,15 +191,16 @@ impl Runtime {
     }
 }
 
-/// WASI context of one instance: environment, arguments, stdout/stderr into the pod's log, and
-/// sockets under the pod's network policy. No preopened directories: a pod gets only what its
-/// spec grants.
+/// WASI context of one instance: environment, arguments, stdout/stderr into the pod's log,
+/// sockets under the pod's network policy, and the container's volume mounts as preopened
+/// directories (nothing else of the node's filesystem).
 pub fn wasi_ctx(
     env: &[(String, String)],
     args: &[String],
     log: Option<&output::LogSink>,
     net: &Arc<NetPolicy>,
-) -> wasmtime_wasi::WasiCtx {
+    mounts: &[crate::pod::volumes::Mount],
+) -> anyhow::Result<wasmtime_wasi::WasiCtx> {
     use wasmtime_wasi::sockets::SocketAddrUse as U;
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();
     b.envs(env).args(args);
@@ -219,7 +220,12 @@ pub fn wasi_ctx(
     if let Some(sink) = log {
         b.stdout(sink.clone()).stderr(sink.clone());
     }
-    b.build()
+    for m in mounts {
+        let perms = if m.read_only { wasmtime_wasi::FsPerms::ReadOnly } else { wasmtime_wasi::FsPerms::ReadWrite };
+        b.preopened_dir(&m.host, &m.guest, perms)
+            .map_err(|e| anyhow::anyhow!("mounting {} at {}: {e:#}", m.host.display(), m.guest))?;
+    }
+    Ok(b.build())
 }
 
 fn wasmparser_says_module(bytes: &[u8]) -> bool {

@@ -41,12 +41,16 @@ pub struct Process {
     pub args: Vec<String>,
     pub limits: Limits,
     pub net: Arc<NetPolicy>,
+    pub mounts: Arc<[crate::pod::volumes::Mount]>,
     pub log: Option<super::output::LogSink>,
 }
 
 impl Process {
     pub async fn run(&self, stop: CancellationToken) -> Exit {
-        let wasi = super::wasi_ctx(&self.env, &self.args, self.log.as_ref(), &self.net);
+        let wasi = match super::wasi_ctx(&self.env, &self.args, self.log.as_ref(), &self.net, &self.mounts) {
+            Ok(w) => w,
+            Err(e) => return Exit::Trap(format!("{e:#}")),
+        };
         let mut store = self.rt.store(wasi, self.limits, self.net.clone());
         let run = async {
             let cmd = self.pre.instantiate_async(&mut store).await?;

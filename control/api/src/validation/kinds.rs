@@ -63,7 +63,15 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
                 c.required("involvedObject");
             }
         }
-        Namespace | Node | Endpoints | Lease => {}
+        PersistentVolumeClaim => {
+            if spec.get("accessModes").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+                c.required("spec.accessModes");
+            }
+            if spec.pointer("/resources/requests/storage").is_none() {
+                c.required("spec.resources[storage]");
+            }
+        }
+        Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass => {}
     }
 }
 

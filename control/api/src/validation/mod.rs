@@ -18,7 +18,9 @@ pub use names::*;
 use crate::error::{ApiError, Cause};
 use crate::object;
 use crate::resources::{Resource, ResourceKind};
-use k8s_openapi::api::{apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core};
+use k8s_openapi::api::{
+    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core, storage::v1 as storage,
+};
 use serde_json::Value;
 
 /// The `fieldValidation` query parameter.
@@ -139,6 +141,9 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         Job => rt!(batch::Job),
         CronJob => rt!(batch::CronJob),
         Lease => rt!(coordination::Lease),
+        PersistentVolumeClaim => rt!(core::PersistentVolumeClaim),
+        PersistentVolume => rt!(core::PersistentVolume),
+        StorageClass => rt!(storage::StorageClass),
     }
 }
 
