@@ -269,6 +269,16 @@ fn missing_references_bad_mounts_claims_and_eviction() {
     let p = wait_pod(&c, "keeper", "came back", ready);
     let addr = format!("{}:8080", p["status"]["podIP"].as_str().unwrap());
     assert_eq!(file(&addr, "/data/kept.txt"), (200, "still here".into()));
+    // Once the claim and its pod are gone, the volume and its data go (reclaim policy Delete).
+    let pv_name = pvc["spec"]["volumeName"].as_str().unwrap().to_string();
+    let data_dir = pv["spec"]["hostPath"]["path"].as_str().unwrap().to_string();
+    assert!(Path::new(&data_dir).join("kept.txt").exists());
+    c.ok(&["delete", "pod", "keeper"]);
+    c.ok(&["delete", "pvc", "data"]);
+    let gone = eventually(Duration::from_secs(40), || {
+        get_json(&c, &["pv", &pv_name]).is_none() && !Path::new(&data_dir).exists()
+    });
+    assert!(gone, "the released volume or its data stayed");
 
     // A claim that does not exist keeps its pod Pending, saying why.
     let mounts = "      volumeMounts:\n        - {name: v, mountPath: /v}\n";

@@ -97,6 +97,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
     let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(api.clone()))];
     tasks.extend(crate::controllers::start_all(&api, cfg.scheduler));
+    tasks.push(tokio::spawn(crate::scheduler::volumes::reclaimer(api.clone(), Duration::from_secs(5))));
     tasks.push(tokio::spawn(compactor(store, cfg.history_revisions, cfg.compaction_interval, shutdown)));
     Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, node_token, api, pki, done, tasks })
 }

@@ -277,6 +277,28 @@ impl Pods {
     }
 }
 
+/// Remove local-path volume directories whose volume is gone (its claim was deleted).
+async fn reclaim_storage(client: Client, dir: PathBuf, stop: CancellationToken) {
+    loop {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pv) = name.split('_').next().filter(|p| p.starts_with("pvc-")) else { continue };
+            if let Err(err) = client.get(&format!("/api/v1/persistentvolumes/{pv}")).await
+                && err.code == 404
+            {
+                match std::fs::remove_dir_all(e.path()) {
+                    Ok(()) => tracing::info!("removed the data of deleted volume {pv}"),
+                    Err(err) => tracing::warn!("removing {}: {err}", e.path().display()),
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Run the node until `stop`.
 pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken) -> anyhow::Result<()> {
     let client = Client(client);
@@ -310,6 +332,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
     let log_server = Arc::new(crate::logs::LogServer { data_dir: cfg.data_dir.clone(), token: cfg.token.clone() });
     let log_task = tokio::spawn(crate::logs::serve(logs, log_server, stop.clone()));
     let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), log_port, stop.clone()));
+    tokio::spawn(reclaim_storage(client.clone(), storage_dir(&cfg), stop.clone()));
     let mut pods = Pods {
         ctx,
         running: HashMap::new(),

@@ -188,6 +188,57 @@ pub async fn provision(api: &Api, claim: &Value, node: &Value) -> Result<bool, A
     Ok(true)
 }
 
+/// Whether a provisioned volume's claim is gone (deleted, or replaced by a claim of the
+/// same name), so that the `Delete` reclaim policy applies.
+pub fn released(pv: &Value, claim: Option<&Value>) -> bool {
+    pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"] == PROVISIONER
+        && pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"
+        && claim.is_none_or(|c| c["metadata"]["uid"] != pv["spec"]["claimRef"]["uid"])
+}
+
+/// Whether a pod that has not finished still mounts the claim (the volume is kept until it
+/// stops, as Kubernetes' pvc-protection does).
+async fn in_use(api: &Api, ns: Option<&str>, claim: Option<&str>) -> bool {
+    let (Some(ns), Some(claim)) = (ns, claim) else { return false };
+    let pods = resources::lookup("pods").expect("registered");
+    let Ok(list) = api.list(pods, Some(ns), &Default::default()).await else { return true };
+    list["items"].as_array().into_iter().flatten().any(|p| {
+        !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) && claim_names(p).contains(&claim)
+    })
+}
+
+/// The `Delete` reclaim policy for provisioned volumes: a volume whose claim is gone is
+/// deleted (the node then removes its directory). Polls; claims are few and rarely deleted.
+pub async fn reclaimer(api: Api, every: std::time::Duration) {
+    let pvs = resources::lookup("persistentvolumes").expect("registered");
+    let pvcs = resources::lookup("persistentvolumeclaims").expect("registered");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = api.shutdown.cancelled() => return,
+        }
+        let Ok(list) = api.list(pvs, None, &Default::default()).await else { continue };
+        for pv in list["items"].as_array().into_iter().flatten() {
+            let (ns, name) = (pv["spec"]["claimRef"]["namespace"].as_str(), pv["spec"]["claimRef"]["name"].as_str());
+            let claim = match (ns, name) {
+                (Some(ns), Some(n)) => match api.get(&target(pvcs, ns, n, None)).await {
+                    Ok(c) => Some(c),
+                    Err(e) if e.code == 404 => None,
+                    Err(_) => continue,
+                },
+                _ => None,
+            };
+            if released(pv, claim.as_ref()) && !object::is_deleting(pv) && !in_use(&api, ns, name).await {
+                let t = target(pvs, "", object::name(pv), None);
+                match api.delete(&t, Default::default(), false).await {
+                    Ok(_) => tracing::info!("deleted volume {} (its claim is gone)", object::name(pv)),
+                    Err(e) => tracing::warn!("deleting volume {}: {e}", object::name(pv)),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +257,12 @@ mod tests {
         let pod = json!({"spec": {"volumes": [{"name": "a", "persistentVolumeClaim": {"claimName": "data"}}, {"name": "b", "emptyDir": {}}]}});
         assert_eq!(claim_names(&pod), ["data"]);
         assert!(!has_claims(&json!({"spec": {}})));
+        let mut provisioned = pv.clone();
+        assert!(!released(&provisioned, Some(&claim)), "its claim is there");
+        assert!(released(&provisioned, None), "its claim is gone");
+        let other = json!({"metadata": {"name": "data", "namespace": "ns", "uid": "u2"}});
+        assert!(released(&provisioned, Some(&other)), "a new claim of the same name is not its claim");
+        provisioned["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
+        assert!(!released(&provisioned, None), "Retain keeps it");
     }
 }
