@@ -81,6 +81,9 @@ fn merge_map<'a>(orig: &Value, patch: &'a Value, path: &mut Vec<&'a str>) -> Res
         out.retain(|k, _| keep.contains(&k.as_str()));
     }
     let mut orders: Vec<(&str, &Vec<Value>)> = Vec::new();
+    // Deletions apply after the lists merge, so a value both added and deleted is deleted
+    // (and applying the patch twice gives what applying it once gave; found by fuzzing).
+    let mut deletes: Vec<(&str, &Vec<Value>)> = Vec::new();
     for (k, v) in p {
         if k == "$patch" || k == "$retainKeys" {
             continue;
@@ -90,10 +93,7 @@ fn merge_map<'a>(orig: &Value, patch: &'a Value, path: &mut Vec<&'a str>) -> Res
             continue;
         }
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            let remove = v.as_array().ok_or("$deleteFromPrimitiveList must be a list")?;
-            if let Some(Value::Array(list)) = out.get_mut(field) {
-                list.retain(|x| !remove.contains(x));
-            }
+            deletes.push((field, v.as_array().ok_or("$deleteFromPrimitiveList must be a list")?));
             continue;
         }
         if k.starts_with('$') {
@@ -118,6 +118,11 @@ fn merge_map<'a>(orig: &Value, patch: &'a Value, path: &mut Vec<&'a str>) -> Res
             None => {
                 out.remove(k);
             }
+        }
+    }
+    for (field, remove) in deletes {
+        if let Some(Value::Array(list)) = out.get_mut(field) {
+            list.retain(|x| !remove.contains(x));
         }
     }
     for (field, order) in orders {
