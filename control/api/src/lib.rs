@@ -18,6 +18,7 @@ pub mod object;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod services;
 pub mod smp;
 pub mod table;
 pub mod validation;

@@ -20,6 +20,7 @@ pub enum ResourceKind {
     PersistentVolumeClaim,
     PersistentVolume,
     StorageClass,
+    EndpointSlice,
 }
 
 /// One served resource: where it lives on the wire and how it behaves.
@@ -100,6 +101,19 @@ pub static RESOURCES: &[Resource] = &[
         false,
         &["pv"],
         true,
+        false,
+        &[]
+    ),
+    res!(
+        EndpointSlice,
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        true,
+        &[],
+        false,
         false,
         &[]
     ),

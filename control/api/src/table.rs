@@ -121,6 +121,13 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("StorageClass", "string", 0),
             ("Age", "string", 0),
         ],
+        EndpointSlice => vec![
+            ("Name", "string", 0),
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            ("Age", "string", 0),
+        ],
         StorageClass => vec![
             ("Name", "string", 0),
             ("Provisioner", "string", 0),
@@ -323,6 +330,32 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(str_at(o, "status.phase").unwrap_or("Available")),
                 s(claim),
                 s(str_at(o, "spec.storageClassName").unwrap_or("")),
+                s(created),
+            ]
+        }
+        EndpointSlice => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64().map(|p| p.to_string()))
+                .collect();
+            let eps: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["addresses"][0].as_str().map(String::from))
+                .collect();
+            let shown = if eps.len() > 3 {
+                format!("{} + {} more...", eps[..3].join(","), eps.len() - 3)
+            } else {
+                eps.join(",")
+            };
+            vec![
+                name,
+                s(str_at(o, "addressType").unwrap_or("")),
+                s(if ports.is_empty() { "<unset>".to_string() } else { ports.join(",") }),
+                s(if shown.is_empty() { "<unset>".to_string() } else { shown }),
                 s(created),
             ]
         }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use wasmorch_api::resources::{self, Resource};
+use wasmorch_api::resources::{self, Resource, ResourceKind};
 use wasmorch_api::selector::{FieldSelector, LabelSelector};
 use wasmorch_api::validation::FieldValidation;
 use wasmorch_api::{ApiError, object};
@@ -21,6 +21,11 @@ pub struct Api {
     pub shutdown: CancellationToken,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Where Services get their cluster IPs.
+    pub service_range: wasmorch_api::services::IpRange,
+    /// Held while a Service's addresses are allocated and written, so two Services never get
+    /// the same one (one API server writes; a tokio Mutex: held across the write).
+    allocations: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Options of a list (and of a watch's initial state).
@@ -51,7 +56,13 @@ fn ns_of(res: &Resource, ns: Option<&str>) -> String {
 
 impl Api {
     pub fn new(store: Store, shutdown: CancellationToken) -> Api {
-        Api { store, shutdown, bookmark_interval: Duration::from_secs(30) }
+        Api {
+            store,
+            shutdown,
+            bookmark_interval: Duration::from_secs(30),
+            service_range: Default::default(),
+            allocations: Default::default(),
+        }
     }
 
     fn key(t: &Target) -> Result<String, ApiError> {
@@ -147,8 +158,14 @@ impl Api {
         dry_run: bool,
     ) -> Result<Written, ApiError> {
         let ns = ns_of(res, ns);
-        let (obj, warnings) = objects::prepare_create(res, Some(&ns), body, mode)?;
+        let (mut obj, warnings) = objects::prepare_create(res, Some(&ns), body, mode)?;
         self.check_namespace(res, &ns).await?;
+        let mut _alloc = None;
+        if res.kind_id == ResourceKind::Service {
+            _alloc = Some(self.allocations.lock().await);
+            let others = self.other_services(None).await?;
+            wasmorch_api::services::allocate(&mut obj, &others, &self.service_range)?;
+        }
         let name = object::name(&obj).to_string();
         let key = res.key(&ns, &name);
         let c = self
@@ -207,6 +224,14 @@ impl Api {
             }
         };
         let nf = Self::not_found(t);
+        // Services: addresses allocated under the lock, against every other Service.
+        let mut _alloc = None;
+        let mut others = None;
+        if res.kind_id == ResourceKind::Service && sub.is_none() {
+            _alloc = Some(self.allocations.lock().await);
+            others = Some(self.other_services(Some(Self::key(t)?)).await?);
+        }
+        let range = self.service_range;
         // std Mutex: the closure runs on the writer thread; this only carries warnings out.
         let warnings = Arc::new(Mutex::new(Vec::new()));
         let w2 = warnings.clone();
@@ -217,7 +242,10 @@ impl Api {
                 dry_run,
                 Box::new(move |cur| {
                     let cur = cur.ok_or(nf)?;
-                    let (outcome, w) = f(res, cur, sub.as_deref())?;
+                    let (mut outcome, w) = f(res, cur, sub.as_deref())?;
+                    if let (Some(others), Outcome::Put(new)) = (&others, &mut outcome) {
+                        wasmorch_api::services::allocate(new, others, &range)?;
+                    }
                     *w2.lock().unwrap_or_else(|e| e.into_inner()) = w;
                     Ok(outcome)
                 }),
@@ -225,6 +253,16 @@ impl Api {
             .await?;
         let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
         Ok(Written { object: c.object, warnings, event: c.event })
+    }
+
+    /// Every Service but the one at `except`.
+    async fn other_services(&self, except: Option<String>) -> Result<Vec<Value>, ApiError> {
+        let svc = wasmorch_api::resources::lookup("services").expect("registered");
+        let (items, _, _) = self.store.list(&svc.key_prefix(None), None, 0).await?;
+        Ok(items
+            .into_iter()
+            .filter(|o| except.as_deref() != Some(svc.key(object::namespace(o), object::name(o)).as_str()))
+            .collect())
     }
 
     /// A write decided by `f` from the current object alone (subresources with their own rules).

@@ -4,6 +4,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
@@ -25,6 +26,7 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
     let jobs = informer("jobs");
     let daemonsets = informer("daemonsets");
     let cronjobs = informer("cronjobs");
+    let services = informer("services");
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
@@ -32,6 +34,7 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
         tokio::spawn(job::start(api.clone(), jobs.clone(), pods.clone())),
         tokio::spawn(cronjob::start(api.clone(), cronjobs.clone(), jobs.clone())),
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
+        tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
         tokio::spawn(gc::start(
             api.clone(),
             vec![
@@ -45,7 +48,7 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs] {
+    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs, services] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

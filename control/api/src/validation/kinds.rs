@@ -71,7 +71,7 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
                 c.required("spec.resources[storage]");
             }
         }
-        Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass => {}
+        Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass | EndpointSlice => {}
     }
 }
 

@@ -19,7 +19,8 @@ use crate::error::{ApiError, Cause};
 use crate::object;
 use crate::resources::{Resource, ResourceKind};
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core, storage::v1 as storage,
+    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, storage::v1 as storage,
 };
 use serde_json::Value;
 
@@ -144,6 +145,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         PersistentVolumeClaim => rt!(core::PersistentVolumeClaim),
         PersistentVolume => rt!(core::PersistentVolume),
         StorageClass => rt!(storage::StorageClass),
+        EndpointSlice => rt!(discovery::EndpointSlice),
     }
 }
 
