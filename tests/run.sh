@@ -26,9 +26,10 @@ if ! python3 -c "import kubernetes" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes
 fi
 
-# A real OCI registry for the image-pull tests (Debian's docker-registry).
-if ! command -v docker-registry >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry) >/dev/null
+# A real OCI registry for the image-pull tests (Debian's docker-registry) and wrk for the
+# Service load tests.
+if ! command -v docker-registry >/dev/null || ! command -v wrk >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry wrk) >/dev/null
 fi
 
 # Peers are required here: a missing one fails the run instead of skipping a test.

@@ -23,6 +23,8 @@ pub struct Config {
     pub history_revisions: u64,
     pub compaction_interval: Duration,
     pub scheduler: crate::scheduler::Config,
+    /// Where Services get their cluster addresses.
+    pub service_range: wasmorch_api::services::IpRange,
 }
 
 impl Config {
@@ -34,6 +36,7 @@ impl Config {
             history_revisions: 100_000,
             compaction_interval: Duration::from_secs(60),
             scheduler: Default::default(),
+            service_range: Default::default(),
         }
     }
     pub fn store_path(&self) -> PathBuf {
@@ -81,7 +84,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         Identity { user: "system:node".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] },
     );
     let store = Store::open(&cfg.store_path())?;
-    let api = Api::new(store.clone(), shutdown.clone());
+    let mut api = Api::new(store.clone(), shutdown.clone());
+    api.service_range = cfg.service_range;
     bootstrap(&api).await?;
 
     let listener =

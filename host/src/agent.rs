@@ -307,6 +307,10 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
         max_instances: cfg.max_instances,
         max_memory: 256 << 20,
     })?;
+    let node_ip: std::net::IpAddr =
+        cfg.host_ip.parse().map_err(|_| anyhow::anyhow!("node address {:?} is not an IP address", cfg.host_ip))?;
+    let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip);
+    let proxy_task = tokio::spawn(proxy.clone().run(client.clone(), stop.clone()));
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         rt,
@@ -322,6 +326,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
             storage_dir: storage_dir(&cfg),
         },
         config_sync: cfg.config_sync,
+        proxy: proxy.clone(),
     });
     let octets: Vec<&str> = cfg.pod_ip_prefix.split('.').collect();
     if octets.len() != 2 || octets.iter().any(|o| o.parse::<u8>().is_err()) {
@@ -400,6 +405,7 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
         }
     }
     pods.stop_all().await;
+    let _ = proxy_task.await;
     let _ = hb.await;
     let _ = log_task.await;
     Ok(())

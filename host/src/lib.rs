@@ -12,4 +12,5 @@ pub mod artifact;
 pub mod client;
 pub mod logs;
 pub mod pod;
+pub mod proxy;
 pub mod runtime;

@@ -146,8 +146,8 @@ fn code(e: ErrorCode) -> SendError {
     SendError::Http(format!("{e:?}"))
 }
 
-/// Send a request: `url` is `http://host[:port]/path` (a Service name as host, once service
-/// routing is in place).
+/// Send a request: `url` is `http://host[:port]/path`; the host may be a Service name
+/// (see [`crate::service`]).
 pub fn send(method: &str, url: &str, body: &[u8]) -> Result<Response, SendError> {
     let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)

@@ -21,10 +21,12 @@
 //!   (`wasi:http/outgoing-handler`; the node decides which destinations are allowed).
 //! - [`config`]: configuration from the environment the pod spec sets.
 //! - [`log`]: structured log lines on stderr, collected by the node (`wasmorch logs`).
+//! - [`service`]: call another Service of the cluster by name.
 
 pub mod config;
 pub mod http;
 pub mod log;
+pub mod service;
 
 #[doc(hidden)]
 pub use wasip2;

@@ -28,11 +28,18 @@ pub struct UpArgs {
     /// Name of the local node (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
+    /// Address of the local node: its node ports and load-balancer ports listen there.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_address: String,
     #[command(flatten)]
     node: NodeFlags,
     /// How the scheduler scores nodes: spread (least allocated) or binpack (most allocated).
     #[arg(long, default_value = "spread")]
     scheduler_strategy: wasmorch_control::scheduler::plan::Strategy,
+    /// Range of Services' cluster addresses (inside 127.0.0.0/8, so that every node can listen
+    /// on them without privileges).
+    #[arg(long, default_value = "127.43.0.0/16")]
+    service_cidr: wasmorch_api::services::IpRange,
 }
 
 /// Node settings shared by `up` (its in-process node) and `node`.
@@ -111,6 +118,10 @@ pub struct ServerArgs {
     /// How the scheduler scores nodes: spread (least allocated) or binpack (most allocated).
     #[arg(long, default_value = "spread")]
     scheduler_strategy: wasmorch_control::scheduler::plan::Strategy,
+    /// Range of Services' cluster addresses (inside 127.0.0.0/8, so that every node can listen
+    /// on them without privileges).
+    #[arg(long, default_value = "127.43.0.0/16")]
+    service_cidr: wasmorch_api::services::IpRange,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -157,6 +168,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     };
     let mut cfg = Config::new(data_dir, a.listen);
     cfg.scheduler.strategy = a.scheduler_strategy;
+    cfg.service_range = a.service_cidr;
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }
@@ -184,6 +196,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         let client = node_client(&url, Some(&running.ca_pem), &running.node_token).await?;
         let mut nc = NodeConfig::new(a.node_name.unwrap_or_else(default_node_name), cfg.data_dir.join("node"));
         a.node.apply(&mut nc);
+        nc.host_ip = a.node_address.clone();
         nc.token = running.node_token.clone();
         Some(tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone())))
     };
@@ -248,6 +261,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     cfg.tls_sans = a.tls_san;
     cfg.history_revisions = a.history_revisions;
     cfg.scheduler.strategy = a.scheduler_strategy;
+    cfg.service_range = a.service_cidr;
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }

@@ -16,7 +16,7 @@ use wasmorch_api::{ApiError, object, resources};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
-const MANAGER: &str = "wasmorch.io/endpoints-controller";
+const MANAGER: &str = "wasmorch-endpoints-controller";
 
 /// The selector of a Service that has one (a Service without one has hand-made endpoints).
 fn selector(svc: &Value) -> Option<LabelSelector> {

@@ -39,6 +39,8 @@ pub struct NodeCtx {
     /// How often mounted ConfigMaps and Secrets are refreshed, `emptyDir` limits checked, and
     /// a missing ConfigMap or Secret looked for again.
     pub config_sync: Duration,
+    /// The node's service proxy: Services for pods, in-process dispatch to local workloads.
+    pub proxy: Arc<crate::proxy::Proxy>,
 }
 
 /// A poster of events: pods hand events over without waiting for the API; a few are posted
@@ -368,14 +370,17 @@ pub fn expand(value: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// The variables every container gets from the node.
+/// The variables every container gets from the node: its own identity, and Kubernetes'
+/// `<SVC>_SERVICE_HOST`/`_PORT` for the Services of its namespace.
 fn base_env(info: &PodInfo, ctx: &NodeCtx) -> Vec<(String, String)> {
-    vec![
+    let mut env = vec![
         ("POD_NAME".to_string(), info.name.clone()),
         ("POD_NAMESPACE".to_string(), info.ns.clone()),
         ("POD_IP".to_string(), info.ip.clone()),
         ("NODE_NAME".to_string(), ctx.node_name.clone()),
-    ]
+    ];
+    env.extend(ctx.proxy.table().env(&info.ns));
+    env
 }
 
 /// Resolve what a container needs from outside its spec (environment from ConfigMaps,
@@ -596,6 +601,7 @@ async fn container(
         }
     };
     let limits = limits_of(&c);
+    let cluster = Some(Arc::new(crate::proxy::ClusterView { proxy: ctx.proxy.clone(), namespace: info.ns.clone() }));
     let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok());
     let args: Vec<String> = std::iter::once(name.clone())
         .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))
@@ -648,12 +654,21 @@ async fn container(
                             limits,
                             net: net.clone(),
                             mounts: mounts.clone(),
+                            cluster: cluster.clone(),
                             timeout: ctx.request_timeout,
                             log,
                             served: Default::default(),
                         });
                         running(format!("Started container {name} serving HTTP on {}:{port}", info.ip));
+                        // Requests from this node's proxy reach it in process.
+                        let addr = listener.local_addr().ok();
+                        if let Some(a) = addr {
+                            ctx.proxy.register(a, w.clone());
+                        }
                         serve(listener, w, run.clone(), info.grace).await;
+                        if let Some(a) = addr {
+                            ctx.proxy.unregister(a);
+                        }
                         run.cancel();
                         Exit::Killed
                     }
@@ -668,6 +683,7 @@ async fn container(
                     limits,
                     net: net.clone(),
                     mounts: mounts.clone(),
+                    cluster: cluster.clone(),
                     log,
                 };
                 running(format!("Started container {name}"));

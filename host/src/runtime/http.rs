@@ -24,6 +24,8 @@ pub struct HttpWorkload {
     pub net: Arc<NetPolicy>,
     /// The container's volume mounts.
     pub mounts: Arc<[crate::pod::volumes::Mount]>,
+    /// The cluster's Services as this pod reaches them.
+    pub cluster: Option<Arc<crate::proxy::ClusterView>>,
     /// Deadline of one request (instantiate + handle until the response head is set).
     pub timeout: Duration,
     /// Where the instances' stdout and stderr go.
@@ -40,14 +42,20 @@ fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
 }
 
 impl HttpWorkload {
-    /// Answer one request with a fresh instance.
-    pub async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>) -> hyper::Response<HyperOutgoingBody> {
+    /// Answer one request with a fresh instance (from a socket, or in process from the
+    /// node's proxy).
+    pub async fn handle<B>(self: Arc<Self>, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
         self.served.fetch_add(1, Ordering::Relaxed);
-        let wasi = match super::wasi_ctx(&self.env, &[], self.log.as_ref(), &self.net, &self.mounts) {
-            Ok(w) => w,
-            Err(e) => return text(500, format!("{e:#}\n")),
-        };
-        let mut store = self.rt.store(wasi, self.limits, self.net.clone());
+        let wasi =
+            match super::wasi_ctx(&self.env, &[], self.log.as_ref(), &self.net, &self.mounts, self.cluster.as_ref()) {
+                Ok(w) => w,
+                Err(e) => return text(500, format!("{e:#}\n")),
+            };
+        let mut store = self.rt.store(wasi, self.limits, self.net.clone(), self.cluster.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = (|| -> anyhow::Result<_> {
             let req = store

@@ -166,13 +166,19 @@ impl Runtime {
     }
 
     /// A fresh store for one instance, with its limits and CPU time slicing.
-    pub fn store(&self, wasi: wasmtime_wasi::WasiCtx, limits: Limits, net: Arc<NetPolicy>) -> Store<InstanceState> {
+    pub fn store(
+        &self,
+        wasi: wasmtime_wasi::WasiCtx,
+        limits: Limits,
+        net: Arc<NetPolicy>,
+        cluster: Option<Arc<crate::proxy::ClusterView>>,
+    ) -> Store<InstanceState> {
         let state = InstanceState {
             wasi,
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             table: wasmtime::component::ResourceTable::new(),
             limits: StoreLimitsBuilder::new().memory_size(limits.memory.min(self.cfg.max_memory)).instances(64).build(),
-            hooks: EgressHooks { net },
+            hooks: EgressHooks { net, cluster },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -200,17 +206,21 @@ pub fn wasi_ctx(
     log: Option<&output::LogSink>,
     net: &Arc<NetPolicy>,
     mounts: &[crate::pod::volumes::Mount],
+    cluster: Option<&Arc<crate::proxy::ClusterView>>,
 ) -> anyhow::Result<wasmtime_wasi::WasiCtx> {
     use wasmtime_wasi::sockets::SocketAddrUse as U;
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();
     b.envs(env).args(args);
     let policy = net.clone();
+    let cluster = cluster.cloned();
     b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(net.has_egress()).socket_addr_check(move |addr, use_| {
         let ok = match use_ {
             U::TcpBind | U::UdpBind => policy.may_bind(addr),
             U::TcpListen => policy.may_listen(addr),
             U::TcpAccept | U::UdpReceive => true,
-            U::TcpConnect | U::UdpSend => policy.may_connect(addr),
+            // Services' cluster addresses are open to every pod (the node's proxy listens there).
+            U::TcpConnect => policy.may_connect(addr) || cluster.as_ref().is_some_and(|c| c.is_service_addr(addr)),
+            U::UdpSend => policy.may_connect(addr),
         };
         if !ok {
             tracing::debug!(%addr, ?use_, "socket use refused by the pod's network policy");

@@ -42,16 +42,24 @@ pub struct Process {
     pub limits: Limits,
     pub net: Arc<NetPolicy>,
     pub mounts: Arc<[crate::pod::volumes::Mount]>,
+    pub cluster: Option<Arc<crate::proxy::ClusterView>>,
     pub log: Option<super::output::LogSink>,
 }
 
 impl Process {
     pub async fn run(&self, stop: CancellationToken) -> Exit {
-        let wasi = match super::wasi_ctx(&self.env, &self.args, self.log.as_ref(), &self.net, &self.mounts) {
+        let wasi = match super::wasi_ctx(
+            &self.env,
+            &self.args,
+            self.log.as_ref(),
+            &self.net,
+            &self.mounts,
+            self.cluster.as_ref(),
+        ) {
             Ok(w) => w,
             Err(e) => return Exit::Trap(format!("{e:#}")),
         };
-        let mut store = self.rt.store(wasi, self.limits, self.net.clone());
+        let mut store = self.rt.store(wasi, self.limits, self.net.clone(), self.cluster.clone());
         let run = async {
             let cmd = self.pre.instantiate_async(&mut store).await?;
             cmd.wasi_cli_run().call_run(&mut store).await

@@ -20,6 +20,8 @@ pub struct InstanceState {
 /// network policy is enforced here too: allowed destinations are sent, others refused.
 pub struct EgressHooks {
     pub net: Arc<NetPolicy>,
+    /// Requests to a Service name or cluster address go through the node's proxy.
+    pub cluster: Option<Arc<crate::proxy::ClusterView>>,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -34,6 +36,14 @@ impl WasiHttpHooks for EgressHooks {
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
+        // Cluster Services are reachable by default.
+        let request = match &self.cluster {
+            Some(c) => match c.send(request, options) {
+                Ok(routed) => return Box::new(routed),
+                Err(r) => r,
+            },
+            None => request,
+        };
         let uri = request.uri();
         let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
         let allowed = uri.host().is_some_and(|h| self.net.may_request(h, port));
