@@ -297,3 +297,31 @@ fn no_request_is_lost_while_replicas_come_and_go() {
         pods["items"].as_array().unwrap().iter().filter_map(|p| p["metadata"]["name"].as_str()).collect();
     assert!(!names.contains(&victim.as_str()));
 }
+
+/// Two node processes: the node port answers on both, and each reaches the replica on the
+/// other node as well as its own.
+#[test]
+fn node_ports_answer_on_every_node_and_route_across_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = common::MultiNode::start(d, 2);
+    let c = &m.cluster;
+    apply_example(c, d, "frontend-backend.yaml");
+    let eps = wait_endpoints(c, "backend", 3);
+    wait_endpoints(c, "frontend", 1);
+    let pods: Value = get_json(c, &["pods", "-l", "app=backend"]).unwrap();
+    let nodes: std::collections::HashSet<&str> =
+        pods["items"].as_array().unwrap().iter().filter_map(|p| p["spec"]["nodeName"].as_str()).collect();
+    assert_eq!(nodes.len(), 2, "replicas spread over both nodes: {eps:?}");
+    for addr in &m.addresses {
+        let np = format!("{addr}:30080");
+        let mut seen = std::collections::HashSet::new();
+        let ok = eventually(Duration::from_secs(20), || {
+            if let Ok((200, body)) = http_get(&np, "/call/backend/") {
+                seen.insert(pod_of(&body));
+            }
+            seen.len() == 3
+        });
+        assert!(ok, "through {np} the frontend reached only {seen:?}");
+    }
+}

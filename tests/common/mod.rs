@@ -238,21 +238,36 @@ pub fn get_json(c: &Cluster, args: &[&str]) -> Option<Value> {
 }
 
 /// A control plane (`wasmorch server`) and `n` node processes `n1`…`nN` joined to it, each with
-/// its own pod address range; client commands go through the returned `Cluster` handle.
+/// its own pod address range and node address (`<prefix>.255.254`, where its node ports
+/// listen); client commands go through the returned `Cluster` handle.
 pub struct MultiNode {
     pub server: Daemon,
     pub nodes: Vec<Daemon>,
+    pub addresses: Vec<String>,
     pub cluster: Cluster,
 }
 
 impl MultiNode {
     pub fn start(dir: &Path, n: usize) -> MultiNode {
         let sdir = dir.join("server");
-        let server = Daemon::spawn(&["server", "--listen", "127.0.0.1:0", "--data-dir", sdir.to_str().unwrap()]);
+        let first = pod_ip_prefix();
+        let n0: u32 = first.rsplit('.').next().unwrap().parse().unwrap();
+        let cidr = format!("127.{}.0.0/16", n0 + 100);
+        let server = Daemon::spawn(&[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            sdir.to_str().unwrap(),
+            "--service-cidr",
+            &cidr,
+        ]);
         let line = server.wait_line("listening on https://");
         let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
         let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
         let ca = sdir.join("pki/ca.crt");
+        let prefixes: Vec<String> = (1..=n).map(|_| pod_ip_prefix()).collect();
+        let addresses: Vec<String> = prefixes.iter().map(|p| format!("{p}.255.254")).collect();
         let nodes = (1..=n)
             .map(|i| {
                 let ndir = dir.join(format!("node{i}"));
@@ -271,7 +286,9 @@ impl MultiNode {
                     "--backoff-base",
                     "1",
                     "--pod-ip-prefix",
-                    &pod_ip_prefix(),
+                    &prefixes[i - 1],
+                    "--address",
+                    &addresses[i - 1],
                 ])
             })
             .collect();
@@ -281,7 +298,7 @@ impl MultiNode {
             cluster.ok(&["get", "nodes"]).lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == n
         });
         assert!(ready, "nodes did not all become Ready: {}", cluster.ok(&["get", "nodes"]));
-        MultiNode { server, nodes, cluster }
+        MultiNode { server, nodes, addresses, cluster }
     }
 }
 
