@@ -20,17 +20,6 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
-fn http_ok(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 12];
-    s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") && &buf[9..12] == b"200"
-}
-
 fn pod(name: &str, node: &str, image: &Path, port: u16) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
         "nodeName": node, "terminationGracePeriodSeconds": 1,
@@ -65,66 +54,6 @@ async fn start_pod(client: &kube::Client, body: Value) -> (Duration, Value) {
         }
     }
     panic!("pod {name} did not become ready within 60 s");
-}
-
-fn wasmtime_bin() -> String {
-    std::env::var("WASMTIME").unwrap_or_else(|_| "wasmtime".into())
-}
-
-/// `wasmtime serve` from spawn to its first 200.
-fn wasmtime_start(args: &[&str], file: &Path) -> (Proc, String, Duration) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let t = Instant::now();
-    let child = Command::new(wasmtime_bin())
-        .arg("serve")
-        .args(args)
-        .args(["--addr", &addr])
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run wasmtime serve (set WASMTIME=path)");
-    let p = Proc(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !http_ok(&addr) {
-        assert!(Instant::now() < deadline, "wasmtime serve did not answer");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    (p, addr, t.elapsed())
-}
-
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-fn wrk(addr: &str) -> Wrk {
-    let secs = env_num("WRK_SECS", 10);
-    let conns = env_num("WRK_CONNS", 32);
-    let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", &format!("http://{addr}/")])
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let ms = |label: &str| -> f64 {
-        let v = text.lines().find(|l| l.trim_start().starts_with(label)).and_then(|l| l.split_whitespace().nth(1));
-        let v = v.unwrap_or_else(|| panic!("no {label} in wrk output:\n{text}"));
-        if let Some(x) = v.strip_suffix("us") {
-            x.parse::<f64>().unwrap() / 1000.0
-        } else if let Some(x) = v.strip_suffix("ms") {
-            x.parse().unwrap()
-        } else {
-            v.trim_end_matches('s').parse::<f64>().unwrap() * 1000.0
-        }
-    };
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
-    assert!(!text.contains("Non-2xx"), "errors in wrk run:\n{text}");
-    Wrk { rps, p50_ms: ms("50%"), p99_ms: ms("99%") }
 }
 
 #[tokio::main]

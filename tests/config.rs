@@ -297,3 +297,37 @@ fn missing_references_bad_mounts_claims_and_eviction() {
     assert_eq!(p["status"]["reason"], "Evicted");
     assert!(p["status"]["message"].as_str().unwrap().contains("Usage of EmptyDir volume \"s\" exceeds the limit"));
 }
+
+/// Two nodes: a claim's volume is made on the node of its first pod, and a later pod using
+/// the claim is placed on that node again, finding the data.
+#[test]
+fn a_claim_keeps_its_pods_on_its_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = common::MultiNode::start(d, 2);
+    let c = &m.cluster;
+    apply_example(c, d, "pvc.yaml", |t| t);
+    let p = wait_pod(c, "keeper", "became ready", ready);
+    let node = p["spec"]["nodeName"].as_str().unwrap().to_string();
+    let addr = format!("{}:8080", p["status"]["podIP"].as_str().unwrap());
+    assert_eq!(http_request(&addr, "PUT", "/file?path=/data/n.txt", &node).unwrap().0, 200);
+    let pv = get_json(c, &["pv"]).unwrap()["items"][0].clone();
+    assert_eq!(
+        pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0],
+        node.as_str()
+    );
+    // The volume's directory is in that node's storage directory.
+    let path = pv["spec"]["hostPath"]["path"].as_str().unwrap();
+    let node_dir = d.join(format!("node{}", &node[1..])).canonicalize().unwrap();
+    assert!(Path::new(path).starts_with(&node_dir), "{path} is not under {}", node_dir.display());
+    // Recreated several times, the pod always lands on the claim's node.
+    for _ in 0..3 {
+        c.ok(&["delete", "pod", "keeper"]);
+        assert!(eventually(Duration::from_secs(30), || get_json(c, &["pod", "keeper"]).is_none()));
+        apply_example(c, d, "pvc.yaml", |t| t);
+        let p = wait_pod(c, "keeper", "came back", ready);
+        assert_eq!(p["spec"]["nodeName"], node.as_str());
+        let addr = format!("{}:8080", p["status"]["podIP"].as_str().unwrap());
+        assert_eq!(file(&addr, "/data/n.txt"), (200, node.clone()));
+    }
+}
