@@ -49,6 +49,12 @@ enum Command {
     Config(cmd::config::ConfigCmd),
     /// Write a consistent snapshot of the running server's store to FILE.
     Backup(cmd::backup::BackupArgs),
+    /// Mark a node unschedulable: new pods are not placed on it.
+    Cordon(cmd::nodes::NodeArgs),
+    /// Mark a node schedulable again.
+    Uncordon(cmd::nodes::NodeArgs),
+    /// Cordon a node and evict its pods (through the eviction API) so they run elsewhere.
+    Drain(cmd::nodes::DrainArgs),
     /// Re-seal every Secret stored at rest with a new key (the server must be stopped).
     RotateSecretsKey(cmd::secrets::RotateArgs),
     /// Set the number of replicas of a Deployment or ReplicaSet.
@@ -110,6 +116,9 @@ fn main() -> ExitCode {
             Command::Delete(a) => cmd::apply::delete(ctx, a).await,
             Command::Config(c) => cmd::config::run(c),
             Command::Backup(a) => cmd::backup::backup(ctx, a).await,
+            Command::Cordon(a) => cmd::nodes::cordon(ctx, a, true).await,
+            Command::Uncordon(a) => cmd::nodes::cordon(ctx, a, false).await,
+            Command::Drain(a) => cmd::nodes::drain(ctx, a).await,
             Command::RotateSecretsKey(a) => cmd::secrets::rotate(a),
             Command::Push(a) => cmd::push::push(a).await,
             Command::Scale(a) => cmd::rollout::scale(ctx, a).await,

@@ -25,6 +25,8 @@ pub struct Config {
     pub scheduler: crate::scheduler::Config,
     /// Where Services get their cluster addresses.
     pub service_range: wasmorch_api::services::IpRange,
+    /// When a silent node is unreachable, and how long its pods stay.
+    pub node_lifecycle: crate::controllers::nodelifecycle::Config,
 }
 
 impl Config {
@@ -37,6 +39,7 @@ impl Config {
             compaction_interval: Duration::from_secs(60),
             scheduler: Default::default(),
             service_range: Default::default(),
+            node_lifecycle: Default::default(),
         }
     }
     pub fn store_path(&self) -> PathBuf {
@@ -100,7 +103,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let app = apiserver::router(state);
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
     let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(api.clone()))];
-    tasks.extend(crate::controllers::start_all(&api, cfg.scheduler));
+    tasks.extend(crate::controllers::start_all(&api, cfg.scheduler, cfg.node_lifecycle));
     tasks.push(tokio::spawn(crate::scheduler::volumes::reclaimer(api.clone(), Duration::from_secs(5))));
     tasks.push(tokio::spawn(compactor(store, cfg.history_revisions, cfg.compaction_interval, shutdown)));
     Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, node_token, api, pki, done, tasks })

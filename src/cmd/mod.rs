@@ -6,6 +6,7 @@ pub mod config;
 pub mod describe;
 pub mod get;
 pub mod logs;
+pub mod nodes;
 pub mod push;
 pub mod rollout;
 pub mod secrets;

@@ -40,6 +40,12 @@ pub struct UpArgs {
     /// on them without privileges).
     #[arg(long, default_value = "127.43.0.0/16")]
     service_cidr: wasmorch_api::services::IpRange,
+    /// Seconds a node's Lease may go unrenewed before the node is unreachable (Kubernetes: 40).
+    #[arg(long, default_value_t = 10)]
+    node_monitor_grace_period: u64,
+    /// Seconds pods without their own toleration stay on an unreachable node (Kubernetes: 300).
+    #[arg(long, default_value_t = 2)]
+    pod_eviction_timeout: u64,
 }
 
 /// Node settings shared by `up` (its in-process node) and `node`.
@@ -122,6 +128,12 @@ pub struct ServerArgs {
     /// on them without privileges).
     #[arg(long, default_value = "127.43.0.0/16")]
     service_cidr: wasmorch_api::services::IpRange,
+    /// Seconds a node's Lease may go unrenewed before the node is unreachable (Kubernetes: 40).
+    #[arg(long, default_value_t = 10)]
+    node_monitor_grace_period: u64,
+    /// Seconds pods without their own toleration stay on an unreachable node (Kubernetes: 300).
+    #[arg(long, default_value_t = 2)]
+    pod_eviction_timeout: u64,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -169,6 +181,10 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let mut cfg = Config::new(data_dir, a.listen);
     cfg.scheduler.strategy = a.scheduler_strategy;
     cfg.service_range = a.service_cidr;
+    cfg.node_lifecycle = wasmorch_control::controllers::nodelifecycle::Config {
+        grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
+        eviction_timeout: std::time::Duration::from_secs(a.pod_eviction_timeout),
+    };
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }
@@ -262,6 +278,10 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     cfg.history_revisions = a.history_revisions;
     cfg.scheduler.strategy = a.scheduler_strategy;
     cfg.service_range = a.service_cidr;
+    cfg.node_lifecycle = wasmorch_control::controllers::nodelifecycle::Config {
+        grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
+        eviction_timeout: std::time::Duration::from_secs(a.pod_eviction_timeout),
+    };
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }

@@ -245,33 +245,35 @@ pub struct MultiNode {
     pub nodes: Vec<Daemon>,
     pub addresses: Vec<String>,
     pub cluster: Cluster,
+    /// Each node's command line, to start it again.
+    node_args: Vec<Vec<String>>,
 }
 
 impl MultiNode {
     pub fn start(dir: &Path, n: usize) -> MultiNode {
+        Self::start_with(dir, n, &[])
+    }
+
+    /// With extra `wasmorch server` flags.
+    pub fn start_with(dir: &Path, n: usize, server_flags: &[&str]) -> MultiNode {
         let sdir = dir.join("server");
         let first = pod_ip_prefix();
         let n0: u32 = first.rsplit('.').next().unwrap().parse().unwrap();
         let cidr = format!("127.{}.0.0/16", n0 + 100);
-        let server = Daemon::spawn(&[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            sdir.to_str().unwrap(),
-            "--service-cidr",
-            &cidr,
-        ]);
+        let mut args =
+            vec!["server", "--listen", "127.0.0.1:0", "--data-dir", sdir.to_str().unwrap(), "--service-cidr", &cidr];
+        args.extend_from_slice(server_flags);
+        let server = Daemon::spawn(&args);
         let line = server.wait_line("listening on https://");
         let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
         let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
         let ca = sdir.join("pki/ca.crt");
         let prefixes: Vec<String> = (1..=n).map(|_| pod_ip_prefix()).collect();
         let addresses: Vec<String> = prefixes.iter().map(|p| format!("{p}.255.254")).collect();
-        let nodes = (1..=n)
+        let node_args: Vec<Vec<String>> = (1..=n)
             .map(|i| {
                 let ndir = dir.join(format!("node{i}"));
-                Daemon::spawn(&[
+                [
                     "node",
                     "--server",
                     &url,
@@ -289,16 +291,32 @@ impl MultiNode {
                     &prefixes[i - 1],
                     "--address",
                     &addresses[i - 1],
-                ])
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
             })
             .collect();
+        let nodes =
+            node_args.iter().map(|a| Daemon::spawn(&a.iter().map(String::as_str).collect::<Vec<_>>())).collect();
         std::fs::copy(sdir.join("admin.kubeconfig"), dir.join("kubeconfig")).unwrap();
         let cluster = Cluster::attach(dir);
         let ready = eventually(Duration::from_secs(30), || {
             cluster.ok(&["get", "nodes"]).lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == n
         });
         assert!(ready, "nodes did not all become Ready: {}", cluster.ok(&["get", "nodes"]));
-        MultiNode { server, nodes, addresses, cluster }
+        MultiNode { server, nodes, addresses, cluster, node_args }
+    }
+
+    /// SIGKILL node `i` (0-based).
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].kill();
+    }
+
+    /// Start node `i` again with the same command line and data.
+    pub fn restart_node(&mut self, i: usize) {
+        let args: Vec<&str> = self.node_args[i].iter().map(String::as_str).collect();
+        self.nodes[i] = Daemon::spawn(&args);
     }
 }
 

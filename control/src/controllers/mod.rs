@@ -9,6 +9,7 @@ pub mod events;
 pub mod gc;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runtime;
 
@@ -17,7 +18,11 @@ use runtime::Informer;
 use wasmorch_api::resources;
 
 /// Start the scheduler and the workload controllers over shared informers.
-pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn start_all(
+    api: &Api,
+    scheduler: crate::scheduler::Config,
+    lifecycle: nodelifecycle::Config,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let informer = |plural: &str| Informer::new(resources::lookup(plural).expect("registered"));
     let pods = informer("pods");
     let nodes = informer("nodes");
@@ -27,6 +32,7 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
     let daemonsets = informer("daemonsets");
     let cronjobs = informer("cronjobs");
     let services = informer("services");
+    let leases = informer("leases");
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
@@ -35,6 +41,7 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
         tokio::spawn(cronjob::start(api.clone(), cronjobs.clone(), jobs.clone())),
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
+        tokio::spawn(nodelifecycle::start(api.clone(), nodes.clone(), pods.clone(), leases.clone(), lifecycle)),
         tokio::spawn(gc::start(
             api.clone(),
             vec![
@@ -48,7 +55,7 @@ pub fn start_all(api: &Api, scheduler: crate::scheduler::Config) -> Vec<tokio::t
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs, services] {
+    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs, services, leases] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

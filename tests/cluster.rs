@@ -1,0 +1,161 @@
+//! Several node processes: node loss and return, cordon and drain.
+
+mod common;
+
+use common::{Cluster, MultiNode, eventually, get_json, workloads};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn deployment(c: &Cluster, dir: &Path, name: &str, replicas: u32) {
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n",
+        workloads().join("hello_http.wasm").display()
+    );
+    let f = dir.join(format!("{name}.yaml"));
+    std::fs::write(&f, yaml).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+/// The app's pods: name → (node, running and ready, being deleted, uid).
+fn pods(c: &Cluster, app: &str) -> BTreeMap<String, (String, bool, bool, String)> {
+    let list: Value = get_json(c, &["pods", "-l", &format!("app={app}")]).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let ready = p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true;
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                (
+                    p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                    ready,
+                    p["metadata"]["deletionTimestamp"].is_string(),
+                    p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn node_status(c: &Cluster, node: &str) -> String {
+    c.ok(&["get", "nodes"])
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_lost_node_s_pods_move_and_its_return_leaves_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut m = MultiNode::start(d, 2);
+    let c = Cluster::attach(d);
+    deployment(&c, d, "web", 4);
+    let spread = eventually(Duration::from_secs(60), || {
+        let p = pods(&c, "web");
+        p.len() == 4 && p.values().all(|v| v.1) && p.values().any(|v| v.0 == "n2")
+    });
+    assert!(spread, "{:?}", pods(&c, "web"));
+
+    // SIGKILL n2: its replicas run on n1 within the bound (grace 10 s + eviction 2 s).
+    m.kill_node(1);
+    let t = Instant::now();
+    let moved = eventually(Duration::from_secs(40), || {
+        let live: Vec<_> = pods(&c, "web").into_values().filter(|v| !v.2).collect();
+        live.len() == 4 && live.iter().all(|v| v.0 == "n1" && v.1)
+    });
+    let took = t.elapsed();
+    assert!(moved, "replicas did not move: {:?}", pods(&c, "web"));
+    eprintln!("node lost → its pods Running elsewhere in {:.1} s", took.as_secs_f64());
+    assert_eq!(node_status(&c, "n2"), "NotReady");
+    let node = get_json(&c, &["node", "n2"]).unwrap();
+    assert!(node["spec"]["taints"].to_string().contains("node.kubernetes.io/unreachable"), "{node}");
+
+    // n2 comes back: the pods deleted while it was away stop and go; no duplicates remain.
+    m.restart_node(1);
+    let untainted = || !get_json(&c, &["node", "n2"]).unwrap()["spec"]["taints"].to_string().contains("unreachable");
+    let clean = eventually(Duration::from_secs(40), || {
+        let p = pods(&c, "web");
+        node_status(&c, "n2") == "Ready" && untainted() && p.len() == 4 && p.values().all(|v| v.0 == "n1" && !v.2)
+    });
+    assert!(clean, "{:?} n2 {}", pods(&c, "web"), node_status(&c, "n2"));
+}
+
+#[test]
+fn a_quick_node_restart_moves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A grace period above the nodes' 5 s renewal interval, shorter than the default.
+    let mut m = MultiNode::start_with(d, 2, &["--node-monitor-grace-period", "7", "--pod-eviction-timeout", "1"]);
+    let c = Cluster::attach(d);
+    deployment(&c, d, "web", 4);
+    assert!(eventually(Duration::from_secs(60), || {
+        let p = pods(&c, "web");
+        p.len() == 4 && p.values().all(|v| v.1) && p.values().any(|v| v.0 == "n2")
+    }));
+    let before = pods(&c, "web");
+    m.kill_node(1);
+    m.restart_node(1);
+    // For longer than grace + eviction timeout, the same pods stay where they are.
+    let deadline = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < deadline {
+        let now = pods(&c, "web");
+        let same =
+            now.len() == 4 && now.iter().all(|(k, v)| before.get(k).is_some_and(|b| b.3 == v.3 && b.0 == v.0 && !v.2));
+        assert!(same, "something moved:\nbefore {before:?}\nnow {now:?}");
+        assert_ne!(node_status(&c, "n2"), "NotReady");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(eventually(Duration::from_secs(20), || pods(&c, "web").values().all(|v| v.1)), "{:?}", pods(&c, "web"));
+}
+
+#[test]
+fn cordon_keeps_pods_off_and_drain_moves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = MultiNode::start(d, 2);
+    let c = &m.cluster;
+    assert_eq!(c.ok(&["cordon", "n1"]), "node/n1 cordoned\n");
+    assert_eq!(c.ok(&["cordon", "n1"]), "node/n1 already cordoned\n");
+    assert_eq!(node_status(c, "n1"), "Ready,SchedulingDisabled");
+    deployment(c, d, "web", 3);
+    assert!(eventually(Duration::from_secs(60), || {
+        let p = pods(c, "web");
+        p.len() == 3 && p.values().all(|v| v.1)
+    }));
+    assert!(pods(c, "web").values().all(|v| v.0 == "n2"), "a pod landed on the cordoned node");
+    assert_eq!(c.ok(&["uncordon", "n1"]), "node/n1 uncordoned\n");
+    assert_eq!(node_status(c, "n1"), "Ready");
+
+    // A DaemonSet pod on n2: drain refuses without --ignore-daemonsets.
+    let ds = format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n  selector: {{matchLabels: {{app: agent}}}}\n  template:\n    metadata: {{labels: {{app: agent}}}}\n    spec:\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 9090}}]\n",
+        workloads().join("hello_http.wasm").display()
+    );
+    std::fs::write(d.join("ds.yaml"), ds).unwrap();
+    c.ok(&["apply", "-f", d.join("ds.yaml").to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(60), || pods(c, "agent").values().filter(|v| v.1).count() == 2));
+    let out = c.cli(&["drain", "n2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): default/agent-"),
+        "{err}"
+    );
+    assert_eq!(node_status(c, "n2"), "Ready,SchedulingDisabled", "drain cordons first");
+
+    let out = c.ok(&["drain", "n2", "--ignore-daemonsets", "--timeout", "60s"]);
+    assert!(out.contains("evicting pod default/web-") && out.ends_with("node/n2 drained\n"), "{out}");
+    assert!(out.contains("Warning: ignoring DaemonSet-managed Pods: default/agent-"), "{out}");
+    let moved = eventually(Duration::from_secs(60), || {
+        let p = pods(c, "web");
+        p.len() == 3 && p.values().all(|v| v.0 == "n1" && v.1)
+    });
+    assert!(moved, "{:?}", pods(c, "web"));
+    assert!(pods(c, "agent").values().any(|v| v.0 == "n2"), "the DaemonSet pod stays");
+    assert_eq!(node_status(c, "n2"), "Ready,SchedulingDisabled");
+}
