@@ -106,13 +106,24 @@ fn latency(addr: &str, path: &str, n: usize) -> (f64, f64) {
             if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
                 assert!(head.starts_with("http/1.1 200"), "{head}");
-                let len: usize = head
+                match head
                     .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                    .expect("content-length");
-                while got.len() < end + 4 + len {
-                    let k = s.read(&mut buf).unwrap();
-                    got.extend_from_slice(&buf[..k]);
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+                {
+                    Some(len) => {
+                        while got.len() < end + 4 + len {
+                            let k = s.read(&mut buf).unwrap();
+                            got.extend_from_slice(&buf[..k]);
+                        }
+                    }
+                    // Chunked: up to the last chunk.
+                    None => {
+                        while !got.ends_with(b"0\r\n\r\n") {
+                            let k = s.read(&mut buf).unwrap();
+                            assert!(k > 0, "connection closed");
+                            got.extend_from_slice(&buf[..k]);
+                        }
+                    }
                 }
                 break;
             }
