@@ -148,7 +148,26 @@ fn cordon_keeps_pods_off_and_drain_moves_them() {
     );
     assert_eq!(node_status(c, "n2"), "Ready,SchedulingDisabled", "drain cordons first");
 
-    let out = c.ok(&["drain", "n2", "--ignore-daemonsets", "--timeout", "60s"]);
+    // A disruption budget that allows nothing holds the drain up; one that allows one
+    // replica at a time lets it through.
+    let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec:\n  minAvailable: 3\n  selector: {matchLabels: {app: web}}\n";
+    std::fs::write(d.join("pdb.yaml"), pdb).unwrap();
+    c.ok(&["apply", "-f", d.join("pdb.yaml").to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(20), || {
+        get_json(c, &["pdb", "web"])
+            .is_some_and(|p| p["status"]["currentHealthy"] == 3 && p["status"]["disruptionsAllowed"] == 0)
+    }));
+    let out = c.cli(&["drain", "n2", "--ignore-daemonsets", "--timeout", "3s"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Cannot evict pod as it would violate the pod's disruption budget"), "{err}");
+    assert_eq!(pods(c, "web").len(), 3, "nothing was evicted");
+    std::fs::write(d.join("pdb.yaml"), pdb.replace("minAvailable: 3", "minAvailable: 2")).unwrap();
+    c.ok(&["apply", "-f", d.join("pdb.yaml").to_str().unwrap()]);
+    let table = c.ok(&["get", "pdb"]);
+    assert!(table.starts_with("NAME   MIN AVAILABLE   MAX UNAVAILABLE   ALLOWED DISRUPTIONS   AGE"), "{table}");
+
+    let out = c.ok(&["drain", "n2", "--ignore-daemonsets", "--timeout", "90s"]);
     assert!(out.contains("evicting pod default/web-") && out.ends_with("node/n2 drained\n"), "{out}");
     assert!(out.contains("Warning: ignoring DaemonSet-managed Pods: default/agent-"), "{out}");
     let moved = eventually(Duration::from_secs(60), || {

@@ -70,7 +70,8 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             set_default(obj, "type", json!("Opaque"));
             fold_string_data(obj);
         }
-        Namespace | Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice => {}
+        Namespace | Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice
+        | PodDisruptionBudget => {}
         PersistentVolumeClaim => {
             // The default class (admission does this in Kubernetes).
             if obj["spec"].get("storageClassName").is_none() {

@@ -13,6 +13,7 @@
 
 pub mod decode;
 pub mod defaults;
+pub mod disruption;
 pub mod error;
 pub mod object;
 pub mod quantity;

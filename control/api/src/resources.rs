@@ -21,6 +21,7 @@ pub enum ResourceKind {
     PersistentVolume,
     StorageClass,
     EndpointSlice,
+    PodDisruptionBudget,
 }
 
 /// One served resource: where it lives on the wire and how it behaves.
@@ -114,6 +115,19 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &[],
         false,
+        false,
+        &[]
+    ),
+    res!(
+        PodDisruptionBudget,
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        &["pdb"],
+        true,
         false,
         &[]
     ),

@@ -121,6 +121,13 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("StorageClass", "string", 0),
             ("Age", "string", 0),
         ],
+        PodDisruptionBudget => vec![
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
         EndpointSlice => vec![
             ("Name", "string", 0),
             ("AddressType", "string", 0),
@@ -330,6 +337,20 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(str_at(o, "status.phase").unwrap_or("Available")),
                 s(claim),
                 s(str_at(o, "spec.storageClassName").unwrap_or("")),
+                s(created),
+            ]
+        }
+        PodDisruptionBudget => {
+            let iop = |v: &Value| match v {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => "N/A".to_string(),
+            };
+            vec![
+                name,
+                s(iop(&o["spec"]["minAvailable"])),
+                s(iop(&o["spec"]["maxUnavailable"])),
+                json!(o["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
                 s(created),
             ]
         }

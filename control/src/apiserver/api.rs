@@ -26,6 +26,9 @@ pub struct Api {
     /// Held while a Service's addresses are allocated and written, so two Services never get
     /// the same one (one API server writes; a tokio Mutex: held across the write).
     allocations: Arc<tokio::sync::Mutex<()>>,
+    /// Held while an eviction is checked against disruption budgets and carried out, so two
+    /// evictions cannot both spend the last allowed disruption.
+    evictions: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Options of a list (and of a watch's initial state).
@@ -62,6 +65,7 @@ impl Api {
             bookmark_interval: Duration::from_secs(30),
             service_range: Default::default(),
             allocations: Default::default(),
+            evictions: Default::default(),
         }
     }
 
@@ -253,6 +257,55 @@ impl Api {
             .await?;
         let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
         Ok(Written { object: c.object, warnings, event: c.event })
+    }
+
+    /// `pods/eviction`: delete the pod unless a PodDisruptionBudget selecting it has no
+    /// disruption left (429, as Kubernetes answers). An unhealthy pod may always go.
+    pub async fn evict(&self, t: &Target, opts: DeleteOptions, dry_run: bool) -> Result<Written, ApiError> {
+        use wasmorch_api::disruption;
+        let _one = self.evictions.lock().await;
+        let pod = self.get(t).await?;
+        if disruption::healthy(&pod) {
+            let ns = object::namespace(&pod);
+            let pdbs = resources::lookup("poddisruptionbudgets").expect("registered");
+            let list = self.list(pdbs, Some(ns), &ListOptions::default()).await?;
+            let budgets: Vec<Value> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|b| disruption::selects(b, &pod))
+                .cloned()
+                .collect();
+            if !budgets.is_empty() {
+                let pods = resources::lookup("pods").expect("registered");
+                let list = self.list(pods, Some(ns), &ListOptions::default()).await?;
+                let all = list["items"].as_array().cloned().unwrap_or_default();
+                for b in &budgets {
+                    let state = disruption::budget(b, &all);
+                    if state.allowed < 1 {
+                        let mut e = ApiError::new(
+                            429,
+                            "TooManyRequests",
+                            "Cannot evict pod as it would violate the pod's disruption budget.",
+                        );
+                        e.causes.push(wasmorch_api::error::Cause::new(
+                            "DisruptionBudget",
+                            "",
+                            format!(
+                                "The disruption budget {} needs {} healthy pods and has {} currently",
+                                object::name(b),
+                                state.desired_healthy,
+                                state.healthy
+                            ),
+                        ));
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut p = t.clone();
+        p.subresource = None;
+        self.delete(&p, opts, dry_run).await
     }
 
     /// Every Service but the one at `except`.

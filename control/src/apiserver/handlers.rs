@@ -123,14 +123,12 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
             let ok = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
             return Ok(json_response(StatusCode::CREATED, &ok, &[]));
         }
-        // Eviction: a delete that disruption budgets could refuse (none are served yet, so it
-        // is always allowed), with the Eviction's delete options.
+        // Eviction: a delete that disruption budgets can refuse, with the Eviction's delete
+        // options.
         (Some("eviction"), &Method::POST) if t.res.plural == "pods" => {
             let eviction = request::decode_body(&headers, &body)?;
             let opts = DeleteOptions::from_body(&eviction["deleteOptions"]);
-            let mut pod = t.clone();
-            pod.subresource = None;
-            api.delete(&pod, opts, dry_run).await?;
+            api.evict(&t, opts, dry_run).await?;
             let ok = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
             return Ok(json_response(StatusCode::CREATED, &ok, &[]));
         }

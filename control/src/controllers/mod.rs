@@ -4,6 +4,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -33,6 +34,7 @@ pub fn start_all(
     let cronjobs = informer("cronjobs");
     let services = informer("services");
     let leases = informer("leases");
+    let pdbs = informer("poddisruptionbudgets");
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
@@ -41,6 +43,7 @@ pub fn start_all(
         tokio::spawn(cronjob::start(api.clone(), cronjobs.clone(), jobs.clone())),
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
+        tokio::spawn(disruption::start(api.clone(), pdbs.clone(), pods.clone())),
         tokio::spawn(nodelifecycle::start(api.clone(), nodes.clone(), pods.clone(), leases.clone(), lifecycle)),
         tokio::spawn(gc::start(
             api.clone(),
@@ -55,7 +58,7 @@ pub fn start_all(
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs, services, leases] {
+    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

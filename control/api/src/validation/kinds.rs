@@ -72,6 +72,17 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
             }
         }
         Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass | EndpointSlice => {}
+        PodDisruptionBudget => {
+            if spec.get("minAvailable").is_some_and(|v| !v.is_null())
+                && spec.get("maxUnavailable").is_some_and(|v| !v.is_null())
+            {
+                c.invalid(
+                    "spec",
+                    "minAvailable and maxUnavailable",
+                    "minAvailable and maxUnavailable cannot be both set",
+                );
+            }
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::object;
 use crate::resources::{Resource, ResourceKind};
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, storage::v1 as storage,
+    discovery::v1 as discovery, policy::v1 as policy, storage::v1 as storage,
 };
 use serde_json::Value;
 
@@ -146,6 +146,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         PersistentVolume => rt!(core::PersistentVolume),
         StorageClass => rt!(storage::StorageClass),
         EndpointSlice => rt!(discovery::EndpointSlice),
+        PodDisruptionBudget => rt!(policy::PodDisruptionBudget),
     }
 }
 
