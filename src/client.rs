@@ -56,9 +56,12 @@ pub struct Client {
 impl Client {
     pub async fn new(context: Option<String>) -> anyhow::Result<Client> {
         let opts = kube::config::KubeConfigOptions { context, cluster: None, user: None };
-        let cfg = kube::Config::from_kubeconfig(&opts)
+        let mut cfg = kube::Config::from_kubeconfig(&opts)
             .await
             .context("loading kubeconfig (is a cluster running? try `wasmorch up`)")?;
+        // Commands see 429 and 503 themselves (as kubectl does): kube-rs would otherwise retry
+        // them with back-off for minutes (a drain held by a disruption budget would hang).
+        cfg.default_retry = false;
         let namespace = cfg.default_namespace.clone();
         let kube = kube::Client::try_from(cfg).context("building the API client")?;
         Ok(Client { kube, namespace })

@@ -248,7 +248,9 @@ async fn node_client(url: &str, ca_pem: Option<&str>, token: &str) -> anyhow::Re
         }
     };
     let kc = kube::config::Kubeconfig::from_yaml(&text)?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    // The node retries on its own terms (relist, status reports); no minutes-long back-off.
+    cfg.default_retry = false;
     Ok(kube::Client::try_from(cfg)?)
 }
 
