@@ -33,6 +33,13 @@ pub struct UpArgs {
     node_address: String,
     #[command(flatten)]
     node: NodeFlags,
+    #[command(flatten)]
+    control: ControlFlags,
+}
+
+/// Control-plane settings shared by `up` and `server`.
+#[derive(clap::Args)]
+pub struct ControlFlags {
     /// How the scheduler scores nodes: spread (least allocated) or binpack (most allocated).
     #[arg(long, default_value = "spread")]
     scheduler_strategy: wasmorch_control::scheduler::plan::Strategy,
@@ -46,6 +53,17 @@ pub struct UpArgs {
     /// Seconds pods without their own toleration stay on an unreachable node (Kubernetes: 300).
     #[arg(long, default_value_t = 2)]
     pod_eviction_timeout: u64,
+}
+
+impl ControlFlags {
+    fn apply(&self, cfg: &mut Config) {
+        cfg.scheduler.strategy = self.scheduler_strategy;
+        cfg.service_range = self.service_cidr;
+        cfg.node_lifecycle = wasmorch_control::controllers::nodelifecycle::Config {
+            grace: std::time::Duration::from_secs(self.node_monitor_grace_period),
+            eviction_timeout: std::time::Duration::from_secs(self.pod_eviction_timeout),
+        };
+    }
 }
 
 /// Node settings shared by `up` (its in-process node) and `node`.
@@ -121,19 +139,8 @@ pub struct ServerArgs {
     /// History revisions kept for watch resume before compaction.
     #[arg(long, default_value_t = 100_000)]
     history_revisions: u64,
-    /// How the scheduler scores nodes: spread (least allocated) or binpack (most allocated).
-    #[arg(long, default_value = "spread")]
-    scheduler_strategy: wasmorch_control::scheduler::plan::Strategy,
-    /// Range of Services' cluster addresses (inside 127.0.0.0/8, so that every node can listen
-    /// on them without privileges).
-    #[arg(long, default_value = "127.43.0.0/16")]
-    service_cidr: wasmorch_api::services::IpRange,
-    /// Seconds a node's Lease may go unrenewed before the node is unreachable (Kubernetes: 40).
-    #[arg(long, default_value_t = 10)]
-    node_monitor_grace_period: u64,
-    /// Seconds pods without their own toleration stay on an unreachable node (Kubernetes: 300).
-    #[arg(long, default_value_t = 2)]
-    pod_eviction_timeout: u64,
+    #[command(flatten)]
+    control: ControlFlags,
 }
 
 pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -179,12 +186,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         None => default_data_dir()?,
     };
     let mut cfg = Config::new(data_dir, a.listen);
-    cfg.scheduler.strategy = a.scheduler_strategy;
-    cfg.service_range = a.service_cidr;
-    cfg.node_lifecycle = wasmorch_control::controllers::nodelifecycle::Config {
-        grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
-        eviction_timeout: std::time::Duration::from_secs(a.pod_eviction_timeout),
-    };
+    a.control.apply(&mut cfg);
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }
@@ -278,12 +280,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let mut cfg = Config::new(a.data_dir, a.listen);
     cfg.tls_sans = a.tls_san;
     cfg.history_revisions = a.history_revisions;
-    cfg.scheduler.strategy = a.scheduler_strategy;
-    cfg.service_range = a.service_cidr;
-    cfg.node_lifecycle = wasmorch_control::controllers::nodelifecycle::Config {
-        grace: std::time::Duration::from_secs(a.node_monitor_grace_period),
-        eviction_timeout: std::time::Duration::from_secs(a.pod_eviction_timeout),
-    };
+    a.control.apply(&mut cfg);
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }
