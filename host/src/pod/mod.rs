@@ -4,6 +4,7 @@
 pub mod config;
 pub mod lifecycle;
 pub mod probe;
+mod prober;
 pub mod volumes;
 
 use crate::artifact;
@@ -12,6 +13,7 @@ use crate::runtime::http::{HttpWorkload, serve};
 use crate::runtime::process::{Exit, Process};
 use crate::runtime::{Limits, Loaded, NetPolicy, Runtime};
 use lifecycle::{ContainerStatus, RestartPolicy, State, backoff, status_json};
+use prober::{ProbeRun, Probes, probe_run};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -417,119 +419,6 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
         _ = stop.cancelled() => false,
-    }
-}
-
-/// The probes of one container.
-struct Probes {
-    startup: Option<probe::Probe>,
-    liveness: Option<probe::Probe>,
-    readiness: Option<probe::Probe>,
-}
-
-impl Probes {
-    fn parse(c: &Value) -> Result<Probes, String> {
-        Ok(Probes {
-            startup: probe::Probe::parse(c, "startupProbe")?,
-            liveness: probe::Probe::parse(c, "livenessProbe")?,
-            readiness: probe::Probe::parse(c, "readinessProbe")?,
-        })
-    }
-}
-
-/// One run of one container, as its prober sees it.
-struct ProbeRun {
-    ctx: Arc<NodeCtx>,
-    info: Arc<PodInfo>,
-    shared: Arc<Shared>,
-    i: usize,
-    name: String,
-    probes: Arc<Probes>,
-    /// Cancelled when this run ends (or to end it).
-    run: CancellationToken,
-    /// Why a probe ended the run.
-    killed: Arc<Mutex<Option<String>>>,
-}
-
-/// Probe one run of a container until `run` ends. Sets `started` and `ready`; on a failed
-/// startup or liveness probe, says why in `killed` and cancels `run`.
-async fn probe_run(r: ProbeRun) {
-    let ProbeRun { ctx, info, shared, i, name, probes, run, killed } = r;
-    let kill = |what: &str, detail: String| {
-        let why = format!("{what} probe failed: {detail}");
-        *killed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-        run.cancel();
-    };
-    if let Some(p) = &probes.startup {
-        let mut t = probe::Tracker::new(p);
-        if !sleep_or_stop(p.initial_delay, &run).await {
-            return;
-        }
-        loop {
-            let r = probe::check(&p.action, &info.ip, p.timeout).await;
-            if let Err(e) = &r {
-                event(&ctx, &info, "Warning", "Unhealthy", format!("Startup probe failed: {e}")).await;
-            }
-            match t.record(r.is_ok()) {
-                Some(true) => break,
-                Some(false) => {
-                    let msg = format!("Container {name} failed startup probe, will be restarted");
-                    event(&ctx, &info, "Normal", "Killing", msg).await;
-                    return kill("Startup", r.err().unwrap_or_default());
-                }
-                None => {}
-            }
-            if !sleep_or_stop(p.period, &run).await {
-                return;
-            }
-        }
-    }
-    let always_ready = probes.readiness.is_none();
-    if run.is_cancelled() {
-        return;
-    }
-    shared.set(i, |s| {
-        s.started = true;
-        s.ready = always_ready;
-    });
-    let liveness = async {
-        let Some(p) = &probes.liveness else { return std::future::pending().await };
-        let mut t = probe::Tracker::new(p);
-        tokio::time::sleep(p.initial_delay).await;
-        loop {
-            let r = probe::check(&p.action, &info.ip, p.timeout).await;
-            if let Err(e) = &r {
-                event(&ctx, &info, "Warning", "Unhealthy", format!("Liveness probe failed: {e}")).await;
-            }
-            if t.record(r.is_ok()) == Some(false) {
-                let msg = format!("Container {name} failed liveness probe, will be restarted");
-                event(&ctx, &info, "Normal", "Killing", msg).await;
-                return kill("Liveness", r.err().unwrap_or_default());
-            }
-            tokio::time::sleep(p.period).await;
-        }
-    };
-    let readiness = async {
-        let Some(p) = &probes.readiness else { return std::future::pending().await };
-        let mut t = probe::Tracker::new(p);
-        tokio::time::sleep(p.initial_delay).await;
-        loop {
-            let r = probe::check(&p.action, &info.ip, p.timeout).await;
-            if let Err(e) = &r {
-                event(&ctx, &info, "Warning", "Unhealthy", format!("Readiness probe failed: {e}")).await;
-            }
-            if let Some(ok) = t.record(r.is_ok())
-                && !run.is_cancelled()
-            {
-                shared.set(i, |s| s.ready = ok);
-            }
-            tokio::time::sleep(p.period).await;
-        }
-    };
-    tokio::select! {
-        _ = liveness => {}
-        _ = readiness => {}
-        _ = run.cancelled() => {}
     }
 }
 
