@@ -149,7 +149,7 @@ async fn main() {
     // --- One replica and many replicas on a real node ----------------------------------------
     let (_s, client, url) = server(&bin, &tmp.path().join("chain")).await;
     let sdir = tmp.path().join("chain");
-    let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
+    let token = std::fs::read_to_string(sdir.join("join.token")).unwrap();
     let _node = Proc(
         Command::new(&bin)
             .args(["node", "--server", &url, "--name", "bench", "--token"])

@@ -86,7 +86,7 @@ async fn main() {
         assert!(Instant::now() < deadline, "server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
+    let token = std::fs::read_to_string(sdir.join("join.token")).unwrap();
     let node = Proc(
         Command::new(&bin)
             .args(["node", "--server", &format!("https://127.0.0.1:{port}"), "--name", "bench", "--token"])

@@ -152,7 +152,7 @@ fn main() {
             break u.trim().to_string();
         }
     };
-    let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
+    let token = std::fs::read_to_string(sdir.join("join.token")).unwrap();
     let ca = sdir.join("pki/ca.crt");
     let nodes: Vec<Proc> = [("n1", "127.71"), ("n2", "127.72")]
         .iter()

@@ -57,6 +57,9 @@ enum Command {
     Drain(cmd::nodes::DrainArgs),
     /// Re-seal every Secret stored at rest with a new key (the server must be stopped).
     RotateSecretsKey(cmd::secrets::RotateArgs),
+    /// Manage join tokens: create (with a TTL), list, delete.
+    #[command(subcommand)]
+    Token(cmd::token::TokenCmd),
     /// Set the number of replicas of a Deployment or ReplicaSet.
     Scale(cmd::rollout::ScaleArgs),
     /// Manage a Deployment's rollout.
@@ -73,6 +76,10 @@ enum Command {
     Version,
 }
 
+/// Warnings and errors, less kube-rs' note on the one unverified connection a join makes on
+/// purpose (fetching the CA to check it against the token's pin).
+const DEFAULT_LOG: &str = "warn,kube_client::client::tls=error";
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // `wasmorch get … | head` must end quietly, as kubectl does, when the reader goes away.
@@ -86,7 +93,9 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WASMORCH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WASMORCH_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -121,6 +130,7 @@ fn main() -> ExitCode {
             Command::Drain(a) => cmd::nodes::drain(ctx, a).await,
             Command::RotateSecretsKey(a) => cmd::secrets::rotate(a),
             Command::Push(a) => cmd::push::push(a).await,
+            Command::Token(c) => cmd::token::run(ctx, c).await,
             Command::Scale(a) => cmd::rollout::scale(ctx, a).await,
             Command::Rollout(c) => cmd::rollout::rollout(ctx, c).await,
             Command::Completion { shell } => {

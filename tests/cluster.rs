@@ -178,3 +178,39 @@ fn cordon_keeps_pods_off_and_drain_moves_them() {
     assert!(pods(c, "agent").values().any(|v| v.0 == "n2"), "the DaemonSet pod stays");
     assert_eq!(node_status(c, "n2"), "Ready,SchedulingDisabled");
 }
+
+#[test]
+fn a_second_control_plane_waits_as_a_standby_and_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sdir = d.join("server");
+    let args = ["server", "--listen", "127.0.0.1:0", "--data-dir", sdir.to_str().unwrap()];
+    let mut leader = common::Daemon::spawn(&args);
+    leader.wait_line("listening on https://");
+    leader.wait_line("leading: ");
+    let standby = common::Daemon::spawn(&args);
+    standby.wait_line("standby: the store");
+    std::fs::copy(sdir.join("admin.kubeconfig"), d.join("kubeconfig")).unwrap();
+    let c = Cluster::attach(d);
+    let renewed = || -> String {
+        let l = get_json(&c, &["lease", "wasmorch-control-plane", "-n", "kube-system"]).unwrap();
+        l["spec"]["renewTime"].as_str().unwrap_or("").to_string()
+    };
+    let first = renewed();
+    assert!(eventually(Duration::from_secs(10), || renewed() != first), "the leader does not renew its Lease");
+    let log = standby.log.lock().unwrap().join("\n");
+    assert!(!log.contains("listening on") && !log.contains("leading:"), "the standby acted: {log}");
+
+    // The leader dies; the standby takes the store, serves, and its controllers act.
+    leader.kill();
+    standby.wait_line("listening on https://");
+    standby.wait_line("leading: ");
+    std::fs::copy(sdir.join("admin.kubeconfig"), d.join("kubeconfig")).unwrap();
+    deployment(&c, d, "after", 2);
+    let acted = eventually(Duration::from_secs(20), || {
+        get_json(&c, &["replicasets", "-l", "app=after"])
+            .is_some_and(|l| l["items"].as_array().is_some_and(|i| i.len() == 1))
+            && pods(&c, "after").len() == 2
+    });
+    assert!(acted, "the new leader's controllers did not act");
+}

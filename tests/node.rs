@@ -277,7 +277,7 @@ fn pods_keep_serving_while_the_control_plane_is_down() {
     let line = server.wait_line("listening on https://");
     let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
     let port = url.rsplit(':').next().unwrap().to_string();
-    let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
+    let token = std::fs::read_to_string(sdir.join("join.token")).unwrap();
     let ca = sdir.join("pki/ca.crt");
     let ndir = dir.path().join("node");
     let _node = common::Daemon::spawn(&[

@@ -4,10 +4,12 @@
 //! - [`apiserver`]: the Kubernetes-compatible API over HTTPS.
 //! - [`controllers`]: reconcile loops that run inside the control plane.
 //! - [`pki`]: cluster CA, certificates, tokens.
+//! - [`membership`]: join tokens and node certificates.
 //! - [`server`]: wiring: `run` starts everything and stops it on a cancellation token.
 
 pub mod apiserver;
 pub mod controllers;
+pub mod membership;
 pub mod pki;
 pub mod scheduler;
 pub mod server;

@@ -36,7 +36,7 @@ pub struct Pki {
     server_key_pem: String,
 }
 
-fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     #[cfg(unix)]
     {
@@ -118,26 +118,60 @@ impl Pki {
     }
 
     fn sign(&self, key: &KeyPair, cn: &str, orgs: &[&str], sans: &[String], server: bool) -> anyhow::Result<String> {
-        let mut p = CertificateParams::new(Vec::<String>::new())?;
-        p.distinguished_name.push(DnType::CommonName, cn);
-        for o in orgs {
-            p.distinguished_name.push(DnType::OrganizationName, *o);
-        }
-        for s in sans {
-            p.subject_alt_names.push(match s.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(s.clone().try_into()?),
-            });
-        }
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages =
-            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
-        let now = time_now();
-        p.not_before = now - std::time::Duration::from_secs(300);
-        p.not_after = now + std::time::Duration::from_secs(365 * 24 * 3600);
+        let usage =
+            if server { vec![ExtendedKeyUsagePurpose::ServerAuth] } else { vec![ExtendedKeyUsagePurpose::ClientAuth] };
+        let p = leaf_params(cn, orgs, sans, usage, std::time::Duration::from_secs(365 * 24 * 3600))?;
+        Ok(p.signed_by(key, &self.issuer()?)?.pem())
+    }
+
+    fn issuer(&self) -> anyhow::Result<Issuer<'static, KeyPair>> {
         let ca_key = KeyPair::from_pem(&self.ca_key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, ca_key)?;
-        Ok(p.signed_by(key, &issuer)?.pem())
+        Ok(Issuer::from_ca_cert_pem(&self.ca_pem, ca_key)?)
+    }
+
+    /// Sign a node's certificate request. The subject is the server's choice, not the
+    /// request's: CN `system:node:<node>`, O `system:nodes`, the node name as DNS name (the API
+    /// server checks a node's serving identity by name, not address), client and server use,
+    /// valid for `ttl`. The request's signature proves the node holds the key.
+    pub fn sign_node_csr(&self, csr_pem: &str, node: &str, ttl: std::time::Duration) -> Result<NodeCert, String> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("the certificate request is not valid: {e}"))?;
+        let key_sha256 = hex::encode(Sha256::digest(rcgen::PublicKeyData::der_bytes(&csr.public_key)));
+        let params = leaf_params(
+            &format!("{}{node}", wasmorch_api::join::NODE_USER_PREFIX),
+            &[wasmorch_api::join::NODES_GROUP],
+            &[node.to_string()],
+            vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth],
+            ttl,
+        )
+        .map_err(|e| e.to_string())?;
+        let signed = rcgen::CertificateSigningRequestParams { params, public_key: csr.public_key };
+        let issuer = self.issuer().map_err(|e| e.to_string())?;
+        let cert = signed.signed_by(&issuer).map_err(|e| format!("signing: {e}"))?;
+        Ok(NodeCert { cert_pem: cert.pem(), key_sha256 })
+    }
+
+    /// TLS client configuration of the API server towards nodes (their log endpoints): it
+    /// trusts the cluster CA and presents a certificate with CN
+    /// `wasmorch:apiserver-kubelet-client`, which nodes require.
+    pub fn kubelet_client_config(&self) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+        let (cert, key) = self.issue_client(wasmorch_api::join::APISERVER_CLIENT, &[])?;
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(certs, key)?;
+        Ok(Arc::new(cfg))
+    }
+
+    fn roots(&self) -> anyhow::Result<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(c?)?;
+        }
+        Ok(roots)
     }
 
     /// Issue a client certificate (CN = user, O = groups). Returns (cert PEM, key PEM).
@@ -151,13 +185,10 @@ impl Pki {
     /// are the other way in), verified against the cluster CA when presented.
     pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(c?)?;
-        }
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(self.roots()?), provider.clone())
+                .allow_unauthenticated()
+                .build()?;
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes()).collect::<Result<_, _>>()?;
         let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())?;
@@ -182,6 +213,41 @@ impl Pki {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// A signed node certificate and the SHA-256 of the public key it certifies.
+pub struct NodeCert {
+    pub cert_pem: String,
+    pub key_sha256: String,
+}
+
+/// Parameters of a leaf certificate valid for `ttl` from now (a little before: clock skew).
+fn leaf_params(
+    cn: &str,
+    orgs: &[&str],
+    sans: &[String],
+    usage: Vec<ExtendedKeyUsagePurpose>,
+    ttl: std::time::Duration,
+) -> anyhow::Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    for o in orgs {
+        p.distinguished_name.push(DnType::OrganizationName, *o);
+    }
+    for s in sans {
+        p.subject_alt_names.push(match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(s.clone().try_into()?),
+        });
+    }
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.extended_key_usages = usage;
+    let now = time_now();
+    // Backdated for clocks a little behind ours: five minutes, or a tenth of a short lifetime
+    // (a holder renews by the lifetime it sees, from not_before to not_after).
+    p.not_before = now - std::time::Duration::from_secs(300).min(ttl / 10);
+    p.not_after = now + ttl;
+    Ok(p)
 }
 
 /// Identity from a verified client certificate: CN is the user, O entries are groups.

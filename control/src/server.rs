@@ -27,12 +27,15 @@ pub struct Config {
     pub service_range: wasmorch_api::services::IpRange,
     /// When a silent node is unreachable, and how long its pods stay.
     pub node_lifecycle: crate::controllers::nodelifecycle::Config,
+    /// How long node certificates are valid (nodes renew at two thirds).
+    pub node_cert_ttl: Duration,
+    /// Leader election of the scheduler and controllers.
+    pub leader: crate::controllers::leader::Config,
 }
 
 impl Config {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Config {
         Config {
-            data_dir,
             listen,
             tls_sans: Vec::new(),
             history_revisions: 100_000,
@@ -40,6 +43,10 @@ impl Config {
             scheduler: Default::default(),
             service_range: Default::default(),
             node_lifecycle: Default::default(),
+            node_cert_ttl: Duration::from_secs(365 * 86_400),
+            // Filled in at start, once the data directory exists (see `leader_identity`).
+            leader: crate::controllers::leader::Config { identity: String::new(), ..Default::default() },
+            data_dir,
         }
     }
     pub fn store_path(&self) -> PathBuf {
@@ -52,8 +59,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub ca_pem: String,
     pub admin_token: String,
-    /// Token nodes join with (`wasmorch node --token`).
-    pub node_token: String,
+    /// The default join token (`K10…`), unless it was deleted (`wasmorch token delete`).
+    pub join_token: Option<String>,
     pub api: Api,
     pub pki: Arc<Pki>,
     done: tokio::task::JoinHandle<()>,
@@ -79,17 +86,16 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let pki = Arc::new(Pki::load_or_create(&cfg.data_dir.join("pki"), &cfg.tls_sans)?);
     let admin_token = token_file(&cfg.data_dir.join("admin.token"))?;
-    let node_token = token_file(&cfg.data_dir.join("node.token"))?;
     let mut tokens = Tokens::default();
     tokens.add(&admin_token, Identity::admin());
-    tokens.add(
-        &node_token,
-        Identity { user: "system:node".into(), groups: vec!["system:nodes".into(), "system:authenticated".into()] },
-    );
-    let store = Store::open(&cfg.store_path())?;
+    // Left by versions that had one shared node token with full rights; it is no longer
+    // accepted, so it should not linger either.
+    let _ = std::fs::remove_file(cfg.data_dir.join("node.token"));
+    let store = open_or_stand_by(&cfg.store_path()).await?;
     let mut api = Api::new(store.clone(), shutdown.clone());
     api.service_range = cfg.service_range;
     bootstrap(&api).await?;
+    let join_token = crate::membership::default_token(&api, &pki, &cfg.data_dir).await?;
 
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
@@ -98,15 +104,66 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         api: api.clone(),
         tokens,
         data_dir: cfg.data_dir.clone(),
-        node_token: node_token.clone(),
+        pki: pki.clone(),
+        node_cert_ttl: cfg.node_cert_ttl,
+        kubelet_tls: pki.kubelet_client_config()?,
     });
     let app = apiserver::router(state);
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
-    let mut tasks = vec![tokio::spawn(crate::controllers::namespace::run(api.clone()))];
-    tasks.extend(crate::controllers::start_all(&api, cfg.scheduler, cfg.node_lifecycle));
-    tasks.push(tokio::spawn(crate::scheduler::volumes::reclaimer(api.clone(), Duration::from_secs(5))));
+    // Everything that acts on the cluster runs only while this control plane holds the leader
+    // Lease; serving the API and compacting this process's own store do not wait for it.
+    let (scheduler, lifecycle) = (cfg.scheduler, cfg.node_lifecycle);
+    let lead = move |term: Api| {
+        let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
+        t.extend(crate::controllers::start_all(&term, scheduler, lifecycle));
+        t.push(tokio::spawn(crate::scheduler::volumes::reclaimer(term.clone(), Duration::from_secs(5))));
+        let stop = term.shutdown.clone();
+        t.push(tokio::spawn(crate::membership::token_cleaner(term, Duration::from_secs(10), stop)));
+        t
+    };
+    let mut leader = cfg.leader.clone();
+    if leader.identity.is_empty() {
+        leader.identity = leader_identity(&cfg.data_dir);
+    }
+    let mut tasks = vec![tokio::spawn(crate::controllers::leader::run(api.clone(), leader, lead))];
     tasks.push(tokio::spawn(compactor(store, cfg.history_revisions, cfg.compaction_interval, shutdown)));
-    Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, node_token, api, pki, done, tasks })
+    Ok(Running { addr, ca_pem: pki.ca_pem.clone(), admin_token, join_token, api, pki, done, tasks })
+}
+
+/// The leader identity: the host name and the data directory. A restarted control plane
+/// thereby resumes its own Lease at once instead of waiting out its predecessor's; a second
+/// process on the same data directory cannot hold the store while the first does (below).
+fn leader_identity(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = if host.is_empty() { "wasmorch".to_string() } else { host };
+    let dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
+    format!("{host}_{}", hex::encode(&digest[..6]))
+}
+
+/// Open the store; while another process holds it, wait as a standby and take over when it
+/// goes (the store's file lock is released when its holder exits, however it exits).
+async fn open_or_stand_by(path: &std::path::Path) -> anyhow::Result<Store> {
+    let mut announced = false;
+    loop {
+        match Store::open(path) {
+            Ok(s) => {
+                if announced {
+                    eprintln!("standby over: the store is ours now");
+                }
+                return Ok(s);
+            }
+            Err(e) if e.downcast_ref::<crate::store::Locked>().is_some() => {
+                if !announced {
+                    eprintln!("standby: {e}; waiting to take over");
+                    announced = true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Create the system namespaces and the default storage class if missing.

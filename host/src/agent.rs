@@ -29,8 +29,6 @@ pub struct NodeConfig {
     /// Pods this node takes (its `pods` capacity). Idle HTTP pods hold no instance, so this
     /// can exceed `max_instances`; running processes each hold one.
     pub max_pods: u32,
-    /// Token the API server presents to the node's log endpoint.
-    pub token: String,
     /// Port of the log endpoint (0: any free port; reported in the Node's status).
     pub log_port: u16,
     /// OCI registries pulled from over plain HTTP besides loopback ones.
@@ -53,7 +51,6 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(30),
             max_instances: 500,
             max_pods: 1000,
-            token: String::new(),
             log_port: 0,
             insecure_registries: Vec::new(),
             allowed_host_paths: Vec::new(),
@@ -299,9 +296,14 @@ async fn reclaim_storage(client: Client, dir: PathBuf, stop: CancellationToken) 
     }
 }
 
-/// Run the node until `stop`.
-pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken) -> anyhow::Result<()> {
-    let client = Client(client);
+/// Run the node until `stop`, as the member `member` (its certificate is renewed here).
+pub async fn run(
+    member: Arc<crate::membership::Membership>,
+    cfg: NodeConfig,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = Client::new(member.current().client(&member.server).await?);
+    tokio::spawn(crate::membership::renew_loop(member.clone(), client.clone(), stop.clone()));
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: cfg.data_dir.join("cache"),
         max_instances: cfg.max_instances,
@@ -334,8 +336,9 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, stop: CancellationToken)
     }
     let logs = tokio::net::TcpListener::bind((cfg.host_ip.as_str(), cfg.log_port)).await?;
     let log_port = logs.local_addr()?.port();
-    let log_server = Arc::new(crate::logs::LogServer { data_dir: cfg.data_dir.clone(), token: cfg.token.clone() });
-    let log_task = tokio::spawn(crate::logs::serve(logs, log_server, stop.clone()));
+    let log_server = Arc::new(crate::logs::LogServer { data_dir: cfg.data_dir.clone() });
+    let log_tls = crate::membership::endpoint_tls(&member)?;
+    let log_task = tokio::spawn(crate::logs::serve(logs, log_server, log_tls, stop.clone()));
     let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), log_port, stop.clone()));
     tokio::spawn(reclaim_storage(client.clone(), storage_dir(&cfg), stop.clone()));
     let mut pods = Pods {

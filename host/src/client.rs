@@ -3,6 +3,7 @@
 use futures::{AsyncBufReadExt, Stream, StreamExt, TryStreamExt};
 use http::{Method, Request};
 use serde_json::Value;
+use std::sync::{Arc, RwLock};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{method} {path}: {code} {message}")]
@@ -14,10 +15,27 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// The node's API client. Cheap to clone; every clone follows [`Client::replace`] (a renewed
+/// certificate): requests after it use the new client, requests and watches under way finish
+/// on the old one.
 #[derive(Clone)]
-pub struct Client(pub kube::Client);
+pub struct Client(Arc<RwLock<kube::Client>>);
 
 impl Client {
+    pub fn new(c: kube::Client) -> Client {
+        Client(Arc::new(RwLock::new(c)))
+    }
+
+    /// The current kube-rs client (a std lock held only for the clone: never across awaits).
+    pub fn kube(&self) -> kube::Client {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Switch every clone to `c`.
+    pub fn replace(&self, c: kube::Client) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = c;
+    }
+
     pub async fn json(
         &self,
         method: Method,
@@ -35,7 +53,7 @@ impl Client {
             .header("accept", "application/json")
             .body(kube::client::Body::from(bytes))
             .map_err(|e| err(0, e.to_string()))?;
-        let resp = self.0.send(req).await.map_err(|e| err(0, e.to_string()))?;
+        let resp = self.kube().send(req).await.map_err(|e| err(0, e.to_string()))?;
         let code = resp.status().as_u16();
         let body = resp.into_body().collect_bytes().await.map_err(|e| err(0, e.to_string()))?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -74,7 +92,7 @@ impl Client {
             code: 0,
             message: e.to_string(),
         })?;
-        let reader = self.0.request_stream(req).await.map_err(|e| ApiError {
+        let reader = self.kube().request_stream(req).await.map_err(|e| ApiError {
             method: "GET".into(),
             path: p.clone(),
             code: 0,

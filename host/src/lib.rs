@@ -11,6 +11,7 @@ pub mod agent;
 pub mod artifact;
 pub mod client;
 pub mod logs;
+pub mod membership;
 pub mod pod;
 pub mod proxy;
 pub mod runtime;

@@ -1,8 +1,10 @@
 //! The node's log endpoint, which the API server's `pods/{name}/log` proxies to:
 //! `GET /containerLogs/{namespace}/{pod}/{uid}/{container}?follow=&tailLines=&previous=`,
-//! authorized by the node token. Each container's output is one file per run under
+//! over TLS with the node's certificate, open only to the API server's client certificate
+//! (CN `wasmorch:apiserver-kubelet-client`, from the cluster CA). Each container's output is one file per run under
 //! `<node-data>/pods/{ns}_{pod}_{uid}/{container}.log`; the run before is `….log.previous`.
 
+use crate::membership::peer_common_name;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -17,7 +19,6 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 pub struct LogServer {
     pub data_dir: PathBuf,
-    pub token: String,
 }
 
 fn reply(code: u16, msg: &str) -> hyper::Response<Body> {
@@ -57,11 +58,6 @@ fn safe(part: &str) -> bool {
 
 impl LogServer {
     async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>, stop: CancellationToken) -> hyper::Response<Body> {
-        let authorized =
-            req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {}", self.token));
-        if !authorized {
-            return reply(401, "unauthorized\n");
-        }
         let path = req.uri().path().to_string();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let ["containerLogs", ns, pod, uid, container] = parts.as_slice() else {
@@ -135,22 +131,43 @@ fn tokio_stream_wrappers(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// Serve the log endpoint until `stop`.
-pub async fn serve(listener: tokio::net::TcpListener, server: Arc<LogServer>, stop: CancellationToken) {
+/// Serve the log endpoint until `stop`: TLS (`tls` requires a client certificate from the
+/// cluster CA), then only the API server's identity.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Arc<LogServer>,
+    tls: Arc<rustls::ServerConfig>,
+    stop: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
             _ = stop.cancelled() => return,
         };
-        let server = server.clone();
-        let stop = stop.clone();
+        let (server, stop, acceptor) = (server.clone(), stop.clone(), acceptor.clone());
         tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "log endpoint TLS: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| peer_common_name(c));
+            let allowed = cn.as_deref() == Some(wasmorch_api::join::APISERVER_CLIENT);
             let svc = hyper::service::service_fn(move |req| {
                 let (server, stop) = (server.clone(), stop.clone());
-                async move { Ok::<_, std::convert::Infallible>(server.handle(req, stop).await) }
+                async move {
+                    if !allowed {
+                        return Ok::<_, std::convert::Infallible>(reply(403, "only the API server reads logs here\n"));
+                    }
+                    Ok(server.handle(req, stop).await)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), svc)
+                .serve_connection(TokioIo::new(tls), svc)
                 .await;
         });
     }

@@ -10,6 +10,7 @@ pub mod nodes;
 pub mod push;
 pub mod rollout;
 pub mod secrets;
+pub mod token;
 pub mod up;
 
 use crate::client::Client;

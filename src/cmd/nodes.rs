@@ -1,7 +1,6 @@
 //! `cordon`, `uncordon`, `drain`: as kubectl does them, with kubectl's messages.
 
 use crate::client::{ApiFailure, Client};
-use anyhow::Context;
 use http::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -45,15 +44,8 @@ pub async fn cordon(ctx: Option<String>, a: NodeArgs, on: bool) -> anyhow::Resul
 }
 
 fn parse_timeout(s: &str) -> anyhow::Result<Option<Duration>> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().with_context(|| format!("invalid --timeout {s:?}"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => anyhow::bail!("invalid --timeout {s:?}: use s, m or h"),
-    };
-    Ok((secs > 0).then(|| Duration::from_secs(secs)))
+    let d = wasmorch_api::object::parse_duration(s).map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    Ok((!d.is_zero()).then_some(d))
 }
 
 fn owned_by_daemonset(p: &Value) -> bool {

@@ -71,15 +71,7 @@ fn target(args: &[String]) -> anyhow::Result<(&'static Resource, String)> {
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().with_context(|| format!("invalid duration {s:?}"))?;
-    Ok(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => anyhow::bail!("invalid duration {s:?}"),
-    })
+    wasmorch_api::object::parse_duration(s).map_err(anyhow::Error::msg)
 }
 
 pub async fn scale(ctx: Option<String>, a: ScaleArgs) -> anyhow::Result<()> {

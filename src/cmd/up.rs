@@ -4,9 +4,12 @@ use crate::kubeconfig;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use wasmorch_api::join::JoinToken;
 use wasmorch_control::server::{self, Config};
 use wasmorch_host::agent::NodeConfig;
+use wasmorch_host::membership::{self, Membership};
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -53,6 +56,18 @@ pub struct ControlFlags {
     /// Seconds pods without their own toleration stay on an unreachable node (Kubernetes: 300).
     #[arg(long, default_value_t = 2)]
     pod_eviction_timeout: u64,
+    /// How long node certificates are valid (nodes renew them two thirds in), e.g. 30d, 12h.
+    #[arg(long, default_value = "365d", value_parser = duration)]
+    node_cert_ttl: std::time::Duration,
+    /// How long the leader Lease of the scheduler and controllers holds unrenewed; a standby
+    /// control plane takes over after it (Kubernetes: 15s).
+    #[arg(long, default_value = "15s", value_parser = duration)]
+    leader_elect_lease_duration: std::time::Duration,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    wasmorch_api::object::parse_duration(s)
+        .and_then(|d| if d < std::time::Duration::from_secs(3) { Err("must be at least 3s".into()) } else { Ok(d) })
 }
 
 impl ControlFlags {
@@ -63,6 +78,11 @@ impl ControlFlags {
             grace: std::time::Duration::from_secs(self.node_monitor_grace_period),
             eviction_timeout: std::time::Duration::from_secs(self.pod_eviction_timeout),
         };
+        cfg.node_cert_ttl = self.node_cert_ttl;
+        cfg.leader.lease_duration = self.leader_elect_lease_duration;
+        // Kubernetes renews every 2 s of a 15 s lease.
+        cfg.leader.renew_interval =
+            (self.leader_elect_lease_duration * 2 / 15).max(std::time::Duration::from_millis(100));
     }
 }
 
@@ -109,12 +129,14 @@ pub struct NodeArgs {
     /// URL of the API server, e.g. https://10.0.0.1:6443.
     #[arg(long)]
     server: String,
-    /// Node join token (`<data-dir>/node.token` on the server).
-    #[arg(long, env = "WASMORCH_TOKEN")]
-    token: String,
-    /// The server's CA certificate (PEM). Without it the server's certificate is not verified.
+    /// Join token (`K10<CA hash>::<id>.<secret>`: the server prints one; `wasmorch token
+    /// create` makes more). Needed only until the node has a certificate.
+    #[arg(long, env = "WASMORCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The cluster CA (PEM), for a token without its CA hash (`<id>.<secret>`).
     #[arg(long)]
     ca_file: Option<PathBuf>,
+    /// The node's name: with its key, its identity in the cluster (default: the host name).
     #[arg(long)]
     name: Option<String>,
     #[arg(long, default_value = "/var/lib/wasmorch/node")]
@@ -211,12 +233,11 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     let node = if a.no_node {
         None
     } else {
-        let client = node_client(&url, Some(&running.ca_pem), &running.node_token).await?;
         let mut nc = NodeConfig::new(a.node_name.unwrap_or_else(default_node_name), cfg.data_dir.join("node"));
         a.node.apply(&mut nc);
         nc.host_ip = a.node_address.clone();
-        nc.token = running.node_token.clone();
-        Some(tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone())))
+        let member = local_member(&running, &cfg, &url, &nc).await?;
+        Some(tokio::spawn(wasmorch_host::agent::run(member, nc, shutdown.clone())))
     };
     until_signal(shutdown).await;
     eprintln!("stopping…");
@@ -238,42 +259,80 @@ fn default_node_name() -> String {
         .unwrap_or_else(|| "local".into())
 }
 
-/// An API client for a node: the join token, and the server's CA when known.
-async fn node_client(url: &str, ca_pem: Option<&str>, token: &str) -> anyhow::Result<kube::Client> {
-    let text = match ca_pem {
-        Some(ca) => kubeconfig::standalone("node", url, ca, token)?,
-        None => {
-            eprintln!("warning: no --ca-file: the server's certificate is not verified");
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters: [{{name: node, cluster: {{server: '{url}', insecure-skip-tls-verify: true}}}}]\nusers: [{{name: node, user: {{token: '{token}'}}}}]\ncontexts: [{{name: node, context: {{cluster: node, user: node}}}}]\ncurrent-context: node\n"
-            )
-        }
-    };
-    let kc = kube::config::Kubeconfig::from_yaml(&text)?;
-    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    // The node retries on its own terms (relist, status reports); no minutes-long back-off.
-    cfg.default_retry = false;
-    Ok(kube::Client::try_from(cfg)?)
+/// The in-process node of `up`: its certificate is signed directly (the same rules as a join,
+/// without a token round trip); it renews through the API like any node.
+async fn local_member(
+    running: &server::Running,
+    cfg: &Config,
+    url: &str,
+    nc: &NodeConfig,
+) -> anyhow::Result<Arc<Membership>> {
+    let dir = membership::pki_dir(&nc.data_dir);
+    let key = membership::load_or_create_key(&dir)?;
+    let body = serde_json::json!({"nodeName": nc.name, "csr": membership::csr(&key, &nc.name)?});
+    let admin = wasmorch_control::pki::Identity::admin();
+    let out = wasmorch_control::membership::issue_node_certificate(
+        &running.api,
+        &running.pki,
+        cfg.node_cert_ttl,
+        &admin,
+        &body,
+    )
+    .await?;
+    let cert = out["certificate"].as_str().context("no certificate issued")?;
+    let creds = membership::install(&dir, &running.ca_pem, cert)?;
+    Ok(Membership::new(url.to_string(), nc.name.clone(), dir, creds))
 }
 
-pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
+/// The credentials a joining node uses: its stored ones while they are valid, for this name
+/// and (when the token pins one) this cluster; otherwise a join with the token.
+async fn node_credentials(a: &NodeArgs, name: &str, dir: &Path) -> anyhow::Result<membership::Credentials> {
+    let token = a.token.as_deref().map(JoinToken::parse).transpose()?;
+    if let Some(c) = membership::load(dir)? {
+        // Valid a moment longer is enough: the node renews at once when it is late.
+        let valid = c.not_after().is_ok_and(|t| t > chrono::Utc::now() + chrono::Duration::seconds(1));
+        let same_name = c.node_name().as_deref() == Some(name);
+        let same_cluster = match token.as_ref().and_then(|t| t.ca_hash.as_ref()) {
+            Some(pin) => membership::ca_hash(&c.ca_pem).is_ok_and(|h| &h == pin),
+            None => true,
+        };
+        if valid && same_name && same_cluster {
+            println!("wasmorch node {name}: member of {} (certificate valid until {})", a.server, c.not_after()?);
+            return Ok(c);
+        }
+    }
+    let token = token.context(
+        "this node has no valid certificate: give --token (the server prints one; `wasmorch token create` makes more)",
+    )?;
     let ca = match &a.ca_file {
         Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?),
         None => None,
     };
-    let client = node_client(&a.server, ca.as_deref(), &a.token).await?;
-    let mut nc = NodeConfig::new(a.name.unwrap_or_else(default_node_name), a.data_dir);
+    let creds = membership::join(&a.server, &token, ca.as_deref(), name, dir).await?;
+    println!("wasmorch node {name}: joined {} (certificate valid until {})", a.server, creds.not_after()?);
+    Ok(creds)
+}
+
+pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
+    let name = a.name.clone().unwrap_or_else(default_node_name);
+    if let Some(errs) = wasmorch_api::validation::dns1123_subdomain_errors(&name) {
+        anyhow::bail!("node name {name:?}: {errs}");
+    }
+    let dir = membership::pki_dir(&a.data_dir);
+    let creds = node_credentials(&a, &name, &dir).await?;
+    let member = Membership::new(a.server.clone(), name.clone(), dir, creds);
+    let mut nc = NodeConfig::new(name, a.data_dir);
     a.flags.apply(&mut nc);
-    nc.token = a.token.clone();
     if let Some(ip) = a.address {
         nc.host_ip = ip;
     }
-    println!("wasmorch node {}: joining {}", nc.name, a.server);
     let shutdown = CancellationToken::new();
-    let agent = tokio::spawn(wasmorch_host::agent::run(client, nc, shutdown.clone()));
-    until_signal(shutdown).await;
-    agent.await??;
-    Ok(())
+    let mut agent = tokio::spawn(wasmorch_host::agent::run(member, nc, shutdown.clone()));
+    tokio::select! {
+        _ = until_signal(shutdown.clone()) => agent.await?,
+        // The agent ends on its own only when it cannot run (a bad flag, a port in use).
+        r = &mut agent => r?,
+    }
 }
 
 pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
@@ -286,7 +345,13 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     let running = server::start(cfg.clone(), shutdown.clone()).await?;
-    let host = if running.addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { running.addr.ip().to_string() };
+    // Listening on every address: name the one the certificate was given for others to use
+    // (the first --tls-san), else loopback.
+    let host = match running.addr.ip() {
+        ip if ip.is_unspecified() => cfg.tls_sans.first().cloned().unwrap_or_else(|| "127.0.0.1".into()),
+        ip => ip.to_string(),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
     let url = format!("https://{host}:{}", running.addr.port());
     let admin = cfg.data_dir.join("admin.kubeconfig");
     std::fs::write(&admin, kubeconfig::standalone("wasmorch", &url, &running.ca_pem, &running.admin_token)?)?;
@@ -297,11 +362,13 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     println!("wasmorch server: listening on https://{}", running.addr);
     println!("  admin kubeconfig: {}", admin.display());
-    println!(
-        "  join a node:      wasmorch node --server {url} --token $(cat {}) --ca-file {}",
-        cfg.data_dir.join("node.token").display(),
-        cfg.data_dir.join("pki/ca.crt").display()
-    );
+    match &running.join_token {
+        Some(t) => println!(
+            "  join a node:      wasmorch node --server {url} --token {t}\n                    (the token is in {}; `wasmorch token create --ttl 1h` makes more)",
+            cfg.data_dir.join("join.token").display()
+        ),
+        None => println!("  join a node:      make a token with `wasmorch token create`"),
+    }
     until_signal(shutdown).await;
     running.wait().await;
     Ok(())

@@ -266,8 +266,7 @@ impl MultiNode {
         let server = Daemon::spawn(&args);
         let line = server.wait_line("listening on https://");
         let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
-        let token = std::fs::read_to_string(sdir.join("node.token")).unwrap();
-        let ca = sdir.join("pki/ca.crt");
+        let token = std::fs::read_to_string(sdir.join("join.token")).unwrap();
         let prefixes: Vec<String> = (1..=n).map(|_| pod_ip_prefix()).collect();
         let addresses: Vec<String> = prefixes.iter().map(|p| format!("{p}.255.254")).collect();
         let node_args: Vec<Vec<String>> = (1..=n)
@@ -279,8 +278,6 @@ impl MultiNode {
                     &url,
                     "--token",
                     token.trim(),
-                    "--ca-file",
-                    ca.to_str().unwrap(),
                     "--name",
                     &format!("n{i}"),
                     "--data-dir",

@@ -7,6 +7,7 @@
 //! - [`validation`]: schema (typed, via `k8s-openapi`) and semantic validation, naming field paths.
 //! - [`table`]: server-side printing (`meta.k8s.io/v1` Table) with kubectl's columns.
 //! - [`decode`]: JSON / YAML documents with size and depth limits.
+//! - [`join`]: join tokens, bootstrap-token Secrets, node identities.
 //!
 //! Objects travel as `serde_json::Value` so that unknown-but-valid fields survive a round
 //! trip; typed `k8s-openapi` structs are used to validate and to read well-known fields.
@@ -15,6 +16,7 @@ pub mod decode;
 pub mod defaults;
 pub mod disruption;
 pub mod error;
+pub mod join;
 pub mod object;
 pub mod quantity;
 pub mod resources;

@@ -2,6 +2,7 @@
 
 use super::ServerState;
 use super::api::{Api, ListOptions};
+use super::authz;
 use super::discovery;
 use super::objects::DeleteOptions;
 use super::request::{self, Params, Reply, Target, json_response};
@@ -24,19 +25,40 @@ use wasmorch_api::{ApiError, object};
 #[derive(Clone, Debug)]
 pub struct PeerIdentity(pub Option<Identity>);
 
-fn authenticate(state: &ServerState, req: &Request) -> Result<Identity, ApiError> {
-    if let Some(auth) = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+/// Who the request comes from: a bearer token (static, or a join token's credential), else
+/// the connection's verified client certificate. Takes owned parts of the request: the
+/// request itself (its body) must not be held across the awaits here.
+async fn authenticate(
+    state: &ServerState,
+    authorization: Option<String>,
+    peer: Option<Identity>,
+) -> Result<Identity, ApiError> {
+    if let Some(auth) = authorization {
         let token = auth.strip_prefix("Bearer ").ok_or_else(ApiError::unauthorized)?.trim();
-        return state.tokens.lookup(token).cloned().ok_or_else(ApiError::unauthorized);
+        if let Some(id) = state.tokens.lookup(token) {
+            return Ok(id.clone());
+        }
+        if wasmorch_api::join::JoinToken::looks_like_credential(token)
+            && let Some(id) = crate::membership::authenticate_token(&state.api, token).await
+        {
+            return Ok(id);
+        }
+        return Err(ApiError::unauthorized());
     }
-    if let Some(PeerIdentity(Some(id))) = req.extensions().get::<PeerIdentity>() {
-        return Ok(id.clone());
-    }
-    Err(ApiError::unauthorized())
+    peer.ok_or_else(ApiError::unauthorized)
 }
 
 pub async fn health() -> &'static str {
     "ok"
+}
+
+/// The cluster CA, anonymously: a joining node checks it against its token's pin before it
+/// trusts the server with anything.
+pub async fn cacerts(State(state): State<Arc<ServerState>>) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-pem-file")
+        .body(Body::from(state.pki.ca_pem.clone()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 pub async fn version() -> Response {
@@ -48,12 +70,9 @@ pub async fn dispatch(State(state): State<Arc<ServerState>>, req: Request) -> Re
 }
 
 async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiError> {
-    let id = authenticate(&state, &req)?;
-    if !id.is_admin() && !id.groups.iter().any(|g| g == "system:nodes") {
-        // Nodes get narrower rights with cluster membership; until then the node token acts
-        // for the node agent with full access, and other identities are refused.
-        return Err(ApiError::forbidden(format!("User \"{}\" cannot access this API", id.user)));
-    }
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
+    let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
+    let id = authenticate(&state, authorization, peer).await?;
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let accept = request::accept(req.headers());
@@ -70,18 +89,33 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
         ["openapi", "v3", rest @ ..] => {
             discovery::openapi_group_version(&rest.join("/")).map_or_else(|| Err(not_found()), ok)
         }
-        ["wasmorch", "v1", "backup"] if req.method() == Method::GET => backup(&state).await,
+        ["wasmorch", "v1", "backup"] if req.method() == Method::GET => {
+            if !id.is_admin() {
+                return Err(ApiError::forbidden(format!("User \"{}\" cannot take backups", id.user)));
+            }
+            backup(&state).await
+        }
+        ["wasmorch", "v1", "node-certificates"] if req.method() == Method::POST => {
+            let headers = req.headers().clone();
+            let body = request::read_body(req.into_body()).await?;
+            let body = request::decode_body(&headers, &body)?;
+            let out =
+                crate::membership::issue_node_certificate(&state.api, &state.pki, state.node_cert_ttl, &id, &body)
+                    .await?;
+            ok(out)
+        }
         ["api", v, rest @ ..] => {
             let t = request::parse_target("", v, rest)?;
             if t.res.plural == "pods" && t.subresource.as_deref() == Some("log") && req.method() == Method::GET {
                 let p = Params::parse(req.uri().query());
+                authz::authorize(&state.api, &id, &t, authz::Verb::Get, "", None).await?;
                 return super::logs::logs(&state, &t, &p).await;
             }
-            resource(&state.api, t, req).await
+            resource(&state.api, &id, t, req).await
         }
         ["apis", g, v, rest @ ..] => {
             let t = request::parse_target(g, v, rest)?;
-            resource(&state.api, t, req).await
+            resource(&state.api, &id, t, req).await
         }
         _ => Err(not_found()),
     }
@@ -108,7 +142,7 @@ fn list_options(t: &Target, p: &Params) -> Result<ListOptions, ApiError> {
     })
 }
 
-async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiError> {
+async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<Response, ApiError> {
     let p = Params::parse(req.uri().query());
     let method = req.method().clone();
     let headers = req.headers().clone();
@@ -116,6 +150,13 @@ async fn resource(api: &Api, t: Target, req: Request) -> Result<Response, ApiErr
     let mode = FieldValidation::parse(p.get("fieldValidation"))?;
     let dry_run = p.dry_run()?;
     let body = request::read_body(req.into_body()).await?;
+    if !id.is_admin() {
+        let verb = authz::Verb::of(&method, t.name.is_some(), p.flag("watch") || t.watch_path);
+        // A create's body names what it makes (a node may create only its own Node and Lease).
+        let named = (verb == authz::Verb::Create && !body.is_empty()).then(|| request::decode_body(&headers, &body));
+        let named = named.transpose()?;
+        authz::authorize(api, id, &t, verb, p.get("fieldSelector").unwrap_or(""), named.as_ref()).await?;
+    }
     match (t.subresource.as_deref(), &method) {
         (Some("binding"), &Method::POST) if t.res.plural == "pods" => {
             let binding = request::decode_body(&headers, &body)?;

@@ -5,8 +5,7 @@ use super::request::{Params, Target};
 use axum::body::Body;
 use axum::response::Response;
 use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use wasmorch_api::resources;
 use wasmorch_api::{ApiError, object};
@@ -55,9 +54,8 @@ pub async fn logs(state: &ServerState, t: &Target, p: &Params) -> Result<Respons
         .as_u64()
         .filter(|p| *p > 0)
         .ok_or_else(|| ApiError::unavailable(format!("node {node_name} serves no logs")))?;
-    let host = if addr.contains(':') { format!("[{addr}]") } else { addr.to_string() };
     let mut url = format!(
-        "http://{host}:{port}/containerLogs/{}/{}/{}/{container}?follow={}&previous={}",
+        "/containerLogs/{}/{}/{}/{container}?follow={}&previous={}",
         object::namespace(&pod),
         object::name(&pod),
         object::uid(&pod),
@@ -67,13 +65,9 @@ pub async fn logs(state: &ServerState, t: &Target, p: &Params) -> Result<Respons
     if let Some(n) = p.u64("tailLines")? {
         url.push_str(&format!("&tailLines={n}"));
     }
-    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = http::Request::get(&url)
-        .header("authorization", format!("Bearer {}", state.node_token))
-        .body(Empty::new())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let resp = client
-        .request(req)
+    let ip: std::net::IpAddr =
+        addr.parse().map_err(|_| ApiError::unavailable(format!("node {node_name} has no IP address: {addr:?}")))?;
+    let resp = node_request(state, node_name, (ip, port as u16), &url)
         .await
         .map_err(|e| ApiError::unavailable(format!("node {node_name} is unreachable for logs: {e}")))?;
     let status = resp.status();
@@ -92,6 +86,30 @@ pub async fn logs(state: &ServerState, t: &Target, p: &Params) -> Result<Respons
         .header("content-type", "text/plain")
         .body(Body::new(resp.into_body()))
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// One GET to a node's endpoint over TLS. The node's certificate must come from the cluster
+/// CA and name the node (`DNS:<node>`): nodes are known by name, not by address.
+async fn node_request(
+    state: &ServerState,
+    node: &str,
+    addr: (std::net::IpAddr, u16),
+    path: &str,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    let name = rustls::pki_types::ServerName::try_from(node.to_string()).map_err(|e| e.to_string())?;
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(state.kubelet_tls.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req =
+        http::Request::get(path).header("host", node).body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
+    send.send_request(req).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

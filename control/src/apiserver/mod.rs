@@ -3,12 +3,13 @@
 //! - [`request`]: paths, query parameters, bodies, replies (the one error → `Status` place).
 //! - [`objects`]: pure write rules (create, update, status, patch, delete).
 //! - [`api`]: operations over the store, used by HTTP handlers and in-process controllers.
-//! - [`handlers`]: authentication and routing.
+//! - [`handlers`]: authentication and routing; [`authz`]: who may do what.
 //! - [`watch`]: streaming watches.
 //! - [`logs`]: `pods/{name}/log`, proxied to the pod's node.
 //! - [`discovery`]: `/api`, `/apis`, `/version`, `/openapi/v3`.
 
 pub mod api;
+pub mod authz;
 pub mod discovery;
 pub mod handlers;
 pub mod logs;
@@ -17,7 +18,7 @@ pub mod request;
 pub mod subresources;
 pub mod watch;
 
-use crate::pki::{Tokens, identity_from_cert};
+use crate::pki::{Pki, Tokens, identity_from_cert};
 use axum::Router;
 use axum::routing::get;
 use handlers::PeerIdentity;
@@ -32,10 +33,16 @@ use tower::ServiceExt;
 
 pub struct ServerState {
     pub api: api::Api,
+    /// Static bearer tokens (the admin's); join tokens live in the store.
     pub tokens: Tokens,
     pub data_dir: PathBuf,
-    /// What the server presents to nodes' log endpoints.
-    pub node_token: String,
+    /// Signs node certificates; serves `/cacerts`.
+    pub pki: Arc<Pki>,
+    /// How long a node certificate is valid.
+    pub node_cert_ttl: std::time::Duration,
+    /// How the server connects to nodes' endpoints (logs): trusts the cluster CA, presents
+    /// the API server's client certificate.
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
@@ -44,6 +51,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/livez", get(handlers::health))
         .route("/readyz", get(handlers::health))
         .route("/version", get(handlers::version))
+        .route("/cacerts", get(handlers::cacerts))
         .fallback(handlers::dispatch)
         .with_state(state)
 }

@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod job;
+pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;

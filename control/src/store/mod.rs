@@ -128,14 +128,19 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("storage: {e}"))
 }
 
+/// The store file is open in another process (another control plane on this data directory).
+#[derive(Debug, thiserror::Error)]
+#[error("the store {} is held by another control plane process", .0.display())]
+pub struct Locked(pub std::path::PathBuf);
+
 impl Store {
     /// Open (or create) the store at `path` and start its writer thread.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         // redb's default page cache is 1 GiB; an edge node has a fraction of that to spare.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| anyhow::anyhow!("opening store {}: {e}", path.display()))?;
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::Error::new(Locked(path.to_path_buf())),
+            e => anyhow::anyhow!("opening store {}: {e}", path.display()),
+        })?;
         let (rev, compacted) = {
             let txn = db.begin_write()?;
             let (rev, compacted) = {

@@ -144,13 +144,15 @@ impl Proxy {
         self.local.lock().unwrap_or_else(|e| e.into_inner()).get(&addr).cloned()
     }
 
-    /// Follow Services and EndpointSlices until `stop`, keeping the table and the listeners
+    /// Follow Services, EndpointSlices and Nodes until `stop`, keeping the table and the listeners
     /// in step.
     pub async fn run(self: Arc<Self>, client: Client, stop: CancellationToken) {
         let services = Arc::new(Mutex::new(HashMap::new()));
         let slices = Arc::new(Mutex::new(HashMap::new()));
+        let nodes = Arc::new(Mutex::new(HashMap::new()));
         let changed = Arc::new(Notify::new());
         tokio::spawn(follow(client.clone(), "/api/v1/services", services.clone(), changed.clone(), stop.clone()));
+        tokio::spawn(follow(client.clone(), "/api/v1/nodes", nodes.clone(), changed.clone(), stop.clone()));
         tokio::spawn(follow(
             client,
             "/apis/discovery.k8s.io/v1/endpointslices",
@@ -166,7 +168,9 @@ impl Proxy {
             let table = {
                 let s = services.lock().unwrap_or_else(|e| e.into_inner());
                 let e = slices.lock().unwrap_or_else(|e| e.into_inner());
-                Arc::new(Table::build(s.values(), e.values()))
+                let same_machine =
+                    same_machine_nodes(&self.node, nodes.lock().unwrap_or_else(|e| e.into_inner()).values());
+                Arc::new(Table::build(s.values(), e.values(), |n| n.is_empty() || same_machine.contains(n)))
             };
             let live: Vec<SocketAddr> = table.endpoints.values().flatten().map(|e| e.addr).collect();
             for b in self.balancers.lock().unwrap_or_else(|e| e.into_inner()).values_mut() {
@@ -334,6 +338,23 @@ impl Proxy {
     }
 }
 
+/// The nodes whose pods this node can dial: itself, and nodes whose address is a loopback
+/// address (node processes on this machine). Pods elsewhere are out of reach until traffic
+/// between machines goes through a node-to-node gateway.
+fn same_machine_nodes<'a>(me: &str, nodes: impl Iterator<Item = &'a Value>) -> std::collections::HashSet<String> {
+    let mut out: std::collections::HashSet<String> = nodes
+        .filter(|n| {
+            n["status"]["addresses"].as_array().into_iter().flatten().any(|a| {
+                a["type"] == "InternalIP"
+                    && a["address"].as_str().and_then(|ip| ip.parse::<IpAddr>().ok()).is_some_and(|ip| ip.is_loopback())
+            })
+        })
+        .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    out.insert(me.to_string());
+    out
+}
+
 /// Keep `map` (key → object) in step with a collection: list, then watch; relist on errors.
 async fn follow(
     client: Client,
@@ -472,6 +493,16 @@ impl ClusterView {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_nodes_on_this_machine_are_dialled() {
+        let nodes = [
+            serde_json::json!({"metadata": {"name": "n2"}, "status": {"addresses": [{"type": "InternalIP", "address": "127.111.255.254"}]}}),
+            serde_json::json!({"metadata": {"name": "pi"}, "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.7"}]}}),
+        ];
+        let reach = super::same_machine_nodes("me", nodes.iter());
+        assert!(reach.contains("me") && reach.contains("n2") && !reach.contains("pi"), "{reach:?}");
+    }
+
     #[test]
     fn http_is_recognised_by_its_request_line() {
         assert!(super::looks_like_http(b"GET / HTTP/1.1\r\n"));

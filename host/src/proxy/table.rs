@@ -102,9 +102,14 @@ pub fn service(o: &Value) -> Option<Service> {
 }
 
 impl Table {
+    /// The table of `services` and their endpoint `slices`, keeping only endpoints for which
+    /// `reachable(node name)` holds (pod addresses are loopback addresses of their node's
+    /// machine: an endpoint on another machine must not be dialled here, where the same
+    /// address may be another pod).
     pub fn build<'a>(
         services: impl IntoIterator<Item = &'a Value>,
         slices: impl IntoIterator<Item = &'a Value>,
+        reachable: impl Fn(&str) -> bool,
     ) -> Table {
         let mut t = Table::default();
         for s in services.into_iter().filter_map(service) {
@@ -119,11 +124,15 @@ impl Table {
                 let list = t.endpoints.entry((ns.clone(), svc.to_string(), pname)).or_default();
                 for e in sl["endpoints"].as_array().into_iter().flatten() {
                     let Some(ip) = e["addresses"][0].as_str().and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
+                    let node = e["nodeName"].as_str().unwrap_or("");
+                    if !reachable(node) {
+                        continue;
+                    }
                     let c = &e["conditions"];
                     let ready = c["ready"].as_bool().unwrap_or(true);
                     list.push(Endpoint {
                         addr: SocketAddr::new(ip, port),
-                        node: e["nodeName"].as_str().unwrap_or("").to_string(),
+                        node: node.to_string(),
                         ready,
                         serving: c["serving"].as_bool().unwrap_or(ready),
                         terminating: c["terminating"].as_bool().unwrap_or(false),
@@ -237,8 +246,18 @@ mod tests {
         "endpoints": [
             {"addresses": ["127.100.0.2"], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "n1"},
             {"addresses": ["127.100.0.1"], "conditions": {"ready": false, "serving": true, "terminating": true}, "nodeName": "n2"},
+            // On another machine: the same loopback address there is not this one.
+            {"addresses": ["127.100.0.3"], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "elsewhere"},
         ]})];
-        Table::build(svcs.iter(), slices.iter())
+        Table::build(svcs.iter(), slices.iter(), |n| n != "elsewhere")
+    }
+
+    #[test]
+    fn endpoints_out_of_reach_are_left_out() {
+        let t = table();
+        let all: Vec<&str> = t.endpoints.values().flatten().map(|e| e.node.as_str()).collect();
+        assert!(!all.contains(&"elsewhere"), "{all:?}");
+        assert_eq!(all.len(), 2);
     }
 
     #[test]

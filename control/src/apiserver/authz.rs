@@ -1,0 +1,344 @@
+//! Authorization: who may do what.
+//!
+//! - `system:masters` (the admin token, admin client certificates): everything.
+//! - Nodes (`system:node:<name>` in `system:nodes`, by client certificate): what a kubelet
+//!   needs and no more, as Kubernetes' Node authorizer allows it — their own Node and Lease,
+//!   the pods bound to them (read, status, finishing deletion), the ConfigMaps, Secrets and
+//!   claims those pods use (read), Services and EndpointSlices (read, for the proxy), Events.
+//! - Join tokens (`system:bootstrappers`): only a node certificate (see `membership`).
+//!
+//! [`node_rule`] is the pure table; [`authorize`] resolves the rules that depend on stored
+//! objects (is this pod bound to the node, does one of its pods use this Secret).
+
+use super::api::{Api, ListOptions};
+use super::request::Target;
+use crate::pki::Identity;
+use serde_json::Value;
+use wasmorch_api::join::{BOOTSTRAPPERS_GROUP, node_name};
+use wasmorch_api::selector::{FieldSelector, LabelSelector};
+use wasmorch_api::{ApiError, object, resources};
+
+/// The verb of a request, as Kubernetes names it in authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    DeleteCollection,
+}
+
+impl Verb {
+    pub fn of(method: &http::Method, named: bool, watch: bool) -> Verb {
+        match (method.as_str(), named) {
+            ("GET", _) if watch => Verb::Watch,
+            ("GET", true) => Verb::Get,
+            ("GET", false) => Verb::List,
+            ("POST", _) => Verb::Create,
+            ("PUT", _) => Verb::Update,
+            ("PATCH", _) => Verb::Patch,
+            ("DELETE", true) => Verb::Delete,
+            ("DELETE", false) => Verb::DeleteCollection,
+            _ => Verb::Get,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+        }
+    }
+    fn reads(self) -> bool {
+        matches!(self, Verb::Get | Verb::List | Verb::Watch)
+    }
+}
+
+/// What the table says about one node request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Allow,
+    Deny(String),
+    /// Allowed if the named pod (in the target's namespace) is bound to the node.
+    IfPodBound,
+    /// Allowed if a pod bound to the node uses this ConfigMap, Secret or claim.
+    IfUsedByPod(UseKind),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseKind {
+    ConfigMap,
+    Secret,
+    Claim,
+}
+
+/// The pure rule for node `node` doing `verb` on `t`. `field_selector` is the request's;
+/// `body_name` the name in a create's body.
+pub fn node_rule(node: &str, t: &Target, verb: Verb, field_selector: &str, body_name: Option<&str>) -> Rule {
+    let sub = t.subresource.as_deref();
+    let name = t.name.as_deref().or(if verb == Verb::Create { body_name } else { None });
+    let own = name == Some(node);
+    match (t.res.group, t.res.plural) {
+        ("", "nodes") => match verb {
+            v if v.reads() => Rule::Allow,
+            Verb::Create | Verb::Update | Verb::Patch if own && sub.is_none_or(|s| s == "status") => Rule::Allow,
+            _ => Rule::Deny(format!("node '{node}' can only modify its own Node")),
+        },
+        ("coordination.k8s.io", "leases") => {
+            if t.namespace.as_deref() == Some("kube-node-lease")
+                && own
+                && matches!(verb, Verb::Get | Verb::Create | Verb::Update | Verb::Patch)
+            {
+                Rule::Allow
+            } else {
+                Rule::Deny(format!("node '{node}' can only use its own Lease in kube-node-lease"))
+            }
+        }
+        ("", "pods") => match (verb, sub) {
+            (Verb::List | Verb::Watch, None) if selects_node(field_selector, node) => Rule::Allow,
+            (Verb::List | Verb::Watch, _) => {
+                Rule::Deny(format!("node '{node}' can only list pods with fieldSelector spec.nodeName={node}"))
+            }
+            (Verb::Get, None | Some("status")) => Rule::IfPodBound,
+            (Verb::Update | Verb::Patch, Some("status")) => Rule::IfPodBound,
+            (Verb::Delete, None) => Rule::IfPodBound,
+            _ => Rule::Deny(format!("node '{node}' can only read, report and finish pods bound to it")),
+        },
+        ("", "events") | ("events.k8s.io", "events") => match verb {
+            Verb::Create | Verb::Update | Verb::Patch => Rule::Allow,
+            _ => Rule::Deny("nodes may only write events".into()),
+        },
+        ("", "services")
+        | ("", "endpoints")
+        | ("discovery.k8s.io", "endpointslices")
+        | ("", "namespaces")
+        | ("", "persistentvolumes")
+        | ("storage.k8s.io", "storageclasses")
+            if verb.reads() =>
+        {
+            Rule::Allow
+        }
+        ("", "configmaps") if verb == Verb::Get => Rule::IfUsedByPod(UseKind::ConfigMap),
+        ("", "secrets") if verb == Verb::Get => Rule::IfUsedByPod(UseKind::Secret),
+        ("", "persistentvolumeclaims") if verb == Verb::Get => Rule::IfUsedByPod(UseKind::Claim),
+        ("", "configmaps" | "secrets" | "persistentvolumeclaims") => {
+            Rule::Deny(format!("node '{node}' can only get {} that pods bound to it use", t.res.plural))
+        }
+        _ => Rule::Deny(format!("nodes may not {} {}", verb.name(), t.res.plural)),
+    }
+}
+
+/// Whether a field selector restricts a list to `spec.nodeName=<node>`.
+fn selects_node(selector: &str, node: &str) -> bool {
+    selector.split(',').any(|term| {
+        let term = term.trim();
+        term.strip_prefix("spec.nodeName").and_then(|r| r.strip_prefix("==").or_else(|| r.strip_prefix('=')))
+            == Some(node)
+    })
+}
+
+/// Whether `pod` uses the named object of `kind` (env, envFrom, volumes).
+pub fn pod_uses(pod: &Value, kind: UseKind, name: &str) -> bool {
+    let spec = &pod["spec"];
+    let containers = ["containers", "initContainers"].into_iter().flat_map(|k| spec[k].as_array()).flatten();
+    let named = |v: &Value| v.as_str() == Some(name);
+    for c in containers {
+        for e in c["env"].as_array().into_iter().flatten() {
+            let from = &e["valueFrom"];
+            let hit = match kind {
+                UseKind::ConfigMap => named(&from["configMapKeyRef"]["name"]),
+                UseKind::Secret => named(&from["secretKeyRef"]["name"]),
+                UseKind::Claim => false,
+            };
+            if hit {
+                return true;
+            }
+        }
+        for e in c["envFrom"].as_array().into_iter().flatten() {
+            let hit = match kind {
+                UseKind::ConfigMap => named(&e["configMapRef"]["name"]),
+                UseKind::Secret => named(&e["secretRef"]["name"]),
+                UseKind::Claim => false,
+            };
+            if hit {
+                return true;
+            }
+        }
+    }
+    spec["volumes"].as_array().into_iter().flatten().any(|v| match kind {
+        UseKind::ConfigMap => named(&v["configMap"]["name"]),
+        UseKind::Secret => named(&v["secret"]["secretName"]),
+        UseKind::Claim => named(&v["persistentVolumeClaim"]["claimName"]),
+    })
+}
+
+fn forbidden(id: &Identity, t: &Target, verb: Verb, why: &str) -> ApiError {
+    let res = match &t.subresource {
+        Some(s) => format!("{}/{s}", t.res.plural),
+        None => t.res.plural.to_string(),
+    };
+    let scope = match &t.namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_string(),
+    };
+    let what = match &t.name {
+        Some(n) => format!("{} \"{n}\"", t.res.qualified_plural()),
+        None => t.res.qualified_plural(),
+    };
+    let mut e = ApiError::forbidden(format!(
+        "{what} is forbidden: User \"{}\" cannot {} resource \"{res}\" in API group \"{}\" {scope}: {why}",
+        id.user,
+        verb.name(),
+        t.res.group
+    ));
+    e.kind = t.res.plural.to_string();
+    e.group = t.res.group.to_string();
+    e.name = t.name.clone().unwrap_or_default();
+    e
+}
+
+/// Whether `id` may do `verb` on `t`. Admins may do anything; nodes follow [`node_rule`];
+/// everyone else is refused.
+pub async fn authorize(
+    api: &Api,
+    id: &Identity,
+    t: &Target,
+    verb: Verb,
+    field_selector: &str,
+    body: Option<&Value>,
+) -> Result<(), ApiError> {
+    if id.is_admin() {
+        return Ok(());
+    }
+    if id.groups.iter().any(|g| g == BOOTSTRAPPERS_GROUP) {
+        return Err(forbidden(id, t, verb, "a join token may only request a node certificate"));
+    }
+    let Some(node) = node_name(&id.user, &id.groups) else {
+        return Err(forbidden(id, t, verb, "no rule allows it"));
+    };
+    let body_name = body.map(object::name).filter(|n| !n.is_empty());
+    let deny = |why: &str| Err(forbidden(id, t, verb, why));
+    match node_rule(node, t, verb, field_selector, body_name) {
+        Rule::Allow => Ok(()),
+        Rule::Deny(why) => deny(&why),
+        Rule::IfPodBound => {
+            let mut pod_t = t.clone();
+            pod_t.subresource = None;
+            match api.get(&pod_t).await {
+                Ok(pod) if object::str_at(&pod, "spec.nodeName") == Some(node) => Ok(()),
+                // Not telling a node whether another node's pod exists.
+                Ok(_) | Err(_) => deny(&format!("node '{node}' can only use pods bound to it")),
+            }
+        }
+        Rule::IfUsedByPod(kind) => {
+            let pods = resources::lookup("pods").expect("registered");
+            let opts = ListOptions {
+                labels: LabelSelector::default(),
+                fields: FieldSelector::parse(&format!("spec.nodeName={node}"), pods)
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+                limit: 0,
+                continue_token: None,
+            };
+            let list = api.list(pods, t.namespace.as_deref(), &opts).await?;
+            let name = t.name.as_deref().unwrap_or("");
+            let used = list["items"].as_array().into_iter().flatten().any(|p| {
+                !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) && pod_uses(p, kind, name)
+            });
+            if used { Ok(()) } else { deny(&format!("no pod bound to node '{node}' uses it")) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn target(plural: &str, ns: Option<&str>, name: Option<&str>, sub: Option<&str>) -> Target {
+        Target {
+            res: resources::lookup(plural).unwrap(),
+            namespace: ns.map(String::from),
+            name: name.map(String::from),
+            subresource: sub.map(String::from),
+            watch_path: false,
+        }
+    }
+
+    #[test]
+    fn a_node_may_change_only_its_own_node_and_lease() {
+        let own = target("nodes", None, Some("n1"), Some("status"));
+        assert_eq!(node_rule("n1", &own, Verb::Patch, "", None), Rule::Allow);
+        let other = target("nodes", None, Some("n2"), Some("status"));
+        assert!(matches!(node_rule("n1", &other, Verb::Patch, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &other, Verb::Delete, "", None), Rule::Deny(_)));
+        assert_eq!(node_rule("n1", &other, Verb::Get, "", None), Rule::Allow);
+        let create = target("nodes", None, None, None);
+        assert_eq!(node_rule("n1", &create, Verb::Create, "", Some("n1")), Rule::Allow);
+        assert!(matches!(node_rule("n1", &create, Verb::Create, "", Some("n2")), Rule::Deny(_)));
+        let lease = target("leases", Some("kube-node-lease"), Some("n1"), None);
+        assert_eq!(node_rule("n1", &lease, Verb::Patch, "", None), Rule::Allow);
+        let lease2 = target("leases", Some("kube-node-lease"), Some("n2"), None);
+        assert!(matches!(node_rule("n1", &lease2, Verb::Patch, "", None), Rule::Deny(_)));
+        let elsewhere = target("leases", Some("kube-system"), Some("n1"), None);
+        assert!(matches!(node_rule("n1", &elsewhere, Verb::Patch, "", None), Rule::Deny(_)));
+    }
+
+    #[test]
+    fn pods_are_listed_by_node_and_changed_only_when_bound() {
+        let all = target("pods", None, None, None);
+        assert_eq!(node_rule("n1", &all, Verb::Watch, "spec.nodeName=n1", None), Rule::Allow);
+        assert_eq!(node_rule("n1", &all, Verb::List, "status.phase=Running,spec.nodeName==n1", None), Rule::Allow);
+        assert!(matches!(node_rule("n1", &all, Verb::List, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &all, Verb::List, "spec.nodeName=n10", None), Rule::Deny(_)));
+        let status = target("pods", Some("default"), Some("p"), Some("status"));
+        assert_eq!(node_rule("n1", &status, Verb::Patch, "", None), Rule::IfPodBound);
+        let pod = target("pods", Some("default"), Some("p"), None);
+        assert!(matches!(node_rule("n1", &pod, Verb::Patch, "", None), Rule::Deny(_)), "spec is not the node's");
+        assert_eq!(node_rule("n1", &pod, Verb::Delete, "", None), Rule::IfPodBound);
+        let create = target("pods", Some("default"), None, None);
+        assert!(matches!(node_rule("n1", &create, Verb::Create, "", Some("p")), Rule::Deny(_)));
+        let evict = target("pods", Some("default"), Some("p"), Some("eviction"));
+        assert!(matches!(node_rule("n1", &evict, Verb::Create, "", None), Rule::Deny(_)));
+    }
+
+    #[test]
+    fn secrets_only_by_use_and_never_listed() {
+        let s = target("secrets", Some("default"), Some("db"), None);
+        assert_eq!(node_rule("n1", &s, Verb::Get, "", None), Rule::IfUsedByPod(UseKind::Secret));
+        let all = target("secrets", Some("default"), None, None);
+        assert!(matches!(node_rule("n1", &all, Verb::List, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &all, Verb::Watch, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &s, Verb::Update, "", None), Rule::Deny(_)));
+        let deploy = target("deployments", Some("default"), None, None);
+        assert!(matches!(node_rule("n1", &deploy, Verb::List, "", None), Rule::Deny(_)));
+    }
+
+    #[test]
+    fn references_from_env_env_from_and_volumes() {
+        let pod = json!({"spec": {
+            "containers": [{"name": "a",
+                "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s1", "key": "k"}}},
+                        {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "c1", "key": "k"}}}],
+                "envFrom": [{"secretRef": {"name": "s2"}}, {"configMapRef": {"name": "c2"}}]}],
+            "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s3"}}]}],
+            "volumes": [{"name": "v", "secret": {"secretName": "s4"}}, {"name": "w", "configMap": {"name": "c3"}},
+                        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
+        for s in ["s1", "s2", "s3", "s4"] {
+            assert!(pod_uses(&pod, UseKind::Secret, s), "{s}");
+        }
+        for c in ["c1", "c2", "c3"] {
+            assert!(pod_uses(&pod, UseKind::ConfigMap, c), "{c}");
+        }
+        assert!(pod_uses(&pod, UseKind::Claim, "data"));
+        assert!(!pod_uses(&pod, UseKind::Secret, "c1"), "a ConfigMap of that name is not a Secret");
+        assert!(!pod_uses(&pod, UseKind::Secret, "other"));
+    }
+}

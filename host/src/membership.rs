@@ -1,0 +1,414 @@
+//! The node's membership of a cluster: its key, its certificate, joining and renewal.
+//!
+//! Joining (`wasmorch node --server URL --token K10<hash>::<id>.<secret>`):
+//! 1. fetch the CA from `GET /cacerts` over TLS **without** trusting the server yet, and check
+//!    its SHA-256 against the token's pin — on a mismatch stop, having sent nothing secret;
+//! 2. make (or reuse) the node's key, which never leaves `<data-dir>/pki/node.key`;
+//! 3. over TLS that now verifies the server against that CA, send a certificate request with
+//!    the token's credential; the server answers with a certificate for
+//!    `system:node:<name>`.
+//!
+//! From then on the node talks mutual TLS with that certificate, which also serves its own
+//! endpoint (logs) to the API server. Before two thirds of its lifetime have passed it asks
+//! for a new one with the current one ([`renew_loop`]); the API client and the served
+//! identity switch to it without a restart. A node that restarts with valid credentials needs
+//! no token; its identity is its name and key, so a changed address changes nothing.
+
+use crate::client::Client;
+use anyhow::Context;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wasmorch_api::join::JoinToken;
+
+/// What a member holds: the cluster CA, its certificate and its key (PEM).
+#[derive(Clone)]
+pub struct Credentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Credentials {
+    /// When the certificate starts and stops being valid.
+    fn validity(&self) -> anyhow::Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+        let der = first_der(&self.cert_pem)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| anyhow::anyhow!("parsing the node certificate: {e}"))?;
+        let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).context("certificate time out of range");
+        Ok((at(cert.validity().not_before.timestamp())?, at(cert.validity().not_after.timestamp())?))
+    }
+
+    /// When the certificate stops being valid.
+    pub fn not_after(&self) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        Ok(self.validity()?.1)
+    }
+
+    /// The node name the certificate is for (`system:node:<name>`).
+    pub fn node_name(&self) -> Option<String> {
+        let cn = peer_common_name(&first_der(&self.cert_pem).ok()?)?;
+        cn.strip_prefix(wasmorch_api::join::NODE_USER_PREFIX).map(String::from)
+    }
+
+    /// When to renew: two thirds into the certificate's life (kubelet renews at 70–90 %).
+    pub fn renew_at(&self) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        let (from, to) = self.validity()?;
+        Ok(from + (to - from) * 2 / 3)
+    }
+
+    /// A kube-rs client for `server` authenticating with this certificate.
+    pub async fn client(&self, server: &str) -> anyhow::Result<kube::Client> {
+        let b64 = |s: &str| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(s)
+        };
+        let kc = json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "node",
+            "clusters": [{"name": "node", "cluster": {"server": server, "certificate-authority-data": b64(&self.ca_pem)}}],
+            "users": [{"name": "node", "user": {"client-certificate-data": b64(&self.cert_pem), "client-key-data": b64(&self.key_pem)}}],
+            "contexts": [{"name": "node", "context": {"cluster": "node", "user": "node"}}],
+        });
+        kube_client(kc).await
+    }
+
+    /// The TLS identity the node's own endpoint serves.
+    pub fn certified_key(&self) -> anyhow::Result<Arc<rustls::sign::CertifiedKey>> {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())?;
+        let provider = rustls::crypto::ring::default_provider();
+        Ok(Arc::new(rustls::sign::CertifiedKey::from_der(certs, key, &provider)?))
+    }
+}
+
+fn first_der(pem: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(CertificateDer::pem_slice_iter(pem.as_bytes()).next().context("no certificate in PEM")??.to_vec())
+}
+
+/// SHA-256 (hex) of a PEM certificate's DER: what a join token pins.
+pub fn ca_hash(ca_pem: &str) -> anyhow::Result<String> {
+    Ok(hex::encode(Sha256::digest(first_der(ca_pem)?)))
+}
+
+async fn kube_client(kubeconfig: Value) -> anyhow::Result<kube::Client> {
+    let kc: kube::config::Kubeconfig = serde_json::from_value(kubeconfig)?;
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    // The node retries on its own terms (relist, status reports); no minutes-long back-off.
+    cfg.default_retry = false;
+    cfg.connect_timeout = Some(Duration::from_secs(5));
+    Ok(kube::Client::try_from(cfg)?)
+}
+
+/// Where a node keeps its credentials.
+pub fn pki_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("pki")
+}
+
+/// The node's key: made once, kept (mode 0600), never sent anywhere.
+pub fn load_or_create_key(dir: &Path) -> anyhow::Result<rcgen::KeyPair> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("node.key");
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let k = rcgen::KeyPair::generate()?.serialize_pem();
+            write_private(&path, &k)?;
+            k
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    rcgen::KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// A certificate request for `name` signed with the node's key (the server sets the subject).
+pub fn csr(key: &rcgen::KeyPair, name: &str) -> anyhow::Result<String> {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(rcgen::DnType::CommonName, format!("{}{name}", wasmorch_api::join::NODE_USER_PREFIX));
+    Ok(p.serialize_request(key)?.pem()?)
+}
+
+fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    {
+        use std::io::Write;
+        let mut f = o.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(data.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Store a certificate (and the CA) beside the key.
+pub fn install(dir: &Path, ca_pem: &str, cert_pem: &str) -> anyhow::Result<Credentials> {
+    write_private(&dir.join("ca.crt"), ca_pem)?;
+    write_private(&dir.join("node.crt"), cert_pem)?;
+    load(dir)?.context("the stored credentials do not read back")
+}
+
+/// The stored credentials, if all three files are there.
+pub fn load(dir: &Path) -> anyhow::Result<Option<Credentials>> {
+    let read = |f: &str| std::fs::read_to_string(dir.join(f));
+    match (read("ca.crt"), read("node.crt"), read("node.key")) {
+        (Ok(ca_pem), Ok(cert_pem), Ok(key_pem)) => Ok(Some(Credentials { ca_pem, cert_pem, key_pem })),
+        _ => Ok(None),
+    }
+}
+
+/// Fetch the server's CA without trusting the server, and check it against `pin`.
+pub async fn fetch_ca(server: &str, pin: &str) -> anyhow::Result<String> {
+    let kc = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "join",
+        "clusters": [{"name": "join", "cluster": {"server": server, "insecure-skip-tls-verify": true}}],
+        "users": [{"name": "join", "user": {}}],
+        "contexts": [{"name": "join", "context": {"cluster": "join", "user": "join"}}],
+    });
+    let client = kube_client(kc).await?;
+    let req = http::Request::get("/cacerts").body(Vec::new())?;
+    let ca = client.request_text(req).await.with_context(|| format!("fetching the CA from {server}"))?;
+    let have = ca_hash(&ca).with_context(|| format!("{server}/cacerts is not a certificate"))?;
+    if have != pin {
+        anyhow::bail!(
+            "the server at {server} presents a CA with sha256 {have}, but the token pins {pin}: not sending the token (wrong server, or a token of another cluster)"
+        );
+    }
+    Ok(ca)
+}
+
+/// Ask `server` (verified against `ca_pem`) for a certificate for `name`, authenticated by
+/// `auth` (a join token's credential, or current credentials when renewing).
+async fn request_certificate(
+    server: &str,
+    ca_pem: &str,
+    auth: Auth<'_>,
+    name: &str,
+    key: &rcgen::KeyPair,
+) -> anyhow::Result<String> {
+    let client = match auth {
+        Auth::Token(credential) => {
+            use base64::Engine;
+            let kc = json!({
+                "apiVersion": "v1", "kind": "Config", "current-context": "join",
+                "clusters": [{"name": "join", "cluster": {"server": server,
+                    "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(ca_pem)}}],
+                "users": [{"name": "join", "user": {"token": credential}}],
+                "contexts": [{"name": "join", "context": {"cluster": "join", "user": "join"}}],
+            });
+            kube_client(kc).await?
+        }
+        Auth::Current(creds) => creds.client(server).await?,
+    };
+    let body = serde_json::to_vec(&json!({"nodeName": name, "csr": csr(key, name)?}))?;
+    let req =
+        http::Request::post("/wasmorch/v1/node-certificates").header("content-type", "application/json").body(body)?;
+    let resp = client.send(req.map(kube::client::Body::from)).await.context("asking for a node certificate")?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect_bytes().await?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        let msg = v["message"].as_str().map(String::from).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into());
+        if status.as_u16() == 401 {
+            anyhow::bail!("the server refused the join token (unknown, deleted or expired)");
+        }
+        anyhow::bail!("the server refused a certificate for {name}: {status} {msg}");
+    }
+    v["certificate"].as_str().map(String::from).context("the server's answer holds no certificate")
+}
+
+enum Auth<'a> {
+    Token(&'a str),
+    Current(&'a Credentials),
+}
+
+/// Join with a token: check the server, then obtain and store a certificate.
+pub async fn join(
+    server: &str,
+    token: &JoinToken,
+    ca_file_pem: Option<&str>,
+    name: &str,
+    dir: &Path,
+) -> anyhow::Result<Credentials> {
+    let ca = match (&token.ca_hash, ca_file_pem) {
+        (Some(pin), Some(ca)) => {
+            let have = ca_hash(ca)?;
+            anyhow::ensure!(&have == pin, "the CA file's sha256 {have} is not the token's pin {pin}");
+            ca.to_string()
+        }
+        (Some(pin), None) => fetch_ca(server, pin).await?,
+        (None, Some(ca)) => ca.to_string(),
+        (None, None) => {
+            anyhow::bail!("the token has no CA pin (K10<hash>::…); give the full token, or the CA with --ca-file")
+        }
+    };
+    let key = load_or_create_key(dir)?;
+    let cert = request_certificate(server, &ca, Auth::Token(&token.credential()), name, &key).await?;
+    install(dir, &ca, &cert)
+}
+
+/// The node's current credentials, shared by the API client and the node's own endpoint.
+pub struct Membership {
+    pub server: String,
+    pub name: String,
+    pub dir: PathBuf,
+    current: RwLock<Credentials>,
+}
+
+impl Membership {
+    pub fn new(server: String, name: String, dir: PathBuf, creds: Credentials) -> Arc<Membership> {
+        Arc::new(Membership { server, name, dir, current: RwLock::new(creds) })
+    }
+
+    /// A snapshot (a lock held for a clone only; renewal replaces the whole value).
+    pub fn current(&self) -> Credentials {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Obtain a new certificate with the current one, store it, and switch to it.
+    pub async fn renew(&self, client: &Client) -> anyhow::Result<()> {
+        let creds = self.current();
+        let key = load_or_create_key(&self.dir)?;
+        let cert = request_certificate(&self.server, &creds.ca_pem, Auth::Current(&creds), &self.name, &key).await?;
+        let fresh = install(&self.dir, &creds.ca_pem, &cert)?;
+        client.replace(fresh.client(&self.server).await?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+/// Renew the certificate two thirds into its life, retrying failures, until `stop`.
+pub async fn renew_loop(member: Arc<Membership>, client: Client, stop: CancellationToken) {
+    loop {
+        let creds = member.current();
+        let wait = match creds.renew_at() {
+            Ok(at) => (at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO),
+            Err(e) => {
+                tracing::warn!("node certificate: {e:#}");
+                Duration::from_secs(60)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        match member.renew(&client).await {
+            Ok(()) => {
+                tracing::info!(node = member.name, "renewed the node certificate");
+                // However the server dates certificates, never renew in a tight loop.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                // Retry soon, but not in a tight loop; past expiry the node needs a token again.
+                let left = creds.not_after().map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default());
+                let pause = left.map(|l| (l / 10).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+                tracing::warn!("renewing the node certificate: {e:#}");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause.unwrap_or(Duration::from_secs(10))) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Serves the node's current certificate on each TLS handshake, so a renewal takes effect
+/// for new connections at once.
+#[derive(Debug)]
+pub struct CurrentCert(pub Arc<MembershipCell>);
+
+/// The certified key behind [`CurrentCert`], refreshed from the membership.
+pub struct MembershipCell {
+    member: Arc<Membership>,
+    cached: RwLock<(String, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+impl std::fmt::Debug for MembershipCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MembershipCell")
+    }
+}
+
+impl MembershipCell {
+    pub fn new(member: Arc<Membership>) -> anyhow::Result<Arc<MembershipCell>> {
+        let c = member.current();
+        let key = c.certified_key()?;
+        Ok(Arc::new(MembershipCell { member, cached: RwLock::new((c.cert_pem, key)) }))
+    }
+    fn get(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let c = self.member.current();
+        {
+            let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
+            if cached.0 == c.cert_pem {
+                return Some(cached.1.clone());
+            }
+        }
+        let key = c.certified_key().ok()?;
+        *self.cached.write().unwrap_or_else(|e| e.into_inner()) = (c.cert_pem, key.clone());
+        Some(key)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.get()
+    }
+}
+
+/// TLS configuration of the node's endpoint: its own certificate, and only clients with a
+/// certificate from the cluster CA (the API server's CN is checked per connection).
+pub fn endpoint_tls(member: &Arc<Membership>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(member.current().ca_pem.as_bytes()) {
+        roots.add(c?)?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(CurrentCert(MembershipCell::new(member.clone())?)));
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The common name of a verified peer certificate.
+pub fn peer_common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    cert.subject().iter_common_name().next()?.as_str().ok().map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_persist_and_requests_verify() {
+        let d = tempfile::tempdir().unwrap();
+        let a = load_or_create_key(d.path()).unwrap();
+        let b = load_or_create_key(d.path()).unwrap();
+        assert_eq!(a.public_key_raw(), b.public_key_raw(), "the key is made once");
+        let req = csr(&a, "n1").unwrap();
+        let parsed = rcgen::CertificateSigningRequestParams::from_pem(&req).unwrap();
+        assert_eq!(rcgen::PublicKeyData::der_bytes(&parsed.public_key), a.public_key_raw());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(d.path().join("node.key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}
