@@ -37,8 +37,9 @@ impl Net {
             edge_ip: format!("10.213.{k}.2"),
         };
         // Left over from an interrupted run of the same pid slot.
-        let _ = Command::new("ip").args(["netns", "del", &srv]).status();
-        let _ = Command::new("ip").args(["netns", "del", &edge]).status();
+        for ns in [&srv, &edge] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(std::process::Stdio::null()).status();
+        }
         let ok = ip(&["netns", "add", &srv])
             && ip(&["netns", "add", &edge])
             && ip(&["link", "add", &srv_if, "netns", &srv, "type", "veth", "peer", "name", &edge_if, "netns", &edge])

@@ -28,10 +28,10 @@ if ! python3 -c "import kubernetes" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes
 fi
 
-# A real OCI registry for the image-pull tests (Debian's docker-registry) and wrk for the
-# Service load tests.
-if ! command -v docker-registry >/dev/null || ! command -v wrk >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry wrk) >/dev/null
+# A real OCI registry for the image-pull tests (Debian's docker-registry), wrk for the
+# Service load tests, and iproute2 for the network-partition test (network namespaces).
+if ! command -v docker-registry >/dev/null || ! command -v wrk >/dev/null || ! command -v ip >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry wrk iproute2) >/dev/null
 fi
 
 # Peers are required here: a missing one fails the run instead of skipping a test.

@@ -147,37 +147,20 @@ fn selects_node(selector: &str, node: &str) -> bool {
 
 /// Whether `pod` uses the named object of `kind` (env, envFrom, volumes).
 pub fn pod_uses(pod: &Value, kind: UseKind, name: &str) -> bool {
-    let spec = &pod["spec"];
-    let containers = ["containers", "initContainers"].into_iter().flat_map(|k| spec[k].as_array()).flatten();
+    // Where each kind is named: env[].valueFrom.<key ref>, envFrom[].<ref>, a volume's source.
+    let (key_ref, env_from, volume): (&str, &str, fn(&Value) -> &Value) = match kind {
+        UseKind::ConfigMap => ("configMapKeyRef", "configMapRef", |v| &v["configMap"]["name"]),
+        UseKind::Secret => ("secretKeyRef", "secretRef", |v| &v["secret"]["secretName"]),
+        UseKind::Claim => ("", "", |v| &v["persistentVolumeClaim"]["claimName"]),
+    };
     let named = |v: &Value| v.as_str() == Some(name);
-    for c in containers {
-        for e in c["env"].as_array().into_iter().flatten() {
-            let from = &e["valueFrom"];
-            let hit = match kind {
-                UseKind::ConfigMap => named(&from["configMapKeyRef"]["name"]),
-                UseKind::Secret => named(&from["secretKeyRef"]["name"]),
-                UseKind::Claim => false,
-            };
-            if hit {
-                return true;
-            }
-        }
-        for e in c["envFrom"].as_array().into_iter().flatten() {
-            let hit = match kind {
-                UseKind::ConfigMap => named(&e["configMapRef"]["name"]),
-                UseKind::Secret => named(&e["secretRef"]["name"]),
-                UseKind::Claim => false,
-            };
-            if hit {
-                return true;
-            }
-        }
-    }
-    spec["volumes"].as_array().into_iter().flatten().any(|v| match kind {
-        UseKind::ConfigMap => named(&v["configMap"]["name"]),
-        UseKind::Secret => named(&v["secret"]["secretName"]),
-        UseKind::Claim => named(&v["persistentVolumeClaim"]["claimName"]),
-    })
+    let spec = &pod["spec"];
+    let mut containers = ["containers", "initContainers"].into_iter().flat_map(|k| spec[k].as_array()).flatten();
+    let in_containers = containers.any(|c| {
+        c["env"].as_array().into_iter().flatten().any(|e| named(&e["valueFrom"][key_ref]["name"]))
+            || c["envFrom"].as_array().into_iter().flatten().any(|e| named(&e[env_from]["name"]))
+    });
+    in_containers || spec["volumes"].as_array().into_iter().flatten().any(|v| named(volume(v)))
 }
 
 fn forbidden(id: &Identity, t: &Target, verb: Verb, why: &str) -> ApiError {
