@@ -44,10 +44,17 @@ async fn ready(client: &kube::Client, name: &str) -> bool {
             .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
-async fn until(limit: Duration, mut f: impl AsyncFnMut() -> bool) {
+/// Ready, and no longer tainted unreachable (the lifecycle controller lifts the taint a
+/// moment after the node reports again), so new pods may land on it.
+async fn schedulable(client: &kube::Client, name: &str) -> bool {
+    let (_, n) = raw(client, "GET", &format!("/api/v1/nodes/{name}"), None).await;
+    ready(client, name).await && !n["spec"]["taints"].to_string().contains("unreachable")
+}
+
+async fn until(what: &str, limit: Duration, mut f: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f().await {
-        assert!(Instant::now() < deadline, "timed out");
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -110,7 +117,7 @@ async fn main() {
         let name = format!("j{i}");
         let t = Instant::now();
         let p = node(&url, &token, &name, tmp.path(), &format!("127.{}", 160 + i));
-        until(Duration::from_secs(30), async || ready(&client, &name).await).await;
+        until("the joining node to be Ready", Duration::from_secs(30), async || ready(&client, &name).await).await;
         join_s.push(t.elapsed().as_secs_f64());
         drop(p);
         raw(&client, "DELETE", &format!("/api/v1/nodes/{name}"), None).await;
@@ -123,7 +130,7 @@ async fn main() {
     let mut nodes: Vec<Option<Proc>> =
         (0..2).map(|i| Some(node(&url, &token, names[i], tmp.path(), prefixes[i]))).collect();
     for n in names {
-        until(Duration::from_secs(30), async || ready(&client, n).await).await;
+        until("both nodes to be Ready", Duration::from_secs(30), async || ready(&client, n).await).await;
     }
     let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads/target/wasm32-wasip2/release/hello_http.wasm");
     let deploy: Value = serde_json::json!({
@@ -134,7 +141,7 @@ async fn main() {
                 "image": format!("file://{}", wasm.display()), "ports": [{"containerPort": 8080}]}]}}}});
     let (code, body) = raw(&client, "POST", "/apis/apps/v1/namespaces/default/deployments", Some(deploy)).await;
     assert_eq!(code, 201, "{body}");
-    until(Duration::from_secs(60), async || {
+    until("4 replicas Running", Duration::from_secs(60), async || {
         let p = web_pods(&client).await;
         p.len() == 4 && p.iter().all(|x| x.1)
     })
@@ -148,17 +155,18 @@ async fn main() {
         let other = names[1 - victim];
         let t = Instant::now();
         nodes[victim] = None; // SIGKILL
-        until(Duration::from_secs(60), async || {
+        until("the replicas to run on the other node", Duration::from_secs(60), async || {
             let p = web_pods(&client).await;
             p.len() == 4 && p.iter().all(|x| x.0 == other && x.1)
         })
         .await;
         loss_s.push(t.elapsed().as_secs_f64());
         nodes[victim] = Some(node(&url, &token, names[victim], tmp.path(), prefixes[victim]));
-        until(Duration::from_secs(60), async || ready(&client, names[victim]).await).await;
+        until("the killed node to return", Duration::from_secs(60), async || schedulable(&client, names[victim]).await)
+            .await;
         // Spread the replicas over both nodes again for the next trial.
         raw(&client, "DELETE", "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb", None).await;
-        until(Duration::from_secs(60), async || {
+        until("the replicas to spread again", Duration::from_secs(60), async || {
             let p = web_pods(&client).await;
             p.len() == 4 && p.iter().all(|x| x.1) && p.iter().any(|x| x.0 == names[victim])
         })

@@ -151,11 +151,26 @@ impl Proxy {
         let slices = Arc::new(Mutex::new(HashMap::new()));
         let nodes = Arc::new(Mutex::new(HashMap::new()));
         let changed = Arc::new(Notify::new());
-        tokio::spawn(follow(client.clone(), "/api/v1/services", services.clone(), changed.clone(), stop.clone()));
-        tokio::spawn(follow(client.clone(), "/api/v1/nodes", nodes.clone(), changed.clone(), stop.clone()));
+        tokio::spawn(follow(
+            client.clone(),
+            "/api/v1/services",
+            whole,
+            services.clone(),
+            changed.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(follow(
+            client.clone(),
+            "/api/v1/nodes",
+            node_addresses,
+            nodes.clone(),
+            changed.clone(),
+            stop.clone(),
+        ));
         tokio::spawn(follow(
             client,
             "/apis/discovery.k8s.io/v1/endpointslices",
+            whole,
             slices.clone(),
             changed.clone(),
             stop.clone(),
@@ -356,9 +371,21 @@ fn same_machine_nodes<'a>(me: &str, nodes: impl Iterator<Item = &'a Value>) -> s
 }
 
 /// Keep `map` (key → object) in step with a collection: list, then watch; relist on errors.
+/// Keep all of an object.
+fn whole(o: &Value) -> Value {
+    o.clone()
+}
+
+/// Of a Node, what routing needs: its name and addresses (not its heartbeats, which change
+/// every few seconds and would rebuild the table each time).
+fn node_addresses(o: &Value) -> Value {
+    serde_json::json!({"metadata": {"name": o["metadata"]["name"]}, "status": {"addresses": o["status"]["addresses"]}})
+}
+
 async fn follow(
     client: Client,
     path: &'static str,
+    project: fn(&Value) -> Value,
     map: Arc<Mutex<HashMap<String, Value>>>,
     changed: Arc<Notify>,
     stop: CancellationToken,
@@ -378,7 +405,7 @@ async fn follow(
                 let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
                 m.clear();
                 for o in list["items"].as_array().into_iter().flatten() {
-                    m.insert(key(o), o.clone());
+                    m.insert(key(o), project(o));
                 }
             }
             changed.notify_one();
@@ -392,17 +419,19 @@ async fn follow(
                 let Some(ev) = ev else { anyhow::bail!("watch closed") };
                 let ev = ev?;
                 let o = &ev["object"];
-                match ev["type"].as_str() {
+                // Only a change of what is kept wakes the table builder.
+                let changed_here = match ev["type"].as_str() {
                     Some("ADDED" | "MODIFIED") => {
-                        map.lock().unwrap_or_else(|e| e.into_inner()).insert(key(o), o.clone());
+                        let v = project(o);
+                        map.lock().unwrap_or_else(|e| e.into_inner()).insert(key(o), v.clone()) != Some(v)
                     }
-                    Some("DELETED") => {
-                        map.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(o));
-                    }
+                    Some("DELETED") => map.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(o)).is_some(),
                     Some("ERROR") => anyhow::bail!("watch error: {}", o["message"]),
-                    _ => continue,
+                    _ => false,
+                };
+                if changed_here {
+                    changed.notify_one();
                 }
-                changed.notify_one();
             }
         }
         .await;
