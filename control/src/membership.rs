@@ -69,7 +69,8 @@ pub async fn issue_node_certificate(
         None => return Err(ApiError::forbidden(format!("User \"{}\" cannot request node certificates", id.user))),
     }
     let signed = pki.sign_node_csr(csr, node, ttl).map_err(ApiError::bad_request)?;
-    record_key(api, node, &signed.key_sha256).await?;
+    // An admin may give a name a new key (what `up` does when its node's data was wiped).
+    record_key(api, node, &signed.key_sha256, id.is_admin()).await?;
     let expires = chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(365));
     Ok(json!({
         "certificate": signed.cert_pem,
@@ -78,8 +79,9 @@ pub async fn issue_node_certificate(
     }))
 }
 
-/// Record the key a node joins with, or check it against the one recorded.
-async fn record_key(api: &Api, node: &str, key_sha256: &str) -> Result<(), ApiError> {
+/// Record the key a node joins with, or check it against the one recorded (`replace`: put
+/// this key in place of another).
+async fn record_key(api: &Api, node: &str, key_sha256: &str, replace: bool) -> Result<(), ApiError> {
     let name = join::node_key_secret(node);
     let refuse = || {
         ApiError::forbidden(format!(
@@ -89,7 +91,14 @@ async fn record_key(api: &Api, node: &str, key_sha256: &str) -> Result<(), ApiEr
     };
     let recorded = |s: &Value| s["data"]["key-sha256"].as_str().map(b64_decode);
     match api.get(&secret_target(&name)).await {
-        Ok(s) => return if recorded(&s).as_deref() == Some(key_sha256) { Ok(()) } else { Err(refuse()) },
+        Ok(s) if recorded(&s).as_deref() == Some(key_sha256) => return Ok(()),
+        Ok(mut s) if replace => {
+            use base64::Engine;
+            s["data"] = json!({"key-sha256": base64::engine::general_purpose::STANDARD.encode(key_sha256)});
+            api.update(&secret_target(&name), s, Default::default(), false).await?;
+            return Ok(());
+        }
+        Ok(_) => return Err(refuse()),
         Err(e) if e.code == 404 => {}
         Err(e) => return Err(e),
     }

@@ -731,6 +731,12 @@ async fn join_tokens_buy_a_node_certificate_and_nothing_else() {
     assert_eq!(code, 403, "{out}");
     assert!(out["message"].as_str().unwrap().contains("joined before with another key"), "{out}");
     assert_eq!(t.call_as(&bearer, Method::POST, path, Some(body.clone())).await.0, 200);
+    // An admin may give the name a new key; the old key is then the stranger.
+    let rekey = json!({"nodeName": "n4", "csr": csr(&rcgen::KeyPair::generate().unwrap())});
+    assert_eq!(t.call_as(&bearer, Method::POST, path, Some(json!({"nodeName": "n4", "csr": csr(&key)}))).await.0, 200);
+    assert_eq!(t.call(Method::POST, path, Some(rekey)).await.0, 200);
+    let (code, _) = t.call_as(&bearer, Method::POST, path, Some(json!({"nodeName": "n4", "csr": csr(&key)}))).await;
+    assert_eq!(code, 403, "the replaced key still worked");
     // A node renews for itself only.
     let renew_other = json!({"nodeName": "n2", "csr": csr(&key)});
     assert_eq!(t.call_as(&node_identity("n1"), Method::POST, path, Some(renew_other)).await.0, 403);
