@@ -265,7 +265,7 @@ fn time_now() -> time::OffsetDateTime {
     time::OffsetDateTime::now_utc()
 }
 
-fn hostname() -> std::io::Result<String> {
+pub(crate) fn hostname() -> std::io::Result<String> {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_lowercase())
         .and_then(|h| if h.is_empty() { Err(std::io::Error::other("empty hostname")) } else { Ok(h) })

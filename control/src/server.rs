@@ -45,7 +45,7 @@ impl Config {
             node_lifecycle: Default::default(),
             node_cert_ttl: Duration::from_secs(365 * 86_400),
             // Filled in at start, once the data directory exists (see `leader_identity`).
-            leader: crate::controllers::leader::Config { identity: String::new(), ..Default::default() },
+            leader: Default::default(),
             data_dir,
         }
     }
@@ -135,8 +135,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
 /// process on the same data directory cannot hold the store while the first does (below).
 fn leader_identity(data_dir: &std::path::Path) -> String {
     use sha2::Digest;
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    let host = if host.is_empty() { "wasmorch".to_string() } else { host };
+    let host = crate::pki::hostname().unwrap_or_else(|_| "wasmorch".into());
     let dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
     let digest = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
     format!("{host}_{}", hex::encode(&digest[..6]))

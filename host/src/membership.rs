@@ -325,29 +325,28 @@ pub async fn renew_loop(member: Arc<Membership>, client: Client, stop: Cancellat
 }
 
 /// Serves the node's current certificate on each TLS handshake, so a renewal takes effect
-/// for new connections at once.
-#[derive(Debug)]
-pub struct CurrentCert(pub Arc<MembershipCell>);
-
-/// The certified key behind [`CurrentCert`], refreshed from the membership.
-pub struct MembershipCell {
+/// for new connections at once (the parsed key is cached until the certificate changes).
+pub struct CurrentCert {
     member: Arc<Membership>,
     cached: RwLock<(String, Arc<rustls::sign::CertifiedKey>)>,
 }
 
-impl std::fmt::Debug for MembershipCell {
+impl std::fmt::Debug for CurrentCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MembershipCell")
+        f.write_str("CurrentCert")
     }
 }
 
-impl MembershipCell {
-    pub fn new(member: Arc<Membership>) -> anyhow::Result<Arc<MembershipCell>> {
+impl CurrentCert {
+    pub fn new(member: Arc<Membership>) -> anyhow::Result<CurrentCert> {
         let c = member.current();
         let key = c.certified_key()?;
-        Ok(Arc::new(MembershipCell { member, cached: RwLock::new((c.cert_pem, key)) }))
+        Ok(CurrentCert { member, cached: RwLock::new((c.cert_pem, key)) })
     }
-    fn get(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
+}
+
+impl rustls::server::ResolvesServerCert for CurrentCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
         let c = self.member.current();
         {
             let cached = self.cached.read().unwrap_or_else(|e| e.into_inner());
@@ -358,12 +357,6 @@ impl MembershipCell {
         let key = c.certified_key().ok()?;
         *self.cached.write().unwrap_or_else(|e| e.into_inner()) = (c.cert_pem, key.clone());
         Some(key)
-    }
-}
-
-impl rustls::server::ResolvesServerCert for CurrentCert {
-    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.0.get()
     }
 }
 
@@ -380,7 +373,7 @@ pub fn endpoint_tls(member: &Arc<Membership>) -> anyhow::Result<Arc<rustls::Serv
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(CurrentCert(MembershipCell::new(member.clone())?)));
+        .with_cert_resolver(Arc::new(CurrentCert::new(member.clone())?));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

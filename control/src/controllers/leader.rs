@@ -20,7 +20,7 @@ pub const LEASE_NAME: &str = "wasmorch-control-plane";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Who this control plane is (`holderIdentity`): host name and a random suffix.
+    /// Who this control plane is (`holderIdentity`).
     pub identity: String,
     /// How long a Lease holds without renewal (Kubernetes: 15 s).
     pub lease_duration: Duration,
@@ -29,11 +29,11 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// Kubernetes' timings. The identity is left empty: the server names itself (host name and
+    /// data directory) when it starts.
     fn default() -> Self {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-        let host = if host.is_empty() { "wasmorch".to_string() } else { host };
         Config {
-            identity: format!("{host}_{}", uuid::Uuid::new_v4()),
+            identity: String::new(),
             lease_duration: Duration::from_secs(15),
             renew_interval: Duration::from_secs(2),
         }
