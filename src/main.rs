@@ -7,6 +7,10 @@ mod kubeconfig;
 mod printer;
 
 use clap::{Parser, Subcommand};
+
+/// Counts the host memory wasm instances cause against their containers' limits.
+#[global_allocator]
+static ALLOCATOR: wasmorch_host::runtime::alloc::Counting = wasmorch_host::runtime::alloc::Counting;
 use std::process::ExitCode;
 
 #[derive(Parser)]

@@ -214,7 +214,8 @@ fn hostile_workloads_are_contained() {
     let p = wait_pod(&c, "hog", "hit its memory limit", |p| {
         p["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)
     });
-    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"], "Error");
+    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"], "OOMKilled");
+    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137);
     let uid = p["metadata"]["uid"].as_str().unwrap();
     let log = std::fs::read_to_string(dir.path().join(format!("data/node/pods/default_hog_{uid}/main.log"))).unwrap();
     let held: Vec<u64> =

@@ -37,6 +37,46 @@ pub struct NodeConfig {
     pub allowed_host_paths: Vec<PathBuf>,
     /// How often mounted ConfigMaps and Secrets are refreshed and `emptyDir` limits checked.
     pub config_sync: Duration,
+    /// What the node keeps for its own work (`--system-reserved`): millicores and bytes.
+    pub reserved: Reserved,
+}
+
+/// The kubelet's `--system-reserved`: CPU and memory kept from pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    pub cpu_millis: u64,
+    pub memory: u64,
+}
+
+impl Default for Reserved {
+    /// 100m and 64 MiB: enough for heartbeats, probes, the proxy and API calls on a board.
+    fn default() -> Self {
+        Reserved { cpu_millis: 100, memory: 64 << 20 }
+    }
+}
+
+impl Reserved {
+    /// `cpu=100m,memory=64Mi` (either may be left out; what is left out is not reserved).
+    pub fn parse(s: &str) -> Result<Reserved, String> {
+        let mut r = Reserved { cpu_millis: 0, memory: 0 };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?}: want name=quantity"))?;
+            let q = wasmorch_api::quantity::parse(v.trim())
+                .filter(|q| q.is_finite() && *q >= 0.0)
+                .ok_or_else(|| format!("{v:?} is not a quantity"))?;
+            match k.trim() {
+                "cpu" => r.cpu_millis = (q * 1000.0).round() as u64,
+                "memory" => r.memory = q as u64,
+                other => return Err(format!("unknown resource {other:?} (cpu, memory)")),
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// Allocatable = capacity − reserved (never below a tenth of a core or 16 MiB).
+pub fn allocatable(cpus: u64, memory: u64, r: Reserved) -> (u64, u64) {
+    ((cpus * 1000).saturating_sub(r.cpu_millis).max(100), memory.saturating_sub(r.memory).max(16 << 20))
 }
 
 impl NodeConfig {
@@ -55,8 +95,14 @@ impl NodeConfig {
             insecure_registries: Vec::new(),
             allowed_host_paths: Vec::new(),
             config_sync: Duration::from_secs(5),
+            reserved: Reserved::default(),
         }
     }
+}
+
+/// Cores of this machine.
+pub fn cores() -> u64 {
+    std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
 }
 
 /// Memory of this machine in bytes (1 GiB when it cannot be read).
@@ -73,8 +119,11 @@ pub fn total_memory() -> u64 {
 }
 
 fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = cores();
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", total_memory() / 1024), "pods": cfg.max_pods.to_string()});
+    let (cpu, memory) = allocatable(cpus, total_memory(), cfg.reserved);
+    let allocatable =
+        json!({"cpu": format!("{cpu}m"), "memory": format!("{}Ki", memory / 1024), "pods": cfg.max_pods.to_string()});
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.name, "annotations": {
@@ -85,7 +134,7 @@ fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
         }},
         "spec": {},
         "status": {
-            "capacity": capacity, "allocatable": capacity,
+            "capacity": capacity, "allocatable": allocatable,
             "conditions": [ready_condition()],
             "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
@@ -304,17 +353,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client = Client::new(member.current().client(&member.server).await?);
     tokio::spawn(crate::membership::renew_loop(member.clone(), client.clone(), stop.clone()));
+    let (cpu, memory) = allocatable(cores(), total_memory(), cfg.reserved);
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: cfg.data_dir.join("cache"),
         max_instances: cfg.max_instances,
         max_memory: 256 << 20,
+        cpu_slots: cores() as u32,
+        allocatable_cpu_millis: cpu,
+        allocatable_memory: memory.min(usize::MAX as u64) as usize,
     })?;
+    let stats = Arc::new(crate::stats::Registry::default());
     let node_ip: std::net::IpAddr =
         cfg.host_ip.parse().map_err(|_| anyhow::anyhow!("node address {:?} is not an IP address", cfg.host_ip))?;
     let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip);
     let proxy_task = tokio::spawn(proxy.clone().run(client.clone(), stop.clone()));
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
+        stats: stats.clone(),
         rt,
         puller: crate::artifact::Puller::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())?,
         node_name: cfg.name.clone(),
@@ -336,7 +391,12 @@ pub async fn run(
     }
     let logs = tokio::net::TcpListener::bind((cfg.host_ip.as_str(), cfg.log_port)).await?;
     let log_port = logs.local_addr()?.port();
-    let log_server = Arc::new(crate::logs::LogServer { data_dir: cfg.data_dir.clone() });
+    let log_server = Arc::new(crate::logs::LogServer {
+        data_dir: cfg.data_dir.clone(),
+        node: cfg.name.clone(),
+        stats,
+        rt: ctx.rt.clone(),
+    });
     let log_tls = crate::membership::endpoint_tls(&member)?;
     let log_task = tokio::spawn(crate::logs::serve(logs, log_server, log_tls, stop.clone()));
     let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), log_port, stop.clone()));

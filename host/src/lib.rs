@@ -15,3 +15,4 @@ pub mod membership;
 pub mod pod;
 pub mod proxy;
 pub mod runtime;
+pub mod stats;

@@ -1,5 +1,6 @@
-//! The node's log endpoint, which the API server's `pods/{name}/log` proxies to:
-//! `GET /containerLogs/{namespace}/{pod}/{uid}/{container}?follow=&tailLines=&previous=`,
+//! The node's endpoint, which the API server's `pods/{name}/log` and `nodes/{name}/proxy`
+//! proxy to: `GET /containerLogs/{namespace}/{pod}/{uid}/{container}?follow=&tailLines=&previous=`
+//! and `GET /stats/summary` (the kubelet's Summary API, see [`crate::stats`]),
 //! over TLS with the node's certificate, open only to the API server's client certificate
 //! (CN `wasmorch:apiserver-kubelet-client`, from the cluster CA). Each container's output is one file per run under
 //! `<node-data>/pods/{ns}_{pod}_{uid}/{container}.log`; the run before is `….log.previous`.
@@ -19,6 +20,10 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 pub struct LogServer {
     pub data_dir: PathBuf,
+    pub node: String,
+    /// Containers' resource figures, for `/stats/summary`.
+    pub stats: Arc<crate::stats::Registry>,
+    pub rt: Arc<crate::runtime::Runtime>,
 }
 
 fn reply(code: u16, msg: &str) -> hyper::Response<Body> {
@@ -59,6 +64,20 @@ fn safe(part: &str) -> bool {
 impl LogServer {
     async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>, stop: CancellationToken) -> hyper::Response<Body> {
         let path = req.uri().path().to_string();
+        if path == "/stats/summary" {
+            let snap = self.stats.snapshot();
+            let node_cpu: Duration = snap.iter().map(|c| c.cpu_total).sum();
+            let doc = crate::stats::summary(
+                &self.node,
+                &wasmorch_api::object::now_rfc3339(),
+                &snap,
+                node_cpu,
+                self.rt.memory.used() as u64,
+            );
+            let mut r = reply(200, &doc.to_string());
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            return r;
+        }
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let ["containerLogs", ns, pod, uid, container] = parts.as_slice() else {
             return reply(404, "not found\n");

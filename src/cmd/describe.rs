@@ -35,6 +35,56 @@ fn indent(text: &str, by: usize) -> String {
     text.lines().map(|l| format!("{}{l}\n", " ".repeat(by))).collect()
 }
 
+/// A running pod's resource use from its node (the Summary API through the API server):
+/// CPU, memory against the limit, and each HTTP container's concurrency. Empty when the
+/// node cannot be asked.
+async fn pod_usage(client: &Client, pod: &Value) -> String {
+    let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
+        return String::new();
+    };
+    let path = format!("/api/v1/nodes/{node}/proxy/stats/summary");
+    let Ok(Ok(summary)) = tokio::time::timeout(std::time::Duration::from_secs(3), client.get_json(&path)).await else {
+        return String::new();
+    };
+    usage_lines(&summary, object::uid(pod))
+}
+
+/// The `Usage:` section for the pod `uid` from a Summary API document. Pure.
+pub fn usage_lines(summary: &Value, uid: &str) -> String {
+    let Some(p) = summary
+        .get("pods")
+        .and_then(Value::as_array)
+        .and_then(|ps| ps.iter().find(|p| p.pointer("/podRef/uid").and_then(Value::as_str) == Some(uid)))
+    else {
+        return String::new();
+    };
+    let n = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = String::from("Usage:\n");
+    for c in p.get("containers").and_then(Value::as_array).into_iter().flatten() {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+        let limit = n(c, "/wasmorch/memoryLimitBytes");
+        let limit = if limit >= u64::MAX / 2 { "none".to_string() } else { format!("{}Mi", limit >> 20) };
+        out.push_str(&format!(
+            "  {name}:\n    CPU:          {}m\n    Memory:       {}Mi (limit {limit}, host {}Ki)\n",
+            n(c, "/cpu/usageNanoCores") / 1_000_000,
+            n(c, "/memory/workingSetBytes") >> 20,
+            n(c, "/wasmorch/hostMemoryBytes") >> 10,
+        ));
+        if let Some(a) = c.pointer("/wasmorch/concurrency") {
+            out.push_str(&format!(
+                "    Concurrency:  {} in flight of {}, {} queued of {}, {} refused (footprint {}Ki)\n",
+                n(a, "/inFlight"),
+                n(a, "/limit"),
+                n(a, "/queued"),
+                n(a, "/queueLimit"),
+                n(a, "/refused"),
+                n(a, "/footprintBytes") >> 10,
+            ));
+        }
+    }
+    out
+}
+
 pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()> {
     let targets = parse_targets(&a.args)?;
     let client = Client::new(ctx).await?;
@@ -106,6 +156,9 @@ pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()
                     };
                     out.push_str(&format!("{title}\n{}", indent(&printer::yaml(&v)?, 2)));
                 }
+            }
+            if res.kind == "Pod" {
+                out.push_str(&pod_usage(&client, &o).await);
             }
             print!("{out}");
             // Events about this object, oldest first.

@@ -109,6 +109,10 @@ pub struct NodeFlags {
     /// Seconds between refreshes of mounted ConfigMaps and Secrets (and `emptyDir` size checks).
     #[arg(long, default_value_t = 5)]
     config_sync_period: u64,
+    /// CPU and memory kept for the node's own work (heartbeats, probes, proxy), as the
+    /// kubelet's flag: pods are scheduled against, and together get at most, the rest.
+    #[arg(long, default_value = "cpu=100m,memory=64Mi", value_parser = wasmorch_host::agent::Reserved::parse)]
+    system_reserved: wasmorch_host::agent::Reserved,
 }
 
 impl NodeFlags {
@@ -119,6 +123,7 @@ impl NodeFlags {
         nc.max_pods = self.max_pods;
         nc.allowed_host_paths = self.allowed_host_paths.clone();
         nc.config_sync = std::time::Duration::from_secs(self.config_sync_period.max(1));
+        nc.reserved = self.system_reserved;
     }
 }
 

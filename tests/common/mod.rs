@@ -115,6 +115,11 @@ impl Cluster {
         }
     }
 
+    /// The `wasmorch up` process (control plane and node), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }

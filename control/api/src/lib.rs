@@ -36,6 +36,12 @@ pub const KUBE_MINOR: &str = "37";
 /// Node annotation naming the directory that holds the node's local-path volumes.
 pub const STORAGE_DIR_ANNOTATION: &str = "wasmorch.io/storage-dir";
 
+/// Pod annotation: requests each HTTP container serves at once (default: its memory limit
+/// over the measured footprint of one instance).
+pub const MAX_CONCURRENCY_ANNOTATION: &str = "wasmorch.io/max-concurrency";
+/// Pod annotation: requests that may wait beyond the concurrency limit (default 10 × it).
+pub const MAX_QUEUE_ANNOTATION: &str = "wasmorch.io/max-queue";
+
 /// This machine's architecture as Kubernetes names it (`amd64`, `arm64`, …): node labels,
 /// node info and `/version` all use it.
 pub fn kube_arch() -> &'static str {

@@ -212,6 +212,12 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
 }
 
 /// Resolve what a user types (`deploy`, `deployments`, `Deployment`, `deployments.apps`, `deployment.apps`).
+/// The served resource of a kind. Every `ResourceKind` is served (a unit test checks), so
+/// this never fails; it falls back to the first resource rather than panic.
+pub fn of(kind: ResourceKind) -> &'static Resource {
+    RESOURCES.iter().find(|r| r.kind_id == kind).unwrap_or(&RESOURCES[0])
+}
+
 pub fn lookup(name: &str) -> Option<&'static Resource> {
     let lower = name.to_lowercase();
     let (base, group) = match lower.split_once('.') {
@@ -239,6 +245,35 @@ pub fn by_key(key: &str) -> Option<&'static Resource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_is_served() {
+        use ResourceKind::*;
+        for k in [
+            Namespace,
+            Node,
+            Pod,
+            Service,
+            Endpoints,
+            ConfigMap,
+            Secret,
+            Event,
+            Deployment,
+            ReplicaSet,
+            DaemonSet,
+            Job,
+            CronJob,
+            Lease,
+            PersistentVolumeClaim,
+            PersistentVolume,
+            StorageClass,
+            EndpointSlice,
+            PodDisruptionBudget,
+        ] {
+            assert_eq!(of(k).kind_id, k);
+        }
+        assert_eq!(of(Node).plural, "nodes");
+    }
 
     #[test]
     fn lookup_accepts_what_kubectl_accepts() {

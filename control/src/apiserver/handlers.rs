@@ -104,6 +104,16 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
                     .await?;
             ok(out)
         }
+        ["api", "v1", "nodes", node, "proxy", tail @ ..] if req.method() == Method::GET => {
+            let t = request::parse_target("", "v1", &["nodes", node, "proxy"])?;
+            authz::authorize(&state.api, &id, &t, authz::Verb::Get, "", None).await?;
+            let mut path = format!("/{}", tail.join("/"));
+            if let Some(q) = req.uri().query() {
+                path.push('?');
+                path.push_str(q);
+            }
+            super::logs::node_proxy(&state, node, &path).await
+        }
         ["api", v, rest @ ..] => {
             let t = request::parse_target("", v, rest)?;
             if t.res.plural == "pods" && t.subresource.as_deref() == Some("log") && req.method() == Method::GET {

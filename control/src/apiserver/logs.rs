@@ -1,4 +1,6 @@
-//! `GET pods/{name}/log`: find the pod's node and stream the log from its log endpoint.
+//! The API server's hop to a node's endpoint: `GET pods/{name}/log` (find the pod's node and
+//! stream the log) and `GET nodes/{name}/proxy/{path}` (e.g. `stats/summary`, the kubelet's
+//! Summary API).
 
 use super::ServerState;
 use super::request::{Params, Target};
@@ -34,26 +36,7 @@ pub async fn logs(state: &ServerState, t: &Target, p: &Params) -> Result<Respons
     let node_name = object::str_at(&pod, "spec.nodeName")
         .filter(|n| !n.is_empty())
         .ok_or_else(|| ApiError::bad_request(format!("pod {} does not have a host assigned", object::name(&pod))))?;
-    let nodes = resources::lookup("nodes").expect("registered");
-    let node = state
-        .api
-        .get(&Target {
-            res: nodes,
-            namespace: None,
-            name: Some(node_name.to_string()),
-            subresource: None,
-            watch_path: false,
-        })
-        .await?;
-    let addr = node["status"]["addresses"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["type"] == "InternalIP"))
-        .and_then(|x| x["address"].as_str())
-        .ok_or_else(|| ApiError::unavailable(format!("node {node_name} has no address")))?;
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_u64()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| ApiError::unavailable(format!("node {node_name} serves no logs")))?;
+    let (ip, port) = node_endpoint(state, node_name).await?;
     let mut url = format!(
         "/containerLogs/{}/{}/{}/{container}?follow={}&previous={}",
         object::namespace(&pod),
@@ -65,9 +48,7 @@ pub async fn logs(state: &ServerState, t: &Target, p: &Params) -> Result<Respons
     if let Some(n) = p.u64("tailLines")? {
         url.push_str(&format!("&tailLines={n}"));
     }
-    let ip: std::net::IpAddr =
-        addr.parse().map_err(|_| ApiError::unavailable(format!("node {node_name} has no IP address: {addr:?}")))?;
-    let resp = node_request(state, node_name, (ip, port as u16), &url)
+    let resp = node_request(state, node_name, (ip, port), &url)
         .await
         .map_err(|e| ApiError::unavailable(format!("node {node_name} is unreachable for logs: {e}")))?;
     let status = resp.status();
@@ -86,6 +67,51 @@ pub async fn logs(state: &ServerState, t: &Target, p: &Params) -> Result<Respons
         .header("content-type", "text/plain")
         .body(Body::new(resp.into_body()))
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Where a node's endpoint listens: its `InternalIP` and `daemonEndpoints.kubeletEndpoint.Port`.
+async fn node_endpoint(state: &ServerState, node_name: &str) -> Result<(std::net::IpAddr, u16), ApiError> {
+    let node = state
+        .api
+        .get(&Target {
+            res: resources::of(resources::ResourceKind::Node),
+            namespace: None,
+            name: Some(node_name.to_string()),
+            subresource: None,
+            watch_path: false,
+        })
+        .await?;
+    let addr = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|x| x.get("type").and_then(Value::as_str) == Some("InternalIP")))
+        .and_then(|x| x.get("address"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::unavailable(format!("node {node_name} has no address")))?;
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::unavailable(format!("node {node_name} serves no endpoint")))?;
+    let ip =
+        addr.parse().map_err(|_| ApiError::unavailable(format!("node {node_name} has no IP address: {addr:?}")))?;
+    Ok((ip, port))
+}
+
+/// `GET nodes/{name}/proxy/{path}`: the node endpoint's answer, status and body as they are.
+pub async fn node_proxy(state: &ServerState, node_name: &str, path: &str) -> Result<Response, ApiError> {
+    let addr = node_endpoint(state, node_name).await?;
+    let resp = node_request(state, node_name, addr, path)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("node {node_name} is unreachable: {e}")))?;
+    let status = resp.status();
+    let ct = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    let mut b = Response::builder().status(status);
+    if let Some(ct) = ct {
+        b = b.header(http::header::CONTENT_TYPE, ct);
+    }
+    b.body(Body::new(resp.into_body())).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// One GET to a node's endpoint over TLS. The node's certificate must come from the cluster

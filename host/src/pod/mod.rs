@@ -9,9 +9,12 @@ pub mod volumes;
 
 use crate::artifact;
 use crate::client::Client;
+use crate::runtime::admission::{Admission, AdmissionSpec};
+use crate::runtime::cpu::CpuSpec;
 use crate::runtime::http::{HttpWorkload, serve};
+use crate::runtime::memory::oom_message;
 use crate::runtime::process::{Exit, Process};
-use crate::runtime::{Limits, Loaded, NetPolicy, Runtime};
+use crate::runtime::{Loaded, NetPolicy, Resources, Runtime};
 use lifecycle::{ContainerStatus, RestartPolicy, State, backoff, status_json};
 use prober::{ProbeRun, Probes, probe_run};
 use serde_json::{Value, json};
@@ -25,6 +28,8 @@ use wasmorch_api::{object, quantity};
 /// What every pod on the node shares.
 pub struct NodeCtx {
     pub client: Client,
+    /// Resource figures of the containers running here (the node's Summary API).
+    pub stats: Arc<crate::stats::Registry>,
     pub rt: Arc<Runtime>,
     pub puller: artifact::Puller,
     pub node_name: String,
@@ -94,10 +99,10 @@ pub fn remove_volumes(dir: &std::path::Path) {
     }
 }
 
-struct PodInfo {
-    ns: String,
-    name: String,
-    uid: String,
+pub struct PodInfo {
+    pub ns: String,
+    pub name: String,
+    pub uid: String,
     ip: String,
     policy: RestartPolicy,
     grace: Duration,
@@ -136,15 +141,47 @@ pub fn start(ctx: Arc<NodeCtx>, pod: Value, pod_ip: String) -> PodHandle {
     PodHandle { stop, task, dir }
 }
 
-fn limits_of(c: &Value) -> Limits {
-    let mut l = Limits::default();
-    if let Some(m) = c["resources"]["limits"]["memory"].as_str().and_then(quantity::parse) {
-        l.memory = m as usize;
+/// A container's resources from its spec: limits, and requests (which default to the
+/// limits, as the API server defaults them).
+fn resources_of(c: &Value) -> Resources {
+    let res = c.get("resources").and_then(Value::as_object);
+    let quantity_of = |section: &str, name: &str| {
+        res.and_then(|r| r.get(section))
+            .and_then(|s| s.get(name))
+            .and_then(|q| match q {
+                Value::String(s) => quantity::parse(s),
+                Value::Number(n) => n.as_f64(),
+                _ => None,
+            })
+            .filter(|q| q.is_finite() && *q >= 0.0)
+    };
+    let millis = |q: f64| (q * 1000.0).round().min(u64::MAX as f64) as u64;
+    let limit = quantity_of("limits", "cpu").map(millis);
+    Resources {
+        cpu: CpuSpec {
+            limit_millis: limit,
+            request_millis: quantity_of("requests", "cpu").map(millis).or(limit).unwrap_or(0),
+        },
+        memory: quantity_of("limits", "memory").map(|m| m.min(usize::MAX as f64) as usize),
     }
-    if let Some(cpu) = c["resources"]["limits"]["cpu"].as_str().and_then(quantity::parse) {
-        l.cpu_millis = (cpu * 1000.0).round() as u64;
+}
+
+/// The pod's concurrency settings for an HTTP container (`wasmorch.io/max-concurrency`,
+/// `wasmorch.io/max-queue`).
+fn admission_of(pod: &Value, rt: &Runtime, memory: usize) -> AdmissionSpec {
+    let annotation = |k: &str| {
+        pod.get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(k))
+            .and_then(Value::as_str)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    AdmissionSpec {
+        fixed: annotation(wasmorch_api::MAX_CONCURRENCY_ANNOTATION).filter(|n| *n > 0),
+        queue: annotation(wasmorch_api::MAX_QUEUE_ANNOTATION),
+        memory,
+        ceiling: rt.max_instances(),
     }
-    l
 }
 
 async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken) {
@@ -401,6 +438,35 @@ async fn container_config(
     Ok((env, mounts.into()))
 }
 
+/// While an HTTP container runs, post an event when requests were refused for memory or
+/// for a full queue (at most one of each per sync period, with the count).
+async fn report_refusals(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, w: Arc<HttpWorkload>, run: CancellationToken) {
+    use std::sync::atomic::Ordering;
+    let (mut oom, mut full) = (0, 0);
+    while sleep_or_stop(ctx.config_sync, &run).await {
+        let (o, f) = (w.oom.load(Ordering::Relaxed), w.admission.refused.load(Ordering::Relaxed));
+        if o > oom {
+            let msg = format!(
+                "{} request(s) answered 503: the container's memory limit ({} MiB) was in use by other requests",
+                o - oom,
+                w.cgroup.memory.limit() >> 20
+            );
+            event(&ctx, &info, "Warning", "OOMKilled", msg).await;
+        }
+        if f > full {
+            let s = w.admission.stats();
+            let msg = format!(
+                "{} request(s) answered 503: at the concurrency limit ({}) with the queue full ({})",
+                f - full,
+                s.limit,
+                s.queue_limit
+            );
+            event(&ctx, &info, "Warning", "Overloaded", msg).await;
+        }
+        (oom, full) = (o, f);
+    }
+}
+
 fn waiting(shared: &Shared, i: usize, reason: &str, message: String) {
     let r = reason.to_string();
     shared.set(i, move |s| {
@@ -489,7 +555,9 @@ async fn container(
             }
         }
     };
-    let limits = limits_of(&c);
+    let resources = resources_of(&c);
+    // One resource group for the container's life: its CPU time adds up across restarts.
+    let cgroup = ctx.rt.cgroup(&resources);
     let cluster = Some(Arc::new(crate::proxy::ClusterView { proxy: ctx.proxy.clone(), namespace: info.ns.clone() }));
     let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok());
     let args: Vec<String> = std::iter::once(name.clone())
@@ -533,34 +601,56 @@ async fn container(
         let exit = match &loaded {
             Loaded::Http(pre) => {
                 let port = port.unwrap_or_default();
-                match tokio::net::TcpListener::bind((info.ip.as_str(), port)).await {
-                    Err(e) => Exit::Trap(format!("binding {}:{port}: {e}", info.ip)),
-                    Ok(listener) => {
-                        let w = Arc::new(HttpWorkload {
-                            rt: ctx.rt.clone(),
-                            pre: pre.clone(),
-                            env: env.clone(),
-                            limits,
-                            net: net.clone(),
-                            mounts: mounts.clone(),
-                            cluster: cluster.clone(),
-                            timeout: ctx.request_timeout,
-                            log,
-                            served: Default::default(),
-                        });
-                        running(format!("Started container {name} serving HTTP on {}:{port}", info.ip));
-                        // Requests from this node's proxy reach it in process.
-                        let addr = listener.local_addr().ok();
-                        if let Some(a) = addr {
-                            ctx.proxy.register(a, w.clone());
-                        }
-                        serve(listener, w, run.clone(), info.grace).await;
-                        if let Some(a) = addr {
-                            ctx.proxy.unregister(a);
-                        }
-                        run.cancel();
-                        Exit::Killed
+                let footprint = match HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net).await {
+                    Ok(f) => Ok(f),
+                    Err(e) => {
+                        let m = format!("{e:#}");
+                        Err(match oom_message(&m) {
+                            Some(oom) => Exit::OomKilled(oom.to_string()),
+                            None => Exit::Trap(m),
+                        })
                     }
+                };
+                match footprint {
+                    Err(exit) => exit,
+                    Ok(footprint) => match tokio::net::TcpListener::bind((info.ip.as_str(), port)).await {
+                        Err(e) => Exit::Trap(format!("binding {}:{port}: {e}", info.ip)),
+                        Ok(listener) => {
+                            let memory = cgroup.memory.limit();
+                            let admission = Admission::new(
+                                admission_of(&info.pod, &ctx.rt, memory),
+                                footprint + crate::runtime::http::INSTANCE_OVERHEAD,
+                            );
+                            let w = Arc::new(HttpWorkload {
+                                rt: ctx.rt.clone(),
+                                pre: pre.clone(),
+                                env: env.clone(),
+                                cgroup: cgroup.clone(),
+                                admission: Arc::new(admission),
+                                net: net.clone(),
+                                mounts: mounts.clone(),
+                                cluster: cluster.clone(),
+                                timeout: ctx.request_timeout,
+                                log,
+                                served: Default::default(),
+                                oom: Default::default(),
+                            });
+                            running(format!("Started container {name} serving HTTP on {}:{port}", info.ip));
+                            // Requests from this node's proxy reach it in process.
+                            let addr = listener.local_addr().ok();
+                            if let Some(a) = addr {
+                                ctx.proxy.register(a, w.clone());
+                            }
+                            ctx.stats.register(&info, &name, Some(w.clone()), cgroup.clone());
+                            tokio::spawn(report_refusals(ctx.clone(), info.clone(), w.clone(), run.clone()));
+                            serve(listener, w, run.clone(), info.grace).await;
+                            if let Some(a) = addr {
+                                ctx.proxy.unregister(a);
+                            }
+                            run.cancel();
+                            Exit::Killed
+                        }
+                    },
                 }
             }
             Loaded::Command(pre) => {
@@ -569,13 +659,14 @@ async fn container(
                     pre: pre.clone(),
                     env: env.clone(),
                     args: args.clone(),
-                    limits,
+                    cgroup: cgroup.clone(),
                     net: net.clone(),
                     mounts: mounts.clone(),
                     cluster: cluster.clone(),
                     log,
                 };
                 running(format!("Started container {name}"));
+                ctx.stats.register(&info, &name, None, cgroup.clone());
                 let exit = p.run(run.clone()).await;
                 run.cancel();
                 exit
@@ -588,6 +679,7 @@ async fn container(
         let (exit, message) = match (exit, killed.lock().unwrap_or_else(|e| e.into_inner()).take()) {
             (_, Some(why)) => (Exit::Code(137), why),
             (Exit::Trap(t), None) => (Exit::Trap(t.clone()), t),
+            (Exit::OomKilled(m), None) => (Exit::OomKilled(m.clone()), m),
             (e, None) => (e, String::new()),
         };
         let term = State::Terminated {

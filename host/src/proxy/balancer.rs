@@ -53,6 +53,8 @@ pub struct Pick {
     pub affinity: Option<(IpAddr, Duration)>,
     /// An endpoint not to choose (the one that just failed).
     pub exclude: Option<SocketAddr>,
+    /// Endpoints at their concurrency limit: chosen only when all others are too.
+    pub busy: Vec<SocketAddr>,
     pub now: Instant,
     /// Two random numbers for the power of two choices.
     pub random: (u64, u64),
@@ -72,6 +74,9 @@ impl Balancer {
         // Ejected endpoints are skipped unless every endpoint is ejected.
         let healthy: Vec<SocketAddr> = candidates.iter().copied().filter(|a| self.usable(a, p.now)).collect();
         let pool = if healthy.is_empty() { candidates } else { healthy };
+        // Replicas with free capacity first.
+        let free: Vec<SocketAddr> = pool.iter().copied().filter(|a| !p.busy.contains(a)).collect();
+        let pool = if free.is_empty() { pool } else { free };
         if let Some((client, timeout)) = p.affinity
             && let Some((a, last)) = self.affinity.get(&client)
             && p.now.duration_since(*last) < timeout
@@ -145,7 +150,7 @@ mod tests {
     }
 
     fn pick(alg: Algorithm, now: Instant, r: (u64, u64)) -> Pick {
-        Pick { algorithm: alg, affinity: None, exclude: None, now, random: r }
+        Pick { algorithm: alg, affinity: None, exclude: None, busy: Vec::new(), now, random: r }
     }
 
     #[test]
@@ -222,5 +227,22 @@ mod tests {
         b.retain(&[a[0]]);
         assert_eq!(b.pick(&[a[0]], &p), Some(a[0]));
         assert_eq!(b.pick(&[], &p), None);
+    }
+
+    #[test]
+    fn busy_replicas_are_chosen_last() {
+        let now = Instant::now();
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap());
+        for alg in [Algorithm::RoundRobin, Algorithm::LeastRequest] {
+            let mut bal = Balancer::default();
+            for i in 0..20u64 {
+                let mut p = pick(alg, now, (i, i * 7 + 3));
+                p.busy = vec![a];
+                assert_eq!(bal.pick(&[a, b], &p), Some(b));
+            }
+            let mut p = pick(alg, now, (1, 2));
+            p.busy = vec![a, b];
+            assert!(bal.pick(&[a, b], &p).is_some(), "all busy: still one of them");
+        }
     }
 }

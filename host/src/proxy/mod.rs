@@ -120,7 +120,12 @@ impl Proxy {
         let table = self.table();
         let svc = table.service(route)?;
         let targets: Vec<SocketAddr> = table.targets(route).iter().map(|e| e.addr).collect();
+        let busy: Vec<SocketAddr> = {
+            let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            targets.iter().copied().filter(|a| local.get(a).is_some_and(|w| w.admission.is_full())).collect()
+        };
         let pick = Pick {
+            busy,
             algorithm: svc.algorithm,
             affinity: svc.affinity.and_then(|t| client.map(|c| (c, t))),
             exclude,
@@ -331,6 +336,14 @@ impl Proxy {
             let Ok(up) = b.body(Full::new(body.clone())) else { return text(400, "bad request\n") };
             self.forwarded.fetch_add(1, Ordering::Relaxed);
             match self.client.request(up).await {
+                Ok(resp) if attempt == 0 && resp.headers().contains_key(crate::runtime::http::OVERLOADED) => {
+                    // Refused before any instance ran: another replica may have room.
+                    self.done(route, addr, true);
+                    match self.choose(route, client, Some(addr)) {
+                        Some(next) => addr = next,
+                        None => return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+                    }
+                }
                 Ok(resp) => {
                     self.done(route, addr, true);
                     return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());

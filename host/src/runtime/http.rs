@@ -1,6 +1,9 @@
 //! Serving an HTTP workload: one fresh instance per request, on the pod's port.
 
-use super::{InstanceState, Limits, NetPolicy, Runtime};
+use super::admission::Admission;
+use super::cgroup::Cgroup;
+use super::memory::oom_message;
+use super::{InstanceState, NetPolicy, Runtime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -15,23 +18,32 @@ use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+/// Host memory an instance is assumed to cost besides its linear memory (store, WASI and
+/// HTTP contexts, resource table), for the concurrency limit.
+pub const INSTANCE_OVERHEAD: usize = 64 << 10;
+
 /// Everything needed to answer requests for one container.
 pub struct HttpWorkload {
     pub rt: Arc<Runtime>,
     pub pre: ProxyPre<InstanceState>,
     pub env: Vec<(String, String)>,
-    pub limits: Limits,
+    /// The container's CPU account and memory budget, shared by all its instances.
+    pub cgroup: Arc<Cgroup>,
+    /// How many requests run at once, and the queue before them.
+    pub admission: Arc<Admission>,
     pub net: Arc<NetPolicy>,
     /// The container's volume mounts.
     pub mounts: Arc<[crate::pod::volumes::Mount]>,
     /// The cluster's Services as this pod reaches them.
     pub cluster: Option<Arc<crate::proxy::ClusterView>>,
-    /// Deadline of one request (instantiate + handle until the response head is set).
+    /// Deadline of one request (queue + instantiate + handle until the response head is set).
     pub timeout: Duration,
     /// Where the instances' stdout and stderr go.
     pub log: Option<super::output::LogSink>,
     /// Requests served; for status and tests.
     pub served: AtomicU64,
+    /// Requests answered 503 because they could not get memory.
+    pub oom: AtomicU64,
 }
 
 fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
@@ -41,21 +53,66 @@ fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
     r
 }
 
+/// The header that marks a 503 the node gave before any instance ran (safe to retry).
+pub const OVERLOADED: &str = "x-wasmorch-overloaded";
+
+fn unavailable(msg: String, before_running: bool) -> hyper::Response<HyperOutgoingBody> {
+    let mut r = text(503, msg);
+    r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    if before_running {
+        r.headers_mut().insert(OVERLOADED, http::HeaderValue::from_static("1"));
+    }
+    r
+}
+
 impl HttpWorkload {
+    /// The memory one instance takes once instantiated (before any request), under the
+    /// container's limits: the concurrency limit starts from it. An error means no instance
+    /// can run (an `OOMKilled` message when the limit is too small).
+    pub async fn measure(
+        rt: &Arc<Runtime>,
+        pre: &ProxyPre<InstanceState>,
+        cgroup: &Arc<Cgroup>,
+        net: &Arc<NetPolicy>,
+    ) -> anyhow::Result<usize> {
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new().build();
+        let mut store = rt.store(wasi, cgroup, net.clone(), None);
+        let pre = pre.clone();
+        let r = cgroup.run(async move {
+            pre.instantiate_async(&mut store).await?;
+            anyhow::Ok(store.data().limits.peak())
+        });
+        match r.await {
+            Ok(r) => r,
+            Err(oom) => Err(anyhow::anyhow!(oom)),
+        }
+    }
+
     /// Answer one request with a fresh instance (from a socket, or in process from the
-    /// node's proxy).
+    /// node's proxy), once the container's admission lets it in.
     pub async fn handle<B>(self: Arc<Self>, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         self.served.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let Some(ticket) = self.admission.enter(deadline).await else {
+            let s = self.admission.stats();
+            return unavailable(
+                format!(
+                    "the pod is at its concurrency limit ({} in flight, {} queued of {})\n",
+                    s.in_flight, s.queued, s.queue_limit
+                ),
+                true,
+            );
+        };
         let wasi =
             match super::wasi_ctx(&self.env, &[], self.log.as_ref(), &self.net, &self.mounts, self.cluster.as_ref()) {
                 Ok(w) => w,
                 Err(e) => return text(500, format!("{e:#}\n")),
             };
-        let mut store = self.rt.store(wasi, self.limits, self.net.clone(), self.cluster.clone());
+        let mut store = self.rt.store(wasi, &self.cgroup, self.net.clone(), self.cluster.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = (|| -> anyhow::Result<_> {
             let req = store
@@ -70,21 +127,40 @@ impl HttpWorkload {
             Err(e) => return text(400, format!("bad request: {e:#}\n")),
         };
         let pre = self.pre.clone();
+        let w = self.clone();
+        // The instance holds its place until it returns, which may be after the response
+        // head was sent (the body is still being written).
         let task = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+            let _ticket = ticket;
+            let run = w.cgroup.run(async move {
+                let r = async {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                }
+                .await;
+                (r, store.data().limits.peak())
+            });
+            match run.await {
+                Ok((r, peak)) => {
+                    w.admission.observe(peak + INSTANCE_OVERHEAD);
+                    r.map_err(|e| format!("{e:#}"))
+                }
+                Err(oom) => Err(oom),
+            }
         });
-        match tokio::time::timeout(self.timeout, rx).await {
+        match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(Ok(resp))) => resp,
             Ok(Ok(Err(code))) => text(500, format!("the workload failed: {code:?}\n")),
-            Ok(Err(_)) => {
-                let why = match task.await {
-                    Ok(Ok(())) => "the workload returned without setting a response".to_string(),
-                    Ok(Err(e)) => format!("the workload trapped: {e:#}"),
-                    Err(e) => format!("the workload task failed: {e}"),
-                };
-                text(500, format!("{why}\n"))
-            }
+            Ok(Err(_)) => match task.await {
+                Ok(Ok(())) => text(500, "the workload returned without setting a response\n".into()),
+                Ok(Err(e)) if oom_message(&e).is_some() => {
+                    self.oom.fetch_add(1, Ordering::Relaxed);
+                    let why = oom_message(&e).unwrap_or_default();
+                    unavailable(format!("the request could not get memory: {why}\n"), false)
+                }
+                Ok(Err(e)) => text(500, format!("the workload trapped: {e}\n")),
+                Err(e) => text(500, format!("the workload task failed: {e}\n")),
+            },
             Err(_) => {
                 task.abort();
                 text(504, format!("the workload did not answer within {:?}\n", self.timeout))

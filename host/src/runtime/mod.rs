@@ -1,8 +1,15 @@
 //! The wasm runtime of a node: one `Engine`, one epoch ticker, the pooling allocator,
 //! components compiled once per content digest (and cached on disk), a fresh `Store` per
-//! instance.
+//! instance, and the node's resource accounting: each container a [`cgroup::Cgroup`] with
+//! its CPU account ([`cpu`]), memory budget ([`memory`], [`alloc`]) and, for HTTP,
+//! admission ([`admission`]).
 
+pub mod admission;
+pub mod alloc;
+pub mod cgroup;
+pub mod cpu;
 pub mod http;
+pub mod memory;
 pub mod output;
 pub mod policy;
 pub mod process;
@@ -18,9 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -38,7 +43,18 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Largest linear memory of one instance, whatever its pod asks.
     pub max_memory: usize,
+    /// Cores that run wasm at once (run slots), and the CPU all of it may use per second
+    /// (millicores: the node's allocatable, `cores − system-reserved`).
+    pub cpu_slots: u32,
+    pub allocatable_cpu_millis: u64,
+    /// Memory all instances (and the host memory they cause) may hold together.
+    pub allocatable_memory: usize,
 }
+
+/// Entries one instance's resource table may hold (handles: streams, fields, requests…).
+pub const MAX_RESOURCES: usize = 65_536;
+/// Bytes one `fields` resource (a header map) may hold, in its in-memory form.
+pub const MAX_FIELDS_BYTES: usize = 64 << 10;
 
 /// What a component is, by the world it exports.
 #[derive(Clone)]
@@ -55,21 +71,17 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     /// Pre-instantiated components by content digest. std Mutex: held only for map access.
     loaded: Mutex<HashMap<String, Loaded>>,
+    pub cpu: Arc<cpu::NodeCpu>,
+    /// The node's memory budget, parent of every container's.
+    pub memory: Arc<memory::MemoryBudget>,
 }
 
-/// Per-instance limits, from the pod's `resources.limits`.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Linear memory cap in bytes.
-    pub memory: usize,
-    /// Share of one core, in thousandths (`250m` → 250). 1000 or more: no throttling.
-    pub cpu_millis: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { memory: 128 << 20, cpu_millis: 1000 }
-    }
+/// A container's resources, from its `resources` (limits and requests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu: cpu::CpuSpec,
+    /// `limits.memory` in bytes; `None`: the node's allocatable memory.
+    pub memory: Option<usize>,
 }
 
 pub fn digest(bytes: &[u8]) -> String {
@@ -89,8 +101,9 @@ impl Runtime {
             .total_stacks(cfg.max_instances)
             .max_memories_per_component(4)
             .max_memory_size(cfg.max_memory)
-            // Without batching, decommits serialize instantiation across cores.
-            .decommit_batch_size(64);
+            // Freed memory is returned to the OS at once: a batch would keep up to that many
+            // finished instances' touched memory resident, outside every pod's limit.
+            .decommit_batch_size(1);
         c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         c.memory_reservation(cfg.max_memory as u64);
         c.memory_guard_size(32 << 20);
@@ -99,7 +112,9 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         std::fs::create_dir_all(&cfg.cache_dir).with_context(|| format!("creating {}", cfg.cache_dir.display()))?;
-        let rt = Arc::new(Runtime { engine, linker, cfg, loaded: Mutex::new(HashMap::new()) });
+        let cpu = cpu::NodeCpu::new(cfg.cpu_slots, cfg.allocatable_cpu_millis);
+        let memory = memory::MemoryBudget::root(cfg.allocatable_memory);
+        let rt = Arc::new(Runtime { engine, linker, cfg, loaded: Mutex::new(HashMap::new()), cpu, memory });
         // One ticker for the whole node; it stops when the runtime is dropped.
         let weak = Arc::downgrade(&rt);
         std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
@@ -165,34 +180,47 @@ impl Runtime {
         )
     }
 
-    /// A fresh store for one instance, with its limits and CPU time slicing.
+    /// A container's resource group: CPU account and memory budget inside the node's.
+    pub fn cgroup(&self, r: &Resources) -> Arc<cgroup::Cgroup> {
+        let mem = memory::MemoryBudget::child(&self.memory, Some(r.memory.unwrap_or(self.cfg.allocatable_memory)));
+        cgroup::Cgroup::new(self.cpu.group(r.cpu), mem)
+    }
+
+    /// Largest linear memory of one instance.
+    pub fn max_memory(&self) -> usize {
+        self.cfg.max_memory
+    }
+
+    /// Instance slots of the node.
+    pub fn max_instances(&self) -> u32 {
+        self.cfg.max_instances
+    }
+
+    /// A fresh store for one instance of `group`: its memory is charged to the group's
+    /// budget, and it yields at every epoch tick (the node's CPU scheduler decides who runs
+    /// next, see [`cpu`]).
     pub fn store(
         &self,
         wasi: wasmtime_wasi::WasiCtx,
-        limits: Limits,
+        group: &cgroup::Cgroup,
         net: Arc<NetPolicy>,
         cluster: Option<Arc<crate::proxy::ClusterView>>,
     ) -> Store<InstanceState> {
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
         let state = InstanceState {
             wasi,
-            http: wasmtime_wasi_http::WasiHttpCtx::new(),
-            table: wasmtime::component::ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(limits.memory.min(self.cfg.max_memory)).instances(64).build(),
+            http,
+            table,
+            limits: memory::InstanceMemory::new(group.memory.clone(), self.cfg.max_memory),
             hooks: EgressHooks { net, cluster },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
-        let cpu = limits.cpu_millis.clamp(10, 1000);
-        store.epoch_deadline_callback(move |_| {
-            if cpu >= 1000 {
-                // Full core: still yield every tick so other pods on this thread get a turn.
-                return Ok(UpdateDeadline::Yield(1));
-            }
-            // Run one tick, then stay off the CPU long enough to hold the share.
-            let off = TICK * ((1000 - cpu) as u32) / (cpu as u32);
-            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(off))))
-        });
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store
     }
 }

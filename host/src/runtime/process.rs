@@ -1,6 +1,8 @@
 //! Running a process workload (`wasi:cli/run`) to its end.
 
-use super::{InstanceState, Limits, NetPolicy, Runtime};
+use super::cgroup::Cgroup;
+use super::memory::oom_message;
+use super::{InstanceState, NetPolicy, Runtime};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use wasmtime_wasi::p2::bindings::CommandPre;
@@ -14,6 +16,8 @@ pub enum Exit {
     Trap(String),
     /// Stopped by the node.
     Killed,
+    /// Ended for growing past its memory limit: the message.
+    OomKilled(String),
 }
 
 impl Exit {
@@ -22,7 +26,7 @@ impl Exit {
         match self {
             Exit::Code(c) => *c,
             Exit::Trap(_) => 134,
-            Exit::Killed => 137,
+            Exit::Killed | Exit::OomKilled(_) => 137,
         }
     }
     pub fn reason(&self) -> &'static str {
@@ -30,6 +34,7 @@ impl Exit {
             Exit::Code(0) => "Completed",
             Exit::Code(_) | Exit::Trap(_) => "Error",
             Exit::Killed => "Killed",
+            Exit::OomKilled(_) => "OOMKilled",
         }
     }
 }
@@ -39,7 +44,7 @@ pub struct Process {
     pub pre: CommandPre<InstanceState>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
-    pub limits: Limits,
+    pub cgroup: Arc<Cgroup>,
     pub net: Arc<NetPolicy>,
     pub mounts: Arc<[crate::pod::volumes::Mount]>,
     pub cluster: Option<Arc<crate::proxy::ClusterView>>,
@@ -59,19 +64,27 @@ impl Process {
             Ok(w) => w,
             Err(e) => return Exit::Trap(format!("{e:#}")),
         };
-        let mut store = self.rt.store(wasi, self.limits, self.net.clone(), self.cluster.clone());
-        let run = async {
-            let cmd = self.pre.instantiate_async(&mut store).await?;
+        let mut store = self.rt.store(wasi, &self.cgroup, self.net.clone(), self.cluster.clone());
+        let pre = self.pre.clone();
+        let run = self.cgroup.run(async move {
+            let cmd = pre.instantiate_async(&mut store).await?;
             cmd.wasi_cli_run().call_run(&mut store).await
-        };
+        });
         tokio::select! {
             r = run => match r {
-                Ok(Ok(())) => Exit::Code(0),
-                Ok(Err(())) => Exit::Code(1),
-                Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                Ok(Ok(Ok(()))) => Exit::Code(0),
+                Ok(Ok(Err(()))) => Exit::Code(1),
+                Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                     Some(x) => Exit::Code(x.0),
-                    None => Exit::Trap(format!("{e:#}")),
+                    None => {
+                        let m = format!("{e:#}");
+                        match oom_message(&m) {
+                            Some(oom) => Exit::OomKilled(oom.to_string()),
+                            None => Exit::Trap(m),
+                        }
+                    }
                 },
+                Err(oom) => Exit::OomKilled(oom),
             },
             _ = stop.cancelled() => Exit::Killed,
         }

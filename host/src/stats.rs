@@ -1,0 +1,224 @@
+//! What the node knows of its containers' resource use, served as the kubelet's Summary API
+//! (`GET /stats/summary` on the node endpoint; through the API server at
+//! `/api/v1/nodes/{node}/proxy/stats/summary`). Each container also carries a `wasmorch`
+//! section: its memory limit, host memory, throttled polls and, for HTTP containers, the
+//! concurrency limit and current use (`wasmorch describe pod` shows it).
+
+use crate::runtime::cgroup::Cgroup;
+use crate::runtime::http::HttpWorkload;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerKey {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub container: String,
+}
+
+struct Entry {
+    cgroup: Weak<Cgroup>,
+    http: Option<Weak<HttpWorkload>>,
+    started: String,
+    /// The CPU total at the previous sample, for a rate.
+    sample: Option<(Instant, Duration)>,
+    nano_cores: u64,
+}
+
+/// Containers running on this node. Entries whose container ended are dropped when read.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<ContainerKey, Entry>>,
+}
+
+/// One container's figures at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStats {
+    pub key: ContainerKey,
+    pub started: String,
+    pub cpu_total: Duration,
+    pub nano_cores: u64,
+    pub memory_bytes: u64,
+    pub memory_limit: u64,
+    pub host_bytes: u64,
+    pub throttled: u64,
+    pub waiting: u32,
+    pub concurrency: Option<crate::runtime::admission::AdmissionStats>,
+    pub oom_refused: u64,
+}
+
+/// CPU rate between two samples, in nanocores.
+pub fn rate(before: (Instant, Duration), after: (Instant, Duration)) -> u64 {
+    let dt = after.0.saturating_duration_since(before.0).as_nanos();
+    if dt == 0 {
+        return 0;
+    }
+    let used = after.1.saturating_sub(before.1).as_nanos();
+    (used * 1_000_000_000 / dt).min(u64::MAX as u128) as u64
+}
+
+impl Registry {
+    pub fn register(
+        &self,
+        info: &crate::pod::PodInfo,
+        container: &str,
+        http: Option<Arc<HttpWorkload>>,
+        cgroup: Arc<Cgroup>,
+    ) {
+        let key = ContainerKey {
+            namespace: info.ns.clone(),
+            pod: info.name.clone(),
+            uid: info.uid.clone(),
+            container: container.to_string(),
+        };
+        let e = Entry {
+            cgroup: Arc::downgrade(&cgroup),
+            http: http.as_ref().map(Arc::downgrade),
+            started: wasmorch_api::object::now_rfc3339(),
+            sample: None,
+            nano_cores: 0,
+        };
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(key, e);
+    }
+
+    /// Every live container's figures (CPU rates are taken against the previous read, at
+    /// least a second before).
+    pub fn snapshot(&self) -> Vec<ContainerStats> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|_, e| e.cgroup.strong_count() > 0);
+        let mut out = Vec::with_capacity(entries.len());
+        for (k, e) in entries.iter_mut() {
+            let Some(cg) = e.cgroup.upgrade() else { continue };
+            let cpu = cg.cpu.usage();
+            match e.sample {
+                Some(prev) if now.saturating_duration_since(prev.0) < Duration::from_secs(1) => {}
+                Some(prev) => {
+                    e.nano_cores = rate(prev, (now, cpu.total));
+                    e.sample = Some((now, cpu.total));
+                }
+                None => e.sample = Some((now, cpu.total)),
+            }
+            let http = e.http.as_ref().and_then(Weak::upgrade);
+            out.push(ContainerStats {
+                key: k.clone(),
+                started: e.started.clone(),
+                cpu_total: cpu.total,
+                nano_cores: e.nano_cores,
+                memory_bytes: cg.memory.used() as u64,
+                memory_limit: cg.memory.limit().min(u64::MAX as usize) as u64,
+                host_bytes: cg.host_bytes() as u64,
+                throttled: cpu.throttled,
+                waiting: cpu.waiting,
+                concurrency: http.as_ref().map(|w| w.admission.stats()),
+                oom_refused: http.as_ref().map_or(0, |w| w.oom.load(std::sync::atomic::Ordering::Relaxed)),
+            });
+        }
+        out.sort_by(|a, b| {
+            (&a.key.namespace, &a.key.pod, &a.key.container).cmp(&(&b.key.namespace, &b.key.pod, &b.key.container))
+        });
+        out
+    }
+}
+
+/// The kubelet Summary API document for `node` from a snapshot. Pure.
+pub fn summary(node: &str, now: &str, containers: &[ContainerStats], node_cpu: Duration, node_memory: u64) -> Value {
+    let mut pods: Vec<Value> = Vec::new();
+    let mut index: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    for c in containers {
+        let k = (c.key.namespace.as_str(), c.key.pod.as_str(), c.key.uid.as_str());
+        let i = *index.entry(k).or_insert_with(|| {
+            pods.push(json!({
+                "podRef": {"name": c.key.pod, "namespace": c.key.namespace, "uid": c.key.uid},
+                "startTime": c.started,
+                "containers": [],
+                "cpu": {"time": now, "usageNanoCores": 0u64, "usageCoreNanoSeconds": 0u64},
+                "memory": {"time": now, "workingSetBytes": 0u64, "usageBytes": 0u64},
+            }));
+            pods.len() - 1
+        });
+        let mut w = json!({
+            "memoryLimitBytes": c.memory_limit,
+            "hostMemoryBytes": c.host_bytes,
+            "throttledPolls": c.throttled,
+            "waitingInstances": c.waiting,
+        });
+        if let Some(a) = &c.concurrency {
+            w["concurrency"] = json!(a);
+            w["memoryRefusedRequests"] = json!(c.oom_refused);
+        }
+        let ns_total = c.cpu_total.as_nanos().min(u64::MAX as u128) as u64;
+        let container = json!({
+            "name": c.key.container,
+            "startTime": c.started,
+            "cpu": {"time": now, "usageNanoCores": c.nano_cores, "usageCoreNanoSeconds": ns_total},
+            "memory": {"time": now, "workingSetBytes": c.memory_bytes, "usageBytes": c.memory_bytes},
+            "wasmorch": w,
+        });
+        let pod = &mut pods[i];
+        let add = |v: &mut Value, path: [&str; 2], n: u64| {
+            let cur = v[path[0]][path[1]].as_u64().unwrap_or(0);
+            v[path[0]][path[1]] = json!(cur.saturating_add(n));
+        };
+        add(pod, ["cpu", "usageNanoCores"], c.nano_cores);
+        add(pod, ["cpu", "usageCoreNanoSeconds"], ns_total);
+        add(pod, ["memory", "workingSetBytes"], c.memory_bytes);
+        add(pod, ["memory", "usageBytes"], c.memory_bytes);
+        if let Some(list) = pod["containers"].as_array_mut() {
+            list.push(container);
+        }
+    }
+    json!({
+        "node": {
+            "nodeName": node,
+            "cpu": {"time": now, "usageCoreNanoSeconds": node_cpu.as_nanos().min(u64::MAX as u128) as u64},
+            "memory": {"time": now, "workingSetBytes": node_memory, "usageBytes": node_memory},
+        },
+        "pods": pods,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        let t = Instant::now();
+        assert_eq!(rate((t, Duration::ZERO), (t + Duration::from_secs(2), Duration::from_secs(1))), 500_000_000);
+        assert_eq!(rate((t, Duration::ZERO), (t, Duration::from_secs(1))), 0);
+    }
+
+    #[test]
+    fn summary_groups_containers_by_pod() {
+        let c = |pod: &str, name: &str, ns_cpu: u64| ContainerStats {
+            key: ContainerKey {
+                namespace: "default".into(),
+                pod: pod.into(),
+                uid: format!("u-{pod}"),
+                container: name.into(),
+            },
+            started: "2026-01-01T00:00:00Z".into(),
+            cpu_total: Duration::from_nanos(ns_cpu),
+            nano_cores: ns_cpu,
+            memory_bytes: 10,
+            memory_limit: 100,
+            host_bytes: 1,
+            throttled: 0,
+            waiting: 0,
+            concurrency: None,
+            oom_refused: 0,
+        };
+        let s = summary("n1", "now", &[c("a", "x", 5), c("a", "y", 7), c("b", "x", 1)], Duration::ZERO, 0);
+        let pods = s["pods"].as_array().unwrap();
+        assert_eq!(pods.len(), 2);
+        assert_eq!(pods[0]["podRef"]["name"], "a");
+        assert_eq!(pods[0]["cpu"]["usageNanoCores"], 12);
+        assert_eq!(pods[0]["memory"]["workingSetBytes"], 20);
+        assert_eq!(pods[0]["containers"].as_array().unwrap().len(), 2);
+        assert_eq!(pods[1]["containers"][0]["wasmorch"]["memoryLimitBytes"], 100);
+    }
+}

@@ -1,0 +1,265 @@
+//! A pod's limits hold under concurrency: CPU and memory per container (all instances
+//! together), bounded concurrency with a queue, host resources counted, and neighbours that
+//! stay on time. Uses the `hostile` workload.
+//!
+//! The tests of this file run one at a time: the CPU test measures the node process's CPU
+//! time, and a busy neighbour cluster on the same 2 cores would only add noise.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn apply(c: &Cluster, name: &str, yaml: &str) {
+    let f = c.dir.join(format!("{name}.yaml"));
+    std::fs::write(&f, yaml).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+/// An HTTP pod of the hostile (or another) workload with `resources` and annotations.
+fn http_pod(name: &str, wasm: &str, resources: &str, annotations: &str, probe: bool) -> String {
+    let image = workloads().join(wasm);
+    let probe = if probe {
+        "\n      readinessProbe:\n        httpGet: {path: /, port: 8080}\n        periodSeconds: 1\n        failureThreshold: 1\n        timeoutSeconds: 1"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\nspec:\n  nodeName: n1\n  terminationGracePeriodSeconds: 1\n  containers:\n    - name: main\n      image: file://{}\n      ports: [{{containerPort: 8080}}]\n      resources: {resources}{probe}\n",
+        image.display()
+    )
+}
+
+fn ready_addr(c: &Cluster, name: &str) -> String {
+    let ok = eventually(Duration::from_secs(60), || {
+        get_json(c, &["pod", name]).is_some_and(|p| p["status"]["containerStatuses"][0]["ready"] == true)
+    });
+    let p = get_json(c, &["pod", name]).unwrap_or(Value::Null);
+    assert!(ok, "pod {name} never ready: {}\n{}", p["status"], c.log());
+    format!("{}:8080", p["status"]["podIP"].as_str().unwrap())
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 =
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb / 1024
+}
+
+/// Requests to `addr` at ~50/s for `d`; sorted latencies.
+fn neighbour_latencies(addr: &str, d: Duration) -> Vec<Duration> {
+    let end = Instant::now() + d;
+    let mut lat = Vec::new();
+    while Instant::now() < end {
+        let t = Instant::now();
+        let (code, body) = http_get(addr, "/").unwrap();
+        assert_eq!(code, 200, "{body}");
+        lat.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lat.sort();
+    lat
+}
+
+fn p(lat: &[Duration], q: f64) -> Duration {
+    lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)]
+}
+
+/// `n` threads sending `path` to `addr` until `stop`; returns the status codes seen.
+fn load(addr: &str, path: &str, n: usize, stop: Instant) -> Vec<std::thread::JoinHandle<Vec<u16>>> {
+    (0..n)
+        .map(|_| {
+            let (addr, path) = (addr.to_string(), path.to_string());
+            std::thread::spawn(move || {
+                let mut codes = Vec::new();
+                while Instant::now() < stop {
+                    codes.push(http_get(&addr, &path).map(|r| r.0).unwrap_or(0));
+                }
+                codes
+            })
+        })
+        .collect()
+}
+
+fn node_ready(c: &Cluster) -> bool {
+    get_json(c, &["node", "n1"]).is_some_and(|n| {
+        n["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+#[test]
+fn cpu_limit_holds_for_all_instances_together() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::with_node(dir.path());
+    let pid = c.pid().unwrap();
+    apply(&c, "busy", &http_pod("busy", "hostile.wasm", "{limits: {cpu: 500m}}", "", false));
+    apply(&c, "hello", &http_pod("hello", "hello_http.wasm", "{}", "", true));
+    let busy = ready_addr(&c, "busy");
+    let hello = ready_addr(&c, "hello");
+
+    // The node's own CPU with only the neighbour's traffic.
+    let c0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let idle = neighbour_latencies(&hello, Duration::from_secs(4));
+    let baseline = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64();
+
+    for concurrency in [1usize, 4, 20] {
+        let stop = Instant::now() + Duration::from_secs(8);
+        let workers = load(&busy, "/busy?ms=200", concurrency, stop);
+        std::thread::sleep(Duration::from_secs(2));
+        let c0 = cpu_seconds(pid);
+        let t0 = Instant::now();
+        let lat = neighbour_latencies(&hello, Duration::from_secs(5));
+        let cores = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() - baseline;
+        let codes: Vec<u16> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        eprintln!(
+            "500m pod, {concurrency} busy requests in flight: {cores:.3} cores (node baseline {baseline:.3}); \
+             neighbour p50 {:?} p99 {:?} (idle p50 {:?} p99 {:?}); {} requests",
+            p(&lat, 0.5),
+            p(&lat, 0.99),
+            p(&idle, 0.5),
+            p(&idle, 0.99),
+            codes.len()
+        );
+        assert!(codes.iter().all(|c| *c == 200), "busy requests failed: {codes:?}");
+        assert!((cores - 0.5).abs() <= 0.05, "{concurrency} in flight used {cores:.3} cores, limit 0.5");
+    }
+    // The node and the neighbour's probes kept time throughout.
+    assert!(node_ready(&c), "node went NotReady");
+    let hello_pod = get_json(&c, &["pod", "hello"]).unwrap();
+    assert_eq!(hello_pod["status"]["containerStatuses"][0]["ready"], true);
+    let events = c.ok(&["get", "events"]);
+    assert!(!events.contains("Unhealthy"), "a probe failed under load:\n{events}");
+}
+
+#[test]
+fn memory_limit_holds_for_concurrent_requests() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::with_node(dir.path());
+    let pid = c.pid().unwrap();
+    apply(&c, "hog", &http_pod("hog", "hostile.wasm", "{limits: {memory: 32Mi}}", "", false));
+    let hog = ready_addr(&c, "hog");
+    // Warm up: the component compiled and cached, one instance run.
+    assert_eq!(http_get(&hog, "/").unwrap().0, 200);
+    let before = rss_mib(pid);
+    let workers: Vec<_> = (0..12)
+        .map(|_| {
+            let hog = hog.clone();
+            std::thread::spawn(move || http_get(&hog, "/hold?mib=24&ms=500").map(|r| r.0).unwrap_or(0))
+        })
+        .collect();
+    let mut peak = before;
+    while workers.iter().any(|w| !w.is_finished()) {
+        peak = peak.max(rss_mib(pid));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let codes: Vec<u16> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let growth = peak.saturating_sub(before);
+    eprintln!("12 × 24 MiB holds in a 32Mi pod: codes {codes:?}, node RSS {before} → peak {peak} MiB (+{growth})");
+    assert!(codes.iter().all(|c| *c == 200 || *c == 503), "{codes:?}");
+    assert!(codes.contains(&200), "no hold succeeded: {codes:?}");
+    assert!(codes.contains(&503), "all twelve held 24 MiB in a 32Mi pod: {codes:?}");
+    // The limit plus a margin for the node's own buffers and allocator slack.
+    assert!(growth <= 32 + 24, "node RSS grew {growth} MiB for a 32Mi pod");
+    // Nothing else was killed: the pod runs on and answers; an event says why requests failed.
+    let p = get_json(&c, &["pod", "hog"]).unwrap();
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(http_get(&hog, "/").unwrap().0, 200);
+    events_with(&c, &[], &["OOMKilled", "memory limit (32 MiB)"]);
+    // Footprint-derived concurrency: after a 24 MiB request one instance at a time fits.
+    let d = c.ok(&["describe", "pod", "hog"]);
+    assert!(d.contains("Concurrency:  0 in flight of 1"), "{d}");
+    assert!(d.contains("limit 32Mi"), "{d}");
+}
+
+#[test]
+fn host_resources_and_other_abuse_are_contained() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::with_node(dir.path());
+    let pid = c.pid().unwrap();
+    apply(&c, "leak", &http_pod("leak", "hostile.wasm", "{limits: {memory: 32Mi}}", "", false));
+    let leak = ready_addr(&c, "leak");
+    assert_eq!(http_get(&leak, "/").unwrap().0, 200);
+    let before = rss_mib(pid);
+    // Header maps of 32 KiB each, without end: host memory, not linear memory.
+    let (code, body) = http_get(&leak, "/leak").unwrap();
+    let after = rss_mib(pid);
+    eprintln!("host-resource leak in a 32Mi pod: {code} {body:?}; node RSS {before} → {after} MiB");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("could not get memory") && body.contains("OOMKilled"), "{body}");
+    assert!(after.saturating_sub(before) <= 32 + 24, "node RSS grew {before} → {after} MiB");
+    // A bounded leak within the limit is fine, and its memory is returned with the instance.
+    let (code, body) = http_get(&leak, "/leak?n=200").unwrap();
+    assert_eq!((code, body.as_str()), (200, "leaked 200 header maps\n"));
+    // Stack overflow traps that request only.
+    let (code, body) = http_get(&leak, "/overflow").unwrap();
+    assert_eq!(code, 500, "{body}");
+    // A log flood is cut by rotation (10 MiB × 5 per run).
+    let (code, _) = http_get(&leak, "/flood?lines=600000").unwrap();
+    assert_eq!(code, 200);
+    let p = get_json(&c, &["pod", "leak"]).unwrap();
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let pod_dir = dir.path().join(format!("data/node/pods/default_leak_{uid}"));
+    let logged: u64 = std::fs::read_dir(&pod_dir).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+    assert!(logged <= 51 << 20, "{logged} bytes of logs");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(http_get(&leak, "/").unwrap().0, 200);
+    assert!(node_ready(&c));
+}
+
+#[test]
+fn concurrency_limit_queues_then_refuses_with_retry_after() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::with_node(dir.path());
+    let ann = "wasmorch.io/max-concurrency: \"1\", wasmorch.io/max-queue: \"1\"";
+    apply(&c, "one", &http_pod("one", "hostile.wasm", "{limits: {memory: 64Mi}}", ann, false));
+    let one = ready_addr(&c, "one");
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let one = one.clone();
+            std::thread::spawn(move || http_get(&one, "/busy?ms=1500").map(|r| r.0).unwrap_or(0))
+        })
+        .collect();
+    // Both places taken (one running, one queued): the describe output says so.
+    let mut d = String::new();
+    let full = eventually(Duration::from_secs(5), || {
+        d = c.ok(&["describe", "pod", "one"]);
+        d.contains("Concurrency:  1 in flight of 1, 1 queued of 1")
+    });
+    assert!(full, "{d}");
+    // A third finds the queue full: 503 at once, with Retry-After.
+    let mut s = std::net::TcpStream::connect(&one).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.0 503"), "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("retry-after: 1"), "{resp}");
+    assert!(resp.contains("concurrency limit"), "{resp}");
+    assert_eq!(slow.into_iter().map(|t| t.join().unwrap()).collect::<Vec<_>>(), vec![200, 200]);
+    events_with(&c, &[], &["Overloaded"]);
+}
