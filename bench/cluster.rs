@@ -28,7 +28,7 @@ fn node(url: &str, token: &str, name: &str, dir: &Path, prefix: &str) -> Proc {
         Command::new(bin())
             .args(["node", "--server", url, "--token", token, "--name", name, "--data-dir"])
             .arg(dir.join(name))
-            .args(["--pod-ip-prefix", prefix, "--address", &format!("{prefix}.255.254")])
+            .args(["--address", &format!("{prefix}.255.254")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -95,7 +95,6 @@ async fn main() {
             .arg(sdir.join("pki/ca.crt"))
             .arg("--data-dir")
             .arg(tmp.path().join("node"))
-            .args(["--pod-ip-prefix", "127.150"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -12,7 +12,7 @@ bin=$PWD/target/release/wasmorch
 wasm=$PWD/workloads/target/wasm32-wasip2/release
 dir=$(mktemp -d)
 export KUBECONFIG=$dir/kubeconfig
-"$bin" up --listen 127.0.0.1:0 --data-dir "$dir/data" --node-name n1 --pod-ip-prefix 127.160 >"$dir/log" 2>&1 &
+"$bin" up --listen 127.0.0.1:0 --data-dir "$dir/data" --node-name n1 --cluster-cidr 127.160.0.0/16 >"$dir/log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do grep -q "listening on" "$dir/log" && break; sleep 0.1; done

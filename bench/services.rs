@@ -172,8 +172,6 @@ fn main() {
                     name,
                     "--data-dir",
                     ndir.to_str().unwrap(),
-                    "--pod-ip-prefix",
-                    prefix,
                     "--address",
                     &format!("{prefix}.255.254"),
                 ],

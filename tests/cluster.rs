@@ -214,3 +214,82 @@ fn a_second_control_plane_waits_as_a_standby_and_takes_over() {
     });
     assert!(acted, "the new leader's controllers did not act");
 }
+
+/// Node IPAM: `up` and two more node processes on one machine, all with default flags, get
+/// distinct pod ranges; a 6-replica Deployment on port 8080 runs with no address clash; a
+/// range cannot be changed, and a deleted Node's range goes to the next node.
+#[test]
+fn node_processes_on_one_machine_get_their_own_pod_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The only test on the default cluster range (the others each take a range of their own).
+    let c = Cluster::start_with(d, &["--node-name", "n1"]);
+    let token = std::fs::read_to_string(d.join("data/join.token")).unwrap().trim().to_string();
+    let node = |name: &str| {
+        let data = d.join(name);
+        common::Daemon::spawn(&[
+            "node",
+            "--server",
+            &c.url,
+            "--token",
+            &token,
+            "--name",
+            name,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+    };
+    let _n2 = node("n2");
+    let mut n3 = node("n3");
+    let cidr = |n: &str| get_json(&c, &["node", n]).and_then(|o| o["spec"]["podCIDR"].as_str().map(String::from));
+    let all_ready = || {
+        c.ok(&["get", "nodes"]).lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == 3
+            && ["n1", "n2", "n3"].iter().all(|n| cidr(n).is_some())
+    };
+    assert!(eventually(Duration::from_secs(30), all_ready), "{}", c.ok(&["get", "nodes"]));
+    let ranges: BTreeMap<String, String> =
+        ["n1", "n2", "n3"].iter().map(|n| (n.to_string(), cidr(n).unwrap())).collect();
+    let mut blocks: Vec<&String> = ranges.values().collect();
+    blocks.sort();
+    assert_eq!(blocks, ["127.64.0.0/20", "127.64.16.0/20", "127.64.32.0/20"], "{ranges:?}");
+    let n = get_json(&c, &["node", "n2"]).unwrap();
+    assert_eq!(n["spec"]["podCIDRs"], serde_json::json!([ranges["n2"]]));
+
+    deployment(&c, d, "web", 6);
+    let running = || {
+        let pods = get_json(&c, &["pods", "-l", "app=web"]).unwrap_or(Value::Null);
+        let items = pods["items"].as_array().cloned().unwrap_or_default();
+        let ok = items.len() == 6 && items.iter().all(|p| p["status"]["containerStatuses"][0]["ready"] == true);
+        ok.then_some(items)
+    };
+    assert!(eventually(Duration::from_secs(60), || running().is_some()), "{}", c.ok(&["get", "pods", "-o", "wide"]));
+    let pods = running().unwrap();
+    let mut ips: Vec<&str> = pods.iter().map(|p| p["status"]["podIP"].as_str().unwrap()).collect();
+    for p in &pods {
+        let (ip, node) = (p["status"]["podIP"].as_str().unwrap(), p["spec"]["nodeName"].as_str().unwrap());
+        let range: wasmorch_api::services::IpRange = ranges[node].parse().unwrap();
+        assert!(range.contains(ip.parse().unwrap()), "pod {ip} on {node} outside its range {range}");
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "addresses clash: {ips:?}");
+
+    // A range is the node's for its life.
+    let kc = c.kubeconfig();
+    let patch = std::process::Command::new("kubectl")
+        .args(["patch", "node", "n2", "-p", r#"{"spec":{"podCIDR":"127.64.48.0/20"}}"#])
+        .env("KUBECONFIG", &kc)
+        .output();
+    if let Ok(out) = patch {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("field is immutable"), "{err}");
+    }
+    assert_eq!(cidr("n2").as_deref(), Some(ranges["n2"].as_str()));
+
+    // n3 leaves and its Node is deleted: the next node gets its range.
+    n3.kill();
+    c.ok(&["delete", "node", "n3"]);
+    let _n4 = node("n4");
+    assert!(eventually(Duration::from_secs(30), || cidr("n4").is_some()));
+    assert_eq!(cidr("n4"), Some(ranges["n3"].clone()));
+}

@@ -123,7 +123,7 @@ fn deployments_roll_out_scale_roll_back_and_heal() {
 #[test]
 fn unschedulable_pods_say_why_and_wait() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
     assert!(eventually(Duration::from_secs(30), || c.ok(&["get", "nodes"]).contains("Ready")));
     let f = dir.path().join("p.yaml");
     std::fs::write(
@@ -278,7 +278,7 @@ fn daemonsets_run_one_pod_per_node_and_spread_deployments() {
 fn cronjobs_start_jobs_on_schedule() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
     let f = dir.path().join("cj.yaml");
     std::fs::write(
         &f,
@@ -324,7 +324,7 @@ fn cronjobs_start_jobs_on_schedule() {
 fn orphan_and_foreground_deletion() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
     let f = dir.path().join("web.yaml");
     std::fs::write(&f, deployment(&wasm, "v1").replace("replicas: 3", "replicas: 2")).unwrap();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
@@ -353,8 +353,8 @@ fn orphan_and_foreground_deletion() {
 fn converges_after_being_killed_mid_rollout() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let prefix = common::pod_ip_prefix();
-    let args = ["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", prefix.as_str()];
+    let cidr = common::cluster_cidr();
+    let args = ["--node-name", "n1", "--backoff-base", "1", "--cluster-cidr", cidr.as_str()];
     let mut c = Cluster::start_with(dir.path(), &args);
     let f = dir.path().join("web.yaml");
     std::fs::write(&f, deployment(&wasm, "v1").replace("replicas: 3", "replicas: 40")).unwrap();
@@ -378,7 +378,7 @@ fn converges_after_being_killed_mid_rollout() {
 fn the_classic_nginx_deployment_runs() {
     let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
     let text = std::fs::read_to_string(common::manifests_dir().join("nginx-deployment.yaml")).unwrap();
     let root = wasm.parent().unwrap().parent().unwrap().parent().unwrap().parent().unwrap();
     let text = text.replace("file:///opt/wasmorch/", &format!("file://{}/", root.display()));

@@ -12,7 +12,9 @@ use std::time::Duration;
 /// `wasmorch server` on a free loopback port; returns it, its URL and its data dir.
 fn server(dir: &Path, extra: &[&str]) -> (Daemon, String) {
     let sdir = dir.join("server");
-    let mut args = vec!["server", "--listen", "127.0.0.1:0", "--data-dir", sdir.to_str().unwrap()];
+    let pods = common::cluster_cidr();
+    let mut args =
+        vec!["server", "--listen", "127.0.0.1:0", "--data-dir", sdir.to_str().unwrap(), "--cluster-cidr", &pods];
     args.extend_from_slice(extra);
     let s = Daemon::spawn(&args);
     let line = s.wait_line("listening on https://");
@@ -26,7 +28,6 @@ fn failing_join(url: &str, token: &str, name: &str, dir: &Path) -> String {
     let out = std::process::Command::new(common::BIN)
         .args(["node", "--server", url, "--token", token, "--name", name, "--data-dir"])
         .arg(dir.join(name))
-        .args(["--pod-ip-prefix", &common::pod_ip_prefix()])
         .output()
         .unwrap();
     assert!(!out.status.success(), "joining with {token} should fail");
@@ -161,8 +162,6 @@ fn joins_only_with_a_live_token_and_the_pinned_server() {
         "good",
         "--data-dir",
         d.join("good").to_str().unwrap(),
-        "--pod-ip-prefix",
-        &common::pod_ip_prefix(),
     ]);
     let ready = eventually(Duration::from_secs(30), || {
         c.ok(&["get", "nodes"]).lines().any(|l| l.starts_with("good ") && l.split_whitespace().nth(1) == Some("Ready"))
@@ -287,7 +286,7 @@ fn certificates_renew_and_a_node_keeps_its_identity_at_a_new_address() {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        a.extend(["--pod-ip-prefix".into(), prefix.clone(), "--address".into(), address.into()]);
+        a.extend(["--address".into(), address.into()]);
         if let Some(t) = token {
             a.extend(["--token".into(), t.into()]);
         }

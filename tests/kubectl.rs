@@ -42,7 +42,7 @@ fn kubectl_gets_creates_and_deletes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
 
     // No version-skew warning: the server claims kubectl's minor version.
     let v = kubectl(&c, &["version"]);
@@ -138,7 +138,7 @@ fn kubectl_drives_a_deployment_lifecycle() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--pod-ip-prefix", &common::pod_ip_prefix()]);
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
     let wasm = common::workloads();
     let root = wasm.parent().unwrap().parent().unwrap().parent().unwrap().parent().unwrap();
     let text = std::fs::read_to_string(common::manifests_dir().join("nginx-deployment.yaml"))

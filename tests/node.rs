@@ -274,7 +274,9 @@ fn pods_keep_serving_while_the_control_plane_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let sdir = dir.path().join("server");
     let sdir_s = sdir.to_str().unwrap().to_string();
-    let mut server = common::Daemon::spawn(&["server", "--listen", "127.0.0.1:0", "--data-dir", &sdir_s]);
+    let pods = common::cluster_cidr();
+    let mut server =
+        common::Daemon::spawn(&["server", "--listen", "127.0.0.1:0", "--data-dir", &sdir_s, "--cluster-cidr", &pods]);
     let line = server.wait_line("listening on https://");
     let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
     let port = url.rsplit(':').next().unwrap().to_string();
@@ -295,8 +297,6 @@ fn pods_keep_serving_while_the_control_plane_is_down() {
         ndir.to_str().unwrap(),
         "--backoff-base",
         "1",
-        "--pod-ip-prefix",
-        &common::pod_ip_prefix(),
     ]);
     // Client commands use the server's admin kubeconfig.
     std::fs::copy(sdir.join("admin.kubeconfig"), dir.path().join("kubeconfig")).unwrap();
@@ -318,7 +318,9 @@ fn pods_keep_serving_while_the_control_plane_is_down() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let server = common::Daemon::spawn(&["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", &sdir_s]);
+    let listen = format!("127.0.0.1:{port}");
+    let server =
+        common::Daemon::spawn(&["server", "--listen", &listen, "--data-dir", &sdir_s, "--cluster-cidr", &pods]);
     server.wait_line("listening on https://");
     c.ok(&["delete", "pod", "hello", "--timeout", "30"]);
     assert!(

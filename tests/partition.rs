@@ -103,7 +103,7 @@ fn a_cut_off_node_s_pods_move_and_stop_when_it_heals() {
     let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
     let kc = sdir.join("admin.kubeconfig");
     let token = std::fs::read_to_string(sdir.join("join.token")).unwrap().trim().to_string();
-    let node = |ns: &str, name: &str, address: &str, prefix: &str| {
+    let node = |ns: &str, name: &str, address: &str| {
         let data = d.join(name);
         daemon(
             ns,
@@ -119,13 +119,11 @@ fn a_cut_off_node_s_pods_move_and_stop_when_it_heals() {
                 data.to_str().unwrap(),
                 "--address",
                 address,
-                "--pod-ip-prefix",
-                prefix,
             ],
         )
     };
-    let _n1 = node(&net.srv, "n1", &net.srv_ip, "127.120");
-    let _n2 = node(&net.edge, "n2", &net.edge_ip, "127.121");
+    let _n1 = node(&net.srv, "n1", &net.srv_ip);
+    let _n2 = node(&net.edge, "n2", &net.edge_ip);
     let get = |args: &[&str]| cli(&net.srv, &kc, args);
     let ready_nodes = || {
         get(&["get", "nodes"])

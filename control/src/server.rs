@@ -25,6 +25,8 @@ pub struct Config {
     pub scheduler: crate::scheduler::Config,
     /// Where Services get their cluster addresses.
     pub service_range: wasmorch_api::services::IpRange,
+    /// Where Nodes get their pod ranges (`--cluster-cidr`, `--node-cidr-mask-size`).
+    pub pod_ranges: wasmorch_api::ipam::PodRanges,
     /// When a silent node is unreachable, and how long its pods stay.
     pub node_lifecycle: crate::controllers::nodelifecycle::Config,
     /// How long node certificates are valid (nodes renew at two thirds).
@@ -42,6 +44,7 @@ impl Config {
             compaction_interval: Duration::from_secs(60),
             scheduler: Default::default(),
             service_range: Default::default(),
+            pod_ranges: Default::default(),
             node_lifecycle: Default::default(),
             node_cert_ttl: Duration::from_secs(365 * 86_400),
             // Filled in at start, once the data directory exists (see `leader_identity`).
@@ -112,10 +115,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
     // Everything that acts on the cluster runs only while this control plane holds the leader
     // Lease; serving the API and compacting this process's own store do not wait for it.
-    let (scheduler, lifecycle) = (cfg.scheduler, cfg.node_lifecycle);
+    let (scheduler, lifecycle, pod_ranges) = (cfg.scheduler, cfg.node_lifecycle, cfg.pod_ranges);
     let lead = move |term: Api| {
         let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
-        t.extend(crate::controllers::start_all(&term, scheduler, lifecycle));
+        t.extend(crate::controllers::start_all(&term, scheduler, lifecycle, pod_ranges));
         t.push(tokio::spawn(crate::scheduler::volumes::reclaimer(term.clone(), Duration::from_secs(5))));
         let stop = term.shutdown.clone();
         t.push(tokio::spawn(crate::membership::token_cleaner(term, Duration::from_secs(10), stop)));

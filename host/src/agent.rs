@@ -20,8 +20,6 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Address other nodes and clients reach this node at.
     pub host_ip: String,
-    /// Pods get addresses `<prefix>.<n>.<m>` on loopback (Linux routes all of 127/8 to lo).
-    pub pod_ip_prefix: String,
     pub lease_duration: Duration,
     pub backoff_base: Duration,
     pub request_timeout: Duration,
@@ -85,7 +83,6 @@ impl NodeConfig {
             name,
             data_dir,
             host_ip: "127.0.0.1".into(),
-            pod_ip_prefix: "127.100".into(),
             lease_duration: Duration::from_secs(15),
             backoff_base: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -219,47 +216,39 @@ async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: Cancell
     }
 }
 
+/// Wait until this node's Node has `spec.podCIDR` (node IPAM gives it after registration);
+/// `None` if the node stops first.
+async fn pod_range(client: &Client, name: &str, stop: &CancellationToken) -> Option<wasmorch_api::services::IpRange> {
+    let mut said = false;
+    loop {
+        match client.get(&format!("/api/v1/nodes/{name}")).await {
+            Ok(node) => match wasmorch_api::ipam::pod_cidr(&node).map(str::parse::<wasmorch_api::services::IpRange>) {
+                Some(Ok(r)) => return Some(r),
+                Some(Err(e)) => tracing::warn!("node {name}: unusable podCIDR: {e}"),
+                None if !said => {
+                    tracing::info!("node {name}: waiting for a pod range from the control plane");
+                    said = true;
+                }
+                None => {}
+            },
+            Err(e) if e.code == 404 => {}
+            Err(e) => tracing::debug!("reading node {name}: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.cancelled() => return None,
+        }
+    }
+}
+
 /// Pods the agent runs, by uid.
 struct Pods {
     ctx: Arc<NodeCtx>,
     running: HashMap<String, (PodHandle, String)>,
-    ips: IpPool,
+    ips: wasmorch_api::ipam::PodAddresses,
 }
 
 /// Pod addresses on loopback: `<prefix>.<hi>.<lo>`, reused after the pod ends.
-struct IpPool {
-    prefix: String,
-    used: std::collections::BTreeSet<u32>,
-}
-
-impl IpPool {
-    fn take(&mut self) -> String {
-        let n = (1..65_000u32).find(|n| !self.used.contains(n) && n % 256 != 0 && n % 256 != 255).unwrap_or(1);
-        self.used.insert(n);
-        format!("{}.{}.{}", self.prefix, n / 256, n % 256)
-    }
-    fn number(&self, ip: &str) -> Option<u32> {
-        ip.strip_prefix(&format!("{}.", self.prefix))
-            .and_then(|r| r.split_once('.'))
-            .and_then(|(a, b)| Some(a.parse::<u32>().ok()? * 256 + b.parse::<u32>().ok()?))
-    }
-    fn reserve(&mut self, ip: &str) {
-        if let Some(n) = self.number(ip) {
-            self.used.insert(n);
-        }
-    }
-    fn give_back(&mut self, ip: &str) {
-        if let Some(n) = ip
-            .rsplitn(3, '.')
-            .collect::<Vec<_>>()
-            .get(..2)
-            .and_then(|p| Some(p[1].parse::<u32>().ok()? * 256 + p[0].parse::<u32>().ok()?))
-        {
-            self.used.remove(&n);
-        }
-    }
-}
-
 impl Pods {
     /// Bring this node's view of one pod in line with the API's.
     async fn reconcile(&mut self, pod: &Value, deleted: bool) {
@@ -306,10 +295,14 @@ impl Pods {
         // Keep the address the pod had (a node restart), unless another pod here has it now.
         let ip = pod["status"]["podIP"]
             .as_str()
-            .filter(|ip| self.ips.number(ip).is_some())
+            .filter(|ip| self.ips.contains(ip))
             .filter(|ip| !self.running.values().any(|(_, other)| other == ip))
             .map(String::from)
-            .unwrap_or_else(|| self.ips.take());
+            .or_else(|| self.ips.take());
+        let Some(ip) = ip else {
+            tracing::warn!(pod = object::name(pod), "no pod address left in {}", self.ips.range());
+            return;
+        };
         self.ips.reserve(&ip);
         let h = pod::start(self.ctx.clone(), pod.clone(), ip.clone());
         self.running.insert(uid, (h, ip));
@@ -385,10 +378,6 @@ pub async fn run(
         config_sync: cfg.config_sync,
         proxy: proxy.clone(),
     });
-    let octets: Vec<&str> = cfg.pod_ip_prefix.split('.').collect();
-    if octets.len() != 2 || octets.iter().any(|o| o.parse::<u8>().is_err()) {
-        anyhow::bail!("pod IP prefix {:?} must be two octets, like 127.100", cfg.pod_ip_prefix);
-    }
     let logs = tokio::net::TcpListener::bind((cfg.host_ip.as_str(), cfg.log_port)).await?;
     let log_port = logs.local_addr()?.port();
     let log_server = Arc::new(crate::logs::LogServer {
@@ -401,11 +390,10 @@ pub async fn run(
     let log_task = tokio::spawn(crate::logs::serve(logs, log_server, log_tls, stop.clone()));
     let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), log_port, stop.clone()));
     tokio::spawn(reclaim_storage(client.clone(), storage_dir(&cfg), stop.clone()));
-    let mut pods = Pods {
-        ctx,
-        running: HashMap::new(),
-        ips: IpPool { prefix: cfg.pod_ip_prefix.clone(), used: Default::default() },
-    };
+    // Pods start only once the control plane has given this node its pod range.
+    let Some(range) = pod_range(&client, &cfg.name, &stop).await else { return Ok(()) };
+    tracing::info!("node {}: pod range {range}", cfg.name);
+    let mut pods = Pods { ctx, running: HashMap::new(), ips: wasmorch_api::ipam::PodAddresses::new(range) };
     let selector = format!("spec.nodeName%3D{}", cfg.name);
     loop {
         let result: anyhow::Result<()> = async {

@@ -50,6 +50,13 @@ pub struct ControlFlags {
     /// on them without privileges).
     #[arg(long, default_value = "127.43.0.0/16")]
     service_cidr: wasmorch_api::services::IpRange,
+    /// Range of pod addresses; each Node gets a block of it (`spec.podCIDR`). Inside
+    /// 127.0.0.0/8 a node binds its pods' addresses without privileges.
+    #[arg(long, default_value = "127.64.0.0/10")]
+    cluster_cidr: wasmorch_api::services::IpRange,
+    /// Size of each Node's block of the cluster range (/20: 4 094 pods per node).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(8..=30))]
+    node_cidr_mask_size: u8,
     /// Seconds a node's Lease may go unrenewed before the node is unreachable (Kubernetes: 40).
     #[arg(long, default_value_t = 10)]
     node_monitor_grace_period: u64,
@@ -71,7 +78,9 @@ fn duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 impl ControlFlags {
-    fn apply(&self, cfg: &mut Config) {
+    fn apply(&self, cfg: &mut Config) -> anyhow::Result<()> {
+        cfg.pod_ranges = wasmorch_api::ipam::PodRanges::new(self.cluster_cidr, self.node_cidr_mask_size)
+            .map_err(|e| anyhow::anyhow!("--cluster-cidr/--node-cidr-mask-size: {e}"))?;
         cfg.scheduler.strategy = self.scheduler_strategy;
         cfg.service_range = self.service_cidr;
         cfg.node_lifecycle = wasmorch_control::controllers::nodelifecycle::Config {
@@ -83,6 +92,7 @@ impl ControlFlags {
         // Kubernetes renews every 2 s of a 15 s lease.
         cfg.leader.renew_interval =
             (self.leader_elect_lease_duration * 2 / 15).max(std::time::Duration::from_millis(100));
+        Ok(())
     }
 }
 
@@ -92,10 +102,6 @@ pub struct NodeFlags {
     /// First delay before restarting a failed container, in seconds (Kubernetes: 10).
     #[arg(long, default_value_t = 10)]
     backoff_base: u64,
-    /// Pods get loopback addresses `<prefix>.x.y` (two octets, e.g. 127.100); give each node
-    /// on one machine its own.
-    #[arg(long, default_value = "127.100")]
-    pod_ip_prefix: String,
     /// An OCI registry (`host:port`) to pull from over plain HTTP (repeatable). Loopback
     /// registries always are.
     #[arg(long = "insecure-registry")]
@@ -118,7 +124,6 @@ pub struct NodeFlags {
 impl NodeFlags {
     fn apply(&self, nc: &mut NodeConfig) {
         nc.backoff_base = std::time::Duration::from_secs(self.backoff_base);
-        nc.pod_ip_prefix = self.pod_ip_prefix.clone();
         nc.insecure_registries = self.insecure_registries.clone();
         nc.max_pods = self.max_pods;
         nc.allowed_host_paths = self.allowed_host_paths.clone();
@@ -213,7 +218,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         None => default_data_dir()?,
     };
     let mut cfg = Config::new(data_dir, a.listen);
-    a.control.apply(&mut cfg);
+    a.control.apply(&mut cfg)?;
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }
@@ -344,7 +349,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let mut cfg = Config::new(a.data_dir, a.listen);
     cfg.tls_sans = a.tls_san;
     cfg.history_revisions = a.history_revisions;
-    a.control.apply(&mut cfg);
+    a.control.apply(&mut cfg)?;
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;
     }

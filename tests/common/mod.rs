@@ -61,7 +61,7 @@ impl Cluster {
 
     /// `up` with its local node `n1`, a 1 s restart back-off and a pod address range of its own.
     pub fn with_node(dir: &Path) -> Cluster {
-        Self::start_with(dir, &["--node-name", "n1", "--backoff-base", "1", "--pod-ip-prefix", &pod_ip_prefix()])
+        Self::start_with(dir, &["--node-name", "n1", "--backoff-base", "1", "--cluster-cidr", &cluster_cidr()])
     }
 
     /// A handle for client commands against a cluster started elsewhere (kubeconfig in `dir`).
@@ -195,10 +195,16 @@ pub fn workloads() -> PathBuf {
         .clone()
 }
 
-/// A pod address prefix no other node in this test process uses (tests run in parallel).
+/// An address prefix (`127.N`) no other cluster or node in this test process uses (tests
+/// run in parallel).
 pub fn pod_ip_prefix() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(110);
     format!("127.{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A cluster pod range (`--cluster-cidr`) of its own: `127.N.0.0/16`, 16 node blocks of /20.
+pub fn cluster_cidr() -> String {
+    format!("{}.0.0/16", pod_ip_prefix())
 }
 
 /// A plain HTTP/1.0 GET (no chunked encoding to undo); returns (status, body).
@@ -265,8 +271,18 @@ impl MultiNode {
         let first = pod_ip_prefix();
         let n0: u32 = first.rsplit('.').next().unwrap().parse().unwrap();
         let cidr = format!("127.{}.0.0/16", n0 + 100);
-        let mut args =
-            vec!["server", "--listen", "127.0.0.1:0", "--data-dir", sdir.to_str().unwrap(), "--service-cidr", &cidr];
+        let pods = cluster_cidr();
+        let mut args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            sdir.to_str().unwrap(),
+            "--service-cidr",
+            &cidr,
+            "--cluster-cidr",
+            &pods,
+        ];
         args.extend_from_slice(server_flags);
         let server = Daemon::spawn(&args);
         let line = server.wait_line("listening on https://");
@@ -289,8 +305,6 @@ impl MultiNode {
                     ndir.to_str().unwrap(),
                     "--backoff-base",
                     "1",
-                    "--pod-ip-prefix",
-                    &prefixes[i - 1],
                     "--address",
                     &addresses[i - 1],
                 ]

@@ -43,7 +43,18 @@ impl std::fmt::Display for IpRange {
 }
 
 impl IpRange {
-    fn size(&self) -> u32 {
+    /// The range of `bits` around `ip` (host bits cleared).
+    pub fn new(ip: Ipv4Addr, bits: u8) -> IpRange {
+        let bits = bits.clamp(1, 32);
+        IpRange { base: u32::from(ip) & (u32::MAX << (32 - bits as u32)), bits }
+    }
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+    pub fn size(&self) -> u32 {
         1u32 << (32 - self.bits)
     }
     pub fn contains(&self, ip: Ipv4Addr) -> bool {

@@ -208,6 +208,11 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
             same("/spec/completions", "spec.completions");
         }
         Service => same("/spec/clusterIP", "spec.clusterIP"),
+        // A pod range, once given, is the node's for its life (Kubernetes: "may not be changed").
+        Node => {
+            same("/spec/podCIDR", "spec.podCIDR");
+            same("/spec/podCIDRs", "spec.podCIDRs");
+        }
         ConfigMap | Secret if cur["immutable"] == true => {
             same("/data", "data");
             same("/binaryData", "binaryData");

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod job;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod runtime;
@@ -24,6 +25,7 @@ pub fn start_all(
     api: &Api,
     scheduler: crate::scheduler::Config,
     lifecycle: nodelifecycle::Config,
+    pod_ranges: wasmorch_api::ipam::PodRanges,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let informer = |plural: &str| Informer::new(resources::lookup(plural).expect("registered"));
     let pods = informer("pods");
@@ -46,6 +48,7 @@ pub fn start_all(
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
         tokio::spawn(disruption::start(api.clone(), pdbs.clone(), pods.clone())),
         tokio::spawn(nodelifecycle::start(api.clone(), nodes.clone(), pods.clone(), leases.clone(), lifecycle)),
+        tokio::spawn(nodeipam::start(api.clone(), nodes.clone(), pod_ranges)),
         tokio::spawn(gc::start(
             api.clone(),
             vec![
