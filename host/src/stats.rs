@@ -81,7 +81,10 @@ impl Registry {
             sample: None,
             nano_cores: 0,
         };
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).insert(key, e);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        // Ended containers go here too, not only when someone reads the figures.
+        entries.retain(|_, e| e.cgroup.strong_count() > 0);
+        entries.insert(key, e);
     }
 
     /// Every live container's figures (CPU rates are taken against the previous read, at

@@ -313,7 +313,7 @@ impl Proxy {
         // On this node: in process, no socket hop.
         if let Some(w) = self.local_workload(first) {
             self.in_process.fetch_add(1, Ordering::Relaxed);
-            let resp = w.handle(req).await;
+            let resp = w.cgroup.clone().charged(w.handle(req)).await;
             self.done(route, first, true);
             return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
         }
@@ -505,7 +505,7 @@ impl ClusterView {
             };
             if let Some(w) = proxy.local_workload(addr) {
                 proxy.in_process.fetch_add(1, Ordering::Relaxed);
-                let resp = w.handle(request).await;
+                let resp = w.cgroup.clone().charged(w.handle(request)).await;
                 proxy.done(&route, addr, true);
                 let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
                 return Ok((resp, io));

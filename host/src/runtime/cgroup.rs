@@ -52,6 +52,32 @@ impl Cgroup {
     }
 }
 
+impl Cgroup {
+    /// Run `fut` (host work on this container's behalf: its HTTP connections) with its CPU
+    /// time charged to the container, without a run slot: like a cgroup, the container pays
+    /// for all the work it causes.
+    pub fn charged<F: Future>(self: &Arc<Self>, fut: F) -> Charged<F> {
+        Charged { fut: Box::pin(fut), group: self.clone() }
+    }
+}
+
+/// A future whose CPU time is charged to a container (see [`Cgroup::charged`]).
+pub struct Charged<F> {
+    fut: Pin<Box<F>>,
+    group: Arc<Cgroup>,
+}
+
+impl<F: Future> Future for Charged<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let start = thread_cpu();
+        let r = self.fut.as_mut().poll(cx);
+        self.group.cpu.charge(thread_cpu().saturating_sub(start));
+        r
+    }
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         self.memory.release(self.host_charged.load(Ordering::Acquire));

@@ -232,11 +232,20 @@ impl Sched {
     /// Returns the waiters to wake (outside the lock).
     pub fn release(&mut self, id: u64, used: Duration, now: Instant) -> Vec<Arc<Waiter>> {
         self.running = self.running.saturating_sub(1);
+        if let Some(g) = self.groups.get_mut(&id) {
+            g.running = g.running.saturating_sub(1);
+        }
+        self.charge(id, used, now);
+        self.dispatch(now)
+    }
+
+    /// Host work done for group `id` outside its instances (parsing its requests, writing
+    /// its responses): charged like wasm time, without a slot.
+    pub fn charge(&mut self, id: u64, used: Duration, now: Instant) {
         let p = self.period_of(now);
         self.node.roll(p, self.node_quota);
         self.node.used += used;
         if let Some(g) = self.groups.get_mut(&id) {
-            g.running = g.running.saturating_sub(1);
             if let Some(q) = g.spec.quota() {
                 g.bandwidth.roll(p, q);
             }
@@ -244,7 +253,6 @@ impl Sched {
             g.total += used.as_nanos();
             g.vruntime += used.as_nanos() * 1024 / g.spec.weight() as u128;
         }
-        self.dispatch(now)
     }
 
     /// Hand free slots to waiters, least weighted CPU time first. Waiters of throttled groups
@@ -364,6 +372,11 @@ impl CpuGroup {
         for w in wake {
             w.wake();
         }
+    }
+
+    /// Charge host work done for this container (see [`Sched::charge`]).
+    pub fn charge(&self, used: Duration) {
+        self.0.node.lock().charge(self.0.id, used, Instant::now());
     }
 
     /// A waiter's future is gone.

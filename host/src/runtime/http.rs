@@ -190,7 +190,8 @@ pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: Cancellati
         let w = w.clone();
         let stop = stop.clone();
         let local = local.clone();
-        tracker.spawn(async move {
+        let cgroup = w.cgroup.clone();
+        tracker.spawn(cgroup.charged(async move {
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let w = w.clone();
                 if req.uri().authority().is_none()
@@ -211,7 +212,7 @@ pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: Cancellati
                     let _ = conn.await;
                 }
             }
-        });
+        }));
     }
     drop(listener);
     tracker.close();
