@@ -34,7 +34,7 @@ lat() { wrk -t1 -c1 -d5s --latency "http://$1/" | awk '/ 50%/{a=$2} / 99%/{b=$2}
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 echo "neighbour (hello-http, wrk -c1), idle: $(lat "$hello")"
 for c in 1 4 20; do
-  wrk -t2 -c"$c" -d9s --timeout 30s "http://$hostile/busy?ms=200" >/dev/null &
+  wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d9s --timeout 30s "http://$hostile/busy?ms=200" >/dev/null &
   load=$!
   sleep 2
   c0=$(cpu)
