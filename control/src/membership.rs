@@ -24,7 +24,7 @@ use wasmorch_api::{ApiError, resources};
 
 fn secret_target(name: &str) -> Target {
     Target {
-        res: resources::lookup("secrets").expect("registered"),
+        res: resources::of(resources::ResourceKind::Secret),
         namespace: Some(join::NAMESPACE.to_string()),
         name: Some(name.to_string()),
         subresource: None,
@@ -107,7 +107,7 @@ async fn record_key(api: &Api, node: &str, key_sha256: &str, replace: bool) -> R
         "metadata": {"name": name, "namespace": join::NAMESPACE},
         "stringData": {"key-sha256": key_sha256},
     });
-    let res = resources::lookup("secrets").expect("registered");
+    let res = resources::of(resources::ResourceKind::Secret);
     match api.create(res, Some(join::NAMESPACE), secret, Default::default(), false).await {
         Ok(_) => Ok(()),
         // Two joins under one name at once: the first key wins.
@@ -133,7 +133,7 @@ pub async fn create_token(
 ) -> Result<(), ApiError> {
     let expiration =
         ttl.map(|t| chrono::Utc::now() + chrono::Duration::from_std(t).unwrap_or(chrono::Duration::days(1)));
-    let res = resources::lookup("secrets").expect("registered");
+    let res = resources::of(resources::ResourceKind::Secret);
     api.create(res, Some(join::NAMESPACE), tok.secret(expiration, description), Default::default(), false).await?;
     Ok(())
 }
@@ -159,7 +159,7 @@ pub async fn default_token(api: &Api, pki: &Pki, data_dir: &Path) -> anyhow::Res
 
 /// Delete token Secrets past their expiration, every `every`, until `shutdown`.
 pub async fn token_cleaner(api: Api, every: Duration, shutdown: CancellationToken) {
-    let res = resources::lookup("secrets").expect("registered");
+    let res = resources::of(resources::ResourceKind::Secret);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -170,7 +170,7 @@ async fn open_or_stand_by(path: &std::path::Path) -> anyhow::Result<Store> {
 
 /// Create the system namespaces and the default storage class if missing.
 pub async fn bootstrap(api: &Api) -> anyhow::Result<()> {
-    let ns = resources::lookup("namespaces").expect("registered");
+    let ns = resources::of(resources::ResourceKind::Namespace);
     for name in SYSTEM_NAMESPACES {
         let key = ns.key("", name);
         let (obj, _) = apiserver::objects::prepare_create(
@@ -193,7 +193,7 @@ pub async fn bootstrap(api: &Api) -> anyhow::Result<()> {
             .await?;
     }
     // The built-in local-path class, default for claims that name none.
-    let sc = resources::lookup("storageclasses").expect("registered");
+    let sc = resources::of(resources::ResourceKind::StorageClass);
     match api.create(sc, None, crate::scheduler::volumes::default_class(), Default::default(), false).await {
         Ok(_) => {}
         Err(e) if e.code == 409 => {}

@@ -142,7 +142,7 @@ impl Api {
         if !res.namespaced {
             return Ok(());
         }
-        let ns_res = resources::lookup("namespaces").expect("namespaces registered");
+        let ns_res = resources::of(resources::ResourceKind::Namespace);
         match self.store.get(&ns_res.key("", ns)).await? {
             None => Err(ApiError::not_found("", "namespaces", ns)),
             Some(n) if object::is_deleting(&n) => Err(ApiError::forbidden(format!(
@@ -267,7 +267,7 @@ impl Api {
         let pod = self.get(t).await?;
         if disruption::healthy(&pod) {
             let ns = object::namespace(&pod);
-            let pdbs = resources::lookup("poddisruptionbudgets").expect("registered");
+            let pdbs = resources::of(resources::ResourceKind::PodDisruptionBudget);
             let list = self.list(pdbs, Some(ns), &ListOptions::default()).await?;
             let budgets: Vec<Value> = list["items"]
                 .as_array()
@@ -277,7 +277,7 @@ impl Api {
                 .cloned()
                 .collect();
             if !budgets.is_empty() {
-                let pods = resources::lookup("pods").expect("registered");
+                let pods = resources::of(resources::ResourceKind::Pod);
                 let list = self.list(pods, Some(ns), &ListOptions::default()).await?;
                 let all = list["items"].as_array().cloned().unwrap_or_default();
                 for b in &budgets {
@@ -310,7 +310,7 @@ impl Api {
 
     /// Every Service but the one at `except`.
     async fn other_services(&self, except: Option<String>) -> Result<Vec<Value>, ApiError> {
-        let svc = wasmorch_api::resources::lookup("services").expect("registered");
+        let svc = wasmorch_api::resources::of(wasmorch_api::resources::ResourceKind::Service);
         let (items, _, _) = self.store.list(&svc.key_prefix(None), None, 0).await?;
         Ok(items
             .into_iter()

@@ -222,7 +222,7 @@ pub async fn authorize(
             }
         }
         Rule::IfUsedByPod(kind) => {
-            let pods = resources::lookup("pods").expect("registered");
+            let pods = resources::of(resources::ResourceKind::Pod);
             let opts = ListOptions {
                 labels: LabelSelector::default(),
                 fields: FieldSelector::parse(&format!("spec.nodeName={node}"), pods)

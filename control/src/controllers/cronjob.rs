@@ -156,7 +156,7 @@ impl Ctl {
                 return Ok(Action::AwaitChange);
             }
         };
-        let jres = resources::lookup("jobs").expect("registered");
+        let jres = resources::of(resources::ResourceKind::Job);
         for name in &plan.delete {
             match self.api.delete(&target(jres, &ns, name, None), Default::default(), false).await {
                 Ok(_) | Err(ApiError { code: 404, .. }) => {}
@@ -187,7 +187,7 @@ impl Ctl {
             .iter()
             .any(|k| cj["status"][k] != plan.status[k] && !(cj["status"][k].is_null() && plan.status[k].is_null()));
         if differs {
-            let cres = resources::lookup("cronjobs").expect("registered");
+            let cres = resources::of(resources::ResourceKind::CronJob);
             let mut st = plan.status.clone();
             if st.get("active").is_none() {
                 st["active"] = Value::Null;

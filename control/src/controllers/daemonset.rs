@@ -144,7 +144,7 @@ impl Ctl {
         }
         let ns = object::namespace(&ds).to_string();
         let plan = plan(&ds, &self.nodes.cache.list(None), &self.pods.cache.list(Some(&ns)));
-        let pres = resources::lookup("pods").expect("registered");
+        let pres = resources::of(resources::ResourceKind::Pod);
         let hash = template_hash(&ds["spec"]["template"]);
         for node in &plan.create {
             let mut pod = pod_from_template(&ds, &with_default_tolerations(&ds["spec"]["template"]), object::name(&ds));
@@ -168,7 +168,7 @@ impl Ctl {
                 .await;
         }
         if ds["status"] != plan.status {
-            let res = resources::lookup("daemonsets").expect("registered");
+            let res = resources::of(resources::ResourceKind::DaemonSet);
             let o = merge_patch(
                 &self.api,
                 &target(res, &ns, object::name(&ds), Some("status")),

@@ -245,7 +245,7 @@ struct Ctl {
 }
 
 fn rs_res() -> &'static resources::Resource {
-    resources::lookup("replicasets").expect("registered")
+    resources::of(resources::ResourceKind::ReplicaSet)
 }
 
 impl Ctl {
@@ -375,7 +375,7 @@ impl Ctl {
         let rev = new.as_ref().map(revision).unwrap_or(0);
         if rev > 0 && d["metadata"]["annotations"][REVISION].as_str() != Some(&rev.to_string()) {
             let patch = json!({"metadata": {"annotations": {REVISION: rev.to_string()}}});
-            let dres = resources::lookup("deployments").expect("registered");
+            let dres = resources::of(resources::ResourceKind::Deployment);
             let o = merge_patch(&self.api, &target(dres, &ns, object::name(&d), None), patch).await?;
             self.deployments.cache.assume(o);
         }
@@ -392,7 +392,7 @@ impl Ctl {
             strip(&d["status"]) == strip(&st)
         };
         if !same {
-            let dres = resources::lookup("deployments").expect("registered");
+            let dres = resources::of(resources::ResourceKind::Deployment);
             let o = merge_patch(&self.api, &target(dres, &ns, object::name(&d), Some("status")), json!({"status": st}))
                 .await?;
             self.deployments.cache.assume(o);

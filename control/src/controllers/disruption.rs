@@ -47,7 +47,7 @@ pub async fn start(api: Api, pdbs: Arc<Informer>, pods: Arc<Informer>) {
                 && cur["expectedPods"] == json!(b.expected)
                 && cur["observedGeneration"] == pdb["metadata"]["generation"];
             if !same {
-                let res = resources::lookup("poddisruptionbudgets").expect("registered");
+                let res = resources::of(resources::ResourceKind::PodDisruptionBudget);
                 let t = target(res, ns, name, Some("status"));
                 let patch = json!({"status": disruption::status(&pdb, b, &object::now_rfc3339())});
                 api.patch(&t, "application/merge-patch+json", patch, FieldValidation::Ignore, false).await?;

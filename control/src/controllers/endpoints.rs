@@ -223,8 +223,8 @@ impl Ctl {
     async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
         let (ns, name) = split_key(&key);
         let ns = ns.unwrap_or("default");
-        let ep_res = resources::lookup("endpoints").expect("registered");
-        let slice_res = resources::lookup("endpointslices").expect("registered");
+        let ep_res = resources::of(resources::ResourceKind::Endpoints);
+        let slice_res = resources::of(resources::ResourceKind::EndpointSlice);
         let Some(svc) = self.services.cache.get(&key) else {
             // Gone: its endpoints go too (slices also by owner reference).
             let _ = self.api.delete(&target(ep_res, ns, name, None), Default::default(), false).await;
@@ -245,7 +245,7 @@ impl Ctl {
         if svc["spec"]["type"] == "LoadBalancer" {
             let lb = load_balancer_status(&self.nodes.cache.list(None));
             if svc["status"]["loadBalancer"] != lb {
-                let t = target(resources::lookup("services").expect("registered"), ns, name, Some("status"));
+                let t = target(resources::of(resources::ResourceKind::Service), ns, name, Some("status"));
                 let patch = json!({"status": {"loadBalancer": lb}});
                 self.api.patch(&t, "application/merge-patch+json", patch, FieldValidation::Ignore, false).await?;
             }
@@ -255,7 +255,7 @@ impl Ctl {
 
     /// Delete this Service's slices other than `keep`.
     async fn delete_slices(&self, ns: &str, svc: &str, keep: &[String]) -> Result<(), ApiError> {
-        let slice_res = resources::lookup("endpointslices").expect("registered");
+        let slice_res = resources::of(resources::ResourceKind::EndpointSlice);
         let opts = crate::apiserver::api::ListOptions {
             labels: LabelSelector::parse(&format!("{SERVICE_NAME_LABEL}={svc}"))
                 .map_err(|e| ApiError::internal(format!("selector for {svc}: {e:?}")))?,

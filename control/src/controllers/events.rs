@@ -9,7 +9,7 @@ use wasmorch_api::validation::FieldValidation;
 /// Record an event about `obj` (`kind` is `Normal` or `Warning`), without waiting for the
 /// write: an event is never worth slowing or failing a reconcile for (failures are logged).
 pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: String, component: &str) {
-    let res = resources::lookup("events").expect("events registered");
+    let res = resources::of(resources::ResourceKind::Event);
     let ns = match object::namespace(obj) {
         "" => "default",
         ns => ns,

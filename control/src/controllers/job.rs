@@ -139,8 +139,8 @@ impl Ctl {
         }
         let ns = object::namespace(&job).to_string();
         let plan = plan(&job, &self.pods.cache.list(Some(&ns)), Utc::now());
-        let jres = resources::lookup("jobs").expect("registered");
-        let pres = resources::lookup("pods").expect("registered");
+        let jres = resources::of(resources::ResourceKind::Job);
+        let pres = resources::of(resources::ResourceKind::Pod);
         if plan.delete_job {
             match self.api.delete(&target(jres, &ns, object::name(&job), None), Default::default(), false).await {
                 Ok(_) | Err(ApiError { code: 404, .. }) => return Ok(Action::AwaitChange),

@@ -85,7 +85,7 @@ fn micro_time(t: DateTime<Utc>) -> String {
 
 fn target() -> Target {
     Target {
-        res: resources::lookup("leases").expect("registered"),
+        res: resources::of(resources::ResourceKind::Lease),
         namespace: Some(LEASE_NAMESPACE.into()),
         name: Some(LEASE_NAME.into()),
         subresource: None,
@@ -110,7 +110,7 @@ async fn attempt(api: &Api, cfg: &Config) -> Result<bool, wasmorch_api::ApiError
                 "spec": {"holderIdentity": cfg.identity, "leaseDurationSeconds": secs,
                          "acquireTime": micro_time(now), "renewTime": micro_time(now), "leaseTransitions": 0},
             });
-            let res = resources::lookup("leases").expect("registered");
+            let res = resources::of(resources::ResourceKind::Lease);
             match api.create(res, Some(LEASE_NAMESPACE), lease, Default::default(), false).await {
                 Ok(_) => Ok(true),
                 Err(e) if e.code == 409 => Ok(false),

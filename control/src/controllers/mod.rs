@@ -27,17 +27,18 @@ pub fn start_all(
     lifecycle: nodelifecycle::Config,
     pod_ranges: wasmorch_api::ipam::PodRanges,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let informer = |plural: &str| Informer::new(resources::lookup(plural).expect("registered"));
-    let pods = informer("pods");
-    let nodes = informer("nodes");
-    let replicasets = informer("replicasets");
-    let deployments = informer("deployments");
-    let jobs = informer("jobs");
-    let daemonsets = informer("daemonsets");
-    let cronjobs = informer("cronjobs");
-    let services = informer("services");
-    let leases = informer("leases");
-    let pdbs = informer("poddisruptionbudgets");
+    use resources::ResourceKind as K;
+    let informer = |kind: K| Informer::new(resources::of(kind));
+    let pods = informer(K::Pod);
+    let nodes = informer(K::Node);
+    let replicasets = informer(K::ReplicaSet);
+    let deployments = informer(K::Deployment);
+    let jobs = informer(K::Job);
+    let daemonsets = informer(K::DaemonSet);
+    let cronjobs = informer(K::CronJob);
+    let services = informer(K::Service);
+    let leases = informer(K::Lease);
+    let pdbs = informer(K::PodDisruptionBudget);
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),

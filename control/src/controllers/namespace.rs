@@ -26,7 +26,7 @@ pub fn plan(remaining: usize) -> Step {
 
 /// Reconcile one namespace. Returns whether it needs another pass.
 pub async fn reconcile(api: &Api, name: &str) -> Result<bool, ApiError> {
-    let ns_res = resources::lookup("namespaces").expect("registered");
+    let ns_res = resources::of(resources::ResourceKind::Namespace);
     let ns = match api.get(&target(ns_res, None, name)).await {
         Ok(n) => n,
         Err(e) if e.code == 404 => return Ok(false),
@@ -66,7 +66,7 @@ pub async fn reconcile(api: &Api, name: &str) -> Result<bool, ApiError> {
 
 /// Watch namespaces and finish deletions, until `api.shutdown`.
 pub async fn run(api: Api) {
-    let ns_res = resources::lookup("namespaces").expect("registered");
+    let ns_res = resources::of(resources::ResourceKind::Namespace);
     loop {
         let result = async {
             let list = api.list(ns_res, None, &ListOptions::default()).await?;

@@ -118,8 +118,8 @@ pub fn plan(nodes: &[Value], leases: &[Value], pods: &[Value], now: DateTime<Utc
 }
 
 async fn act(api: &Api, p: Plan) {
-    let nodes = resources::lookup("nodes").expect("registered");
-    let pods = resources::lookup("pods").expect("registered");
+    let nodes = resources::of(resources::ResourceKind::Node);
+    let pods = resources::of(resources::ResourceKind::Pod);
     let now = object::now_rfc3339();
     for name in p.unreachable {
         tracing::warn!("node {name} stopped renewing its lease: marking it unreachable");

@@ -168,7 +168,7 @@ pub fn pod_from_template(owner: &Value, template: &Value, name_prefix: &str) -> 
 }
 
 fn pods_res() -> &'static resources::Resource {
-    resources::lookup("pods").expect("pods registered")
+    resources::of(resources::ResourceKind::Pod)
 }
 
 pub fn target(res: &'static resources::Resource, ns: &str, name: &str, sub: Option<&str>) -> Target {
@@ -258,7 +258,7 @@ impl Ctl {
                 .await;
         }
         if rs["status"] != plan.status && !object::is_deleting(&rs) {
-            let rsres = resources::lookup("replicasets").expect("registered");
+            let rsres = resources::of(resources::ResourceKind::ReplicaSet);
             match merge_patch(
                 &self.api,
                 &target(rsres, &ns, object::name(&rs), Some("status")),

@@ -156,7 +156,7 @@ impl Scheduler {
             }
         };
         let (ns, name) = split_key(&key);
-        let t = target(resources::lookup("pods").expect("pods registered"), ns.unwrap_or(""), name, Some("binding"));
+        let t = target(resources::of(resources::ResourceKind::Pod), ns.unwrap_or(""), name, Some("binding"));
         let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
         // The placement is decided and accounted; the write goes on without holding up the
         // next decision, so many binds share one durable commit. A bounded number in flight.
@@ -204,7 +204,7 @@ impl Scheduler {
 
     /// Record `PodScheduled=False, reason Unschedulable` on the pod, as Kubernetes does.
     async fn mark_unschedulable(&self, pod: &Value, msg: &str) {
-        let pods = resources::lookup("pods").expect("pods registered");
+        let pods = resources::of(resources::ResourceKind::Pod);
         let t = target(pods, object::namespace(pod), object::name(pod), Some("status"));
         let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg,
             "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});

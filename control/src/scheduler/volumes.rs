@@ -64,8 +64,8 @@ pub fn volume_node(pv: &Value) -> Option<String> {
 /// Look up the pod's claims. `Err` is why the pod cannot be placed yet.
 pub async fn claims(api: &Api, pod: &Value) -> Result<Claims, String> {
     let ns = object::namespace(pod);
-    let pvcs = resources::lookup("persistentvolumeclaims").expect("registered");
-    let pvs = resources::lookup("persistentvolumes").expect("registered");
+    let pvcs = resources::of(resources::ResourceKind::PersistentVolumeClaim);
+    let pvs = resources::of(resources::ResourceKind::PersistentVolume);
     let mut out = Claims::default();
     for name in claim_names(pod) {
         let claim = match api.get(&target(pvcs, ns, name, None)).await {
@@ -135,8 +135,8 @@ pub fn volume_for(claim: &Value, node: &Value) -> Value {
 /// Provision and bind `claim` on `node`. `Ok(false)`: the claim is bound elsewhere meanwhile
 /// (the pod must be placed again).
 pub async fn provision(api: &Api, claim: &Value, node: &Value) -> Result<bool, ApiError> {
-    let pvs = resources::lookup("persistentvolumes").expect("registered");
-    let pvcs = resources::lookup("persistentvolumeclaims").expect("registered");
+    let pvs = resources::of(resources::ResourceKind::PersistentVolume);
+    let pvcs = resources::of(resources::ResourceKind::PersistentVolumeClaim);
     let pv = volume_for(claim, node);
     let pv_name = object::name(&pv).to_string();
     let stored = match api.create(pvs, None, pv.clone(), FieldValidation::Ignore, false).await {
@@ -200,7 +200,7 @@ pub fn released(pv: &Value, claim: Option<&Value>) -> bool {
 /// stops, as Kubernetes' pvc-protection does).
 async fn in_use(api: &Api, ns: Option<&str>, claim: Option<&str>) -> bool {
     let (Some(ns), Some(claim)) = (ns, claim) else { return false };
-    let pods = resources::lookup("pods").expect("registered");
+    let pods = resources::of(resources::ResourceKind::Pod);
     let Ok(list) = api.list(pods, Some(ns), &Default::default()).await else { return true };
     list["items"].as_array().into_iter().flatten().any(|p| {
         !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) && claim_names(p).contains(&claim)
@@ -210,8 +210,8 @@ async fn in_use(api: &Api, ns: Option<&str>, claim: Option<&str>) -> bool {
 /// The `Delete` reclaim policy for provisioned volumes: a volume whose claim is gone is
 /// deleted (the node then removes its directory). Polls; claims are few and rarely deleted.
 pub async fn reclaimer(api: Api, every: std::time::Duration) {
-    let pvs = resources::lookup("persistentvolumes").expect("registered");
-    let pvcs = resources::lookup("persistentvolumeclaims").expect("registered");
+    let pvs = resources::of(resources::ResourceKind::PersistentVolume);
+    let pvcs = resources::of(resources::ResourceKind::PersistentVolumeClaim);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
