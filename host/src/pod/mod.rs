@@ -5,25 +5,25 @@ pub mod config;
 pub mod lifecycle;
 pub mod probe;
 mod prober;
+mod resources;
 pub mod volumes;
 
 use crate::artifact;
 use crate::client::Client;
-use crate::runtime::admission::{Admission, AdmissionSpec};
-use crate::runtime::cpu::CpuSpec;
-use crate::runtime::http::{HttpWorkload, serve};
-use crate::runtime::memory::oom_message;
+use crate::runtime::admission::Admission;
+use crate::runtime::http::{HttpWorkload, INSTANCE_OVERHEAD, serve};
 use crate::runtime::process::{Exit, Process};
-use crate::runtime::{Loaded, NetPolicy, Resources, Runtime};
+use crate::runtime::{Loaded, NetPolicy, Runtime};
 use lifecycle::{ContainerStatus, RestartPolicy, State, backoff, status_json};
 use prober::{ProbeRun, Probes, probe_run};
+use resources::{admission_of, report_refusals, resources_of};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use wasmorch_api::{object, quantity};
+use wasmorch_api::object;
 
 /// What every pod on the node shares.
 pub struct NodeCtx {
@@ -139,49 +139,6 @@ pub fn start(ctx: Arc<NodeCtx>, pod: Value, pod_ip: String) -> PodHandle {
     let dir = pod_dir(&ctx.data_dir, &pod);
     let task = tokio::spawn(async move { run(ctx, pod, pod_ip, s).await });
     PodHandle { stop, task, dir }
-}
-
-/// A container's resources from its spec: limits, and requests (which default to the
-/// limits, as the API server defaults them).
-fn resources_of(c: &Value) -> Resources {
-    let res = c.get("resources").and_then(Value::as_object);
-    let quantity_of = |section: &str, name: &str| {
-        res.and_then(|r| r.get(section))
-            .and_then(|s| s.get(name))
-            .and_then(|q| match q {
-                Value::String(s) => quantity::parse(s),
-                Value::Number(n) => n.as_f64(),
-                _ => None,
-            })
-            .filter(|q| q.is_finite() && *q >= 0.0)
-    };
-    let millis = |q: f64| (q * 1000.0).round().min(u64::MAX as f64) as u64;
-    let limit = quantity_of("limits", "cpu").map(millis);
-    Resources {
-        cpu: CpuSpec {
-            limit_millis: limit,
-            request_millis: quantity_of("requests", "cpu").map(millis).or(limit).unwrap_or(0),
-        },
-        memory: quantity_of("limits", "memory").map(|m| m.min(usize::MAX as f64) as usize),
-    }
-}
-
-/// The pod's concurrency settings for an HTTP container (`wasmorch.io/max-concurrency`,
-/// `wasmorch.io/max-queue`).
-fn admission_of(pod: &Value, rt: &Runtime, memory: usize) -> AdmissionSpec {
-    let annotation = |k: &str| {
-        pod.get("metadata")
-            .and_then(|m| m.get("annotations"))
-            .and_then(|a| a.get(k))
-            .and_then(Value::as_str)
-            .and_then(|v| v.trim().parse::<u32>().ok())
-    };
-    AdmissionSpec {
-        fixed: annotation(wasmorch_api::MAX_CONCURRENCY_ANNOTATION).filter(|n| *n > 0),
-        queue: annotation(wasmorch_api::MAX_QUEUE_ANNOTATION),
-        memory,
-        ceiling: rt.max_instances(),
-    }
 }
 
 async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken) {
@@ -438,35 +395,6 @@ async fn container_config(
     Ok((env, mounts.into()))
 }
 
-/// While an HTTP container runs, post an event when requests were refused for memory or
-/// for a full queue (at most one of each per sync period, with the count).
-async fn report_refusals(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, w: Arc<HttpWorkload>, run: CancellationToken) {
-    use std::sync::atomic::Ordering;
-    let (mut oom, mut full) = (0, 0);
-    while sleep_or_stop(ctx.config_sync, &run).await {
-        let (o, f) = (w.oom.load(Ordering::Relaxed), w.admission.refused.load(Ordering::Relaxed));
-        if o > oom {
-            let msg = format!(
-                "{} request(s) answered 503: the container's memory limit ({} MiB) was in use by other requests",
-                o - oom,
-                w.cgroup.memory.limit() >> 20
-            );
-            event(&ctx, &info, "Warning", "OOMKilled", msg).await;
-        }
-        if f > full {
-            let s = w.admission.stats();
-            let msg = format!(
-                "{} request(s) answered 503: at the concurrency limit ({}) with the queue full ({})",
-                f - full,
-                s.limit,
-                s.queue_limit
-            );
-            event(&ctx, &info, "Warning", "Overloaded", msg).await;
-        }
-        (oom, full) = (o, f);
-    }
-}
-
 fn waiting(shared: &Shared, i: usize, reason: &str, message: String) {
     let r = reason.to_string();
     shared.set(i, move |s| {
@@ -599,60 +527,28 @@ async fn container(
             });
         };
         let exit = match &loaded {
-            Loaded::Http(pre) => {
-                let port = port.unwrap_or_default();
-                let footprint = match HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net).await {
-                    Ok(f) => Ok(f),
-                    Err(e) => {
-                        let m = format!("{e:#}");
-                        Err(match oom_message(&m) {
-                            Some(oom) => Exit::OomKilled(oom.to_string()),
-                            None => Exit::Trap(m),
-                        })
-                    }
-                };
-                match footprint {
-                    Err(exit) => exit,
-                    Ok(footprint) => match tokio::net::TcpListener::bind((info.ip.as_str(), port)).await {
-                        Err(e) => Exit::Trap(format!("binding {}:{port}: {e}", info.ip)),
-                        Ok(listener) => {
-                            let memory = cgroup.memory.limit();
-                            let admission = Admission::new(
-                                admission_of(&info.pod, &ctx.rt, memory),
-                                footprint + crate::runtime::http::INSTANCE_OVERHEAD,
-                            );
-                            let w = Arc::new(HttpWorkload {
-                                rt: ctx.rt.clone(),
-                                pre: pre.clone(),
-                                env: env.clone(),
-                                cgroup: cgroup.clone(),
-                                admission: Arc::new(admission),
-                                net: net.clone(),
-                                mounts: mounts.clone(),
-                                cluster: cluster.clone(),
-                                timeout: ctx.request_timeout,
-                                log,
-                                served: Default::default(),
-                                oom: Default::default(),
-                            });
-                            running(format!("Started container {name} serving HTTP on {}:{port}", info.ip));
-                            // Requests from this node's proxy reach it in process.
-                            let addr = listener.local_addr().ok();
-                            if let Some(a) = addr {
-                                ctx.proxy.register(a, w.clone());
-                            }
-                            ctx.stats.register(&info, &name, Some(w.clone()), cgroup.clone());
-                            tokio::spawn(report_refusals(ctx.clone(), info.clone(), w.clone(), run.clone()));
-                            serve(listener, w, run.clone(), info.grace).await;
-                            if let Some(a) = addr {
-                                ctx.proxy.unregister(a);
-                            }
-                            run.cancel();
-                            Exit::Killed
-                        }
-                    },
+            Loaded::Http(pre) => match HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net).await {
+                Err(e) => Exit::failed(format!("{e:#}")),
+                Ok(footprint) => {
+                    // The concurrency limit starts from what one instance takes.
+                    let spec = admission_of(&info.pod, &ctx.rt, cgroup.memory.limit());
+                    let w = Arc::new(HttpWorkload {
+                        rt: ctx.rt.clone(),
+                        pre: pre.clone(),
+                        env: env.clone(),
+                        cgroup: cgroup.clone(),
+                        admission: Arc::new(Admission::new(spec, footprint + INSTANCE_OVERHEAD)),
+                        net: net.clone(),
+                        mounts: mounts.clone(),
+                        cluster: cluster.clone(),
+                        timeout: ctx.request_timeout,
+                        log,
+                        served: Default::default(),
+                        oom: Default::default(),
+                    });
+                    serve_http(&ctx, &info, &name, w, port.unwrap_or_default(), &run, running).await
                 }
-            }
+            },
             Loaded::Command(pre) => {
                 let p = Process {
                     rt: ctx.rt.clone(),
@@ -676,11 +572,12 @@ async fn container(
             return;
         }
         // Killed by a probe: Kubernetes reports the SIGKILL exit code.
-        let (exit, message) = match (exit, killed.lock().unwrap_or_else(|e| e.into_inner()).take()) {
-            (_, Some(why)) => (Exit::Code(137), why),
-            (Exit::Trap(t), None) => (Exit::Trap(t.clone()), t),
-            (Exit::OomKilled(m), None) => (Exit::OomKilled(m.clone()), m),
-            (e, None) => (e, String::new()),
+        let (exit, message) = match killed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(why) => (Exit::Code(137), why),
+            None => {
+                let m = exit.message();
+                (exit, m)
+            }
         };
         let term = State::Terminated {
             exit_code: exit.code(),
@@ -718,4 +615,34 @@ async fn container(
             return;
         }
     }
+}
+
+/// One run of an HTTP container: bind the pod's port and serve until `run` ends. Requests
+/// from this node's proxy reach it in process.
+async fn serve_http(
+    ctx: &Arc<NodeCtx>,
+    info: &Arc<PodInfo>,
+    name: &str,
+    w: Arc<HttpWorkload>,
+    port: u16,
+    run: &CancellationToken,
+    running: impl FnOnce(String),
+) -> Exit {
+    let listener = match tokio::net::TcpListener::bind((info.ip.as_str(), port)).await {
+        Ok(l) => l,
+        Err(e) => return Exit::Trap(format!("binding {}:{port}: {e}", info.ip)),
+    };
+    running(format!("Started container {name} serving HTTP on {}:{port}", info.ip));
+    let addr = listener.local_addr().ok();
+    if let Some(a) = addr {
+        ctx.proxy.register(a, w.clone());
+    }
+    ctx.stats.register(info, name, Some(w.clone()), w.cgroup.clone());
+    tokio::spawn(report_refusals(ctx.clone(), info.clone(), w.clone(), run.clone()));
+    serve(listener, w, run.clone(), info.grace).await;
+    if let Some(a) = addr {
+        ctx.proxy.unregister(a);
+    }
+    run.cancel();
+    Exit::Killed
 }

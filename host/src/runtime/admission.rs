@@ -2,16 +2,55 @@
 //!
 //! The limit is the annotation `wasmorch.io/max-concurrency` when the pod has one, otherwise
 //! the container's memory limit over the footprint of one instance (measured: what
-//! instantiation takes, then the largest recent peak; see [`super::memory::Footprint`]), at
+//! instantiation takes, then the largest recent peak; see [`Footprint`]), at
 //! least 1. Requests beyond it wait in a FIFO queue of `wasmorch.io/max-queue` places
 //! (default: 10 × the limit); a request that finds the queue full is answered 503 with
 //! `Retry-After` at once, and one that waits longer than the request deadline gets 503 too.
 
-use super::memory::{Footprint, concurrency_for};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
+
+/// How many requests of an HTTP container may run at once: its memory limit over the
+/// footprint of one instance, at least 1 and at most `max`.
+pub fn concurrency_for(limit: usize, footprint: usize, max: u32) -> u32 {
+    let per = footprint.max(64 << 10);
+    ((limit / per).min(max as usize) as u32).max(1)
+}
+
+/// The footprint of one instance: the largest peak of recent instances (two windows of
+/// `WINDOW` requests, so one huge request stops counting after a while), never less than
+/// what instantiation alone takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub initial: usize,
+    current: usize,
+    previous: usize,
+    seen: u32,
+}
+
+impl Footprint {
+    pub const WINDOW: u32 = 128;
+
+    pub fn new(initial: usize) -> Footprint {
+        Footprint { initial, ..Default::default() }
+    }
+
+    pub fn observe(&mut self, peak: usize) {
+        self.current = self.current.max(peak);
+        self.seen += 1;
+        if self.seen >= Self::WINDOW {
+            self.previous = self.current;
+            self.current = 0;
+            self.seen = 0;
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.initial.max(self.current).max(self.previous)
+    }
+}
 
 /// Queue places per allowed request when the pod does not say.
 pub const QUEUE_FACTOR: u32 = 10;
@@ -248,5 +287,31 @@ mod tests {
         assert_eq!(a.stats().queued, 0);
         drop(t2);
         assert_eq!(a.stats().in_flight, 0);
+    }
+
+    #[test]
+    fn concurrency_from_footprint() {
+        assert_eq!(concurrency_for(32 << 20, 2 << 20, 500), 16);
+        assert_eq!(concurrency_for(32 << 20, 25 << 20, 500), 1);
+        assert_eq!(concurrency_for(32 << 20, 64 << 20, 500), 1);
+        assert_eq!(concurrency_for(1 << 30, 1 << 20, 100), 100);
+        assert_eq!(concurrency_for(1 << 20, 0, 500), 16);
+    }
+
+    #[test]
+    fn footprint_forgets_old_peaks() {
+        let mut f = Footprint::new(1 << 20);
+        assert_eq!(f.bytes(), 1 << 20);
+        f.observe(24 << 20);
+        assert_eq!(f.bytes(), 24 << 20);
+        for _ in 0..Footprint::WINDOW {
+            f.observe(2 << 20);
+        }
+        // Still in the previous window.
+        assert_eq!(f.bytes(), 24 << 20);
+        for _ in 0..Footprint::WINDOW {
+            f.observe(2 << 20);
+        }
+        assert_eq!(f.bytes(), 2 << 20);
     }
 }

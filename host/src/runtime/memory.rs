@@ -194,46 +194,6 @@ impl Drop for InstanceMemory {
     }
 }
 
-/// How many requests of an HTTP container may run at once: its memory limit over the
-/// footprint of one instance, at least 1 and at most `max`.
-pub fn concurrency_for(limit: usize, footprint: usize, max: u32) -> u32 {
-    let per = footprint.max(64 << 10);
-    ((limit / per).min(max as usize) as u32).max(1)
-}
-
-/// The footprint of one instance: the largest peak of recent instances (two windows of
-/// `WINDOW` requests, so one huge request stops counting after a while), never less than
-/// what instantiation alone takes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Footprint {
-    pub initial: usize,
-    current: usize,
-    previous: usize,
-    seen: u32,
-}
-
-impl Footprint {
-    pub const WINDOW: u32 = 128;
-
-    pub fn new(initial: usize) -> Footprint {
-        Footprint { initial, ..Default::default() }
-    }
-
-    pub fn observe(&mut self, peak: usize) {
-        self.current = self.current.max(peak);
-        self.seen += 1;
-        if self.seen >= Self::WINDOW {
-            self.previous = self.current;
-            self.current = 0;
-            self.seen = 0;
-        }
-    }
-
-    pub fn bytes(&self) -> usize {
-        self.initial.max(self.current).max(self.previous)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,31 +242,5 @@ mod tests {
         let pod = MemoryBudget::root(1 << 30);
         let mut m = InstanceMemory::new(pod, 8 << 20);
         assert!(!m.memory_growing(0, 16 << 20, None).unwrap());
-    }
-
-    #[test]
-    fn concurrency_from_footprint() {
-        assert_eq!(concurrency_for(32 << 20, 2 << 20, 500), 16);
-        assert_eq!(concurrency_for(32 << 20, 25 << 20, 500), 1);
-        assert_eq!(concurrency_for(32 << 20, 64 << 20, 500), 1);
-        assert_eq!(concurrency_for(1 << 30, 1 << 20, 100), 100);
-        assert_eq!(concurrency_for(1 << 20, 0, 500), 16);
-    }
-
-    #[test]
-    fn footprint_forgets_old_peaks() {
-        let mut f = Footprint::new(1 << 20);
-        assert_eq!(f.bytes(), 1 << 20);
-        f.observe(24 << 20);
-        assert_eq!(f.bytes(), 24 << 20);
-        for _ in 0..Footprint::WINDOW {
-            f.observe(2 << 20);
-        }
-        // Still in the previous window.
-        assert_eq!(f.bytes(), 24 << 20);
-        for _ in 0..Footprint::WINDOW {
-            f.observe(2 << 20);
-        }
-        assert_eq!(f.bytes(), 2 << 20);
     }
 }

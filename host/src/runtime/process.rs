@@ -21,6 +21,23 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// A run that failed with `message`: `OOMKilled` when it grew past its memory limit
+    /// (only that part of the message is kept), a trap otherwise.
+    pub fn failed(message: String) -> Exit {
+        match oom_message(&message) {
+            Some(oom) => Exit::OomKilled(oom.to_string()),
+            None => Exit::Trap(message),
+        }
+    }
+
+    /// What the container status says of it.
+    pub fn message(&self) -> String {
+        match self {
+            Exit::Trap(m) | Exit::OomKilled(m) => m.clone(),
+            Exit::Code(_) | Exit::Killed => String::new(),
+        }
+    }
+
     /// Exit code as Kubernetes reports it (`137` for killed, `1`… for traps).
     pub fn code(&self) -> i32 {
         match self {
@@ -76,13 +93,7 @@ impl Process {
                 Ok(Ok(Err(()))) => Exit::Code(1),
                 Ok(Err(e)) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                     Some(x) => Exit::Code(x.0),
-                    None => {
-                        let m = format!("{e:#}");
-                        match oom_message(&m) {
-                            Some(oom) => Exit::OomKilled(oom.to_string()),
-                            None => Exit::Trap(m),
-                        }
-                    }
+                    None => Exit::failed(format!("{e:#}")),
                 },
                 Err(oom) => Exit::OomKilled(oom),
             },
