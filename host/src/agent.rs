@@ -5,7 +5,7 @@
 use crate::client::Client;
 use crate::pod::{self, NodeCtx, PodHandle};
 use crate::runtime::{Runtime, RuntimeConfig, WASMTIME_VERSION};
-use futures::StreamExt;
+use crate::sys::{cores, total_memory};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -95,24 +95,6 @@ impl NodeConfig {
             reserved: Reserved::default(),
         }
     }
-}
-
-/// Cores of this machine.
-pub fn cores() -> u64 {
-    std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
-}
-
-/// Memory of this machine in bytes (1 GiB when it cannot be read).
-pub fn total_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(1 << 30)
 }
 
 fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
@@ -248,8 +230,52 @@ struct Pods {
     ips: wasmorch_api::ipam::PodAddresses,
 }
 
-/// Pod addresses on loopback: `<prefix>.<hi>.<lo>`, reused after the pod ends.
+impl crate::reflector::Follower for Pods {
+    async fn apply(&mut self, change: crate::reflector::Change<'_>) {
+        use crate::reflector::Change;
+        match change {
+            Change::Listed(items) => self.resync(items).await,
+            Change::Applied(p) => self.reconcile(p, false).await,
+            Change::Deleted(p) => self.reconcile(p, true).await,
+        }
+    }
+}
+
 impl Pods {
+    /// After a (re)list: pods deleted while the watch was away stop; the rest reconcile.
+    async fn resync(&mut self, items: &[Value]) {
+        let listed: std::collections::HashSet<&str> = items.iter().map(object::uid).collect();
+        let gone: Vec<String> = self.running.keys().filter(|u| !listed.contains(u.as_str())).cloned().collect();
+        for uid in gone {
+            if let Some((h, ip)) = self.running.remove(&uid) {
+                h.stop.cancel();
+                let _ = h.task.await;
+                self.release(&ip);
+                crate::pod::remove_volumes(&h.dir);
+            }
+        }
+        // Addresses pods already have are reserved first, so a pod without one cannot be
+        // handed an address that a pod later in the list still holds.
+        for p in items {
+            let live =
+                !object::is_deleting(p) && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+            if let Some(ip) = p["status"]["podIP"].as_str().filter(|_| live) {
+                self.ips.reserve(ip);
+            }
+        }
+        for p in items {
+            self.reconcile(p, false).await;
+        }
+    }
+
+    /// A pod's address is free again.
+    fn release(&mut self, ip: &str) {
+        self.ips.give_back(ip);
+        if let Ok(ip) = ip.parse() {
+            self.ctx.proxy.pod_ended(ip);
+        }
+    }
+
     /// Bring this node's view of one pod in line with the API's.
     async fn reconcile(&mut self, pod: &Value, deleted: bool) {
         let uid = object::uid(pod).to_string();
@@ -260,7 +286,7 @@ impl Pods {
             if let Some((h, ip)) = self.running.remove(&uid) {
                 h.stop.cancel();
                 let _ = h.task.await;
-                self.ips.give_back(&ip);
+                self.release(&ip);
             }
             crate::pod::remove_volumes(&crate::pod::pod_dir(&self.ctx.data_dir, pod));
             tracing::info!(pod = object::name(pod), "pod stopped");
@@ -285,7 +311,7 @@ impl Pods {
             {
                 let ip = ip.clone();
                 self.running.remove(&uid);
-                self.ips.give_back(&ip);
+                self.release(&ip);
             }
             return;
         }
@@ -304,6 +330,9 @@ impl Pods {
             return;
         };
         self.ips.reserve(&ip);
+        if let Ok(addr) = ip.parse() {
+            self.ctx.proxy.pod_started(addr);
+        }
         let h = pod::start(self.ctx.clone(), pod.clone(), ip.clone());
         self.running.insert(uid, (h, ip));
     }
@@ -358,7 +387,7 @@ pub async fn run(
     let stats = Arc::new(crate::stats::Registry::default());
     let node_ip: std::net::IpAddr =
         cfg.host_ip.parse().map_err(|_| anyhow::anyhow!("node address {:?} is not an IP address", cfg.host_ip))?;
-    let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip);
+    let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip, Some(member.clone()));
     let proxy_task = tokio::spawn(proxy.clone().run(client.clone(), stop.clone()));
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
@@ -387,74 +416,15 @@ pub async fn run(
         rt: ctx.rt.clone(),
     });
     let log_tls = crate::membership::endpoint_tls(&member)?;
-    let log_task = tokio::spawn(crate::logs::serve(logs, log_server, log_tls, stop.clone()));
+    let log_task = tokio::spawn(crate::endpoint::serve(logs, log_server, proxy.clone(), log_tls, stop.clone()));
     let hb = tokio::spawn(heartbeat(client.clone(), cfg.clone(), log_port, stop.clone()));
     tokio::spawn(reclaim_storage(client.clone(), storage_dir(&cfg), stop.clone()));
     // Pods start only once the control plane has given this node its pod range.
     let Some(range) = pod_range(&client, &cfg.name, &stop).await else { return Ok(()) };
     tracing::info!("node {}: pod range {range}", cfg.name);
     let mut pods = Pods { ctx, running: HashMap::new(), ips: wasmorch_api::ipam::PodAddresses::new(range) };
-    let selector = format!("spec.nodeName%3D{}", cfg.name);
-    loop {
-        let result: anyhow::Result<()> = async {
-            let list = client.get(&format!("/api/v1/pods?fieldSelector={selector}")).await?;
-            let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
-            let items = list["items"].as_array().cloned().unwrap_or_default();
-            let listed: std::collections::HashSet<String> = items.iter().map(|p| object::uid(p).to_string()).collect();
-            // Pods deleted while we were away stop now.
-            let gone: Vec<String> = pods.running.keys().filter(|u| !listed.contains(*u)).cloned().collect();
-            for uid in gone {
-                if let Some((h, ip)) = pods.running.remove(&uid) {
-                    h.stop.cancel();
-                    let _ = h.task.await;
-                    pods.ips.give_back(&ip);
-                    crate::pod::remove_volumes(&h.dir);
-                }
-            }
-            // Addresses pods already have are reserved first, so a pod without one cannot be
-            // handed an address that a pod later in the list still holds.
-            for p in &items {
-                let live =
-                    !object::is_deleting(p) && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
-                if let Some(ip) = p["status"]["podIP"].as_str().filter(|_| live) {
-                    pods.ips.reserve(ip);
-                }
-            }
-            for p in &items {
-                pods.reconcile(p, false).await;
-            }
-            let mut events = client
-                .watch(&format!(
-                    "/api/v1/pods?watch=true&resourceVersion={rv}&fieldSelector={selector}&allowWatchBookmarks=true"
-                ))
-                .await?;
-            loop {
-                let ev = tokio::select! {
-                    ev = events.next() => ev,
-                    _ = stop.cancelled() => return Ok(()),
-                };
-                let Some(ev) = ev else { anyhow::bail!("watch closed") };
-                let ev = ev?;
-                match ev["type"].as_str() {
-                    Some("ADDED") | Some("MODIFIED") => pods.reconcile(&ev["object"], false).await,
-                    Some("DELETED") => pods.reconcile(&ev["object"], true).await,
-                    Some("ERROR") => anyhow::bail!("watch error: {}", ev["object"]["message"]),
-                    _ => {}
-                }
-            }
-        }
-        .await;
-        if stop.is_cancelled() {
-            break;
-        }
-        if let Err(e) = result {
-            tracing::info!("pod watch: {e:#}; relisting");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.cancelled() => break,
-        }
-    }
+    let query = format!("fieldSelector=spec.nodeName%3D{}", cfg.name);
+    crate::reflector::follow(&client, "/api/v1/pods", &query, &mut pods, &stop).await;
     pods.stop_all().await;
     let _ = proxy_task.await;
     let _ = hb.await;

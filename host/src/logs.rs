@@ -1,22 +1,20 @@
-//! The node's endpoint, which the API server's `pods/{name}/log` and `nodes/{name}/proxy`
-//! proxy to: `GET /containerLogs/{namespace}/{pod}/{uid}/{container}?follow=&tailLines=&previous=`
-//! and `GET /stats/summary` (the kubelet's Summary API, see [`crate::stats`]),
-//! over TLS with the node's certificate, open only to the API server's client certificate
-//! (CN `wasmorch:apiserver-kubelet-client`, from the cluster CA). Each container's output is one file per run under
+//! What the API server reads from a node's endpoint ([`crate::endpoint`]), for its
+//! `pods/{name}/log` and `nodes/{name}/proxy`:
+//! `GET /containerLogs/{namespace}/{pod}/{uid}/{container}?follow=&tailLines=&previous=`
+//! and `GET /stats/summary` (the kubelet's Summary API, see [`crate::stats`]). Each
+//! container's output is one file per run under
 //! `<node-data>/pods/{ns}_{pod}_{uid}/{container}.log`; the run before is `….log.previous`.
 
-use crate::membership::peer_common_name;
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
-type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 pub struct LogServer {
     pub data_dir: PathBuf,
@@ -62,7 +60,11 @@ fn safe(part: &str) -> bool {
 }
 
 impl LogServer {
-    async fn handle(self: Arc<Self>, req: hyper::Request<Incoming>, stop: CancellationToken) -> hyper::Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: hyper::Request<Incoming>,
+        stop: CancellationToken,
+    ) -> hyper::Response<Body> {
         let path = req.uri().path().to_string();
         if path == "/stats/summary" {
             let snap = self.stats.snapshot();
@@ -148,48 +150,6 @@ fn tokio_stream_wrappers(
     mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Frame<Bytes>, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Serve the log endpoint until `stop`: TLS (`tls` requires a client certificate from the
-/// cluster CA), then only the API server's identity.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    server: Arc<LogServer>,
-    tls: Arc<rustls::ServerConfig>,
-    stop: CancellationToken,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
-            _ = stop.cancelled() => return,
-        };
-        let (server, stop, acceptor) = (server.clone(), stop.clone(), acceptor.clone());
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "log endpoint TLS: {e}");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let cn = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| peer_common_name(c));
-            let allowed = cn.as_deref() == Some(wasmorch_api::join::APISERVER_CLIENT);
-            let svc = hyper::service::service_fn(move |req| {
-                let (server, stop) = (server.clone(), stop.clone());
-                async move {
-                    if !allowed {
-                        return Ok::<_, std::convert::Infallible>(reply(403, "only the API server reads logs here\n"));
-                    }
-                    Ok(server.handle(req, stop).await)
-                }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
-        });
-    }
 }
 
 #[cfg(test)]

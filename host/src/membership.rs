@@ -361,7 +361,8 @@ impl rustls::server::ResolvesServerCert for CurrentCert {
 }
 
 /// TLS configuration of the node's endpoint: its own certificate, and only clients with a
-/// certificate from the cluster CA (the API server's CN is checked per connection).
+/// certificate from the cluster CA (who they are is decided per connection, see
+/// [`crate::endpoint`]). HTTP/2 for the gateway, HTTP/1.1 for the API server.
 pub fn endpoint_tls(member: &Arc<Membership>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -374,7 +375,7 @@ pub fn endpoint_tls(member: &Arc<Membership>) -> anyhow::Result<Arc<rustls::Serv
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(CurrentCert::new(member.clone())?));
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 

@@ -61,19 +61,7 @@ pub fn rate(before: (Instant, Duration), after: (Instant, Duration)) -> u64 {
 }
 
 impl Registry {
-    pub fn register(
-        &self,
-        info: &crate::pod::PodInfo,
-        container: &str,
-        http: Option<Arc<HttpWorkload>>,
-        cgroup: Arc<Cgroup>,
-    ) {
-        let key = ContainerKey {
-            namespace: info.ns.clone(),
-            pod: info.name.clone(),
-            uid: info.uid.clone(),
-            container: container.to_string(),
-        };
+    pub fn register(&self, key: ContainerKey, http: Option<Arc<HttpWorkload>>, cgroup: Arc<Cgroup>) {
         let e = Entry {
             cgroup: Arc::downgrade(&cgroup),
             http: http.as_ref().map(Arc::downgrade),

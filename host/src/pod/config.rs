@@ -168,7 +168,7 @@ pub fn resource_value(pod: &Value, default_container: &str, rf: &Value) -> Resul
     let declared = |class: &str| c["resources"][class][what].as_str().and_then(quantity::parse);
     let node_total = match what {
         "cpu" => std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
-        "memory" => crate::agent::total_memory() as f64,
+        "memory" => crate::sys::total_memory() as f64,
         "ephemeral-storage" => 0.0,
         _ => return Err(format!("unsupported resource {resource:?}")),
     };
@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(r("a", json!({"resource": "requests.memory"})).unwrap(), "67108864", "requests default to limits");
         assert_eq!(r("b", json!({"resource": "requests.memory"})).unwrap(), "0");
         let node_mem: u64 = r("b", json!({"resource": "limits.memory"})).unwrap().parse().unwrap();
-        assert_eq!(node_mem, crate::agent::total_memory());
+        assert_eq!(node_mem, crate::sys::total_memory());
         assert_eq!(r("b", json!({"resource": "limits.memory", "containerName": "a", "divisor": "1Mi"})).unwrap(), "64");
         assert!(r("a", json!({"resource": "limits.gpu"})).is_err());
         assert!(r("a", json!({"resource": "limits.cpu", "containerName": "zz"})).is_err());

@@ -114,6 +114,17 @@ pub struct PodInfo {
     pod: Value,
 }
 
+impl PodInfo {
+    pub fn container_key(&self, container: &str) -> crate::stats::ContainerKey {
+        crate::stats::ContainerKey {
+            namespace: self.ns.clone(),
+            pod: self.name.clone(),
+            uid: self.uid.clone(),
+            container: container.to_string(),
+        }
+    }
+}
+
 /// Container statuses plus a signal to the reporter. std Mutex: never held across an await.
 struct Shared {
     statuses: Mutex<Vec<ContainerStatus>>,
@@ -486,7 +497,8 @@ async fn container(
     let resources = resources_of(&c);
     // One resource group for the container's life: its CPU time adds up across restarts.
     let cgroup = ctx.rt.cgroup(&resources);
-    let cluster = Some(Arc::new(crate::proxy::ClusterView { proxy: ctx.proxy.clone(), namespace: info.ns.clone() }));
+    let cluster: Option<Arc<dyn crate::runtime::Cluster>> =
+        Some(Arc::new(crate::proxy::cluster::ClusterView { proxy: ctx.proxy.clone(), namespace: info.ns.clone() }));
     let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok());
     let args: Vec<String> = std::iter::once(name.clone())
         .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))
@@ -562,7 +574,7 @@ async fn container(
                     log,
                 };
                 running(format!("Started container {name}"));
-                ctx.stats.register(&info, &name, None, cgroup.clone());
+                ctx.stats.register(info.container_key(&name), None, cgroup.clone());
                 let exit = p.run(run.clone()).await;
                 run.cancel();
                 exit
@@ -637,7 +649,7 @@ async fn serve_http(
     if let Some(a) = addr {
         ctx.proxy.register(a, w.clone());
     }
-    ctx.stats.register(info, name, Some(w.clone()), w.cgroup.clone());
+    ctx.stats.register(info.container_key(name), Some(w.clone()), w.cgroup.clone());
     tokio::spawn(report_refusals(ctx.clone(), info.clone(), w.clone(), run.clone()));
     serve(listener, w, run.clone(), info.grace).await;
     if let Some(a) = addr {

@@ -24,13 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use wasmorch_api::quantity;
 
-/// One preopened directory of a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub host: PathBuf,
-    pub guest: String,
-    pub read_only: bool,
-}
+pub use crate::runtime::Mount;
 
 /// What the node allows pods to mount from its own filesystem.
 #[derive(Debug, Clone, Default)]

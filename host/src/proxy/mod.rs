@@ -1,31 +1,37 @@
 //! The node's service proxy (kube-proxy's job, in the node process).
 //!
-//! It follows Services and EndpointSlices and listens, on this node, on every Service's
-//! cluster address (inside 127/8: every node can bind it without privileges), node ports and
-//! load-balancer ports (on the node's address). A connection is proxied at layer 7 when the
-//! port says HTTP (`appProtocol: http`, a port named `http…`) or its first bytes are an HTTP
-//! request line, and spliced at layer 4 otherwise.
+//! It follows Services, EndpointSlices and Nodes and listens, on this node, on every
+//! Service's cluster address (inside 127/8), node ports and load-balancer ports (on the
+//! node's address). A connection is proxied at layer 7 when the port says HTTP
+//! (`appProtocol: http`, a port named `http…`) or its first bytes are an HTTP request line,
+//! and spliced at layer 4 otherwise. Outgoing `wasi:http` requests from pods to a Service
+//! take the same layer-7 path ([`cluster::ClusterView`]).
 //!
-//! Layer 7: every request picks an endpoint ([`balancer`]); one on this node is answered in
-//! process (the workload's handler is called directly, no socket), others through a pooled
-//! keep-alive client. A request whose connection fails is retried once on another endpoint;
-//! an endpoint that keeps failing is ejected for a while. Outgoing `wasi:http` requests from
-//! pods to a Service name take the same path ([`ClusterView`]).
+//! Every request or connection picks an endpoint ([`balancer`]), and one dialer reaches it
+//! the way its node calls for ([`dial::way`]): on this node an HTTP workload is answered in
+//! process (no socket), other endpoints here and on this machine's other node processes
+//! through their socket, endpoints on other machines through their node's gateway
+//! ([`gateway`]). A request whose connection fails is retried once on another endpoint; an
+//! endpoint that keeps failing is ejected for a while. The rules are the same whatever the
+//! way.
 
 pub mod balancer;
+pub mod cluster;
+pub mod dial;
+pub mod gateway;
 pub mod table;
 
 use crate::client::Client;
+use crate::reflector::{Projection, follow, whole};
 use crate::runtime::http::HttpWorkload;
 use balancer::{Balancer, Pick};
 use bytes::Bytes;
-use futures::StreamExt;
+use dial::{Peer, Way};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,32 +41,66 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 /// Largest request body buffered for a retry; larger ones are refused with 413.
-const MAX_BUFFERED: usize = 16 << 20;
+pub const MAX_BUFFERED: usize = 16 << 20;
+
+/// Anything a layer-4 connection can be spliced to.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An endpoint chosen for one request or connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub addr: SocketAddr,
+    pub node: String,
+}
+
+/// Why an upstream gave no answer.
+struct Failed {
+    /// Nothing reached the endpoint: safe to try another.
+    before_endpoint: bool,
+    message: String,
+}
 
 pub struct Proxy {
     node: String,
     node_ip: IpAddr,
     table: RwLock<Arc<Table>>,
+    /// Other nodes by name: how to reach their pods.
+    peers: RwLock<Arc<HashMap<String, Peer>>>,
     /// std Mutexes: held only for map access, never across an await.
     balancers: Mutex<HashMap<Route, Balancer>>,
     /// HTTP workloads on this node by pod address and port, answered in process.
     local: Mutex<HashMap<SocketAddr, Arc<HttpWorkload>>>,
+    /// Addresses of the pods this node runs (the gateway opens streams only to them).
+    pods: Mutex<HashSet<IpAddr>>,
     listeners: Mutex<HashMap<SocketAddr, (Route, CancellationToken)>>,
     client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    gateways: gateway::Gateways,
     seed: AtomicU64,
-    /// Requests answered in process and through a socket (for tests and figures).
+    /// Requests answered in process, through a socket, and sent through a gateway; streams
+    /// this node's gateway admitted (for tests and figures).
     pub in_process: AtomicU64,
     pub forwarded: AtomicU64,
+    pub via_gateway: AtomicU64,
+    pub gateway_streams: AtomicU64,
 }
 
-fn text(status: u16, msg: &str) -> hyper::Response<ProxyBody> {
+pub(crate) fn text(status: u16, msg: &str) -> hyper::Response<ProxyBody> {
     let mut r = hyper::Response::new(Full::new(Bytes::from(msg.to_string())).map_err(|e| match e {}).boxed_unsync());
     *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     r
+}
+
+fn boxed<B>(r: hyper::Response<B>) -> hyper::Response<ProxyBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    r.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
 /// Whether the first bytes of a connection are an HTTP/1 request line.
@@ -70,8 +110,22 @@ pub fn looks_like_http(b: &[u8]) -> bool {
     METHODS.iter().any(|m| b.starts_with(m)) || b.starts_with(b"PRI * HTTP/2")
 }
 
+/// Bind a Service listener. Node processes sharing a machine all listen on the Services'
+/// cluster addresses; with `SO_REUSEPORT` (Unix) each gets its share of the connections
+/// instead of the second failing to bind.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    s.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
+}
+
 impl Proxy {
-    pub fn new(node: String, node_ip: IpAddr) -> Arc<Proxy> {
+    /// The proxy of node `node` at `node_ip`; `member` gives the certificate its gateway
+    /// connections present (without one, pods on other machines are out of reach).
+    pub fn new(node: String, node_ip: IpAddr, member: Option<Arc<crate::membership::Membership>>) -> Arc<Proxy> {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -83,18 +137,36 @@ impl Proxy {
             node,
             node_ip,
             table: RwLock::new(Arc::new(Table::default())),
+            peers: RwLock::new(Arc::default()),
             balancers: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
+            pods: Mutex::new(HashSet::new()),
             listeners: Mutex::new(HashMap::new()),
             client,
+            gateways: gateway::Gateways::new(member),
             seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
             in_process: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            via_gateway: AtomicU64::new(0),
+            gateway_streams: AtomicU64::new(0),
         })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     pub fn table(&self) -> Arc<Table> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn peers(&self) -> Arc<HashMap<String, Peer>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `name` is a Node of the cluster (this one included).
+    pub fn knows_node(&self, name: &str) -> bool {
+        name == self.node || self.peers().contains_key(name)
     }
 
     /// An HTTP workload of this node starts serving on `addr`.
@@ -104,6 +176,20 @@ impl Proxy {
 
     pub fn unregister(&self, addr: SocketAddr) {
         self.local.lock().unwrap_or_else(|e| e.into_inner()).remove(&addr);
+    }
+
+    /// This node runs a pod at `ip` (until [`Proxy::pod_ended`]).
+    pub fn pod_started(&self, ip: IpAddr) {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(ip);
+    }
+
+    pub fn pod_ended(&self, ip: IpAddr) {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip);
+    }
+
+    /// Whether this node runs a pod at `ip`.
+    pub fn runs(&self, ip: IpAddr) -> bool {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).contains(&ip)
     }
 
     fn random(&self) -> (u64, u64) {
@@ -116,10 +202,11 @@ impl Proxy {
     }
 
     /// Choose an endpoint for `route`, counted as outstanding until [`Proxy::done`].
-    pub fn choose(&self, route: &Route, client: Option<IpAddr>, exclude: Option<SocketAddr>) -> Option<SocketAddr> {
+    pub fn choose(&self, route: &Route, client: Option<IpAddr>, exclude: Option<SocketAddr>) -> Option<Chosen> {
         let table = self.table();
         let svc = table.service(route)?;
-        let targets: Vec<SocketAddr> = table.targets(route).iter().map(|e| e.addr).collect();
+        let endpoints = table.targets(route);
+        let targets: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
         let busy: Vec<SocketAddr> = {
             let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
             targets.iter().copied().filter(|a| local.get(a).is_some_and(|w| w.admission.is_full())).collect()
@@ -132,11 +219,15 @@ impl Proxy {
             now: Instant::now(),
             random: self.random(),
         };
-        let mut b = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-        let bal = b.entry(route.clone()).or_default();
-        let a = bal.pick(&targets, &pick)?;
-        bal.start(a);
-        Some(a)
+        let addr = {
+            let mut b = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
+            let bal = b.entry(route.clone()).or_default();
+            let a = bal.pick(&targets, &pick)?;
+            bal.start(a);
+            a
+        };
+        let node = endpoints.iter().find(|e| e.addr == addr).map(|e| e.node.clone()).unwrap_or_default();
+        Some(Chosen { addr, node })
     }
 
     pub fn done(&self, route: &Route, addr: SocketAddr, connected: bool) {
@@ -149,49 +240,55 @@ impl Proxy {
         self.local.lock().unwrap_or_else(|e| e.into_inner()).get(&addr).cloned()
     }
 
-    /// Follow Services, EndpointSlices and Nodes until `stop`, keeping the table and the listeners
-    /// in step.
+    fn way(&self, to: &Chosen) -> Way {
+        dial::way(&self.node, &to.node, &self.peers())
+    }
+
+    /// Follow Services, EndpointSlices and Nodes until `stop`, keeping the table, the peers
+    /// and the listeners in step.
     pub async fn run(self: Arc<Self>, client: Client, stop: CancellationToken) {
-        let services = Arc::new(Mutex::new(HashMap::new()));
-        let slices = Arc::new(Mutex::new(HashMap::new()));
-        let nodes = Arc::new(Mutex::new(HashMap::new()));
         let changed = Arc::new(Notify::new());
-        tokio::spawn(follow(
-            client.clone(),
-            "/api/v1/services",
-            whole,
-            services.clone(),
-            changed.clone(),
-            stop.clone(),
-        ));
-        tokio::spawn(follow(
-            client.clone(),
-            "/api/v1/nodes",
-            node_addresses,
-            nodes.clone(),
-            changed.clone(),
-            stop.clone(),
-        ));
-        tokio::spawn(follow(
-            client,
-            "/apis/discovery.k8s.io/v1/endpointslices",
-            whole,
-            slices.clone(),
-            changed.clone(),
-            stop.clone(),
-        ));
+        let followed: [(&'static str, crate::reflector::Project); 3] = [
+            ("/api/v1/services", whole),
+            ("/apis/discovery.k8s.io/v1/endpointslices", whole),
+            ("/api/v1/nodes", dial::node_projection),
+        ];
+        let [s, e, n] = followed.map(|(path, project)| {
+            let mut p = Projection::new(project, changed.clone());
+            let map = p.map.clone();
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move { follow(&client, path, "", &mut p, &stop).await });
+            map
+        });
+        // Whether a node address is this machine's, asked once per address.
+        let mut addresses: HashMap<IpAddr, bool> = HashMap::new();
         loop {
             tokio::select! {
                 _ = changed.notified() => {}
                 _ = stop.cancelled() => break,
             }
             let table = {
-                let s = services.lock().unwrap_or_else(|e| e.into_inner());
-                let e = slices.lock().unwrap_or_else(|e| e.into_inner());
-                let same_machine =
-                    same_machine_nodes(&self.node, nodes.lock().unwrap_or_else(|e| e.into_inner()).values());
-                Arc::new(Table::build(s.values(), e.values(), |n| n.is_empty() || same_machine.contains(n)))
+                let s = s.lock().unwrap_or_else(|e| e.into_inner());
+                let e = e.lock().unwrap_or_else(|e| e.into_inner());
+                Arc::new(Table::build(s.values(), e.values()))
             };
+            let nodes: Vec<serde_json::Value> = n.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            let mut seen = HashMap::new();
+            let peers: HashMap<String, Peer> = nodes
+                .iter()
+                .filter_map(|o| {
+                    let name = o.pointer("/metadata/name")?.as_str()?.to_string();
+                    let p = dial::peer(o, |ip| {
+                        let local = addresses.get(&ip).copied().unwrap_or_else(|| dial::is_local_address(ip));
+                        seen.insert(ip, local);
+                        local
+                    });
+                    (name != self.node).then_some((name, p))
+                })
+                .collect();
+            addresses = seen;
+            self.gateways.retain(|n| peers.contains_key(n));
+            *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peers);
             let live: Vec<SocketAddr> = table.endpoints.values().flatten().map(|e| e.addr).collect();
             for b in self.balancers.lock().unwrap_or_else(|e| e.into_inner()).values_mut() {
                 b.retain(&live);
@@ -223,7 +320,7 @@ impl Proxy {
             }
         }
         for (addr, route) in to_bind {
-            match TcpListener::bind(addr).await {
+            match bind_shared(addr) {
                 Ok(l) => {
                     let tok = stop.child_token();
                     self.listeners.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, (route.clone(), tok.clone()));
@@ -279,43 +376,114 @@ impl Proxy {
         }
     }
 
+    /// A byte stream to an endpoint: its socket, or a stream through its node's gateway.
+    async fn open(&self, to: &Chosen) -> Result<Box<dyn Stream>, String> {
+        match self.way(to) {
+            Way::Here | Way::Direct => {
+                match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(to.addr)).await {
+                    Ok(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        Ok(Box::new(s))
+                    }
+                    Ok(Err(e)) => Err(format!("{}: {e}", to.addr)),
+                    Err(_) => Err(format!("{}: connect timed out", to.addr)),
+                }
+            }
+            Way::Gateway { node, at } => {
+                self.via_gateway.fetch_add(1, Ordering::Relaxed);
+                match self.gateways.connect(&node, at, to.addr).await {
+                    Ok(s) => Ok(Box::new(s)),
+                    Err(f) => Err(f.message),
+                }
+            }
+            Way::Unreachable(why) => Err(why),
+        }
+    }
+
     /// Layer 4: connect to an endpoint (once more elsewhere if that fails) and copy both ways.
     async fn splice(&self, mut tcp: TcpStream, peer: SocketAddr, route: &Route) {
         let mut exclude = None;
         for _ in 0..2 {
-            let Some(addr) = self.choose(route, Some(peer.ip()), exclude) else { return };
-            match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
-                Ok(Ok(mut up)) => {
+            let Some(to) = self.choose(route, Some(peer.ip()), exclude) else { return };
+            match self.open(&to).await {
+                Ok(mut up) => {
                     self.forwarded.fetch_add(1, Ordering::Relaxed);
-                    let _ = up.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
-                    self.done(route, addr, true);
+                    self.done(route, to.addr, true);
                     return;
                 }
-                _ => {
-                    self.done(route, addr, false);
-                    exclude = Some(addr);
+                Err(e) => {
+                    tracing::debug!("service {}/{}: {e}", route.ns, route.name);
+                    self.done(route, to.addr, false);
+                    exclude = Some(to.addr);
                 }
             }
         }
     }
 
-    /// Layer 7: one request to the Service behind `route`.
-    pub async fn forward(
+    /// One buffered request to an endpoint not answered in process: its socket, or its
+    /// node's gateway.
+    async fn send(
+        &self,
+        to: &Chosen,
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, Failed> {
+        match self.way(to) {
+            Way::Here | Way::Direct => {
+                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let mut b = http::Request::builder()
+                    .method(parts.method.clone())
+                    .version(http::Version::HTTP_11)
+                    .uri(format!("http://{}{path}", to.addr));
+                for (k, v) in &parts.headers {
+                    if !gateway::hop_by_hop(k) {
+                        b = b.header(k, v);
+                    }
+                }
+                let up = b
+                    .body(Full::new(body))
+                    .map_err(|e| Failed { before_endpoint: true, message: format!("request: {e}") })?;
+                self.forwarded.fetch_add(1, Ordering::Relaxed);
+                self.client.request(up).await.map_err(|e| Failed {
+                    before_endpoint: e.is_connect(),
+                    message: format!("upstream {}: {e}", to.addr),
+                })
+            }
+            Way::Gateway { node, at } => {
+                self.via_gateway.fetch_add(1, Ordering::Relaxed);
+                self.gateways
+                    .request(&node, at, to.addr, parts, body)
+                    .await
+                    .map_err(|f| Failed { before_endpoint: f.before_pod, message: f.message })
+            }
+            Way::Unreachable(message) => Err(Failed { before_endpoint: true, message }),
+        }
+    }
+
+    /// Layer 7: one request to the Service behind `route`, from a client connection or from a
+    /// pod's `wasi:http`.
+    pub async fn forward<B>(
         &self,
         route: &Route,
         client: Option<IpAddr>,
-        req: hyper::Request<Incoming>,
-    ) -> hyper::Response<ProxyBody> {
+        req: hyper::Request<B>,
+    ) -> hyper::Response<ProxyBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError> + Into<wasmtime_wasi_http::Error>,
+    {
         let Some(first) = self.choose(route, client, None) else {
             return text(503, &format!("no endpoints available for service \"{}/{}\"\n", route.ns, route.name));
         };
         // On this node: in process, no socket hop.
-        if let Some(w) = self.local_workload(first) {
+        if self.way(&first) == Way::Here
+            && let Some(w) = self.local_workload(first.addr)
+        {
             self.in_process.fetch_add(1, Ordering::Relaxed);
             let resp = w.cgroup.clone().charged(w.handle(req)).await;
-            self.done(route, first, true);
-            return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+            self.done(route, first.addr, true);
+            return boxed(resp);
         }
         // Elsewhere: buffer the body so a failed connection can be retried on another endpoint.
         let (parts, body) = req.into_parts();
@@ -323,41 +491,32 @@ impl Proxy {
             Ok(b) => b.to_bytes(),
             Err(e) => return text(413, &format!("request body: {e}\n")),
         };
-        let mut addr = first;
+        let mut to = first;
         for attempt in 0..2 {
-            let mut b = http::Request::builder().method(parts.method.clone()).version(http::Version::HTTP_11);
-            let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            b = b.uri(format!("http://{addr}{path}"));
-            for (k, v) in &parts.headers {
-                if k != http::header::CONNECTION {
-                    b = b.header(k, v);
-                }
-            }
-            let Ok(up) = b.body(Full::new(body.clone())) else { return text(400, "bad request\n") };
-            self.forwarded.fetch_add(1, Ordering::Relaxed);
-            match self.client.request(up).await {
+            match self.send(&to, &parts, body.clone()).await {
                 Ok(resp) if attempt == 0 && resp.headers().contains_key(crate::runtime::http::OVERLOADED) => {
                     // Refused before any instance ran: another replica may have room.
-                    self.done(route, addr, true);
-                    match self.choose(route, client, Some(addr)) {
-                        Some(next) => addr = next,
-                        None => return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
+                    self.done(route, to.addr, true);
+                    match self.choose(route, client, Some(to.addr)) {
+                        Some(next) => to = next,
+                        None => return boxed(resp),
                     }
                 }
                 Ok(resp) => {
-                    self.done(route, addr, true);
-                    return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
+                    self.done(route, to.addr, true);
+                    return boxed(resp);
                 }
-                Err(e) => {
+                Err(f) => {
                     // Only a request that never reached a server is safe to send again.
-                    let retry = e.is_connect() || parts.method.is_idempotent();
-                    self.done(route, addr, !e.is_connect());
+                    let retry = f.before_endpoint || parts.method.is_idempotent();
+                    self.done(route, to.addr, !f.before_endpoint);
+                    tracing::debug!("service {}/{}: {}", route.ns, route.name, f.message);
                     if attempt == 1 || !retry {
-                        return text(502, &format!("upstream {addr}: {e}\n"));
+                        return text(502, &format!("{}\n", f.message));
                     }
-                    match self.choose(route, client, Some(addr)) {
-                        Some(next) => addr = next,
-                        None => return text(502, &format!("upstream {addr}: {e}\n")),
+                    match self.choose(route, client, Some(to.addr)) {
+                        Some(next) => to = next,
+                        None => return text(502, &format!("{}\n", f.message)),
                     }
                 }
             }
@@ -366,185 +525,8 @@ impl Proxy {
     }
 }
 
-/// The nodes whose pods this node can dial: itself, and nodes whose address is a loopback
-/// address (node processes on this machine). Pods elsewhere are out of reach until traffic
-/// between machines goes through a node-to-node gateway.
-fn same_machine_nodes<'a>(me: &str, nodes: impl Iterator<Item = &'a Value>) -> std::collections::HashSet<String> {
-    let mut out: std::collections::HashSet<String> = nodes
-        .filter(|n| {
-            n["status"]["addresses"].as_array().into_iter().flatten().any(|a| {
-                a["type"] == "InternalIP"
-                    && a["address"].as_str().and_then(|ip| ip.parse::<IpAddr>().ok()).is_some_and(|ip| ip.is_loopback())
-            })
-        })
-        .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
-        .collect();
-    out.insert(me.to_string());
-    out
-}
-
-/// Keep `map` (key → object) in step with a collection: list, then watch; relist on errors.
-/// Keep all of an object.
-fn whole(o: &Value) -> Value {
-    o.clone()
-}
-
-/// Of a Node, what routing needs: its name and addresses (not its heartbeats, which change
-/// every few seconds and would rebuild the table each time).
-fn node_addresses(o: &Value) -> Value {
-    serde_json::json!({"metadata": {"name": o["metadata"]["name"]}, "status": {"addresses": o["status"]["addresses"]}})
-}
-
-async fn follow(
-    client: Client,
-    path: &'static str,
-    project: fn(&Value) -> Value,
-    map: Arc<Mutex<HashMap<String, Value>>>,
-    changed: Arc<Notify>,
-    stop: CancellationToken,
-) {
-    let key = |o: &Value| {
-        format!(
-            "{}/{}",
-            o["metadata"]["namespace"].as_str().unwrap_or(""),
-            o["metadata"]["name"].as_str().unwrap_or("")
-        )
-    };
-    loop {
-        let result: anyhow::Result<()> = async {
-            let list = client.get(path).await?;
-            let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
-            {
-                let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-                m.clear();
-                for o in list["items"].as_array().into_iter().flatten() {
-                    m.insert(key(o), project(o));
-                }
-            }
-            changed.notify_one();
-            let mut events =
-                client.watch(&format!("{path}?watch=true&resourceVersion={rv}&allowWatchBookmarks=true")).await?;
-            loop {
-                let ev = tokio::select! {
-                    ev = events.next() => ev,
-                    _ = stop.cancelled() => return Ok(()),
-                };
-                let Some(ev) = ev else { anyhow::bail!("watch closed") };
-                let ev = ev?;
-                let o = &ev["object"];
-                // Only a change of what is kept wakes the table builder.
-                let changed_here = match ev["type"].as_str() {
-                    Some("ADDED" | "MODIFIED") => {
-                        let v = project(o);
-                        map.lock().unwrap_or_else(|e| e.into_inner()).insert(key(o), v.clone()) != Some(v)
-                    }
-                    Some("DELETED") => map.lock().unwrap_or_else(|e| e.into_inner()).remove(&key(o)).is_some(),
-                    Some("ERROR") => anyhow::bail!("watch error: {}", o["message"]),
-                    _ => false,
-                };
-                if changed_here {
-                    changed.notify_one();
-                }
-            }
-        }
-        .await;
-        if stop.is_cancelled() {
-            return;
-        }
-        if let Err(e) = result {
-            tracing::debug!("following {path}: {e:#}; relisting");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
-/// What a pod sees of the cluster's Services: its namespace and the node's proxy.
-pub struct ClusterView {
-    pub proxy: Arc<Proxy>,
-    pub namespace: String,
-}
-
-type SendResult = wasmtime_wasi_http::Result<(
-    http::Response<wasmtime_wasi_http::WasiBody>,
-    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-)>;
-
-impl ClusterView {
-    pub fn is_service_addr(&self, addr: SocketAddr) -> bool {
-        self.proxy.table().is_service_addr(addr)
-    }
-
-    /// Route an outgoing `wasi:http` request whose host names a Service; `Err` gives the
-    /// request back when it does not.
-    #[allow(clippy::result_large_err)]
-    pub fn send(
-        &self,
-        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
-        options: Option<wasmtime_wasi_http::RequestOptions>,
-    ) -> Result<std::pin::Pin<Box<dyn Future<Output = SendResult> + Send>>, http::Request<wasmtime_wasi_http::WasiBody>>
-    {
-        let table = self.proxy.table();
-        let Some(host) = request.uri().host().map(str::to_string) else { return Err(request) };
-        let Some(svc) = table.resolve(&host, &self.namespace) else { return Err(request) };
-        // `http://NAME/` without a port reaches a one-port Service on its port.
-        let port = request.uri().port_u16();
-        let idx = match port {
-            Some(p) => svc.ports.iter().position(|sp| sp.port == p),
-            None if svc.ports.len() == 1 => Some(0),
-            None => svc.ports.iter().position(|sp| sp.port == 80),
-        };
-        let route = Route { ns: svc.ns.clone(), name: svc.name.clone(), port: idx.unwrap_or(usize::MAX) };
-        let proxy = self.proxy.clone();
-        Ok(Box::pin(async move {
-            use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
-            let Some(addr) = proxy.choose(&route, None, None) else {
-                return Err(ErrorCode::DestinationUnavailable.into());
-            };
-            if let Some(w) = proxy.local_workload(addr) {
-                proxy.in_process.fetch_add(1, Ordering::Relaxed);
-                let resp = w.cgroup.clone().charged(w.handle(request)).await;
-                proxy.done(&route, addr, true);
-                let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
-                return Ok((resp, io));
-            }
-            let pq = request.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-            *request.uri_mut() = match format!("http://{addr}{pq}").parse() {
-                Ok(u) => u,
-                Err(_) => return Err(ErrorCode::HttpRequestUriInvalid.into()),
-            };
-            proxy.forwarded.fetch_add(1, Ordering::Relaxed);
-            let r = wasmtime_wasi_http::default_send_request(request, options).await;
-            proxy.done(&route, addr, r.is_ok());
-            let (resp, io) = r?;
-            Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
-        }))
-    }
-
-    /// Service environment variables for a container of this namespace.
-    pub fn env(&self) -> Vec<(String, String)> {
-        self.proxy.table().env(&self.namespace)
-    }
-
-    pub fn node(&self) -> &str {
-        &self.proxy.node
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn only_nodes_on_this_machine_are_dialled() {
-        let nodes = [
-            serde_json::json!({"metadata": {"name": "n2"}, "status": {"addresses": [{"type": "InternalIP", "address": "127.111.255.254"}]}}),
-            serde_json::json!({"metadata": {"name": "pi"}, "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.7"}]}}),
-        ];
-        let reach = super::same_machine_nodes("me", nodes.iter());
-        assert!(reach.contains("me") && reach.contains("n2") && !reach.contains("pi"), "{reach:?}");
-    }
-
     #[test]
     fn http_is_recognised_by_its_request_line() {
         assert!(super::looks_like_http(b"GET / HTTP/1.1\r\n"));

@@ -102,14 +102,11 @@ pub fn service(o: &Value) -> Option<Service> {
 }
 
 impl Table {
-    /// The table of `services` and their endpoint `slices`, keeping only endpoints for which
-    /// `reachable(node name)` holds (pod addresses are loopback addresses of their node's
-    /// machine: an endpoint on another machine must not be dialled here, where the same
-    /// address may be another pod).
+    /// The table of `services` and their endpoint `slices`. Every endpoint keeps its node:
+    /// the dialer decides by it how to reach the endpoint (see [`super::dial`]).
     pub fn build<'a>(
         services: impl IntoIterator<Item = &'a Value>,
         slices: impl IntoIterator<Item = &'a Value>,
-        reachable: impl Fn(&str) -> bool,
     ) -> Table {
         let mut t = Table::default();
         for s in services.into_iter().filter_map(service) {
@@ -125,9 +122,6 @@ impl Table {
                 for e in sl["endpoints"].as_array().into_iter().flatten() {
                     let Some(ip) = e["addresses"][0].as_str().and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
                     let node = e["nodeName"].as_str().unwrap_or("");
-                    if !reachable(node) {
-                        continue;
-                    }
                     let c = &e["conditions"];
                     let ready = c["ready"].as_bool().unwrap_or(true);
                     list.push(Endpoint {
@@ -246,18 +240,17 @@ mod tests {
         "endpoints": [
             {"addresses": ["127.100.0.2"], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "n1"},
             {"addresses": ["127.100.0.1"], "conditions": {"ready": false, "serving": true, "terminating": true}, "nodeName": "n2"},
-            // On another machine: the same loopback address there is not this one.
-            {"addresses": ["127.100.0.3"], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "elsewhere"},
+            {"addresses": ["127.100.16.3"], "conditions": {"ready": true, "serving": true, "terminating": false}, "nodeName": "elsewhere"},
         ]})];
-        Table::build(svcs.iter(), slices.iter(), |n| n != "elsewhere")
+        Table::build(svcs.iter(), slices.iter())
     }
 
     #[test]
-    fn endpoints_out_of_reach_are_left_out() {
+    fn endpoints_keep_their_node() {
         let t = table();
-        let all: Vec<&str> = t.endpoints.values().flatten().map(|e| e.node.as_str()).collect();
-        assert!(!all.contains(&"elsewhere"), "{all:?}");
-        assert_eq!(all.len(), 2);
+        let mut all: Vec<&str> = t.endpoints.values().flatten().map(|e| e.node.as_str()).collect();
+        all.sort();
+        assert_eq!(all, ["elsewhere", "n1", "n2"]);
     }
 
     #[test]
@@ -281,8 +274,8 @@ mod tests {
     fn targets_prefer_ready_then_terminating_and_listeners_cover_every_type() {
         let mut t = table();
         let r = Route { ns: "d".into(), name: "web".into(), port: 0 };
-        let ready: Vec<_> = t.targets(&r).iter().map(|e| e.addr).collect();
-        assert_eq!(ready, ["127.100.0.2:8080".parse::<SocketAddr>().unwrap()]);
+        let ready: Vec<_> = t.targets(&r).iter().map(|e| e.addr.to_string()).collect();
+        assert_eq!(ready, ["127.100.0.2:8080", "127.100.16.3:8080"]);
         for e in t.endpoints.values_mut().flatten() {
             e.ready = false;
         }

@@ -33,9 +33,9 @@ pub struct HttpWorkload {
     pub admission: Arc<Admission>,
     pub net: Arc<NetPolicy>,
     /// The container's volume mounts.
-    pub mounts: Arc<[crate::pod::volumes::Mount]>,
+    pub mounts: Arc<[super::Mount]>,
     /// The cluster's Services as this pod reaches them.
-    pub cluster: Option<Arc<crate::proxy::ClusterView>>,
+    pub cluster: Option<Arc<dyn super::Cluster>>,
     /// Deadline of one request (queue + instantiate + handle until the response head is set).
     pub timeout: Duration,
     /// Where the instances' stdout and stderr go.

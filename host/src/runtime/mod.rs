@@ -16,7 +16,16 @@ pub mod process;
 mod state;
 
 pub use policy::NetPolicy;
-pub use state::{EgressHooks, InstanceState};
+
+/// One preopened directory of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host: std::path::PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+pub use state::{Cluster, EgressHooks, InstanceState, SendFuture};
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
@@ -204,7 +213,7 @@ impl Runtime {
         wasi: wasmtime_wasi::WasiCtx,
         group: &cgroup::Cgroup,
         net: Arc<NetPolicy>,
-        cluster: Option<Arc<crate::proxy::ClusterView>>,
+        cluster: Option<Arc<dyn Cluster>>,
     ) -> Store<InstanceState> {
         let mut table = wasmtime::component::ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -233,8 +242,8 @@ pub fn wasi_ctx(
     args: &[String],
     log: Option<&output::LogSink>,
     net: &Arc<NetPolicy>,
-    mounts: &[crate::pod::volumes::Mount],
-    cluster: Option<&Arc<crate::proxy::ClusterView>>,
+    mounts: &[Mount],
+    cluster: Option<&Arc<dyn Cluster>>,
 ) -> anyhow::Result<wasmtime_wasi::WasiCtx> {
     use wasmtime_wasi::sockets::SocketAddrUse as U;
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();

@@ -63,8 +63,8 @@ pub struct Process {
     pub args: Vec<String>,
     pub cgroup: Arc<Cgroup>,
     pub net: Arc<NetPolicy>,
-    pub mounts: Arc<[crate::pod::volumes::Mount]>,
-    pub cluster: Option<Arc<crate::proxy::ClusterView>>,
+    pub mounts: Arc<[super::Mount]>,
+    pub cluster: Option<Arc<dyn super::Cluster>>,
     pub log: Option<super::output::LogSink>,
 }
 

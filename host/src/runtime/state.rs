@@ -20,13 +20,29 @@ pub struct InstanceState {
 pub struct EgressHooks {
     pub net: Arc<NetPolicy>,
     /// Requests to a Service name or cluster address go through the node's proxy.
-    pub cluster: Option<Arc<crate::proxy::ClusterView>>,
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
-type SendResult = wasmtime_wasi_http::Result<(
+pub type SendResult = wasmtime_wasi_http::Result<(
     http::Response<wasmtime_wasi_http::WasiBody>,
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )>;
+pub type SendFuture = std::pin::Pin<Box<dyn Future<Output = SendResult> + Send>>;
+
+/// The cluster as an instance reaches it: Services by name and cluster address. The node's
+/// proxy implements it; the runtime knows only this trait (it sits below the proxy).
+pub trait Cluster: Send + Sync {
+    /// Whether `addr` is a Service's cluster address and port (open to every pod).
+    fn is_service_addr(&self, addr: std::net::SocketAddr) -> bool;
+    /// Route an outgoing `wasi:http` request whose host names a Service; `Err` gives the
+    /// request back when it does not.
+    #[allow(clippy::result_large_err)]
+    fn send(
+        &self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+    ) -> Result<SendFuture, http::Request<wasmtime_wasi_http::WasiBody>>;
+}
 
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
