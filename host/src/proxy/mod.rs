@@ -134,7 +134,7 @@ impl Proxy {
             .pool_max_idle_per_host(64)
             .build(conn);
         Arc::new(Proxy {
-            node,
+            node: node.clone(),
             node_ip,
             table: RwLock::new(Arc::new(Table::default())),
             peers: RwLock::new(Arc::default()),
@@ -144,7 +144,11 @@ impl Proxy {
             listeners: Mutex::new(HashMap::new()),
             client,
             gateways: gateway::Gateways::new(member),
-            seed: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+            // Random per process: nodes must not all make the same sequence of choices.
+            seed: AtomicU64::new(std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                &node,
+            )),
             in_process: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             via_gateway: AtomicU64::new(0),

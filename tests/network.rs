@@ -1,0 +1,294 @@
+//! Cluster networking across machines. Machines are network namespaces this test makes
+//! (see `common::netns`): the control plane on machine 0, node `n<i>` on machine `i`. Pod
+//! addresses are loopback addresses of their machine, so a pod on another machine is
+//! reachable only through its node's gateway.
+
+mod common;
+
+use common::netns::{Machines, available};
+use common::{Daemon, eventually, workloads};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+struct Net {
+    m: Machines,
+    dir: tempfile::TempDir,
+    kc: PathBuf,
+    _server: Daemon,
+    nodes: Vec<Option<Daemon>>,
+}
+
+impl Net {
+    /// A control plane on machine 0 and one node on each of machines 1..=n.
+    fn start(tag: &str, n: usize) -> Net {
+        let m = Machines::make(tag, n + 1);
+        let dir = tempfile::tempdir().unwrap();
+        let sdir = dir.path().join("server");
+        let listen = format!("{}:0", m.addrs[0]);
+        let cidr = common::cluster_cidr();
+        let server = m.daemon(
+            0,
+            &[
+                "server",
+                "--listen",
+                &listen,
+                "--data-dir",
+                sdir.to_str().unwrap(),
+                "--tls-san",
+                &m.addrs[0],
+                "--cluster-cidr",
+                &cidr,
+            ],
+        );
+        let line = server.wait_line("listening on https://");
+        let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
+        let token = std::fs::read_to_string(sdir.join("join.token")).unwrap().trim().to_string();
+        let nodes = (1..=n)
+            .map(|i| {
+                let name = format!("n{i}");
+                let data = dir.path().join(&name);
+                Some(m.daemon(
+                    i,
+                    &[
+                        "node",
+                        "--server",
+                        &url,
+                        "--token",
+                        &token,
+                        "--name",
+                        &name,
+                        "--data-dir",
+                        data.to_str().unwrap(),
+                        "--address",
+                        &m.addrs[i],
+                    ],
+                ))
+            })
+            .collect();
+        let net = Net { m, kc: sdir.join("admin.kubeconfig"), dir, _server: server, nodes };
+        let ready = || {
+            net.get(&["get", "nodes"])
+                .map(|t| t.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count())
+                .unwrap_or(0)
+        };
+        assert!(eventually(Duration::from_secs(40), || ready() == n), "{:?}", net.get(&["get", "nodes"]));
+        net
+    }
+
+    fn get(&self, args: &[&str]) -> Option<String> {
+        self.m.cli(0, &self.kc, args)
+    }
+
+    fn apply(&self, yaml: &str) {
+        let f = self.dir.path().join(format!("m{}.yaml", yaml.len()));
+        std::fs::write(&f, yaml).unwrap();
+        self.get(&["apply", "-f", f.to_str().unwrap()]).expect("apply");
+    }
+
+    /// Pods with a label: name → (node, pod IP, ready).
+    fn pods(&self, selector: &str) -> BTreeMap<String, (String, String, bool)> {
+        let Some(out) = self.get(&["get", "pods", "-l", selector, "-o", "json"]) else { return BTreeMap::new() };
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let ready = p["status"]["phase"] == "Running"
+                    && p["status"]["containerStatuses"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().all(|c| c["ready"] == true));
+                let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+                (s(&p["metadata"]["name"]), (s(&p["spec"]["nodeName"]), s(&p["status"]["podIP"]), ready))
+            })
+            .collect()
+    }
+
+    fn node_json(&self, name: &str) -> Value {
+        serde_json::from_str(&self.get(&["get", "node", name, "-o", "json"]).unwrap_or_default()).unwrap_or(Value::Null)
+    }
+
+    /// Node `name`'s endpoint (its gateway) as `(ip, port)`.
+    fn gateway_of(&self, name: &str) -> (String, u16) {
+        let n = self.node_json(name);
+        let ip = n["status"]["addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["type"] == "InternalIP")
+            .and_then(|a| a["address"].as_str())
+            .unwrap()
+            .to_string();
+        (ip, n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap() as u16)
+    }
+}
+
+const BACKEND: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: backend}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: backend}}
+  template:
+    metadata: {labels: {app: backend}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: backend}}}
+      containers:
+        - name: main
+          image: file://WASM
+          ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend}
+spec:
+  type: NodePort
+  selector: {app: backend}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+";
+
+const FRONT: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: front}
+spec:
+  selector: {matchLabels: {app: front}}
+  template:
+    metadata: {labels: {app: front}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: file://WASM
+          ports: [{containerPort: 8080}]
+";
+
+/// Which backend pod answered, from `… pod=<name> …`.
+fn answered_by(body: &str) -> Option<String> {
+    body.split_whitespace().find_map(|w| w.strip_prefix("pod=")).map(String::from)
+}
+
+/// Open a gateway stream to `target` at node `to`'s gateway, presenting `cert`/`key`; the
+/// first line of the answer, or why TLS failed.
+fn gateway_probe(net: &Net, from: usize, to: &str, cert: &str, key: &str, target: &str) -> String {
+    const SCRIPT: &str = r#"
+import socket, ssl, sys
+host, port, name, ca, cert, key, target = sys.argv[1:8]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+try:
+    s = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=name)
+    s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = [int(l.split(b":")[1]) for l in head.lower().split(b"\r\n") if l.startswith(b"content-length:")]
+    while length and len(body) < length[0]:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    print(head.split(b"\r\n")[0].decode(), body.decode(errors="replace").strip())
+except (ssl.SSLError, ConnectionError, OSError) as e:
+    print("TLS refused:", e)
+"#;
+    let (ip, port) = net.gateway_of(to);
+    let ca = net.dir.path().join("n1/pki/ca.crt");
+    let out = net.m.run(
+        from,
+        "python3",
+        &["-c", SCRIPT, &ip, &port.to_string(), to, ca.to_str().unwrap(), cert, key, target],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn services_span_machines_through_the_node_gateways() {
+    if !available() {
+        return;
+    }
+    let mut net = Net::start("gw", 3);
+    let w = workloads();
+    net.apply(&BACKEND.replace("WASM", &w.join("hello_http.wasm").display().to_string()));
+    net.apply(&FRONT.replace("WASM", &w.join("sdk_demo.wasm").display().to_string()));
+    let settled = eventually(Duration::from_secs(90), || {
+        let b = net.pods("app=backend");
+        let f = net.pods("app=front");
+        let nodes: std::collections::BTreeSet<&str> = b.values().map(|v| v.0.as_str()).collect();
+        b.len() == 3 && nodes.len() == 3 && f.len() == 3 && b.values().chain(f.values()).all(|v| v.2)
+    });
+    assert!(settled, "{:?} {:?}", net.pods("app=backend"), net.pods("app=front"));
+    let backends = net.pods("app=backend");
+    let fronts = net.pods("app=front");
+    let svc: Value = serde_json::from_str(&net.get(&["get", "svc", "backend", "-o", "json"]).unwrap()).unwrap();
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+
+    // From a pod on each machine: the Service by name (wasi:http) and by its cluster address.
+    let mut share: BTreeMap<String, usize> = BTreeMap::new();
+    for i in 1..=3 {
+        let node = format!("n{i}");
+        let (_, (_, front_ip, _)) = fronts.iter().find(|(_, v)| v.0 == node).unwrap();
+        let mut urls: Vec<String> = (0..30).map(|_| format!("http://{front_ip}:8080/call/backend/")).collect();
+        urls.push(format!("http://{front_ip}:8080/fetch?http://{cluster_ip}/"));
+        let answers = net.m.get_all(i, &urls);
+        for (status, body) in &answers[..30] {
+            assert_eq!(*status, 200, "from {node}: {body}");
+            *share.entry(answered_by(body).unwrap_or_else(|| panic!("{body}"))).or_default() += 1;
+        }
+        assert_eq!(answers[30], (200, "fetched: 200".to_string()), "cluster address from {node}");
+    }
+    eprintln!("calls from pods per backend: {share:?}");
+    assert_eq!(share.keys().cloned().collect::<Vec<_>>(), backends.keys().cloned().collect::<Vec<_>>());
+    assert!(share.values().all(|n| *n >= 15), "every replica gets a fair share of 90: {share:?}");
+
+    // By NodePort on each machine's address, from the control plane's machine.
+    let mut share: BTreeMap<String, usize> = BTreeMap::new();
+    let urls: Vec<String> =
+        (1..=3).flat_map(|i| (0..20).map(move |_| i)).map(|i| format!("http://{}:30080/", net.m.addrs[i])).collect();
+    for (status, body) in net.m.get_all(0, &urls) {
+        assert_eq!(status, 200, "{body}");
+        *share.entry(answered_by(&body).unwrap()).or_default() += 1;
+    }
+    eprintln!("node port calls per backend: {share:?}");
+    assert!(share.len() == 3 && share.values().all(|n| *n >= 10), "{share:?}");
+
+    // The gateway: a node's certificate opens streams only to pods the callee runs.
+    let pki = |n: &str| {
+        let d = net.dir.path().join(n).join("pki");
+        (d.join("node.crt").display().to_string(), d.join("node.key").display().to_string())
+    };
+    let (c1, k1) = pki("n1");
+    let on = |n: &str| backends.values().find(|v| v.0 == n).map(|v| format!("{}:8080", v.1)).unwrap();
+    let ok = gateway_probe(&net, 1, "n2", &c1, &k1, &on("n2"));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let elsewhere = gateway_probe(&net, 1, "n2", &c1, &k1, &on("n1"));
+    assert!(elsewhere.contains("403") && elsewhere.contains("runs no pod"), "{elsewhere}");
+    // A certificate not from the cluster CA does not get past TLS.
+    let fake = net.dir.path().join("fake");
+    std::fs::create_dir_all(&fake).unwrap();
+    let (fc, fk) = (fake.join("c.pem").display().to_string(), fake.join("k.pem").display().to_string());
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=system:node:n1", "-keyout", &fk, "-out", &fc])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let forged = gateway_probe(&net, 1, "n2", &fc, &fk, &on("n2"));
+    assert!(forged.starts_with("TLS refused"), "{forged}");
+    // A node that is no longer a Node of the cluster is refused, certificate or not.
+    net.nodes[2] = None;
+    net.get(&["delete", "node", "n3"]).expect("delete node");
+    let (c3, k3) = pki("n3");
+    let gone = eventually(Duration::from_secs(20), || {
+        gateway_probe(&net, 3, "n2", &c3, &k3, &on("n2")).contains("not a node of this cluster")
+    });
+    assert!(gone, "{}", gateway_probe(&net, 3, "n2", &c3, &k3, &on("n2")));
+}
