@@ -292,3 +292,63 @@ fn services_span_machines_through_the_node_gateways() {
     });
     assert!(gone, "{}", gateway_probe(&net, 3, "n2", &c3, &k3, &on("n2")));
 }
+
+/// Requests from machine `i` to `url`, one after another, until `stop` exists; prints
+/// `{"ok": n, "failed": [..]}`.
+const LOAD: &str = r#"
+import json, os, sys, time, urllib.request, urllib.error
+url, stop = sys.argv[1], sys.argv[2]
+ok, failed = 0, []
+while not os.path.exists(stop):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            r.read()
+            ok += 1
+    except urllib.error.HTTPError as e:
+        failed.append("%d %s" % (e.code, e.read().decode(errors="replace").strip()))
+    except Exception as e:
+        failed.append(str(e))
+print(json.dumps({"ok": ok, "failed": failed[:20], "failures": len(failed)}))
+"#;
+
+#[test]
+fn a_rolling_update_on_another_machine_loses_no_request() {
+    if !available() {
+        return;
+    }
+    let net = Net::start("roll", 2);
+    let yaml = BACKEND
+        .replace("WASM", &workloads().join("hello_http.wasm").display().to_string())
+        .replace("      topologySpreadConstraints:\n        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: backend}}}\n", "      nodeSelector: {kubernetes.io/hostname: n2}\n");
+    assert!(yaml.contains("nodeSelector"));
+    net.apply(&yaml);
+    let ready = |n: usize| {
+        let p = net.pods("app=backend");
+        p.len() == n && p.values().all(|v| v.0 == "n2" && v.2)
+    };
+    assert!(eventually(Duration::from_secs(60), || ready(3)), "{:?}", net.pods("app=backend"));
+    let before: Vec<String> = net.pods("app=backend").into_keys().collect();
+
+    // Steady load from machine 1 through its own node port: every request crosses to n2.
+    let stop = net.dir.path().join("stop-load");
+    let url = format!("http://{}:30080/", net.m.addrs[1]);
+    let load = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.m.names[1], "python3", "-c", LOAD, &url, stop.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answered = eventually(Duration::from_secs(20), || net.m.get_all(1, std::slice::from_ref(&url))[0].0 == 200);
+    assert!(answered, "{:?}", net.m.get_all(1, std::slice::from_ref(&url)));
+    net.get(&["rollout", "restart", "deployment/backend"]).expect("rollout restart");
+    let replaced = eventually(Duration::from_secs(90), || {
+        let p = net.pods("app=backend");
+        ready(3) && p.keys().all(|k| !before.contains(k))
+    });
+    std::fs::write(&stop, "").unwrap();
+    let out = load.wait_with_output().unwrap();
+    assert!(replaced, "{:?}", net.pods("app=backend"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("rolling update under load from another machine: {v}");
+    assert!(v["ok"].as_u64().unwrap() > 20, "{v}");
+    assert_eq!(v["failures"], 0, "{v}");
+}
