@@ -352,3 +352,104 @@ fn a_rolling_update_on_another_machine_loses_no_request() {
     assert!(v["ok"].as_u64().unwrap() > 20, "{v}");
     assert_eq!(v["failures"], 0, "{v}");
 }
+
+const ECHO: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {kubernetes.io/hostname: n2}
+      containers:
+        - name: main
+          image: file://WASM
+          ports: [{containerPort: 7000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports: [{name: tcp, port: 7000, nodePort: 30070}]
+";
+
+/// Send `line` over TCP to `addr` from machine `i`; what came back.
+fn echo(net: &Net, i: usize, addr: &str, line: &str) -> String {
+    const SCRIPT: &str = r#"
+import socket, sys
+host, port, line = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    s = socket.create_connection((host, port), timeout=5)
+    s.sendall(line.encode())
+    got = b""
+    while len(got) < len(line):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    print(got.decode(errors="replace"))
+except Exception as e:
+    print("error:", e)
+"#;
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = net.m.run(i, "python3", &["-c", SCRIPT, host, port, line]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn peer_routes(net: &Net, node: &str) -> String {
+    net.node_json(node)["metadata"]["annotations"]["wasmorch.io/peer-routes"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn nodes_that_cannot_reach_each_other_are_relayed_until_the_direct_path_returns() {
+    if !available() {
+        return;
+    }
+    let net = Net::start("relay", 2);
+    // Machines 1 and 2 reach the control plane's machine, not each other.
+    net.m.cut(1, 2, true);
+    let w = workloads();
+    let web = BACKEND
+        .replace("WASM", &w.join("hello_http.wasm").display().to_string())
+        .replace("      topologySpreadConstraints:\n        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: backend}}}\n", "      nodeSelector: {kubernetes.io/hostname: n2}\n");
+    net.apply(&web);
+    net.apply(&ECHO.replace("WASM", &w.join("tcp-echo.wasm").display().to_string()));
+    let ready = eventually(Duration::from_secs(60), || {
+        let (b, e) = (net.pods("app=backend"), net.pods("app=echo"));
+        b.len() == 3 && e.len() == 2 && b.values().chain(e.values()).all(|v| v.0 == "n2" && v.2)
+    });
+    assert!(ready, "{:?} {:?}", net.pods("app=backend"), net.pods("app=echo"));
+
+    // From machine 1, through its own node's ports, to replicas only on machine 2.
+    let web_url = format!("http://{}:30080/", net.m.addrs[1]);
+    let echo_addr = format!("{}:30070", net.m.addrs[1]);
+    let urls: Vec<String> = (0..20).map(|_| web_url.clone()).collect();
+    let served = eventually(Duration::from_secs(30), || net.m.get_all(1, &urls).iter().all(|(s, _)| *s == 200));
+    assert!(served, "{:?}", net.m.get_all(1, &urls[..1]));
+    assert_eq!(echo(&net, 1, &echo_addr, "over the relay"), "over the relay");
+    assert!(
+        eventually(Duration::from_secs(10), || peer_routes(&net, "n1") == "n2=relay"),
+        "{:?}",
+        peer_routes(&net, "n1")
+    );
+    let described = net.get(&["describe", "node", "n1"]).unwrap_or_default();
+    assert!(described.contains("n2=relay"), "{described}");
+
+    // The link comes back: new streams go direct.
+    net.m.cut(1, 2, false);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let _ = net.m.get_all(1, &urls[..2]);
+            peer_routes(&net, "n1") == "n2=direct"
+        }),
+        "{:?}",
+        peer_routes(&net, "n1")
+    );
+    assert!(net.m.get_all(1, &urls).iter().all(|(s, _)| *s == 200));
+    assert_eq!(echo(&net, 1, &echo_addr, "direct again"), "direct again");
+}

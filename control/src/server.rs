@@ -112,7 +112,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         kubelet_tls: pki.kubelet_client_config()?,
     });
     let app = apiserver::router(state);
-    let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, shutdown.clone()));
+    let relay = Arc::new(apiserver::relay::Relay::default());
+    let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, relay, shutdown.clone()));
     // Everything that acts on the cluster runs only while this control plane holds the leader
     // Lease; serving the API and compacting this process's own store do not wait for it.
     let (scheduler, lifecycle, pod_ranges) = (cfg.scheduler, cfg.node_lifecycle, cfg.pod_ranges);

@@ -198,6 +198,27 @@ async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: Cancell
     }
 }
 
+/// Keep the Node's `wasmorch.io/peer-routes` annotation (`n2=direct,n3=relay`) in step with
+/// how the proxy reaches other nodes' pods: directly, or through the control plane's relay.
+async fn report_peer_routes(client: Client, proxy: Arc<crate::proxy::Proxy>, name: String, stop: CancellationToken) {
+    let mut reported = None;
+    loop {
+        let now = crate::proxy::gateway::describe_routes(&proxy.gateways.routes());
+        if reported.as_ref() != Some(&now) {
+            let value = if now.is_empty() { Value::Null } else { Value::String(now.clone()) };
+            let patch = json!({"metadata": {"annotations": {wasmorch_api::PEER_ROUTES_ANNOTATION: value}}});
+            match client.merge_patch(&format!("/api/v1/nodes/{name}"), &patch).await {
+                Ok(_) => reported = Some(now),
+                Err(e) => tracing::debug!("reporting peer routes: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Wait until this node's Node has `spec.podCIDR` (node IPAM gives it after registration);
 /// `None` if the node stops first.
 async fn pod_range(client: &Client, name: &str, stop: &CancellationToken) -> Option<wasmorch_api::services::IpRange> {
@@ -389,6 +410,8 @@ pub async fn run(
         cfg.host_ip.parse().map_err(|_| anyhow::anyhow!("node address {:?} is not an IP address", cfg.host_ip))?;
     let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip, Some(member.clone()));
     let proxy_task = tokio::spawn(proxy.clone().run(client.clone(), stop.clone()));
+    tokio::spawn(crate::proxy::gateway::relay_registration(proxy.clone(), stop.clone()));
+    tokio::spawn(report_peer_routes(client.clone(), proxy.clone(), cfg.name.clone(), stop.clone()));
     let ctx = Arc::new(NodeCtx {
         client: client.clone(),
         stats: stats.clone(),

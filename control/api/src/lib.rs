@@ -42,6 +42,8 @@ pub const STORAGE_DIR_ANNOTATION: &str = "wasmorch.io/storage-dir";
 pub const MAX_CONCURRENCY_ANNOTATION: &str = "wasmorch.io/max-concurrency";
 /// Pod annotation: requests that may wait beyond the concurrency limit (default 10 × it).
 pub const MAX_QUEUE_ANNOTATION: &str = "wasmorch.io/max-queue";
+/// On a Node: how it reaches other nodes' pods (`n2=direct,n3=relay`), kept by the node.
+pub const PEER_ROUTES_ANNOTATION: &str = "wasmorch.io/peer-routes";
 
 /// This machine's architecture as Kubernetes names it (`amd64`, `arm64`, …): node labels,
 /// node info and `/version` all use it.

@@ -7,6 +7,7 @@
 //! - [`watch`]: streaming watches.
 //! - [`logs`]: `pods/{name}/log`, proxied to the pod's node.
 //! - [`discovery`]: `/api`, `/apis`, `/version`, `/openapi/v3`.
+//! - [`relay`]: streams between nodes that cannot reach each other.
 
 pub mod api;
 pub mod authz;
@@ -14,6 +15,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod logs;
 pub mod objects;
+pub mod relay;
 pub mod request;
 pub mod subresources;
 pub mod watch;
@@ -23,7 +25,6 @@ use axum::Router;
 use axum::routing::get;
 use handlers::PeerIdentity;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -58,7 +59,13 @@ pub fn router(state: Arc<ServerState>) -> Router {
 
 /// Accept TLS connections until `shutdown`; each connection's verified client certificate
 /// (if any) becomes its [`PeerIdentity`]. Open connections are asked to finish gracefully.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    relay: Arc<relay::Relay>,
+    shutdown: CancellationToken,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let tracker = TaskTracker::new();
     loop {
@@ -75,6 +82,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let relay = relay.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -86,11 +94,17 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
                 Err(_) => return,
             };
             let id = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| identity_from_cert(c));
-            let svc = app.map_request(move |mut r: axum::extract::Request<hyper::body::Incoming>| {
-                r.extensions_mut().insert(PeerIdentity(id.clone()));
-                r
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let (app, relay, id) = (app.clone(), relay.clone(), id.clone());
+                async move {
+                    // Relay streams never reach the API router.
+                    if relay::is_relay(&req) {
+                        return Ok(relay.handle(id, req).await.map(axum::body::Body::new));
+                    }
+                    req.extensions_mut().insert(PeerIdentity(id));
+                    app.oneshot(req).await
+                }
             });
-            let svc = TowerToHyperService::new(svc);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);

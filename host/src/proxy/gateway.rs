@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObjec
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Marks a gateway answer given before any pod saw the request.
 pub const UNREACHABLE: &str = "x-wasmorch-unreachable";
@@ -48,24 +48,103 @@ impl Failure {
 
 type Slot = Arc<tokio::sync::Mutex<Option<SendRequest<Full<Bytes>>>>>;
 
-/// The caller's side: one pooled HTTP/2 connection per peer node.
+/// How long a peer whose gateway could not be reached is relayed before the direct path
+/// is tried again (in the background: streams keep taking the relay meanwhile).
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The pool key of the connection to the control plane's relay.
+const RELAY_KEY: &str = "\0relay";
+
+/// How this node reaches a peer now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRoute {
+    Direct,
+    Relay,
+}
+
+impl PeerRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerRoute::Direct => "direct",
+            PeerRoute::Relay => "relay",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RouteState {
+    route: PeerRoute,
+    /// When relayed: when the direct path is tried next, and whether a try is under way.
+    probe_at: Instant,
+    probing: bool,
+}
+
+/// The caller's side: one pooled HTTP/2 connection per peer node, and one to the control
+/// plane's relay for peers whose gateway cannot be reached.
 pub struct Gateways {
     member: Option<Arc<Membership>>,
     /// Per (node, gateway address). Pruned to the known nodes by [`Gateways::retain`].
-    conns: Mutex<HashMap<(String, SocketAddr), Slot>>,
+    conns: Mutex<HashMap<(String, String), Slot>>,
+    routes: Mutex<HashMap<String, RouteState>>,
+}
+
+/// The host and port of the server URL (`https://host:port`).
+fn server_host_port(url: &str) -> Option<(String, u16)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    Some((host, uri.port_u16().unwrap_or(443)))
 }
 
 impl Gateways {
-    pub fn new(member: Option<Arc<Membership>>) -> Gateways {
-        Gateways { member, conns: Mutex::new(HashMap::new()) }
+    pub fn new(member: Option<Arc<Membership>>) -> Arc<Gateways> {
+        Arc::new(Gateways { member, conns: Mutex::new(HashMap::new()), routes: Mutex::new(HashMap::new()) })
     }
 
-    /// Forget connections to nodes that are gone.
+    /// Forget connections and routes of nodes that are gone.
     pub fn retain(&self, known: impl Fn(&str) -> bool) {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).retain(|(n, _), _| known(n));
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).retain(|(n, _), _| n == RELAY_KEY || known(n));
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).retain(|n, _| known(n));
     }
 
-    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+    /// How each peer this node has talked to is reached.
+    pub fn routes(&self) -> std::collections::BTreeMap<String, PeerRoute> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(n, s)| (n.clone(), s.route)).collect()
+    }
+
+    fn set_route(&self, node: &str, route: PeerRoute) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let before = routes.get(node).map(|s| s.route);
+        routes.insert(node.to_string(), RouteState { route, probe_at: Instant::now() + PROBE_EVERY, probing: false });
+        if before != Some(route) {
+            tracing::info!(
+                peer = node,
+                "pods of node {node} are reached {}",
+                match route {
+                    PeerRoute::Direct => "directly",
+                    PeerRoute::Relay => "through the control plane's relay",
+                }
+            );
+        }
+    }
+
+    /// Whether `node` is relayed now; when its direct path is due for a try, start one.
+    fn relayed(self: &Arc<Self>, node: &str, at: SocketAddr) -> bool {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = routes.get_mut(node).filter(|s| s.route == PeerRoute::Relay) else { return false };
+        if !s.probing && Instant::now() >= s.probe_at {
+            s.probing = true;
+            let (this, node) = (self.clone(), node.to_string());
+            tokio::spawn(async move {
+                match this.sender(&node, at).await {
+                    Ok(_) => this.set_route(&node, PeerRoute::Direct),
+                    Err(_) => this.set_route(&node, PeerRoute::Relay),
+                }
+            });
+        }
+        true
+    }
+
+    fn tls(&self, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
         let member = self.member.as_ref().ok_or("this node has no certificate for the gateway")?;
         let creds = member.current();
         let mut roots = rustls::RootCertStore::empty();
@@ -82,30 +161,46 @@ impl Gateways {
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)
             .map_err(|e| e.to_string())?;
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        cfg.alpn_protocols = vec![alpn.to_vec()];
         Ok(Arc::new(cfg))
     }
 
-    /// The connection to `node` at `at`, made when there is none (or it broke).
-    async fn sender(&self, node: &str, at: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> {
-        let slot =
-            self.conns.lock().unwrap_or_else(|e| e.into_inner()).entry((node.to_string(), at)).or_default().clone();
+    /// A TLS connection to `addr` with this node's certificate, the callee's naming `name`.
+    async fn dial_tls(
+        &self,
+        name: &str,
+        addr: &str,
+        alpn: &[u8],
+        what: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Failure> {
+        let server = ServerName::try_from(name.to_string()).map_err(|e| Failure::early(format!("{what}: {e}")))?;
+        let tls = self.tls(alpn).map_err(Failure::early)?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| Failure::early(format!("{what} at {addr}: connect timed out")))?
+            .map_err(|e| Failure::early(format!("{what} at {addr}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(tls).connect(server, tcp))
+            .await
+            .map_err(|_| Failure::early(format!("{what} at {addr}: TLS timed out")))?
+            .map_err(|e| Failure::early(format!("{what} at {addr}: TLS: {e}")))
+    }
+
+    /// The pooled HTTP/2 connection under `key` to `addr`, whose certificate must name `name`.
+    async fn pooled(
+        &self,
+        key: (String, String),
+        name: &str,
+        addr: &str,
+        what: &str,
+    ) -> Result<SendRequest<Full<Bytes>>, Failure> {
+        let slot = self.conns.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().clone();
         // Held while connecting: concurrent first requests share one connection.
         let mut held = slot.lock().await;
         if let Some(s) = held.as_ref().filter(|s| !s.is_closed()) {
             return Ok(s.clone());
         }
-        let name = ServerName::try_from(node.to_string()).map_err(|e| Failure::early(format!("node name: {e}")))?;
-        let tls = self.tls().map_err(Failure::early)?;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(at))
-            .await
-            .map_err(|_| Failure::early(format!("gateway of {node} at {at}: connect timed out")))?
-            .map_err(|e| Failure::early(format!("gateway of {node} at {at}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio_rustls::TlsConnector::from(tls).connect(name, tcp))
-            .await
-            .map_err(|_| Failure::early(format!("gateway of {node} at {at}: TLS timed out")))?
-            .map_err(|e| Failure::early(format!("gateway of {node} at {at}: TLS: {e}")))?;
+        let stream = self.dial_tls(name, addr, b"h2", what).await?;
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))
@@ -113,71 +208,174 @@ impl Gateways {
             .adaptive_window(true)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| Failure::early(format!("gateway of {node} at {at}: {e}")))?;
-        let peer = node.to_string();
+            .map_err(|e| Failure::early(format!("{what} at {addr}: {e}")))?;
+        let peer = what.to_string();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(peer, "gateway connection: {e}");
+                tracing::debug!(peer, "connection: {e}");
             }
         });
         *held = Some(send.clone());
         Ok(send)
     }
 
-    /// One HTTP request to `target` (a pod of `node`), whose body is already buffered.
+    /// The connection to `node`'s gateway at `at`.
+    async fn sender(&self, node: &str, at: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> {
+        self.pooled((node.to_string(), at.to_string()), node, &at.to_string(), &format!("gateway of {node}")).await
+    }
+
+    /// The connection to the control plane's relay.
+    async fn relay_sender(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
+        let member = self.member.as_ref().ok_or_else(|| Failure::early("this node has no relay".into()))?;
+        let (host, port) = server_host_port(&member.server)
+            .ok_or_else(|| Failure::early(format!("server URL {:?} has no host", member.server)))?;
+        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        self.pooled((RELAY_KEY.to_string(), addr.clone()), &host, &addr, "the relay").await
+    }
+
+    /// A byte stream to `target` on `node`, through the relay.
+    async fn relay_connect(&self, node: &str, target: SocketAddr) -> Result<hyper::upgrade::Upgraded, Failure> {
+        let mut send = self.relay_sender().await?;
+        let req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(target.to_string())
+            .header(RELAY_TO, node)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Failure::early(format!("request: {e}")))?;
+        open_stream(&mut send, req, &format!("node {node} via the relay")).await
+    }
+
+    /// A byte stream to `target` (a pod of `node`): through `node`'s gateway, or the relay
+    /// when that cannot be reached.
+    pub async fn connect(
+        self: &Arc<Self>,
+        node: &str,
+        at: SocketAddr,
+        target: SocketAddr,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, Failure> {
+        if self.relayed(node, at) {
+            return self.relay_connect(node, target).await.map(TokioIo::new);
+        }
+        let mut send = match self.sender(node, at).await {
+            Ok(s) => s,
+            Err(f) => {
+                tracing::debug!("{}; relaying", f.message);
+                self.set_route(node, PeerRoute::Relay);
+                return self.relay_connect(node, target).await.map(TokioIo::new);
+            }
+        };
+        self.set_route_if_new(node);
+        let req = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(target.to_string())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Failure::early(format!("request: {e}")))?;
+        open_stream(&mut send, req, &format!("gateway of {node}")).await.map(TokioIo::new)
+    }
+
+    fn set_route_if_new(&self, node: &str) {
+        let known = self.routes.lock().unwrap_or_else(|e| e.into_inner()).contains_key(node);
+        if !known {
+            self.set_route(node, PeerRoute::Direct);
+        }
+    }
+
+    /// One HTTP request to `target` (a pod of `node`), whose body is already buffered:
+    /// a stream of the pooled connection to `node`'s gateway, or, relayed, HTTP/1.1 over a
+    /// relayed byte stream.
     pub async fn request(
-        &self,
+        self: &Arc<Self>,
         node: &str,
         at: SocketAddr,
         target: SocketAddr,
         parts: &http::request::Parts,
         body: Bytes,
     ) -> Result<hyper::Response<Incoming>, Failure> {
-        let mut send = self.sender(node, at).await?;
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let mut b = http::Request::builder().method(parts.method.clone()).uri(format!("http://{target}{path}"));
-        for (k, v) in &parts.headers {
-            if !hop_by_hop(k) {
-                b = b.header(k, v);
+        let direct = if self.relayed(node, at) {
+            None
+        } else {
+            match self.sender(node, at).await {
+                Ok(s) => {
+                    self.set_route_if_new(node);
+                    Some(s)
+                }
+                Err(f) => {
+                    tracing::debug!("{}; relaying", f.message);
+                    self.set_route(node, PeerRoute::Relay);
+                    None
+                }
             }
-        }
-        let req = b.body(Full::new(body)).map_err(|e| Failure::early(format!("request: {e}")))?;
-        send.ready().await.map_err(|e| Failure::early(format!("gateway of {node}: {e}")))?;
-        let resp = send.send_request(req).await.map_err(|e| Failure {
-            // A stream the peer refused before reading it never reached a pod.
-            before_pod: e.is_canceled(),
-            message: format!("gateway of {node}: {e}"),
-        })?;
+        };
+        let resp = match direct {
+            Some(mut send) => {
+                let mut b = http::Request::builder().method(parts.method.clone()).uri(format!("http://{target}{path}"));
+                for (k, v) in &parts.headers {
+                    if !hop_by_hop(k) {
+                        b = b.header(k, v);
+                    }
+                }
+                let req = b.body(Full::new(body)).map_err(|e| Failure::early(format!("request: {e}")))?;
+                send.ready().await.map_err(|e| Failure::early(format!("gateway of {node}: {e}")))?;
+                send.send_request(req).await.map_err(|e| Failure {
+                    // A stream the peer refused before reading it never reached a pod.
+                    before_pod: e.is_canceled(),
+                    message: format!("gateway of {node}: {e}"),
+                })?
+            }
+            None => {
+                let stream = self.relay_connect(node, target).await?;
+                let (mut send, conn) = hyper::client::conn::http1::handshake(stream)
+                    .await
+                    .map_err(|e| Failure::early(format!("node {node} via the relay: {e}")))?;
+                tokio::spawn(conn);
+                let mut b = http::Request::builder().method(parts.method.clone()).uri(path);
+                for (k, v) in &parts.headers {
+                    if !hop_by_hop(k) {
+                        b = b.header(k, v);
+                    }
+                }
+                if !parts.headers.contains_key(http::header::HOST) {
+                    b = b.header(http::header::HOST, target.to_string());
+                }
+                let req = b.body(Full::new(body)).map_err(|e| Failure::early(format!("request: {e}")))?;
+                send.send_request(req)
+                    .await
+                    .map_err(|e| Failure { before_pod: false, message: format!("node {node} via the relay: {e}") })?
+            }
+        };
         if resp.headers().contains_key(UNREACHABLE) {
             let why = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             return Err(Failure::early(String::from_utf8_lossy(&why).trim().to_string()));
         }
         Ok(resp)
     }
-
-    /// A byte stream to `target` (a pod of `node`).
-    pub async fn connect(
-        &self,
-        node: &str,
-        at: SocketAddr,
-        target: SocketAddr,
-    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, Failure> {
-        let mut send = self.sender(node, at).await?;
-        let req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(target.to_string())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| Failure::early(format!("request: {e}")))?;
-        send.ready().await.map_err(|e| Failure::early(format!("gateway of {node}: {e}")))?;
-        let resp = send.send_request(req).await.map_err(|e| Failure::early(format!("gateway of {node}: {e}")))?;
-        if resp.status() != http::StatusCode::OK {
-            let why = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            return Err(Failure::early(String::from_utf8_lossy(&why).trim().to_string()));
-        }
-        let up = hyper::upgrade::on(resp).await.map_err(|e| Failure::early(format!("gateway of {node}: {e}")))?;
-        Ok(TokioIo::new(up))
-    }
 }
+
+/// `n2=direct,n3=relay`, by node name.
+pub fn describe_routes(routes: &std::collections::BTreeMap<String, PeerRoute>) -> String {
+    routes.iter().map(|(n, r)| format!("{n}={}", r.as_str())).collect::<Vec<_>>().join(",")
+}
+
+/// Send a CONNECT on `send` and take the stream it opens.
+async fn open_stream(
+    send: &mut SendRequest<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+    what: &str,
+) -> Result<hyper::upgrade::Upgraded, Failure> {
+    send.ready().await.map_err(|e| Failure::early(format!("{what}: {e}")))?;
+    let resp = send.send_request(req).await.map_err(|e| Failure::early(format!("{what}: {e}")))?;
+    if resp.status() != http::StatusCode::OK {
+        let why = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Err(Failure::early(format!("{what}: {}", String::from_utf8_lossy(&why).trim())));
+    }
+    hyper::upgrade::on(resp).await.map_err(|e| Failure::early(format!("{what}: {e}")))
+}
+
+/// The header of a relayed CONNECT that names the node it is for (the control plane's
+/// `relay::TO`), and the one the relay adds naming the caller.
+pub const RELAY_TO: &str = "x-wasmorch-relay-to";
+pub const RELAY_FROM: &str = "x-wasmorch-relay-from";
 
 /// Headers that belong to one connection, not to the request.
 pub fn hop_by_hop(k: &http::HeaderName) -> bool {
@@ -268,6 +466,72 @@ pub async fn serve(proxy: Arc<Proxy>, peer: String, req: hyper::Request<Incoming
         Err(e) => text(502, &format!("pod {target}: {e}\n")),
     }
 }
+
+/// Keep this node registered with the control plane's relay until `stop`: over a TLS
+/// connection to the server, `GET /wasmorch/v1/relay` with `Upgrade`, then serve the
+/// gateway on that connection, for streams the relay brings from nodes that cannot reach
+/// this one. Reconnects after a pause when the connection ends.
+pub async fn relay_registration(proxy: Arc<Proxy>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let r = tokio::select! {
+            r = register_once(&proxy) => r,
+            _ = stop.cancelled() => return,
+        };
+        if let Err(e) = r {
+            tracing::debug!("relay registration: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn register_once(proxy: &Arc<Proxy>) -> Result<(), String> {
+    let g = &proxy.gateways;
+    let member = g.member.as_ref().ok_or("no credentials")?;
+    let (host, port) = server_host_port(&member.server).ok_or("server URL has no host")?;
+    let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let tls = g.dial_tls(&host, &addr, b"http/1.1", "the relay").await.map_err(|f| f.message)?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn.with_upgrades());
+    let req = http::Request::get(RELAY_PATH)
+        .header(http::header::HOST, host.as_str())
+        .header(http::header::CONNECTION, "upgrade")
+        .header(http::header::UPGRADE, RELAY_UPGRADE)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!("the server answered {}", resp.status()));
+    }
+    let up = hyper::upgrade::on(resp).await.map_err(|e| e.to_string())?;
+    tracing::info!("registered with the control plane's relay");
+    let p = proxy.clone();
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let p = p.clone();
+        async move {
+            // The relay names the caller (it checked the caller's certificate).
+            let from = req.headers().get(RELAY_FROM).and_then(|v| v.to_str().ok()).map(String::from);
+            Ok::<_, std::convert::Infallible>(match from {
+                Some(from) => serve(p, from, req).await,
+                None => refuse(400, &format!("a relayed stream names its caller in {RELAY_FROM}")),
+            })
+        }
+    });
+    let r = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .serve_connection(up, svc)
+        .await;
+    conn.abort();
+    r.map_err(|e| e.to_string())
+}
+
+/// The relay's path and upgrade token (the control plane's `relay::PATH`, `relay::UPGRADE`).
+const RELAY_PATH: &str = "/wasmorch/v1/relay";
+const RELAY_UPGRADE: &str = "wasmorch-relay";
 
 #[cfg(test)]
 mod tests {

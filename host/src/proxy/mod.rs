@@ -79,7 +79,7 @@ pub struct Proxy {
     pods: Mutex<HashSet<IpAddr>>,
     listeners: Mutex<HashMap<SocketAddr, (Route, CancellationToken)>>,
     client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
-    gateways: gateway::Gateways,
+    pub gateways: Arc<gateway::Gateways>,
     seed: AtomicU64,
     /// Requests answered in process, through a socket, and sent through a gateway; streams
     /// this node's gateway admitted (for tests and figures).
