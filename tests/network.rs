@@ -453,3 +453,93 @@ fn nodes_that_cannot_reach_each_other_are_relayed_until_the_direct_path_returns(
     assert!(net.m.get_all(1, &urls).iter().all(|(s, _)| *s == 200));
     assert_eq!(echo(&net, 1, &echo_addr, "direct again"), "direct again");
 }
+
+/// wrk from machine `i`: (requests/s, p50 ms, p99 ms, non-2xx + socket errors).
+fn wrk(net: &Net, i: usize, conns: usize, secs: u64, url: &str) -> (f64, f64, f64, u64) {
+    let c = conns.to_string();
+    let d = format!("{secs}s");
+    let out = net.m.run(i, "wrk", &["-t1", "-c", &c, "-d", &d, "--latency", url]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |key: &str| text.lines().find_map(|l| l.trim().strip_prefix(key).map(|r| r.trim().to_string()));
+    let ms = |v: Option<String>| {
+        let v = v.unwrap_or_default();
+        if let Some(x) = v.strip_suffix("us") {
+            x.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
+        } else if let Some(x) = v.strip_suffix("ms") {
+            x.parse().unwrap_or(f64::NAN)
+        } else if let Some(x) = v.strip_suffix('s') {
+            x.parse::<f64>().unwrap_or(f64::NAN) * 1000.0
+        } else {
+            f64::NAN
+        }
+    };
+    let rps = field("Requests/sec:").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let errors: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0)
+        + text.lines().filter(|l| l.contains("Socket errors")).count() as u64;
+    (rps, ms(field("50%")), ms(field("99%")), errors)
+}
+
+/// Benchmark (not in CI; `bench/run-network.sh`): a NodePort on machine 1 with its replicas
+/// in process on machine 1, on machine 2 through the gateway, and through the relay; beside
+/// nginx on machine 1 proxying to machine 2's node port.
+#[test]
+#[ignore]
+fn bench_gateway() {
+    if !available() {
+        return;
+    }
+    let net = Net::start("bench", 2);
+    let w = workloads().join("hello_http.wasm").display().to_string();
+    let on = |name: &str, node: &str, port: u16| {
+        BACKEND
+            .replace("WASM", &w)
+            .replace("backend", name)
+            .replace("replicas: 3", "replicas: 2")
+            .replace("nodePort: 30080", &format!("nodePort: {port}"))
+            .replace("      topologySpreadConstraints:\n        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: NAME}}}\n".replace("NAME", name).as_str(), &format!("      nodeSelector: {{kubernetes.io/hostname: {node}}}\n"))
+    };
+    net.apply(&on("here", "n1", 30081));
+    net.apply(&on("there", "n2", 30082));
+    let ready = eventually(Duration::from_secs(60), || {
+        let (a, b) = (net.pods("app=here"), net.pods("app=there"));
+        a.len() == 2 && b.len() == 2 && a.values().chain(b.values()).all(|v| v.2)
+    });
+    assert!(ready);
+    let a = &net.m.addrs[1];
+    let b = &net.m.addrs[2];
+    let here = format!("http://{a}:30081/");
+    let there = format!("http://{a}:30082/");
+    let _ = net.m.get_all(1, &[here.clone(), there.clone()]);
+    // nginx on machine 1 proxying to machine 2's node port (keep-alive upstream).
+    let conf = net.dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1; daemon off; pid {pid}; error_log stderr;\nevents {{ worker_connections 4096; }}\nhttp {{ access_log off; upstream b {{ server {b}:30082; keepalive 64; }}\n server {{ listen {a}:18080; location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }} }}\n",
+            pid = net.dir.path().join("nginx.pid").display()
+        ),
+    )
+    .unwrap();
+    let _nginx =
+        Daemon::spawn_program("ip", &["netns", "exec", &net.m.names[1], "nginx", "-c", conf.to_str().unwrap()]);
+    let via_nginx = format!("http://{a}:18080/");
+    assert!(eventually(Duration::from_secs(10), || net.m.get_all(1, std::slice::from_ref(&via_nginx))[0].0 == 200));
+    let secs = std::env::var("WRK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let report = |what: &str, url: &str| {
+        let (_, p50, p99, e1) = wrk(&net, 1, 1, secs, url);
+        let (rps, _, _, e2) = wrk(&net, 1, 16, secs, url);
+        eprintln!(
+            "{what:<48} p50 {p50:>6.3} ms  p99 {p99:>6.3} ms (1 conn)   {rps:>8.0} req/s (16 conns)  errors {}",
+            e1 + e2
+        );
+    };
+    eprintln!("NodePort on machine 1, hello-http replicas:");
+    report("in process on machine 1", &here);
+    report("on machine 2 through the gateway", &there);
+    report("peer: nginx on machine 1 → machine 2's node port", &via_nginx);
+    net.m.cut(1, 2, true);
+    // The first request after the cut finds the direct path gone.
+    let _ = net.m.get_all(1, std::slice::from_ref(&there));
+    assert!(eventually(Duration::from_secs(10), || peer_routes(&net, "n1") == "n2=relay"));
+    report("on machine 2 through the control plane's relay", &there);
+}

@@ -119,6 +119,11 @@ pub struct NodeFlags {
     /// kubelet's flag: pods are scheduled against, and together get at most, the rest.
     #[arg(long, default_value = "cpu=100m,memory=64Mi", value_parser = wasmorch_host::agent::Reserved::parse)]
     system_reserved: wasmorch_host::agent::Reserved,
+    /// Port of the node's endpoint (logs and stats for the API server, the gateway for other
+    /// nodes); 0 picks a free one. Fix it (the kubelet uses 10250) where a firewall must let
+    /// other nodes in.
+    #[arg(long, default_value_t = 0)]
+    endpoint_port: u16,
 }
 
 impl NodeFlags {
@@ -129,6 +134,7 @@ impl NodeFlags {
         nc.allowed_host_paths = self.allowed_host_paths.clone();
         nc.config_sync = std::time::Duration::from_secs(self.config_sync_period.max(1));
         nc.reserved = self.system_reserved;
+        nc.log_port = self.endpoint_port;
     }
 }
 
