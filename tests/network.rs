@@ -167,6 +167,13 @@ spec:
           ports: [{containerPort: 8080}]
 ";
 
+/// The backend manifest with its replicas pinned to one node instead of spread.
+fn pinned(yaml: &str, node: &str) -> String {
+    let spread = yaml.find("      topologySpreadConstraints:\n").expect("a spread manifest");
+    let end = spread + yaml[spread..].find("}}}\n").expect("the constraint's end") + 4;
+    format!("{}      nodeSelector: {{kubernetes.io/hostname: {node}}}\n{}", &yaml[..spread], &yaml[end..])
+}
+
 /// Which backend pod answered, from `… pod=<name> …`.
 fn answered_by(body: &str) -> Option<String> {
     body.split_whitespace().find_map(|w| w.strip_prefix("pod=")).map(String::from)
@@ -317,9 +324,7 @@ fn a_rolling_update_on_another_machine_loses_no_request() {
         return;
     }
     let net = Net::start("roll", 2);
-    let yaml = BACKEND
-        .replace("WASM", &workloads().join("hello_http.wasm").display().to_string())
-        .replace("      topologySpreadConstraints:\n        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: backend}}}\n", "      nodeSelector: {kubernetes.io/hostname: n2}\n");
+    let yaml = pinned(&BACKEND.replace("WASM", &workloads().join("hello_http.wasm").display().to_string()), "n2");
     assert!(yaml.contains("nodeSelector"));
     net.apply(&yaml);
     let ready = |n: usize| {
@@ -414,9 +419,7 @@ fn nodes_that_cannot_reach_each_other_are_relayed_until_the_direct_path_returns(
     // Machines 1 and 2 reach the control plane's machine, not each other.
     net.m.cut(1, 2, true);
     let w = workloads();
-    let web = BACKEND
-        .replace("WASM", &w.join("hello_http.wasm").display().to_string())
-        .replace("      topologySpreadConstraints:\n        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: backend}}}\n", "      nodeSelector: {kubernetes.io/hostname: n2}\n");
+    let web = pinned(&BACKEND.replace("WASM", &w.join("hello_http.wasm").display().to_string()), "n2");
     net.apply(&web);
     net.apply(&ECHO.replace("WASM", &w.join("tcp-echo.wasm").display().to_string()));
     let ready = eventually(Duration::from_secs(60), || {
@@ -491,12 +494,12 @@ fn bench_gateway() {
     let net = Net::start("bench", 2);
     let w = workloads().join("hello_http.wasm").display().to_string();
     let on = |name: &str, node: &str, port: u16| {
-        BACKEND
+        let yaml = BACKEND
             .replace("WASM", &w)
             .replace("backend", name)
             .replace("replicas: 3", "replicas: 2")
-            .replace("nodePort: 30080", &format!("nodePort: {port}"))
-            .replace("      topologySpreadConstraints:\n        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: NAME}}}\n".replace("NAME", name).as_str(), &format!("      nodeSelector: {{kubernetes.io/hostname: {node}}}\n"))
+            .replace("nodePort: 30080", &format!("nodePort: {port}"));
+        pinned(&yaml, node)
     };
     net.apply(&on("here", "n1", 30081));
     net.apply(&on("there", "n2", 30082));
