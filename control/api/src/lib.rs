@@ -18,6 +18,7 @@ pub mod disruption;
 pub mod error;
 pub mod ipam;
 pub mod join;
+pub mod netpol;
 pub mod object;
 pub mod quantity;
 pub mod resources;
