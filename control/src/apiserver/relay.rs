@@ -61,13 +61,6 @@ pub fn is_relay(req: &hyper::Request<Incoming>) -> bool {
 }
 
 impl Relay {
-    /// Nodes registered now.
-    pub fn registered(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
-        v.sort();
-        v
-    }
-
     pub async fn handle(
         self: std::sync::Arc<Self>,
         id: Option<Identity>,

@@ -311,13 +311,7 @@ impl Gateways {
         };
         let resp = match direct {
             Some(mut send) => {
-                let mut b = http::Request::builder().method(parts.method.clone()).uri(format!("http://{target}{path}"));
-                for (k, v) in &parts.headers {
-                    if !hop_by_hop(k) {
-                        b = b.header(k, v);
-                    }
-                }
-                let req = b.body(Full::new(body)).map_err(|e| Failure::early(format!("request: {e}")))?;
+                let req = resend(parts, format!("http://{target}{path}"), body).map_err(Failure::early)?;
                 send.ready().await.map_err(|e| Failure::early(format!("gateway of {node}: {e}")))?;
                 send.send_request(req).await.map_err(|e| Failure {
                     // A stream the peer refused before reading it never reached a pod.
@@ -331,16 +325,12 @@ impl Gateways {
                     .await
                     .map_err(|e| Failure::early(format!("node {node} via the relay: {e}")))?;
                 tokio::spawn(conn);
-                let mut b = http::Request::builder().method(parts.method.clone()).uri(path);
-                for (k, v) in &parts.headers {
-                    if !hop_by_hop(k) {
-                        b = b.header(k, v);
-                    }
+                let mut req = resend(parts, path.to_string(), body).map_err(Failure::early)?;
+                if let Ok(host) = http::HeaderValue::from_str(&target.to_string())
+                    && !req.headers().contains_key(http::header::HOST)
+                {
+                    req.headers_mut().insert(http::header::HOST, host);
                 }
-                if !parts.headers.contains_key(http::header::HOST) {
-                    b = b.header(http::header::HOST, target.to_string());
-                }
-                let req = b.body(Full::new(body)).map_err(|e| Failure::early(format!("request: {e}")))?;
                 send.send_request(req)
                     .await
                     .map_err(|e| Failure { before_pod: false, message: format!("node {node} via the relay: {e}") })?
@@ -378,6 +368,18 @@ async fn open_stream(
 /// `relay::TO`), and the one the relay adds naming the caller.
 pub const RELAY_TO: &str = "x-wasmorch-relay-to";
 pub const RELAY_FROM: &str = "x-wasmorch-relay-from";
+
+/// A request like `parts` (method, end-to-end headers) to `uri`, with a buffered body: what
+/// every hop of the proxy and the gateway sends on.
+pub fn resend(parts: &http::request::Parts, uri: String, body: Bytes) -> Result<http::Request<Full<Bytes>>, String> {
+    let mut b = http::Request::builder().method(parts.method.clone()).uri(uri);
+    for (k, v) in &parts.headers {
+        if !hop_by_hop(k) {
+            b = b.header(k, v);
+        }
+    }
+    b.body(Full::new(body)).map_err(|e| format!("request: {e}"))
+}
 
 /// Headers that belong to one connection, not to the request.
 pub fn hop_by_hop(k: &http::HeaderName) -> bool {
@@ -451,17 +453,11 @@ pub async fn serve(proxy: Arc<Proxy>, peer: String, req: hyper::Request<Incoming
     // Not an HTTP workload (a socket server speaking HTTP): its socket.
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut b = http::Request::builder().method(parts.method.clone()).uri(format!("http://{target}{path}"));
-    for (k, v) in &parts.headers {
-        if !hop_by_hop(k) {
-            b = b.header(k, v);
-        }
-    }
     let body = match http_body_util::Limited::new(body, super::MAX_BUFFERED).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return text(413, &format!("request body: {e}\n")),
     };
-    let Ok(up) = b.body(Full::new(body)) else { return text(400, "bad request\n") };
+    let Ok(up) = resend(&parts, format!("http://{target}{path}"), body) else { return text(400, "bad request\n") };
     match proxy.client.request(up).await {
         Ok(resp) => resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
         Err(e) if e.is_connect() => refuse(502, &format!("pod {target}: {e}")),

@@ -436,18 +436,8 @@ impl Proxy {
         match self.way(to) {
             Way::Here | Way::Direct => {
                 let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let mut b = http::Request::builder()
-                    .method(parts.method.clone())
-                    .version(http::Version::HTTP_11)
-                    .uri(format!("http://{}{path}", to.addr));
-                for (k, v) in &parts.headers {
-                    if !gateway::hop_by_hop(k) {
-                        b = b.header(k, v);
-                    }
-                }
-                let up = b
-                    .body(Full::new(body))
-                    .map_err(|e| Failed { before_endpoint: true, message: format!("request: {e}") })?;
+                let up = gateway::resend(parts, format!("http://{}{path}", to.addr), body)
+                    .map_err(|message| Failed { before_endpoint: true, message })?;
                 self.forwarded.fetch_add(1, Ordering::Relaxed);
                 self.client.request(up).await.map_err(|e| Failed {
                     before_endpoint: e.is_connect(),
