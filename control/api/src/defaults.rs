@@ -72,6 +72,7 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
         }
         Namespace | Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice
         | PodDisruptionBudget => {}
+        NetworkPolicy => crate::netpol::set_defaults(obj),
         PersistentVolumeClaim => {
             // The default class (admission does this in Kubernetes).
             if obj["spec"].get("storageClassName").is_none() {

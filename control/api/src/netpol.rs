@@ -116,6 +116,48 @@ fn peer_matches(peer: &Value, policy_ns: &str, other: &Party) -> bool {
     }
 }
 
+/// Kubernetes' defaults: `protocol: TCP` on every port, `policyTypes` spelled out
+/// (`Ingress`, plus `Egress` when there are egress rules), an empty `podSelector`. Tolerates
+/// any shape (validation, which runs next, names what is wrong).
+pub fn set_defaults(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    if spec.get("podSelector").is_none_or(Value::is_null) {
+        spec.insert("podSelector".into(), Value::Object(Default::default()));
+    }
+    for (dir, _) in [("ingress", "from"), ("egress", "to")] {
+        for rule in spec.get_mut(dir).and_then(Value::as_array_mut).into_iter().flatten() {
+            let ports = rule.get_mut("ports").and_then(Value::as_array_mut);
+            for port in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+                if port.get("protocol").is_none_or(Value::is_null) {
+                    port.insert("protocol".into(), Value::String("TCP".into()));
+                }
+            }
+        }
+    }
+    if spec.get("policyTypes").and_then(Value::as_array).is_none_or(Vec::is_empty) {
+        let mut types = vec![Value::String("Ingress".into())];
+        if spec.get("egress").and_then(Value::as_array).is_some_and(|e| !e.is_empty()) {
+            types.push(Value::String("Egress".into()));
+        }
+        spec.insert("policyTypes".into(), Value::Array(types));
+    }
+}
+
+/// Whether `cidr` is a valid CIDR block (`10.0.0.0/8`, `fd00::/8`).
+pub fn valid_cidr(cidr: &str) -> bool {
+    let Some((net, bits)) = cidr.split_once('/') else { return false };
+    let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else { return false };
+    bits <= if net.is_ipv4() { 32 } else { 128 }
+}
+
+/// Whether block `inner` lies strictly inside `outer` (an `except` entry of an `ipBlock`).
+pub fn strictly_inside(inner: &str, outer: &str) -> bool {
+    let bits = |c: &str| c.split_once('/').and_then(|(_, b)| b.parse::<u32>().ok());
+    let (Some(ib), Some(ob)) = (bits(inner), bits(outer)) else { return false };
+    let Some(net) = inner.split_once('/').and_then(|(n, _)| n.parse::<IpAddr>().ok()) else { return false };
+    ib > ob && in_cidr(net, outer)
+}
+
 /// Whether a rule's `ports` admit `t` to a destination with `dest_ports`.
 fn ports_match(ports: Option<&Value>, t: &Traffic, dest_ports: &[NamedPort]) -> bool {
     let Some(list) = ports.and_then(Value::as_array).filter(|l| !l.is_empty()) else { return true };

@@ -22,6 +22,7 @@ pub enum ResourceKind {
     StorageClass,
     EndpointSlice,
     PodDisruptionBudget,
+    NetworkPolicy,
 }
 
 /// One served resource: where it lives on the wire and how it behaves.
@@ -128,6 +129,19 @@ pub static RESOURCES: &[Resource] = &[
         true,
         &["pdb"],
         true,
+        false,
+        &[]
+    ),
+    res!(
+        NetworkPolicy,
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+        &["netpol"],
+        false,
         false,
         &[]
     ),
@@ -269,6 +283,7 @@ mod tests {
             StorageClass,
             EndpointSlice,
             PodDisruptionBudget,
+            NetworkPolicy,
         ] {
             assert_eq!(of(k).kind_id, k);
         }

@@ -128,6 +128,7 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Allowed Disruptions", "integer", 0),
             ("Age", "string", 0),
         ],
+        NetworkPolicy => vec![("Name", "string", 0), ("Pod-Selector", "string", 0), ("Age", "string", 0)],
         EndpointSlice => vec![
             ("Name", "string", 0),
             ("AddressType", "string", 0),
@@ -353,6 +354,14 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(o["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
                 s(created),
             ]
+        }
+        NetworkPolicy => {
+            let sel = o.pointer("/spec/podSelector").map(crate::selector::LabelSelector::from_object);
+            let sel = match sel {
+                Some(Ok(s)) if !s.is_empty() => s.to_string(),
+                _ => "<none>".to_string(),
+            };
+            vec![name, s(sel), s(created)]
         }
         EndpointSlice => {
             let ports: Vec<String> = o["ports"]

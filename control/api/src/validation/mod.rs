@@ -11,6 +11,7 @@
 
 mod kinds;
 mod names;
+mod network;
 mod pod;
 
 pub use names::*;
@@ -20,7 +21,7 @@ use crate::object;
 use crate::resources::{Resource, ResourceKind};
 use k8s_openapi::api::{
     apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, policy::v1 as policy, storage::v1 as storage,
+    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy, storage::v1 as storage,
 };
 use serde_json::Value;
 
@@ -147,6 +148,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         StorageClass => rt!(storage::StorageClass),
         EndpointSlice => rt!(discovery::EndpointSlice),
         PodDisruptionBudget => rt!(policy::PodDisruptionBudget),
+        NetworkPolicy => rt!(networking::NetworkPolicy),
     }
 }
 

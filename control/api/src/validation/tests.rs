@@ -131,3 +131,49 @@ fn cron_expressions() {
         assert!(kinds::check_cron(bad).is_err(), "{bad}");
     }
 }
+
+fn netpol(spec: Value) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": "default"}, "spec": spec})
+}
+
+#[test]
+fn network_policies_are_checked_field_by_field_and_defaulted() {
+    let np = lookup("netpol").unwrap();
+    let mut good = netpol(json!({
+        "podSelector": {"matchLabels": {"app": "db"}},
+        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "a"}}, "podSelector": {}},
+                              {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                     "ports": [{"port": "pg"}, {"port": 7000, "endPort": 7010}]}],
+        "egress": [{}]
+    }));
+    crate::defaults::apply(np.kind_id, &mut good);
+    validate(np, &good, FieldValidation::Strict).unwrap();
+    assert_eq!(good["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(good["spec"]["ingress"][0]["ports"][1]["protocol"], "TCP");
+
+    let bad: Vec<(Value, &str)> = vec![
+        (json!({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}), "spec.podSelector"),
+        (json!({"podSelector": {}, "ingress": [{"ports": [{"port": 0}]}]}), "spec.ingress[0].ports[0].port"),
+        (json!({"podSelector": {}, "ingress": [{"ports": [{"port": "Not_A_Name"}]}]}), "spec.ingress[0].ports[0].port"),
+        (json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "endPort": 79}]}]}), "spec.ingress[0].ports[0].endPort"),
+        (json!({"podSelector": {}, "ingress": [{"ports": [{"port": "web", "endPort": 90}]}]}), "spec.ingress[0].ports[0].endPort"),
+        (json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP"}]}]}), "spec.ingress[0].ports[0].protocol"),
+        (json!({"podSelector": {}, "ingress": [{"from": [{}]}]}), "spec.ingress[0].from[0]"),
+        (json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}), "spec.egress[0].to[0].ipBlock.cidr"),
+        (json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]}), "spec.egress[0].to[0].ipBlock.except[0]"),
+        (json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]}), "spec.egress[0].to[0]"),
+        (json!({"podSelector": {}, "policyTypes": ["Ingress", "Sideways"]}), "spec.policyTypes[1]"),
+        (json!({"podSelector": {}, "policyTypes": ["Egress", "Egress"]}), "spec.policyTypes[1]"),
+    ];
+    for (spec, field) in bad {
+        let mut obj = netpol(spec.clone());
+        crate::defaults::apply(np.kind_id, &mut obj);
+        let e = validate(np, &obj, FieldValidation::Strict).unwrap_err();
+        assert_eq!(e.code, 422, "{spec}");
+        assert!(e.causes.iter().any(|c| c.field.starts_with(field)), "{spec}: {:?}", e.causes);
+    }
+    // A body of the wrong shape is refused, not a panic.
+    let mut odd = netpol(json!("x"));
+    crate::defaults::apply(np.kind_id, &mut odd);
+    assert!(validate(np, &odd, FieldValidation::Strict).is_err());
+}
