@@ -153,11 +153,21 @@ fn services_route_balance_and_are_discovered_from_pods() {
         assert!((800..=1200).contains(n), "{pod} got {n} of 3000: {counts:?}");
     }
 
-    // A pod may reach Services, not pods directly (no egress grant).
+    // Pod addresses are in the cluster, open as in Kubernetes until a NetworkPolicy closes them.
     let direct = format!("/fetch?http://{}:8080/", backends[0]);
-    let (code, body) = http_get(&fe_addr, &direct).unwrap();
-    assert_eq!(code, 502, "{body}");
-    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert_eq!(http_get(&fe_addr, &direct).unwrap(), (200, "fetched: 200".to_string()));
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\nspec:\n  podSelector: {matchLabels: {app: backend}}\n";
+    let f = d.join("deny.yaml");
+    std::fs::write(&f, deny).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let mut last = (0, String::new());
+    let closed = eventually(Duration::from_secs(20), || {
+        last = http_get(&fe_addr, &direct).unwrap();
+        last.0 == 502 && last.1.contains("HttpRequestDenied")
+    });
+    assert!(closed, "{last:?}");
+    c.ok(&["delete", "netpol", "deny"]);
+    assert!(eventually(Duration::from_secs(20), || http_get(&fe_addr, &direct).unwrap().0 == 200));
 
     // Headless, sticky and LoadBalancer Services.
     apply_example(&c, d, "kinds.yaml");
@@ -218,7 +228,8 @@ fn services_route_balance_and_are_discovered_from_pods() {
     let log = c.ok(&["logs", "escaper"]);
     let svc_ip = cluster_ip(&c, "echo");
     assert!(log.contains(&format!("reached tcp {svc_ip}:7000: connected")), "{log}");
-    assert!(log.contains(&format!("denied tcp {echo_ip}:7000")), "{log}");
+    // A pod address is in the cluster: open, as in Kubernetes, until a NetworkPolicy closes it.
+    assert!(log.contains(&format!("reached tcp {echo_ip}:7000: connected")), "{log}");
 }
 
 /// Requests keep succeeding while replicas go away: a replica deleted mid-load, then a

@@ -79,9 +79,12 @@ pub fn key(o: &Value) -> String {
 /// when what it keeps changes (a Node's heartbeat must not rebuild a routing table).
 pub type Project = fn(&Value) -> Value;
 
+/// What a [`Projection`] keeps: key → projected object.
+pub type Map = Arc<Mutex<HashMap<String, Value>>>;
+
 pub struct Projection {
     pub project: Project,
-    pub map: Arc<Mutex<HashMap<String, Value>>>,
+    pub map: Map,
     pub changed: Arc<Notify>,
 }
 

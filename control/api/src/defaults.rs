@@ -70,7 +70,19 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             set_default(obj, "type", json!("Opaque"));
             fold_string_data(obj);
         }
-        Namespace | Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice
+        Namespace => {
+            // As Kubernetes does, so that a namespaceSelector can name one namespace.
+            let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+            if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+                && name.is_string()
+            {
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                if let Some(l) = labels.as_object_mut() {
+                    l.insert("kubernetes.io/metadata.name".into(), name);
+                }
+            }
+        }
+        Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice
         | PodDisruptionBudget => {}
         NetworkPolicy => crate::netpol::set_defaults(obj),
         PersistentVolumeClaim => {

@@ -45,6 +45,9 @@ pub const MAX_CONCURRENCY_ANNOTATION: &str = "wasmorch.io/max-concurrency";
 pub const MAX_QUEUE_ANNOTATION: &str = "wasmorch.io/max-queue";
 /// On a Node: how it reaches other nodes' pods (`n2=direct,n3=relay`), kept by the node.
 pub const PEER_ROUTES_ANNOTATION: &str = "wasmorch.io/peer-routes";
+/// On what one node sends another's gateway (and the relay passes on): the address the
+/// connection comes from, a pod or an outside client, for the receiver's NetworkPolicy check.
+pub const SOURCE_HEADER: &str = "x-wasmorch-source";
 
 /// This machine's architecture as Kubernetes names it (`amd64`, `arm64`, …): node labels,
 /// node info and `/version` all use it.

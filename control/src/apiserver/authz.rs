@@ -80,9 +80,8 @@ pub enum UseKind {
     Claim,
 }
 
-/// The pure rule for node `node` doing `verb` on `t`. `field_selector` is the request's;
-/// `body_name` the name in a create's body.
-pub fn node_rule(node: &str, t: &Target, verb: Verb, field_selector: &str, body_name: Option<&str>) -> Rule {
+/// The pure rule for node `node` doing `verb` on `t`; `body_name` the name in a create's body.
+pub fn node_rule(node: &str, t: &Target, verb: Verb, body_name: Option<&str>) -> Rule {
     let sub = t.subresource.as_deref();
     let name = t.name.as_deref().or(if verb == Verb::Create { body_name } else { None });
     let own = name == Some(node);
@@ -103,10 +102,9 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, field_selector: &str, body_
             }
         }
         ("", "pods") => match (verb, sub) {
-            (Verb::List | Verb::Watch, None) if selects_node(field_selector, node) => Rule::Allow,
-            (Verb::List | Verb::Watch, _) => {
-                Rule::Deny(format!("node '{node}' can only list pods with fieldSelector spec.nodeName={node}"))
-            }
+            // Every pod's labels and address, for NetworkPolicy: the node is the cluster's
+            // network agent (as a CNI agent is granted in Kubernetes). Writes stay bound.
+            (Verb::List | Verb::Watch, None) => Rule::Allow,
             (Verb::Get, None | Some("status")) => Rule::IfPodBound,
             (Verb::Update | Verb::Patch, Some("status")) => Rule::IfPodBound,
             (Verb::Delete, None) => Rule::IfPodBound,
@@ -119,6 +117,7 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, field_selector: &str, body_
         ("", "services")
         | ("", "endpoints")
         | ("discovery.k8s.io", "endpointslices")
+        | ("networking.k8s.io", "networkpolicies")
         | ("", "namespaces")
         | ("", "persistentvolumes")
         | ("storage.k8s.io", "storageclasses")
@@ -134,15 +133,6 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, field_selector: &str, body_
         }
         _ => Rule::Deny(format!("nodes may not {} {}", verb.name(), t.res.plural)),
     }
-}
-
-/// Whether a field selector restricts a list to `spec.nodeName=<node>`.
-fn selects_node(selector: &str, node: &str) -> bool {
-    selector.split(',').any(|term| {
-        let term = term.trim();
-        term.strip_prefix("spec.nodeName").and_then(|r| r.strip_prefix("==").or_else(|| r.strip_prefix('=')))
-            == Some(node)
-    })
 }
 
 /// Whether `pod` uses the named object of `kind` (env, envFrom, volumes).
@@ -190,14 +180,7 @@ fn forbidden(id: &Identity, t: &Target, verb: Verb, why: &str) -> ApiError {
 
 /// Whether `id` may do `verb` on `t`. Admins may do anything; nodes follow [`node_rule`];
 /// everyone else is refused.
-pub async fn authorize(
-    api: &Api,
-    id: &Identity,
-    t: &Target,
-    verb: Verb,
-    field_selector: &str,
-    body: Option<&Value>,
-) -> Result<(), ApiError> {
+pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: Option<&Value>) -> Result<(), ApiError> {
     if id.is_admin() {
         return Ok(());
     }
@@ -209,7 +192,7 @@ pub async fn authorize(
     };
     let body_name = body.map(object::name).filter(|n| !n.is_empty());
     let deny = |why: &str| Err(forbidden(id, t, verb, why));
-    match node_rule(node, t, verb, field_selector, body_name) {
+    match node_rule(node, t, verb, body_name) {
         Rule::Allow => Ok(()),
         Rule::Deny(why) => deny(&why),
         Rule::IfPodBound => {
@@ -258,50 +241,49 @@ mod tests {
     #[test]
     fn a_node_may_change_only_its_own_node_and_lease() {
         let own = target("nodes", None, Some("n1"), Some("status"));
-        assert_eq!(node_rule("n1", &own, Verb::Patch, "", None), Rule::Allow);
+        assert_eq!(node_rule("n1", &own, Verb::Patch, None), Rule::Allow);
         let other = target("nodes", None, Some("n2"), Some("status"));
-        assert!(matches!(node_rule("n1", &other, Verb::Patch, "", None), Rule::Deny(_)));
-        assert!(matches!(node_rule("n1", &other, Verb::Delete, "", None), Rule::Deny(_)));
-        assert_eq!(node_rule("n1", &other, Verb::Get, "", None), Rule::Allow);
+        assert!(matches!(node_rule("n1", &other, Verb::Patch, None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &other, Verb::Delete, None), Rule::Deny(_)));
+        assert_eq!(node_rule("n1", &other, Verb::Get, None), Rule::Allow);
         let create = target("nodes", None, None, None);
-        assert_eq!(node_rule("n1", &create, Verb::Create, "", Some("n1")), Rule::Allow);
-        assert!(matches!(node_rule("n1", &create, Verb::Create, "", Some("n2")), Rule::Deny(_)));
+        assert_eq!(node_rule("n1", &create, Verb::Create, Some("n1")), Rule::Allow);
+        assert!(matches!(node_rule("n1", &create, Verb::Create, Some("n2")), Rule::Deny(_)));
         let lease = target("leases", Some("kube-node-lease"), Some("n1"), None);
-        assert_eq!(node_rule("n1", &lease, Verb::Patch, "", None), Rule::Allow);
+        assert_eq!(node_rule("n1", &lease, Verb::Patch, None), Rule::Allow);
         let lease2 = target("leases", Some("kube-node-lease"), Some("n2"), None);
-        assert!(matches!(node_rule("n1", &lease2, Verb::Patch, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &lease2, Verb::Patch, None), Rule::Deny(_)));
         let elsewhere = target("leases", Some("kube-system"), Some("n1"), None);
-        assert!(matches!(node_rule("n1", &elsewhere, Verb::Patch, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &elsewhere, Verb::Patch, None), Rule::Deny(_)));
     }
 
     #[test]
-    fn pods_are_listed_by_node_and_changed_only_when_bound() {
+    fn pods_are_read_by_every_node_and_changed_only_when_bound() {
         let all = target("pods", None, None, None);
-        assert_eq!(node_rule("n1", &all, Verb::Watch, "spec.nodeName=n1", None), Rule::Allow);
-        assert_eq!(node_rule("n1", &all, Verb::List, "status.phase=Running,spec.nodeName==n1", None), Rule::Allow);
-        assert!(matches!(node_rule("n1", &all, Verb::List, "", None), Rule::Deny(_)));
-        assert!(matches!(node_rule("n1", &all, Verb::List, "spec.nodeName=n10", None), Rule::Deny(_)));
+        // Every pod's labels and address: NetworkPolicy needs them on every node.
+        assert_eq!(node_rule("n1", &all, Verb::Watch, None), Rule::Allow);
+        assert_eq!(node_rule("n1", &all, Verb::List, None), Rule::Allow);
         let status = target("pods", Some("default"), Some("p"), Some("status"));
-        assert_eq!(node_rule("n1", &status, Verb::Patch, "", None), Rule::IfPodBound);
+        assert_eq!(node_rule("n1", &status, Verb::Patch, None), Rule::IfPodBound);
         let pod = target("pods", Some("default"), Some("p"), None);
-        assert!(matches!(node_rule("n1", &pod, Verb::Patch, "", None), Rule::Deny(_)), "spec is not the node's");
-        assert_eq!(node_rule("n1", &pod, Verb::Delete, "", None), Rule::IfPodBound);
+        assert!(matches!(node_rule("n1", &pod, Verb::Patch, None), Rule::Deny(_)), "spec is not the node's");
+        assert_eq!(node_rule("n1", &pod, Verb::Delete, None), Rule::IfPodBound);
         let create = target("pods", Some("default"), None, None);
-        assert!(matches!(node_rule("n1", &create, Verb::Create, "", Some("p")), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &create, Verb::Create, Some("p")), Rule::Deny(_)));
         let evict = target("pods", Some("default"), Some("p"), Some("eviction"));
-        assert!(matches!(node_rule("n1", &evict, Verb::Create, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &evict, Verb::Create, None), Rule::Deny(_)));
     }
 
     #[test]
     fn secrets_only_by_use_and_never_listed() {
         let s = target("secrets", Some("default"), Some("db"), None);
-        assert_eq!(node_rule("n1", &s, Verb::Get, "", None), Rule::IfUsedByPod(UseKind::Secret));
+        assert_eq!(node_rule("n1", &s, Verb::Get, None), Rule::IfUsedByPod(UseKind::Secret));
         let all = target("secrets", Some("default"), None, None);
-        assert!(matches!(node_rule("n1", &all, Verb::List, "", None), Rule::Deny(_)));
-        assert!(matches!(node_rule("n1", &all, Verb::Watch, "", None), Rule::Deny(_)));
-        assert!(matches!(node_rule("n1", &s, Verb::Update, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &all, Verb::List, None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &all, Verb::Watch, None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &s, Verb::Update, None), Rule::Deny(_)));
         let deploy = target("deployments", Some("default"), None, None);
-        assert!(matches!(node_rule("n1", &deploy, Verb::List, "", None), Rule::Deny(_)));
+        assert!(matches!(node_rule("n1", &deploy, Verb::List, None), Rule::Deny(_)));
     }
 
     #[test]

@@ -106,7 +106,7 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
         }
         ["api", "v1", "nodes", node, "proxy", tail @ ..] if req.method() == Method::GET => {
             let t = request::parse_target("", "v1", &["nodes", node, "proxy"])?;
-            authz::authorize(&state.api, &id, &t, authz::Verb::Get, "", None).await?;
+            authz::authorize(&state.api, &id, &t, authz::Verb::Get, None).await?;
             let mut path = format!("/{}", tail.join("/"));
             if let Some(q) = req.uri().query() {
                 path.push('?');
@@ -118,7 +118,7 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
             let t = request::parse_target("", v, rest)?;
             if t.res.plural == "pods" && t.subresource.as_deref() == Some("log") && req.method() == Method::GET {
                 let p = Params::parse(req.uri().query());
-                authz::authorize(&state.api, &id, &t, authz::Verb::Get, "", None).await?;
+                authz::authorize(&state.api, &id, &t, authz::Verb::Get, None).await?;
                 return super::logs::logs(&state, &t, &p).await;
             }
             resource(&state.api, &id, t, req).await
@@ -165,7 +165,7 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
         // A create's body names what it makes (a node may create only its own Node and Lease).
         let named = (verb == authz::Verb::Create && !body.is_empty()).then(|| request::decode_body(&headers, &body));
         let named = named.transpose()?;
-        authz::authorize(api, id, &t, verb, p.get("fieldSelector").unwrap_or(""), named.as_ref()).await?;
+        authz::authorize(api, id, &t, verb, named.as_ref()).await?;
     }
     match (t.subresource.as_deref(), &method) {
         (Some("binding"), &Method::POST) if t.res.plural == "pods" => {

@@ -127,12 +127,13 @@ impl Relay {
         let Some(mut sender) = sender else {
             return reply(502, &format!("node {to} is not connected to the relay"));
         };
-        let Ok(fwd) = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(target.as_str())
-            .header(FROM, from.as_str())
-            .body(Empty::<Bytes>::new())
-        else {
+        let mut fwd =
+            http::Request::builder().method(http::Method::CONNECT).uri(target.as_str()).header(FROM, from.as_str());
+        // The source the caller names, for the far node's NetworkPolicy check.
+        if let Some(src) = req.headers().get(wasmorch_api::SOURCE_HEADER) {
+            fwd = fwd.header(wasmorch_api::SOURCE_HEADER, src);
+        }
+        let Ok(fwd) = fwd.body(Empty::<Bytes>::new()) else {
             return reply(400, "bad CONNECT target");
         };
         if sender.ready().await.is_err() {

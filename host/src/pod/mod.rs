@@ -497,8 +497,11 @@ async fn container(
     let resources = resources_of(&c);
     // One resource group for the container's life: its CPU time adds up across restarts.
     let cgroup = ctx.rt.cgroup(&resources);
-    let cluster: Option<Arc<dyn crate::runtime::Cluster>> =
-        Some(Arc::new(crate::proxy::cluster::ClusterView { proxy: ctx.proxy.clone(), namespace: info.ns.clone() }));
+    let cluster: Option<Arc<dyn crate::runtime::Cluster>> = Some(Arc::new(crate::proxy::cluster::ClusterView {
+        proxy: ctx.proxy.clone(),
+        namespace: info.ns.clone(),
+        pod_ip: info.ip.parse().ok(),
+    }));
     let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok());
     let args: Vec<String> = std::iter::once(name.clone())
         .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))

@@ -1,17 +1,22 @@
-//! What a pod sees of the cluster's Services: `wasi:http` requests to a Service name or
-//! cluster address take the proxy's layer-7 path ([`super::Proxy::forward`]).
+//! What a pod sees of the cluster: `wasi:http` requests to a Service name or cluster address
+//! take the proxy's layer-7 path ([`super::Proxy::forward`]), requests to a pod address go
+//! to that pod wherever it runs ([`super::Proxy::to_pod`]), and its sockets ask here what
+//! NetworkPolicies allow.
 
 use super::Proxy;
+use super::policy::Source;
 use super::table::Route;
 use http_body_util::BodyExt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use wasmtime_wasi_http::WasiBody;
 
-/// A pod's view: its namespace (for short names) and the node's proxy.
+/// A pod's view: its namespace (for short names), its address (the source policies judge)
+/// and the node's proxy.
 pub struct ClusterView {
     pub proxy: Arc<Proxy>,
     pub namespace: String,
+    pub pod_ip: Option<IpAddr>,
 }
 
 impl ClusterView {
@@ -35,8 +40,26 @@ impl ClusterView {
 }
 
 impl crate::runtime::Cluster for ClusterView {
-    fn is_service_addr(&self, addr: SocketAddr) -> bool {
-        self.proxy.table().is_service_addr(addr)
+    fn in_cluster(&self, addr: SocketAddr) -> bool {
+        self.proxy.table().is_service_addr(addr) || self.proxy.pod_node(addr.ip()).is_some()
+    }
+
+    fn policy_allows(&self, addr: SocketAddr, protocol: &str) -> Result<(), String> {
+        let index = self.proxy.policy();
+        if !index.has_policies() {
+            return Ok(());
+        }
+        let from = self.source();
+        let table = self.proxy.table();
+        match table.route_at(addr) {
+            // A socket to a Service reaches whichever endpoint the proxy picks: each must be allowed.
+            Some(route) => table.targets(&route).iter().try_for_each(|e| index.decide(from, e.addr, protocol)),
+            None => index.decide(from, addr, protocol),
+        }
+    }
+
+    fn has_policies(&self) -> bool {
+        self.proxy.policy().has_policies()
     }
 
     fn send(
@@ -44,17 +67,42 @@ impl crate::runtime::Cluster for ClusterView {
         request: http::Request<WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
     ) -> Result<crate::runtime::SendFuture, http::Request<WasiBody>> {
-        let Some(route) = self.route(request.uri()) else { return Err(request) };
+        let (from, client) = (self.source(), self.pod_ip);
         let proxy = self.proxy.clone();
+        let Some(route) = self.route(request.uri()) else {
+            let Some(to) = self.pod_addr(request.uri()) else { return Err(request) };
+            return Ok(Box::pin(async move { answer(proxy.to_pod(from, to, request).await) }));
+        };
         Ok(Box::pin(async move {
             if proxy.table().targets(&route).is_empty() {
                 return Err(wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::DestinationUnavailable.into());
             }
-            let resp = proxy.forward(&route, None, request).await;
-            let resp = resp
-                .map(|b| b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))).boxed_unsync());
-            let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
-            Ok((resp, io))
+            answer(proxy.forward(&route, from, client, request).await)
         }))
     }
+}
+
+impl ClusterView {
+    fn source(&self) -> Source {
+        self.pod_ip.map_or(Source::Node, Source::Ip)
+    }
+
+    /// The pod a request's host names by address (`http://POD_IP:PORT/`), with its node.
+    fn pod_addr(&self, uri: &http::Uri) -> Option<super::Chosen> {
+        let ip: IpAddr = uri.host()?.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        let node = self.proxy.pod_node(ip)?;
+        Some(super::Chosen { addr: SocketAddr::new(ip, uri.port_u16().unwrap_or(80)), node })
+    }
+}
+
+/// The proxy's answer as `wasi:http` gives it to the pod: a NetworkPolicy refusal is a
+/// denied request, not a response.
+fn answer(resp: hyper::Response<super::ProxyBody>) -> crate::runtime::SendResult {
+    if resp.headers().contains_key(super::policy::DENIED_HEADER) {
+        return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+    }
+    let resp =
+        resp.map(|b| b.map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))).boxed_unsync());
+    let io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send> = Box::new(async { Ok(()) });
+    Ok((resp, io))
 }

@@ -26,6 +26,7 @@ pub struct Peer {
 pub fn node_projection(o: &Value) -> Value {
     serde_json::json!({
         "metadata": {"name": o.pointer("/metadata/name")},
+        "spec": {"podCIDR": o.pointer("/spec/podCIDR")},
         "status": {
             "addresses": o.pointer("/status/addresses"),
             "daemonEndpoints": o.pointer("/status/daemonEndpoints"),
@@ -51,6 +52,27 @@ pub fn peer(node: &Value, mut is_local: impl FnMut(IpAddr) -> bool) -> Peer {
         ip,
         gateway: ip.zip(port).map(|(ip, p)| SocketAddr::new(ip, p)),
         same_machine: ip.is_some_and(|ip| ip.is_loopback() || is_local(ip)),
+    }
+}
+
+/// A node's pod range (`spec.podCIDR`): network and prefix length.
+pub fn pod_range(node: &Value) -> Option<(IpAddr, u8)> {
+    let (net, bits) = node.pointer("/spec/podCIDR")?.as_str()?.split_once('/')?;
+    Some((net.parse().ok()?, bits.parse().ok()?))
+}
+
+/// Whether `ip` lies in the range `net/bits`.
+pub fn in_range(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     }
 }
 

@@ -14,6 +14,7 @@
 //! 502 with [`UNREACHABLE`], which the caller treats like a failed connection: the request
 //! is safe to send to another endpoint.
 
+use super::policy::SOURCE_HEADER;
 use super::{BoxError, Proxy, ProxyBody, text};
 use crate::membership::Membership;
 use bytes::Bytes;
@@ -236,14 +237,14 @@ impl Gateways {
     }
 
     /// A byte stream to `target` on `node`, through the relay.
-    async fn relay_connect(&self, node: &str, target: SocketAddr) -> Result<hyper::upgrade::Upgraded, Failure> {
+    async fn relay_connect(
+        &self,
+        node: &str,
+        target: SocketAddr,
+        source: Option<&http::HeaderValue>,
+    ) -> Result<hyper::upgrade::Upgraded, Failure> {
         let mut send = self.relay_sender().await?;
-        let req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(target.to_string())
-            .header(RELAY_TO, node)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| Failure::early(format!("request: {e}")))?;
+        let req = connect_request(target, source, Some(node))?;
         open_stream(&mut send, req, &format!("node {node} via the relay")).await
     }
 
@@ -254,24 +255,23 @@ impl Gateways {
         node: &str,
         at: SocketAddr,
         target: SocketAddr,
+        source: Option<IpAddr>,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, Failure> {
+        let source = source.and_then(|ip| http::HeaderValue::from_str(&ip.to_string()).ok());
+        let source = source.as_ref();
         if self.relayed(node, at) {
-            return self.relay_connect(node, target).await.map(TokioIo::new);
+            return self.relay_connect(node, target, source).await.map(TokioIo::new);
         }
         let mut send = match self.sender(node, at).await {
             Ok(s) => s,
             Err(f) => {
                 tracing::debug!("{}; relaying", f.message);
                 self.set_route(node, PeerRoute::Relay);
-                return self.relay_connect(node, target).await.map(TokioIo::new);
+                return self.relay_connect(node, target, source).await.map(TokioIo::new);
             }
         };
         self.set_route_if_new(node);
-        let req = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(target.to_string())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| Failure::early(format!("request: {e}")))?;
+        let req = connect_request(target, source, None)?;
         open_stream(&mut send, req, &format!("gateway of {node}")).await.map(TokioIo::new)
     }
 
@@ -320,12 +320,14 @@ impl Gateways {
                 })?
             }
             None => {
-                let stream = self.relay_connect(node, target).await?;
+                let stream = self.relay_connect(node, target, parts.headers.get(SOURCE_HEADER)).await?;
                 let (mut send, conn) = hyper::client::conn::http1::handshake(stream)
                     .await
                     .map_err(|e| Failure::early(format!("node {node} via the relay: {e}")))?;
                 tokio::spawn(conn);
                 let mut req = resend(parts, path.to_string(), body).map_err(Failure::early)?;
+                // Said on the CONNECT; the pod's socket need not see it.
+                req.headers_mut().remove(SOURCE_HEADER);
                 if let Ok(host) = http::HeaderValue::from_str(&target.to_string())
                     && !req.headers().contains_key(http::header::HOST)
                 {
@@ -347,6 +349,23 @@ impl Gateways {
 /// `n2=direct,n3=relay`, by node name.
 pub fn describe_routes(routes: &std::collections::BTreeMap<String, PeerRoute>) -> String {
     routes.iter().map(|(n, r)| format!("{n}={}", r.as_str())).collect::<Vec<_>>().join(",")
+}
+
+/// `CONNECT target`, naming the source (for the receiver's NetworkPolicy check) and, through
+/// the relay, the node it is for.
+fn connect_request(
+    target: SocketAddr,
+    source: Option<&http::HeaderValue>,
+    relay_to: Option<&str>,
+) -> Result<http::Request<Full<Bytes>>, Failure> {
+    let mut b = http::Request::builder().method(http::Method::CONNECT).uri(target.to_string());
+    if let Some(src) = source {
+        b = b.header(SOURCE_HEADER, src);
+    }
+    if let Some(node) = relay_to {
+        b = b.header(RELAY_TO, node);
+    }
+    b.body(Full::new(Bytes::new())).map_err(|e| Failure::early(format!("request: {e}")))
 }
 
 /// Send a CONNECT on `send` and take the stream it opens.
@@ -410,6 +429,26 @@ pub fn admit(
     Ok(t)
 }
 
+/// The source a peer names: none (the peer node itself), an outside client, or one of the
+/// peer's own pods (a peer may not speak for another node's pods). Pure.
+pub fn source_of(
+    peer: &str,
+    header: Option<&http::HeaderValue>,
+    index: &super::policy::Index,
+) -> Result<super::policy::Source, String> {
+    use super::policy::Source;
+    let Some(v) = header else { return Ok(Source::Node) };
+    let ip: IpAddr = v
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{SOURCE_HEADER}: {v:?} is not an address"))?;
+    match index.pod(ip) {
+        Some(p) if p.node != peer => Err(format!("node {peer:?} may not send for pod {ip} of node {:?}", p.node)),
+        _ => Ok(Source::Ip(ip)),
+    }
+}
+
 fn refuse(status: u16, msg: &str) -> hyper::Response<ProxyBody> {
     let mut r = text(status, &format!("{msg}\n"));
     r.headers_mut().insert(UNREACHABLE, http::HeaderValue::from_static("1"));
@@ -426,6 +465,16 @@ pub async fn serve(proxy: Arc<Proxy>, peer: String, req: hyper::Request<Incoming
             return refuse(403, &why);
         }
     };
+    // What the sending node said it sends for, judged again here (its view may be stale).
+    let source = match source_of(&peer, req.headers().get(SOURCE_HEADER), &proxy.policy()) {
+        Ok(s) => s,
+        Err(why) => return refuse(403, &why),
+    };
+    if let Err(why) = proxy.policy().decide(source, target, "TCP") {
+        return super::policy::denied(&why);
+    }
+    let mut req = req;
+    req.headers_mut().remove(SOURCE_HEADER);
     proxy.gateway_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if req.method() == http::Method::CONNECT {
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
@@ -545,6 +594,21 @@ mod tests {
         let other: SocketAddr = "127.64.32.2:8080".parse().unwrap();
         assert!(admit("n2", true, Some(other), runs).unwrap_err().contains("runs no pod at 127.64.32.2"));
         assert!(admit("n2", true, None, runs).unwrap_err().contains("names no pod address"));
+    }
+
+    #[test]
+    fn a_peer_speaks_only_for_its_own_pods() {
+        use super::super::policy::{Index, Source, pod_projection};
+        let p = pod_projection(&serde_json::json!({
+            "metadata": {"namespace": "a", "name": "p"}, "spec": {"nodeName": "n1"}, "status": {"podIP": "127.64.0.2"}
+        }));
+        let index = Index::build([], [], [&p]);
+        let h = |s: &str| http::HeaderValue::from_str(s).unwrap();
+        assert_eq!(source_of("n1", None, &index), Ok(Source::Node));
+        assert_eq!(source_of("n1", Some(&h("127.64.0.2")), &index), Ok(Source::Ip("127.64.0.2".parse().unwrap())));
+        assert!(source_of("n2", Some(&h("127.64.0.2")), &index).unwrap_err().contains("may not send for pod"));
+        assert_eq!(source_of("n2", Some(&h("10.0.0.9")), &index), Ok(Source::Ip("10.0.0.9".parse().unwrap())));
+        assert!(source_of("n2", Some(&h("nonsense")), &index).is_err());
     }
 
     #[test]

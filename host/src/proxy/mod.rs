@@ -19,6 +19,7 @@ pub mod balancer;
 pub mod cluster;
 pub mod dial;
 pub mod gateway;
+pub mod policy;
 pub mod table;
 
 use crate::client::Client;
@@ -58,6 +59,9 @@ pub struct Chosen {
     pub node: String,
 }
 
+/// A node and its pod range (network, prefix length).
+type PodRange = (String, (IpAddr, u8));
+
 /// Why an upstream gave no answer.
 struct Failed {
     /// Nothing reached the endpoint: safe to try another.
@@ -69,6 +73,10 @@ pub struct Proxy {
     node: String,
     node_ip: IpAddr,
     table: RwLock<Arc<Table>>,
+    /// NetworkPolicies and what they need to know of namespaces and pods.
+    policy: RwLock<Arc<policy::Index>>,
+    /// Every node's pod range (this one's too): whose pod an address is.
+    ranges: RwLock<Arc<Vec<PodRange>>>,
     /// Other nodes by name: how to reach their pods.
     peers: RwLock<Arc<HashMap<String, Peer>>>,
     /// std Mutexes: held only for map access, never across an await.
@@ -137,7 +145,9 @@ impl Proxy {
             node: node.clone(),
             node_ip,
             table: RwLock::new(Arc::new(Table::default())),
+            policy: RwLock::new(Arc::default()),
             peers: RwLock::new(Arc::default()),
+            ranges: RwLock::new(Arc::default()),
             balancers: Mutex::new(HashMap::new()),
             local: Mutex::new(HashMap::new()),
             pods: Mutex::new(HashSet::new()),
@@ -158,6 +168,27 @@ impl Proxy {
 
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    pub fn policy(&self) -> Arc<policy::Index> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Where a client connection to a listener comes from: an address of this machine is
+    /// the node (a pod's socket there was judged in its sandbox), any other a client.
+    fn source_of(&self, peer: IpAddr) -> policy::Source {
+        if peer.is_loopback() || peer == self.node_ip { policy::Source::Node } else { policy::Source::Ip(peer) }
+    }
+
+    /// The node whose pod range holds `ip`, if it is a pod address of the cluster.
+    pub fn pod_node(&self, ip: IpAddr) -> Option<String> {
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner()).clone();
+        ranges.iter().find(|(_, r)| dial::in_range(ip, *r)).map(|(n, _)| n.clone())
+    }
+
+    /// Whether NetworkPolicies let `from` reach the endpoint `to` (TCP).
+    fn judge(&self, from: policy::Source, to: SocketAddr) -> Result<(), String> {
+        self.policy().decide(from, to, "TCP")
     }
 
     pub fn table(&self) -> Arc<Table> {
@@ -251,6 +282,7 @@ impl Proxy {
     /// Follow Services, EndpointSlices and Nodes until `stop`, keeping the table, the peers
     /// and the listeners in step.
     pub async fn run(self: Arc<Self>, client: Client, stop: CancellationToken) {
+        tokio::spawn(self.clone().run_policies(client.clone(), stop.clone()));
         let changed = Arc::new(Notify::new());
         let followed: [(&'static str, crate::reflector::Project); 3] = [
             ("/api/v1/services", whole),
@@ -291,6 +323,11 @@ impl Proxy {
                 })
                 .collect();
             addresses = seen;
+            let ranges: Vec<PodRange> = nodes
+                .iter()
+                .filter_map(|o| Some((o.pointer("/metadata/name")?.as_str()?.to_string(), dial::pod_range(o)?)))
+                .collect();
+            *self.ranges.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ranges);
             self.gateways.retain(|n| peers.contains_key(n));
             *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peers);
             let live: Vec<SocketAddr> = table.endpoints.values().flatten().map(|e| e.addr).collect();
@@ -302,6 +339,53 @@ impl Proxy {
         }
         for (_, (_, t)) in self.listeners.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             t.cancel();
+        }
+    }
+
+    /// Follow NetworkPolicies and Namespaces until `stop`, and all pods while some policy
+    /// exists, keeping the policy index in step.
+    async fn run_policies(self: Arc<Self>, client: Client, stop: CancellationToken) {
+        let changed = Arc::new(Notify::new());
+        let spawn = |path: &'static str, project: crate::reflector::Project, stop: CancellationToken| {
+            let mut p = Projection::new(project, changed.clone());
+            let map = p.map.clone();
+            let client = client.clone();
+            tokio::spawn(async move { follow(&client, path, "", &mut p, &stop).await });
+            map
+        };
+        let policies = spawn("/apis/networking.k8s.io/v1/networkpolicies", whole, stop.clone());
+        let namespaces = spawn("/api/v1/namespaces", policy::namespace_projection, stop.clone());
+        // While some policy exists: every pod (projected), and the token that stops following them.
+        let mut pods: Option<(crate::reflector::Map, CancellationToken)> = None;
+        loop {
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = stop.cancelled() => break,
+            }
+            let any = !policies.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+            match (&pods, any) {
+                (None, true) => {
+                    let tok = stop.child_token();
+                    pods = Some((spawn("/api/v1/pods", policy::pod_projection, tok.clone()), tok));
+                }
+                (Some((_, tok)), false) => {
+                    tok.cancel();
+                    pods = None;
+                }
+                _ => {}
+            }
+            let index = {
+                let p = policies.lock().unwrap_or_else(|e| e.into_inner());
+                let n = namespaces.lock().unwrap_or_else(|e| e.into_inner());
+                let empty = HashMap::new();
+                let guard = pods.as_ref().map(|(m, _)| m.lock().unwrap_or_else(|e| e.into_inner()));
+                let pods = guard.as_deref().unwrap_or(&empty);
+                policy::Index::build(p.values(), n.values(), pods.values())
+            };
+            *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+        }
+        if let Some((_, tok)) = pods {
+            tok.cancel();
         }
     }
 
@@ -370,7 +454,8 @@ impl Proxy {
             let this = self.clone();
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let (this, route) = (this.clone(), route.clone());
-                async move { Ok::<_, std::convert::Infallible>(this.forward(&route, Some(peer.ip()), req).await) }
+                let from = this.source_of(peer.ip());
+                async move { Ok::<_, std::convert::Infallible>(this.forward(&route, from, Some(peer.ip()), req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), svc)
@@ -381,7 +466,7 @@ impl Proxy {
     }
 
     /// A byte stream to an endpoint: its socket, or a stream through its node's gateway.
-    async fn open(&self, to: &Chosen) -> Result<Box<dyn Stream>, String> {
+    async fn open(&self, to: &Chosen, from: policy::Source) -> Result<Box<dyn Stream>, String> {
         match self.way(to) {
             Way::Here | Way::Direct => {
                 match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(to.addr)).await {
@@ -395,7 +480,11 @@ impl Proxy {
             }
             Way::Gateway { node, at } => {
                 self.via_gateway.fetch_add(1, Ordering::Relaxed);
-                match self.gateways.connect(&node, at, to.addr).await {
+                let source = match from {
+                    policy::Source::Ip(ip) => Some(ip),
+                    policy::Source::Node => None,
+                };
+                match self.gateways.connect(&node, at, to.addr, source).await {
                     Ok(s) => Ok(Box::new(s)),
                     Err(f) => Err(f.message),
                 }
@@ -407,9 +496,15 @@ impl Proxy {
     /// Layer 4: connect to an endpoint (once more elsewhere if that fails) and copy both ways.
     async fn splice(&self, mut tcp: TcpStream, peer: SocketAddr, route: &Route) {
         let mut exclude = None;
+        let from = self.source_of(peer.ip());
         for _ in 0..2 {
             let Some(to) = self.choose(route, Some(peer.ip()), exclude) else { return };
-            match self.open(&to).await {
+            if let Err(why) = self.judge(from, to.addr) {
+                tracing::debug!("service {}/{}: {why}", route.ns, route.name);
+                self.done(route, to.addr, true);
+                return;
+            }
+            match self.open(&to, from).await {
                 Ok(mut up) => {
                     self.forwarded.fetch_add(1, Ordering::Relaxed);
                     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
@@ -436,8 +531,9 @@ impl Proxy {
         match self.way(to) {
             Way::Here | Way::Direct => {
                 let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let up = gateway::resend(parts, format!("http://{}{path}", to.addr), body)
+                let mut up = gateway::resend(parts, format!("http://{}{path}", to.addr), body)
                     .map_err(|message| Failed { before_endpoint: true, message })?;
+                up.headers_mut().remove(policy::SOURCE_HEADER);
                 self.forwarded.fetch_add(1, Ordering::Relaxed);
                 self.client.request(up).await.map_err(|e| Failed {
                     before_endpoint: e.is_connect(),
@@ -455,13 +551,52 @@ impl Proxy {
         }
     }
 
+    /// One request from a pod's `wasi:http` to a pod address, wherever that pod runs
+    /// (no balancing, no retry: the caller named the pod).
+    pub async fn to_pod<B>(
+        &self,
+        from: policy::Source,
+        to: Chosen,
+        mut req: hyper::Request<B>,
+    ) -> hyper::Response<ProxyBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError> + Into<wasmtime_wasi_http::Error>,
+    {
+        if let Err(why) = self.judge(from, to.addr) {
+            return policy::denied(&why);
+        }
+        req.headers_mut().remove(policy::SOURCE_HEADER);
+        if self.way(&to) == Way::Here
+            && let Some(w) = self.local_workload(to.addr)
+        {
+            self.in_process.fetch_add(1, Ordering::Relaxed);
+            return boxed(w.cgroup.clone().charged(w.handle(req)).await);
+        }
+        let (mut parts, body) = req.into_parts();
+        if let policy::Source::Ip(ip) = from
+            && let Ok(v) = http::HeaderValue::from_str(&ip.to_string())
+        {
+            parts.headers.insert(policy::SOURCE_HEADER, v);
+        }
+        let body = match http_body_util::Limited::new(body, MAX_BUFFERED).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return text(413, &format!("request body: {e}\n")),
+        };
+        match self.send(&to, &parts, body).await {
+            Ok(resp) => boxed(resp),
+            Err(f) => text(502, &format!("{}\n", f.message)),
+        }
+    }
+
     /// Layer 7: one request to the Service behind `route`, from a client connection or from a
-    /// pod's `wasi:http`.
+    /// pod's `wasi:http` (`from`, judged by NetworkPolicies; `client` for session affinity).
     pub async fn forward<B>(
         &self,
         route: &Route,
+        from: policy::Source,
         client: Option<IpAddr>,
-        req: hyper::Request<B>,
+        mut req: hyper::Request<B>,
     ) -> hyper::Response<ProxyBody>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -470,6 +605,12 @@ impl Proxy {
         let Some(first) = self.choose(route, client, None) else {
             return text(503, &format!("no endpoints available for service \"{}/{}\"\n", route.ns, route.name));
         };
+        if let Err(why) = self.judge(from, first.addr) {
+            self.done(route, first.addr, true);
+            return policy::denied(&why);
+        }
+        // Only this node says where a request comes from (to a peer's gateway).
+        req.headers_mut().remove(policy::SOURCE_HEADER);
         // On this node: in process, no socket hop.
         if self.way(&first) == Way::Here
             && let Some(w) = self.local_workload(first.addr)
@@ -480,7 +621,12 @@ impl Proxy {
             return boxed(resp);
         }
         // Elsewhere: buffer the body so a failed connection can be retried on another endpoint.
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        if let policy::Source::Ip(ip) = from
+            && let Ok(v) = http::HeaderValue::from_str(&ip.to_string())
+        {
+            parts.headers.insert(policy::SOURCE_HEADER, v);
+        }
         let body = match http_body_util::Limited::new(body, MAX_BUFFERED).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => return text(413, &format!("request body: {e}\n")),
@@ -492,7 +638,11 @@ impl Proxy {
                     // Refused before any instance ran: another replica may have room.
                     self.done(route, to.addr, true);
                     match self.choose(route, client, Some(to.addr)) {
-                        Some(next) => to = next,
+                        Some(next) if self.judge(from, next.addr).is_ok() => to = next,
+                        Some(next) => {
+                            self.done(route, next.addr, true);
+                            return boxed(resp);
+                        }
                         None => return boxed(resp),
                     }
                 }
@@ -509,7 +659,11 @@ impl Proxy {
                         return text(502, &format!("{}\n", f.message));
                     }
                     match self.choose(route, client, Some(to.addr)) {
-                        Some(next) => to = next,
+                        Some(next) if self.judge(from, next.addr).is_ok() => to = next,
+                        Some(next) => {
+                            self.done(route, next.addr, true);
+                            return text(502, &format!("{}\n", f.message));
+                        }
                         None => return text(502, &format!("{}\n", f.message)),
                     }
                 }

@@ -197,8 +197,16 @@ impl Table {
 
     /// Whether a socket may connect to `addr`: a Service's cluster address and port.
     pub fn is_service_addr(&self, addr: SocketAddr) -> bool {
-        let IpAddr::V4(ip) = addr.ip() else { return false };
-        self.services.values().any(|s| s.cluster_ip == Some(ip) && s.ports.iter().any(|p| p.port == addr.port()))
+        self.route_at(addr).is_some()
+    }
+
+    /// The route of a Service's cluster address and port.
+    pub fn route_at(&self, addr: SocketAddr) -> Option<Route> {
+        let IpAddr::V4(ip) = addr.ip() else { return None };
+        self.services.values().filter(|s| s.cluster_ip == Some(ip)).find_map(|s| {
+            let port = s.ports.iter().position(|p| p.port == addr.port())?;
+            Some(Route { ns: s.ns.clone(), name: s.name.clone(), port })
+        })
     }
 
     /// Kubernetes' service environment variables for the Services of namespace `ns`.

@@ -25,7 +25,7 @@ pub struct Mount {
     pub read_only: bool,
 }
 
-pub use state::{Cluster, EgressHooks, InstanceState, SendFuture};
+pub use state::{Cluster, EgressHooks, InstanceState, SendFuture, SendResult};
 
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
@@ -255,9 +255,21 @@ pub fn wasi_ctx(
             U::TcpBind | U::UdpBind => policy.may_bind(addr),
             U::TcpListen => policy.may_listen(addr),
             U::TcpAccept | U::UdpReceive => true,
-            // Services' cluster addresses are open to every pod (the node's proxy listens there).
-            U::TcpConnect => policy.may_connect(addr) || cluster.as_ref().is_some_and(|c| c.is_service_addr(addr)),
-            U::UdpSend => policy.may_connect(addr),
+            // The cluster (Services' addresses, where the node's proxy listens, and pod
+            // addresses) is open to every pod, outside it what `wasmorch.io/egress` grants;
+            // NetworkPolicies judge both.
+            U::TcpConnect | U::UdpSend => {
+                let proto = if matches!(use_, U::TcpConnect) { "TCP" } else { "UDP" };
+                let sandbox = policy.may_connect(addr) || cluster.as_ref().is_some_and(|c| c.in_cluster(addr));
+                sandbox
+                    && cluster.as_ref().is_none_or(|c| match c.policy_allows(addr, proto) {
+                        Ok(()) => true,
+                        Err(why) => {
+                            tracing::debug!("{why}");
+                            false
+                        }
+                    })
+            }
         };
         if !ok {
             tracing::debug!(%addr, ?use_, "socket use refused by the pod's network policy");

@@ -32,10 +32,16 @@ pub type SendFuture = std::pin::Pin<Box<dyn Future<Output = SendResult> + Send>>
 /// The cluster as an instance reaches it: Services by name and cluster address. The node's
 /// proxy implements it; the runtime knows only this trait (it sits below the proxy).
 pub trait Cluster: Send + Sync {
-    /// Whether `addr` is a Service's cluster address and port (open to every pod).
-    fn is_service_addr(&self, addr: std::net::SocketAddr) -> bool;
-    /// Route an outgoing `wasi:http` request whose host names a Service; `Err` gives the
-    /// request back when it does not.
+    /// Whether `addr` is inside the cluster: a Service's cluster address and port, or a pod
+    /// address. Pods reach the cluster without an egress grant, under NetworkPolicy.
+    fn in_cluster(&self, addr: std::net::SocketAddr) -> bool;
+    /// Whether NetworkPolicies let this pod open a connection to `addr` (`TCP`/`UDP`); for
+    /// a Service's address, to every endpoint behind it.
+    fn policy_allows(&self, addr: std::net::SocketAddr, protocol: &str) -> Result<(), String>;
+    /// Whether any NetworkPolicy exists (else [`Cluster::policy_allows`] allows everything).
+    fn has_policies(&self) -> bool;
+    /// Route an outgoing `wasi:http` request whose host names a Service or a pod address;
+    /// `Err` gives the request back when it names neither.
     #[allow(clippy::result_large_err)]
     fn send(
         &self,
@@ -66,8 +72,24 @@ impl WasiHttpHooks for EgressHooks {
             tracing::debug!(uri = %uri, "outgoing wasi:http request refused by the pod's egress policy");
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        // Outside the cluster, an egress NetworkPolicy (ipBlock) has its say too: on every
+        // address the name stands for.
+        let judge = self.cluster.clone().filter(|c| c.has_policies());
+        let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_string();
         Box::new(async move {
             use http_body_util::BodyExt;
+            if let Some(c) = judge {
+                let addrs: Vec<std::net::SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                    Ok(ip) => vec![std::net::SocketAddr::new(ip, port)],
+                    Err(_) => {
+                        tokio::net::lookup_host((host.as_str(), port)).await.map(Iterator::collect).unwrap_or_default()
+                    }
+                };
+                if let Some(why) = addrs.iter().find_map(|a| c.policy_allows(*a, "TCP").err()) {
+                    tracing::debug!("outgoing wasi:http request refused: {why}");
+                    return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+                }
+            }
             let (resp, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((resp.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })

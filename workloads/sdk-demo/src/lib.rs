@@ -3,7 +3,9 @@
 //! - `GET /config/KEY` answers a configuration value (404 when unset);
 //! - `GET /fetch?URL` tries an outbound request and answers its status or the error;
 //! - `GET /call/SERVICE/PATH` calls a Service by name and answers `SERVICE said: BODY` (a
-//!   frontend in front of a backend).
+//!   frontend in front of a backend);
+//! - `GET /connect?ADDR` opens a `wasi:sockets` TCP connection to `IP:PORT`, sends a line and
+//!   answers `connected: REPLY` (a socket client, e.g. of tcp-echo) or 502 with the error.
 
 use wasmorch_sdk::http::{Handler, Request, Response, send};
 use wasmorch_sdk::{config, log};
@@ -38,8 +40,25 @@ impl Handler for Demo {
                 }
             };
         }
+        if let Some(addr) = req.path.strip_prefix("/connect?") {
+            return match talk(addr) {
+                Ok(reply) => Response::text(200, format!("connected: {reply}")),
+                Err(e) => Response::text(502, format!("connect {addr}: {e}")),
+            };
+        }
         Response::text(404, "no such route")
     }
+}
+
+/// Connect, send `ping`, read the answer.
+fn talk(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.write_all(b"ping\n")?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
 
 wasmorch_sdk::http_component!(Demo);

@@ -44,7 +44,11 @@ fn port(p: &Value, path: &str, c: &mut Causes) {
         Some(Value::String(name)) => {
             c.syntax(format!("{path}.port"), name, port_name_errors);
             if end.is_some() {
-                c.invalid(format!("{path}.endPort"), end.unwrap_or(0), "may not be specified when `port` is non-numeric");
+                c.invalid(
+                    format!("{path}.endPort"),
+                    end.unwrap_or(0),
+                    "may not be specified when `port` is non-numeric",
+                );
             }
         }
         Some(_) => {}

@@ -155,13 +155,31 @@ fn network_policies_are_checked_field_by_field_and_defaulted() {
         (json!({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]}}), "spec.podSelector"),
         (json!({"podSelector": {}, "ingress": [{"ports": [{"port": 0}]}]}), "spec.ingress[0].ports[0].port"),
         (json!({"podSelector": {}, "ingress": [{"ports": [{"port": "Not_A_Name"}]}]}), "spec.ingress[0].ports[0].port"),
-        (json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "endPort": 79}]}]}), "spec.ingress[0].ports[0].endPort"),
-        (json!({"podSelector": {}, "ingress": [{"ports": [{"port": "web", "endPort": 90}]}]}), "spec.ingress[0].ports[0].endPort"),
-        (json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP"}]}]}), "spec.ingress[0].ports[0].protocol"),
+        (
+            json!({"podSelector": {}, "ingress": [{"ports": [{"port": 80, "endPort": 79}]}]}),
+            "spec.ingress[0].ports[0].endPort",
+        ),
+        (
+            json!({"podSelector": {}, "ingress": [{"ports": [{"port": "web", "endPort": 90}]}]}),
+            "spec.ingress[0].ports[0].endPort",
+        ),
+        (
+            json!({"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP"}]}]}),
+            "spec.ingress[0].ports[0].protocol",
+        ),
         (json!({"podSelector": {}, "ingress": [{"from": [{}]}]}), "spec.ingress[0].from[0]"),
-        (json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}), "spec.egress[0].to[0].ipBlock.cidr"),
-        (json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]}), "spec.egress[0].to[0].ipBlock.except[0]"),
-        (json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]}), "spec.egress[0].to[0]"),
+        (
+            json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}),
+            "spec.egress[0].to[0].ipBlock.cidr",
+        ),
+        (
+            json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}}]}]}),
+            "spec.egress[0].to[0].ipBlock.except[0]",
+        ),
+        (
+            json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]}),
+            "spec.egress[0].to[0]",
+        ),
         (json!({"podSelector": {}, "policyTypes": ["Ingress", "Sideways"]}), "spec.policyTypes[1]"),
         (json!({"podSelector": {}, "policyTypes": ["Egress", "Egress"]}), "spec.policyTypes[1]"),
     ];
