@@ -166,8 +166,12 @@ fn services_route_balance_and_are_discovered_from_pods() {
         last.0 == 502 && last.1.contains("HttpRequestDenied")
     });
     assert!(closed, "{last:?}");
+    // The README's example: the frontend may call the backend again, by name and by address.
+    apply_example(&c, d, "network-policy.yaml");
     c.ok(&["delete", "netpol", "deny"]);
     assert!(eventually(Duration::from_secs(20), || http_get(&fe_addr, &direct).unwrap().0 == 200));
+    assert_eq!(http_get(&fe_addr, "/call/backend/").unwrap().0, 200);
+    c.ok(&["delete", "netpol", "backend-from-frontend"]);
 
     // Headless, sticky and LoadBalancer Services.
     apply_example(&c, d, "kinds.yaml");
