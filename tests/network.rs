@@ -676,6 +676,7 @@ fn network_policies_judge_sockets_wasi_http_and_node_ports_on_every_machine() {
                 format!("http://{ip}:8080/fetch?http://{web}/"),
                 format!("http://{ip}:8080/fetch?http://{web_ip}:8080/"),
                 format!("http://{ip}:8080/connect?{db}:7000"),
+                format!("http://{ip}:8080/connect?db.np.svc.cluster.local:7000"),
             ];
             let got = net.m.get_all(i, &urls);
             let mark = |ok: bool| if ok { "+" } else { "-" };
@@ -684,7 +685,9 @@ fn network_policies_judge_sockets_wasi_http_and_node_ports_on_every_machine() {
                 mark(got[0].0 == 200),
                 mark(got[1] == (200, "fetched: 200".into())),
                 mark(got[2] == (200, "fetched: 200".into())),
-                mark(got[3] == (200, "connected: ping".into())),
+                // A socket to the cluster address, and to the Service's name (a cluster
+                // name lookup): the same answer.
+                mark(got[3] == (200, "connected: ping".into()) && got[4] == got[3]),
             ));
         }
         seen.sort();

@@ -467,7 +467,10 @@ async fn discovery_documents() {
     assert_eq!(v["kind"], "APIGroupDiscoveryList");
     let groups: Vec<&str> =
         v["items"].as_array().unwrap().iter().map(|g| g["metadata"]["name"].as_str().unwrap()).collect();
-    assert_eq!(groups, ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io", "policy", "storage.k8s.io"]);
+    assert_eq!(
+        groups,
+        ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io", "policy", "networking.k8s.io", "storage.k8s.io"]
+    );
     let (_, v) = t.get("/apis/apps/v1").await;
     assert!(v["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments" && r["namespaced"] == true));
     let (_, v) = t.get("/openapi/v3").await;

@@ -58,6 +58,21 @@ impl crate::runtime::Cluster for ClusterView {
         }
     }
 
+    fn resolve(&self, name: &str) -> Option<IpAddr> {
+        if name.parse::<IpAddr>().is_ok() {
+            return None;
+        }
+        let table = self.proxy.table();
+        let svc = table.resolve(name, &self.namespace)?;
+        match svc.cluster_ip {
+            Some(ip) => Some(IpAddr::V4(ip)),
+            None => {
+                let route = super::table::Route { ns: svc.ns.clone(), name: svc.name.clone(), port: 0 };
+                table.targets(&route).first().map(|e| e.addr.ip())
+            }
+        }
+    }
+
     fn has_policies(&self) -> bool {
         self.proxy.policy().has_policies()
     }

@@ -38,6 +38,9 @@ pub trait Cluster: Send + Sync {
     /// Whether NetworkPolicies let this pod open a connection to `addr` (`TCP`/`UDP`); for
     /// a Service's address, to every endpoint behind it.
     fn policy_allows(&self, addr: std::net::SocketAddr, protocol: &str) -> Result<(), String>;
+    /// The address a cluster name stands for (`NAME[.NS[.svc[.cluster.local]]]`): the
+    /// Service's cluster address, or a ready pod address of a headless one.
+    fn resolve(&self, name: &str) -> Option<std::net::IpAddr>;
     /// Whether any NetworkPolicy exists (else [`Cluster::policy_allows`] allows everything).
     fn has_policies(&self) -> bool;
     /// Route an outgoing `wasi:http` request whose host names a Service or a pod address;
