@@ -36,9 +36,10 @@ async fn node_credentials_reach_only_their_node_s_objects() {
         (Method::DELETE, "/api/v1/namespaces/default/pods/p2", None, 403),
         (Method::GET, "/api/v1/namespaces/default/pods/p2", None, 403),
         (Method::GET, "/api/v1/namespaces/default/pods/p1", None, 200),
-        (Method::GET, "/api/v1/pods", None, 403),
+        // Every pod, for NetworkPolicy (labels and addresses), as a CNI agent reads them.
+        (Method::GET, "/api/v1/pods", None, 200),
         (Method::GET, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1", None, 200),
-        (Method::GET, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn2", None, 403),
+        (Method::GET, "/api/v1/pods?fieldSelector=spec.nodeName%3Dn2", None, 200),
         (Method::GET, "/api/v1/namespaces/default/secrets/s1", None, 200),
         (Method::GET, "/api/v1/namespaces/default/secrets/s2", None, 403),
         (Method::GET, "/api/v1/namespaces/default/secrets", None, 403),

@@ -79,6 +79,11 @@ pub fn selects(p: &Value, pod: &PodView) -> bool {
 fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
     let Some((net, bits)) = cidr.split_once('/') else { return false };
     let (Ok(net), Ok(bits)) = (net.parse::<IpAddr>(), bits.parse::<u32>()) else { return false };
+    in_block(ip, net, bits)
+}
+
+/// The block `net/bits` contains `ip` (same family; a prefix too long for the family holds nothing).
+pub fn in_block(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
             let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };

@@ -63,17 +63,7 @@ pub fn pod_range(node: &Value) -> Option<(IpAddr, u8)> {
 
 /// Whether `ip` lies in the range `net/bits`.
 pub fn in_range(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) if bits <= 32 => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) if bits <= 128 => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
+    wasmorch_api::netpol::in_block(ip, net, u32::from(bits))
 }
 
 /// Whether `ip` is an address of this machine (a socket can be bound to it).

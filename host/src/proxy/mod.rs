@@ -111,6 +111,28 @@ where
     r.map(|b| b.map_err(Into::into).boxed_unsync())
 }
 
+/// A request to send on from this node: its body buffered (to be sent again on a retry), its
+/// source named for the receiving gateway. Too large a body is a 413.
+async fn buffered<B>(
+    from: policy::Source,
+    req: hyper::Request<B>,
+) -> Result<(http::request::Parts, Bytes), hyper::Response<ProxyBody>>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    if let policy::Source::Ip(ip) = from
+        && let Ok(v) = http::HeaderValue::from_str(&ip.to_string())
+    {
+        parts.headers.insert(policy::SOURCE_HEADER, v);
+    }
+    match http_body_util::Limited::new(body, MAX_BUFFERED).collect().await {
+        Ok(b) => Ok((parts, b.to_bytes())),
+        Err(e) => Err(text(413, &format!("request body: {e}\n"))),
+    }
+}
+
 /// Whether the first bytes of a connection are an HTTP/1 request line.
 pub fn looks_like_http(b: &[u8]) -> bool {
     const METHODS: [&[u8]; 9] =
@@ -573,15 +595,9 @@ impl Proxy {
             self.in_process.fetch_add(1, Ordering::Relaxed);
             return boxed(w.cgroup.clone().charged(w.handle(req)).await);
         }
-        let (mut parts, body) = req.into_parts();
-        if let policy::Source::Ip(ip) = from
-            && let Ok(v) = http::HeaderValue::from_str(&ip.to_string())
-        {
-            parts.headers.insert(policy::SOURCE_HEADER, v);
-        }
-        let body = match http_body_util::Limited::new(body, MAX_BUFFERED).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return text(413, &format!("request body: {e}\n")),
+        let (parts, body) = match buffered(from, req).await {
+            Ok(x) => x,
+            Err(resp) => return resp,
         };
         match self.send(&to, &parts, body).await {
             Ok(resp) => boxed(resp),
@@ -621,15 +637,9 @@ impl Proxy {
             return boxed(resp);
         }
         // Elsewhere: buffer the body so a failed connection can be retried on another endpoint.
-        let (mut parts, body) = req.into_parts();
-        if let policy::Source::Ip(ip) = from
-            && let Ok(v) = http::HeaderValue::from_str(&ip.to_string())
-        {
-            parts.headers.insert(policy::SOURCE_HEADER, v);
-        }
-        let body = match http_body_util::Limited::new(body, MAX_BUFFERED).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return text(413, &format!("request body: {e}\n")),
+        let (parts, body) = match buffered(from, req).await {
+            Ok(x) => x,
+            Err(resp) => return resp,
         };
         let mut to = first;
         for attempt in 0..2 {

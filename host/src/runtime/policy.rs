@@ -41,17 +41,7 @@ pub struct NetPolicy {
 }
 
 fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits.min(128)) };
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
+    wasmorch_api::netpol::in_block(ip, net, u32::from(bits))
 }
 
 fn parse_rule(item: &str) -> Result<Rule, String> {
