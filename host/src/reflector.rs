@@ -61,7 +61,13 @@ pub async fn follow<F: Follower>(client: &Client, path: &str, query: &str, f: &m
             return;
         }
         if let Err(e) = result {
-            tracing::info!("following {path}: {e:#}; relisting");
+            // Refused is not a blip: this node will not see what it needs until it is allowed.
+            let msg = format!("{e:#}");
+            if msg.contains("forbidden") {
+                tracing::warn!("following {path}: {msg}; relisting");
+            } else {
+                tracing::info!("following {path}: {msg}; relisting");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(RELIST_AFTER) => {}
