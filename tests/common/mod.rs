@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod net;
 pub mod netns;
 
 use serde_json::Value;

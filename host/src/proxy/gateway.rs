@@ -466,11 +466,12 @@ pub async fn serve(proxy: Arc<Proxy>, peer: String, req: hyper::Request<Incoming
         }
     };
     // What the sending node said it sends for, judged again here (its view may be stale).
-    let source = match source_of(&peer, req.headers().get(SOURCE_HEADER), &proxy.policy()) {
+    let policy = proxy.policy();
+    let source = match source_of(&peer, req.headers().get(SOURCE_HEADER), &policy) {
         Ok(s) => s,
         Err(why) => return refuse(403, &why),
     };
-    if let Err(why) = proxy.policy().decide(source, target, "TCP") {
+    if let Err(why) = policy.decide(source, target, "TCP") {
         return super::policy::denied(&why);
     }
     let mut req = req;

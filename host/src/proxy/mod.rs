@@ -287,6 +287,22 @@ impl Proxy {
         Some(Chosen { addr, node })
     }
 
+    /// Another endpoint than `tried` for a retry, if there is one NetworkPolicies let `from` reach.
+    fn next_allowed(
+        &self,
+        route: &Route,
+        client: Option<IpAddr>,
+        tried: SocketAddr,
+        from: policy::Source,
+    ) -> Option<Chosen> {
+        let next = self.choose(route, client, Some(tried))?;
+        if self.judge(from, next.addr).is_err() {
+            self.done(route, next.addr, true);
+            return None;
+        }
+        Some(next)
+    }
+
     pub fn done(&self, route: &Route, addr: SocketAddr, connected: bool) {
         if let Some(b) = self.balancers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(route) {
             b.finish(addr, connected, Instant::now());
@@ -647,12 +663,8 @@ impl Proxy {
                 Ok(resp) if attempt == 0 && resp.headers().contains_key(crate::runtime::http::OVERLOADED) => {
                     // Refused before any instance ran: another replica may have room.
                     self.done(route, to.addr, true);
-                    match self.choose(route, client, Some(to.addr)) {
-                        Some(next) if self.judge(from, next.addr).is_ok() => to = next,
-                        Some(next) => {
-                            self.done(route, next.addr, true);
-                            return boxed(resp);
-                        }
+                    match self.next_allowed(route, client, to.addr, from) {
+                        Some(next) => to = next,
                         None => return boxed(resp),
                     }
                 }
@@ -668,12 +680,8 @@ impl Proxy {
                     if attempt == 1 || !retry {
                         return text(502, &format!("{}\n", f.message));
                     }
-                    match self.choose(route, client, Some(to.addr)) {
-                        Some(next) if self.judge(from, next.addr).is_ok() => to = next,
-                        Some(next) => {
-                            self.done(route, next.addr, true);
-                            return text(502, &format!("{}\n", f.message));
-                        }
+                    match self.next_allowed(route, client, to.addr, from) {
+                        Some(next) => to = next,
                         None => return text(502, &format!("{}\n", f.message)),
                     }
                 }
