@@ -3,6 +3,7 @@
 
 mod client;
 mod cmd;
+mod examples;
 mod kubeconfig;
 mod printer;
 

@@ -29,14 +29,11 @@ fn cluster(dir: &Path) -> Cluster {
     )
 }
 
-/// Apply a manifest from `manifests/storage/`, with the image pointed at the built workload
-/// and `/srv/wasmorch` at the test's allowed directory; `edit` changes the text further.
+/// Apply a manifest from `manifests/storage/`, with `/srv/wasmorch` at the test's allowed
+/// directory; `edit` changes the text further.
 fn apply_example(c: &Cluster, dir: &Path, file: &str, edit: impl Fn(String) -> String) {
     let text = std::fs::read_to_string(common::manifests_dir().join("storage").join(file)).unwrap();
-    let hello = workloads().join("hello_http.wasm");
-    let text = text
-        .replace("file:///var/lib/wasmorch/components/hello-http.wasm", &format!("file://{}", hello.display()))
-        .replace("/srv/wasmorch", dir.join("allowed").to_str().unwrap());
+    let text = text.replace("/srv/wasmorch", dir.join("allowed").to_str().unwrap());
     let f = dir.join(file);
     std::fs::write(&f, edit(text)).unwrap();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);

@@ -376,14 +376,9 @@ fn converges_after_being_killed_mid_rollout() {
 /// and `get events -w` shows the chain as it happens.
 #[test]
 fn the_classic_nginx_deployment_runs() {
-    let wasm = workloads();
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
-    let text = std::fs::read_to_string(common::manifests_dir().join("nginx-deployment.yaml")).unwrap();
-    let root = wasm.parent().unwrap().parent().unwrap().parent().unwrap().parent().unwrap();
-    let text = text.replace("file:///opt/wasmorch/", &format!("file://{}/", root.display()));
-    let f = dir.path().join("nginx.yaml");
-    std::fs::write(&f, text).unwrap();
+    let f = common::manifests_dir().join("nginx-deployment.yaml");
     let mut watch = std::process::Command::new(common::BIN)
         .args(["get", "events", "-w"])
         .env("KUBECONFIG", c.kubeconfig())

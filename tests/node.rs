@@ -396,6 +396,11 @@ fn images_over_http_are_pinned_verified_and_cached() {
 /// A real OCI registry (Debian's `docker-registry`) on a free loopback port, storing in `dir`.
 /// `None` when it is not installed and peers are not required.
 fn registry(dir: &std::path::Path) -> Option<(common::Daemon, String)> {
+    registry_with(dir, None)
+}
+
+/// The same, requiring basic authentication against an htpasswd file when given.
+fn registry_with(dir: &std::path::Path, htpasswd: Option<&std::path::Path>) -> Option<(common::Daemon, String)> {
     if std::process::Command::new("docker-registry").arg("--version").output().is_err() {
         assert!(
             std::env::var("WASMORCH_REQUIRE_PEERS").is_err(),
@@ -410,14 +415,18 @@ fn registry(dir: &std::path::Path) -> Option<(common::Daemon, String)> {
     std::fs::write(
         &cfg,
         format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {addr}\n",
-            dir.join("registry").display()
+            "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: {addr}\n{}",
+            dir.join("registry").display(),
+            htpasswd.map_or(String::new(), |p| format!(
+                "auth:\n  htpasswd:\n    realm: wasmorch-test\n    path: {}\n",
+                p.display()
+            )),
         ),
     )
     .unwrap();
     let d = common::Daemon::spawn_program("docker-registry", &["serve", cfg.to_str().unwrap()]);
     assert!(
-        eventually(Duration::from_secs(20), || http_get(&addr, "/v2/").is_ok_and(|(c, _)| c == 200)),
+        eventually(Duration::from_secs(20), || http_get(&addr, "/v2/").is_ok_and(|(c, _)| c == 200 || c == 401)),
         "registry did not start: {:?}",
         d.log.lock().unwrap()
     );
@@ -493,6 +502,68 @@ fn images_from_an_oci_registry() {
             .as_str()
             .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
     });
+}
+
+/// `imagePullSecrets` (kubernetes.io/dockerconfigjson) against a registry that requires basic
+/// authentication: without a secret, or with a wrong password, the pod waits in
+/// `ErrImagePull` saying why; with the secret it runs. `wasmorch push` authenticates too.
+#[test]
+fn image_pull_secrets_for_a_registry_that_requires_auth() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let hash = bcrypt::hash_with_result("s3cret", 4).unwrap().format_for_version(bcrypt::Version::TwoY);
+    std::fs::write(&htpasswd, format!("alice:{hash}\n")).unwrap();
+    let Some((_reg, addr)) = registry_with(dir.path(), Some(&htpasswd)) else { return };
+    let c = Cluster::with_node(dir.path());
+    let file = workloads().join("hello_http.wasm");
+    let reference = format!("{addr}/private/hello:1.0");
+    let o = c.cli(&["push", file.to_str().unwrap(), &reference]);
+    assert!(!o.status.success(), "an anonymous push to the private registry succeeded");
+    let o = std::process::Command::new(common::BIN)
+        .args(["push", file.to_str().unwrap(), &reference, "--username", "alice"])
+        .env("WASMORCH_REGISTRY_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = |name: &str, password: &str| {
+        let config = format!(r#"{{"auths":{{"{addr}":{{"auth":"{}"}}}}}}"#, b64(&format!("alice:{password}")));
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
+            b64(&config)
+        )
+    };
+    let pod = |name: &str, pull_secret: Option<&str>| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: n1\n{}  containers:\n    - name: main\n      image: \"{reference}\"\n",
+            pull_secret.map_or(String::new(), |s| format!("  imagePullSecrets: [{{name: {s}}}]\n"))
+        )
+    };
+    let waiting = |p: &Value| {
+        let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+        (w["reason"].as_str().unwrap_or("").to_string(), w["message"].as_str().unwrap_or("").to_string())
+    };
+    apply(&c, dir.path(), "anonymous", &pod("anonymous", None));
+    let p =
+        wait_pod(&c, "anonymous", "said it needs credentials", |p| waiting(p).1.contains("requires authentication"));
+    assert!(matches!(waiting(&p).0.as_str(), "ErrImagePull" | "ImagePullBackOff"), "{:?}", waiting(&p));
+
+    apply(&c, dir.path(), "wrong-secret", &secret("wrong", "nope"));
+    apply(&c, dir.path(), "wrong", &pod("wrong", Some("wrong")));
+    let p = wait_pod(&c, "wrong", "said the credentials were refused", |p| {
+        let (_, m) = waiting(p);
+        m.contains("refused the credentials") || m.contains("requires authentication")
+    });
+    assert!(matches!(waiting(&p).0.as_str(), "ErrImagePull" | "ImagePullBackOff"), "{:?}", waiting(&p));
+
+    apply(&c, dir.path(), "regcred", &secret("regcred", "s3cret"));
+    apply(&c, dir.path(), "private", &pod("private", Some("regcred")));
+    let p = wait_pod(&c, "private", "ran from the private registry", |p| {
+        p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    assert_eq!(http_get(&format!("{}:8080", p["status"]["podIP"].as_str().unwrap()), "/").unwrap().0, 200);
 }
 
 /// Read a pod's container status by container name.

@@ -35,20 +35,8 @@ fn cluster(dir: &Path) -> (Cluster, String) {
     (c, node)
 }
 
-fn apply_example(c: &Cluster, dir: &Path, file: &str) {
-    let text = std::fs::read_to_string(common::manifests_dir().join("services").join(file)).unwrap();
-    let w = workloads();
-    let text = text
-        .replace(
-            "file:///var/lib/wasmorch/components/hello-http.wasm",
-            &format!("file://{}", w.join("hello_http.wasm").display()),
-        )
-        .replace(
-            "file:///var/lib/wasmorch/components/sdk-demo.wasm",
-            &format!("file://{}", w.join("sdk_demo.wasm").display()),
-        );
-    let f = dir.join(file);
-    std::fs::write(&f, text).unwrap();
+fn apply_example(c: &Cluster, file: &str) {
+    let f = common::manifests_dir().join("services").join(file);
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
 }
 
@@ -110,7 +98,7 @@ fn services_route_balance_and_are_discovered_from_pods() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (c, node) = cluster(d);
-    apply_example(&c, d, "frontend-backend.yaml");
+    apply_example(&c, "frontend-backend.yaml");
     let backends = wait_endpoints(&c, "backend", 3);
     let node_port = format!("{node}:30080");
     wait_endpoints(&c, "frontend", 1);
@@ -167,14 +155,14 @@ fn services_route_balance_and_are_discovered_from_pods() {
     });
     assert!(closed, "{last:?}");
     // The README's example: the frontend may call the backend again, by name and by address.
-    apply_example(&c, d, "network-policy.yaml");
+    apply_example(&c, "network-policy.yaml");
     c.ok(&["delete", "netpol", "deny"]);
     assert!(eventually(Duration::from_secs(20), || http_get(&fe_addr, &direct).unwrap().0 == 200));
     assert_eq!(http_get(&fe_addr, "/call/backend/").unwrap().0, 200);
     c.ok(&["delete", "netpol", "backend-from-frontend"]);
 
     // Headless, sticky and LoadBalancer Services.
-    apply_example(&c, d, "kinds.yaml");
+    apply_example(&c, "kinds.yaml");
     let headless = get_json(&c, &["svc", "backend-headless"]).unwrap();
     assert_eq!(headless["spec"]["clusterIP"], "None");
     wait_endpoints(&c, "backend-headless", 3);
@@ -243,7 +231,7 @@ fn no_request_is_lost_while_replicas_come_and_go() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (c, _) = cluster(d);
-    apply_example(&c, d, "frontend-backend.yaml");
+    apply_example(&c, "frontend-backend.yaml");
     wait_endpoints(&c, "backend", 3);
     let addr = format!("{}:80", cluster_ip(&c, "backend"));
     get_ok(&addr, "/");
@@ -321,7 +309,7 @@ fn node_ports_answer_on_every_node_and_route_across_nodes() {
     let d = dir.path();
     let m = common::MultiNode::start(d, 2);
     let c = &m.cluster;
-    apply_example(c, d, "frontend-backend.yaml");
+    apply_example(c, "frontend-backend.yaml");
     let eps = wait_endpoints(c, "backend", 3);
     wait_endpoints(c, "frontend", 1);
     let pods: Value = get_json(c, &["pods", "-l", "app=backend"]).unwrap();

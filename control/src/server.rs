@@ -33,6 +33,8 @@ pub struct Config {
     pub node_cert_ttl: Duration,
     /// Leader election of the scheduler and controllers.
     pub leader: crate::controllers::leader::Config,
+    /// How long Events are kept after their last occurrence (`--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             node_cert_ttl: Duration::from_secs(365 * 86_400),
             // Filled in at start, once the data directory exists (see `leader_identity`).
             leader: Default::default(),
+            event_ttl: crate::controllers::eventttl::DEFAULT_TTL,
             data_dir,
         }
     }
@@ -116,9 +119,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, relay, shutdown.clone()));
     // Everything that acts on the cluster runs only while this control plane holds the leader
     // Lease; serving the API and compacting this process's own store do not wait for it.
-    let (scheduler, lifecycle, pod_ranges) = (cfg.scheduler, cfg.node_lifecycle, cfg.pod_ranges);
+    let (scheduler, lifecycle, pod_ranges, event_ttl) =
+        (cfg.scheduler, cfg.node_lifecycle, cfg.pod_ranges, cfg.event_ttl);
     let lead = move |term: Api| {
         let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
+        t.push(tokio::spawn(crate::controllers::eventttl::start(term.clone(), event_ttl)));
         t.extend(crate::controllers::start_all(&term, scheduler, lifecycle, pod_ranges));
         t.push(tokio::spawn(crate::scheduler::volumes::reclaimer(term.clone(), Duration::from_secs(5))));
         let stop = term.shutdown.clone();

@@ -37,6 +37,11 @@ pub struct NodeConfig {
     pub config_sync: Duration,
     /// What the node keeps for its own work (`--system-reserved`): millicores and bytes.
     pub reserved: Reserved,
+    /// Components built into the binary, served as `wasmorch.local/NAME:1.0`.
+    pub builtins: crate::artifact::Builtins,
+    /// How long a component and its compiled code stay on disk after the last container using
+    /// them stopped (kubelet's `imageMaximumGCAge`); `None`: forever.
+    pub image_max_age: Option<Duration>,
 }
 
 /// The kubelet's `--system-reserved`: CPU and memory kept from pods.
@@ -93,6 +98,8 @@ impl NodeConfig {
             allowed_host_paths: Vec::new(),
             config_sync: Duration::from_secs(5),
             reserved: Reserved::default(),
+            builtins: crate::artifact::Builtins::default(),
+            image_max_age: Some(Duration::from_secs(86_400)),
         }
     }
 }
@@ -117,6 +124,8 @@ fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
             "conditions": [ready_condition()],
             "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
+            "images": cfg.builtins.images().into_iter()
+                .map(|(names, size)| json!({"names": names, "sizeBytes": size})).collect::<Vec<_>>(),
             "nodeInfo": {
                 "architecture": wasmorch_api::kube_arch(), "operatingSystem": std::env::consts::OS,
                 "containerRuntimeVersion": format!("wasmtime://{WASMTIME_VERSION}"),
@@ -272,9 +281,10 @@ impl Pods {
                 h.stop.cancel();
                 let _ = h.task.await;
                 self.release(&ip);
-                crate::pod::remove_volumes(&h.dir);
             }
         }
+        // What pods deleted while this node was away (or before it restarted) left behind.
+        crate::collect::sweep_pod_dirs(&self.ctx.data_dir.join("pods"), &listed);
         // Addresses pods already have are reserved first, so a pod without one cannot be
         // handed an address that a pod later in the list still holds.
         for p in items {
@@ -309,7 +319,12 @@ impl Pods {
                 let _ = h.task.await;
                 self.release(&ip);
             }
-            crate::pod::remove_volumes(&crate::pod::pod_dir(&self.ctx.data_dir, pod));
+            let dir = crate::pod::pod_dir(&self.ctx.data_dir, pod);
+            match deleted {
+                // Gone from the API: nothing can read its logs any more.
+                true => crate::pod::remove_pod_dir(&dir),
+                false => crate::pod::remove_volumes(&dir),
+            }
             tracing::info!(pod = object::name(pod), "pod stopped");
             if !deleted {
                 let path = format!(
@@ -416,7 +431,8 @@ pub async fn run(
         client: client.clone(),
         stats: stats.clone(),
         rt,
-        puller: crate::artifact::Puller::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())?,
+        puller: crate::artifact::Puller::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())?
+            .with_builtins(cfg.builtins.clone()),
         node_name: cfg.name.clone(),
         host_ip: cfg.host_ip.clone(),
         data_dir: cfg.data_dir.clone(),
@@ -429,7 +445,12 @@ pub async fn run(
         },
         config_sync: cfg.config_sync,
         proxy: proxy.clone(),
+        uses: Default::default(),
     });
+    let every = cfg
+        .image_max_age
+        .map_or(Duration::from_secs(60), |a| (a / 2).clamp(Duration::from_secs(1), Duration::from_secs(60)));
+    tokio::spawn(crate::collect::run(ctx.clone(), cfg.image_max_age, every, stop.clone()));
     let logs = tokio::net::TcpListener::bind((cfg.host_ip.as_str(), cfg.log_port)).await?;
     let log_port = logs.local_addr()?.port();
     let log_server = Arc::new(crate::logs::LogServer {

@@ -10,6 +10,8 @@
 //!   `--insecure-registry` are spoken to over plain HTTP, others over HTTPS. A tag's last
 //!   resolved layer digest is remembered, so `IfNotPresent` needs no registry once pulled.
 //!
+//! - `wasmorch.local/NAME:1.0`: a component built into the binary (the examples), never pulled.
+//!
 //! Every component lands in one content-addressed cache, `<node-data>/images/<sha256>.wasm`,
 //! whatever its source, and is verified against its digest before it is used.
 
@@ -59,12 +61,133 @@ pub struct Puller {
     client: Client<Https, Empty<Bytes>>,
     /// Registries (`host:port`) spoken to over plain HTTP besides loopback ones.
     insecure: Vec<String>,
+    builtins: Builtins,
 }
 
 /// Media type of the one layer of a wasm OCI artifact.
 pub const WASM_LAYER: &str = "application/wasm";
 /// Media type of its config blob.
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+
+/// The registry name of the components built into the binary (the examples): every node
+/// answers `wasmorch.local/NAME:1.0` from its own binary, without a network, whatever the
+/// pull policy, as k3s imports its air-gap images.
+pub const BUILTIN_REGISTRY: &str = "wasmorch.local";
+/// The tags a built-in component answers to (and `@sha256:` of its component digest).
+pub const BUILTIN_TAGS: [&str; 2] = ["1.0", "latest"];
+
+/// Components built into the binary, by image name.
+#[derive(Clone, Default)]
+pub struct Builtins(std::sync::Arc<Vec<Builtin>>);
+
+struct Builtin {
+    name: String,
+    component: &'static [u8],
+    digest: String,
+}
+
+impl std::fmt::Debug for Builtins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|b| &b.name)).finish()
+    }
+}
+
+impl Builtins {
+    pub fn new(list: &[(&str, &'static [u8])]) -> Builtins {
+        Builtins(std::sync::Arc::new(
+            list.iter()
+                .map(|(name, component)| Builtin {
+                    name: name.to_string(),
+                    component,
+                    digest: hex::encode(Sha256::digest(component)),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Each built-in image: its references (`REGISTRY/NAME:1.0`, `REGISTRY/NAME@sha256:…`)
+    /// and its size, as a Node's `status.images` lists them.
+    pub fn images(&self) -> Vec<(Vec<String>, usize)> {
+        self.0
+            .iter()
+            .map(|b| {
+                let base = format!("{BUILTIN_REGISTRY}/{}", b.name);
+                (vec![format!("{base}@sha256:{}", b.digest), format!("{base}:{}", BUILTIN_TAGS[0])], b.component.len())
+            })
+            .collect()
+    }
+
+    /// The component a reference in the built-in registry names: `None` for references
+    /// elsewhere, an error naming what is built in for one that names nothing here.
+    pub fn lookup(&self, image: &str) -> Option<Result<&'static [u8], PullError>> {
+        let rest = image.strip_prefix(BUILTIN_REGISTRY)?.strip_prefix('/')?;
+        let (name, found) = match rest.split_once('@') {
+            Some((name, digest)) => {
+                let digest = digest.strip_prefix("sha256:").unwrap_or("").to_ascii_lowercase();
+                (name, self.0.iter().find(|b| b.name == name && b.digest == digest))
+            }
+            None => {
+                let (name, tag) = rest.split_once(':').unwrap_or((rest, "latest"));
+                (name, self.0.iter().find(|b| b.name == name && BUILTIN_TAGS.contains(&tag)))
+            }
+        };
+        Some(found.map(|b| b.component).ok_or_else(|| {
+            let known: Vec<String> =
+                self.0.iter().map(|b| format!("{BUILTIN_REGISTRY}/{}:{}", b.name, BUILTIN_TAGS[0])).collect();
+            let what = if self.0.iter().any(|b| b.name == name) { "tag or digest" } else { "component" };
+            pull_err(format!(
+                "{image}: no such {what} built into this wasmorch (built in: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        }))
+    }
+}
+
+/// Credentials for a private registry, from a pod's `imagePullSecrets`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Basic {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Basic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Basic({}, <password>)", self.username)
+    }
+}
+
+/// The registry host (`host[:port]`) a docker config key names: `https://index.docker.io/v1/`,
+/// `http://host:5000/path`, `host:5000` all reduce to their host and port, Docker Hub's to
+/// `docker.io` (as references name it).
+fn config_key_registry(key: &str) -> String {
+    let k = key.split_once("://").map_or(key, |(_, rest)| rest);
+    let host = k.split('/').next().unwrap_or("").to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".into(),
+        _ => host,
+    }
+}
+
+/// The credentials for `registry` in docker config documents (the decoded
+/// `.dockerconfigjson` of `kubernetes.io/dockerconfigjson` Secrets, `{"auths": {…}}`, or the
+/// legacy `.dockercfg` map), first match in order; `username`/`password` or `auth`
+/// (base64 of `user:password`).
+pub fn auth_for(configs: &[serde_json::Value], registry: &str) -> Option<Basic> {
+    use base64::Engine as _;
+    let registry = config_key_registry(registry);
+    configs.iter().find_map(|doc| {
+        let entries = doc.get("auths").unwrap_or(doc).as_object()?;
+        entries.iter().filter(|(k, _)| config_key_registry(k) == registry).find_map(|(_, e)| {
+            let field = |k: &str| e.get(k).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
+            if let (Some(u), Some(p)) = (field("username"), field("password")) {
+                return Some(Basic { username: u.into(), password: p.into() });
+            }
+            let decoded = base64::engine::general_purpose::STANDARD.decode(field("auth")?).ok()?;
+            let (u, p) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+            Some(Basic { username: u.into(), password: p.into() })
+        })
+    })
+}
 
 /// Whether a registry host is on this machine (plain HTTP allowed, as Docker does).
 fn is_loopback_registry(registry: &str) -> bool {
@@ -98,7 +221,7 @@ pub fn parse_oci(image: &str) -> Result<oci_client::Reference, PullError> {
 }
 
 /// Push a component as a wasm OCI artifact; returns the manifest URL.
-pub async fn push(component: Vec<u8>, image: &str, insecure: &[String]) -> anyhow::Result<String> {
+pub async fn push(component: Vec<u8>, image: &str, insecure: &[String], auth: Option<Basic>) -> anyhow::Result<String> {
     let reference = parse_oci(image).map_err(|e| anyhow::anyhow!(e.message))?;
     if !component.starts_with(b"\0asm") {
         anyhow::bail!("not a WebAssembly binary");
@@ -112,7 +235,11 @@ pub async fn push(component: Vec<u8>, image: &str, insecure: &[String]) -> anyho
     });
     let config = oci_client::client::Config::new(serde_json::to_vec(&config)?, WASM_CONFIG.to_string(), None);
     let client = oci_client(reference.resolve_registry(), insecure);
-    let r = client.push(&reference, &[layer], config, &oci_client::secrets::RegistryAuth::Anonymous, None).await?;
+    let auth = match auth {
+        Some(b) => oci_client::secrets::RegistryAuth::Basic(b.username, b.password),
+        None => oci_client::secrets::RegistryAuth::Anonymous,
+    };
+    let r = client.push(&reference, &[layer], config, &auth, None).await?;
     Ok(r.manifest_url)
 }
 
@@ -133,11 +260,46 @@ impl Puller {
         };
         let tls = builder.https_or_http().enable_http1().build();
         std::fs::create_dir_all(cache.join("refs"))?;
-        Ok(Puller { cache, client: Client::builder(TokioExecutor::new()).build(tls), insecure })
+        Ok(Puller {
+            cache,
+            client: Client::builder(TokioExecutor::new()).build(tls),
+            insecure,
+            builtins: Builtins::default(),
+        })
+    }
+
+    /// Where pulled components are kept (`<sha256>.wasm`, and `refs/`).
+    pub fn cache_dir(&self) -> &std::path::Path {
+        &self.cache
+    }
+
+    /// Serve these built-in components (see [`BUILTIN_REGISTRY`]).
+    pub fn with_builtins(mut self, builtins: Builtins) -> Puller {
+        self.builtins = builtins;
+        self
+    }
+
+    /// Whether a reference names a component built into the binary (present without a pull).
+    pub fn is_builtin(&self, image: &str) -> bool {
+        matches!(self.builtins.lookup(image), Some(Ok(_)))
     }
 
     /// The component bytes an image reference names, under `policy` (`imagePullPolicy`).
     pub async fn fetch(&self, image: &str, policy: &str) -> Result<Vec<u8>, PullError> {
+        self.fetch_with(image, policy, &[]).await
+    }
+
+    /// As [`fetch`](Self::fetch), with a pod's registry credentials (docker config documents,
+    /// see [`auth_for`]).
+    pub async fn fetch_with(
+        &self,
+        image: &str,
+        policy: &str,
+        pull_secrets: &[serde_json::Value],
+    ) -> Result<Vec<u8>, PullError> {
+        if let Some(found) = self.builtins.lookup(image) {
+            return found.map(<[u8]>::to_vec);
+        }
         if let Some(path) = image.strip_prefix("file://") {
             let p = PathBuf::from(path);
             return tokio::fs::read(&p).await.map_err(|e| pull_err(format!("reading {}: {e}", p.display())));
@@ -146,7 +308,7 @@ impl Puller {
             return Err(invalid("empty image reference".into()));
         }
         if !(image.starts_with("http://") || image.starts_with("https://")) {
-            return self.fetch_oci(image, policy).await;
+            return self.fetch_oci(image, policy, pull_secrets).await;
         }
         let (url, digest) = parse_pinned(image)?;
         if let Some(b) = self.cached(image, &digest, policy).await? {
@@ -199,7 +361,12 @@ impl Puller {
         self.cache.join("refs").join(hex::encode(Sha256::digest(image.as_bytes())))
     }
 
-    async fn fetch_oci(&self, image: &str, policy: &str) -> Result<Vec<u8>, PullError> {
+    async fn fetch_oci(
+        &self,
+        image: &str,
+        policy: &str,
+        pull_secrets: &[serde_json::Value],
+    ) -> Result<Vec<u8>, PullError> {
         let reference = parse_oci(image)?;
         if policy != "Always" {
             if let Ok(d) = tokio::fs::read_to_string(self.ref_file(image)).await {
@@ -215,7 +382,19 @@ impl Puller {
         }
         let registry = reference.resolve_registry().to_string();
         let client = oci_client(&registry, &self.insecure);
-        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        let auth = match auth_for(pull_secrets, &registry) {
+            Some(b) => oci_client::secrets::RegistryAuth::Basic(b.username, b.password),
+            None => oci_client::secrets::RegistryAuth::Anonymous,
+        };
+        let with_credentials = !matches!(auth, oci_client::secrets::RegistryAuth::Anonymous);
+        let unauthorized = |e: &oci_client::errors::OciDistributionError| match with_credentials {
+            true => {
+                format!("pulling {image}: {registry} refused the credentials ({e}); check the pod's imagePullSecrets")
+            }
+            false => {
+                format!("pulling {image}: {registry} requires authentication ({e}); give the pod imagePullSecrets")
+            }
+        };
         let what = |e: oci_client::errors::OciDistributionError| {
             use oci_client::errors::OciDistributionError as E;
             let m = match &e {
@@ -230,6 +409,17 @@ impl Puller {
                     }) =>
                 {
                     format!("{image}: not found in {registry}")
+                }
+                E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => unauthorized(&e),
+                E::RegistryError { envelope, .. }
+                    if envelope.errors.iter().any(|x| {
+                        matches!(
+                            x.code,
+                            oci_client::errors::OciErrorCode::Unauthorized | oci_client::errors::OciErrorCode::Denied
+                        )
+                    }) =>
+                {
+                    unauthorized(&e)
                 }
                 _ => format!("pulling {image}: {e}"),
             };
@@ -266,6 +456,16 @@ impl Puller {
     }
 }
 
+/// Forget the tags (`refs/`) whose component is no longer in the cache `images`.
+pub fn sweep_refs(images: &std::path::Path) {
+    for e in std::fs::read_dir(images.join("refs")).into_iter().flatten().flatten() {
+        let gone = std::fs::read_to_string(e.path()).is_ok_and(|d| !images.join(format!("{}.wasm", d.trim())).exists());
+        if gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +486,65 @@ mod tests {
         assert_eq!(parse_pinned(&format!("http://h/x.wasm@sha256:{d}")).unwrap(), ("http://h/x.wasm".into(), d));
         assert_eq!(parse_pinned("http://h/x.wasm").unwrap_err().reason, "InvalidImage");
         assert_eq!(parse_pinned("http://h/x.wasm@sha256:abc").unwrap_err().reason, "InvalidImage");
+    }
+
+    #[test]
+    fn pull_secrets_match_the_registry_of_the_reference() {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode("bob:s3cret");
+        let configs = [
+            serde_json::json!({"auths": {
+                "https://index.docker.io/v1/": {"auth": auth},
+                "http://127.0.0.1:5000/v2/": {"username": "alice", "password": "pw"},
+                "broken.example": {"auth": "not base64!"},
+            }}),
+            // Legacy .dockercfg: the map itself.
+            serde_json::json!({"ghcr.io": {"username": "carol", "password": "x"}}),
+        ];
+        let basic = |u: &str, p: &str| Some(Basic { username: u.into(), password: p.into() });
+        assert_eq!(auth_for(&configs, "docker.io"), basic("bob", "s3cret"));
+        assert_eq!(auth_for(&configs, "127.0.0.1:5000"), basic("alice", "pw"));
+        assert_eq!(auth_for(&configs, "ghcr.io"), basic("carol", "x"));
+        assert_eq!(auth_for(&configs, "127.0.0.1:5001"), None, "another port is another registry");
+        assert_eq!(auth_for(&configs, "broken.example"), None);
+        assert_eq!(auth_for(&[], "docker.io"), None);
+        assert!(!format!("{:?}", basic("bob", "s3cret").unwrap()).contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn builtin_components_answer_by_tag_and_digest_without_a_registry() {
+        static HELLO: &[u8] = b"\0asm hello";
+        let b = Builtins::new(&[("hello-http", HELLO)]);
+        let dir = tempfile::tempdir().unwrap();
+        let p = Puller::new(dir.path().to_path_buf(), vec![]).unwrap().with_builtins(b.clone());
+        let digest = hex::encode(Sha256::digest(HELLO));
+        for image in [
+            "wasmorch.local/hello-http:1.0".to_string(),
+            "wasmorch.local/hello-http:latest".into(),
+            "wasmorch.local/hello-http".into(),
+            format!("wasmorch.local/hello-http@sha256:{digest}"),
+        ] {
+            assert!(p.is_builtin(&image), "{image}");
+            // Whatever the policy: the binary is the registry.
+            for policy in ["Always", "IfNotPresent", "Never"] {
+                assert_eq!(p.fetch(&image, policy).await.unwrap(), HELLO, "{image} {policy}");
+            }
+        }
+        for (image, says) in [
+            ("wasmorch.local/hello-http:2.0", "no such tag or digest"),
+            ("wasmorch.local/nope:1.0", "no such component"),
+            ("wasmorch.local/hello-http@sha256:00", "no such tag or digest"),
+        ] {
+            assert!(!p.is_builtin(image));
+            let e = p.fetch(image, "IfNotPresent").await.unwrap_err();
+            assert_eq!(e.reason, "ErrImagePull");
+            assert!(e.message.contains(says) && e.message.contains("wasmorch.local/hello-http:1.0"), "{}", e.message);
+        }
+        // Another registry of a similar name is not the built-in one.
+        assert!(b.lookup("wasmorch.local.example/hello-http:1.0").is_none());
+        let images = b.images();
+        assert_eq!(images[0].0[1], "wasmorch.local/hello-http:1.0");
+        assert_eq!(images[0].1, HELLO.len());
     }
 
     #[tokio::test]

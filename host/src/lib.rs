@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod artifact;
 pub mod client;
+pub mod collect;
 pub mod endpoint;
 pub mod logs;
 pub mod membership;

@@ -1,19 +1,76 @@
-//! What the node reads of the machine it runs on.
+//! What the node reads of the machine it runs on, from each platform's own sources.
 
-/// Cores of this machine.
+/// Cores of this machine (or of its CPU quota, where the OS applies one).
 pub fn cores() -> u64 {
     std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
 }
 
-/// Memory of this machine in bytes (1 GiB when it cannot be read).
+/// Memory of this machine in bytes: Linux's `/proc/meminfo`, lowered to the cgroup's
+/// `memory.max` when the node runs inside a limit (a container on a board); the OS's own
+/// figure on macOS and Windows. 1 GiB only when nothing can be read.
 pub fn total_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(1 << 30)
+    platform_memory().unwrap_or(1 << 30)
+}
+
+#[cfg(target_os = "linux")]
+fn platform_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
+    effective_memory(&meminfo, cgroup.as_deref())
+}
+
+#[cfg(any(target_os = "macos", target_os = "windows"))]
+fn platform_memory() -> Option<u64> {
+    let mut s = sysinfo::System::new();
+    s.refresh_memory();
+    Some(s.total_memory()).filter(|m| *m > 0)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+fn platform_memory() -> Option<u64> {
+    None
+}
+
+/// `MemTotal` of a meminfo text, capped by a cgroup v2 `memory.max` (`max`: no limit).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn effective_memory(meminfo: &str, cgroup_max: Option<&str>) -> Option<u64> {
+    let total = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())?
+        * 1024;
+    let limit = cgroup_max.and_then(|m| m.trim().parse::<u64>().ok());
+    Some(limit.map_or(total, |l| l.min(total)))
+}
+
+/// The machine's host name, lowercased, if it is a valid node name (a DNS subdomain).
+pub fn host_name() -> Option<String> {
+    let name = hostname::get().ok()?.into_string().ok()?.trim().to_lowercase();
+    // Windows and macOS names may carry a `.local` or be NetBIOS-style; what is left must
+    // still be a DNS subdomain to name a Node.
+    wasmorch_api::validation::dns1123_subdomain_errors(&name).is_none().then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cgroup_limit_below_the_machine_is_the_memory() {
+        let meminfo = "MemTotal:        1024000 kB\nMemFree:  10 kB\n";
+        assert_eq!(effective_memory(meminfo, None), Some(1_048_576_000));
+        assert_eq!(effective_memory(meminfo, Some("max\n")), Some(1_048_576_000));
+        assert_eq!(effective_memory(meminfo, Some("536870912\n")), Some(536_870_912));
+        assert_eq!(effective_memory(meminfo, Some("99999999999999")), Some(1_048_576_000));
+        assert_eq!(effective_memory("nothing", None), None);
+    }
+
+    #[test]
+    fn this_machine_has_cores_memory_and_a_name() {
+        assert!(cores() >= 1);
+        assert!(total_memory() >= 16 << 20);
+        if let Some(n) = host_name() {
+            assert!(wasmorch_api::validation::dns1123_subdomain_errors(&n).is_none());
+        }
+    }
 }

@@ -12,6 +12,12 @@ pub struct PushArgs {
     /// Speak plain HTTP to this registry (loopback registries always are).
     #[arg(long)]
     insecure: bool,
+    /// User name for a registry that requires basic authentication.
+    #[arg(long, requires = "password")]
+    username: Option<String>,
+    /// Its password (or the environment variable, kept out of shell history and `ps`).
+    #[arg(long, env = "WASMORCH_REGISTRY_PASSWORD", hide_env_values = true, requires = "username")]
+    password: Option<String>,
 }
 
 pub async fn push(a: PushArgs) -> anyhow::Result<()> {
@@ -21,7 +27,9 @@ pub async fn push(a: PushArgs) -> anyhow::Result<()> {
         (true, Ok(r)) => vec![r.resolve_registry().to_string()],
         _ => Vec::new(),
     };
-    let url = wasmorch_host::artifact::push(bytes, &a.reference, &insecure)
+    let auth =
+        a.username.zip(a.password).map(|(username, password)| wasmorch_host::artifact::Basic { username, password });
+    let url = wasmorch_host::artifact::push(bytes, &a.reference, &insecure, auth)
         .await
         .with_context(|| format!("pushing {} to {}", a.file.display(), a.reference))?;
     println!("pushed {} (component sha256:{digest})", a.reference);

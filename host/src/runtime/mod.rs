@@ -81,6 +81,9 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     /// Pre-instantiated components by content digest. std Mutex: held only for map access.
     loaded: Mutex<HashMap<String, Loaded>>,
+    /// One lock per digest being loaded: pods starting together with one image compile it
+    /// once (a hundred concurrent compiles of one component took ~5 MiB of heap each).
+    loading: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pub cpu: Arc<cpu::NodeCpu>,
     /// The node's memory budget, parent of every container's.
     pub memory: Arc<memory::MemoryBudget>,
@@ -125,7 +128,15 @@ impl Runtime {
         std::fs::create_dir_all(&cfg.cache_dir).with_context(|| format!("creating {}", cfg.cache_dir.display()))?;
         let cpu = cpu::NodeCpu::new(cfg.cpu_slots, cfg.allocatable_cpu_millis);
         let memory = memory::MemoryBudget::root(cfg.allocatable_memory);
-        let rt = Arc::new(Runtime { engine, linker, cfg, loaded: Mutex::new(HashMap::new()), cpu, memory });
+        let rt = Arc::new(Runtime {
+            engine,
+            linker,
+            cfg,
+            loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
+            cpu,
+            memory,
+        });
         // One ticker for the whole node; it stops when the runtime is dropped.
         let weak = Arc::downgrade(&rt);
         std::thread::Builder::new().name("epoch-ticker".into()).spawn(move || {
@@ -138,16 +149,44 @@ impl Runtime {
         Ok(rt)
     }
 
+    /// Drop compiled components held in memory whose digest is not in `keep`; returns how many.
+    pub fn forget_except(&self, keep: &std::collections::HashSet<String>) -> usize {
+        let mut m = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let before = m.len();
+        m.retain(|d, _| keep.contains(d));
+        before - m.len()
+    }
+
+    /// Where compiled code is kept on disk (`<sha256>.cwasm`).
+    pub fn cache_dir(&self) -> &std::path::Path {
+        &self.cfg.cache_dir
+    }
+
     /// Compile (or load from the disk cache) and pre-instantiate a component.
     pub fn load(&self, bytes: &[u8]) -> anyhow::Result<(String, Loaded)> {
         let d = digest(bytes);
-        if let Some(l) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&d) {
-            return Ok((d, l.clone()));
+        let cached = || self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&d).cloned();
+        if let Some(l) = cached() {
+            return Ok((d, l));
         }
-        let component = self.compile_cached(&d, bytes)?;
-        let loaded = self.classify(&component)?;
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(d.clone(), loaded.clone());
-        Ok((d, loaded))
+        let gate = self.loading.lock().unwrap_or_else(|e| e.into_inner()).entry(d.clone()).or_default().clone();
+        let result = {
+            let _one = gate.lock().unwrap_or_else(|e| e.into_inner());
+            match cached() {
+                // Loaded by whoever held the gate before us.
+                Some(l) => Ok(l),
+                None => self.compile_cached(&d, bytes).and_then(|c| self.classify(&c)).inspect(|l| {
+                    self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(d.clone(), l.clone());
+                }),
+            }
+        };
+        // The last one through removes the gate.
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if loading.get(&d).is_some_and(|g| Arc::strong_count(g) <= 2) {
+            loading.remove(&d);
+        }
+        drop(loading);
+        result.map(|l| (d, l))
     }
 
     fn compile_cached(&self, digest: &str, bytes: &[u8]) -> anyhow::Result<Component> {
