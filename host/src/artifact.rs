@@ -156,6 +156,14 @@ impl std::fmt::Debug for Basic {
     }
 }
 
+/// What the OCI client presents: basic credentials, or nothing.
+fn registry_auth(basic: Option<Basic>) -> oci_client::secrets::RegistryAuth {
+    match basic {
+        Some(b) => oci_client::secrets::RegistryAuth::Basic(b.username, b.password),
+        None => oci_client::secrets::RegistryAuth::Anonymous,
+    }
+}
+
 /// The registry host (`host[:port]`) a docker config key names: `https://index.docker.io/v1/`,
 /// `http://host:5000/path`, `host:5000` all reduce to their host and port, Docker Hub's to
 /// `docker.io` (as references name it).
@@ -235,11 +243,7 @@ pub async fn push(component: Vec<u8>, image: &str, insecure: &[String], auth: Op
     });
     let config = oci_client::client::Config::new(serde_json::to_vec(&config)?, WASM_CONFIG.to_string(), None);
     let client = oci_client(reference.resolve_registry(), insecure);
-    let auth = match auth {
-        Some(b) => oci_client::secrets::RegistryAuth::Basic(b.username, b.password),
-        None => oci_client::secrets::RegistryAuth::Anonymous,
-    };
-    let r = client.push(&reference, &[layer], config, &auth, None).await?;
+    let r = client.push(&reference, &[layer], config, &registry_auth(auth), None).await?;
     Ok(r.manifest_url)
 }
 
@@ -382,10 +386,7 @@ impl Puller {
         }
         let registry = reference.resolve_registry().to_string();
         let client = oci_client(&registry, &self.insecure);
-        let auth = match auth_for(pull_secrets, &registry) {
-            Some(b) => oci_client::secrets::RegistryAuth::Basic(b.username, b.password),
-            None => oci_client::secrets::RegistryAuth::Anonymous,
-        };
+        let auth = registry_auth(auth_for(pull_secrets, &registry));
         let with_credentials = !matches!(auth, oci_client::secrets::RegistryAuth::Anonymous);
         let unauthorized = |e: &oci_client::errors::OciDistributionError| match with_credentials {
             true => {

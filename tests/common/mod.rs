@@ -260,6 +260,45 @@ pub fn events_with(c: &Cluster, args: &[&str], needles: &[&str]) -> String {
 }
 
 /// The object as JSON via `wasmorch get … -o json`, if it exists.
+/// Serve `bytes` to every GET on a loopback port; returns the address and a request counter.
+pub fn serve_file(bytes: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", bytes.len());
+            let _ = s.write_all(&bytes);
+        }
+    });
+    (addr, hits)
+}
+
+/// Write `yaml` to `dir/NAME.yaml` and apply it.
+pub fn apply(c: &Cluster, dir: &Path, name: &str, yaml: &str) {
+    let f = dir.join(format!("{name}.yaml"));
+    std::fs::write(&f, yaml).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+/// A pod as JSON (`null` when it does not exist).
+pub fn pod(c: &Cluster, name: &str) -> Value {
+    get_json(c, &["pod", name]).unwrap_or(Value::Null)
+}
+
+/// Poll pod `name` until `f` holds (60 s), else fail saying it never did `what`.
+pub fn wait_pod(c: &Cluster, name: &str, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let ok = eventually(Duration::from_secs(60), || f(&pod(c, name)));
+    let p = pod(c, name);
+    assert!(ok, "pod {name} never {what}: {}\n{}", serde_json::to_string_pretty(&p["status"]).unwrap(), c.log());
+    p
+}
+
 pub fn get_json(c: &Cluster, args: &[&str]) -> Option<Value> {
     let mut a = vec!["get"];
     a.extend_from_slice(args);

@@ -5,6 +5,7 @@ pub mod config;
 pub mod lifecycle;
 pub mod probe;
 mod prober;
+mod pull;
 mod resources;
 pub mod volumes;
 
@@ -79,8 +80,6 @@ pub fn event_sender(client: Client, stop: CancellationToken) -> tokio::sync::mps
 pub struct PodHandle {
     pub stop: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
-    /// The pod's directory on this node (logs, volumes).
-    pub dir: PathBuf,
 }
 
 /// The pod's directory on this node.
@@ -158,9 +157,8 @@ impl Shared {
 pub fn start(ctx: Arc<NodeCtx>, pod: Value, pod_ip: String) -> PodHandle {
     let stop = CancellationToken::new();
     let s = stop.clone();
-    let dir = pod_dir(&ctx.data_dir, &pod);
     let task = tokio::spawn(async move { run(ctx, pod, pod_ip, s).await });
-    PodHandle { stop, task, dir }
+    PodHandle { stop, task }
 }
 
 async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken) {
@@ -460,15 +458,15 @@ async fn container(
             return;
         }
     };
-    // Pull and load, with back-off on failure.
+    // Pull and load, with back-off on failure (a built-in component is present, never pulled).
+    let builtin = ctx.puller.is_builtin(&image);
     let mut attempt = 0;
     let (digest, loaded) = loop {
-        let present = ctx.puller.is_builtin(&image);
-        if !present {
+        if !builtin {
             event(&ctx, &info, "Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
         }
         let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
-        let secrets = if present { Vec::new() } else { pull_secrets(&ctx, &info.pod, &info.ns).await };
+        let secrets = if builtin { Vec::new() } else { pull::pull_secrets(&ctx, &info.pod, &info.ns).await };
         let result = match ctx.puller.fetch_with(&image, policy, &secrets).await {
             Ok(bytes) => {
                 let rt = ctx.rt.clone();
@@ -492,7 +490,7 @@ async fn container(
             }
         }
     };
-    let pulled = match ctx.puller.is_builtin(&image) {
+    let pulled = match builtin {
         true => format!("Container image \"{image}\" already present on machine"),
         false => format!("Successfully pulled image \"{image}\" (sha256:{})", &digest[..12]),
     };
@@ -647,40 +645,6 @@ async fn container(
     }
 }
 
-/// The docker config documents of a pod's `imagePullSecrets`. One that is missing or not a
-/// docker config is passed over with a warning and the pull goes on without it, as the
-/// kubelet does; each pull attempt reads them again (a Secret created later is used).
-async fn pull_secrets(ctx: &NodeCtx, pod: &Value, ns: &str) -> Vec<Value> {
-    let names: Vec<&str> = pod
-        .pointer("/spec/imagePullSecrets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.get("name").and_then(Value::as_str))
-        .collect();
-    let mut out = Vec::new();
-    for name in names {
-        match ctx.client.get(&format!("/api/v1/namespaces/{ns}/secrets/{name}")).await {
-            Ok(secret) => match docker_config(&secret) {
-                Some(doc) => out.push(doc),
-                None => tracing::warn!("image pull secret {ns}/{name} holds no .dockerconfigjson or .dockercfg"),
-            },
-            Err(e) => tracing::warn!("image pull secret {ns}/{name}: {e}"),
-        }
-    }
-    out
-}
-
-/// The docker config in a Secret: `data[".dockerconfigjson"]` (kubernetes.io/dockerconfigjson)
-/// or `data[".dockercfg"]` (the legacy type), decoded.
-fn docker_config(secret: &Value) -> Option<Value> {
-    use base64::Engine as _;
-    let data = secret.get("data")?;
-    let encoded = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg"))?.as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// Where an HTTP component serves when its container declares no port (as Spin and
 /// `wasmtime serve` do).
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
@@ -730,20 +694,6 @@ async fn serve_http(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn docker_configs_come_from_either_secret_type() {
-        use base64::Engine as _;
-        let enc = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
-        let doc = r#"{"auths":{"r:5000":{"auth":"dTpw"}}}"#;
-        let s = json!({"type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": enc(doc)}});
-        assert_eq!(docker_config(&s).unwrap()["auths"]["r:5000"]["auth"], "dTpw");
-        let legacy = json!({"data": {".dockercfg": enc(r#"{"r:5000":{"auth":"dTpw"}}"#)}});
-        assert!(docker_config(&legacy).unwrap()["r:5000"].is_object());
-        assert!(docker_config(&json!({"data": {".dockerconfigjson": "%%%"}})).is_none());
-        assert!(docker_config(&json!({"data": {"other": enc("{}")}})).is_none());
-        assert!(docker_config(&json!({})).is_none());
-    }
 
     #[test]
     fn http_components_serve_on_their_first_port_or_8080() {
