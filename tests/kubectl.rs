@@ -78,9 +78,13 @@ fn kubectl_gets_creates_and_deletes() {
 
     let y = ok(&c, &["get", "deploy", "hello", "-o", "yaml"]);
     assert!(y.contains("kind: Deployment") && y.contains("replicas: 2"), "{y}");
-    let table = ok(&c, &["get", "deploy"]);
-    // The images do not exist here: the controllers create the pods, none becomes available.
-    assert!(table.starts_with("NAME    READY   UP-TO-DATE   AVAILABLE   AGE\nhello   0/2     "), "{table}");
+    // The image is built in: both replicas become available.
+    let mut table = String::new();
+    let available = common::eventually(std::time::Duration::from_secs(60), || {
+        table = ok(&c, &["get", "deploy"]);
+        table.starts_with("NAME    READY   UP-TO-DATE   AVAILABLE   AGE\nhello   2/2     ")
+    });
+    assert!(available, "{table}");
     let svc = ok(&c, &["get", "svc", "hello", "-o", "jsonpath={.spec.ports[0].port}"]);
     assert_eq!(svc, "80");
 
