@@ -21,7 +21,8 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             set_default(spec, "replicas", json!(1));
             set_default(spec, "revisionHistoryLimit", json!(10));
             set_default(spec, "progressDeadlineSeconds", json!(600));
-            set_default(spec, "strategy", json!({"type": "RollingUpdate"}));
+            set_default(spec, "strategy", json!({}));
+            set_default(&mut spec["strategy"], "type", json!("RollingUpdate"));
             if spec["strategy"]["type"] == "RollingUpdate" {
                 set_default(&mut spec["strategy"], "rollingUpdate", json!({}));
                 set_default(&mut spec["strategy"]["rollingUpdate"], "maxSurge", json!("25%"));

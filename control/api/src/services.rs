@@ -130,6 +130,7 @@ pub fn allocate(svc: &mut Value, others: &[Value], range: &IpRange) -> Result<()
         .iter()
         .flat_map(|o| o["spec"]["ports"].as_array().cloned().unwrap_or_default())
         .filter_map(|p| p["nodePort"].as_u64())
+        .filter(|&np| np != 0)
         .collect();
     let mut out = Vec::with_capacity(ports.len());
     for (i, mut p) in ports.into_iter().enumerate() {
@@ -140,7 +141,8 @@ pub fn allocate(svc: &mut Value, others: &[Value], range: &IpRange) -> Result<()
             out.push(p);
             continue;
         }
-        match p["nodePort"].as_u64() {
+        // 0 is Go's zero value: not set (protobuf clients always send it).
+        match p["nodePort"].as_u64().filter(|&np| np != 0) {
             Some(np) => {
                 if !used_ports.insert(np) {
                     return Err(invalid(

@@ -232,6 +232,7 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
                 send_initial_events,
                 bookmarks: p.flag("allowWatchBookmarks"),
                 timeout,
+                protobuf: table.is_none() && request::wants_protobuf(&headers),
                 table,
             };
             Ok(watch::respond(api.clone(), req))

@@ -54,6 +54,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/version", get(handlers::version))
         .route("/cacerts", get(handlers::cacerts))
         .fallback(handlers::dispatch)
+        .layer(axum::middleware::from_fn(request::negotiate))
         .with_state(state)
 }
 

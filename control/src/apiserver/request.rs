@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use std::collections::HashMap;
 use wasmorch_api::resources::{self, Resource};
-use wasmorch_api::{ApiError, decode};
+use wasmorch_api::{ApiError, decode, protobuf};
 
 /// Largest request body accepted (as Kubernetes: 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -171,7 +171,7 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
             let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the YAML body is not UTF-8"))?;
             decode::yaml(text).map_err(ApiError::bad_request)
         }
-        "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media_type(&ct)),
+        protobuf::MEDIA_TYPE => protobuf::decode(body).map_err(ApiError::bad_request),
         _ => decode::json(body).map_err(ApiError::bad_request),
     }
 }
@@ -195,9 +195,53 @@ pub fn accept(headers: &HeaderMap) -> String {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
+/// Whether the client prefers protobuf: its first `Accept` type is Kubernetes' protobuf (and
+/// it did not ask for a Table, which has no protobuf form here).
+pub fn wants_protobuf(headers: &HeaderMap) -> bool {
+    let accept = accept(headers);
+    let first = accept.split(',').next().unwrap_or("");
+    first.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(protobuf::MEDIA_TYPE))
+        && !first.contains("as=")
+}
+
+/// Marks a reply whose JSON body is one API object, which [`negotiate`] may re-encode.
+#[derive(Clone, Copy)]
+struct ApiObject;
+
+/// Answers in protobuf the clients that ask for it first: object replies (errors included)
+/// are re-encoded from their JSON form; kinds without a protobuf form stay JSON.
+pub async fn negotiate(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let proto = wants_protobuf(req.headers());
+    let resp = next.run(req).await;
+    if !proto || resp.extensions().get::<ApiObject>().is_none() {
+        return resp;
+    }
+    use http_body_util::BodyExt;
+    let (mut parts, body) = resp.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return error_response(&ApiError::new(500, "InternalError", "reading the reply"));
+    };
+    let bytes = collected.to_bytes();
+    let encoded = serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()).and_then(|v| protobuf::encode(&v));
+    match encoded {
+        Ok(b) => {
+            parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(protobuf::MEDIA_TYPE));
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(b))
+        }
+        Err(e) => {
+            tracing::debug!("answering JSON to a protobuf client: {e}");
+            Response::from_parts(parts, Body::from(bytes))
+        }
+    }
+}
+
 /// A JSON reply with warnings as `Warning` headers.
 pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    if body.get("kind").is_some() {
+        resp.extensions_mut().insert(ApiObject);
+    }
     for w in warnings {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
             resp.headers_mut().append(header::WARNING, v);

@@ -17,9 +17,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use wasmorch_api::ApiError;
-use wasmorch_api::object;
 use wasmorch_api::resources::Resource;
 use wasmorch_api::table::{self, IncludeObject};
+use wasmorch_api::{object, protobuf};
 
 pub struct WatchRequest {
     pub res: &'static Resource,
@@ -32,6 +32,8 @@ pub struct WatchRequest {
     pub timeout: Duration,
     /// `Some` when the client asked for Tables.
     pub table: Option<IncludeObject>,
+    /// Frames of protobuf `WatchEvent`s instead of JSON lines.
+    pub protobuf: bool,
 }
 
 /// Encodes events as lines, in Table form when asked, with column definitions once.
@@ -39,6 +41,7 @@ struct Encoder {
     res: &'static Resource,
     table: Option<IncludeObject>,
     sent_columns: bool,
+    protobuf: bool,
 }
 
 impl Encoder {
@@ -60,6 +63,15 @@ impl Encoder {
             }
             _ => obj.clone(),
         };
+        if self.protobuf {
+            return match protobuf::encode_watch_event(kind, &object) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => {
+                    let status = ApiError::new(500, "InternalError", format!("encoding the event: {e}")).to_status();
+                    Bytes::from(protobuf::encode_watch_event("ERROR", &status).unwrap_or_default())
+                }
+            };
+        }
         let mut s = json!({"type": kind, "object": object}).to_string();
         s.push('\n');
         Bytes::from(s)
@@ -75,18 +87,20 @@ fn bookmark(res: &Resource, rev: u64, initial_end: bool) -> Value {
 }
 
 pub fn respond(api: Api, req: WatchRequest) -> Response {
+    let req_protobuf = req.protobuf;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
-        let mut enc = Encoder { res: req.res, table: req.table, sent_columns: false };
+        let mut enc = Encoder { res: req.res, table: req.table, sent_columns: false, protobuf: req.protobuf };
 
         if let Err(e) = run(&api, &req, &mut enc, &tx).await {
             let _ = tx.send(Ok(enc.line("ERROR", &e.to_status()))).await;
         }
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let content_type = if req_protobuf { protobuf::WATCH_MEDIA_TYPE } else { "application/json" };
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| Response::new(Body::empty()))

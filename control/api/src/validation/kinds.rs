@@ -167,7 +167,8 @@ fn validate_service(spec: &Value, c: &mut Causes) {
         if !(1..=65535).contains(&port) {
             c.invalid(format!("{pp}.port"), port, "must be between 1 and 65535, inclusive");
         }
-        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+        // 0 is Go's zero value: not set.
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|&np| np != 0) {
             if ty == "ClusterIP" {
                 c.forbidden(format!("{pp}.nodePort"), "may not be used when `type` is 'ClusterIP'");
             } else if !(30000..=32767).contains(&np) {
