@@ -407,6 +407,7 @@ fn kubectl_create_generators_speak_protobuf() {
     let np = get(&["get", "svc", "np", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
     assert!(np.parse::<u16>().is_ok_and(|p| (30000..=32767).contains(&p)), "node port {np:?}");
     assert_eq!(get(&["get", "svc", "cip", "-o", "jsonpath={.spec.ports[0].nodePort}"]), "");
+    assert_eq!(get(&["get", "svc", "cip", "-o", "jsonpath={.status}"]), r#"{"loadBalancer":{}}"#);
     assert_eq!(get(&["get", "deploy", "hello", "-o", "jsonpath={.spec.strategy.type}"]), "RollingUpdate");
     assert!(ok(&c, &["rollout", "status", "deployment/hello", "--timeout=60s"]).ends_with("successfully rolled out\n"));
     assert!(common::eventually(std::time::Duration::from_secs(30), || {

@@ -39,4 +39,6 @@ export WASMORCH_REQUIRE_PEERS=1
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The fuzz targets build (they need their feature; cargo-fuzz runs them on nightly).
+cargo clippy -p wasmorch-api-fuzz --features fuzzing --bins --quiet -- -D warnings
 cargo test --workspace --all-targets

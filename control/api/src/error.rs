@@ -128,6 +128,71 @@ impl ApiError {
     }
 
     /// The one place an error becomes a wire `Status`.
+    /// The `Status` as kube-apiserver writes it, field for field in its order (`kind`,
+    /// `apiVersion`, `metadata`, `status`, `message`, `reason`, `details`, `code`; details:
+    /// `name`, `group`, `kind`, `causes`, `retryAfterSeconds`; a cause: `reason`, `message`,
+    /// `field`). Some clients compare error bodies as strings.
+    pub fn to_status_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct CauseBody<'a> {
+            reason: &'a str,
+            message: &'a str,
+            field: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Details<'a> {
+            #[serde(skip_serializing_if = "str::is_empty")]
+            name: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            group: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            kind: &'a str,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            causes: Vec<CauseBody<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retry_after_seconds: Option<u32>,
+        }
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Status<'a> {
+            kind: &'a str,
+            api_version: &'a str,
+            metadata: serde_json::Map<String, Value>,
+            status: &'a str,
+            message: &'a str,
+            reason: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            details: Option<Details<'a>>,
+            code: u16,
+        }
+        let has_details = !self.kind.is_empty()
+            || !self.name.is_empty()
+            || !self.causes.is_empty()
+            || self.retry_after_seconds.is_some();
+        let body = Status {
+            kind: "Status",
+            api_version: "v1",
+            metadata: Default::default(),
+            status: "Failure",
+            message: &self.message,
+            reason: self.reason,
+            details: has_details.then(|| Details {
+                name: &self.name,
+                group: &self.group,
+                kind: &self.kind,
+                causes: self
+                    .causes
+                    .iter()
+                    .map(|c| CauseBody { reason: c.reason, message: &c.message, field: &c.field })
+                    .collect(),
+                retry_after_seconds: self.retry_after_seconds,
+            }),
+            code: self.code,
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| self.to_status().to_string())
+    }
+
     pub fn to_status(&self) -> Value {
         let mut status = json!({
             "kind": "Status",

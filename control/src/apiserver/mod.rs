@@ -58,6 +58,31 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .with_state(state)
 }
 
+/// A handler that panics answers 500 with a `Status` instead of dropping the connection (a
+/// bug, logged as one: input must never reach a panic; see the hostile-input tests).
+async fn guarded(
+    fut: impl std::future::Future<Output = Result<axum::response::Response, std::convert::Infallible>>,
+) -> axum::response::Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(never)) => match never {},
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!("BUG: a request handler panicked: {what}");
+            request::error_response(&wasmorch_api::ApiError::new(
+                500,
+                "InternalError",
+                "an internal error occurred while handling the request (logged on the server)",
+            ))
+        }
+    }
+}
+
 /// Accept TLS connections until `shutdown`; each connection's verified client certificate
 /// (if any) becomes its [`PeerIdentity`]. Open connections are asked to finish gracefully.
 pub async fn serve(
@@ -103,7 +128,7 @@ pub async fn serve(
                         return Ok(relay.handle(id, req).await.map(axum::body::Body::new));
                     }
                     req.extensions_mut().insert(PeerIdentity(id));
-                    app.oneshot(req).await
+                    Ok::<_, std::convert::Infallible>(guarded(app.oneshot(req)).await)
                 }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -41,6 +41,7 @@ pub fn prepare_create(
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
     fill_type_meta(res, &mut obj);
+    validation::check_schema(res, &obj)?;
     let body_ns = object::namespace(&obj).to_string();
     if res.namespaced {
         let ns = ns.unwrap_or("");
@@ -78,6 +79,8 @@ pub fn prepare_create(
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
         }
         ResourceKind::Node => {}
+        // As Kubernetes writes it: a Service always has a (possibly empty) load-balancer status.
+        ResourceKind::Service => obj["status"] = json!({"loadBalancer": {}}),
         _ if res.has_status => {
             if let Some(m) = obj.as_object_mut() {
                 m.remove("status");
@@ -112,6 +115,7 @@ pub fn prepare_update(
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
     fill_type_meta(res, &mut new);
+    validation::check_schema(res, &new)?;
     let name = object::name(cur).to_string();
     let new_name = object::name(&new);
     if !new_name.is_empty() && new_name != name {

@@ -253,7 +253,8 @@ pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Res
 /// The one place an [`ApiError`] becomes an HTTP reply.
 pub fn error_response(e: &ApiError) -> Response {
     let code = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json_response(code, &e.to_status(), &[]);
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], e.to_status_json()).into_response();
+    resp.extensions_mut().insert(ApiObject);
     if let Some(s) = e.retry_after_seconds {
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
     }

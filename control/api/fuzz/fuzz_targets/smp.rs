@@ -1,4 +1,4 @@
-//! Strategic merge patch under coverage-guided fuzzing: `cargo +nightly fuzz run smp`
+//! Strategic merge patch under coverage-guided fuzzing: `cargo +nightly fuzz run smp --features fuzzing`
 //! (from `control/api`). The properties live in `wasmorch_api::smp::fuzz::check`.
 #![no_main]
 

@@ -1,0 +1,1 @@
+//! Fuzz targets for wasmorch-api: see `fuzz_targets/` (built with `--features fuzzing`).
