@@ -410,6 +410,18 @@ fn kubectl_create_generators_speak_protobuf() {
     assert_eq!(get(&["get", "svc", "cip", "-o", "jsonpath={.status}"]), r#"{"loadBalancer":{}}"#);
     assert_eq!(get(&["get", "deploy", "hello", "-o", "jsonpath={.spec.strategy.type}"]), "RollingUpdate");
     assert!(ok(&c, &["rollout", "status", "deployment/hello", "--timeout=60s"]).ends_with("successfully rolled out\n"));
+
+    // kubectl explain reads the served OpenAPI v3 schemas (the upstream descriptions).
+    let explained = get(&["explain", "pod.spec.containers"]);
+    assert!(explained.contains("FIELD: containers <[]Container>"), "{explained}");
+    assert!(explained.contains("List of containers belonging to the pod."), "{explained}");
+    assert!(explained.contains("  image\t<string>"), "{explained}");
+    let explained = get(&["explain", "deployment.spec.strategy.type"]);
+    assert!(
+        explained.contains("GROUP:      apps") && explained.contains("Can be \"Recreate\" or \"RollingUpdate\""),
+        "{explained}"
+    );
+
     assert!(common::eventually(std::time::Duration::from_secs(30), || {
         get(&["get", "job", "from-cron", "-o", "jsonpath={.status.succeeded}"]) == "1"
             && get(&["get", "pod", "solo", "-o", "jsonpath={.status.phase}"]) == "Running"

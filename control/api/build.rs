@@ -21,12 +21,92 @@ struct Field {
     repeated: bool,
     /// For messages (and map values that are messages): the full dotted name.
     message: Option<String>,
+    /// The upstream description (doc comment without its `+marker` lines).
+    doc: String,
+    /// The `+marker` lines (`patchMergeKey=name`, `listType=map`, …), `;`-separated.
+    markers: String,
+}
+
+/// Modules whose descriptions are kept (for `/openapi/v3` and `kubectl explain`): the
+/// groups wasmorch serves. Others keep their markers only, to keep the binary small.
+const DOC_MODULES: &[&str] = &[
+    "api.core.v1",
+    "api.apps.v1",
+    "api.batch.v1",
+    "api.coordination.v1",
+    "api.storage.v1",
+    "api.discovery.v1",
+    "api.policy.v1",
+    "api.networking.v1",
+    "api.autoscaling.v1",
+    "apimachinery.pkg.apis.meta.v1",
+    "apimachinery.pkg.api.resource",
+    "apimachinery.pkg.util.intstr",
+    "apimachinery.pkg.runtime",
+];
+
+/// prost writes bare URLs as `<https://…>` (Markdown); the upstream text has them plain.
+fn unbracket_urls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("<http") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        match after.find('>') {
+            Some(j) => {
+                out.push_str(&after[..j]);
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// (description, markers) of doc-comment lines. As the upstream OpenAPI writes them: lines
+/// of a paragraph joined with spaces, paragraphs apart, nothing after a `---` line.
+fn split_doc(lines: &[String], keep: bool) -> (String, String) {
+    let mut paragraphs: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut markers = Vec::new();
+    let mut ended = false;
+    for l in lines {
+        let l = l.trim();
+        if let Some(m) = l.strip_prefix('+') {
+            markers.push(m.trim().to_string());
+            continue;
+        }
+        if !keep || ended {
+            continue;
+        }
+        if l == "---" || l.starts_with("TODO") {
+            ended = true;
+        } else if l.is_empty() {
+            if !current.is_empty() {
+                paragraphs.push(std::mem::take(&mut current));
+            }
+        } else {
+            if !current.is_empty() {
+                current.push(' ');
+            }
+            current.push_str(l);
+        }
+    }
+    if !current.is_empty() {
+        paragraphs.push(current);
+    }
+    (unbracket_urls(&paragraphs.join("\n\n")), markers.join(";"))
 }
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let (pb, openapi) = sources();
     let mut messages: BTreeMap<String, Vec<Field>> = BTreeMap::new();
+    let mut docs: HashMap<String, String> = HashMap::new();
     let mut kinds: Vec<(String, String, String)> = Vec::new();
     for file in rust_files(&pb.join("src")) {
         let rel = file.strip_prefix(pb.join("src")).unwrap_or(&file);
@@ -38,7 +118,7 @@ fn main() {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        parse_pb_module(&module, &text, &mut messages, &mut kinds);
+        parse_pb_module(&module, &text, &mut messages, &mut docs, &mut kinds);
     }
     let json_names = openapi_names(&openapi);
 
@@ -71,7 +151,8 @@ fn main() {
                 json_names.get(&(m.to_string(), snake(t)))
             })
         });
-        let _ = writeln!(out, "    Message {{ name: {name:?}, fields: &[");
+        let doc = docs.get(name.as_str()).map(String::as_str).unwrap_or("");
+        let _ = writeln!(out, "    Message {{ name: {name:?}, doc: {doc:?}, fields: &[");
         for f in fields {
             let json = match names.and_then(|m| lookup(m, &f.name)) {
                 Some(j) => j.to_string(),
@@ -102,8 +183,8 @@ fn main() {
             };
             let _ = writeln!(
                 out,
-                "        Field {{ tag: {}, json: {json:?}, ty: {ty}, repeated: {} }},",
-                f.tag, f.repeated
+                "        Field {{ tag: {}, json: {json:?}, ty: {ty}, repeated: {}, doc: {:?}, markers: {:?} }},",
+                f.tag, f.repeated, f.doc, f.markers
             );
         }
         out.push_str("    ] },\n");
@@ -183,11 +264,15 @@ fn parse_pb_module(
     module: &[String],
     text: &str,
     messages: &mut BTreeMap<String, Vec<Field>>,
+    docs: &mut HashMap<String, String>,
     kinds: &mut Vec<(String, String, String)>,
 ) {
     let dotted = module.join(".");
+    let keep = DOC_MODULES.contains(&dotted.as_str());
     let mut current: Option<(String, Vec<Field>)> = None;
     let mut attr: Option<String> = None;
+    let mut doc_lines: Vec<String> = Vec::new();
+    let mut field_doc: Vec<String> = Vec::new();
     let mut pending: Option<String> = None;
     let mut resource: Option<(String, Option<String>, Option<String>)> = None;
     for line in text.lines() {
@@ -197,18 +282,26 @@ fn parse_pb_module(
             if balanced(p) && t.ends_with(',') {
                 let decl = pending.take().unwrap_or_default();
                 if let (Some((_, fields)), Some(a)) = (current.as_mut(), attr.take()) {
-                    fields.push(field(module, &a, &decl));
+                    let mut f = field(module, &a, &decl);
+                    (f.doc, f.markers) = split_doc(&std::mem::take(&mut field_doc), keep);
+                    fields.push(f);
                 }
             }
             continue;
         }
+        if let Some(d) = t.strip_prefix("///") {
+            doc_lines.push(d.strip_prefix(' ').unwrap_or(d).to_string());
+            continue;
+        }
         if line.starts_with("pub struct ") && t.ends_with("{}") {
             let name = t.trim_start_matches("pub struct ").trim_end_matches("{}").trim().to_string();
+            docs.insert(format!("{dotted}.{name}"), split_doc(&std::mem::take(&mut doc_lines), keep).0);
             messages.insert(format!("{dotted}.{name}"), Vec::new());
             continue;
         }
         if line.starts_with("pub struct ") && t.ends_with('{') {
             let name = t.trim_start_matches("pub struct ").trim_end_matches('{').trim().to_string();
+            docs.insert(format!("{dotted}.{name}"), split_doc(&std::mem::take(&mut doc_lines), keep).0);
             current = Some((name, Vec::new()));
             continue;
         }
@@ -236,10 +329,13 @@ fn parse_pb_module(
         if current.is_some() {
             if t.starts_with("#[prost(") {
                 attr = Some(t.to_string());
+                field_doc = std::mem::take(&mut doc_lines);
             } else if t.starts_with("pub ") && attr.is_some() {
                 if balanced(t) && t.ends_with(',') {
                     if let (Some((_, fields)), Some(a)) = (current.as_mut(), attr.take()) {
-                        fields.push(field(module, &a, t));
+                        let mut f = field(module, &a, t);
+                        (f.doc, f.markers) = split_doc(&std::mem::take(&mut field_doc), keep);
+                        fields.push(f);
                     }
                 } else {
                     pending = Some(t.to_string());
@@ -298,7 +394,7 @@ fn field(module: &[String], attr: &str, decl: &str) -> Field {
     } else {
         (first.to_string(), None)
     };
-    Field { tag, name, ty, repeated, message }
+    Field { tag, name, ty, repeated, message, doc: String::new(), markers: String::new() }
 }
 
 /// `::core::option::Option<::prost::alloc::boxed::Box<X>>` → `X`.

@@ -20,6 +20,7 @@ pub mod ipam;
 pub mod join;
 pub mod netpol;
 pub mod object;
+pub mod openapi;
 pub mod protobuf;
 pub mod quantity;
 pub mod resources;

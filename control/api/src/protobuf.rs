@@ -35,6 +35,8 @@ const MAX_DEPTH: usize = 64;
 
 pub struct Message {
     pub name: &'static str,
+    /// The upstream description (served groups only; empty elsewhere).
+    pub doc: &'static str,
     pub fields: &'static [Field],
 }
 
@@ -44,6 +46,18 @@ pub struct Field {
     pub json: &'static str,
     pub ty: Ty,
     pub repeated: bool,
+    /// The upstream description (served groups only; empty elsewhere).
+    pub doc: &'static str,
+    /// The upstream `+markers`, `;`-separated: `patchMergeKey=name;patchStrategy=merge`,
+    /// `listType=map;listMapKey=port;listMapKey=protocol`, `optional`.
+    pub markers: &'static str,
+}
+
+impl Field {
+    /// The values of marker `key` (`listMapKey` may repeat).
+    pub fn marker<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'static str> + 'a {
+        self.markers.split(';').filter_map(move |m| m.strip_prefix(key)?.strip_prefix('='))
+    }
 }
 
 #[derive(Clone, Copy)]

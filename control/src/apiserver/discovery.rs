@@ -1,6 +1,7 @@
 //! Discovery documents: `/version`, `/api`, `/apis` (legacy and aggregated v2), resource
-//! lists per group version, and the skeleton `/openapi/v3` that tells kubectl the server
-//! validates fields itself (`fieldValidation` on PATCH).
+//! lists per group version, and `/openapi/v3`: the schemas of every served kind (for
+//! `kubectl explain` and patch computation) and the PATCH operations that tell kubectl the
+//! server validates fields itself (`fieldValidation`).
 
 use serde_json::{Value, json};
 use wasmorch_api::resources::{self, RESOURCES, Resource};
@@ -170,6 +171,7 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}
     ]);
     let mut paths = serde_json::Map::new();
+    let kinds: Vec<&Resource> = in_group(g).filter(|r| r.version == v).collect();
     for r in in_group(g).filter(|r| r.version == v) {
         let item = if r.namespaced {
             format!("/{}/namespaces/{{namespace}}/{}/{{name}}", gv_path(g, v), r.plural)
@@ -186,6 +188,6 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         paths.insert(item, json!({"patch": op}));
     }
     Some(
-        json!({"openapi": "3.0.0", "info": {"title": "wasmorch", "version": format!("v{KUBE_MAJOR}.{KUBE_MINOR}")}, "paths": paths, "components": {"schemas": {}}}),
+        json!({"openapi": "3.0.0", "info": {"title": "wasmorch", "version": format!("v{KUBE_MAJOR}.{KUBE_MINOR}")}, "paths": paths, "components": {"schemas": wasmorch_api::openapi::schemas(&kinds)}}),
     )
 }
