@@ -407,3 +407,46 @@ fn the_classic_nginx_deployment_runs() {
     let _ = watch.wait();
     assert!(seen, "get events -w showed: {:?}", lines.lock().unwrap());
 }
+
+/// ReplicationController (core/v1), as old manifests and clients still send it: a ReplicaSet
+/// with an equality selector. Its selector and labels default from the template; it creates,
+/// heals and scales its pods (through `scale`), and deleting it takes its pods.
+#[test]
+fn replication_controllers_keep_their_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(dir.path(), &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr()]);
+    let f = dir.path().join("rc.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: old\nspec:\n  replicas: 2\n  template:\n    metadata:\n      labels: {app: old}\n    spec:\n      containers:\n        - name: web\n          image: wasmorch.local/hello-http:1.0\n",
+    )
+    .unwrap();
+    assert_eq!(c.ok(&["apply", "-f", f.to_str().unwrap()]).trim(), "replicationcontroller/old created");
+    let rc = get_json(&c, &["rc", "old"]).unwrap();
+    assert_eq!(rc["spec"]["selector"]["app"], "old");
+    assert_eq!(rc["metadata"]["labels"]["app"], "old");
+    let running = |n: usize| {
+        eventually(Duration::from_secs(60), || {
+            let pods =
+                get_json(&c, &["pods", "-l", "app=old"]).unwrap()["items"].as_array().cloned().unwrap_or_default();
+            let live: Vec<&Value> = pods.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+            live.len() == n
+                && live.iter().all(|p| p["status"]["phase"] == "Running")
+                && live.iter().all(|p| p["metadata"]["ownerReferences"][0]["kind"] == "ReplicationController")
+                && get_json(&c, &["rc", "old"]).unwrap()["status"]["readyReplicas"] == n
+        })
+    };
+    assert!(running(2), "{}", c.ok(&["get", "pods", "-o", "wide"]));
+    // Heals: a deleted pod is replaced.
+    let first =
+        get_json(&c, &["pods", "-l", "app=old"]).unwrap()["items"][0]["metadata"]["name"].as_str().unwrap().to_string();
+    c.ok(&["delete", "pod", &first]);
+    assert!(running(2));
+    c.ok(&["scale", "rc/old", "--replicas=3"]);
+    assert!(running(3), "{}", c.ok(&["get", "pods"]));
+    assert!(c.ok(&["get", "rc"]).contains("old    3         3         3"), "{}", c.ok(&["get", "rc"]));
+    c.ok(&["delete", "rc", "old"]);
+    assert!(eventually(Duration::from_secs(30), || {
+        get_json(&c, &["pods", "-l", "app=old"]).unwrap()["items"].as_array().is_none_or(Vec::is_empty)
+    }));
+}

@@ -34,6 +34,20 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             set_default(&mut obj["spec"], "replicas", json!(1));
             template(&mut obj["spec"], "Always");
         }
+        // As Kubernetes: the selector and the object's labels default to the template's labels.
+        ReplicationController => {
+            set_default(&mut obj["spec"], "replicas", json!(1));
+            let labels = obj["spec"]["template"]["metadata"].get("labels").cloned().filter(|l| l.is_object());
+            if let Some(labels) = labels {
+                if obj["spec"].get("selector").is_none_or(|s| s.as_object().is_none_or(|m| m.is_empty())) {
+                    obj["spec"]["selector"] = labels.clone();
+                }
+                if crate::object::meta(obj).get("labels").is_none_or(|l| l.as_object().is_none_or(|m| m.is_empty())) {
+                    crate::object::meta_mut(obj).insert("labels".into(), labels);
+                }
+            }
+            template(&mut obj["spec"], "Always");
+        }
         DaemonSet => {
             let spec = &mut obj["spec"];
             set_default(spec, "revisionHistoryLimit", json!(10));

@@ -62,6 +62,16 @@ impl LabelSelector {
 
     /// From a `metav1.LabelSelector` object (`matchLabels` + `matchExpressions`).
     /// `None`/null selects nothing in controllers' use; callers decide. An empty object selects everything.
+    /// The pod selector of a workload: `spec.selector`, which a ReplicationController writes
+    /// as a plain label map (an equality selector) and every other kind as a LabelSelector.
+    pub fn of_workload(obj: &Value) -> Result<Self, SelectorError> {
+        let sel = obj.get("spec").and_then(|s| s.get("selector")).cloned().unwrap_or(Value::Null);
+        if obj.get("kind").and_then(Value::as_str) == Some("ReplicationController") {
+            return Self::from_object(&serde_json::json!({ "matchLabels": sel }));
+        }
+        Self::from_object(&sel)
+    }
+
     pub fn from_object(v: &Value) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         for (k, val) in object::string_map(v.get("matchLabels")) {
@@ -279,7 +289,7 @@ pub fn supported_fields(kind: ResourceKind) -> &'static [&'static str] {
         Namespace => &["metadata.name", "status.phase"],
         Secret => &["metadata.name", "metadata.namespace", "type"],
         Job => &["metadata.name", "metadata.namespace", "status.successful"],
-        ReplicaSet => &["metadata.name", "metadata.namespace", "status.replicas"],
+        ReplicaSet | ReplicationController => &["metadata.name", "metadata.namespace", "status.replicas"],
         _ => &["metadata.name", "metadata.namespace"],
     }
 }

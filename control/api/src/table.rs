@@ -68,7 +68,7 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Available", "integer", 0),
             ("Age", "string", 0),
         ],
-        ReplicaSet => vec![
+        ReplicaSet | ReplicationController => vec![
             ("Name", "string", 0),
             ("Desired", "integer", 0),
             ("Current", "integer", 0),
@@ -144,7 +144,7 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
         ],
     };
-    if matches!(kind, Deployment | ReplicaSet | DaemonSet | Job | CronJob) {
+    if matches!(kind, Deployment | ReplicaSet | ReplicationController | DaemonSet | Job | CronJob) {
         c.extend(WIDE_WORKLOAD);
     }
     c
@@ -267,7 +267,12 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             c.extend(workload_wide(&o["spec"]["template"]["spec"], &o["spec"]["selector"]));
             c
         }
-        ReplicaSet => {
+        ReplicaSet | ReplicationController => {
+            let selector = if kind == ReplicationController {
+                json!({"matchLabels": o["spec"]["selector"]})
+            } else {
+                o["spec"]["selector"].clone()
+            };
             let mut c = vec![
                 name,
                 json!(o["spec"].get("replicas").and_then(Value::as_i64).unwrap_or(1)),
@@ -275,7 +280,7 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(int(o, "status.readyReplicas")),
                 s(created),
             ];
-            c.extend(workload_wide(&o["spec"]["template"]["spec"], &o["spec"]["selector"]));
+            c.extend(workload_wide(&o["spec"]["template"]["spec"], &selector));
             c
         }
         DaemonSet => {

@@ -91,6 +91,7 @@ fn reencode(kind: &str, raw: &[u8]) -> Vec<u8> {
         "PersistentVolume" => api::core::v1::PersistentVolume,
         "Deployment" => api::apps::v1::Deployment,
         "ReplicaSet" => api::apps::v1::ReplicaSet,
+        "ReplicationController" => api::core::v1::ReplicationController,
         "DaemonSet" => api::apps::v1::DaemonSet,
         "Job" => api::batch::v1::Job,
         "CronJob" => api::batch::v1::CronJob,

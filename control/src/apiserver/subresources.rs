@@ -11,9 +11,7 @@ use wasmorch_api::{ApiError, object};
 
 /// The Scale view of a Deployment or ReplicaSet.
 pub fn scale_of(obj: &Value) -> Value {
-    let selector = wasmorch_api::selector::LabelSelector::from_object(&obj["spec"]["selector"])
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let selector = wasmorch_api::selector::LabelSelector::of_workload(obj).map(|s| s.to_string()).unwrap_or_default();
     json!({
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",

@@ -33,6 +33,7 @@ pub fn start_all(
     let pods = informer(K::Pod);
     let nodes = informer(K::Node);
     let replicasets = informer(K::ReplicaSet);
+    let rcs = informer(K::ReplicationController);
     let deployments = informer(K::Deployment);
     let jobs = informer(K::Job);
     let daemonsets = informer(K::DaemonSet);
@@ -43,6 +44,7 @@ pub fn start_all(
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
+        tokio::spawn(replicaset::start(api.clone(), rcs.clone(), pods.clone())),
         tokio::spawn(deployment::start(api.clone(), deployments.clone(), replicasets.clone(), pods.clone())),
         tokio::spawn(job::start(api.clone(), jobs.clone(), pods.clone())),
         tokio::spawn(cronjob::start(api.clone(), cronjobs.clone(), jobs.clone())),
@@ -56,6 +58,7 @@ pub fn start_all(
             vec![
                 ("Deployment", deployments.clone()),
                 ("ReplicaSet", replicasets.clone()),
+                ("ReplicationController", rcs.clone()),
                 ("Job", jobs.clone()),
                 ("DaemonSet", daemonsets.clone()),
                 ("CronJob", cronjobs.clone()),
@@ -64,7 +67,7 @@ pub fn start_all(
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs] {
+    for i in [pods, nodes, replicasets, rcs, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

@@ -1,6 +1,7 @@
-//! ReplicaSet: keep exactly `replicas` matching pods. The decision is [`plan`], a pure
-//! function of the ReplicaSet, the pods of its namespace and the time; `reconcile` carries it
-//! out through the API.
+//! ReplicaSet (and ReplicationController, a ReplicaSet with an equality selector): keep
+//! exactly `replicas` matching pods. The decision is [`plan`], a pure function of the set,
+//! the pods of its namespace and the time; `reconcile` carries it out through the API. One
+//! controller runs per kind ([`start`] takes the kind's informer).
 
 use super::events;
 use super::runtime::{Action, Informer, Queue, key_of, run_workers};
@@ -13,8 +14,6 @@ use std::time::Duration;
 use wasmorch_api::selector::LabelSelector;
 use wasmorch_api::validation::FieldValidation;
 use wasmorch_api::{ApiError, object, resources};
-
-const COMPONENT: &str = "replicaset-controller";
 
 /// The controller owner reference of an object, if any: (kind, name, uid).
 pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
@@ -92,7 +91,7 @@ fn deletion_rank(p: &Value) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
 pub fn plan(rs: &Value, pods: &[Value], now: DateTime<Utc>) -> Plan {
     let mut p = Plan::default();
     let uid = object::uid(rs);
-    let selector = LabelSelector::from_object(&rs["spec"]["selector"]).unwrap_or_default();
+    let selector = LabelSelector::of_workload(rs).unwrap_or_default();
     let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
     let min_ready = Duration::from_secs(rs["spec"]["minReadySeconds"].as_u64().unwrap_or(0));
     let mut active: Vec<&Value> = Vec::new();
@@ -187,11 +186,18 @@ pub async fn merge_patch(api: &Api, t: &Target, patch: Value) -> Result<Value, A
 
 struct Ctl {
     api: Api,
+    /// ReplicaSet or ReplicationController.
+    res: &'static resources::Resource,
     sets: Arc<Informer>,
     pods: Arc<Informer>,
 }
 
 impl Ctl {
+    /// The event source, as Kubernetes names these controllers.
+    fn component(&self) -> &'static str {
+        if self.res.kind == "ReplicaSet" { "replicaset-controller" } else { "replication-controller" }
+    }
+
     async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
         let Some(rs) = self.sets.cache.get(&key) else { return Ok(Action::AwaitChange) };
         let ns = object::namespace(&rs).to_string();
@@ -233,7 +239,7 @@ impl Ctl {
                     Ok(w) => {
                         let msg = format!("Created pod: {}", object::name(&w.object));
                         self.pods.cache.assume(w.object);
-                        events::record(&self.api, &rs, "Normal", "SuccessfulCreate", msg, COMPONENT).await;
+                        events::record(&self.api, &rs, "Normal", "SuccessfulCreate", msg, self.component()).await;
                     }
                     Err(e) => failed = Some(e),
                 }
@@ -254,14 +260,20 @@ impl Ctl {
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }
-            events::record(&self.api, &rs, "Normal", "SuccessfulDelete", format!("Deleted pod: {name}"), COMPONENT)
-                .await;
+            events::record(
+                &self.api,
+                &rs,
+                "Normal",
+                "SuccessfulDelete",
+                format!("Deleted pod: {name}"),
+                self.component(),
+            )
+            .await;
         }
         if rs["status"] != plan.status && !object::is_deleting(&rs) {
-            let rsres = resources::of(resources::ResourceKind::ReplicaSet);
             match merge_patch(
                 &self.api,
-                &target(rsres, &ns, object::name(&rs), Some("status")),
+                &target(self.res, &ns, object::name(&rs), Some("status")),
                 json!({"status": plan.status}),
             )
             .await
@@ -276,19 +288,16 @@ impl Ctl {
 }
 
 /// Enqueue the owner (or, for orphans, every matching ReplicaSet) of a pod.
-fn owners_of_pod(sets: &Informer, pod: &Value) -> Vec<String> {
+fn owners_of_pod(kind: &str, sets: &Informer, pod: &Value) -> Vec<String> {
     let ns = object::namespace(pod);
     match controller_of(pod) {
-        Some(("ReplicaSet", name, _)) => vec![format!("{ns}/{name}")],
+        Some((k, name, _)) if k == kind => vec![format!("{ns}/{name}")],
         Some(_) => vec![],
         None => sets
             .cache
             .list(Some(ns))
             .iter()
-            .filter(|rs| {
-                LabelSelector::from_object(&rs["spec"]["selector"])
-                    .is_ok_and(|s| !s.is_empty() && s.matches(&object::labels(pod)))
-            })
+            .filter(|rs| LabelSelector::of_workload(rs).is_ok_and(|s| !s.is_empty() && s.matches(&object::labels(pod))))
             .map(key_of)
             .collect(),
     }
@@ -306,19 +315,22 @@ pub fn start(api: Api, sets: Arc<Informer>, pods: Arc<Informer>) -> impl Future<
     }
     {
         let (q, s) = (queue.clone(), sets.clone());
+        let kind = sets.res.kind;
         pods.on_change(Arc::new(move |old, new| {
             for p in [old, new].into_iter().flatten() {
-                for k in owners_of_pod(&s, p) {
+                for k in owners_of_pod(kind, &s, p) {
                     q.add(k);
                 }
             }
         }));
     }
-    let ctl = Arc::new(Ctl { api: api.clone(), sets: sets.clone(), pods: pods.clone() });
+    let res = sets.res;
+    let ctl = Arc::new(Ctl { api: api.clone(), res, sets: sets.clone(), pods: pods.clone() });
     async move {
         sets.cache.wait_synced().await;
         pods.cache.wait_synced().await;
-        run_workers(api, "replicaset", queue, 2, move |k| {
+        let name = if res.kind == "ReplicaSet" { "replicaset" } else { "replicationcontroller" };
+        run_workers(api, name, queue, 2, move |k| {
             let c = ctl.clone();
             async move { c.reconcile(k).await }
         })

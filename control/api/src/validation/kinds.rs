@@ -37,6 +37,27 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
                 }
             }
         }
+        ReplicationController => {
+            non_negative(&spec, "spec", "replicas", c);
+            non_negative(&spec, "spec", "minReadySeconds", c);
+            let sel = object::string_map(spec.get("selector"));
+            if sel.is_empty() {
+                c.required("spec.selector");
+            } else {
+                let labels = object::string_map(spec["template"]["metadata"].get("labels"));
+                if sel.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+                    c.invalid(
+                        "spec.template.metadata.labels",
+                        format!("{labels:?}"),
+                        "`selector` does not match template `labels`",
+                    );
+                }
+            }
+            if spec.get("template").is_none_or(Value::is_null) {
+                c.required("spec.template");
+            }
+            validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", &["Always"], c);
+        }
         Job => validate_job_spec(&spec, "spec", c),
         CronJob => {
             match spec.get("schedule").and_then(Value::as_str) {

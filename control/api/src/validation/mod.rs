@@ -154,6 +154,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         Event => rt!(core::Event),
         Deployment => rt!(apps::Deployment),
         ReplicaSet => rt!(apps::ReplicaSet),
+        ReplicationController => rt!(core::ReplicationController),
         DaemonSet => rt!(apps::DaemonSet),
         Job => rt!(batch::Job),
         CronJob => rt!(batch::CronJob),
