@@ -81,6 +81,16 @@ fn fixtures() -> Vec<(&'static str, Value)> {
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}}}}),
         ),
         (
+            "/api/v1/namespaces/default/resourcequotas",
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "h"},
+                "spec": {"hard": {"pods": "100", "requests.memory": "100Gi"}}}),
+        ),
+        (
+            "/api/v1/namespaces/default/limitranges",
+            json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "h"},
+                "spec": {"limits": [{"type": "Container", "max": {"memory": "1Gi"}}]}}),
+        ),
+        (
             "/apis/apps/v1/namespaces/default/replicasets",
             json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": "h"}, "spec": {"replicas": 1, "selector": sel, "template": tpl("Always")}}),

@@ -98,7 +98,7 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
             }
         }
         Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice
-        | PodDisruptionBudget => {}
+        | PodDisruptionBudget | ResourceQuota | LimitRange => {}
         NetworkPolicy => crate::netpol::set_defaults(obj),
         PersistentVolumeClaim => {
             // The default class (admission does this in Kubernetes).

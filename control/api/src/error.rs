@@ -100,6 +100,11 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         ApiError::new(401, "Unauthorized", "Unauthorized")
     }
+    /// 403 for one object, as admission writes it: `pods "web" is forbidden: {why}`.
+    pub fn forbidden_object(group: &str, plural: &str, name: &str, why: &str) -> Self {
+        ApiError::new(403, "Forbidden", format!("{} \"{name}\" is forbidden: {why}", qualified(plural, group)))
+            .with_target(group, plural, name)
+    }
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::new(403, "Forbidden", message)
     }

@@ -23,6 +23,7 @@ pub mod object;
 pub mod openapi;
 pub mod protobuf;
 pub mod quantity;
+pub mod quota;
 pub mod resources;
 pub mod selector;
 pub mod services;

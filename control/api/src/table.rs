@@ -48,6 +48,10 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
         ],
         Endpoints => vec![("Name", "string", 0), ("Endpoints", "string", 0), ("Age", "string", 0)],
         ConfigMap => vec![("Name", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
+        ResourceQuota => {
+            vec![("Name", "string", 0), ("Age", "string", 0), ("Request", "string", 0), ("Limit", "string", 0)]
+        }
+        LimitRange => vec![("Name", "string", 0), ("Created At", "date", 0)],
         Secret => vec![("Name", "string", 0), ("Type", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
         Event => vec![
             ("Last Seen", "string", 0),
@@ -240,6 +244,19 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
         Pod => pod_cells(o, name, created, now),
         Service => service_cells(o, name, created),
         Endpoints => vec![name, s(endpoints_summary(o)), s(created)],
+        ResourceQuota => {
+            // kubectl's form: `pods: 1/2, requests.memory: 32Mi/64Mi`, limits.* apart.
+            let hard = o.pointer("/status/hard").or(o.pointer("/spec/hard")).and_then(Value::as_object);
+            let (mut req, mut lim) = (Vec::new(), Vec::new());
+            for (k, h) in hard.into_iter().flatten() {
+                let used = o.pointer("/status/used").and_then(|u| u.get(k)).and_then(Value::as_str).unwrap_or("0");
+                let h = h.as_str().map(String::from).unwrap_or_else(|| h.to_string());
+                let cell = format!("{k}: {used}/{h}");
+                if k.starts_with("limits.") { lim.push(cell) } else { req.push(cell) }
+            }
+            vec![name, s(created), s(req.join(", ")), s(lim.join(", "))]
+        }
+        LimitRange => vec![name, s(str_at(o, "metadata.creationTimestamp").unwrap_or("").to_string())],
         ConfigMap => {
             let n = ["data", "binaryData"]
                 .iter()

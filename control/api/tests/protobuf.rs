@@ -92,6 +92,8 @@ fn reencode(kind: &str, raw: &[u8]) -> Vec<u8> {
         "Deployment" => api::apps::v1::Deployment,
         "ReplicaSet" => api::apps::v1::ReplicaSet,
         "ReplicationController" => api::core::v1::ReplicationController,
+        "ResourceQuota" => api::core::v1::ResourceQuota,
+        "LimitRange" => api::core::v1::LimitRange,
         "DaemonSet" => api::apps::v1::DaemonSet,
         "Job" => api::batch::v1::Job,
         "CronJob" => api::batch::v1::CronJob,

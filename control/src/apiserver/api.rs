@@ -29,6 +29,8 @@ pub struct Api {
     /// Held while an eviction is checked against disruption budgets and carried out, so two
     /// evictions cannot both spend the last allowed disruption.
     evictions: Arc<tokio::sync::Mutex<()>>,
+    /// Held from a quota check until the checked object is written (see `quota.rs`).
+    pub(super) quota_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Options of a list (and of a watch's initial state).
@@ -66,6 +68,7 @@ impl Api {
             service_range: Default::default(),
             allocations: Default::default(),
             evictions: Default::default(),
+            quota_lock: Default::default(),
         }
     }
 
@@ -164,6 +167,7 @@ impl Api {
         let ns = ns_of(res, ns);
         let (mut obj, warnings) = objects::prepare_create(res, Some(&ns), body, mode)?;
         self.check_namespace(res, &ns).await?;
+        let _quota = self.admit(res, &ns, &mut obj).await?;
         let mut _alloc = None;
         if res.kind_id == ResourceKind::Service {
             _alloc = Some(self.allocations.lock().await);

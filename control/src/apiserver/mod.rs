@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod logs;
 pub mod objects;
+pub mod quota;
 pub mod relay;
 pub mod request;
 pub mod subresources;

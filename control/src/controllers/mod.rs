@@ -14,6 +14,7 @@ pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod quota;
 pub mod replicaset;
 pub mod runtime;
 
@@ -34,6 +35,7 @@ pub fn start_all(
     let nodes = informer(K::Node);
     let replicasets = informer(K::ReplicaSet);
     let rcs = informer(K::ReplicationController);
+    let quotas = informer(K::ResourceQuota);
     let deployments = informer(K::Deployment);
     let jobs = informer(K::Job);
     let daemonsets = informer(K::DaemonSet);
@@ -51,6 +53,7 @@ pub fn start_all(
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
         tokio::spawn(disruption::start(api.clone(), pdbs.clone(), pods.clone())),
+        tokio::spawn(quota::start(api.clone(), quotas.clone(), pods.clone())),
         tokio::spawn(nodelifecycle::start(api.clone(), nodes.clone(), pods.clone(), leases.clone(), lifecycle)),
         tokio::spawn(nodeipam::start(api.clone(), nodes.clone(), pod_ranges)),
         tokio::spawn(gc::start(
@@ -67,7 +70,7 @@ pub fn start_all(
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, rcs, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs] {
+    for i in [pods, nodes, replicasets, rcs, quotas, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

@@ -79,6 +79,23 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         }
         Service => validate_service(&spec, c),
         ConfigMap | Secret => validate_config_data(kind, obj, c),
+        ResourceQuota => quantities(spec.get("hard"), "spec.hard", c),
+        LimitRange => {
+            for (i, l) in spec.get("limits").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                for k in ["max", "min", "default", "defaultRequest", "maxLimitRequestRatio"] {
+                    quantities(l.get(k), &format!("spec.limits[{i}].{k}"), c);
+                }
+                match l.get("type").and_then(Value::as_str) {
+                    Some("Container" | "Pod" | "PersistentVolumeClaim") => {}
+                    Some(t) => c.not_supported(
+                        format!("spec.limits[{i}].type"),
+                        t,
+                        &["Container", "Pod", "PersistentVolumeClaim"],
+                    ),
+                    None => c.required(format!("spec.limits[{i}].type")),
+                }
+            }
+        }
         Event => {
             if obj.get("involvedObject").is_none_or(|v| v.get("name").is_none() && v.get("kind").is_none()) {
                 c.required("involvedObject");
@@ -113,6 +130,22 @@ fn non_negative(v: &Value, path: &str, field: &str, c: &mut Causes) {
         && n < 0
     {
         c.invalid(format!("{path}.{field}"), n, "must be greater than or equal to 0");
+    }
+}
+
+/// Every value of a resource map is a non-negative quantity.
+fn quantities(map: Option<&Value>, path: &str, c: &mut Causes) {
+    for (k, v) in map.and_then(Value::as_object).into_iter().flatten() {
+        let q = v.as_str().and_then(crate::quantity::parse);
+        match q {
+            Some(q) if q >= 0.0 && q.is_finite() => {}
+            Some(_) => c.invalid(format!("{path}[{k}]"), v, "must be greater than or equal to 0"),
+            None => c.invalid(
+                format!("{path}[{k}]"),
+                v,
+                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+            ),
+        }
     }
 }
 

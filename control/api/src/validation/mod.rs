@@ -155,6 +155,8 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         Deployment => rt!(apps::Deployment),
         ReplicaSet => rt!(apps::ReplicaSet),
         ReplicationController => rt!(core::ReplicationController),
+        ResourceQuota => rt!(core::ResourceQuota),
+        LimitRange => rt!(core::LimitRange),
         DaemonSet => rt!(apps::DaemonSet),
         Job => rt!(batch::Job),
         CronJob => rt!(batch::CronJob),

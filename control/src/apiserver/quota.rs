@@ -1,0 +1,50 @@
+//! Admission by ResourceQuota and LimitRange: a create in a namespace with LimitRanges gets
+//! their defaults and bounds (pods); one with ResourceQuotas is refused with 403 when it
+//! would exceed one. The decisions are `wasmorch_api::quota`'s; this reads what they need.
+
+use super::api::{Api, ListOptions};
+use serde_json::Value;
+use wasmorch_api::resources::{self, Resource, ResourceKind};
+use wasmorch_api::{ApiError, object, quota};
+
+impl Api {
+    async fn items(&self, res: &Resource, ns: &str) -> Result<Vec<Value>, ApiError> {
+        let list = self.list(res, Some(ns), &ListOptions::default()).await?;
+        Ok(list.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
+    }
+
+    /// Check `obj` (about to be created in `ns`) against the namespace's LimitRanges and
+    /// ResourceQuotas. When a quota applies, the returned guard must be held until the object
+    /// is written, so that two creates cannot both take the last of a quota.
+    pub(super) async fn admit(
+        &self,
+        res: &'static Resource,
+        ns: &str,
+        obj: &mut Value,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+        if ns.is_empty() || !res.namespaced {
+            return Ok(None);
+        }
+        let name = object::name(obj).to_string();
+        let refuse = |why: String| ApiError::forbidden_object(res.group, res.plural, &name, &why);
+        if res.kind_id == ResourceKind::Pod {
+            let ranges = self.items(resources::of(ResourceKind::LimitRange), ns).await?;
+            quota::apply_limit_ranges(obj, &ranges).map_err(&refuse)?;
+        }
+        let quotas = self.items(resources::of(ResourceKind::ResourceQuota), ns).await?;
+        let add = quota::usage(res, obj);
+        let applies =
+            |q: &&Value| quota::hard(q).keys().any(|k| quota::kind_of(k).is_some_and(|r| r.kind_id == res.kind_id));
+        let relevant: Vec<&Value> = quotas.iter().filter(applies).collect();
+        if relevant.is_empty() {
+            return Ok(None);
+        }
+        let guard = self.quota_lock.clone().lock_owned().await;
+        let existing = self.items(res, ns).await?;
+        let used = quota::sum(existing.iter().map(|o| quota::usage(res, o)).collect::<Vec<_>>().iter());
+        for q in relevant {
+            quota::admit(q, &used, &add, obj).map_err(&refuse)?;
+        }
+        Ok(Some(guard))
+    }
+}
