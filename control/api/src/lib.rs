@@ -18,6 +18,7 @@ pub mod disruption;
 pub mod error;
 pub mod ipam;
 pub mod join;
+pub mod managed;
 pub mod netpol;
 pub mod object;
 pub mod openapi;

@@ -1,7 +1,7 @@
 //! The API's operations over the store, independent of HTTP. The HTTP handlers and the
 //! in-process controllers both call these: one code path.
 
-use super::objects::{self, DeleteOptions};
+use super::objects::{self, DeleteOptions, WriteOpts};
 use super::request::Target;
 use crate::store::{EventType, Outcome, Store};
 use base64::Engine;
@@ -164,8 +164,21 @@ impl Api {
         mode: FieldValidation,
         dry_run: bool,
     ) -> Result<Written, ApiError> {
+        self.create_by(res, ns, body, mode, dry_run, &WriteOpts::default()).await
+    }
+
+    /// [`Api::create`] by a field manager.
+    pub async fn create_by(
+        &self,
+        res: &'static Resource,
+        ns: Option<&str>,
+        body: Value,
+        mode: FieldValidation,
+        dry_run: bool,
+        w: &WriteOpts,
+    ) -> Result<Written, ApiError> {
         let ns = ns_of(res, ns);
-        let (mut obj, warnings) = objects::prepare_create(res, Some(&ns), body, mode)?;
+        let (mut obj, warnings) = objects::prepare_create_by(res, Some(&ns), body, mode, w)?;
         self.check_namespace(res, &ns).await?;
         let _quota = self.admit(res, &ns, &mut obj).await?;
         let mut _alloc = None;
@@ -198,7 +211,18 @@ impl Api {
         mode: FieldValidation,
         dry_run: bool,
     ) -> Result<Written, ApiError> {
-        self.modify(t, dry_run, move |res, cur, sub| objects::prepare_update(res, cur, body, sub, mode)).await
+        self.update_by(t, body, mode, dry_run, WriteOpts::default()).await
+    }
+
+    pub async fn update_by(
+        &self,
+        t: &Target,
+        body: Value,
+        mode: FieldValidation,
+        dry_run: bool,
+        w: WriteOpts,
+    ) -> Result<Written, ApiError> {
+        self.modify(t, dry_run, move |res, cur, sub| objects::prepare_update_by(res, cur, body, sub, mode, &w)).await
     }
 
     pub async fn patch(
@@ -209,10 +233,34 @@ impl Api {
         mode: FieldValidation,
         dry_run: bool,
     ) -> Result<Written, ApiError> {
+        self.patch_by(t, content_type, patch, mode, dry_run, WriteOpts::default()).await
+    }
+
+    /// [`Api::patch`] by a field manager; a server-side apply (`application/apply-patch+yaml`)
+    /// checks ownership conflicts and removes the fields its manager stopped applying.
+    pub async fn patch_by(
+        &self,
+        t: &Target,
+        content_type: &str,
+        mut patch: Value,
+        mode: FieldValidation,
+        dry_run: bool,
+        w: WriteOpts,
+    ) -> Result<Written, ApiError> {
         let ct = content_type.to_string();
         self.modify(t, dry_run, move |res, cur, sub| {
             let new = objects::apply_patch(cur, &ct, &patch)?;
-            objects::prepare_update(res, cur, new, sub, mode)
+            if ct != "application/apply-patch+yaml" {
+                return objects::prepare_update_by(res, cur, new, sub, mode, &w);
+            }
+            if let Some(m) = patch.as_object_mut() {
+                m.entry("apiVersion").or_insert_with(|| json!(res.api_version()));
+                m.entry("kind").or_insert_with(|| json!(res.kind));
+            }
+            let now = object::now_rfc3339();
+            let new = wasmorch_api::managed::apply(cur, &patch, new, &w.manager, w.force, &now)
+                .map_err(|c| objects::apply_conflict(res, object::name(cur), &c))?;
+            objects::prepare_update_by(res, cur, new, sub, mode, &WriteOpts { apply: true, ..w })
         })
         .await
     }

@@ -139,6 +139,45 @@ fn discovery_reply(v: Value, accept: &str) -> Response {
     r
 }
 
+/// The field manager of a write: `?fieldManager=`, else the product of the User-Agent
+/// (`kubectl/v1.37.1 …` → `kubectl`), as Kubernetes defaults it. Apply requires one; `force`
+/// is for apply only.
+fn writer(p: &Params, headers: &axum::http::HeaderMap, apply: bool) -> Result<super::objects::WriteOpts, ApiError> {
+    use wasmorch_api::error::Cause;
+    let invalid = |c: Cause| ApiError::invalid("meta.k8s.io", "PatchOptions", "", vec![c]);
+    let force = p.flag("force");
+    if force && !apply {
+        return Err(invalid(Cause::new(
+            "FieldValueForbidden",
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        )));
+    }
+    let manager = match p.get("fieldManager") {
+        Some(m) if m.len() > 128 => {
+            return Err(invalid(Cause::invalid("fieldManager", m, "must be no more than 128 characters")));
+        }
+        Some(m) => m.to_string(),
+        None if apply => {
+            return Err(invalid(Cause::new(
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch",
+            )));
+        }
+        None => headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown")
+            .chars()
+            .take(128)
+            .collect(),
+    };
+    Ok(super::objects::WriteOpts { manager, force, apply })
+}
+
 fn list_options(t: &Target, p: &Params) -> Result<ListOptions, ApiError> {
     let labels =
         LabelSelector::parse(p.get("labelSelector").unwrap_or("")).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -289,18 +328,21 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
         }
         (&Method::POST, false) => {
             let obj = request::decode_body(&headers, &body)?;
-            let w = api.create(t.res, t.namespace.as_deref(), obj, mode, dry_run).await?;
+            let w =
+                api.create_by(t.res, t.namespace.as_deref(), obj, mode, dry_run, &writer(&p, &headers, false)?).await?;
             Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
         }
         (&Method::PUT, true) => {
             let obj = request::decode_body(&headers, &body)?;
-            let w = api.update(&t, obj, mode, dry_run).await?;
+            let w = api.update_by(&t, obj, mode, dry_run, writer(&p, &headers, false)?).await?;
             Ok(json_response(StatusCode::OK, &w.object, &w.warnings))
         }
         (&Method::PATCH, true) => {
             let patch = request::decode_body(&headers, &body)?;
             let ct = request::content_type(&headers);
-            match api.patch(&t, &ct, patch.clone(), mode, dry_run).await {
+            let apply = ct == "application/apply-patch+yaml";
+            let w = writer(&p, &headers, apply)?;
+            match api.patch_by(&t, &ct, patch.clone(), mode, dry_run, w.clone()).await {
                 Ok(w) => Ok(json_response(StatusCode::OK, &w.object, &w.warnings)),
                 // Server-side apply creates what does not exist yet.
                 Err(e) if e.code == 404 && ct == "application/apply-patch+yaml" && t.subresource.is_none() => {
@@ -309,7 +351,7 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
                             "the name in the apply configuration does not match the URL",
                         ));
                     }
-                    let w = api.create(t.res, t.namespace.as_deref(), patch, mode, dry_run).await?;
+                    let w = api.create_by(t.res, t.namespace.as_deref(), patch, mode, dry_run, &w).await?;
                     Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
                 }
                 Err(e) => Err(e),

@@ -7,7 +7,7 @@ use wasmorch_api::error::Cause;
 use wasmorch_api::object::{self, meta_mut};
 use wasmorch_api::resources::{Resource, ResourceKind};
 use wasmorch_api::validation::{self, FieldValidation};
-use wasmorch_api::{ApiError, defaults};
+use wasmorch_api::{ApiError, defaults, managed};
 
 /// Fields the server owns: a client's value is ignored on update.
 const SERVER_META: &[&str] =
@@ -31,11 +31,38 @@ fn fill_type_meta(res: &Resource, obj: &mut Value) {
     }
 }
 
+/// Who writes, for field ownership (`metadata.managedFields`).
+#[derive(Debug, Clone)]
+pub struct WriteOpts {
+    /// The field manager: `?fieldManager=`, else the client's User-Agent product.
+    pub manager: String,
+    /// Server-side apply only: take over conflicting fields.
+    pub force: bool,
+    /// The write is a server-side apply (a create from an apply configuration).
+    pub apply: bool,
+}
+
+impl Default for WriteOpts {
+    fn default() -> Self {
+        WriteOpts { manager: "wasmorch-controller-manager".into(), force: false, apply: false }
+    }
+}
+
 pub fn prepare_create(
+    res: &Resource,
+    ns: Option<&str>,
+    obj: Value,
+    mode: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    prepare_create_by(res, ns, obj, mode, &WriteOpts::default())
+}
+
+pub fn prepare_create_by(
     res: &Resource,
     ns: Option<&str>,
     mut obj: Value,
     mode: FieldValidation,
+    w: &WriteOpts,
 ) -> Result<(Value, Vec<String>), ApiError> {
     if !obj.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
@@ -63,8 +90,21 @@ pub fn prepare_create(
         let name = format!("{g}{}", random_suffix());
         meta_mut(&mut obj).insert("name".into(), json!(name));
     }
+    let config = w.apply.then(|| obj.clone());
     defaults::apply(res.kind_id, &mut obj);
     let warnings = validation::validate(res, &obj, mode)?;
+    let now = object::now_rfc3339();
+    match config {
+        Some(cfg) => {
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("managedFields");
+            }
+            // Nothing exists yet, so nothing conflicts.
+            obj = managed::apply(&json!({}), &cfg, obj, &w.manager, true, &now)
+                .map_err(|_| ApiError::internal("recording field ownership"))?;
+        }
+        None => managed::record_update(None, &mut obj, &w.manager, &now, None),
+    }
     let m = meta_mut(&mut obj);
     m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     m.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
@@ -107,9 +147,22 @@ fn spec_part(v: &Value) -> Value {
 pub fn prepare_update(
     res: &Resource,
     cur: &Value,
+    new: Value,
+    sub: Option<&str>,
+    mode: FieldValidation,
+) -> Result<(Outcome, Vec<String>), ApiError> {
+    prepare_update_by(res, cur, new, sub, mode, &WriteOpts::default())
+}
+
+/// [`prepare_update`] by a field manager. An apply (`w.apply`) has already recorded its
+/// ownership (`managed::apply`); any other write records what it changed.
+pub fn prepare_update_by(
+    res: &Resource,
+    cur: &Value,
     mut new: Value,
     sub: Option<&str>,
     mode: FieldValidation,
+    w: &WriteOpts,
 ) -> Result<(Outcome, Vec<String>), ApiError> {
     if !new.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
@@ -147,6 +200,7 @@ pub fn prepare_update(
         let mut out = cur.clone();
         out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
         validation::validate(res, &out, FieldValidation::Ignore)?;
+        managed::record_update(Some(cur), &mut out, &w.manager, &object::now_rfc3339(), Some("status"));
         return Ok((Outcome::Put(out), Vec::new()));
     }
     // Server-owned metadata comes from the stored object.
@@ -177,6 +231,9 @@ pub fn prepare_update(
     defaults::apply(res.kind_id, &mut new);
     let warnings = validation::validate(res, &new, mode)?;
     check_immutable(res, cur, &new)?;
+    if !w.apply {
+        managed::record_update(Some(cur), &mut new, &w.manager, &object::now_rfc3339(), sub);
+    }
     if spec_part(&new) != spec_part(cur) {
         let g = object::meta(cur).get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
         meta_mut(&mut new).insert("generation".into(), json!(g));
@@ -228,6 +285,25 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
 }
 
 /// Apply a patch document to `cur`, by patch media type.
+/// 409 for apply conflicts, as Kubernetes writes it (causes name each field and manager).
+pub fn apply_conflict(res: &Resource, name: &str, conflicts: &[managed::Conflict]) -> ApiError {
+    let mut e = ApiError::new(409, "Conflict", managed::conflict_message(conflicts));
+    e.kind = res.plural.to_string();
+    e.group = res.group.to_string();
+    e.name = name.to_string();
+    e.causes = conflicts
+        .iter()
+        .map(|c| {
+            Cause::new(
+                "FieldManagerConflict",
+                c.path.clone(),
+                format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+            )
+        })
+        .collect();
+    e
+}
+
 pub fn apply_patch(cur: &Value, content_type: &str, patch: &Value) -> Result<Value, ApiError> {
     let mut doc = cur.clone();
     match content_type {
@@ -247,8 +323,8 @@ pub fn apply_patch(cur: &Value, content_type: &str, patch: &Value) -> Result<Val
             doc = wasmorch_api::smp::apply(cur, patch).map_err(ApiError::bad_request)?;
         }
         // Server-side apply, at its core: the applied configuration merges into the live
-        // object as a strategic merge. Managed fields are not tracked, so a field dropped
-        // from the configuration is not removed (see ARCHITECTURE.md).
+        // object as a strategic merge; `Api::patch_by` then settles ownership
+        // (`wasmorch_api::managed::apply`: conflicts, removal of dropped fields).
         "application/apply-patch+yaml" => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("an apply configuration must be an object"));
