@@ -680,3 +680,22 @@ async fn kube_rs_server_side_apply() {
     let b = cms.patch("ssa", &PatchParams::apply("two").force(), &Patch::Apply(cfg("2"))).await.unwrap();
     assert_eq!(b.data.unwrap()["k"], "2");
 }
+
+/// From client-side to server-side apply, as kubectl migrates: the second apply takes over
+/// the fields the first recorded (no conflict), and a field later dropped from the file goes.
+#[test]
+fn client_side_apply_migrates_to_server_side() {
+    if !kubectl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+    let f = dir.path().join("cm.yaml");
+    std::fs::write(&f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: mig\ndata:\n  a: '1'\n  b: '2'\n").unwrap();
+    let file = f.to_str().unwrap();
+    assert_eq!(ok(&c, &["apply", "-f", file]).trim(), "configmap/mig created");
+    assert_eq!(ok(&c, &["apply", "--server-side", "-f", file]).trim(), "configmap/mig serverside-applied");
+    std::fs::write(&f, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: mig\ndata:\n  a: '1'\n").unwrap();
+    assert_eq!(ok(&c, &["apply", "--server-side", "-f", file]).trim(), "configmap/mig serverside-applied");
+    assert_eq!(ok(&c, &["get", "cm", "mig", "-o", "jsonpath={.data}"]), r#"{"a":"1"}"#);
+}
