@@ -136,3 +136,28 @@ pub fn wrk(addr: &str) -> Wrk {
     assert!(!text.contains("Non-2xx"), "errors in wrk run:\n{text}");
     Wrk { rps, p50_ms: ms("50%"), p99_ms: ms("99%") }
 }
+
+/// A `wasmorch server` on a free port with its data in `dir`, and an admin client for it.
+pub async fn server(bin: &str, dir: &std::path::Path) -> (Proc, kube::Client, String) {
+    let port = free_port();
+    let p = Proc(
+        Command::new(bin)
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wasmorch server"),
+    );
+    let kc = dir.join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kc.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cfg =
+        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default())
+            .await
+            .unwrap();
+    (p, kube::Client::try_from(cfg).unwrap(), format!("https://127.0.0.1:{port}"))
+}

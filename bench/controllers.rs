@@ -18,30 +18,6 @@ use std::time::{Duration, Instant};
 mod common;
 use common::*;
 
-async fn server(bin: &str, dir: &std::path::Path) -> (Proc, kube::Client, String) {
-    let port = free_port();
-    let p = Proc(
-        Command::new(bin)
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start wasmorch server"),
-    );
-    let kc = dir.join("admin.kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kc.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cfg =
-        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default())
-            .await
-            .unwrap();
-    (p, kube::Client::try_from(cfg).unwrap(), format!("https://127.0.0.1:{port}"))
-}
-
 /// Count pods matching a predicate, by paging through the list.
 async fn count_pods(client: &kube::Client, ns: &str, f: impl Fn(&Value) -> bool) -> usize {
     let (_, list) = raw(client, "GET", &format!("/api/v1/namespaces/{ns}/pods"), None).await;

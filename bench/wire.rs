@@ -4,7 +4,6 @@
 //! a time (default 16). Run with `bench/run-wire.sh`.
 
 use serde_json::{Value, json};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wasmorch_api::protobuf;
 
@@ -72,28 +71,8 @@ async fn main() {
     let count = env_num("COUNT", 2000);
     let concurrency = env_num("CONCURRENCY", 16);
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = Proc(
-        Command::new(&bin)
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wasmorch server"),
-    );
+    let (server, client, _) = server(&bin, dir.path()).await;
     let pid = server.0.id();
-    let kc = dir.path().join("admin.kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kc.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cfg =
-        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default())
-            .await
-            .unwrap();
-    let client = kube::Client::try_from(cfg).unwrap();
     for ns in ["warm", "json", "pb"] {
         let (code, v) = raw(
             &client,
