@@ -12,6 +12,28 @@ fn set_default(v: &mut Value, key: &str, default: Value) {
     }
 }
 
+/// Before anything else reads the object (the schema check included): YAML 1.1 spellings
+/// that a YAML 1.2 parser leaves as strings, in fields where they can mean one thing only
+/// (file modes: `defaultMode: 0400`). Safe on any input: it only rewrites values it finds in
+/// the expected shape.
+pub fn normalize(kind: ResourceKind, obj: &mut Value) {
+    use ResourceKind::*;
+    let pod_spec = match kind {
+        Pod => "/spec",
+        Deployment | ReplicaSet | ReplicationController | DaemonSet | Job => "/spec/template/spec",
+        CronJob => "/spec/jobTemplate/spec/template/spec",
+        _ => return,
+    };
+    let vols = obj.pointer_mut(&format!("{pod_spec}/volumes")).and_then(Value::as_array_mut);
+    for v in vols.into_iter().flatten() {
+        for kind in ["configMap", "secret", "downwardAPI", "projected"] {
+            if let Some(src) = v.get_mut(kind) {
+                volume_modes(src);
+            }
+        }
+    }
+}
+
 pub fn apply(kind: ResourceKind, obj: &mut Value) {
     use ResourceKind::*;
     match kind {
@@ -161,11 +183,6 @@ fn pod_spec(spec: &mut Value, restart: &str) {
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     if let Some(vols) = spec.get_mut("volumes").and_then(Value::as_array_mut) {
         for v in vols {
-            for kind in ["configMap", "secret", "downwardAPI", "projected"] {
-                if let Some(src) = v.get_mut(kind) {
-                    volume_modes(src);
-                }
-            }
             // Kubernetes defaults projected file modes to 0644.
             for kind in ["configMap", "secret", "downwardAPI"] {
                 if let Some(src) = v.get_mut(kind).filter(|s| s.is_object()) {
@@ -230,12 +247,14 @@ mod tests {
 
     #[test]
     fn yaml_octal_file_modes_become_numbers() {
-        let mut spec = json!({"volumes": [
+        let mut pod = json!({"spec": {"volumes": [
             {"name": "a", "secret": {"secretName": "s", "defaultMode": "0400", "items": [{"key": "k", "path": "p", "mode": "0o600"}]}},
             {"name": "b", "configMap": {"name": "c", "defaultMode": 420}},
             {"name": "c", "downwardAPI": {"defaultMode": "zz"}},
             {"name": "d", "configMap": {"name": "c"}},
-        ]});
+        ]}});
+        normalize(ResourceKind::Pod, &mut pod);
+        let mut spec = pod["spec"].take();
         pod_spec(&mut spec, "");
         assert_eq!(spec["volumes"][0]["secret"]["defaultMode"], 0o400);
         assert_eq!(spec["volumes"][0]["secret"]["items"][0]["mode"], 0o600);

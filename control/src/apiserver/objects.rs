@@ -68,6 +68,7 @@ pub fn prepare_create_by(
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
     fill_type_meta(res, &mut obj);
+    defaults::normalize(res.kind_id, &mut obj);
     validation::check_schema(res, &obj)?;
     let body_ns = object::namespace(&obj).to_string();
     if res.namespaced {
@@ -168,6 +169,7 @@ pub fn prepare_update_by(
         return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
     }
     fill_type_meta(res, &mut new);
+    defaults::normalize(res.kind_id, &mut new);
     validation::check_schema(res, &new)?;
     let name = object::name(cur).to_string();
     let new_name = object::name(&new);
