@@ -28,6 +28,9 @@ pub struct GetArgs {
     watch: bool,
     #[arg(long)]
     no_headers: bool,
+    /// Keep `metadata.managedFields` in yaml/json output (hidden by default, as kubectl does).
+    #[arg(long)]
+    show_managed_fields: bool,
 }
 
 /// What the arguments ask for: kinds, each with its names (empty = all).
@@ -162,6 +165,13 @@ pub async fn get(ctx: Option<String>, a: GetArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if !a.show_managed_fields {
+        for (_, o) in objects.iter_mut() {
+            if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("managedFields");
+            }
+        }
+    }
     if !(output.is_empty() || output == "wide") {
         let single = targets.len() == 1 && targets[0].1.len() == 1;
         match output.as_str() {
@@ -235,6 +245,7 @@ async fn watch(
         output: None,
         watch: true,
         no_headers: a.no_headers,
+        show_managed_fields: false,
     };
     let url = format!(
         "{}{}",
