@@ -110,6 +110,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, Command::Up(_) | Command::Server(_) | Command::Node(_)) {
+        // Every HTTP pod holds a listening socket; the API server holds every watch.
+        let limit = wasmorch_host::sys::raise_open_files_limit();
+        tracing::debug!(?limit, "open files");
+    }
     let ctx = cli.context.clone();
     let result = rt.block_on(async move {
         match cli.command {

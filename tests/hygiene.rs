@@ -99,3 +99,60 @@ fn a_node_returns_to_its_size_after_100_pods_are_deleted() {
     );
     assert!(returned, "RSS {rss_before} KiB before, {rss_peak} with 100 pods, {rss_after} after");
 }
+
+/// Benchmark (not in CI; `bench/run-density.sh`): `DENSITY_PODS` (10,000) idle hello-http
+/// pods on one node: the time from `apply` to all Ready, and the node's memory per pod. The
+/// pod range is a /18 and `--max-pods` the count, so nothing but the node limits it.
+#[test]
+#[ignore]
+fn bench_density() {
+    let n: usize = std::env::var("DENSITY_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let max = n.to_string();
+    let m = MultiNode::start_full(dir.path(), 1, &["--node-cidr-mask-size", "18"], &["--max-pods", &max]);
+    let c = &m.cluster;
+    let (node, server) = (m.nodes[0].pid(), m.server.pid());
+    let f = dir.path().join("many.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: many}}\nspec:\n  replicas: {n}\n  \
+             selector: {{matchLabels: {{app: many}}}}\n  template:\n    metadata: {{labels: {{app: many}}}}\n    spec:\n      \
+             containers: [{{name: hello, image: wasmorch.local/hello-http:1.0, resources: {{requests: {{cpu: 0m, memory: 0Mi}}}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let (node0, server0) = (rss_kib(node), rss_kib(server));
+    let t = std::time::Instant::now();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let ready = || {
+        let out = c.ok(&["get", "deployment", "many", "-o", "jsonpath={.status.readyReplicas}"]);
+        out.trim().parse::<usize>().unwrap_or(0)
+    };
+    let mut last = (0, std::time::Instant::now());
+    let all = eventually(Duration::from_secs(1800), || {
+        let r = ready();
+        if last.1.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  {:>5.0} s: {r} of {n} ready, node RSS {} MiB",
+                t.elapsed().as_secs_f64(),
+                rss_kib(node) / 1024
+            );
+            last = (r, std::time::Instant::now());
+        }
+        r == n
+    });
+    let took = t.elapsed().as_secs_f64();
+    assert!(all, "{} of {n} ready after {took:.0} s", ready());
+    let (node1, server1) = (rss_kib(node), rss_kib(server));
+    eprintln!(
+        "{n} idle hello-http pods on one node: all Ready after {took:.1} s ({:.0} pods/s); node RSS(anon) {} -> {} MiB \
+         = {:.1} KiB per pod; server {} -> {} MiB. (The kubelet's default limit is 110 pods per node.)",
+        n as f64 / took,
+        node0 / 1024,
+        node1 / 1024,
+        node1.saturating_sub(node0) as f64 / n as f64,
+        server0 / 1024,
+        server1 / 1024
+    );
+}

@@ -51,9 +51,51 @@ pub fn host_name() -> Option<String> {
     wasmorch_api::validation::dns1123_subdomain_errors(&name).is_none().then_some(name)
 }
 
+/// Raise this process's soft limit on open files to its hard limit, as Go programs (the
+/// kubelet, containerd) do at start: every HTTP pod holds a listening socket, and the usual
+/// soft limit of 1,024 would stop a node long before its `--max-pods`. Returns the limit now
+/// in force, if it is known.
+#[cfg(unix)]
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let below = match (l.current, l.maximum) {
+        (Some(c), Some(m)) => c < m,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if below {
+        let maximum = l.maximum;
+        l.current = maximum;
+        if setrlimit(Resource::Nofile, l).is_err() {
+            // macOS refuses unlimited; its kernel's own ceiling still beats 256.
+            let ceiling = rustix::process::Rlimit { current: Some(10_240), maximum };
+            let _ = setrlimit(Resource::Nofile, ceiling);
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// Windows has no such limit on sockets.
+#[cfg(not(unix))]
+pub fn raise_open_files_limit() -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_open_files_limit_rises_to_the_hard_limit() {
+        use rustix::process::{Resource, getrlimit};
+        let now = raise_open_files_limit();
+        let l = getrlimit(Resource::Nofile);
+        assert_eq!(now, l.current);
+        assert!(l.current == l.maximum || (l.maximum.is_none() && l.current.is_some()), "{l:?}");
+    }
 
     #[test]
     fn a_cgroup_limit_below_the_machine_is_the_memory() {

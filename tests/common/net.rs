@@ -14,6 +14,8 @@ pub struct Net {
     pub kc: PathBuf,
     _server: Daemon,
     pub nodes: Vec<Option<Daemon>>,
+    url: String,
+    token: String,
 }
 
 impl Net {
@@ -41,29 +43,8 @@ impl Net {
         let line = server.wait_line("listening on https://");
         let url = line.split("listening on ").nth(1).unwrap().trim().to_string();
         let token = std::fs::read_to_string(sdir.join("join.token")).unwrap().trim().to_string();
-        let nodes = (1..=n)
-            .map(|i| {
-                let name = format!("n{i}");
-                let data = dir.path().join(&name);
-                Some(m.daemon(
-                    i,
-                    &[
-                        "node",
-                        "--server",
-                        &url,
-                        "--token",
-                        &token,
-                        "--name",
-                        &name,
-                        "--data-dir",
-                        data.to_str().unwrap(),
-                        "--address",
-                        &m.addrs[i],
-                    ],
-                ))
-            })
-            .collect();
-        let net = Net { m, kc: sdir.join("admin.kubeconfig"), dir, _server: server, nodes };
+        let mut net = Net { m, kc: sdir.join("admin.kubeconfig"), dir, _server: server, nodes: Vec::new(), url, token };
+        net.nodes = (1..=n).map(|i| Some(net.node(i, &format!("n{i}")))).collect();
         let ready = || {
             net.get(&["get", "nodes"])
                 .map(|t| t.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count())
@@ -71,6 +52,15 @@ impl Net {
         };
         assert!(eventually(Duration::from_secs(40), || ready() == n), "{:?}", net.get(&["get", "nodes"]));
         net
+    }
+
+    /// Node `name` joining from machine `i` (one more node process there, if `i` has one).
+    pub fn node(&self, i: usize, name: &str) -> Daemon {
+        let data = self.dir.path().join(name);
+        let args = ["node", "--server", &self.url, "--token", &self.token, "--name", name, "--data-dir"];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend([data.to_str().unwrap(), "--address", &self.m.addrs[i]]);
+        self.m.daemon(i, &args)
     }
 
     pub fn get(&self, args: &[&str]) -> Option<String> {

@@ -41,7 +41,9 @@ impl ClusterView {
 
 impl crate::runtime::Cluster for ClusterView {
     fn in_cluster(&self, addr: SocketAddr) -> bool {
-        self.proxy.table().is_service_addr(addr) || self.proxy.pod_node(addr.ip()).is_some()
+        // Another pod's tunnel speaks for that pod: only its own pod may use it.
+        self.proxy.table().is_service_addr(addr)
+            || (self.proxy.pod_node(addr.ip()).is_some() && !self.proxy.is_tunnel(addr))
     }
 
     fn policy_allows(&self, addr: SocketAddr, protocol: &str) -> Result<(), String> {
@@ -58,17 +60,35 @@ impl crate::runtime::Cluster for ClusterView {
         }
     }
 
-    fn resolve(&self, name: &str) -> Option<IpAddr> {
+    fn resolve(&self, name: &str) -> Option<Vec<IpAddr>> {
         if name.parse::<IpAddr>().is_ok() {
             return None;
         }
         let table = self.proxy.table();
         let svc = table.resolve(name, &self.namespace)?;
         match svc.cluster_ip {
-            Some(ip) => Some(IpAddr::V4(ip)),
+            Some(ip) => Some(vec![IpAddr::V4(ip)]),
             None => {
                 let route = super::table::Route { ns: svc.ns.clone(), name: svc.name.clone(), port: 0 };
-                table.targets(&route).first().map(|e| e.addr.ip())
+                let mut addrs: Vec<IpAddr> = Vec::new();
+                for e in table.targets(&route).iter() {
+                    if !addrs.contains(&e.addr.ip()) {
+                        addrs.push(e.addr.ip());
+                    }
+                }
+                Some(addrs)
+            }
+        }
+    }
+
+    fn tunnel(&self, to: SocketAddr) -> Option<SocketAddr> {
+        let from = self.pod_ip?;
+        let to = super::Chosen { addr: to, node: self.proxy.pod_node(to.ip())? };
+        match self.proxy.tunnel(from, to) {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::warn!("a tunnel for a socket of pod {from}: {e}");
+                None
             }
         }
     }

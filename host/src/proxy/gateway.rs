@@ -33,6 +33,12 @@ pub const UNREACHABLE: &str = "x-wasmorch-unreachable";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a CONNECT on a pooled connection waits for the far gateway's answer (it dials a
+/// local pod, within [`CONNECT_TIMEOUT`]) before the peer is taken to have vanished: the
+/// connection is dropped and the stream goes through the relay, instead of waiting for the
+/// keep-alive (about 8 s) to find the connection dead.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Why a stream could not be opened.
 #[derive(Debug)]
 pub struct Failure {
@@ -272,7 +278,20 @@ impl Gateways {
         };
         self.set_route_if_new(node);
         let req = connect_request(target, source, None)?;
-        open_stream(&mut send, req, &format!("gateway of {node}")).await.map(TokioIo::new)
+        match tokio::time::timeout(STREAM_TIMEOUT, open_stream(&mut send, req, &format!("gateway of {node}"))).await {
+            Ok(opened) => opened.map(TokioIo::new),
+            Err(_) => {
+                tracing::debug!("gateway of {node}: no answer in {STREAM_TIMEOUT:?}; relaying");
+                self.forget(node, at);
+                self.set_route(node, PeerRoute::Relay);
+                self.relay_connect(node, target, source).await.map(TokioIo::new)
+            }
+        }
+    }
+
+    /// Drop the pooled connection to `node`'s gateway at `at` (the next stream dials anew).
+    fn forget(&self, node: &str, at: SocketAddr) {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).remove(&(node.to_string(), at.to_string()));
     }
 
     fn set_route_if_new(&self, node: &str) {

@@ -45,6 +45,9 @@ use tokio_util::sync::CancellationToken;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
+/// How long a socket tunnel waits for its pod's connection (which follows at once).
+pub const TUNNEL_WAIT: Duration = Duration::from_secs(10);
+
 /// Largest request body buffered for a retry; larger ones are refused with 413.
 pub const MAX_BUFFERED: usize = 16 << 20;
 
@@ -86,6 +89,8 @@ pub struct Proxy {
     /// Addresses of the pods this node runs (the gateway opens streams only to them).
     pods: Mutex<HashSet<IpAddr>>,
     listeners: Mutex<HashMap<SocketAddr, (Route, CancellationToken)>>,
+    /// Tunnels waiting for their pod's socket (see [`Proxy::tunnel`]).
+    tunnels: Mutex<HashSet<SocketAddr>>,
     client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
     pub gateways: Arc<gateway::Gateways>,
     seed: AtomicU64,
@@ -174,6 +179,7 @@ impl Proxy {
             local: Mutex::new(HashMap::new()),
             pods: Mutex::new(HashSet::new()),
             listeners: Mutex::new(HashMap::new()),
+            tunnels: Mutex::new(HashSet::new()),
             client,
             gateways: gateway::Gateways::new(member),
             // Random per process: nodes must not all make the same sequence of choices.
@@ -531,6 +537,48 @@ impl Proxy {
             }
             Way::Unreachable(why) => Err(why),
         }
+    }
+
+    /// A tunnel for one socket connection of the pod at `from` to `to`, when `to` is on
+    /// another machine (`None`: the pod's socket reaches it as it is): a listener on the
+    /// pod's own address that takes one connection, within [`TUNNEL_WAIT`], and splices it to
+    /// a stream through `to`'s node gateway, opened at once so that both handshakes overlap.
+    /// The far gateway judges the stream as coming from `from`. If that stream cannot be
+    /// opened, the pod's connection is reset.
+    pub fn tunnel(self: &Arc<Self>, from: IpAddr, to: Chosen) -> std::io::Result<Option<SocketAddr>> {
+        if !matches!(self.way(&to), Way::Gateway { .. }) {
+            return Ok(None);
+        }
+        let l = std::net::TcpListener::bind(SocketAddr::new(from, 0))?;
+        l.set_nonblocking(true)?;
+        let at = l.local_addr()?;
+        let l = TcpListener::from_std(l)?;
+        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).insert(at);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let up = this.open(&to, policy::Source::Ip(from));
+            let accepted = async { tokio::time::timeout(TUNNEL_WAIT, l.accept()).await };
+            let (up, accepted) = tokio::join!(up, accepted);
+            this.tunnels.lock().unwrap_or_else(|e| e.into_inner()).remove(&at);
+            let Ok(Ok((mut tcp, _))) = accepted else { return };
+            match up {
+                Ok(mut up) => {
+                    let _ = tcp.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+                }
+                Err(why) => {
+                    tracing::debug!("socket of pod {from} to {}: {why}", to.addr);
+                    // Reset, as a refused connection would be seen, rather than a clean end.
+                    let _ = tcp.set_zero_linger();
+                }
+            }
+        });
+        Ok(Some(at))
+    }
+
+    /// Whether `addr` is a tunnel waiting for its pod's connection.
+    pub fn is_tunnel(&self, addr: SocketAddr) -> bool {
+        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).contains(&addr)
     }
 
     /// Layer 4: connect to an endpoint (once more elsewhere if that fails) and copy both ways.

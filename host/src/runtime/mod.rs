@@ -15,6 +15,7 @@ pub mod output;
 pub mod policy;
 pub mod process;
 mod state;
+mod tunnel;
 
 pub use policy::NetPolicy;
 
@@ -125,6 +126,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         names::add_to_linker(&mut linker)?;
+        tunnel::add_to_linker(&mut linker)?;
         std::fs::create_dir_all(&cfg.cache_dir).with_context(|| format!("creating {}", cfg.cache_dir.display()))?;
         let cpu = cpu::NodeCpu::new(cfg.cpu_slots, cfg.allocatable_cpu_millis);
         let memory = memory::MemoryBudget::root(cfg.allocatable_memory);
@@ -266,6 +268,7 @@ impl Runtime {
             table,
             limits: memory::InstanceMemory::new(group.memory.clone(), self.cfg.max_memory),
             hooks: EgressHooks { net, cluster },
+            tunnels: Default::default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -300,18 +303,8 @@ pub fn wasi_ctx(
             // The cluster (Services' addresses, where the node's proxy listens, and pod
             // addresses) is open to every pod, outside it what `wasmorch.io/egress` grants;
             // NetworkPolicies judge both.
-            U::TcpConnect | U::UdpSend => {
-                let proto = if matches!(use_, U::TcpConnect) { "TCP" } else { "UDP" };
-                let sandbox = policy.may_connect(addr) || cluster.as_ref().is_some_and(|c| c.in_cluster(addr));
-                sandbox
-                    && cluster.as_ref().is_none_or(|c| match c.policy_allows(addr, proto) {
-                        Ok(()) => true,
-                        Err(why) => {
-                            tracing::debug!("{why}");
-                            false
-                        }
-                    })
-            }
+            U::TcpConnect => may_connect(&policy, cluster.as_ref(), addr, "TCP"),
+            U::UdpSend => may_connect(&policy, cluster.as_ref(), addr, "UDP"),
         };
         if !ok {
             tracing::debug!(%addr, ?use_, "socket use refused by the pod's network policy");
@@ -327,6 +320,26 @@ pub fn wasi_ctx(
             .map_err(|e| anyhow::anyhow!("mounting {} at {}: {e:#}", m.host.display(), m.guest))?;
     }
     Ok(b.build())
+}
+
+/// Whether a pod may open a connection (or send a datagram) to `addr`. The cluster
+/// (Services' addresses, where the node's proxy listens, and pod addresses) is open to every
+/// pod, outside it what `wasmorch.io/egress` grants; NetworkPolicies judge both.
+pub(crate) fn may_connect(
+    policy: &NetPolicy,
+    cluster: Option<&Arc<dyn Cluster>>,
+    addr: std::net::SocketAddr,
+    protocol: &str,
+) -> bool {
+    let sandbox = policy.may_connect(addr) || cluster.is_some_and(|c| c.in_cluster(addr));
+    sandbox
+        && cluster.is_none_or(|c| match c.policy_allows(addr, protocol) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::debug!("{why}");
+                false
+            }
+        })
 }
 
 fn wasmparser_says_module(bytes: &[u8]) -> bool {

@@ -13,6 +13,8 @@ pub struct InstanceState {
     pub table: ResourceTable,
     pub limits: super::memory::InstanceMemory,
     pub hooks: EgressHooks,
+    /// Sockets connected to pods on other machines through a tunnel.
+    pub tunnels: super::tunnel::Tunnels,
 }
 
 /// Outgoing `wasi:http` requests do not pass through WASI's socket checks, so the pod's
@@ -38,9 +40,13 @@ pub trait Cluster: Send + Sync {
     /// Whether NetworkPolicies let this pod open a connection to `addr` (`TCP`/`UDP`); for
     /// a Service's address, to every endpoint behind it.
     fn policy_allows(&self, addr: std::net::SocketAddr, protocol: &str) -> Result<(), String>;
-    /// The address a cluster name stands for (`NAME[.NS[.svc[.cluster.local]]]`): the
-    /// Service's cluster address, or a ready pod address of a headless one.
-    fn resolve(&self, name: &str) -> Option<std::net::IpAddr>;
+    /// The addresses a cluster name stands for (`NAME[.NS[.svc[.cluster.local]]]`): the
+    /// Service's cluster address, or the ready pod addresses of a headless one.
+    fn resolve(&self, name: &str) -> Option<Vec<std::net::IpAddr>>;
+    /// A socket connection to `to`, a pod address on another machine, goes to this local
+    /// address instead: a one-connection tunnel on the pod's own address through the far
+    /// node's gateway. `None`: connect to `to` as it is.
+    fn tunnel(&self, to: std::net::SocketAddr) -> Option<std::net::SocketAddr>;
     /// Whether any NetworkPolicy exists (else [`Cluster::policy_allows`] allows everything).
     fn has_policies(&self) -> bool;
     /// Route an outgoing `wasi:http` request whose host names a Service or a pod address;
