@@ -102,3 +102,44 @@ pub fn standalone(name: &str, server: &str, ca_pem: &str, token: &str) -> anyhow
     });
     Ok(serde_yaml_ng::to_string(&cfg)?)
 }
+
+/// What a context of the kubeconfig says of its cluster and user.
+pub struct Target {
+    pub server: String,
+    /// The cluster's CA, PEM (from `certificate-authority-data` or `certificate-authority`).
+    pub ca_pem: Option<Vec<u8>>,
+    pub token: Option<String>,
+}
+
+/// The cluster and user of `context` (else the current one).
+pub fn target(context: Option<&str>) -> anyhow::Result<Target> {
+    let cfg = load()?;
+    let name = match context {
+        Some(c) => c.to_string(),
+        None => cfg.get("current-context").and_then(Value::as_str).unwrap_or("").to_string(),
+    };
+    let find = |list: &str, n: &str| {
+        cfg.get(list)
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(n)))
+            .cloned()
+    };
+    let ctx = find("contexts", &name).with_context(|| format!("no context {name:?} in the kubeconfig"))?;
+    let field = |v: &Option<Value>, path: &str| {
+        v.as_ref().and_then(|v| v.pointer(path)).and_then(Value::as_str).map(String::from)
+    };
+    let ctx = Some(ctx);
+    let cluster = field(&ctx, "/context/cluster").and_then(|c| find("clusters", &c));
+    let user = field(&ctx, "/context/user").and_then(|u| find("users", &u));
+    let server = field(&cluster, "/cluster/server").context("the context's cluster has no server")?;
+    let ca_pem = match field(&cluster, "/cluster/certificate-authority-data") {
+        Some(b64) => {
+            Some(base64::engine::general_purpose::STANDARD.decode(b64.trim()).context("certificate-authority-data")?)
+        }
+        None => match field(&cluster, "/cluster/certificate-authority") {
+            Some(f) => Some(std::fs::read(&f).with_context(|| format!("reading {f}"))?),
+            None => None,
+        },
+    };
+    Ok(Target { server, ca_pem, token: field(&user, "/user/token") })
+}

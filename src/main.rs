@@ -139,7 +139,7 @@ fn main() -> ExitCode {
             Command::Uncordon(a) => cmd::nodes::cordon(ctx, a, false).await,
             Command::Drain(a) => cmd::nodes::drain(ctx, a).await,
             Command::RotateSecretsKey(a) => cmd::secrets::rotate(a),
-            Command::Push(a) => cmd::push::push(a).await,
+            Command::Push(a) => cmd::push::push(ctx, a).await,
             Command::Token(c) => cmd::token::run(ctx, c).await,
             Command::Scale(a) => cmd::rollout::scale(ctx, a).await,
             Command::Rollout(c) => cmd::rollout::rollout(ctx, c).await,

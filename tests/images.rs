@@ -225,3 +225,108 @@ fn image_pull_secrets_for_a_registry_that_requires_auth() {
     });
     assert_eq!(http_get(&format!("{}:8080", p["status"]["podIP"].as_str().unwrap()), "/").unwrap().0, 200);
 }
+
+/// HTTP checks of the cluster registry from a real client library (Python's ssl, urllib and
+/// oras-py): prints one JSON line.
+const REGISTRY_CLIENT: &str = r#"
+import base64, hashlib, json, ssl, sys, urllib.request, urllib.error
+authority, ca, token, wasm = sys.argv[1:5]
+ctx = ssl.create_default_context(cafile=ca)
+def call(method, path, auth=None, accept=None):
+    req = urllib.request.Request("https://%s%s" % (authority, path), method=method)
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(("wasmorch:" + auth).encode()).decode())
+    if accept:
+        req.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+out = {}
+status, headers, _ = call("POST", "/v2/demo/anon/blobs/uploads/")
+out["anonymous_push"] = [status, headers.get("WWW-Authenticate", "")]
+status, _, _ = call("POST", "/v2/demo/anon/blobs/uploads/", auth="not-the-token")
+out["wrong_token_push"] = status
+import oras.client
+client = oras.client.OrasClient(hostname=authority, tls_verify=ca, auth_backend="basic")
+client.login(username="wasmorch", password=token, hostname=authority, tls_verify=ca)
+r = client.push(target="%s/demo/oras:2.0" % authority, files=[wasm + ":application/wasm"],
+                disable_path_validation=True, do_chunked=True, chunk_size=65536)
+out["oras_push"] = r.status_code
+status, _, body = call("GET", "/v2/demo/oras/tags/list", auth=token)
+out["tags"] = json.loads(body).get("tags") if status == 200 else status
+status, headers, body = call("GET", "/v2/demo/hello/manifests/1.0", auth=token,
+                             accept="application/vnd.oci.image.manifest.v1+json")
+out["manifest"] = [status, headers.get("Docker-Content-Digest"), "sha256:" + hashlib.sha256(body).hexdigest()]
+print(json.dumps(out))
+"#;
+
+/// The control plane's own registry: `wasmorch push` and oras-py publish to it with the
+/// kubeconfig's token (anonymous and wrong credentials are refused), and a second node
+/// process pulls by tag and by digest over its mutual TLS, with no pull secret.
+#[test]
+fn the_cluster_registry_takes_pushes_and_serves_nodes_over_their_mutual_tls() {
+    use sha2::Digest;
+    if std::process::Command::new("python3")
+        .args(["-c", "import oras.client"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "oras-py is required (pip install oras)");
+        eprintln!("skipping: oras-py is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = common::MultiNode::start(dir.path(), 2);
+    let c = &m.cluster;
+    let url = m.server.wait_line("listening on https://");
+    let authority = url.split("https://").nth(1).unwrap().trim().to_string();
+    let file = workloads().join("hello_http.wasm");
+    let digest = hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap()));
+
+    let reference = format!("{authority}/demo/hello:1.0");
+    let out = c.ok(&["push", file.to_str().unwrap(), &reference]);
+    assert!(out.contains(&format!("pushed {reference}")), "{out}");
+
+    let sdir = dir.path().join("server");
+    let token = std::fs::read_to_string(sdir.join("admin.token")).unwrap();
+    let ca = sdir.join("pki/ca.crt");
+    let py = std::process::Command::new("python3")
+        .args(["-c", REGISTRY_CLIENT, &authority, ca.to_str().unwrap(), token.trim(), file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&py.stdout);
+    assert!(py.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&py.stderr));
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("registry client: {v}");
+    assert_eq!(v["anonymous_push"], serde_json::json!([401, "Basic realm=\"wasmorch\""]), "{v}");
+    assert_eq!(v["wrong_token_push"], 401, "{v}");
+    assert_eq!(v["oras_push"], 201, "{v}");
+    assert_eq!(v["tags"], serde_json::json!(["2.0"]), "{v}");
+    let manifest = &v["manifest"];
+    assert_eq!(manifest[0], 200, "{v}");
+    assert_eq!(manifest[1], manifest[2], "Docker-Content-Digest is the manifest's digest: {v}");
+    let by_digest = format!("{authority}/demo/hello@{}", manifest[1].as_str().unwrap());
+
+    // The second node process pulls each, by tag and by digest, with nothing but its certificate.
+    let pod = |name: &str, img: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: n2\n  containers:\n    - name: main\n      image: \"{img}\"\n      ports:\n        - containerPort: 8080\n"
+        )
+    };
+    let oras_ref = format!("{authority}/demo/oras:2.0");
+    for (name, img) in [("pushed", reference.as_str()), ("oras", oras_ref.as_str()), ("pinned", by_digest.as_str())] {
+        apply(c, dir.path(), name, &pod(name, img));
+        let p = wait_pod(c, name, "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+        assert_eq!(p["status"]["containerStatuses"][0]["imageID"], format!("sha256:{digest}"), "{name}");
+        assert_eq!(http_get(&format!("{}:8080", p["status"]["podIP"].as_str().unwrap()), "/").unwrap().0, 200);
+    }
+    // A tag the registry does not have: the reason says so.
+    apply(c, dir.path(), "missing", &pod("missing", &format!("{authority}/demo/hello:9.9")));
+    wait_pod(c, "missing", "explained the missing tag", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not found in the cluster registry"))
+    });
+}

@@ -23,9 +23,13 @@ if [[ "$kubectl_version" != *"v1.3"[6-9]* ]]; then
 fi
 echo "${kubectl_version%%$'\n'*}"
 
-# The official Python client, for the client-compatibility test.
+# The official Python client, for the client-compatibility test, and oras-py, an OCI client
+# for the cluster registry test.
 if ! python3 -c "import kubernetes" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes
+fi
+if ! python3 -c "import oras.client" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore oras
 fi
 
 # A real OCI registry for the image-pull tests (Debian's docker-registry), wrk for the

@@ -113,7 +113,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         pki: pki.clone(),
         node_cert_ttl: cfg.node_cert_ttl,
         kubelet_tls: pki.kubelet_client_config()?,
+        registry: Arc::new(apiserver::registry::Registry::new(&cfg.data_dir)),
     });
+    tokio::spawn(apiserver::registry::collector(state.registry.clone(), shutdown.clone()));
     let app = apiserver::router(state);
     let relay = Arc::new(apiserver::relay::Relay::default());
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, relay, shutdown.clone()));

@@ -403,6 +403,14 @@ async fn reclaim_storage(client: Client, dir: PathBuf, stop: CancellationToken) 
     }
 }
 
+/// The cluster's registry: the API server's address, reached with the node's certificate.
+fn cluster_registry(member: &Arc<crate::membership::Membership>) -> anyhow::Result<crate::artifact::ClusterRegistry> {
+    let authority = crate::artifact::authority_of(&member.server)
+        .ok_or_else(|| anyhow::anyhow!("server URL {:?} has no host", member.server))?;
+    let member = member.clone();
+    Ok(crate::artifact::ClusterRegistry { authority, tls: Box::new(move || member.client_tls(&[])) })
+}
+
 /// Run the node until `stop`, as the member `member` (its certificate is renewed here).
 pub async fn run(
     member: Arc<crate::membership::Membership>,
@@ -432,7 +440,8 @@ pub async fn run(
         stats: stats.clone(),
         rt,
         puller: crate::artifact::Puller::new(cfg.data_dir.join("images"), cfg.insecure_registries.clone())?
-            .with_builtins(cfg.builtins.clone()),
+            .with_builtins(cfg.builtins.clone())
+            .with_cluster_registry(cluster_registry(&member)?),
         node_name: cfg.name.clone(),
         host_ip: cfg.host_ip.clone(),
         data_dir: cfg.data_dir.clone(),

@@ -11,6 +11,8 @@
 //!   resolved layer digest is remembered, so `IfNotPresent` needs no registry once pulled.
 //!
 //! - `wasmorch.local/NAME:1.0`: a component built into the binary (the examples), never pulled.
+//! - `<API server host:port>/NAME:TAG`: the cluster's own registry (the control plane serves
+//!   `/v2/`), pulled over the node's mutual TLS (its certificate, the cluster CA), no secret.
 //!
 //! Every component lands in one content-addressed cache, `<node-data>/images/<sha256>.wasm`,
 //! whatever its source, and is verified against its digest before it is used.
@@ -62,6 +64,20 @@ pub struct Puller {
     /// Registries (`host:port`) spoken to over plain HTTP besides loopback ones.
     insecure: Vec<String>,
     builtins: Builtins,
+    cluster: Option<ClusterRegistry>,
+}
+
+/// The cluster's own registry: its `host:port` (the API server's) and how to reach it.
+pub struct ClusterRegistry {
+    pub authority: String,
+    /// The node's TLS client configuration (cluster CA, node certificate), current at call.
+    pub tls: Box<dyn Fn() -> Result<std::sync::Arc<rustls::ClientConfig>, String> + Send + Sync>,
+}
+
+/// The `host:port` of a server URL (`https://host:port`, 443 by default).
+pub fn authority_of(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    Some(format!("{}:{}", uri.host()?, uri.port_u16().unwrap_or(443)))
 }
 
 /// Media type of the one layer of a wasm OCI artifact.
@@ -209,16 +225,30 @@ fn is_loopback_registry(registry: &str) -> bool {
 /// An OCI client for one registry, plain HTTP where allowed.
 pub fn oci_client(registry: &str, insecure: &[String]) -> oci_client::Client {
     let plain = is_loopback_registry(registry) || insecure.iter().any(|r| r == registry);
-    oci_client::Client::new(oci_client::client::ClientConfig {
-        protocol: if plain {
-            oci_client::client::ClientProtocol::Http
-        } else {
-            oci_client::client::ClientProtocol::Https
-        },
+    oci_client_with(plain, None)
+}
+
+fn oci_client_with(plain: bool, ca_pem: Option<&[u8]>) -> oci_client::Client {
+    use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+    oci_client::Client::new(ClientConfig {
+        protocol: if plain { ClientProtocol::Http } else { ClientProtocol::Https },
         connect_timeout: Some(std::time::Duration::from_secs(10)),
         read_timeout: Some(std::time::Duration::from_secs(60)),
+        extra_root_certificates: ca_pem
+            .map(|pem| vec![Certificate { encoding: CertificateEncoding::Pem, data: pem.to_vec() }])
+            .unwrap_or_default(),
         ..Default::default()
     })
+}
+
+/// Where a push goes: plain HTTP (besides loopback registries, which always are), basic
+/// credentials, and a CA to trust besides the system's (the cluster's, for its registry,
+/// which is then spoken to over HTTPS even on loopback).
+#[derive(Default)]
+pub struct Registry {
+    pub insecure: bool,
+    pub auth: Option<Basic>,
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Parse an OCI reference, saying what is wrong with a bad one.
@@ -229,7 +259,7 @@ pub fn parse_oci(image: &str) -> Result<oci_client::Reference, PullError> {
 }
 
 /// Push a component as a wasm OCI artifact; returns the manifest URL.
-pub async fn push(component: Vec<u8>, image: &str, insecure: &[String], auth: Option<Basic>) -> anyhow::Result<String> {
+pub async fn push(component: Vec<u8>, image: &str, to: Registry) -> anyhow::Result<String> {
     let reference = parse_oci(image).map_err(|e| anyhow::anyhow!(e.message))?;
     if !component.starts_with(b"\0asm") {
         anyhow::bail!("not a WebAssembly binary");
@@ -242,8 +272,9 @@ pub async fn push(component: Vec<u8>, image: &str, insecure: &[String], auth: Op
         "created": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     let config = oci_client::client::Config::new(serde_json::to_vec(&config)?, WASM_CONFIG.to_string(), None);
-    let client = oci_client(reference.resolve_registry(), insecure);
-    let r = client.push(&reference, &[layer], config, &registry_auth(auth), None).await?;
+    let plain = to.ca_pem.is_none() && (to.insecure || is_loopback_registry(reference.resolve_registry()));
+    let client = oci_client_with(plain, to.ca_pem.as_deref());
+    let r = client.push(&reference, &[layer], config, &registry_auth(to.auth), None).await?;
     Ok(r.manifest_url)
 }
 
@@ -269,6 +300,7 @@ impl Puller {
             client: Client::builder(TokioExecutor::new()).build(tls),
             insecure,
             builtins: Builtins::default(),
+            cluster: None,
         })
     }
 
@@ -280,6 +312,12 @@ impl Puller {
     /// Serve these built-in components (see [`BUILTIN_REGISTRY`]).
     pub fn with_builtins(mut self, builtins: Builtins) -> Puller {
         self.builtins = builtins;
+        self
+    }
+
+    /// Pull references to the cluster's registry (see [`ClusterRegistry`]) from it.
+    pub fn with_cluster_registry(mut self, cluster: ClusterRegistry) -> Puller {
+        self.cluster = Some(cluster);
         self
     }
 
@@ -385,6 +423,10 @@ impl Puller {
             }
         }
         let registry = reference.resolve_registry().to_string();
+        if let Some(cluster) = self.cluster.as_ref().filter(|c| c.authority == registry) {
+            let bytes = self.fetch_cluster(cluster, &reference, image, policy).await?;
+            return Ok(bytes);
+        }
         let client = oci_client(&registry, &self.insecure);
         let auth = registry_auth(auth_for(pull_secrets, &registry));
         let with_credentials = !matches!(auth, oci_client::secrets::RegistryAuth::Anonymous);
@@ -455,6 +497,95 @@ impl Puller {
         let _ = tokio::fs::write(self.ref_file(image), &digest).await;
         Ok(bytes)
     }
+}
+
+impl Puller {
+    /// A component from the cluster's registry, over the node's mutual TLS.
+    async fn fetch_cluster(
+        &self,
+        cluster: &ClusterRegistry,
+        reference: &oci_client::Reference,
+        image: &str,
+        policy: &str,
+    ) -> Result<Vec<u8>, PullError> {
+        let tls = (cluster.tls)().map_err(|e| pull_err(format!("pulling {image}: the node's certificate: {e}")))?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_only()
+            .enable_http1()
+            .build();
+        let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+        let get = |path: String, accept: &'static str| {
+            let uri = format!("https://{}/v2/{}/{path}", cluster.authority, reference.repository());
+            let client = client.clone();
+            async move {
+                let req = http::Request::get(&uri)
+                    .header(http::header::ACCEPT, accept)
+                    .body(Empty::new())
+                    .map_err(|e| invalid(format!("{image}: {e}")))?;
+                let resp = tokio::time::timeout(std::time::Duration::from_secs(60), client.request(req))
+                    .await
+                    .map_err(|_| pull_err(format!("pulling {image}: the cluster registry did not answer")))?
+                    .map_err(|e| pull_err(format!("pulling {image}: {e}")))?;
+                let status = resp.status();
+                let body = Limited::new(resp.into_body(), MAX_IMAGE)
+                    .collect()
+                    .await
+                    .map_err(|e| pull_err(format!("pulling {image}: {e}")))?
+                    .to_bytes();
+                match status.as_u16() {
+                    200 => Ok(body),
+                    404 => Err(pull_err(format!("{image}: not found in the cluster registry"))),
+                    code => Err(pull_err(format!(
+                        "pulling {image}: the cluster registry answered {code}: {}",
+                        String::from_utf8_lossy(&body).trim()
+                    ))),
+                }
+            }
+        };
+        let tag_or_digest = reference.digest().or(reference.tag()).unwrap_or("latest").to_string();
+        let manifest = get(format!("manifests/{tag_or_digest}"), "application/vnd.oci.image.manifest.v1+json").await?;
+        let (digest, size) = wasm_layer(image, &manifest)?;
+        let bytes = match self.cached(image, &digest, if policy == "Always" { "IfNotPresent" } else { policy }).await? {
+            Some(b) => b,
+            None => {
+                let blob = get(format!("blobs/sha256:{digest}"), "application/octet-stream").await?;
+                if blob.len() as u64 != size {
+                    return Err(pull_err(format!("{image}: the layer has {} bytes, not {size}", blob.len())));
+                }
+                self.verify_and_keep(image, &digest, blob.to_vec()).await?
+            }
+        };
+        let _ = tokio::fs::write(self.ref_file(image), &digest).await;
+        Ok(bytes)
+    }
+}
+
+/// The one wasm layer of a manifest: its digest (hex) and size.
+pub fn wasm_layer(image: &str, manifest: &[u8]) -> Result<(String, u64), PullError> {
+    let m: serde_json::Value =
+        serde_json::from_slice(manifest).map_err(|e| invalid(format!("{image}: the manifest is not JSON: {e}")))?;
+    let layers: Vec<&serde_json::Value> = m.get("layers").and_then(|l| l.as_array()).into_iter().flatten().collect();
+    let wasm: Vec<&&serde_json::Value> =
+        layers.iter().filter(|l| l.get("mediaType").and_then(|t| t.as_str()) == Some(WASM_LAYER)).collect();
+    let [layer] = wasm.as_slice() else {
+        let types: Vec<&str> = layers.iter().filter_map(|l| l.get("mediaType").and_then(|t| t.as_str())).collect();
+        return Err(invalid(format!(
+            "{image} is not a wasm component artifact: expected one {WASM_LAYER} layer, found layers [{}]",
+            types.join(", ")
+        )));
+    };
+    let digest = layer.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+    let Some(hex) =
+        digest.strip_prefix("sha256:").filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+    else {
+        return Err(invalid(format!("{image}: unsupported layer digest {digest:?}")));
+    };
+    let size = layer.get("size").and_then(|s| s.as_u64()).unwrap_or(u64::MAX);
+    if size > MAX_IMAGE as u64 {
+        return Err(invalid(format!("{image}: the component is {size} bytes, more than the {MAX_IMAGE} allowed")));
+    }
+    Ok((hex.to_ascii_lowercase(), size))
 }
 
 /// Forget the tags (`refs/`) whose component is no longer in the cache `images`.

@@ -274,6 +274,29 @@ impl Membership {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A TLS client configuration that trusts the cluster CA and presents this node's
+    /// certificate (the gateway's connections to peers, pulls from the cluster registry),
+    /// offering `alpn`; built from the current credentials, so renewals take effect.
+    pub fn client_tls(&self, alpn: &[&[u8]]) -> Result<Arc<rustls::ClientConfig>, String> {
+        let creds = self.current();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(creds.ca_pem.as_bytes()) {
+            roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        }
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(creds.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| e.to_string())?;
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Ok(Arc::new(cfg))
+    }
+
     /// Obtain a new certificate with the current one, store it, and switch to it.
     pub async fn renew(&self, client: &Client) -> anyhow::Result<()> {
         let creds = self.current();

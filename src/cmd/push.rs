@@ -7,7 +7,8 @@ use std::path::PathBuf;
 pub struct PushArgs {
     /// The component (`.wasm`, built for wasm32-wasip2).
     file: PathBuf,
-    /// Where to push it, e.g. `registry.local:5000/hello:1.0`.
+    /// Where to push it, e.g. `registry.local:5000/hello:1.0`, or to the cluster's own
+    /// registry: the API server's `host:port` (as in the kubeconfig) `/hello:1.0`.
     reference: String,
     /// Speak plain HTTP to this registry (loopback registries always are).
     #[arg(long)]
@@ -20,16 +21,28 @@ pub struct PushArgs {
     password: Option<String>,
 }
 
-pub async fn push(a: PushArgs) -> anyhow::Result<()> {
+pub async fn push(context: Option<String>, a: PushArgs) -> anyhow::Result<()> {
+    use wasmorch_host::artifact::{Basic, Registry};
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let digest = wasmorch_host::runtime::digest(&bytes);
-    let insecure = match (a.insecure, wasmorch_host::artifact::parse_oci(&a.reference)) {
-        (true, Ok(r)) => vec![r.resolve_registry().to_string()],
-        _ => Vec::new(),
+    let registry = wasmorch_host::artifact::parse_oci(&a.reference).map(|r| r.resolve_registry().to_string()).ok();
+    let mut target = Registry {
+        insecure: a.insecure,
+        auth: a.username.zip(a.password).map(|(username, password)| Basic { username, password }),
+        ca_pem: None,
     };
-    let auth =
-        a.username.zip(a.password).map(|(username, password)| wasmorch_host::artifact::Basic { username, password });
-    let url = wasmorch_host::artifact::push(bytes, &a.reference, &insecure, auth)
+    // The cluster's own registry: the kubeconfig's CA and token.
+    if let Ok(k) = crate::kubeconfig::target(context.as_deref())
+        && registry.is_some()
+        && wasmorch_host::artifact::authority_of(&k.server) == registry
+    {
+        target.ca_pem = k.ca_pem;
+        if target.auth.is_none() {
+            let token = k.token.context("the kubeconfig's user has no token for the cluster registry")?;
+            target.auth = Some(Basic { username: "wasmorch".into(), password: token });
+        }
+    }
+    let url = wasmorch_host::artifact::push(bytes, &a.reference, target)
         .await
         .with_context(|| format!("pushing {} to {}", a.file.display(), a.reference))?;
     println!("pushed {} (component sha256:{digest})", a.reference);

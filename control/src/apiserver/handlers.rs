@@ -28,7 +28,7 @@ pub struct PeerIdentity(pub Option<Identity>);
 /// Who the request comes from: a bearer token (static, or a join token's credential), else
 /// the connection's verified client certificate. Takes owned parts of the request: the
 /// request itself (its body) must not be held across the awaits here.
-async fn authenticate(
+pub(super) async fn authenticate(
     state: &ServerState,
     authorization: Option<String>,
     peer: Option<Identity>,

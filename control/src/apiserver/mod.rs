@@ -8,6 +8,7 @@
 //! - [`logs`]: `pods/{name}/log`, proxied to the pod's node.
 //! - [`discovery`]: `/api`, `/apis`, `/version`, `/openapi/v3`.
 //! - [`relay`]: streams between nodes that cannot reach each other.
+//! - [`registry`]: the cluster's OCI registry (`/v2/`).
 
 pub mod api;
 pub mod authz;
@@ -16,6 +17,7 @@ pub mod handlers;
 pub mod logs;
 pub mod objects;
 pub mod quota;
+pub mod registry;
 pub mod relay;
 pub mod request;
 pub mod subresources;
@@ -23,7 +25,7 @@ pub mod watch;
 
 use crate::pki::{Pki, Tokens, identity_from_cert};
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{any, get};
 use handlers::PeerIdentity;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::path::PathBuf;
@@ -45,6 +47,8 @@ pub struct ServerState {
     /// How the server connects to nodes' endpoints (logs): trusts the cluster CA, presents
     /// the API server's client certificate.
     pub kubelet_tls: Arc<rustls::ClientConfig>,
+    /// The cluster's OCI registry.
+    pub registry: Arc<registry::Registry>,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
@@ -54,6 +58,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/readyz", get(handlers::health))
         .route("/version", get(handlers::version))
         .route("/cacerts", get(handlers::cacerts))
+        .route("/v2", any(registry::handle))
+        .route("/v2/", any(registry::handle))
+        .route("/v2/{*rest}", any(registry::handle))
         .fallback(handlers::dispatch)
         .layer(axum::middleware::from_fn(request::negotiate))
         .with_state(state)

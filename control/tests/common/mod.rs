@@ -63,6 +63,7 @@ pub async fn setup() -> T {
         kubelet_tls: pki.kubelet_client_config().unwrap(),
         pki: pki.clone(),
         node_cert_ttl: Duration::from_secs(3600),
+        registry: Arc::new(wasmorch_control::apiserver::registry::Registry::new(dir.path())),
     });
     T { app: apiserver::router(state), api, pki, shutdown, _dir: dir }
 }

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use rustls::pki_types::ServerName;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -153,23 +153,7 @@ impl Gateways {
 
     fn tls(&self, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
         let member = self.member.as_ref().ok_or("this node has no certificate for the gateway")?;
-        let creds = member.current();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(creds.ca_pem.as_bytes()) {
-            roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        }
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(creds.cert_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
-        let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes()).map_err(|e| e.to_string())?;
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .map_err(|e| e.to_string())?;
-        cfg.alpn_protocols = vec![alpn.to_vec()];
-        Ok(Arc::new(cfg))
+        member.client_tls(&[alpn])
     }
 
     /// A TLS connection to `addr` with this node's certificate, the callee's naming `name`.
