@@ -126,8 +126,8 @@ fn bench_density() {
     let t = std::time::Instant::now();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     let ready = || {
-        let out = c.ok(&["get", "deployment", "many", "-o", "jsonpath={.status.readyReplicas}"]);
-        out.trim().parse::<usize>().unwrap_or(0)
+        let d = common::get_json(c, &["deployment", "many"]).unwrap_or_default();
+        d["status"]["readyReplicas"].as_u64().unwrap_or(0) as usize
     };
     let mut last = (0, std::time::Instant::now());
     let all = eventually(Duration::from_secs(1800), || {

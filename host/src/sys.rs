@@ -52,9 +52,9 @@ pub fn host_name() -> Option<String> {
 }
 
 /// Raise this process's soft limit on open files to its hard limit, as Go programs (the
-/// kubelet, containerd) do at start: every HTTP pod holds a listening socket, and the usual
-/// soft limit of 1,024 would stop a node long before its `--max-pods`. Returns the limit now
-/// in force, if it is known.
+/// kubelet, containerd) do at start, and past it where the process may: every HTTP pod holds
+/// a listening socket and its log file, and the usual soft limit of 1,024 would stop a node
+/// long before its `--max-pods`. Returns the limit now in force, if it is known.
 #[cfg(unix)]
 pub fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
@@ -65,6 +65,17 @@ pub fn raise_open_files_limit() -> Option<u64> {
         (Some(_), None) => true,
         (None, _) => false,
     };
+    // With the privilege to (root, CAP_SYS_RESOURCE), past the hard limit up to the kernel's
+    // ceiling, as container runtimes' service units do (LimitNOFILE=1048576).
+    #[cfg(target_os = "linux")]
+    if let Some(ceiling) =
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok())
+        && l.maximum.is_some_and(|m| m < ceiling)
+        && setrlimit(Resource::Nofile, rustix::process::Rlimit { current: Some(ceiling), maximum: Some(ceiling) })
+            .is_ok()
+    {
+        return Some(ceiling);
+    }
     if below {
         let maximum = l.maximum;
         l.current = maximum;
@@ -95,6 +106,9 @@ mod tests {
         let l = getrlimit(Resource::Nofile);
         assert_eq!(now, l.current);
         assert!(l.current == l.maximum || (l.maximum.is_none() && l.current.is_some()), "{l:?}");
+        let hard_before = l.maximum;
+        assert_eq!(raise_open_files_limit(), now, "a second call changes nothing");
+        assert_eq!(getrlimit(Resource::Nofile).maximum, hard_before);
     }
 
     #[test]

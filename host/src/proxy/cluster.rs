@@ -41,14 +41,13 @@ impl ClusterView {
 
 impl crate::runtime::Cluster for ClusterView {
     fn in_cluster(&self, addr: SocketAddr) -> bool {
-        // Another pod's tunnel speaks for that pod: only its own pod may use it.
-        self.proxy.table().is_service_addr(addr)
-            || (self.proxy.pod_node(addr.ip()).is_some() && !self.proxy.is_tunnel(addr))
+        self.proxy.table().is_service_addr(addr) || self.proxy.pod_node(addr.ip()).is_some() || self.own_tunnel(addr)
     }
 
     fn policy_allows(&self, addr: SocketAddr, protocol: &str) -> Result<(), String> {
         let index = self.proxy.policy();
-        if !index.has_policies() {
+        // A tunnel's destination was judged before the tunnel was made.
+        if !index.has_policies() || self.own_tunnel(addr) {
             return Ok(());
         }
         let from = self.source();
@@ -118,6 +117,12 @@ impl crate::runtime::Cluster for ClusterView {
 }
 
 impl ClusterView {
+    /// Whether `addr` is a tunnel this pod's socket is to connect to (it speaks for this pod:
+    /// no other may use it).
+    fn own_tunnel(&self, addr: SocketAddr) -> bool {
+        self.pod_ip.is_some() && self.proxy.tunnel_owner(addr) == self.pod_ip
+    }
+
     fn source(&self) -> Source {
         self.pod_ip.map_or(Source::Node, Source::Ip)
     }

@@ -89,8 +89,9 @@ pub struct Proxy {
     /// Addresses of the pods this node runs (the gateway opens streams only to them).
     pods: Mutex<HashSet<IpAddr>>,
     listeners: Mutex<HashMap<SocketAddr, (Route, CancellationToken)>>,
-    /// Tunnels waiting for their pod's socket (see [`Proxy::tunnel`]).
-    tunnels: Mutex<HashSet<SocketAddr>>,
+    /// Tunnels waiting for their pod's socket, by address, with the pod's address (see
+    /// [`Proxy::tunnel`]).
+    tunnels: Mutex<HashMap<SocketAddr, IpAddr>>,
     client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
     pub gateways: Arc<gateway::Gateways>,
     seed: AtomicU64,
@@ -179,7 +180,7 @@ impl Proxy {
             local: Mutex::new(HashMap::new()),
             pods: Mutex::new(HashSet::new()),
             listeners: Mutex::new(HashMap::new()),
-            tunnels: Mutex::new(HashSet::new()),
+            tunnels: Mutex::new(HashMap::new()),
             client,
             gateways: gateway::Gateways::new(member),
             // Random per process: nodes must not all make the same sequence of choices.
@@ -540,20 +541,21 @@ impl Proxy {
     }
 
     /// A tunnel for one socket connection of the pod at `from` to `to`, when `to` is on
-    /// another machine (`None`: the pod's socket reaches it as it is): a listener on the
-    /// pod's own address that takes one connection, within [`TUNNEL_WAIT`], and splices it to
-    /// a stream through `to`'s node gateway, opened at once so that both handshakes overlap.
-    /// The far gateway judges the stream as coming from `from`. If that stream cannot be
-    /// opened, the pod's connection is reset.
+    /// another machine (`None`: the pod's socket reaches it as it is): a listener on
+    /// 127.0.0.1 that takes one connection, within [`TUNNEL_WAIT`], and splices it to a stream
+    /// through `to`'s node gateway, opened at once so that both handshakes overlap. Only the
+    /// pod at `from` may connect to it (see [`Proxy::tunnel_owner`]; other pods reach
+    /// 127.0.0.1 only with an egress grant). The far gateway judges the stream as coming from
+    /// `from`. If that stream cannot be opened, the pod's connection is reset.
     pub fn tunnel(self: &Arc<Self>, from: IpAddr, to: Chosen) -> std::io::Result<Option<SocketAddr>> {
         if !matches!(self.way(&to), Way::Gateway { .. }) {
             return Ok(None);
         }
-        let l = std::net::TcpListener::bind(SocketAddr::new(from, 0))?;
+        let l = std::net::TcpListener::bind(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0))?;
         l.set_nonblocking(true)?;
         let at = l.local_addr()?;
         let l = TcpListener::from_std(l)?;
-        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).insert(at);
+        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).insert(at, from);
         let this = self.clone();
         tokio::spawn(async move {
             let up = this.open(&to, policy::Source::Ip(from));
@@ -576,9 +578,9 @@ impl Proxy {
         Ok(Some(at))
     }
 
-    /// Whether `addr` is a tunnel waiting for its pod's connection.
-    pub fn is_tunnel(&self, addr: SocketAddr) -> bool {
-        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).contains(&addr)
+    /// The pod whose tunnel `addr` is, while it waits for that pod's connection.
+    pub fn tunnel_owner(&self, addr: SocketAddr) -> Option<IpAddr> {
+        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).get(&addr).copied()
     }
 
     /// Layer 4: connect to an endpoint (once more elsewhere if that fails) and copy both ways.

@@ -3,6 +3,10 @@
 //! [`MAX_LOG_BYTES`] it becomes `<container>.log.1` (older parts shift up to
 //! `.log.{KEEP_ROTATED}`, the oldest is dropped) and a fresh file starts. As with Kubernetes,
 //! `logs` serves the current file.
+//!
+//! A log file is open only while its container writes: it is opened (for appending) on a
+//! write and closed by [`close_idle`] once quiet, so ten thousand idle pods do not hold ten
+//! thousand descriptors.
 
 use bytes::Bytes;
 use std::fs::File;
@@ -24,6 +28,28 @@ struct Inner {
     file: Option<File>,
     written: u64,
     max: u64,
+    /// The last write: an open file quiet for long enough is closed.
+    last: std::time::Instant,
+}
+
+/// Every log sink of the process, for [`close_idle`] (dead ones are pruned there).
+static SINKS: Mutex<Vec<std::sync::Weak<Mutex<Inner>>>> = Mutex::new(Vec::new());
+
+/// Close the log files that have not been written for `idle` (the next write reopens them);
+/// returns how many are open still.
+pub fn close_idle(idle: std::time::Duration) -> usize {
+    let mut sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut open = 0;
+    sinks.retain(|w| {
+        let Some(inner) = w.upgrade() else { return false };
+        let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.file.is_some() && inner.last.elapsed() >= idle {
+            inner.file = None;
+        }
+        open += usize::from(inner.file.is_some());
+        true
+    });
+    open
 }
 
 impl Inner {
@@ -47,6 +73,10 @@ impl Inner {
             }
             let room = (self.max - self.written) as usize;
             let n = bytes.len().min(room);
+            if self.file.is_none() {
+                self.file = Some(std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?);
+            }
+            self.last = std::time::Instant::now();
             let Some(f) = self.file.as_mut() else { return Err(std::io::Error::other("log file unavailable")) };
             f.write_all(&bytes[..n])?;
             self.written += n as u64;
@@ -75,8 +105,12 @@ impl LogSink {
         for n in 1..=KEEP_ROTATED {
             let _ = std::fs::remove_file(format!("{}.{n}", path.display()));
         }
-        let file = File::create(path)?;
-        Ok(LogSink(Arc::new(Mutex::new(Inner { path: path.to_path_buf(), file: Some(file), written: 0, max }))))
+        // Created empty now, opened by the first write.
+        File::create(path)?;
+        let inner = Inner { path: path.to_path_buf(), file: None, written: 0, max, last: std::time::Instant::now() };
+        let sink = Arc::new(Mutex::new(inner));
+        SINKS.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&sink));
+        Ok(LogSink(sink))
     }
 
     pub fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
@@ -170,5 +204,24 @@ mod tests {
         // A new run starts clean: rotated parts of the old run are gone.
         LogSink::open_with_limit(&p, 100).unwrap();
         assert!(!d.path().join("main.log.1").exists());
+    }
+
+    #[test]
+    fn a_quiet_log_holds_no_descriptor_and_reopens_on_write() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("quiet.log");
+        let sink = LogSink::open(&p).unwrap();
+        let is_open = |s: &LogSink| s.0.lock().unwrap().file.is_some();
+        assert!(!is_open(&sink), "nothing written yet");
+        sink.write(b"one\n").unwrap();
+        assert!(is_open(&sink));
+        close_idle(std::time::Duration::ZERO);
+        assert!(!is_open(&sink));
+        sink.write(b"two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\ntwo\n", "appended after reopening");
+        let weak = Arc::downgrade(&sink.0);
+        drop(sink);
+        close_idle(std::time::Duration::ZERO);
+        assert!(SINKS.lock().unwrap().iter().all(|w| !w.ptr_eq(&weak)), "a dropped sink leaves the list");
     }
 }

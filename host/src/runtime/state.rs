@@ -44,8 +44,8 @@ pub trait Cluster: Send + Sync {
     /// Service's cluster address, or the ready pod addresses of a headless one.
     fn resolve(&self, name: &str) -> Option<Vec<std::net::IpAddr>>;
     /// A socket connection to `to`, a pod address on another machine, goes to this local
-    /// address instead: a one-connection tunnel on the pod's own address through the far
-    /// node's gateway. `None`: connect to `to` as it is.
+    /// address instead: a one-connection tunnel through the far node's gateway, which only
+    /// this pod may connect to. `None`: connect to `to` as it is.
     fn tunnel(&self, to: std::net::SocketAddr) -> Option<std::net::SocketAddr>;
     /// Whether any NetworkPolicy exists (else [`Cluster::policy_allows`] allows everything).
     fn has_policies(&self) -> bool;

@@ -2,8 +2,8 @@
 //! loopback address of its node's machine, so a socket connecting to a pod that runs on
 //! another machine would reach nothing on this one. `start-connect` is shadowed here: when
 //! the sandbox allows the connection and the cluster says the address is a pod on another
-//! machine, the socket connects instead to a one-connection tunnel the node opens on the
-//! pod's own address, whose other end is a stream through the far node's gateway
+//! machine, the socket connects instead to a one-connection tunnel the node opens on
+//! 127.0.0.1 for this pod alone, whose other end is a stream through the far node's gateway
 //! ([`super::Cluster::tunnel`]). `remote-address` answers the address the guest asked for.
 //! Everything else about the socket is wasmtime-wasi's own.
 
