@@ -38,6 +38,24 @@ if ! command -v docker-registry >/dev/null || ! command -v wrk >/dev/null || ! c
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry wrk iproute2) >/dev/null
 fi
 
+# Cross-compilers for the Windows and macOS cross-checks: Debian's mingw-w64, and zig (PyPI)
+# as the C compiler and linker for Apple targets, driven by cargo-zigbuild.
+rustup target add x86_64-pc-windows-gnu aarch64-apple-darwin >/dev/null
+if ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mingw-w64) >/dev/null
+fi
+if ! command -v cargo-zigbuild >/dev/null || ! python3 -c "import ziglang" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore ziglang cargo-zigbuild
+  export PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  command -v pyenv >/dev/null && pyenv rehash || true
+  hash -r
+fi
+
+# Wine runs the Windows unit tests.
+if ! command -v wine >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wine64) >/dev/null
+fi
+
 # Peers are required here: a missing one fails the run instead of skipping a test.
 export WASMORCH_REQUIRE_PEERS=1
 
@@ -45,4 +63,14 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The fuzz targets build (they need their feature; cargo-fuzz runs them on nightly).
 cargo clippy -p wasmorch-api-fuzz --features fuzzing --bins --quiet -- -D warnings
+# The workspace builds for Windows and macOS (cargo check: every crate and build script).
+cargo check --workspace --quiet --target x86_64-pc-windows-gnu
+cargo-zigbuild check --workspace --quiet --target aarch64-apple-darwin
+# The Windows unit tests of the API types and the node host, under Wine (Debian's Wine 8
+# lacks a DLL Rust's std needs: a stand-in is built beside the test executables).
+mkdir -p target/x86_64-pc-windows-gnu/debug/deps
+x86_64-w64-mingw32-gcc -shared -O2 -o target/x86_64-pc-windows-gnu/debug/deps/bcryptprimitives.dll \
+  tests/wine/bcryptprimitives.c -ladvapi32
+CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine WINEDEBUG=-all \
+  cargo test -p wasmorch-api -p wasmorch-host --lib --target x86_64-pc-windows-gnu
 cargo test --workspace --all-targets
