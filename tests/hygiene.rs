@@ -28,6 +28,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A Deployment `many` of `n` hello-http replicas with these container `resources`.
+fn many(n: usize, resources: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: many}}\nspec:\n  replicas: {n}\n  \
+         selector: {{matchLabels: {{app: many}}}}\n  template:\n    metadata: {{labels: {{app: many}}}}\n    spec:\n      \
+         containers: [{{name: hello, image: wasmorch.local/hello-http:1.0, resources: {{{resources}}}}}]\n"
+    )
+}
+
 fn running(c: &common::Cluster) -> usize {
     c.ok(&["get", "pods", "-l", "app=many", "--no-headers"]).lines().filter(|l| l.contains(" Running ")).count()
 }
@@ -42,15 +51,7 @@ fn a_node_returns_to_its_size_after_100_pods_are_deleted() {
     let pid = m.nodes[0].pid();
     let f = dir.path().join("many.yaml");
     let deployment = |n: usize| {
-        std::fs::write(
-            &f,
-            format!(
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: many}}\nspec:\n  replicas: {n}\n  \
-                 selector: {{matchLabels: {{app: many}}}}\n  template:\n    metadata: {{labels: {{app: many}}}}\n    spec:\n      \
-                 containers: [{{name: hello, image: wasmorch.local/hello-http:1.0, resources: {{limits: {{memory: 8Mi, cpu: 10m}}}}}}]\n"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&f, many(n, "limits: {memory: 8Mi, cpu: 10m}")).unwrap();
         c.ok(&["apply", "-f", f.to_str().unwrap()]);
         assert!(eventually(Duration::from_secs(120), || running(c) == n), "{}", c.ok(&["get", "pods"]));
     };
@@ -113,15 +114,7 @@ fn bench_density() {
     let c = &m.cluster;
     let (node, server) = (m.nodes[0].pid(), m.server.pid());
     let f = dir.path().join("many.yaml");
-    std::fs::write(
-        &f,
-        format!(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: many}}\nspec:\n  replicas: {n}\n  \
-             selector: {{matchLabels: {{app: many}}}}\n  template:\n    metadata: {{labels: {{app: many}}}}\n    spec:\n      \
-             containers: [{{name: hello, image: wasmorch.local/hello-http:1.0, resources: {{requests: {{cpu: 0m, memory: 0Mi}}}}}}]\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&f, many(n, "requests: {cpu: 0m, memory: 0Mi}")).unwrap();
     let (node0, server0) = (rss_kib(node), rss_kib(server));
     let t = std::time::Instant::now();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
