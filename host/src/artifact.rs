@@ -469,28 +469,17 @@ impl Puller {
             pull_err(m)
         };
         let (manifest, _manifest_digest) = client.pull_image_manifest(&reference, &auth).await.map_err(what)?;
-        let wasm: Vec<_> = manifest.layers.iter().filter(|l| l.media_type == WASM_LAYER).collect();
-        let [layer] = wasm.as_slice() else {
-            let types: Vec<&str> = manifest.layers.iter().map(|l| l.media_type.as_str()).collect();
-            return Err(invalid(format!(
-                "{image} is not a wasm component artifact: expected one {WASM_LAYER} layer, found layers [{}]",
-                types.join(", ")
-            )));
+        // The same layer rule as the cluster registry's pulls (one wasm layer, sha256, bounded).
+        let json = serde_json::to_vec(&manifest).map_err(|e| invalid(format!("{image}: {e}")))?;
+        let (digest, size) = wasm_layer(image, &json)?;
+        let Some(layer) = manifest.layers.iter().find(|l| l.media_type == WASM_LAYER) else {
+            return Err(invalid(format!("{image}: no {WASM_LAYER} layer")));
         };
-        let Some(digest) = layer.digest.strip_prefix("sha256:").map(str::to_ascii_lowercase) else {
-            return Err(invalid(format!("{image}: unsupported layer digest {}", layer.digest)));
-        };
-        if layer.size < 0 || layer.size as usize > MAX_IMAGE {
-            return Err(invalid(format!(
-                "{image}: the component is {} bytes, more than the {MAX_IMAGE} allowed",
-                layer.size
-            )));
-        }
         let bytes = match self.cached(image, &digest, if policy == "Always" { "IfNotPresent" } else { policy }).await? {
             Some(b) => b,
             None => {
-                let mut out = Vec::with_capacity(layer.size as usize);
-                client.pull_blob(&reference, *layer, &mut out).await.map_err(what)?;
+                let mut out = Vec::with_capacity(size as usize);
+                client.pull_blob(&reference, layer, &mut out).await.map_err(what)?;
                 self.verify_and_keep(image, &digest, out).await?
             }
         };

@@ -19,8 +19,12 @@ pub mod balancer;
 pub mod cluster;
 pub mod dial;
 pub mod gateway;
+mod listen;
 pub mod policy;
 pub mod table;
+mod tunnel;
+
+pub use tunnel::TUNNEL_WAIT;
 
 use crate::client::Client;
 use crate::reflector::{Projection, follow, whole};
@@ -31,22 +35,19 @@ use dial::{Peer, Way};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use table::{Route, Table};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// How long a socket tunnel waits for its pod's connection (which follows at once).
-pub const TUNNEL_WAIT: Duration = Duration::from_secs(10);
 
 /// Largest request body buffered for a retry; larger ones are refused with 413.
 pub const MAX_BUFFERED: usize = 16 << 20;
@@ -144,18 +145,6 @@ pub fn looks_like_http(b: &[u8]) -> bool {
     const METHODS: [&[u8]; 9] =
         [b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ", b"TRACE "];
     METHODS.iter().any(|m| b.starts_with(m)) || b.starts_with(b"PRI * HTTP/2")
-}
-
-/// Bind a Service listener. Node processes sharing a machine all listen on the Services'
-/// cluster addresses; with `SO_REUSEPORT` (Unix) each gets its share of the connections
-/// instead of the second failing to bind.
-fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    s.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    s.set_reuseport(true)?;
-    s.bind(addr)?;
-    s.listen(1024)
 }
 
 impl Proxy {
@@ -436,82 +425,6 @@ impl Proxy {
         }
     }
 
-    async fn reconcile_listeners(self: &Arc<Self>, table: &Table, stop: &CancellationToken) {
-        let want = table.listeners(self.node_ip);
-        let mut to_bind = Vec::new();
-        {
-            let mut have = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-            have.retain(|addr, (route, tok)| {
-                let keep = want.get(addr) == Some(route);
-                if !keep {
-                    tok.cancel();
-                }
-                keep
-            });
-            for (addr, route) in &want {
-                if !have.contains_key(addr) {
-                    to_bind.push((*addr, route.clone()));
-                }
-            }
-        }
-        for (addr, route) in to_bind {
-            match bind_shared(addr) {
-                Ok(l) => {
-                    let tok = stop.child_token();
-                    self.listeners.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, (route.clone(), tok.clone()));
-                    tokio::spawn(self.clone().accept(l, route, tok));
-                }
-                Err(e) => tracing::warn!("service {}/{}: listening on {addr}: {e}", route.ns, route.name),
-            }
-        }
-    }
-
-    async fn accept(self: Arc<Self>, l: TcpListener, route: Route, stop: CancellationToken) {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                r = l.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-                _ = stop.cancelled() => return,
-            };
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(self.clone().connection(tcp, peer, route.clone()));
-        }
-    }
-
-    async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, route: Route) {
-        let hint = self.table().service(&route).and_then(|s| s.ports.get(route.port)).and_then(|p| p.http);
-        let http = match hint {
-            Some(h) => h,
-            None => {
-                let mut buf = [0u8; 16];
-                match tokio::time::timeout(Duration::from_millis(200), tcp.peek(&mut buf)).await {
-                    Ok(Ok(n)) => looks_like_http(&buf[..n]),
-                    // The client waits for the server to speak first: a byte stream.
-                    _ => false,
-                }
-            }
-        };
-        if http {
-            let this = self.clone();
-            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let (this, route) = (this.clone(), route.clone());
-                let from = this.source_of(peer.ip());
-                async move { Ok::<_, std::convert::Infallible>(this.forward(&route, from, Some(peer.ip()), req).await) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        } else {
-            self.splice(tcp, peer, &route).await;
-        }
-    }
-
     /// A byte stream to an endpoint: its socket, or a stream through its node's gateway.
     async fn open(&self, to: &Chosen, from: policy::Source) -> Result<Box<dyn Stream>, String> {
         match self.way(to) {
@@ -538,49 +451,6 @@ impl Proxy {
             }
             Way::Unreachable(why) => Err(why),
         }
-    }
-
-    /// A tunnel for one socket connection of the pod at `from` to `to`, when `to` is on
-    /// another machine (`None`: the pod's socket reaches it as it is): a listener on
-    /// 127.0.0.1 that takes one connection, within [`TUNNEL_WAIT`], and splices it to a stream
-    /// through `to`'s node gateway, opened at once so that both handshakes overlap. Only the
-    /// pod at `from` may connect to it (see [`Proxy::tunnel_owner`]; other pods reach
-    /// 127.0.0.1 only with an egress grant). The far gateway judges the stream as coming from
-    /// `from`. If that stream cannot be opened, the pod's connection is reset.
-    pub fn tunnel(self: &Arc<Self>, from: IpAddr, to: Chosen) -> std::io::Result<Option<SocketAddr>> {
-        if !matches!(self.way(&to), Way::Gateway { .. }) {
-            return Ok(None);
-        }
-        let l = std::net::TcpListener::bind(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0))?;
-        l.set_nonblocking(true)?;
-        let at = l.local_addr()?;
-        let l = TcpListener::from_std(l)?;
-        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).insert(at, from);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let up = this.open(&to, policy::Source::Ip(from));
-            let accepted = async { tokio::time::timeout(TUNNEL_WAIT, l.accept()).await };
-            let (up, accepted) = tokio::join!(up, accepted);
-            this.tunnels.lock().unwrap_or_else(|e| e.into_inner()).remove(&at);
-            let Ok(Ok((mut tcp, _))) = accepted else { return };
-            match up {
-                Ok(mut up) => {
-                    let _ = tcp.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
-                }
-                Err(why) => {
-                    tracing::debug!("socket of pod {from} to {}: {why}", to.addr);
-                    // Reset, as a refused connection would be seen, rather than a clean end.
-                    let _ = tcp.set_zero_linger();
-                }
-            }
-        });
-        Ok(Some(at))
-    }
-
-    /// The pod whose tunnel `addr` is, while it waits for that pod's connection.
-    pub fn tunnel_owner(&self, addr: SocketAddr) -> Option<IpAddr> {
-        self.tunnels.lock().unwrap_or_else(|e| e.into_inner()).get(&addr).copied()
     }
 
     /// Layer 4: connect to an endpoint (once more elsewhere if that fails) and copy both ways.
