@@ -157,7 +157,11 @@ fn leader_identity(data_dir: &std::path::Path) -> String {
 async fn open_or_stand_by(path: &std::path::Path) -> anyhow::Result<Store> {
     let mut announced = false;
     loop {
-        match Store::open(path) {
+        // Lease renewals (every node every 5 s, the leader every 2 s) are written softly: a
+        // crash loses at most a few minutes of renewals, which the next ones replace.
+        let lease = wasmorch_api::resources::of(wasmorch_api::resources::ResourceKind::Lease);
+        let options = crate::store::Options { soft_prefixes: vec![lease.key_prefix(None)] };
+        match Store::open_with(path, options) {
             Ok(s) => {
                 if announced {
                     eprintln!("standby over: the store is ours now");

@@ -82,6 +82,16 @@ pub fn allocatable(cpus: u64, memory: u64, r: Reserved) -> (u64, u64) {
     ((cpus * 1000).saturating_sub(r.cpu_millis).max(100), memory.saturating_sub(r.memory).max(16 << 20))
 }
 
+/// Largest linear memory of one instance: 256 MiB, or 128 MiB in a 32-bit address space.
+pub const MAX_INSTANCE_MEMORY: usize = if cfg!(target_pointer_width = "32") { 128 << 20 } else { 256 << 20 };
+
+/// Instance slots of the wasm engine by machine memory: one per 2 MiB, 64 to 500. Each slot
+/// reserves address space (not memory) for its linear memories: 500 take ~280 GiB, which fits
+/// the 39-bit address space of a Raspberry Pi kernel; a 512 MiB board gets 256.
+pub fn instance_slots(total_memory: u64) -> u32 {
+    (total_memory / (2 << 20)).clamp(64, 500) as u32
+}
+
 impl NodeConfig {
     pub fn new(name: String, data_dir: PathBuf) -> Self {
         NodeConfig {
@@ -91,7 +101,7 @@ impl NodeConfig {
             lease_duration: Duration::from_secs(15),
             backoff_base: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
-            max_instances: 500,
+            max_instances: instance_slots(crate::sys::total_memory()),
             max_pods: 1000,
             log_port: 0,
             insecure_registries: Vec::new(),
@@ -180,12 +190,33 @@ async fn renew_lease(client: &Client, cfg: &NodeConfig) -> anyhow::Result<()> {
     }
 }
 
+/// How often a node posts its Ready heartbeat when nothing changed (Kubernetes'
+/// `nodeStatusReportFrequency`): the Lease is what shows life in between.
+pub const STATUS_REPORT_EVERY: Duration = Duration::from_secs(300);
+
+/// Whether the node posts its Ready condition now: the control plane shows it as anything but
+/// True (after an outage the node lifecycle controller set it to Unknown), or the last report
+/// is older than [`STATUS_REPORT_EVERY`].
+fn status_report_due(node: Option<&Value>, since_last: Option<Duration>) -> bool {
+    let ready = node
+        .and_then(|n| n.pointer("/status/conditions"))
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
+        .and_then(|c| c.get("status"))
+        .and_then(Value::as_str);
+    ready != Some("True") || since_last.is_none_or(|d| d >= STATUS_REPORT_EVERY)
+}
+
 async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: CancellationToken) {
     let mut registered = false;
+    let mut reported: Option<tokio::time::Instant> = None;
     loop {
         if !registered {
             match register(&client, &cfg, log_port).await {
-                Ok(()) => registered = true,
+                Ok(()) => {
+                    registered = true;
+                    reported = Some(tokio::time::Instant::now());
+                }
                 Err(e) => tracing::warn!("registering node {}: {e:#}", cfg.name),
             }
         }
@@ -193,12 +224,14 @@ async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: Cancell
             if let Err(e) = renew_lease(&client, &cfg).await {
                 tracing::warn!("renewing lease: {e:#}");
             }
-            let _ = client
-                .merge_patch(
-                    &format!("/api/v1/nodes/{}/status", cfg.name),
-                    &json!({"status": {"conditions": [ready_condition()]}}),
-                )
-                .await;
+            let path = format!("/api/v1/nodes/{}", cfg.name);
+            let node = client.get(&path).await.ok();
+            if status_report_due(node.as_ref(), reported.map(|r| r.elapsed())) {
+                let patch = json!({"status": {"conditions": [ready_condition()]}});
+                if client.merge_patch(&format!("{path}/status"), &patch).await.is_ok() {
+                    reported = Some(tokio::time::Instant::now());
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(cfg.lease_duration / 3) => {}
@@ -436,7 +469,7 @@ pub async fn run(
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: cfg.data_dir.join("cache"),
         max_instances: cfg.max_instances,
-        max_memory: 256 << 20,
+        max_memory: MAX_INSTANCE_MEMORY,
         cpu_slots: cores() as u32,
         allocatable_cpu_millis: cpu,
         allocatable_memory: memory.min(usize::MAX as u64) as usize,
@@ -497,4 +530,29 @@ pub async fn run(
     let _ = hb.await;
     let _ = log_task.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boards_get_fewer_instance_slots() {
+        assert_eq!(instance_slots(512 << 20), 256);
+        assert_eq!(instance_slots(1 << 30), 500);
+        assert_eq!(instance_slots(24 << 30), 500);
+        assert_eq!(instance_slots(64 << 20), 64);
+    }
+
+    #[test]
+    fn the_ready_heartbeat_is_posted_when_stale_or_not_true() {
+        let ready = |status: &str| json!({"status": {"conditions": [{"type": "Ready", "status": status}]}});
+        let recent = Some(Duration::from_secs(5));
+        assert!(!status_report_due(Some(&ready("True")), recent), "a Lease renewal is enough");
+        assert!(status_report_due(Some(&ready("True")), Some(STATUS_REPORT_EVERY)));
+        assert!(status_report_due(Some(&ready("True")), None), "never reported");
+        assert!(status_report_due(Some(&ready("Unknown")), recent), "back after an outage");
+        assert!(status_report_due(Some(&json!({"status": {}})), recent));
+        assert!(status_report_due(None, recent), "the Node could not be read");
+    }
 }

@@ -264,16 +264,33 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
         let member = local_member(&running, &cfg, &url, &nc).await?;
         Some(tokio::spawn(wasmorch_host::agent::run(member, nc, shutdown.clone())))
     };
-    until_signal(shutdown).await;
+    let failed = match node {
+        None => {
+            until_signal(shutdown.clone()).await;
+            None
+        }
+        Some(mut node) => {
+            let ended = tokio::select! {
+                _ = until_signal(shutdown.clone()) => node.await,
+                // The node ends on its own only when it cannot run (no wasm engine, a port in
+                // use): say so at once and stop, instead of serving a cluster without a node.
+                r = &mut node => r,
+            };
+            match ended {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(anyhow::anyhow!("the node task failed: {e}")),
+            }
+        }
+    };
     eprintln!("stopping…");
-    if let Some(n) = node
-        && let Ok(Err(e)) = n.await
-    {
-        eprintln!("node: {e:#}");
-    }
+    shutdown.cancel();
     running.wait().await;
     eprintln!("stopped");
-    Ok(())
+    match failed {
+        Some(e) => Err(e.context("the local node stopped")),
+        None => Ok(()),
+    }
 }
 
 /// The example `up` offers first: a Deployment of the built-in hello-http component behind a

@@ -4,11 +4,16 @@
 //! - `objects`: key (`/{group}/{plural}/{namespace}/{name}`) → JSON object with
 //!   `metadata.resourceVersion` set to the revision that last wrote it.
 //! - `history`: revision → one change record (type, key, object), compacted from below.
-//! - `meta`: `rev` (last committed revision), `compacted` (highest removed history revision).
+//! - `meta`: `rev` (last committed revision), `compacted` (highest removed history revision),
+//!   `clean` (1 when the writer stopped cleanly: see [`opened_rev`]).
 //!
 //! All writes go through one writer thread ([`writer`]) that applies every mutation queued
 //! at the moment it wakes up in one transaction and commits once (group commit): each caller
-//! is answered only after the commit is durable. Reads use redb read transactions (MVCC
+//! is answered only after the commit is durable — except for keys under the store's *soft*
+//! prefixes (Leases: renewals rewritten every few seconds, worthless after a crash). A batch of
+//! only soft writes is committed without an fsync and kept in memory; the next durable commit
+//! (any other write, or the flush at most [`SOFT_MAX_AGE`] later) writes it out. Idle, the
+//! control plane then touches the disk a few times an hour instead of ~40 times a minute. Reads use redb read transactions (MVCC
 //! snapshots), so they never wait for the writer. Every committed change is published on an
 //! in-memory feed that [`watch`] combines with the history table to resume from any
 //! retained revision without gaps or duplicates.
@@ -34,6 +39,14 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// redb page cache.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Longest a soft write stays in memory only.
+pub const SOFT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+/// Most revisions committed softly before the writer makes them durable.
+pub(crate) const SOFT_MAX_REVS: u64 = 1024;
+/// Revisions a crash can lose (soft revisions, and one more batch): a store reopened after a
+/// crash skips this many, so no revision a client has seen is ever handed out again.
+pub(crate) const LOSABLE_REVS: u64 = SOFT_MAX_REVS + writer::MAX_BATCH as u64;
 
 /// How many live events the feed buffers for a slow watcher before it must re-read history.
 const FEED_CAPACITY: usize = 8192;
@@ -101,7 +114,9 @@ pub(crate) enum Op {
         keep: u64,
         reply: oneshot::Sender<Result<u64, ApiError>>,
     },
-    /// Finish the current batch and stop the writer thread.
+    /// Make softly committed writes durable now (and say when done).
+    Flush(Option<oneshot::Sender<()>>),
+    /// Finish the current batch, persist everything and stop the writer thread.
     Shutdown,
 }
 
@@ -114,6 +129,24 @@ pub(crate) struct Shared {
     pub feed: broadcast::Sender<Arc<Event>>,
     /// Seals Secrets at rest.
     pub sealer: seal::Sealer,
+    /// Key prefixes written softly (see the module docs).
+    pub soft_prefixes: Vec<String>,
+    /// Commits that waited for the disk, and commits that did not.
+    pub durable_commits: AtomicU64,
+    pub soft_commits: AtomicU64,
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Keys under these prefixes are written softly (see the module docs).
+    pub soft_prefixes: Vec<String>,
+}
+
+/// The revision a store continues from: the stored one, or after a crash (`clean` unset) the
+/// stored one plus every revision the crash may have lost, which clients may have seen.
+pub(crate) fn opened_rev(stored: u64, clean: bool) -> u64 {
+    if clean || stored == 0 { stored } else { stored + LOSABLE_REVS }
 }
 
 /// Handle to the store; cheap to clone.
@@ -134,8 +167,13 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> ApiError {
 pub struct Locked(pub std::path::PathBuf);
 
 impl Store {
-    /// Open (or create) the store at `path` and start its writer thread.
+    /// Open (or create) the store at `path`, every write durable, and start its writer thread.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
+        Store::open_with(path, Options::default())
+    }
+
+    /// Open (or create) the store at `path` and start its writer thread.
+    pub fn open_with(path: &Path, options: Options) -> anyhow::Result<Store> {
         // redb's default page cache is 1 GiB; an edge node has a fraction of that to spare.
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => anyhow::Error::new(Locked(path.to_path_buf())),
@@ -146,9 +184,17 @@ impl Store {
             let (rev, compacted) = {
                 let _ = txn.open_table(OBJECTS)?;
                 let _ = txn.open_table(HISTORY)?;
-                let meta = txn.open_table(META)?;
-                let rev = meta.get("rev")?.map(|g| g.value()).unwrap_or(0);
+                let mut meta = txn.open_table(META)?;
+                let stored = meta.get("rev")?.map(|g| g.value()).unwrap_or(0);
+                let clean = meta.get("clean")?.is_some_and(|g| g.value() == 1);
                 let compacted = meta.get("compacted")?.map(|g| g.value()).unwrap_or(0);
+                let rev = opened_rev(stored, clean);
+                if rev != stored {
+                    tracing::warn!("the store was not closed cleanly: revisions continue from {rev} (stored {stored})");
+                    meta.insert("rev", rev)?;
+                }
+                // Unset until the writer stops cleanly.
+                meta.insert("clean", 0)?;
                 (rev, compacted)
             };
             txn.commit()?;
@@ -156,12 +202,33 @@ impl Store {
         };
         let sealer = seal::Sealer::load_or_create(&seal::key_path(path))?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let shared =
-            Arc::new(Shared { db, rev: AtomicU64::new(rev), compacted: AtomicU64::new(compacted), feed, sealer });
+        let shared = Arc::new(Shared {
+            db,
+            rev: AtomicU64::new(rev),
+            compacted: AtomicU64::new(compacted),
+            feed,
+            sealer,
+            soft_prefixes: options.soft_prefixes,
+            durable_commits: AtomicU64::new(0),
+            soft_commits: AtomicU64::new(0),
+        });
         // Bounded: when the disk cannot keep up, callers wait here instead of growing memory.
         let (tx, rx) = mpsc::channel(4096);
         let s = shared.clone();
         let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer::run(s, rx))?;
+        if !shared.soft_prefixes.is_empty() {
+            // Soft writes reach the disk within SOFT_MAX_AGE even when nothing else is written.
+            let weak = tx.downgrade();
+            std::thread::Builder::new().name("store-flush".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(SOFT_MAX_AGE);
+                    let Some(tx) = weak.upgrade() else { return };
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Op::Flush(None)) {
+                        return;
+                    }
+                }
+            })?;
+        }
         Ok(Store { shared, ops: tx, writer: Arc::new(std::sync::Mutex::new(Some(handle))) })
     }
 
@@ -183,7 +250,20 @@ impl Store {
         self.shared.compacted.load(Ordering::Acquire)
     }
 
-    /// Apply `f` to the current object at `key`, durably. `dry_run` evaluates without writing.
+    /// Commits so far: (waited for the disk, did not).
+    pub fn commits(&self) -> (u64, u64) {
+        (self.shared.durable_commits.load(Ordering::Relaxed), self.shared.soft_commits.load(Ordering::Relaxed))
+    }
+
+    /// Make every softly committed write durable now.
+    pub async fn flush(&self) -> Result<(), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.ops.send(Op::Flush(Some(reply))).await.map_err(|_| ApiError::unavailable("the store is shutting down"))?;
+        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))
+    }
+
+    /// Apply `f` to the current object at `key`, durably (softly under a soft prefix).
+    /// `dry_run` evaluates without writing.
     pub async fn mutate(&self, key: String, dry_run: bool, f: MutateFn) -> Result<Committed, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.ops

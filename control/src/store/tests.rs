@@ -272,3 +272,53 @@ async fn rotation_reseals_history_and_refuses_an_open_store() {
     let mut w = s.watch("/core/secrets/", 0).unwrap();
     assert_eq!(next(&mut w).await.object["data"]["k"], "djE=");
 }
+
+#[tokio::test]
+async fn soft_writes_wait_for_no_disk_until_something_durable_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let lease = "/coordination.k8s.io/leases/kube-node-lease/n1";
+    let options = Options { soft_prefixes: vec!["/coordination.k8s.io/leases/".into()] };
+    let s = Store::open_with(&path, options.clone()).unwrap();
+    for i in 0..50 {
+        s.mutate(lease.into(), false, put(json!({"spec": {"renewTime": i}}))).await.unwrap();
+    }
+    let (durable, soft) = s.commits();
+    assert_eq!((durable, soft), (0, 50), "renewals alone never wait for the disk");
+    // Readers see soft writes at once.
+    assert_eq!(s.get(lease).await.unwrap().unwrap()["spec"]["renewTime"], 49);
+    s.mutate("/core/configmaps/default/a".into(), false, put(json!({"v": 1}))).await.unwrap();
+    assert_eq!(s.commits(), (1, 50), "any other write is durable, and takes the renewals with it");
+    s.mutate(lease.into(), false, put(json!({"spec": {"renewTime": 50}}))).await.unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.commits(), (2, 51), "a flush persists what is pending");
+    s.flush().await.unwrap();
+    assert_eq!(s.commits(), (2, 51), "a flush with nothing pending writes nothing");
+    s.mutate(lease.into(), false, put(json!({"spec": {"renewTime": 51}}))).await.unwrap();
+    let rev = s.current_rev();
+    s.close().await;
+    drop(s);
+    // Closed cleanly: nothing lost, and revisions continue where they stopped.
+    let s = Store::open_with(&path, options).unwrap();
+    assert_eq!(s.current_rev(), rev);
+    assert_eq!(s.get(lease).await.unwrap().unwrap()["spec"]["renewTime"], 51);
+}
+
+#[test]
+fn a_crash_skips_every_revision_it_may_have_lost() {
+    assert_eq!(opened_rev(0, false), 0, "a new store starts at 0");
+    assert_eq!(opened_rev(7, true), 7);
+    assert_eq!(opened_rev(7, false), 7 + LOSABLE_REVS);
+    assert!(LOSABLE_REVS >= SOFT_MAX_REVS + writer::MAX_BATCH as u64);
+}
+
+#[test]
+fn soft_writes_persist_by_count_and_by_age() {
+    use writer::must_persist;
+    let young = Duration::from_secs(1);
+    assert!(!must_persist(false, 0, young));
+    assert!(!must_persist(false, SOFT_MAX_REVS - 1, young));
+    assert!(must_persist(false, SOFT_MAX_REVS, young));
+    assert!(must_persist(false, 1, SOFT_MAX_AGE));
+    assert!(must_persist(true, 0, young));
+}

@@ -3,18 +3,23 @@
 //! Why one thread: redb allows one write transaction at a time, and fsync is the cost that
 //! matters (~200 µs here). Taking everything queued at wake-up into one transaction turns
 //! N concurrent writes into one fsync; a lone writer still commits at once (no timer).
+//!
+//! Soft writes (keys under the store's soft prefixes) do not wait for the disk: a batch made
+//! only of them commits with `Durability::None` (redb keeps its pages in memory), and the
+//! next durable commit writes them out; [`must_persist`] decides.
 
 use super::seal::{Record, Sealer, is_sealed_key};
 use super::{Committed, Event, EventType, HISTORY, META, OBJECTS, Op, Outcome, Shared, storage_err};
-use redb::{ReadableTable, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use wasmorch_api::{ApiError, object};
 
 /// Most mutations in one transaction; bounds commit latency under a flood.
-const MAX_BATCH: usize = 512;
+pub(super) const MAX_BATCH: usize = 512;
 /// Most history records removed per compaction step, so the writer never stalls long.
 const COMPACT_STEP: u64 = 20_000;
 
@@ -23,8 +28,28 @@ enum Reply {
     Compact(oneshot::Sender<Result<u64, ApiError>>, Result<u64, ApiError>),
 }
 
+/// What the disk has not seen yet.
+struct Unflushed {
+    /// Revisions committed softly since the last durable commit.
+    revs: u64,
+    /// Soft commits since the last durable commit.
+    commits: u64,
+    last_durable: Instant,
+}
+
+/// Whether a batch's commit must wait for the disk: it holds a write that is not soft (or a
+/// compaction, or a flush), or the soft writes in memory have reached their bounds.
+pub(super) fn must_persist(hard: bool, unflushed_revs: u64, since_durable: Duration) -> bool {
+    hard || unflushed_revs >= super::SOFT_MAX_REVS || since_durable >= super::SOFT_MAX_AGE
+}
+
+fn is_soft(shared: &Shared, key: &str) -> bool {
+    shared.soft_prefixes.iter().any(|p| key.starts_with(p.as_str()))
+}
+
 pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
     let mut stop = false;
+    let mut unflushed = Unflushed { revs: 0, commits: 0, last_durable: Instant::now() };
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -37,29 +62,55 @@ pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             batch.truncate(i);
             stop = true;
         }
-        apply_batch(&shared, batch);
+        apply_batch(&shared, batch, &mut unflushed);
         if stop {
             break;
         }
     }
     // Refuse what is still queued: its callers see the channel close.
     rx.close();
+    // Everything reaches the disk, marked clean: the next open continues from this revision.
+    let closed = (|| -> Result<(), redb::Error> {
+        let txn = shared.db.begin_write()?;
+        txn.open_table(META)?.insert("clean", 1)?;
+        txn.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = closed {
+        tracing::warn!("closing the store: {e}");
+    }
 }
 
-fn apply_batch(shared: &Shared, batch: Vec<Op>) {
+fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed) {
     if batch.is_empty() {
         return;
     }
+    let hard = batch.iter().any(|op| match op {
+        Op::Mutate { key, dry_run, .. } => !dry_run && !is_soft(shared, key),
+        Op::Compact { .. } => true,
+        Op::Flush(_) => unflushed.commits > 0,
+        Op::Shutdown => false,
+    });
+    let only_flushes = batch.iter().all(|op| matches!(op, Op::Flush(_)));
+    if only_flushes && unflushed.commits == 0 {
+        // Nothing waits for the disk.
+        return reply_flushes(batch);
+    }
+    let durable = must_persist(hard, unflushed.revs, unflushed.last_durable.elapsed());
     let start_rev = shared.rev.load(Ordering::Acquire);
     let mut rev = start_rev;
     let mut replies = Vec::with_capacity(batch.len());
     let mut events = Vec::new();
     let mut compacted = None;
 
-    let txn = match shared.db.begin_write() {
+    let mut txn = match shared.db.begin_write() {
         Ok(t) => t,
         Err(e) => return fail_all(batch, storage_err(e)),
     };
+    if !durable && let Err(e) = txn.set_durability(Durability::None) {
+        return fail_all(batch, storage_err(e));
+    }
+    let mut flushes = Vec::new();
     for op in batch {
         match op {
             Op::Mutate { key, f, dry_run, reply } => {
@@ -71,6 +122,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>) {
                 replies.push(Reply::Mutate(reply, res.map(|(c, _)| c)));
             }
             Op::Shutdown => {}
+            Op::Flush(reply) => flushes.extend(reply),
             Op::Compact { keep, reply } => {
                 let res = compact(&txn, rev.saturating_sub(keep));
                 if let Ok(c) = res {
@@ -96,6 +148,17 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>) {
         }
         return;
     }
+    if durable {
+        shared.durable_commits.fetch_add(1, Ordering::Relaxed);
+        *unflushed = Unflushed { revs: 0, commits: 0, last_durable: Instant::now() };
+    } else {
+        shared.soft_commits.fetch_add(1, Ordering::Relaxed);
+        unflushed.revs += rev - start_rev;
+        unflushed.commits += 1;
+    }
+    for f in flushes {
+        let _ = f.send(());
+    }
     if let Some(c) = compacted {
         shared.compacted.store(c, Ordering::Release);
     }
@@ -117,7 +180,16 @@ fn fail_all(batch: Vec<Op>, e: ApiError) {
         match op {
             Op::Mutate { reply, .. } => drop(reply.send(Err(e.clone()))),
             Op::Compact { reply, .. } => drop(reply.send(Err(e.clone()))),
-            Op::Shutdown => {}
+            // A failed flush is dropped: its caller sees the writer's answer channel close.
+            Op::Flush(_) | Op::Shutdown => {}
+        }
+    }
+}
+
+fn reply_flushes(batch: Vec<Op>) {
+    for op in batch {
+        if let Op::Flush(Some(reply)) = op {
+            let _ = reply.send(());
         }
     }
 }

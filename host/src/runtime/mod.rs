@@ -107,20 +107,29 @@ impl Runtime {
         let mut c = Config::new();
         c.wasm_component_model(true);
         c.epoch_interruption(true);
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(cfg.max_instances)
-            .total_core_instances(cfg.max_instances * 4)
-            .total_memories(cfg.max_instances * 2)
-            .total_tables(cfg.max_instances * 4)
-            .total_stacks(cfg.max_instances)
-            .max_memories_per_component(4)
-            .max_memory_size(cfg.max_memory)
-            // Freed memory is returned to the OS at once: a batch would keep up to that many
-            // finished instances' touched memory resident, outside every pod's limit.
-            .decommit_batch_size(1);
-        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        c.memory_reservation(cfg.max_memory as u64);
-        c.memory_guard_size(32 << 20);
+        if cfg!(target_pointer_width = "32") {
+            // A 32-bit board (armv7, where wasm runs on the Pulley interpreter) has 3 GiB of
+            // address space: no slots reserved ahead, memories grow in place, bounds checked.
+            c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+            c.memory_reservation(0);
+            c.memory_guard_size(0);
+            c.memory_reservation_for_growth(1 << 20);
+        } else {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(cfg.max_instances)
+                .total_core_instances(cfg.max_instances * 4)
+                .total_memories(cfg.max_instances * 2)
+                .total_tables(cfg.max_instances * 4)
+                .total_stacks(cfg.max_instances)
+                .max_memories_per_component(4)
+                .max_memory_size(cfg.max_memory)
+                // Freed memory is returned to the OS at once: a batch would keep up to that
+                // many finished instances' touched memory resident, outside every pod's limit.
+                .decommit_batch_size(1);
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            c.memory_reservation(cfg.max_memory as u64);
+            c.memory_guard_size(32 << 20);
+        }
         let engine = Engine::new(&c).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
