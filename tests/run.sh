@@ -51,6 +51,14 @@ if ! command -v cargo-zigbuild >/dev/null || ! python3 -c "import ziglang" 2>/de
   hash -r
 fi
 
+# qemu user-mode emulation and Debian's cross compilers for the ARM smoke tests (tests/qemu.sh).
+rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf >/dev/null
+if ! command -v qemu-aarch64-static >/dev/null || ! command -v qemu-arm-static >/dev/null \
+  || ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v arm-linux-gnueabihf-gcc >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static \
+    gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross) >/dev/null
+fi
+
 # Wine runs the Windows unit tests.
 if ! command -v wine >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wine64) >/dev/null
@@ -73,4 +81,6 @@ x86_64-w64-mingw32-gcc -shared -O2 -o target/x86_64-pc-windows-gnu/debug/deps/bc
   tests/wine/bcryptprimitives.c -ladvapi32
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine WINEDEBUG=-all \
   cargo test -p wasmorch-api -p wasmorch-host --lib --target x86_64-pc-windows-gnu
+# The ARM builds under qemu: up, apply, curl, delete (aarch64 and armv7 at once).
+tests/qemu.sh
 cargo test --workspace --all-targets
