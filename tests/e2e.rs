@@ -205,6 +205,11 @@ async fn acknowledged_writes_survive_sigkill() {
             .await
             .unwrap();
     assert!(enough, "clients made no progress");
+    // The newest revision a client has seen (Lease renewals included: they are written
+    // softly, so a crash may lose them, but never hand their revisions out again).
+    let rv = |list: &Value| list["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap();
+    let (_, leases) = raw(&client, "GET", "/apis/coordination.k8s.io/v1/leases", None).await;
+    let seen = rv(&leases);
     c.kill();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
@@ -223,6 +228,11 @@ async fn acknowledged_writes_survive_sigkill() {
         acked.len(),
         &lost[..lost.len().min(5)]
     );
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after-the-crash"}});
+    let (status, created) = raw(&client, "POST", "/api/v1/namespaces/default/configmaps", Some(&body)).await;
+    assert_eq!(status, 201, "{created}");
+    let first = created["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap();
+    assert!(first > seen, "revision {first} after the crash, but clients had seen {seen}");
 }
 
 #[test]
