@@ -159,8 +159,21 @@ fn kernel() -> String {
 }
 
 fn ready_condition() -> Value {
+    ready_condition_after(None)
+}
+
+/// The Ready=True condition to post, given the Node as the control plane has it: its
+/// `lastTransitionTime` stays when it was True already (a heartbeat is not a transition).
+fn ready_condition_after(node: Option<&Value>) -> Value {
     let now = object::now_rfc3339();
-    json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "wasmorch node is ready", "lastHeartbeatTime": now, "lastTransitionTime": now})
+    let since = node
+        .and_then(|n| n.pointer("/status/conditions"))
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
+        .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+        .and_then(|c| c.get("lastTransitionTime").and_then(Value::as_str))
+        .map_or_else(|| now.clone(), str::to_string);
+    json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "wasmorch node is ready", "lastHeartbeatTime": now, "lastTransitionTime": since})
 }
 
 async fn register(client: &Client, cfg: &NodeConfig, log_port: u16) -> anyhow::Result<()> {
@@ -227,7 +240,7 @@ async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: Cancell
             let path = format!("/api/v1/nodes/{}", cfg.name);
             let node = client.get(&path).await.ok();
             if status_report_due(node.as_ref(), reported.map(|r| r.elapsed())) {
-                let patch = json!({"status": {"conditions": [ready_condition()]}});
+                let patch = json!({"status": {"conditions": [ready_condition_after(node.as_ref())]}});
                 if client.merge_patch(&format!("{path}/status"), &patch).await.is_ok() {
                     reported = Some(tokio::time::Instant::now());
                 }
@@ -542,6 +555,17 @@ mod tests {
         assert_eq!(instance_slots(1 << 30), 500);
         assert_eq!(instance_slots(24 << 30), 500);
         assert_eq!(instance_slots(64 << 20), 64);
+    }
+
+    #[test]
+    fn a_heartbeat_keeps_the_transition_time_of_a_ready_node() {
+        let node = |status: &str| json!({"status": {"conditions": [{"type": "Ready", "status": status, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        let kept = ready_condition_after(Some(&node("True")));
+        assert_eq!(kept["lastTransitionTime"], "2026-01-01T00:00:00Z");
+        assert_ne!(kept["lastHeartbeatTime"], "2026-01-01T00:00:00Z");
+        let back = ready_condition_after(Some(&node("Unknown")));
+        assert_eq!(back["lastTransitionTime"], back["lastHeartbeatTime"], "Unknown → True is a transition");
+        assert_eq!(ready_condition_after(None)["status"], "True");
     }
 
     #[test]
