@@ -131,7 +131,7 @@ fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
         "spec": {},
         "status": {
             "capacity": capacity, "allocatable": allocatable,
-            "conditions": [ready_condition()],
+            "conditions": [ready_condition_after(None)],
             "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": log_port}},
             "images": cfg.builtins.images().into_iter()
@@ -158,8 +158,12 @@ fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn ready_condition() -> Value {
-    ready_condition_after(None)
+/// A Node's Ready condition, as the control plane has it.
+fn ready_of(node: &Value) -> Option<&Value> {
+    node.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
 }
 
 /// The Ready=True condition to post, given the Node as the control plane has it: its
@@ -167,9 +171,7 @@ fn ready_condition() -> Value {
 fn ready_condition_after(node: Option<&Value>) -> Value {
     let now = object::now_rfc3339();
     let since = node
-        .and_then(|n| n.pointer("/status/conditions"))
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
+        .and_then(ready_of)
         .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
         .and_then(|c| c.get("lastTransitionTime").and_then(Value::as_str))
         .map_or_else(|| now.clone(), str::to_string);
@@ -211,12 +213,7 @@ pub const STATUS_REPORT_EVERY: Duration = Duration::from_secs(300);
 /// True (after an outage the node lifecycle controller set it to Unknown), or the last report
 /// is older than [`STATUS_REPORT_EVERY`].
 fn status_report_due(node: Option<&Value>, since_last: Option<Duration>) -> bool {
-    let ready = node
-        .and_then(|n| n.pointer("/status/conditions"))
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c.get("type").and_then(Value::as_str) == Some("Ready")))
-        .and_then(|c| c.get("status"))
-        .and_then(Value::as_str);
+    let ready = node.and_then(ready_of).and_then(|c| c.get("status")).and_then(Value::as_str);
     ready != Some("True") || since_last.is_none_or(|d| d >= STATUS_REPORT_EVERY)
 }
 
