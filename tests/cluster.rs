@@ -293,3 +293,136 @@ fn node_processes_on_one_machine_get_their_own_pod_ranges() {
     assert!(eventually(Duration::from_secs(30), || cidr("n4").is_some()));
     assert_eq!(cidr("n4"), Some(ranges["n3"].clone()));
 }
+
+const MAPPED: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: file://DIR/hello_http.wasm
+          ports: [{containerPort: 8080}]
+          readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: echo}
+spec:
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: main
+          image: file://DIR/tcp-echo.wasm
+          ports: [{containerPort: 7000}]
+          readinessProbe: {tcpSocket: {port: 7000}, periodSeconds: 1}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: front}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: front}}
+  template:
+    metadata: {labels: {app: front}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      nodeSelector: {kubernetes.io/hostname: n1}
+      containers:
+        - name: main
+          image: file://DIR/sdk_demo.wasm
+          ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30081}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  selector: {app: echo}
+  ports: [{port: 7000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: front}
+spec:
+  type: NodePort
+  selector: {app: front}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30082}]
+";
+
+/// Mapped pod ports (`--pod-addressing mapped`, the scheme for macOS, where only 127.0.0.1
+/// is local), tried on Linux with two node processes: no socket listens on a pod address,
+/// yet probes pass, Services reach pods on both nodes (the other one through its gateway),
+/// and a pod's sockets reach pod addresses, cluster addresses and Service names.
+#[test]
+fn mapped_pod_ports_serve_pods_and_services_without_their_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MultiNode::start_full(dir.path(), 2, &[], &["--pod-addressing", "mapped"]);
+    let c = &m.cluster;
+    let node: Value = get_json(c, &["node", "n1"]).unwrap();
+    assert_eq!(node["metadata"]["annotations"]["wasmorch.io/pod-addressing"], "mapped");
+    let f = dir.path().join("mapped.yaml");
+    std::fs::write(&f, MAPPED.replace("DIR", &workloads().display().to_string())).unwrap();
+    c.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let ready = |app: &str, n: usize| {
+        let p = pods(c, app);
+        p.len() == n && p.values().all(|v| v.1)
+    };
+    let all = eventually(Duration::from_secs(60), || ready("web", 2) && ready("echo", 2) && ready("front", 1));
+    assert!(all, "{}", c.ok(&["get", "pods", "-o", "wide"]));
+    let ips = |app: &str| -> Vec<String> {
+        let list: Value = get_json(c, &["pods", "-l", &format!("app={app}")]).unwrap();
+        list["items"].as_array().unwrap().iter().map(|p| p["status"]["podIP"].as_str().unwrap().to_string()).collect()
+    };
+
+    // Nothing of this machine listens on a pod address: the probes reached the pods' real sockets.
+    for (app, port) in [("web", 8080), ("echo", 7000)] {
+        for ip in ips(app) {
+            let r =
+                std::net::TcpStream::connect_timeout(&format!("{ip}:{port}").parse().unwrap(), Duration::from_secs(2));
+            assert!(r.is_err(), "{app} pod {ip}:{port} has a socket of its own");
+        }
+    }
+
+    // A NodePort on n1 reaches the web pods of both nodes (n2's through its gateway).
+    let web = format!("{}:30081", m.addresses[0]);
+    let mut seen = std::collections::BTreeSet::new();
+    let both = eventually(Duration::from_secs(30), || {
+        if let Ok((200, body)) = common::http_get(&web, "/") {
+            seen.extend(body.split_whitespace().filter_map(|w| w.strip_prefix("pod=")).map(String::from));
+        }
+        seen.len() == 2
+    });
+    assert!(both, "answered by {seen:?}");
+
+    // The front pod's sockets: to each echo pod by address (one here, one on n2), to the
+    // echo Service's cluster address and by its name; the socket names the address it asked for.
+    let front = format!("{}:30082", m.addresses[0]);
+    let svc: Value = get_json(c, &["svc", "echo"]).unwrap();
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    for ip in ips("echo") {
+        let got = common::http_get(&front, &format!("/connect?{ip}:7000&peer")).unwrap();
+        assert_eq!(got, (200, format!("connected: ping (peer {ip}:7000)")), "to echo pod {ip}");
+    }
+    let got = common::http_get(&front, &format!("/connect?{cluster_ip}:7000&peer")).unwrap();
+    assert_eq!(got, (200, format!("connected: ping (peer {cluster_ip}:7000)")), "to the cluster address");
+    assert_eq!(common::http_get(&front, "/connect?echo:7000").unwrap(), (200, "connected: ping".to_string()));
+    // And its wasi:http reaches the web Service.
+    let (status, body) = common::http_get(&front, "/call/web/").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("web said: Hello from wasmorch!"), "{body}");
+}

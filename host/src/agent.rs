@@ -4,6 +4,7 @@
 
 use crate::client::Client;
 use crate::pod::{self, NodeCtx, PodHandle};
+use crate::runtime::ports::PodAddressing;
 use crate::runtime::{Runtime, RuntimeConfig, WASMTIME_VERSION};
 use crate::sys::{cores, total_memory};
 use serde_json::{Value, json};
@@ -42,6 +43,8 @@ pub struct NodeConfig {
     /// How long a component and its compiled code stay on disk after the last container using
     /// them stopped (kubelet's `imageMaximumGCAge`); `None`: forever.
     pub image_max_age: Option<Duration>,
+    /// How pod addresses become sockets here (`--pod-addressing`, see `runtime::ports`).
+    pub pod_addressing: crate::runtime::ports::PodAddressing,
 }
 
 /// The kubelet's `--system-reserved`: CPU and memory kept from pods.
@@ -110,9 +113,13 @@ impl NodeConfig {
             reserved: Reserved::default(),
             builtins: crate::artifact::Builtins::default(),
             image_max_age: Some(Duration::from_secs(86_400)),
+            pod_addressing: Default::default(),
         }
     }
 }
+
+/// The Node annotation that says how this node serves pod addresses (`loopback` or `mapped`).
+pub const POD_ADDRESSING_ANNOTATION: &str = "wasmorch.io/pod-addressing";
 
 fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
     let cpus = cores();
@@ -124,6 +131,7 @@ fn node_object(cfg: &NodeConfig, log_port: u16) -> Value {
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.name, "annotations": {
             wasmorch_api::STORAGE_DIR_ANNOTATION: storage_dir(cfg).display().to_string(),
+            POD_ADDRESSING_ANNOTATION: cfg.pod_addressing.to_string(),
         }, "labels": {
             "kubernetes.io/arch": wasmorch_api::kube_arch(), "kubernetes.io/os": std::env::consts::OS, "kubernetes.io/hostname": cfg.name,
             "beta.kubernetes.io/arch": wasmorch_api::kube_arch(), "beta.kubernetes.io/os": std::env::consts::OS,
@@ -347,6 +355,7 @@ impl Pods {
         self.ips.give_back(ip);
         if let Ok(ip) = ip.parse() {
             self.ctx.proxy.pod_ended(ip);
+            self.ctx.rt.ports.remove_ip(ip);
         }
     }
 
@@ -476,6 +485,15 @@ pub async fn run(
     let client = Client::new(member.current().client(&member.server).await?);
     tokio::spawn(crate::membership::renew_loop(member.clone(), client.clone(), stop.clone()));
     let (cpu, memory) = allocatable(cores(), total_memory(), cfg.reserved);
+    let mapped_ports = cfg.pod_addressing.mapped(crate::runtime::ports::loopback_routed);
+    if mapped_ports {
+        tracing::info!("node {}: pod ports mapped onto ports of 127.0.0.1", cfg.name);
+    }
+    // What `auto` chose, as the Node shows it.
+    let cfg = NodeConfig {
+        pod_addressing: if mapped_ports { PodAddressing::Mapped } else { PodAddressing::Loopback },
+        ..cfg
+    };
     let rt = Runtime::new(RuntimeConfig {
         cache_dir: cfg.data_dir.join("cache"),
         max_instances: cfg.max_instances,
@@ -483,11 +501,12 @@ pub async fn run(
         cpu_slots: cores() as u32,
         allocatable_cpu_millis: cpu,
         allocatable_memory: memory.min(usize::MAX as u64) as usize,
+        mapped_ports,
     })?;
     let stats = Arc::new(crate::stats::Registry::default());
     let node_ip: std::net::IpAddr =
         cfg.host_ip.parse().map_err(|_| anyhow::anyhow!("node address {:?} is not an IP address", cfg.host_ip))?;
-    let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip, Some(member.clone()));
+    let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip, Some(member.clone()), rt.ports.clone());
     let proxy_task = tokio::spawn(proxy.clone().run(client.clone(), stop.clone()));
     tokio::spawn(crate::proxy::gateway::relay_registration(proxy.clone(), stop.clone()));
     tokio::spawn(report_peer_routes(client.clone(), proxy.clone(), cfg.name.clone(), stop.clone()));

@@ -132,6 +132,13 @@ pub struct NodeFlags {
     /// container using them stopped (kubelet's imageMaximumGCAge); 0 keeps them forever.
     #[arg(long, default_value = "24h", value_parser = wasmorch_api::object::parse_duration)]
     image_maximum_gc_age: std::time::Duration,
+    /// How pod addresses become sockets: `loopback` (each pod binds its own address of
+    /// 127/8, as Linux and Windows route all of it), `mapped` (pod and cluster addresses stay
+    /// virtual; the node serves them on ports of 127.0.0.1 and reaches them through its map,
+    /// for macOS, where only 127.0.0.1 is local), or `auto`: loopback where this machine
+    /// delivers 127/8 locally, else mapped.
+    #[arg(long, default_value = "auto")]
+    pod_addressing: wasmorch_host::runtime::ports::PodAddressing,
 }
 
 impl NodeFlags {
@@ -145,6 +152,7 @@ impl NodeFlags {
         nc.log_port = self.endpoint_port;
         nc.builtins = crate::examples::builtins();
         nc.image_max_age = (!self.image_maximum_gc_age.is_zero()).then_some(self.image_maximum_gc_age);
+        nc.pod_addressing = self.pod_addressing;
     }
 }
 

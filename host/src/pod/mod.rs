@@ -672,21 +672,25 @@ async fn serve_http(
     run: &CancellationToken,
     running: impl FnOnce(String),
 ) -> Exit {
-    let listener = match tokio::net::TcpListener::bind((info.ip.as_str(), port)).await {
-        Ok(l) => l,
-        Err(e) => return Exit::Trap(format!("binding {}:{port}: {e}", info.ip)),
+    let Ok(ip) = info.ip.parse::<std::net::IpAddr>() else {
+        return Exit::Trap(format!("the pod address {:?} is not an IP address", info.ip));
     };
-    running(format!("Started container {name} serving HTTP on {}:{port}", info.ip));
-    let addr = listener.local_addr().ok();
-    if let Some(a) = addr {
-        ctx.proxy.register(a, w.clone());
+    let addr = std::net::SocketAddr::new(ip, port);
+    // Mapped pod ports: the pod's address is virtual, served on a port of 127.0.0.1.
+    let listener = match tokio::net::TcpListener::bind(ctx.rt.ports.bind_addr(addr)).await {
+        Ok(l) => l,
+        Err(e) => return Exit::Trap(format!("binding {addr}: {e}")),
+    };
+    if let Ok(real) = listener.local_addr() {
+        ctx.rt.ports.insert(addr, real);
     }
+    running(format!("Started container {name} serving HTTP on {addr}"));
+    ctx.proxy.register(addr, w.clone());
     ctx.stats.register(info.container_key(name), Some(w.clone()), w.cgroup.clone());
     tokio::spawn(report_refusals(ctx.clone(), info.clone(), w.clone(), run.clone()));
     serve(listener, w, run.clone(), info.grace).await;
-    if let Some(a) = addr {
-        ctx.proxy.unregister(a);
-    }
+    ctx.proxy.unregister(addr);
+    ctx.rt.ports.remove(addr);
     run.cancel();
     Exit::Killed
 }

@@ -7,6 +7,7 @@
 //! Readiness starts as failure (not ready), liveness and startup start unknown. While a startup
 //! probe has not succeeded, the other probes do not run.
 
+use crate::runtime::ports::PortMap;
 use serde_json::Value;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,24 +139,32 @@ impl Tracker {
     }
 }
 
-/// Run one check against the pod at `pod_ip`; `Err` says why it failed.
-pub async fn check(action: &Action, pod_ip: &str, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, check_inner(action, pod_ip)).await {
+/// Run one check against the pod at `pod_ip`, dialling its sockets where `ports` says they
+/// are; `Err` says why it failed.
+pub async fn check(action: &Action, pod_ip: &str, timeout: Duration, ports: &PortMap) -> Result<(), String> {
+    match tokio::time::timeout(timeout, check_inner(action, pod_ip, ports)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {timeout:?}")),
     }
 }
 
-async fn check_inner(action: &Action, pod_ip: &str) -> Result<(), String> {
+/// Where to connect for `addr` (`host:port`): its real socket when it is a mapped address.
+fn dial_addr(addr: &str, ports: &PortMap) -> String {
+    addr.parse::<std::net::SocketAddr>().map_or_else(|_| addr.to_string(), |a| ports.dialable(a).to_string())
+}
+
+async fn check_inner(action: &Action, pod_ip: &str, ports: &PortMap) -> Result<(), String> {
     match action {
         Action::TcpSocket { port, host } => {
             let addr = format!("{}:{port}", host.as_deref().unwrap_or(pod_ip));
-            tokio::net::TcpStream::connect(&addr).await.map(|_| ()).map_err(|e| format!("dial tcp {addr}: {e}"))
+            let at = dial_addr(&addr, ports);
+            tokio::net::TcpStream::connect(&at).await.map(|_| ()).map_err(|e| format!("dial tcp {addr}: {e}"))
         }
         Action::HttpGet { path, port, host, headers } => {
             let addr = format!("{}:{port}", host.as_deref().unwrap_or(pod_ip));
+            let at = dial_addr(&addr, ports);
             let mut s =
-                tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("Get \"http://{addr}{path}\": {e}"))?;
+                tokio::net::TcpStream::connect(&at).await.map_err(|e| format!("Get \"http://{addr}{path}\": {e}"))?;
             let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\nUser-Agent: wasmorch-probe/1.0\r\n");
             if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
                 req.push_str(&format!("Host: {addr}\r\n"));
@@ -261,11 +270,16 @@ mod tests {
         });
         let http = Action::HttpGet { path: "/h".into(), port, host: None, headers: vec![] };
         let t = Duration::from_secs(2);
-        assert_eq!(check(&http, "127.0.0.1", t).await, Ok(()));
-        assert_eq!(check(&http, "127.0.0.1", t).await.unwrap_err(), "HTTP probe failed with statuscode: 503");
-        assert_eq!(check(&Action::TcpSocket { port, host: None }, "127.0.0.1", t).await, Ok(()));
+        let unmapped = PortMap::new(false);
+        assert_eq!(check(&http, "127.0.0.1", t, &unmapped).await, Ok(()));
+        let e = check(&http, "127.0.0.1", t, &unmapped).await.unwrap_err();
+        assert_eq!(e, "HTTP probe failed with statuscode: 503");
+        // Mapped pod ports: the pod's virtual address is dialled at its real socket.
+        let mapped = PortMap::new(true);
+        mapped.insert(format!("127.64.0.2:{port}").parse().unwrap(), format!("127.0.0.1:{port}").parse().unwrap());
+        assert_eq!(check(&Action::TcpSocket { port, host: None }, "127.64.0.2", t, &mapped).await, Ok(()));
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let e = check(&Action::TcpSocket { port: closed, host: None }, "127.0.0.1", t).await.unwrap_err();
+        let e = check(&Action::TcpSocket { port: closed, host: None }, "127.0.0.1", t, &unmapped).await.unwrap_err();
         assert!(e.starts_with(&format!("dial tcp 127.0.0.1:{closed}")), "{e}");
     }
 }

@@ -54,7 +54,7 @@ pub(super) async fn probe_run(r: ProbeRun) {
             return;
         }
         loop {
-            let r = probe::check(&p.action, &info.ip, p.timeout).await;
+            let r = probe::check(&p.action, &info.ip, p.timeout, &ctx.rt.ports).await;
             if let Err(e) = &r {
                 event(&ctx, &info, "Warning", "Unhealthy", format!("Startup probe failed: {e}")).await;
             }
@@ -85,7 +85,7 @@ pub(super) async fn probe_run(r: ProbeRun) {
         let mut t = probe::Tracker::new(p);
         tokio::time::sleep(p.initial_delay).await;
         loop {
-            let r = probe::check(&p.action, &info.ip, p.timeout).await;
+            let r = probe::check(&p.action, &info.ip, p.timeout, &ctx.rt.ports).await;
             if let Err(e) = &r {
                 event(&ctx, &info, "Warning", "Unhealthy", format!("Liveness probe failed: {e}")).await;
             }
@@ -102,7 +102,7 @@ pub(super) async fn probe_run(r: ProbeRun) {
         let mut t = probe::Tracker::new(p);
         tokio::time::sleep(p.initial_delay).await;
         loop {
-            let r = probe::check(&p.action, &info.ip, p.timeout).await;
+            let r = probe::check(&p.action, &info.ip, p.timeout, &ctx.rt.ports).await;
             if let Err(e) = &r {
                 event(&ctx, &info, "Warning", "Unhealthy", format!("Readiness probe failed: {e}")).await;
             }

@@ -81,6 +81,10 @@ impl crate::runtime::Cluster for ClusterView {
     }
 
     fn tunnel(&self, to: SocketAddr) -> Option<SocketAddr> {
+        // Mapped pod ports: a pod or cluster address this node serves is a port of 127.0.0.1.
+        if let Some(real) = self.proxy.ports.real(to) {
+            return Some(real);
+        }
         let from = self.pod_ip?;
         let to = super::Chosen { addr: to, node: self.proxy.pod_node(to.ip())? };
         match self.proxy.tunnel(from, to) {

@@ -17,7 +17,8 @@ pub struct Peer {
     pub ip: Option<IpAddr>,
     /// Its endpoint (which serves the gateway), when it reports one.
     pub gateway: Option<SocketAddr>,
-    /// Whether it runs on this machine (its address is one of this machine's).
+    /// Whether its pods' sockets are this machine's: it runs here (its address is one of
+    /// this machine's) and pod ports are not mapped (mapped, they are known to it alone).
     pub same_machine: bool,
 }
 
@@ -34,8 +35,9 @@ pub fn node_projection(o: &Value) -> Value {
     })
 }
 
-/// A peer from a (projected) Node; `is_local(ip)` says whether an address is this machine's.
-pub fn peer(node: &Value, mut is_local: impl FnMut(IpAddr) -> bool) -> Peer {
+/// A peer from a (projected) Node; `is_local(ip)` says whether an address is this machine's,
+/// `mapped` whether pod ports are mapped here (see `runtime::ports`).
+pub fn peer(node: &Value, mapped: bool, mut is_local: impl FnMut(IpAddr) -> bool) -> Peer {
     let ip = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)
@@ -51,7 +53,7 @@ pub fn peer(node: &Value, mut is_local: impl FnMut(IpAddr) -> bool) -> Peer {
     Peer {
         ip,
         gateway: ip.zip(port).map(|(ip, p)| SocketAddr::new(ip, p)),
-        same_machine: ip.is_some_and(|ip| ip.is_loopback() || is_local(ip)),
+        same_machine: !mapped && ip.is_some_and(|ip| ip.is_loopback() || is_local(ip)),
     }
 }
 
@@ -120,7 +122,7 @@ mod tests {
             ("mute", node("mute", "10.0.0.8", 0)),
         ]
         .into_iter()
-        .map(|(n, o)| (n.to_string(), peer(&node_projection(&o), here)))
+        .map(|(n, o)| (n.to_string(), peer(&node_projection(&o), false, here)))
         .collect();
         assert_eq!(way("me", "me", &peers), Way::Here);
         assert_eq!(way("me", "", &peers), Way::Here);
@@ -129,6 +131,14 @@ mod tests {
         assert_eq!(way("me", "pi", &peers), Way::Gateway { node: "pi".into(), at: "10.0.0.7:10250".parse().unwrap() });
         assert!(matches!(way("me", "mute", &peers), Way::Unreachable(m) if m.contains("no endpoint")));
         assert!(matches!(way("me", "gone", &peers), Way::Unreachable(m) if m.contains("not known")));
+
+        // Mapped pod ports: another node process's pods are reached through its gateway.
+        let twin = peer(&node_projection(&node("twin", "127.0.0.1", 10250)), true, here);
+        let peers = HashMap::from([("twin".to_string(), twin)]);
+        assert_eq!(
+            way("me", "twin", &peers),
+            Way::Gateway { node: "twin".into(), at: "127.0.0.1:10250".parse().unwrap() }
+        );
     }
 
     #[test]

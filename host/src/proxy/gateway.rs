@@ -481,7 +481,8 @@ pub async fn serve(proxy: Arc<Proxy>, peer: String, req: hyper::Request<Incoming
     req.headers_mut().remove(SOURCE_HEADER);
     proxy.gateway_streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if req.method() == http::Method::CONNECT {
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await {
+        let at = proxy.ports.dialable(target);
+        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(at)).await {
             Ok(Ok(t)) => t,
             Ok(Err(e)) => return refuse(502, &format!("pod {target}: {e}")),
             Err(_) => return refuse(502, &format!("pod {target}: connect timed out")),
@@ -505,12 +506,11 @@ pub async fn serve(proxy: Arc<Proxy>, peer: String, req: hyper::Request<Incoming
     }
     // Not an HTTP workload (a socket server speaking HTTP): its socket.
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let body = match http_body_util::Limited::new(body, super::MAX_BUFFERED).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return text(413, &format!("request body: {e}\n")),
     };
-    let Ok(up) = resend(&parts, format!("http://{target}{path}"), body) else { return text(400, "bad request\n") };
+    let Ok(up) = proxy.to_socket(&parts, target, body) else { return text(400, "bad request\n") };
     match proxy.client.request(up).await {
         Ok(resp) => resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()),
         Err(e) if e.is_connect() => refuse(502, &format!("pod {target}: {e}")),

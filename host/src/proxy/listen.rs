@@ -1,5 +1,7 @@
 //! The proxy's listeners: one per Service address and port (cluster IP, node ports), each
-//! connection answered at layer 7 when it speaks HTTP, else spliced at layer 4.
+//! connection answered at layer 7 when it speaks HTTP, else spliced at layer 4. With mapped
+//! pod ports (`runtime::ports`) a cluster address's listener is on a port of 127.0.0.1 that
+//! only this node's pods' sockets reach.
 
 use super::table::{Route, Table};
 use super::{Proxy, looks_like_http};
@@ -33,6 +35,7 @@ impl Proxy {
                 let keep = want.get(addr) == Some(route);
                 if !keep {
                     tok.cancel();
+                    self.ports.remove(*addr);
                 }
                 keep
             });
@@ -43,8 +46,14 @@ impl Proxy {
             }
         }
         for (addr, route) in to_bind {
-            match bind_shared(addr) {
+            // Mapped pod ports: a cluster address is virtual too, served on a port of 127.0.0.1
+            // for pods' sockets (node ports stay on the node's address).
+            let at = if addr.ip() == self.node_ip { addr } else { self.ports.bind_addr(addr) };
+            match bind_shared(at) {
                 Ok(l) => {
+                    if let Ok(real) = l.local_addr() {
+                        self.ports.insert(addr, real);
+                    }
                     let tok = stop.child_token();
                     self.listeners.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, (route.clone(), tok.clone()));
                     tokio::spawn(self.clone().accept(l, route, tok));

@@ -29,6 +29,7 @@ pub use tunnel::TUNNEL_WAIT;
 use crate::client::Client;
 use crate::reflector::{Projection, follow, whole};
 use crate::runtime::http::HttpWorkload;
+use crate::runtime::ports::PortMap;
 use balancer::{Balancer, Pick};
 use bytes::Bytes;
 use dial::{Peer, Way};
@@ -94,6 +95,8 @@ pub struct Proxy {
     /// [`Proxy::tunnel`]).
     tunnels: Mutex<HashMap<SocketAddr, IpAddr>>,
     client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    /// Where this node's pod and cluster addresses are served (see `runtime::ports`).
+    pub ports: Arc<PortMap>,
     pub gateways: Arc<gateway::Gateways>,
     seed: AtomicU64,
     /// Requests answered in process, through a socket, and sent through a gateway; streams
@@ -150,7 +153,12 @@ pub fn looks_like_http(b: &[u8]) -> bool {
 impl Proxy {
     /// The proxy of node `node` at `node_ip`; `member` gives the certificate its gateway
     /// connections present (without one, pods on other machines are out of reach).
-    pub fn new(node: String, node_ip: IpAddr, member: Option<Arc<crate::membership::Membership>>) -> Arc<Proxy> {
+    pub fn new(
+        node: String,
+        node_ip: IpAddr,
+        member: Option<Arc<crate::membership::Membership>>,
+        ports: Arc<PortMap>,
+    ) -> Arc<Proxy> {
         let mut conn = HttpConnector::new();
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -171,6 +179,7 @@ impl Proxy {
             listeners: Mutex::new(HashMap::new()),
             tunnels: Mutex::new(HashMap::new()),
             client,
+            ports,
             gateways: gateway::Gateways::new(member),
             // Random per process: nodes must not all make the same sequence of choices.
             seed: AtomicU64::new(std::hash::BuildHasher::hash_one(
@@ -348,7 +357,7 @@ impl Proxy {
                 .iter()
                 .filter_map(|o| {
                     let name = o.pointer("/metadata/name")?.as_str()?.to_string();
-                    let p = dial::peer(o, |ip| {
+                    let p = dial::peer(o, self.ports.mapped(), |ip| {
                         let local = addresses.get(&ip).copied().unwrap_or_else(|| dial::is_local_address(ip));
                         seen.insert(ip, local);
                         local
@@ -429,7 +438,8 @@ impl Proxy {
     async fn open(&self, to: &Chosen, from: policy::Source) -> Result<Box<dyn Stream>, String> {
         match self.way(to) {
             Way::Here | Way::Direct => {
-                match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(to.addr)).await {
+                let at = self.ports.dialable(to.addr);
+                match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(at)).await {
                     Ok(Ok(s)) => {
                         let _ = s.set_nodelay(true);
                         Ok(Box::new(s))
@@ -490,8 +500,8 @@ impl Proxy {
     ) -> Result<hyper::Response<Incoming>, Failed> {
         match self.way(to) {
             Way::Here | Way::Direct => {
-                let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                let mut up = gateway::resend(parts, format!("http://{}{path}", to.addr), body)
+                let mut up = self
+                    .to_socket(parts, to.addr, body)
                     .map_err(|message| Failed { before_endpoint: true, message })?;
                 up.headers_mut().remove(policy::SOURCE_HEADER);
                 self.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -509,6 +519,24 @@ impl Proxy {
             }
             Way::Unreachable(message) => Err(Failed { before_endpoint: true, message }),
         }
+    }
+
+    /// A request like `parts` to the socket serving `addr` (its real one if mapped), naming
+    /// `addr` as its host unless it names one.
+    pub(crate) fn to_socket(
+        &self,
+        parts: &http::request::Parts,
+        addr: SocketAddr,
+        body: Bytes,
+    ) -> Result<hyper::Request<Full<Bytes>>, String> {
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut up = gateway::resend(parts, format!("http://{}{path}", self.ports.dialable(addr)), body)?;
+        if !up.headers().contains_key(http::header::HOST)
+            && let Ok(host) = http::HeaderValue::from_str(&addr.to_string())
+        {
+            up.headers_mut().insert(http::header::HOST, host);
+        }
+        Ok(up)
     }
 
     /// One request from a pod's `wasi:http` to a pod address, wherever that pod runs

@@ -107,11 +107,18 @@ impl HttpWorkload {
                 true,
             );
         };
-        let wasi =
-            match super::wasi_ctx(&self.env, &[], self.log.as_ref(), &self.net, &self.mounts, self.cluster.as_ref()) {
-                Ok(w) => w,
-                Err(e) => return text(500, format!("{e:#}\n")),
-            };
+        let wasi = match super::wasi_ctx(
+            &self.env,
+            &[],
+            self.log.as_ref(),
+            &self.net,
+            &self.mounts,
+            self.cluster.as_ref(),
+            &self.rt.ports,
+        ) {
+            Ok(w) => w,
+            Err(e) => return text(500, format!("{e:#}\n")),
+        };
         let mut store = self.rt.store(wasi, &self.cgroup, self.net.clone(), self.cluster.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = (|| -> anyhow::Result<_> {

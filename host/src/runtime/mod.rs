@@ -13,6 +13,7 @@ pub mod memory;
 mod names;
 pub mod output;
 pub mod policy;
+pub mod ports;
 pub mod process;
 mod state;
 mod tunnel;
@@ -60,6 +61,8 @@ pub struct RuntimeConfig {
     pub allocatable_cpu_millis: u64,
     /// Memory all instances (and the host memory they cause) may hold together.
     pub allocatable_memory: usize,
+    /// Pod ports mapped onto ports of 127.0.0.1 (see [`ports`]).
+    pub mapped_ports: bool,
 }
 
 /// Entries one instance's resource table may hold (handles: streams, fields, requests…).
@@ -88,6 +91,8 @@ pub struct Runtime {
     pub cpu: Arc<cpu::NodeCpu>,
     /// The node's memory budget, parent of every container's.
     pub memory: Arc<memory::MemoryBudget>,
+    /// Where pod addresses are served on this machine (see [`ports`]).
+    pub ports: Arc<ports::PortMap>,
 }
 
 /// A container's resources, from its `resources` (limits and requests).
@@ -139,6 +144,7 @@ impl Runtime {
         std::fs::create_dir_all(&cfg.cache_dir).with_context(|| format!("creating {}", cfg.cache_dir.display()))?;
         let cpu = cpu::NodeCpu::new(cfg.cpu_slots, cfg.allocatable_cpu_millis);
         let memory = memory::MemoryBudget::root(cfg.allocatable_memory);
+        let ports = Arc::new(ports::PortMap::new(cfg.mapped_ports));
         let rt = Arc::new(Runtime {
             engine,
             linker,
@@ -147,6 +153,7 @@ impl Runtime {
             loading: Mutex::new(HashMap::new()),
             cpu,
             memory,
+            ports,
         });
         // One ticker for the whole node; it stops when the runtime is dropped.
         let weak = Arc::downgrade(&rt);
@@ -278,6 +285,8 @@ impl Runtime {
             limits: memory::InstanceMemory::new(group.memory.clone(), self.cfg.max_memory),
             hooks: EgressHooks { net, cluster },
             tunnels: Default::default(),
+            binds: Default::default(),
+            ports: self.ports.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -297,24 +306,16 @@ pub fn wasi_ctx(
     net: &Arc<NetPolicy>,
     mounts: &[Mount],
     cluster: Option<&Arc<dyn Cluster>>,
+    ports: &Arc<ports::PortMap>,
 ) -> anyhow::Result<wasmtime_wasi::WasiCtx> {
-    use wasmtime_wasi::sockets::SocketAddrUse as U;
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();
     b.envs(env).args(args);
     let policy = net.clone();
     let cluster = cluster.cloned();
+    let ports = ports.clone();
     // Name lookups are judged in `names` (cluster names for every pod, others with a grant).
     b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true).socket_addr_check(move |addr, use_| {
-        let ok = match use_ {
-            U::TcpBind | U::UdpBind => policy.may_bind(addr),
-            U::TcpListen => policy.may_listen(addr),
-            U::TcpAccept | U::UdpReceive => true,
-            // The cluster (Services' addresses, where the node's proxy listens, and pod
-            // addresses) is open to every pod, outside it what `wasmorch.io/egress` grants;
-            // NetworkPolicies judge both.
-            U::TcpConnect => may_connect(&policy, cluster.as_ref(), addr, "TCP"),
-            U::UdpSend => may_connect(&policy, cluster.as_ref(), addr, "UDP"),
-        };
+        let ok = socket_use_allowed(&policy, cluster.as_ref(), &ports, addr, use_);
         if !ok {
             tracing::debug!(%addr, ?use_, "socket use refused by the pod's network policy");
         }
@@ -329,6 +330,32 @@ pub fn wasi_ctx(
             .map_err(|e| anyhow::anyhow!("mounting {} at {}: {e:#}", m.host.display(), m.guest))?;
     }
     Ok(b.build())
+}
+
+/// Whether a pod's socket may be used so. With mapped pod ports the address is a real one:
+/// a bind of the pod's own address became one of 127.0.0.1 port 0 (`tunnel`), and such a
+/// socket may listen only once it serves a mapped address of the pod; a connection is judged
+/// as to the virtual address its real one serves. Pure but for the map and the cluster's view.
+pub(crate) fn socket_use_allowed(
+    policy: &NetPolicy,
+    cluster: Option<&Arc<dyn Cluster>>,
+    ports: &ports::PortMap,
+    addr: std::net::SocketAddr,
+    use_: wasmtime_wasi::sockets::SocketAddrUse,
+) -> bool {
+    use wasmtime_wasi::sockets::SocketAddrUse as U;
+    let seen = ports.virtual_of(addr).unwrap_or(addr);
+    match use_ {
+        U::TcpBind => policy.may_bind(addr) || (ports.mapped() && addr == ports.bind_addr(addr)),
+        U::UdpBind => policy.may_bind(addr),
+        U::TcpListen => policy.may_listen(seen),
+        U::TcpAccept | U::UdpReceive => true,
+        // The cluster (Services' addresses, where the node's proxy listens, and pod
+        // addresses) is open to every pod, outside it what `wasmorch.io/egress` grants;
+        // NetworkPolicies judge both.
+        U::TcpConnect => may_connect(policy, cluster, seen, "TCP"),
+        U::UdpSend => may_connect(policy, cluster, addr, "UDP"),
+    }
 }
 
 /// Whether a pod may open a connection (or send a datagram) to `addr`. The cluster
@@ -364,4 +391,35 @@ fn load_precompiled(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     // dir), files are named by the digest of the source they were compiled from and written by
     // rename, and wasmtime checks the engine/version header before use.
     unsafe { Component::deserialize_file(engine, path) }.map_err(anyhow::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime_wasi::sockets::SocketAddrUse as U;
+
+    #[test]
+    fn mapped_sockets_are_judged_as_the_pod_addresses_they_stand_for() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let pod = NetPolicy::new(Some("127.64.0.2".parse().unwrap()), vec![7000], None).unwrap();
+        let ports = ports::PortMap::new(true);
+        let allowed = |addr: &str, u: U| socket_use_allowed(&pod, None, &ports, a(addr), u);
+        // The shadowed bind of 127.64.0.2:7000 binds 127.0.0.1:0.
+        assert!(allowed("127.0.0.1:0", U::TcpBind));
+        assert!(!allowed("127.0.0.1:7000", U::TcpBind), "only port 0 of 127.0.0.1");
+        // Listening: only a socket that serves a declared port of the pod.
+        ports.insert(a("127.64.0.2:7000"), a("127.0.0.1:40000"));
+        ports.insert(a("127.64.0.2:7001"), a("127.0.0.1:40001"));
+        assert!(allowed("127.0.0.1:40000", U::TcpListen));
+        assert!(!allowed("127.0.0.1:40001", U::TcpListen), "an undeclared port");
+        assert!(!allowed("127.0.0.1:40002", U::TcpListen), "a bind of 127.0.0.1:0 of its own");
+        // Connecting to a real socket is judged as to its pod address (here: its own).
+        assert!(allowed("127.0.0.1:40000", U::TcpConnect));
+        ports.insert(a("127.64.0.9:8080"), a("127.0.0.1:40003"));
+        assert!(!allowed("127.0.0.1:40003", U::TcpConnect), "another pod, with no cluster to open it");
+        // Unmapped, nothing of this applies.
+        let plain = ports::PortMap::new(false);
+        assert!(!socket_use_allowed(&pod, None, &plain, a("127.0.0.1:0"), U::TcpBind));
+        assert!(socket_use_allowed(&pod, None, &plain, a("127.64.0.2:7000"), U::TcpListen));
+    }
 }

@@ -77,6 +77,7 @@ impl Process {
             &self.net,
             &self.mounts,
             self.cluster.as_ref(),
+            &self.rt.ports,
         ) {
             Ok(w) => w,
             Err(e) => return Exit::Trap(format!("{e:#}")),

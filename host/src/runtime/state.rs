@@ -13,8 +13,13 @@ pub struct InstanceState {
     pub table: ResourceTable,
     pub limits: super::memory::InstanceMemory,
     pub hooks: EgressHooks,
-    /// Sockets connected to pods on other machines through a tunnel.
+    /// Sockets connected to pods on other machines through a tunnel, or, with mapped pod
+    /// ports, to a mapped address.
     pub tunnels: super::tunnel::Tunnels,
+    /// With mapped pod ports: sockets bound to a port of 127.0.0.1 in place of the pod's address.
+    pub binds: super::tunnel::Tunnels,
+    /// The node's map of pod addresses to real sockets.
+    pub ports: Arc<super::ports::PortMap>,
 }
 
 /// Outgoing `wasi:http` requests do not pass through WASI's socket checks, so the pod's
@@ -43,9 +48,10 @@ pub trait Cluster: Send + Sync {
     /// The addresses a cluster name stands for (`NAME[.NS[.svc[.cluster.local]]]`): the
     /// Service's cluster address, or the ready pod addresses of a headless one.
     fn resolve(&self, name: &str) -> Option<Vec<std::net::IpAddr>>;
-    /// A socket connection to `to`, a pod address on another machine, goes to this local
-    /// address instead: a one-connection tunnel through the far node's gateway, which only
-    /// this pod may connect to. `None`: connect to `to` as it is.
+    /// A socket connection to `to` goes to this local address instead: for a pod address on
+    /// another machine, a one-connection tunnel through the far node's gateway, which only
+    /// this pod may connect to; with mapped pod ports, the real socket of a pod or cluster
+    /// address this node serves. `None`: connect to `to` as it is.
     fn tunnel(&self, to: std::net::SocketAddr) -> Option<std::net::SocketAddr>;
     /// Whether any NetworkPolicy exists (else [`Cluster::policy_allows`] allows everything).
     fn has_policies(&self) -> bool;

@@ -5,7 +5,12 @@
 //! machine, the socket connects instead to a one-connection tunnel the node opens on
 //! 127.0.0.1 for this pod alone, whose other end is a stream through the far node's gateway
 //! ([`super::Cluster::tunnel`]). `remote-address` answers the address the guest asked for.
-//! Everything else about the socket is wasmtime-wasi's own.
+//!
+//! With mapped pod ports ([`super::ports`]) a pod address is not a socket of this machine at
+//! all: `start-connect` to a mapped address connects to its real socket (the cluster's
+//! `tunnel` answers it), and `start-bind` of the pod's own address binds a port of 127.0.0.1
+//! instead and maps the pod's address and port onto it; `local-address` answers the address
+//! the guest asked for. Everything else about the socket is wasmtime-wasi's own.
 
 use super::state::InstanceState;
 use std::net::SocketAddr;
@@ -40,13 +45,16 @@ impl Tunnels {
     }
 }
 
-/// Replace wasmtime-wasi's `start-connect` and `remote-address` (added before) in `linker`.
+/// Replace wasmtime-wasi's `start-connect`, `remote-address`, `start-bind` and
+/// `local-address` (added before) in `linker`.
 pub fn add_to_linker(linker: &mut Linker<InstanceState>) -> anyhow::Result<()> {
     linker.allow_shadowing(true);
     let r = (|| {
         let mut tcp = linker.instance(TCP)?;
         tcp.func_wrap("[method]tcp-socket.start-connect", start_connect)?;
-        tcp.func_wrap("[method]tcp-socket.remote-address", remote_address)
+        tcp.func_wrap("[method]tcp-socket.remote-address", remote_address)?;
+        tcp.func_wrap_async("[method]tcp-socket.start-bind", |store, args: Bind| Box::new(start_bind(store, args)))?;
+        tcp.func_wrap("[method]tcp-socket.local-address", local_address)
     })();
     linker.allow_shadowing(false);
     r.map_err(Into::into)
@@ -88,6 +96,62 @@ fn remote_address(
         Ok(peer) => {
             let peer = SocketAddr::from(peer);
             Ok(IpSocketAddress::from(s.tunnels.asked(rep, peer).unwrap_or(peer)))
+        }
+        Err(e) => Err(wasmtime_wasi::p2::bindings::sockets::network::Host::convert_error_code(&mut view, e)?),
+    };
+    Ok((r,))
+}
+
+type Bind = (Resource<TcpSocket>, Resource<Network>, IpSocketAddress);
+
+/// Mapped, a bind of the pod's own address binds a port of 127.0.0.1 (the check lets only
+/// that through), and the pod's address and asked port are mapped onto it. Any other bind
+/// goes on as asked.
+async fn start_bind(
+    mut store: StoreContextMut<'_, InstanceState>,
+    (socket, network, at): Bind,
+) -> wasmtime::Result<(Result<(), ErrorCode>,)> {
+    let s = store.data_mut();
+    let asked = SocketAddr::from(at);
+    let rep = socket.rep();
+    let ports = s.ports.clone();
+    let mapped = ports.mapped() && s.hooks.net.pod_ip == Some(asked.ip());
+    if mapped && !s.hooks.net.may_bind(asked) {
+        return Ok((Err(ErrorCode::AccessDenied),));
+    }
+    let real = if mapped { ports.bind_addr(asked) } else { asked };
+    let mut view = WasiSocketsCtxView { ctx: s.wasi.sockets(), table: &mut s.table };
+    if let Err(e) = HostTcpSocket::start_bind(&mut view, socket, network, IpSocketAddress::from(real)).await {
+        return Ok((Err(wasmtime_wasi::p2::bindings::sockets::network::Host::convert_error_code(&mut view, e)?),));
+    }
+    let bound = match mapped {
+        true => HostTcpSocket::local_address(&mut view, Resource::new_borrow(rep)).ok().map(SocketAddr::from),
+        false => None,
+    };
+    let entry = bound.map(|real| {
+        let virt = SocketAddr::new(asked.ip(), if asked.port() == 0 { real.port() } else { asked.port() });
+        // Only a declared port can listen: an ephemeral one is not served to anyone.
+        if asked.port() != 0 {
+            ports.insert(virt, real);
+        }
+        (real, virt)
+    });
+    s.binds.set(rep, entry);
+    Ok((Ok(()),))
+}
+
+fn local_address(
+    mut store: StoreContextMut<'_, InstanceState>,
+    (socket,): (Resource<TcpSocket>,),
+) -> wasmtime::Result<(Result<IpSocketAddress, ErrorCode>,)> {
+    let s = store.data_mut();
+    let rep = socket.rep();
+    let mut view = WasiSocketsCtxView { ctx: s.wasi.sockets(), table: &mut s.table };
+    let r = match HostTcpSocket::local_address(&mut view, socket) {
+        Ok(local) => {
+            let local = SocketAddr::from(local);
+            // An accepted connection's local address is its listener's.
+            Ok(IpSocketAddress::from(s.binds.asked(rep, local).or_else(|| s.ports.virtual_of(local)).unwrap_or(local)))
         }
         Err(e) => Err(wasmtime_wasi::p2::bindings::sockets::network::Host::convert_error_code(&mut view, e)?),
     };
