@@ -70,6 +70,8 @@ enum Command {
     /// Manage a Deployment's rollout.
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCmd),
+    /// Show CPU and memory use of nodes or pods (from the metrics API).
+    Top(cmd::top::TopArgs),
     /// Publish a component to an OCI registry as a wasm artifact.
     Push(cmd::push::PushArgs),
     /// Print a shell completion script.
@@ -140,6 +142,7 @@ fn main() -> ExitCode {
             Command::Drain(a) => cmd::nodes::drain(ctx, a).await,
             Command::RotateSecretsKey(a) => cmd::secrets::rotate(a),
             Command::Push(a) => cmd::push::push(ctx, a).await,
+            Command::Top(a) => cmd::top::top(ctx, a).await,
             Command::Token(c) => cmd::token::run(ctx, c).await,
             Command::Scale(a) => cmd::rollout::scale(ctx, a).await,
             Command::Rollout(c) => cmd::rollout::rollout(ctx, c).await,

@@ -263,3 +263,77 @@ fn concurrency_limit_queues_then_refuses_with_retry_after() {
     assert_eq!(slow.into_iter().map(|t| t.join().unwrap()).collect::<Vec<_>>(), vec![200, 200]);
     events_with(&c, &[], &["Overloaded"]);
 }
+
+/// The resource metrics API: `kubectl top` (and `wasmorch top`) show a spinner's CPU at its
+/// limit and a memhog's memory at what it holds, from the node's own accounting.
+#[test]
+fn top_shows_cpu_at_the_limit_and_memory_held() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--cluster-cidr", &cluster_cidr(), "--metric-resolution", "1s"],
+    );
+    let pod = |name: &str, wasm: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {name}}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n    - name: main\n      image: file://{}\n{extra}",
+            workloads().join(wasm).display()
+        )
+    };
+    apply(&c, "spin", &pod("spin", "spinner.wasm", "      resources: {limits: {cpu: 300m}}\n"));
+    let hog = "      env: [{name: HOLD_MIB, value: \"24\"}]\n      resources: {limits: {memory: 64Mi}}\n";
+    apply(&c, "hog", &pod("hog", "memhog.wasm", hog));
+
+    // wasmorch top: spin near 300m, hog near 24 MiB (a scrape each second; the first window
+    // is from the container's start).
+    let figures = |out: &str, name: &str| -> Option<(u64, u64)> {
+        let line = out.lines().find(|l| l.split_whitespace().next() == Some(name))?;
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        Some((cols.get(1)?.strip_suffix('m')?.parse().ok()?, cols.get(2)?.strip_suffix("Mi")?.parse().ok()?))
+    };
+    let mut last = String::new();
+    let settled = eventually(Duration::from_secs(30), || {
+        last = c.cli(&["top", "pods"]).stdout.iter().map(|b| *b as char).collect();
+        matches!(figures(&last, "spin"), Some((cpu, _)) if (270..=330).contains(&cpu))
+            && matches!(figures(&last, "hog"), Some((_, mem)) if (24..=27).contains(&mem))
+    });
+    assert!(settled, "wasmorch top pods:\n{last}");
+    let nodes = c.ok(&["top", "nodes"]);
+    assert!(nodes.lines().next().unwrap().starts_with("NAME"), "{nodes}");
+    assert!(nodes.contains("n1"), "{nodes}");
+
+    let selected = c.ok(&["top", "pods", "-l", "app=spin"]);
+    assert!(figures(&selected, "spin").is_some() && figures(&selected, "hog").is_none(), "{selected}");
+
+    // The API kubectl reads, with labels and selectors, and kubectl top itself.
+    if kubectl_available() {
+        let kubectl = |args: &[&str]| {
+            let o = std::process::Command::new("kubectl")
+                .args(args)
+                .env("KUBECONFIG", c.kubeconfig())
+                .env("HOME", c.dir.join("home"))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let raw =
+            kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods?labelSelector=app%3Dspin"]);
+        let list: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(list["kind"], "PodMetricsList");
+        assert_eq!(list["items"].as_array().unwrap().len(), 1, "{raw}");
+        assert_eq!(list["items"][0]["metadata"]["labels"]["app"], "spin");
+        assert!(list["items"][0]["window"].as_str().unwrap().ends_with('s'));
+        let api = kubectl(&["api-resources", "--api-group", "metrics.k8s.io"]);
+        assert!(api.contains("PodMetrics") && api.contains("NodeMetrics"), "{api}");
+        let pods = kubectl(&["top", "pods"]);
+        let (cpu, _) = figures(&pods, "spin").unwrap_or_else(|| panic!("{pods}"));
+        assert!((250..=350).contains(&cpu), "kubectl top pods:\n{pods}");
+        let (_, mem) = figures(&pods, "hog").unwrap_or_else(|| panic!("{pods}"));
+        assert!((24..=27).contains(&mem), "kubectl top pods:\n{pods}");
+        let nodes = kubectl(&["top", "nodes"]);
+        assert!(nodes.contains("n1") && nodes.contains("CPU(%)"), "{nodes}");
+        let containers = kubectl(&["top", "pods", "-A", "--containers", "-l", "app=hog"]);
+        assert!(containers.contains("default") && containers.contains("main"), "{containers}");
+    }
+}

@@ -35,6 +35,8 @@ pub struct Config {
     pub leader: crate::controllers::leader::Config,
     /// How long Events are kept after their last occurrence (`--event-ttl`).
     pub event_ttl: Duration,
+    /// How often nodes' resource usage is scraped (`--metric-resolution`).
+    pub metric_resolution: Duration,
 }
 
 impl Config {
@@ -52,6 +54,7 @@ impl Config {
             // Filled in at start, once the data directory exists (see `leader_identity`).
             leader: Default::default(),
             event_ttl: crate::controllers::eventttl::DEFAULT_TTL,
+            metric_resolution: crate::apiserver::metrics::DEFAULT_RESOLUTION,
             data_dir,
         }
     }
@@ -114,8 +117,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         node_cert_ttl: cfg.node_cert_ttl,
         kubelet_tls: pki.kubelet_client_config()?,
         registry: Arc::new(apiserver::registry::Registry::new(&cfg.data_dir)),
+        metrics: Default::default(),
     });
     tokio::spawn(apiserver::registry::collector(state.registry.clone(), shutdown.clone()));
+    // Every API server scrapes for itself: each serves metrics.k8s.io.
+    tokio::spawn(apiserver::metrics::scrape_loop(state.clone(), cfg.metric_resolution, shutdown.clone()));
     let app = apiserver::router(state);
     let relay = Arc::new(apiserver::relay::Relay::default());
     let done = tokio::spawn(apiserver::serve(listener, pki.server_config()?, app, relay, shutdown.clone()));

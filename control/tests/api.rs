@@ -469,8 +469,23 @@ async fn discovery_documents() {
         v["items"].as_array().unwrap().iter().map(|g| g["metadata"]["name"].as_str().unwrap()).collect();
     assert_eq!(
         groups,
-        ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io", "policy", "networking.k8s.io", "storage.k8s.io"]
+        [
+            "apps",
+            "batch",
+            "coordination.k8s.io",
+            "discovery.k8s.io",
+            "policy",
+            "networking.k8s.io",
+            "storage.k8s.io",
+            "metrics.k8s.io"
+        ]
     );
+    // The resource metrics API: read-only, not stored.
+    let (_, v) = t.get("/apis/metrics.k8s.io/v1beta1").await;
+    let pods = v["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap().clone();
+    assert_eq!((pods["kind"].as_str(), &pods["verbs"]), (Some("PodMetrics"), &json!(["get", "list"])));
+    let (_, v) = t.get("/apis/metrics.k8s.io/v1beta1/nodes").await;
+    assert_eq!((v["kind"].as_str(), &v["items"]), (Some("NodeMetricsList"), &json!([])));
     let (_, v) = t.get("/apis/apps/v1").await;
     assert!(v["resources"].as_array().unwrap().iter().any(|r| r["name"] == "deployments" && r["namespaced"] == true));
     let (_, v) = t.get("/openapi/v3").await;

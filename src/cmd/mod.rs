@@ -11,6 +11,7 @@ pub mod push;
 pub mod rollout;
 pub mod secrets;
 pub mod token;
+pub mod top;
 pub mod up;
 
 use crate::client::Client;

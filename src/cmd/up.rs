@@ -73,6 +73,10 @@ pub struct ControlFlags {
     /// How long Events are kept after they last happened (Kubernetes: 1h).
     #[arg(long, default_value = "1h", value_parser = duration)]
     event_ttl: std::time::Duration,
+    /// How often the API server scrapes nodes' resource usage for `kubectl top` and the
+    /// autoscaler (metrics-server's flag; its default 15s; at least 500ms).
+    #[arg(long, default_value = "15s", value_parser = wasmorch_api::object::parse_duration)]
+    metric_resolution: std::time::Duration,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -93,6 +97,7 @@ impl ControlFlags {
         cfg.node_cert_ttl = self.node_cert_ttl;
         cfg.leader.lease_duration = self.leader_elect_lease_duration;
         cfg.event_ttl = self.event_ttl;
+        cfg.metric_resolution = self.metric_resolution.max(std::time::Duration::from_millis(500));
         // Kubernetes renews every 2 s of a 15 s lease.
         cfg.leader.renew_interval =
             (self.leader_elect_lease_duration * 2 / 15).max(std::time::Duration::from_millis(100));

@@ -3,6 +3,7 @@
 //! `kubectl explain` and patch computation) and the PATCH operations that tell kubectl the
 //! server validates fields itself (`fieldValidation`).
 
+use super::metrics;
 use serde_json::{Value, json};
 use wasmorch_api::resources::{self, RESOURCES, Resource};
 use wasmorch_api::{KUBE_MAJOR, KUBE_MINOR};
@@ -66,10 +67,36 @@ fn aggregated_resource(r: &Resource) -> Value {
     v
 }
 
+/// The groups served: every stored resource's, and the resource metrics API.
+fn all_groups() -> Vec<(&'static str, &'static str)> {
+    let mut gs = resources::groups();
+    gs.push((metrics::GROUP, metrics::VERSION));
+    gs
+}
+
+/// The resource metrics API's resources (read-only, not stored): (plural, kind, namespaced).
+const METRICS: [(&str, &str, bool); 2] = [("nodes", "NodeMetrics", false), ("pods", "PodMetrics", true)];
+
 fn aggregated_group(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = if group == metrics::GROUP {
+        METRICS
+            .iter()
+            .map(|(plural, kind, namespaced)| {
+                json!({
+                    "resource": plural,
+                    "responseKind": {"group": group, "version": version, "kind": kind},
+                    "scope": if *namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": "",
+                    "verbs": ["get", "list"],
+                })
+            })
+            .collect()
+    } else {
+        in_group(group).map(aggregated_resource).collect()
+    };
     json!({
         "metadata": {"name": group, "creationTimestamp": null},
-        "versions": [{"version": version, "resources": in_group(group).map(aggregated_resource).collect::<Vec<_>>(), "freshness": "Current"}],
+        "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
     })
 }
 
@@ -89,7 +116,7 @@ fn group_doc(group: &str, version: &str) -> Value {
 
 /// `/apis` in either form.
 pub fn groups(aggregated: bool) -> Value {
-    let gs = resources::groups();
+    let gs = all_groups();
     if aggregated {
         let items: Vec<Value> = gs.iter().map(|(g, v)| aggregated_group(g, v)).collect();
         json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
@@ -101,7 +128,7 @@ pub fn groups(aggregated: bool) -> Value {
 
 /// `/apis/{group}`.
 pub fn group(name: &str) -> Option<Value> {
-    resources::groups().into_iter().find(|(g, _)| *g == name).map(|(g, v)| {
+    all_groups().into_iter().find(|(g, _)| *g == name).map(|(g, v)| {
         let mut d = group_doc(g, v);
         d["kind"] = json!("APIGroup");
         d["apiVersion"] = json!("v1");
@@ -111,6 +138,17 @@ pub fn group(name: &str) -> Option<Value> {
 
 /// `/api/v1` or `/apis/{group}/{version}`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if (group, version) == (metrics::GROUP, metrics::VERSION) {
+        let list: Vec<Value> = METRICS
+            .iter()
+            .map(|(plural, kind, namespaced)| {
+                json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]})
+            })
+            .collect();
+        return Some(
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": list}),
+        );
+    }
     let rs: Vec<&Resource> = in_group(group).filter(|r| r.version == version).collect();
     if rs.is_empty() {
         return None;

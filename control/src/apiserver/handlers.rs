@@ -85,6 +85,9 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
         ["api", v] => discovery::resource_list("", v).map_or_else(|| Err(not_found()), ok),
         ["apis", g] => discovery::group(g).map_or_else(|| Err(not_found()), ok),
         ["apis", g, v] => discovery::resource_list(g, v).map_or_else(|| Err(not_found()), ok),
+        ["apis", super::metrics::GROUP, super::metrics::VERSION, rest @ ..] if req.method() == Method::GET => {
+            ok(super::metrics::serve(&state, &id, rest, req.uri().query()).await?)
+        }
         ["openapi", "v3"] => ok(discovery::openapi_root()),
         ["openapi", "v3", rest @ ..] => {
             discovery::openapi_group_version(&rest.join("/")).map_or_else(|| Err(not_found()), ok)

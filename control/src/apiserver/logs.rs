@@ -114,6 +114,25 @@ pub async fn node_proxy(state: &ServerState, node_name: &str, path: &str) -> Res
     b.body(Body::new(resp.into_body())).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Largest JSON document read from a node (a Summary of thousands of pods fits).
+const MAX_NODE_JSON: usize = 64 << 20;
+
+/// One GET of a JSON document from a node's endpoint.
+pub async fn node_json(state: &ServerState, node_name: &str, path: &str) -> Result<Value, String> {
+    use http_body_util::BodyExt;
+    let addr = node_endpoint(state, node_name).await.map_err(|e| e.message)?;
+    let resp = node_request(state, node_name, addr, path).await?;
+    if !resp.status().is_success() {
+        return Err(format!("{path}: status {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_NODE_JSON)
+        .collect()
+        .await
+        .map_err(|e| format!("{path}: {e}"))?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
+}
+
 /// One GET to a node's endpoint over TLS. The node's certificate must come from the cluster
 /// CA and name the node (`DNS:<node>`): nodes are known by name, not by address.
 async fn node_request(

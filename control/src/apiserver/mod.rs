@@ -15,6 +15,7 @@ pub mod authz;
 pub mod discovery;
 pub mod handlers;
 pub mod logs;
+pub mod metrics;
 pub mod objects;
 pub mod quota;
 pub mod registry;
@@ -49,6 +50,8 @@ pub struct ServerState {
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     /// The cluster's OCI registry.
     pub registry: Arc<registry::Registry>,
+    /// The latest resource usage of nodes and pods (`metrics.k8s.io`).
+    pub metrics: metrics::Metrics,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {
