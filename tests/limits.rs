@@ -337,3 +337,102 @@ fn top_shows_cpu_at_the_limit_and_memory_held() {
         assert!(containers.contains("default") && containers.contains("main"), "{containers}");
     }
 }
+
+/// HorizontalPodAutoscaler on CPU: `kubectl autoscale` (or the same object applied), a
+/// CPU-bound HTTP workload under a bounded load scales up within the sync period, and back
+/// to its minimum once the load stops and the (shortened) stabilization window passes, with
+/// Kubernetes' events and conditions.
+#[test]
+fn hpa_scales_a_deployment_up_under_cpu_load_and_back_down() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &[
+            "--node-name",
+            "n1",
+            "--cluster-cidr",
+            &cluster_cidr(),
+            "--metric-resolution",
+            "1s",
+            "--horizontal-pod-autoscaler-sync-period",
+            "1s",
+            "--horizontal-pod-autoscaler-downscale-stabilization",
+            "5s",
+        ],
+    );
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n          resources: {{requests: {{cpu: 100m}}, limits: {{cpu: 400m}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        workloads().join("hostile.wasm").display()
+    );
+    apply(&c, "web", &yaml);
+    let hpa = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 1\n  maxReplicas: 4\n  metrics: [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}}]\n";
+    if kubectl_available() {
+        let o = std::process::Command::new("kubectl")
+            .args(["autoscale", "deployment", "web", "--cpu=50%", "--min=1", "--max=4"])
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", c.dir.join("home"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "kubectl autoscale: {}", String::from_utf8_lossy(&o.stderr));
+    } else {
+        apply(&c, "hpa", hpa);
+    }
+    let replicas = || get_json(&c, &["deploy", "web"]).and_then(|d| d["spec"]["replicas"].as_i64()).unwrap_or(0);
+    let ready = eventually(Duration::from_secs(60), || {
+        get_json(&c, &["deploy", "web"]).is_some_and(|d| d["status"]["readyReplicas"] == 1)
+    });
+    assert!(ready, "{}", c.ok(&["get", "pods"]));
+    let svc = get_json(&c, &["svc", "web"]).unwrap();
+    let addr = format!("{}:80", svc["spec"]["clusterIP"].as_str().unwrap());
+
+    // Load: 4 requests of 100 ms of CPU each at all times, far above 50 % of 100m.
+    let stop = Instant::now() + Duration::from_secs(120);
+    let halt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, halt) = (addr.clone(), halt.clone());
+            std::thread::spawn(move || {
+                while Instant::now() < stop && !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = http_get(&addr, "/busy?ms=100");
+                }
+            })
+        })
+        .collect();
+    let up = eventually(Duration::from_secs(60), || replicas() > 1);
+    let hpa_now = get_json(&c, &["hpa", "web"]).unwrap_or(Value::Null);
+    assert!(up, "no scale-up: {}", hpa_now["status"]);
+    let events =
+        events_with(&c, &["--field-selector", "involvedObject.kind=HorizontalPodAutoscaler"], &["SuccessfulRescale"]);
+    assert!(events.contains("above target"), "{events}");
+    let table = c.ok(&["get", "hpa"]);
+    assert!(table.contains("Deployment/web") && table.contains("cpu: "), "{table}");
+    let conditions = |h: &Value, ty: &str| -> String {
+        h["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == ty)
+            .map_or(String::new(), |c| {
+                format!("{} {}", c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or(""))
+            })
+    };
+    let h = get_json(&c, &["hpa", "web"]).unwrap();
+    assert_eq!(conditions(&h, "ScalingActive"), "True ValidMetricFound", "{}", h["status"]);
+    assert!(h["status"]["lastScaleTime"].is_string(), "{}", h["status"]);
+
+    // The load stops: back to the minimum once the 5 s window has passed.
+    halt.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let down = eventually(Duration::from_secs(60), || replicas() == 1);
+    let h = get_json(&c, &["hpa", "web"]).unwrap_or(Value::Null);
+    assert!(down, "no scale-down: {}", h["status"]);
+    let events = events_with(
+        &c,
+        &["--field-selector", "involvedObject.kind=HorizontalPodAutoscaler"],
+        &["All metrics below target"],
+    );
+    assert!(events.contains("New size: 1"), "{events}");
+}

@@ -39,6 +39,7 @@ const DOC_MODULES: &[&str] = &[
     "api.policy.v1",
     "api.networking.v1",
     "api.autoscaling.v1",
+    "api.autoscaling.v2",
     "apimachinery.pkg.apis.meta.v1",
     "apimachinery.pkg.api.resource",
     "apimachinery.pkg.util.intstr",

@@ -37,6 +37,9 @@ pub struct Config {
     pub event_ttl: Duration,
     /// How often nodes' resource usage is scraped (`--metric-resolution`).
     pub metric_resolution: Duration,
+    /// The HorizontalPodAutoscaler controller's sync period, tolerance and default
+    /// scale-down stabilization.
+    pub hpa: crate::controllers::hpa::Config,
 }
 
 impl Config {
@@ -55,6 +58,7 @@ impl Config {
             leader: Default::default(),
             event_ttl: crate::controllers::eventttl::DEFAULT_TTL,
             metric_resolution: crate::apiserver::metrics::DEFAULT_RESOLUTION,
+            hpa: Default::default(),
             data_dir,
         }
     }
@@ -109,6 +113,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = Arc::new(apiserver::metrics::Metrics::default());
     let state = Arc::new(ServerState {
         api: api.clone(),
         tokens,
@@ -117,7 +122,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         node_cert_ttl: cfg.node_cert_ttl,
         kubelet_tls: pki.kubelet_client_config()?,
         registry: Arc::new(apiserver::registry::Registry::new(&cfg.data_dir)),
-        metrics: Default::default(),
+        metrics: metrics.clone(),
     });
     tokio::spawn(apiserver::registry::collector(state.registry.clone(), shutdown.clone()));
     // Every API server scrapes for itself: each serves metrics.k8s.io.
@@ -129,10 +134,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     // Lease; serving the API and compacting this process's own store do not wait for it.
     let (scheduler, lifecycle, pod_ranges, event_ttl) =
         (cfg.scheduler, cfg.node_lifecycle, cfg.pod_ranges, cfg.event_ttl);
+    let autoscaling = (cfg.hpa, metrics.clone());
     let lead = move |term: Api| {
         let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
         t.push(tokio::spawn(crate::controllers::eventttl::start(term.clone(), event_ttl)));
-        t.extend(crate::controllers::start_all(&term, scheduler, lifecycle, pod_ranges));
+        t.extend(crate::controllers::start_all(&term, scheduler, lifecycle, pod_ranges, autoscaling.clone()));
         t.push(tokio::spawn(crate::scheduler::volumes::reclaimer(term.clone(), Duration::from_secs(5))));
         let stop = term.shutdown.clone();
         t.push(tokio::spawn(crate::membership::token_cleaner(term, Duration::from_secs(10), stop)));

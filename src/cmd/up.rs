@@ -77,6 +77,16 @@ pub struct ControlFlags {
     /// autoscaler (metrics-server's flag; its default 15s; at least 500ms).
     #[arg(long, default_value = "15s", value_parser = wasmorch_api::object::parse_duration)]
     metric_resolution: std::time::Duration,
+    /// How often each HorizontalPodAutoscaler is evaluated (kube-controller-manager's flag).
+    #[arg(long, default_value = "15s", value_parser = wasmorch_api::object::parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long a scale-down waits for lower recommendations to hold, unless an HPA's
+    /// behavior says otherwise.
+    #[arg(long, default_value = "5m", value_parser = wasmorch_api::object::parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// The ratio of usage to target within which no scaling happens.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -98,6 +108,11 @@ impl ControlFlags {
         cfg.leader.lease_duration = self.leader_elect_lease_duration;
         cfg.event_ttl = self.event_ttl;
         cfg.metric_resolution = self.metric_resolution.max(std::time::Duration::from_millis(500));
+        cfg.hpa = wasmorch_control::controllers::hpa::Config {
+            sync_period: self.horizontal_pod_autoscaler_sync_period.max(std::time::Duration::from_millis(100)),
+            tolerance: self.horizontal_pod_autoscaler_tolerance.clamp(0.0, 1.0),
+            downscale_stabilization: self.horizontal_pod_autoscaler_downscale_stabilization,
+        };
         // Kubernetes renews every 2 s of a 15 s lease.
         cfg.leader.renew_interval =
             (self.leader_elect_lease_duration * 2 / 15).max(std::time::Duration::from_millis(100));

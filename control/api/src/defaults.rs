@@ -122,6 +122,7 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
         Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice
         | PodDisruptionBudget | ResourceQuota | LimitRange => {}
         NetworkPolicy => crate::netpol::set_defaults(obj),
+        HorizontalPodAutoscaler => crate::hpa::set_defaults(obj),
         PersistentVolumeClaim => {
             // The default class (admission does this in Kubernetes).
             if obj["spec"].get("storageClassName").is_none() {

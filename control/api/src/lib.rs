@@ -16,6 +16,7 @@ pub mod decode;
 pub mod defaults;
 pub mod disruption;
 pub mod error;
+pub mod hpa;
 pub mod ipam;
 pub mod join;
 pub mod managed;

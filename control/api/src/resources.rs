@@ -26,6 +26,7 @@ pub enum ResourceKind {
     EndpointSlice,
     PodDisruptionBudget,
     NetworkPolicy,
+    HorizontalPodAutoscaler,
 }
 
 /// One served resource: where it lives on the wire and how it behaves.
@@ -176,6 +177,19 @@ pub static RESOURCES: &[Resource] = &[
         &[]
     ),
     res!(
+        HorizontalPodAutoscaler,
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+        true,
+        false,
+        ALL
+    ),
+    res!(
         StorageClass,
         "storage.k8s.io",
         "v1",
@@ -317,6 +331,7 @@ mod tests {
             EndpointSlice,
             PodDisruptionBudget,
             NetworkPolicy,
+            HorizontalPodAutoscaler,
         ] {
             assert_eq!(of(k).kind_id, k);
         }

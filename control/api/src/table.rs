@@ -133,6 +133,15 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         NetworkPolicy => vec![("Name", "string", 0), ("Pod-Selector", "string", 0), ("Age", "string", 0)],
+        HorizontalPodAutoscaler => vec![
+            ("Name", "string", 0),
+            ("Reference", "string", 0),
+            ("Targets", "string", 0),
+            ("MinPods", "string", 0),
+            ("MaxPods", "integer", 0),
+            ("Replicas", "integer", 0),
+            ("Age", "string", 0),
+        ],
         EndpointSlice => vec![
             ("Name", "string", 0),
             ("AddressType", "string", 0),
@@ -360,6 +369,18 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(str_at(o, "status.phase").unwrap_or("Available")),
                 s(claim),
                 s(str_at(o, "spec.storageClassName").unwrap_or("")),
+                s(created),
+            ]
+        }
+        HorizontalPodAutoscaler => {
+            let r = &o["spec"]["scaleTargetRef"];
+            vec![
+                name,
+                s(format!("{}/{}", r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""))),
+                s(crate::hpa::targets_column(o)),
+                s(o["spec"]["minReplicas"].as_i64().map_or("<unset>".into(), |n| n.to_string())),
+                json!(o["spec"]["maxReplicas"].as_i64().unwrap_or(0)),
+                json!(o["status"]["currentReplicas"].as_i64().unwrap_or(0)),
                 s(created),
             ]
         }

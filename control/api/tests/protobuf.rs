@@ -102,6 +102,7 @@ fn reencode(kind: &str, raw: &[u8]) -> Vec<u8> {
         "EndpointSlice" => api::discovery::v1::EndpointSlice,
         "PodDisruptionBudget" => api::policy::v1::PodDisruptionBudget,
         "NetworkPolicy" => api::networking::v1::NetworkPolicy,
+        "HorizontalPodAutoscaler" => api::autoscaling::v2::HorizontalPodAutoscaler,
         "PodList" => api::core::v1::PodList,
         "Status" => k8s_pb::apimachinery::pkg::apis::meta::v1::Status,
     }

@@ -51,7 +51,7 @@ pub struct ServerState {
     /// The cluster's OCI registry.
     pub registry: Arc<registry::Registry>,
     /// The latest resource usage of nodes and pods (`metrics.k8s.io`).
-    pub metrics: metrics::Metrics,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 pub fn router(state: Arc<ServerState>) -> Router {

@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod events;
 pub mod eventttl;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod leader;
 pub mod namespace;
@@ -28,6 +29,7 @@ pub fn start_all(
     scheduler: crate::scheduler::Config,
     lifecycle: nodelifecycle::Config,
     pod_ranges: wasmorch_api::ipam::PodRanges,
+    autoscaling: (hpa::Config, std::sync::Arc<crate::apiserver::metrics::Metrics>),
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use resources::ResourceKind as K;
     let informer = |kind: K| Informer::new(resources::of(kind));
@@ -43,6 +45,7 @@ pub fn start_all(
     let services = informer(K::Service);
     let leases = informer(K::Lease);
     let pdbs = informer(K::PodDisruptionBudget);
+    let hpas = informer(K::HorizontalPodAutoscaler);
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
@@ -53,6 +56,7 @@ pub fn start_all(
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
         tokio::spawn(disruption::start(api.clone(), pdbs.clone(), pods.clone())),
+        tokio::spawn(hpa::start(api.clone(), hpas.clone(), pods.clone(), autoscaling.1, autoscaling.0)),
         tokio::spawn(quota::start(api.clone(), quotas.clone(), pods.clone())),
         tokio::spawn(nodelifecycle::start(api.clone(), nodes.clone(), pods.clone(), leases.clone(), lifecycle)),
         tokio::spawn(nodeipam::start(api.clone(), nodes.clone(), pod_ranges)),
@@ -70,7 +74,9 @@ pub fn start_all(
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in [pods, nodes, replicasets, rcs, quotas, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs] {
+    for i in
+        [pods, nodes, replicasets, rcs, quotas, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs, hpas]
+    {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

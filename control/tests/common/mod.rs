@@ -64,7 +64,7 @@ pub async fn setup() -> T {
         pki: pki.clone(),
         node_cert_ttl: Duration::from_secs(3600),
         registry: Arc::new(wasmorch_control::apiserver::registry::Registry::new(dir.path())),
-        metrics: Default::default(),
+        metrics: Arc::default(),
     });
     T { app: apiserver::router(state), api, pki, shutdown, _dir: dir }
 }

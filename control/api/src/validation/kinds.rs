@@ -111,6 +111,7 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         }
         Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass | EndpointSlice => {}
         NetworkPolicy => super::network::validate_network_policy(&spec, c),
+        HorizontalPodAutoscaler => crate::hpa::validate(&spec, c),
         PodDisruptionBudget => {
             if spec.get("minAvailable").is_some_and(|v| !v.is_null())
                 && spec.get("maxUnavailable").is_some_and(|v| !v.is_null())

@@ -20,7 +20,7 @@ use crate::error::{ApiError, Cause};
 use crate::object;
 use crate::resources::{Resource, ResourceKind};
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    apps::v1 as apps, autoscaling, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
     discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy, storage::v1 as storage,
 };
 use serde_json::Value;
@@ -167,6 +167,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         EndpointSlice => rt!(discovery::EndpointSlice),
         PodDisruptionBudget => rt!(policy::PodDisruptionBudget),
         NetworkPolicy => rt!(networking::NetworkPolicy),
+        HorizontalPodAutoscaler => rt!(autoscaling::v2::HorizontalPodAutoscaler),
     }
 }
 
