@@ -436,3 +436,75 @@ fn hpa_scales_a_deployment_up_under_cpu_load_and_back_down() {
     );
     assert!(events.contains("New size: 1"), "{events}");
 }
+
+/// HPA on what the proxy counts: requests per second per replica (a `Pods` metric) scales a
+/// Deployment up under paced load; the same figure for a whole Service (an `Object` metric)
+/// is read as well.
+#[test]
+fn hpa_scales_on_requests_per_second() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start_with(
+        dir.path(),
+        &[
+            "--node-name",
+            "n1",
+            "--cluster-cidr",
+            &cluster_cidr(),
+            "--metric-resolution",
+            "1s",
+            "--horizontal-pod-autoscaler-sync-period",
+            "1s",
+        ],
+    );
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: web}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  minReplicas: 1\n  maxReplicas: 6\n  metrics: [{{type: Pods, pods: {{metric: {{name: requests_per_second}}, target: {{type: AverageValue, averageValue: \"10\"}}}}}}]\n",
+        workloads().join("hello_http.wasm").display()
+    );
+    apply(&c, "web", &yaml);
+    let ready = eventually(Duration::from_secs(60), || {
+        get_json(&c, &["deploy", "web"]).is_some_and(|d| d["status"]["readyReplicas"] == 1)
+    });
+    assert!(ready, "{}", c.ok(&["get", "pods"]));
+    let svc = get_json(&c, &["svc", "web"]).unwrap();
+    let addr = format!("{}:80", svc["spec"]["clusterIP"].as_str().unwrap());
+
+    // About 60 requests per second (paced, not as fast as possible): 6 × the target of 10.
+    let halt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pacers: Vec<_> = (0..3)
+        .map(|_| {
+            let (addr, halt) = (addr.clone(), halt.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while Instant::now() < deadline && !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = http_get(&addr, "/");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
+    let replicas = || get_json(&c, &["deploy", "web"]).and_then(|d| d["spec"]["replicas"].as_i64()).unwrap_or(0);
+    let up = eventually(Duration::from_secs(60), || replicas() >= 3);
+    let h = get_json(&c, &["hpa", "web"]).unwrap_or(Value::Null);
+    assert!(up, "no scale-up on requests per second: {}", h["status"]);
+    assert_eq!(h["status"]["currentMetrics"][0]["pods"]["metric"]["name"], "requests_per_second");
+    let events =
+        events_with(&c, &["--field-selector", "involvedObject.kind=HorizontalPodAutoscaler"], &["SuccessfulRescale"]);
+    assert!(events.contains("pods metric requests_per_second above target"), "{events}");
+
+    // The Service's total as an Object metric.
+    let object = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  minReplicas: 1\n  maxReplicas: 6\n  metrics: [{type: Object, object: {describedObject: {apiVersion: v1, kind: Service, name: web}, metric: {name: requests_per_second}, target: {type: Value, value: \"1000\"}}}]\n";
+    apply(&c, "object", object);
+    let read = eventually(Duration::from_secs(30), || {
+        get_json(&c, &["hpa", "web"]).is_some_and(|h| {
+            h["status"]["currentMetrics"][0]["type"] == "Object"
+                && h["status"]["currentMetrics"][0]["object"]["current"]["value"].is_string()
+        })
+    });
+    let h = get_json(&c, &["hpa", "web"]).unwrap_or(Value::Null);
+    assert!(read, "{}", h["status"]);
+    halt.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in pacers {
+        p.join().unwrap();
+    }
+}

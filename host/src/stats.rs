@@ -48,6 +48,8 @@ pub struct ContainerStats {
     pub waiting: u32,
     pub concurrency: Option<crate::runtime::admission::AdmissionStats>,
     pub oom_refused: u64,
+    /// Requests an HTTP container has received since it started (cumulative).
+    pub requests: Option<u64>,
 }
 
 /// CPU rate between two samples, in nanocores.
@@ -106,6 +108,7 @@ impl Registry {
                 waiting: cpu.waiting,
                 concurrency: http.as_ref().map(|w| w.admission.stats()),
                 oom_refused: http.as_ref().map_or(0, |w| w.oom.load(std::sync::atomic::Ordering::Relaxed)),
+                requests: http.as_ref().map(|w| w.served.load(std::sync::atomic::Ordering::Relaxed)),
             });
         }
         out.sort_by(|a, b| {
@@ -140,6 +143,9 @@ pub fn summary(node: &str, now: &str, containers: &[ContainerStats], node_cpu: D
         if let Some(a) = &c.concurrency {
             w["concurrency"] = json!(a);
             w["memoryRefusedRequests"] = json!(c.oom_refused);
+        }
+        if let Some(n) = c.requests {
+            w["requests"] = json!(n);
         }
         let ns_total = c.cpu_total.as_nanos().min(u64::MAX as u128) as u64;
         let container = json!({
@@ -202,6 +208,7 @@ mod tests {
             waiting: 0,
             concurrency: None,
             oom_refused: 0,
+            requests: Some(3),
         };
         let s = summary("n1", "now", &[c("a", "x", 5), c("a", "y", 7), c("b", "x", 1)], Duration::ZERO, 0);
         let pods = s["pods"].as_array().unwrap();
@@ -211,5 +218,6 @@ mod tests {
         assert_eq!(pods[0]["memory"]["workingSetBytes"], 20);
         assert_eq!(pods[0]["containers"].as_array().unwrap().len(), 2);
         assert_eq!(pods[1]["containers"][0]["wasmorch"]["memoryLimitBytes"], 100);
+        assert_eq!(pods[1]["containers"][0]["wasmorch"]["requests"], 3);
     }
 }

@@ -31,11 +31,14 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(15);
 
 /// One container's usage.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContainerUsage {
     pub name: String,
     pub nano_cores: u64,
     pub memory: u64,
+    /// HTTP containers: requests per second over the window, and requests in flight now.
+    pub requests_per_second: Option<f64>,
+    pub in_flight: Option<u64>,
 }
 
 /// A pod's usage as of one scrape.
@@ -45,6 +48,9 @@ pub struct PodUsage {
     pub timestamp: DateTime<Utc>,
     pub window: Duration,
     pub containers: Vec<ContainerUsage>,
+    /// When an HTTP container of the pod last received a request (or started, if none has);
+    /// `None` for pods without HTTP containers.
+    pub last_request: Option<DateTime<Utc>>,
 }
 
 /// A node's usage: the sum of its pods'.
@@ -56,8 +62,18 @@ pub struct NodeUsage {
     pub memory: u64,
 }
 
-/// A container's cumulative CPU time at one scrape: (pod uid, container) → (ns, when).
-type Cumulative = HashMap<(String, String), (u64, DateTime<Utc>)>;
+/// A container's cumulative counters at one scrape, by (pod uid, container).
+type Cumulative = HashMap<(String, String), Counters>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counters {
+    /// CPU time (ns) and requests received, since the container started.
+    cpu: u64,
+    requests: Option<u64>,
+    at: DateTime<Utc>,
+    /// When the request count last went up.
+    last_request: Option<DateTime<Utc>>,
+}
 
 /// What one scrape of a node gives, with the cumulative counters for the next one.
 #[derive(Debug, Default)]
@@ -85,29 +101,47 @@ pub fn usage_of(node: &str, doc: &Value, prev: &Cumulative, now: DateTime<Utc>) 
         }
         let mut containers = Vec::new();
         let mut pod_window = Duration::ZERO;
+        let mut last_request: Option<DateTime<Utc>> = None;
         for c in p.get("containers").and_then(Value::as_array).into_iter().flatten() {
             let Some(cname) = c.get("name").and_then(Value::as_str) else { continue };
             let total = c.pointer("/cpu/usageCoreNanoSeconds").and_then(Value::as_u64).unwrap_or(0);
             let memory = c.pointer("/memory/workingSetBytes").and_then(Value::as_u64).unwrap_or(0);
+            let requests = c.pointer("/wasmorch/requests").and_then(Value::as_u64);
+            let in_flight = c.pointer("/wasmorch/concurrency/inFlight").and_then(Value::as_u64);
+            let started = c
+                .get("startTime")
+                .and_then(Value::as_str)
+                .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc));
             let key = (uid.clone(), cname.to_string());
+            let before = prev.get(&key).filter(|b| b.cpu <= total && b.requests <= requests).copied();
             // Since the previous scrape; else since the container started.
-            let since = match prev.get(&key) {
-                Some((before, at)) if *before <= total => Some((*before, *at)),
-                _ => c
-                    .get("startTime")
-                    .and_then(Value::as_str)
-                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                    .map(|t| (0, t.with_timezone(&Utc))),
+            let since = before.map(|b| (b.cpu, b.requests.unwrap_or(0), b.at)).or_else(|| started.map(|t| (0, 0, t)));
+            let last = match (before, requests) {
+                (_, None) => None,
+                (Some(b), Some(n)) if b.requests == Some(n) => b.last_request,
+                (Some(_), Some(_)) => Some(now),
+                // First seen: idle since its start if it has had no request yet.
+                (None, Some(0)) => started.or(Some(now)),
+                (None, Some(_)) => Some(now),
             };
-            out.cumulative.insert(key, (total, now));
-            let Some((before, at)) = since else { continue };
+            out.cumulative.insert(key, Counters { cpu: total, requests, at: now, last_request: last });
+            last_request = last_request.max(last);
+            let Some((cpu_before, requests_before, at)) = since else { continue };
             let Ok(dt) = (now - at).to_std() else { continue };
             if dt.is_zero() {
                 continue;
             }
-            let nano_cores = ((total - before) as f64 / seconds(dt)).round() as u64;
+            let nano_cores = ((total - cpu_before) as f64 / seconds(dt)).round() as u64;
+            let requests_per_second = requests.map(|n| n.saturating_sub(requests_before) as f64 / seconds(dt));
             pod_window = pod_window.max(dt);
-            containers.push(ContainerUsage { name: cname.to_string(), nano_cores, memory });
+            containers.push(ContainerUsage {
+                name: cname.to_string(),
+                nano_cores,
+                memory,
+                requests_per_second,
+                in_flight,
+            });
         }
         if containers.is_empty() {
             continue;
@@ -115,8 +149,10 @@ pub fn usage_of(node: &str, doc: &Value, prev: &Cumulative, now: DateTime<Utc>) 
         node_cpu += containers.iter().map(|c| c.nano_cores).sum::<u64>();
         node_mem += containers.iter().map(|c| c.memory).sum::<u64>();
         window = window.max(pod_window);
-        out.pods
-            .push(((ns, name), PodUsage { node: node.to_string(), timestamp: now, window: pod_window, containers }));
+        out.pods.push((
+            (ns, name),
+            PodUsage { node: node.to_string(), timestamp: now, window: pod_window, containers, last_request },
+        ));
     }
     out.node = Some(NodeUsage { timestamp: now, window, nano_cores: node_cpu, memory: node_mem });
     out
@@ -338,7 +374,16 @@ mod tests {
         );
         let (key, pod) = &first.pods[0];
         assert_eq!(key, &("default".to_string(), "spin".to_string()));
-        assert_eq!(pod.containers[0], ContainerUsage { name: "main".into(), nano_cores: 200_000_000, memory: 4 << 20 });
+        assert_eq!(
+            pod.containers[0],
+            ContainerUsage {
+                name: "main".into(),
+                nano_cores: 200_000_000,
+                memory: 4 << 20,
+                requests_per_second: None,
+                in_flight: None
+            }
+        );
         assert_eq!(pod.window, Duration::from_secs(10));
         // Then: 7.5 s more over 15 s = 500m; the node sums its pods.
         let next = usage_of(
@@ -355,6 +400,28 @@ mod tests {
         let again =
             usage_of("n1", &doc(1_000_000_000, 1, "2026-01-01T00:00:20Z"), &next.cumulative, t("2026-01-01T00:00:30Z"));
         assert_eq!(again.pods[0].1.containers[0].nano_cores, 100_000_000);
+    }
+
+    #[test]
+    fn requests_give_a_rate_and_the_time_of_the_last_one() {
+        let doc = |n: u64| {
+            json!({"pods": [{"podRef": {"name": "web", "namespace": "default", "uid": "u1"},
+                "containers": [{"name": "main", "startTime": "2026-01-01T00:00:00Z",
+                    "cpu": {"usageCoreNanoSeconds": 0}, "memory": {"workingSetBytes": 0},
+                    "wasmorch": {"requests": n, "concurrency": {"inFlight": 2}}}]}]})
+        };
+        // Never asked: idle since it started.
+        let a = usage_of("n1", &doc(0), &HashMap::new(), t("2026-01-01T00:00:10Z"));
+        assert_eq!(a.pods[0].1.last_request, Some(t("2026-01-01T00:00:00Z")));
+        // 30 requests in 15 s: 2/s, the last one seen at this scrape.
+        let b = usage_of("n1", &doc(30), &a.cumulative, t("2026-01-01T00:00:25Z"));
+        let c = &b.pods[0].1.containers[0];
+        assert_eq!((c.requests_per_second, c.in_flight), (Some(2.0), Some(2)));
+        assert_eq!(b.pods[0].1.last_request, Some(t("2026-01-01T00:00:25Z")));
+        // None since: the time stays.
+        let d = usage_of("n1", &doc(30), &b.cumulative, t("2026-01-01T00:01:25Z"));
+        assert_eq!(d.pods[0].1.last_request, Some(t("2026-01-01T00:00:25Z")));
+        assert_eq!(d.pods[0].1.containers[0].requests_per_second, Some(0.0));
     }
 
     #[test]
@@ -378,7 +445,14 @@ mod tests {
             node: "n1".into(),
             timestamp: t("2026-01-01T00:00:10Z"),
             window: Duration::from_millis(15_012),
-            containers: vec![ContainerUsage { name: "main".into(), nano_cores: 195_000_000, memory: 3 << 20 }],
+            containers: vec![ContainerUsage {
+                name: "main".into(),
+                nano_cores: 195_000_000,
+                memory: 3 << 20,
+                requests_per_second: None,
+                in_flight: None,
+            }],
+            last_request: None,
         };
         let pod = json!({"metadata": {"name": "spin", "namespace": "default", "labels": {"app": "spin"}}});
         let m = pod_metrics(&pod, &u);

@@ -146,6 +146,122 @@ fn resource_metric(
     Ok(Computed { replicas: r.replicas, status: json!({"type": ty, key: status}), name })
 }
 
+/// The per-pod metrics the proxy's counters give (for `Pods` and `Object` metrics).
+pub const REQUESTS_PER_SECOND: &str = "requests_per_second";
+pub const REQUESTS_IN_FLIGHT: &str = "requests_in_flight";
+
+/// A pod's value of a request metric (summed over its HTTP containers).
+fn request_sample(u: &PodUsage, metric: &str) -> Option<Sample> {
+    let values: Vec<f64> = u
+        .containers
+        .iter()
+        .filter_map(|c| match metric {
+            REQUESTS_PER_SECOND => c.requests_per_second,
+            REQUESTS_IN_FLIGHT => c.in_flight.map(|n| n as f64),
+            _ => None,
+        })
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    Some(Sample { value: values.iter().sum(), timestamp: u.timestamp, window: u.window })
+}
+
+fn quantity(v: &Value) -> Option<f64> {
+    v.as_str().and_then(wasmorch_api::quantity::parse).or(v.as_f64())
+}
+
+/// A rate or count as a quantity (`2500m` for 2.5).
+fn plain_quantity(v: f64) -> String {
+    let milli = (v * 1000.0).round() as i64;
+    if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
+}
+
+fn unknown_metric(name: &str) -> String {
+    format!("unable to get metric {name}: the metrics served are {REQUESTS_PER_SECOND} and {REQUESTS_IN_FLIGHT}")
+}
+
+/// The desired count for a `Pods` metric: the average per pod of a request metric.
+fn pods_metric(
+    spec: &Value,
+    current: i64,
+    pods: &[Value],
+    metrics: &Metrics,
+    ns: &str,
+    tolerance: f64,
+    now: DateTime<Utc>,
+) -> Result<Computed, MetricError> {
+    let m = &spec["pods"];
+    let name = m["metric"]["name"].as_str().unwrap_or("");
+    let fail = |message: String| MetricError { reason: "FailedGetPodsMetric", message };
+    if ![REQUESTS_PER_SECOND, REQUESTS_IN_FLIGHT].contains(&name) {
+        return Err(fail(unknown_metric(name)));
+    }
+    let target = Target::AverageValue(quantity(&m["target"]["averageValue"]).unwrap_or(0.0));
+    let views: Vec<PodView> = pods.iter().map(|p| PodView::of(p, "cpu", None)).collect();
+    let samples: HashMap<String, Sample> = pods
+        .iter()
+        .filter_map(|p| Some((object::name(p).to_string(), request_sample(&metrics.pod(ns, object::name(p))?, name)?)))
+        .collect();
+    let r = hpa::replicas_for(current, &views, &samples, target, false, tolerance, now)
+        .map_err(|e| fail(format!("failed to get pods metric value: {e}")))?;
+    let status = json!({"type": "Pods", "pods": {"metric": {"name": name}, "current": {"averageValue": plain_quantity(r.average)}}});
+    Ok(Computed { replicas: r.replicas, status, name: format!("pods metric {name}") })
+}
+
+/// The desired count for an `Object` metric: a request metric of a Service, the sum over the
+/// pods it selects.
+#[allow(clippy::too_many_arguments)]
+fn object_metric(
+    spec: &Value,
+    current: i64,
+    pods_of: impl Fn(&LabelSelector) -> Vec<Value>,
+    services: &Informer,
+    metrics: &Metrics,
+    ns: &str,
+    ready: i64,
+    tolerance: f64,
+) -> Result<Computed, MetricError> {
+    let m = &spec["object"];
+    let name = m["metric"]["name"].as_str().unwrap_or("");
+    let fail = |message: String| MetricError { reason: "FailedGetObjectMetric", message };
+    let (kind, obj) =
+        (m["describedObject"]["kind"].as_str().unwrap_or(""), m["describedObject"]["name"].as_str().unwrap_or(""));
+    if kind != "Service" {
+        return Err(fail(format!("unable to get metric {name}: only Services are described ({kind} given)")));
+    }
+    if ![REQUESTS_PER_SECOND, REQUESTS_IN_FLIGHT].contains(&name) {
+        return Err(fail(unknown_metric(name)));
+    }
+    let svc =
+        services.cache.get(&format!("{ns}/{obj}")).ok_or_else(|| fail(format!("service {ns}/{obj} not found")))?;
+    let selector = svc["spec"]["selector"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(","));
+    let sel = selector
+        .filter(|s| !s.is_empty())
+        .and_then(|s| LabelSelector::parse(&s).ok())
+        .ok_or_else(|| fail(format!("service {ns}/{obj} has no selector")))?;
+    let value: f64 = pods_of(&sel)
+        .iter()
+        .filter_map(|p| request_sample(&metrics.pod(ns, object::name(p))?, name))
+        .map(|s| s.value)
+        .sum();
+    let t = &m["target"];
+    let average = t["type"] == "AverageValue";
+    let want = quantity(if average { &t["averageValue"] } else { &t["value"] }).unwrap_or(0.0);
+    if want <= 0.0 {
+        return Err(fail("the target must be positive".into()));
+    }
+    let replicas = hpa::replicas_for_object(current, ready, value, Target::AverageValue(want), average, tolerance);
+    let mut current_value = json!({"value": plain_quantity(value)});
+    if average {
+        current_value = json!({"averageValue": plain_quantity(value / current.max(1) as f64)});
+    }
+    let status = json!({"type": "Object", "object": {"metric": {"name": name}, "describedObject": m["describedObject"], "current": current_value}});
+    Ok(Computed { replicas, status, name: format!("{name} on Service/{obj} (target value)") })
+}
+
 /// The condition `ty` set to `status`, keeping its transition time while its status holds.
 fn condition(prev: &Value, ty: &str, status: bool, reason: &str, message: &str, now: &str) -> Value {
     let s = if status { "True" } else { "False" };
@@ -171,6 +287,7 @@ struct Controller {
     api: Api,
     hpas: Arc<Informer>,
     pods: Arc<Informer>,
+    services: Arc<Informer>,
     metrics: Arc<Metrics>,
     cfg: Config,
     history: Mutex<HashMap<String, History>>,
@@ -284,10 +401,23 @@ impl Controller {
                     "Resource" | "ContainerResource" => {
                         resource_metric(m, ty, current, &pods, &self.metrics, ns, self.cfg.tolerance, now)
                     }
+                    "Pods" => pods_metric(m, current, &pods, &self.metrics, ns, self.cfg.tolerance, now),
+                    "Object" => {
+                        let ready = pods.iter().filter(|p| super::replicaset::is_ready(p)).count() as i64;
+                        let pods_of = |sel: &LabelSelector| -> Vec<Value> {
+                            self.pods
+                                .cache
+                                .list(Some(ns))
+                                .into_iter()
+                                .filter(|p| sel.matches(&object::labels(p)))
+                                .collect()
+                        };
+                        object_metric(m, current, pods_of, &self.services, &self.metrics, ns, ready, self.cfg.tolerance)
+                    }
                     other => Err(MetricError {
                         reason: "FailedGetExternalMetric",
                         message: format!(
-                            "metrics of type {other} are not served by this cluster yet (Resource and ContainerResource are)"
+                            "metrics of type {other} are not served by this cluster (Resource, ContainerResource, Pods and Object are)"
                         ),
                     }),
                 };
@@ -448,7 +578,14 @@ impl Controller {
     }
 }
 
-pub async fn start(api: Api, hpas: Arc<Informer>, pods: Arc<Informer>, metrics: Arc<Metrics>, cfg: Config) {
+pub async fn start(
+    api: Api,
+    hpas: Arc<Informer>,
+    pods: Arc<Informer>,
+    services: Arc<Informer>,
+    metrics: Arc<Metrics>,
+    cfg: Config,
+) {
     let queue = Queue::new();
     {
         let q = queue.clone();
@@ -468,7 +605,16 @@ pub async fn start(api: Api, hpas: Arc<Informer>, pods: Arc<Informer>, metrics: 
     }
     hpas.cache.wait_synced().await;
     pods.cache.wait_synced().await;
-    let c = Arc::new(Controller { api: api.clone(), hpas, pods, metrics, cfg, history: Mutex::new(HashMap::new()) });
+    services.cache.wait_synced().await;
+    let c = Arc::new(Controller {
+        api: api.clone(),
+        hpas,
+        pods,
+        services,
+        metrics,
+        cfg,
+        history: Mutex::new(HashMap::new()),
+    });
     run_workers(api, "horizontal-pod-autoscaler", queue, 2, move |key| {
         let c = c.clone();
         async move { c.reconcile(key).await }
