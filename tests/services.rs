@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 /// that clusters of tests running side by side never answer each other's addresses.
 /// Returns the cluster and the node's address.
 fn cluster(dir: &Path) -> (Cluster, String) {
+    cluster_with(dir, &[])
+}
+
+fn cluster_with(dir: &Path, extra: &[&str]) -> (Cluster, String) {
     let prefix = common::pod_ip_prefix();
     let n: u32 = prefix.rsplit('.').next().unwrap().parse().unwrap();
     let node = format!("{prefix}.255.254");
@@ -30,7 +34,11 @@ fn cluster(dir: &Path) -> (Cluster, String) {
             &node,
             "--service-cidr",
             &cidr,
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
     );
     (c, node)
 }
@@ -327,4 +335,73 @@ fn node_ports_answer_on_every_node_and_route_across_nodes() {
         });
         assert!(ok, "through {np} the frontend reached only {seen:?}");
     }
+}
+
+/// Scale to zero: an idle Deployment goes to zero replicas; the first request afterwards is
+/// held by the proxy and answered 200 once a replica is up; so is a burst of 200 concurrent
+/// requests; a workload whose pod cannot start gets a 503 naming the reason, not a hang.
+#[test]
+fn idle_deployments_sleep_and_requests_wake_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _node) = cluster_with(dir.path(), &["--metric-resolution", "1s"]);
+    let yaml = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: nap\n  annotations: {{wasmorch.io/scale-to-zero-after: 3s}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: nap}}}}\n  template:\n    metadata: {{labels: {{app: nap}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: file://{}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: nap}}\nspec:\n  selector: {{app: nap}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+        workloads().join("hello_http.wasm").display()
+    );
+    apply_text(&c, dir.path(), "nap", &yaml);
+    wait_endpoints(&c, "nap", 2);
+    let addr = format!("{}:80", cluster_ip(&c, "nap"));
+    get_ok(&addr, "/");
+    let replicas = || get_json(&c, &["deploy", "nap"]).and_then(|d| d["spec"]["replicas"].as_i64()).unwrap_or(-1);
+
+    for round in 0..2 {
+        // Idle: to zero, its pods gone, with an event saying why.
+        let asleep = eventually(Duration::from_secs(60), || replicas() == 0 && ready_endpoints(&c, "nap").is_empty());
+        assert!(asleep, "round {round}: still {} replicas", replicas());
+        let pods_gone = eventually(Duration::from_secs(30), || {
+            get_json(&c, &["pods", "-l", "app=nap"]).is_some_and(|l| l["items"].as_array().is_some_and(Vec::is_empty))
+        });
+        assert!(pods_gone, "{}", c.ok(&["get", "pods"]));
+        let d = get_json(&c, &["deploy", "nap"]).unwrap();
+        assert_eq!(d["metadata"]["annotations"]["wasmorch.io/replicas-before-zero"], "2");
+        common::events_with(&c, &["--field-selector", "involvedObject.name=nap"], &["ScaledToZero"]);
+
+        if round == 0 {
+            // One request wakes it: 200, not 503.
+            let (status, body) = http_get(&addr, "/").unwrap();
+            assert_eq!(status, 200, "{body}");
+            assert!(body.starts_with("Hello from wasmorch!"), "{body}");
+        } else {
+            // A burst of 200 at once: every one answered.
+            let burst: Vec<_> = (0..200)
+                .map(|_| {
+                    let addr = addr.clone();
+                    std::thread::spawn(move || http_get(&addr, "/").map(|r| r.0).unwrap_or(0))
+                })
+                .collect();
+            let codes: Vec<u16> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+            assert!(codes.iter().all(|c| *c == 200), "{:?}", codes.iter().filter(|c| **c != 200).collect::<Vec<_>>());
+        }
+        assert_eq!(replicas(), 2, "woken to the replicas it had");
+        common::events_with(&c, &["--field-selector", "involvedObject.name=nap"], &["Woken"]);
+    }
+
+    // A workload that cannot start, created asleep: 503 with the reason, well before the timeout.
+    let broken = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: broken\n  annotations: {wasmorch.io/scale-to-zero-after: 1m, wasmorch.io/scaled-to-zero-at: \"2026-01-01T00:00:00Z\", wasmorch.io/replicas-before-zero: \"1\"}\nspec:\n  replicas: 0\n  selector: {matchLabels: {app: broken}}\n  template:\n    metadata: {labels: {app: broken}}\n    spec:\n      containers:\n        - name: main\n          image: wasmorch.local/no-such-component:1.0\n---\napiVersion: v1\nkind: Service\nmetadata: {name: broken}\nspec:\n  selector: {app: broken}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    apply_text(&c, dir.path(), "broken", broken);
+    let addr = format!("{}:80", cluster_ip(&c, "broken"));
+    let mut last = None;
+    let answered = eventually(Duration::from_secs(20), || {
+        last = http_get(&addr, "/").ok();
+        last.as_ref().is_some_and(|(s, b)| *s == 503 && b.contains("ErrImagePull"))
+    });
+    assert!(answered, "{last:?}");
+    // And a Service with nothing asleep behind it still answers 503 at once.
+    let plain = "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  selector: {app: nobody}\n  ports: [{port: 80, targetPort: 8080}]\n";
+    apply_text(&c, dir.path(), "empty", plain);
+    let addr = format!("{}:80", cluster_ip(&c, "empty"));
+    let ok = eventually(Duration::from_secs(20), || {
+        http_get(&addr, "/").is_ok_and(|(s, b)| s == 503 && b.contains("no endpoints available"))
+    });
+    assert!(ok, "{:?}", http_get(&addr, "/"));
 }

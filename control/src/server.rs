@@ -134,7 +134,8 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     // Lease; serving the API and compacting this process's own store do not wait for it.
     let (scheduler, lifecycle, pod_ranges, event_ttl) =
         (cfg.scheduler, cfg.node_lifecycle, cfg.pod_ranges, cfg.event_ttl);
-    let autoscaling = (cfg.hpa, metrics.clone());
+    // Idleness is judged whenever new usage arrives.
+    let autoscaling = (cfg.hpa, metrics.clone(), cfg.metric_resolution);
     let lead = move |term: Api| {
         let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
         t.push(tokio::spawn(crate::controllers::eventttl::start(term.clone(), event_ttl)));

@@ -17,6 +17,7 @@ pub mod defaults;
 pub mod disruption;
 pub mod error;
 pub mod hpa;
+pub mod idle;
 pub mod ipam;
 pub mod join;
 pub mod managed;

@@ -107,6 +107,9 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
                     .await?;
             ok(out)
         }
+        ["wasmorch", "v1", "namespaces", ns, "services", name, "wake"] if req.method() == Method::POST => {
+            ok(super::wake::wake(&state, &id, ns, name).await?)
+        }
         ["api", "v1", "nodes", node, "proxy", tail @ ..] if req.method() == Method::GET => {
             let t = request::parse_target("", "v1", &["nodes", node, "proxy"])?;
             authz::authorize(&state.api, &id, &t, authz::Verb::Get, None).await?;

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod relay;
 pub mod request;
 pub mod subresources;
+pub mod wake;
 pub mod watch;
 
 use crate::pki::{Pki, Tokens, identity_from_cert};

@@ -10,6 +10,7 @@ pub mod events;
 pub mod eventttl;
 pub mod gc;
 pub mod hpa;
+pub mod idle;
 pub mod job;
 pub mod leader;
 pub mod namespace;
@@ -29,7 +30,7 @@ pub fn start_all(
     scheduler: crate::scheduler::Config,
     lifecycle: nodelifecycle::Config,
     pod_ranges: wasmorch_api::ipam::PodRanges,
-    autoscaling: (hpa::Config, std::sync::Arc<crate::apiserver::metrics::Metrics>),
+    autoscaling: (hpa::Config, std::sync::Arc<crate::apiserver::metrics::Metrics>, std::time::Duration),
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use resources::ResourceKind as K;
     let informer = |kind: K| Informer::new(resources::of(kind));
@@ -56,6 +57,7 @@ pub fn start_all(
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
         tokio::spawn(disruption::start(api.clone(), pdbs.clone(), pods.clone())),
+        tokio::spawn(idle::start(api.clone(), deployments.clone(), pods.clone(), autoscaling.1.clone(), autoscaling.2)),
         tokio::spawn(hpa::start(
             api.clone(),
             hpas.clone(),

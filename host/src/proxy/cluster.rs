@@ -112,7 +112,7 @@ impl crate::runtime::Cluster for ClusterView {
             return Ok(Box::pin(async move { answer(proxy.to_pod(from, to, request).await) }));
         };
         Ok(Box::pin(async move {
-            if proxy.table().targets(&route).is_empty() {
+            if proxy.table().targets(&route).is_empty() && proxy.hold(&route).await.is_err() {
                 return Err(wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::DestinationUnavailable.into());
             }
             answer(proxy.forward(&route, from, client, request).await)

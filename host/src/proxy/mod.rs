@@ -23,6 +23,7 @@ mod listen;
 pub mod policy;
 pub mod table;
 mod tunnel;
+pub mod wake;
 
 pub use tunnel::TUNNEL_WAIT;
 
@@ -98,6 +99,10 @@ pub struct Proxy {
     /// Where this node's pod and cluster addresses are served (see `runtime::ports`).
     pub ports: Arc<PortMap>,
     pub gateways: Arc<gateway::Gateways>,
+    /// Wakes workloads scaled to zero behind a Service (see [`wake`]).
+    waker: wake::Waker,
+    /// Signalled whenever the table is rebuilt.
+    table_changed: Notify,
     seed: AtomicU64,
     /// Requests answered in process, through a socket, and sent through a gateway; streams
     /// this node's gateway admitted (for tests and figures).
@@ -181,6 +186,8 @@ impl Proxy {
             client,
             ports,
             gateways: gateway::Gateways::new(member),
+            waker: Default::default(),
+            table_changed: Notify::new(),
             // Random per process: nodes must not all make the same sequence of choices.
             seed: AtomicU64::new(std::hash::BuildHasher::hash_one(
                 &std::collections::hash_map::RandomState::new(),
@@ -325,6 +332,7 @@ impl Proxy {
     /// Follow Services, EndpointSlices and Nodes until `stop`, keeping the table, the peers
     /// and the listeners in step.
     pub async fn run(self: Arc<Self>, client: Client, stop: CancellationToken) {
+        self.waker.set_client(client.clone());
         tokio::spawn(self.clone().run_policies(client.clone(), stop.clone()));
         let changed = Arc::new(Notify::new());
         let followed: [(&'static str, crate::reflector::Project); 3] = [
@@ -380,6 +388,7 @@ impl Proxy {
                 table.services.contains_key(&(route.ns.clone(), route.name.clone())) || b.in_flight() > 0
             });
             *self.table.write().unwrap_or_else(|e| e.into_inner()) = table.clone();
+            self.table_changed.notify_waiters();
             self.reconcile_listeners(&table, &stop).await;
         }
         for (_, (_, t)) in self.listeners.lock().unwrap_or_else(|e| e.into_inner()).drain() {
@@ -467,8 +476,12 @@ impl Proxy {
     async fn splice(&self, mut tcp: TcpStream, peer: SocketAddr, route: &Route) {
         let mut exclude = None;
         let from = self.source_of(peer.ip());
-        for _ in 0..2 {
-            let Some(to) = self.choose(route, Some(peer.ip()), exclude) else { return };
+        for attempt in 0..2 {
+            let mut to = self.choose(route, Some(peer.ip()), exclude);
+            if to.is_none() && attempt == 0 && self.hold(route).await.is_ok() {
+                to = self.choose(route, Some(peer.ip()), exclude);
+            }
+            let Some(to) = to else { return };
             if let Err(why) = self.judge(from, to.addr) {
                 tracing::debug!("service {}/{}: {why}", route.ns, route.name);
                 self.done(route, to.addr, true);
@@ -584,8 +597,21 @@ impl Proxy {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError> + Into<wasmtime_wasi_http::Error>,
     {
-        let Some(first) = self.choose(route, client, None) else {
-            return text(503, &format!("no endpoints available for service \"{}/{}\"\n", route.ns, route.name));
+        let first = match self.choose(route, client, None) {
+            Some(c) => c,
+            // None ready: perhaps asleep (scaled to zero); wait while it wakes.
+            None => match self.hold(route).await {
+                Ok(()) => match self.choose(route, client, None) {
+                    Some(c) => c,
+                    None => {
+                        return text(
+                            503,
+                            &format!("no endpoints available for service \"{}/{}\"\n", route.ns, route.name),
+                        );
+                    }
+                },
+                Err(why) => return text(503, &format!("{why}\n")),
+            },
         };
         if let Err(why) = self.judge(from, first.addr) {
             self.done(route, first.addr, true);
