@@ -43,6 +43,10 @@ fi
 if ! python3 -c "import oras.client" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore oras
 fi
+# The official Prometheus client's text-format parser reads the /metrics expositions.
+if ! python3 -c "import prometheus_client.parser" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore prometheus-client
+fi
 
 # A real OCI registry for the image-pull tests (Debian's docker-registry), wrk for the
 # Service load tests, and iproute2 for the network-partition test (network namespaces).

@@ -14,3 +14,4 @@ pub mod pki;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod telemetry;

@@ -40,6 +40,8 @@ pub struct Config {
     /// The HorizontalPodAutoscaler controller's sync period, tolerance and default
     /// scale-down stabilization.
     pub hpa: crate::controllers::hpa::Config,
+    /// Serve `/metrics` without credentials.
+    pub anonymous_metrics: bool,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             event_ttl: crate::controllers::eventttl::DEFAULT_TTL,
             metric_resolution: crate::apiserver::metrics::DEFAULT_RESOLUTION,
             hpa: Default::default(),
+            anonymous_metrics: false,
             data_dir,
         }
     }
@@ -123,6 +126,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         kubelet_tls: pki.kubelet_client_config()?,
         registry: Arc::new(apiserver::registry::Registry::new(&cfg.data_dir)),
         metrics: metrics.clone(),
+        anonymous_metrics: cfg.anonymous_metrics,
     });
     tokio::spawn(apiserver::registry::collector(state.registry.clone(), shutdown.clone()));
     // Every API server scrapes for itself: each serves metrics.k8s.io.

@@ -66,6 +66,27 @@ impl LogServer {
         stop: CancellationToken,
     ) -> hyper::Response<Body> {
         let path = req.uri().path().to_string();
+        if path == "/metrics" {
+            let c = &self.rt.counts;
+            use std::sync::atomic::Ordering::Relaxed;
+            let text = crate::stats::NodeMetrics {
+                containers: self.stats.snapshot(),
+                runtime: (
+                    c.instances_started.load(Relaxed),
+                    c.instances_live.load(Relaxed),
+                    c.compiled.load(Relaxed),
+                    c.cache_loads.load(Relaxed),
+                ),
+                memory_used: self.rt.memory.used() as u64,
+            }
+            .render();
+            let mut r = reply(200, &text);
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return r;
+        }
         if path == "/stats/summary" {
             let snap = self.stats.snapshot();
             let node_cpu: Duration = snap.iter().map(|c| c.cpu_total).sum();

@@ -35,7 +35,7 @@ pub struct Registry {
 }
 
 /// One container's figures at one moment.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ContainerStats {
     pub key: ContainerKey,
     pub started: String,
@@ -50,6 +50,8 @@ pub struct ContainerStats {
     pub oom_refused: u64,
     /// Requests an HTTP container has received since it started (cumulative).
     pub requests: Option<u64>,
+    /// HTTP containers: their request latency.
+    pub latency: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// CPU rate between two samples, in nanocores.
@@ -109,6 +111,7 @@ impl Registry {
                 concurrency: http.as_ref().map(|w| w.admission.stats()),
                 oom_refused: http.as_ref().map_or(0, |w| w.oom.load(std::sync::atomic::Ordering::Relaxed)),
                 requests: http.as_ref().map(|w| w.served.load(std::sync::atomic::Ordering::Relaxed)),
+                latency: http.as_ref().map(|w| w.latency.clone()),
             });
         }
         out.sort_by(|a, b| {
@@ -178,6 +181,128 @@ pub fn summary(node: &str, now: &str, containers: &[ContainerStats], node_cpu: D
     })
 }
 
+/// The node's figures as Prometheus metrics (`GET /metrics` on the node endpoint), read
+/// from a snapshot at each scrape.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    pub containers: Vec<ContainerStats>,
+    /// (instances started, instances alive, components compiled, loaded from the code cache).
+    pub runtime: (u64, i64, u64, u64),
+    pub memory_used: u64,
+}
+
+impl prometheus_client::collector::Collector for NodeMetrics {
+    fn encode(&self, mut enc: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let labels = |c: &ContainerStats| {
+            [("namespace", c.key.namespace.clone()), ("pod", c.key.pod.clone()), ("container", c.key.container.clone())]
+        };
+        type Pick = fn(&ContainerStats) -> Option<f64>;
+        let per_container: [(&str, &str, MetricType, Pick); 5] = [
+            ("wasmorch_pod_cpu_seconds", "CPU time a container's instances ran", MetricType::Counter, |c| {
+                Some(c.cpu_total.as_secs_f64())
+            }),
+            (
+                "wasmorch_pod_memory_bytes",
+                "Memory charged to a container (linear memories and host memory)",
+                MetricType::Gauge,
+                |c| Some(c.memory_bytes as f64),
+            ),
+            ("wasmorch_pod_requests", "Requests an HTTP container received", MetricType::Counter, |c| {
+                c.requests.map(|n| n as f64)
+            }),
+            (
+                "wasmorch_pod_requests_in_flight",
+                "Requests an HTTP container is answering now",
+                MetricType::Gauge,
+                |c| c.concurrency.map(|a| f64::from(a.in_flight)),
+            ),
+            (
+                "wasmorch_pod_throttled_polls",
+                "Times a container was held back by its CPU limit",
+                MetricType::Counter,
+                |c| Some(c.throttled as f64),
+            ),
+        ];
+        for (name, help, ty, pick) in per_container {
+            let mut m = enc.encode_descriptor(name, help, None, ty)?;
+            for c in &self.containers {
+                let Some(v) = pick(c) else { continue };
+                let l = labels(c);
+                let e = m.encode_family(&l)?;
+                match ty {
+                    MetricType::Counter => ConstCounter::new(v).encode(e)?,
+                    _ => ConstGauge::new(v).encode(e)?,
+                }
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "wasmorch_pod_request_duration_seconds",
+            "Time from a request's arrival at a pod to its response head",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &self.containers {
+            if let Some(h) = &c.latency {
+                let l = labels(c);
+                h.encode(m.encode_family(&l)?)?;
+            }
+        }
+        let (started, live, compiled, cached) = self.runtime;
+        let node: [(&str, &str, MetricType, f64); 5] = [
+            (
+                "wasmorch_instances_started",
+                "Wasm instances started (one per request, or per process run)",
+                MetricType::Counter,
+                started as f64,
+            ),
+            ("wasmorch_instances", "Wasm instances alive now", MetricType::Gauge, live as f64),
+            (
+                "wasmorch_components_compiled",
+                "Components compiled to machine code",
+                MetricType::Counter,
+                compiled as f64,
+            ),
+            (
+                "wasmorch_component_cache_loads",
+                "Components loaded from the compiled-code cache",
+                MetricType::Counter,
+                cached as f64,
+            ),
+            (
+                "wasmorch_node_pod_memory_bytes",
+                "Memory charged to all containers of the node",
+                MetricType::Gauge,
+                self.memory_used as f64,
+            ),
+        ];
+        for (name, help, ty, v) in node {
+            let m = enc.encode_descriptor(name, help, None, ty)?;
+            match ty {
+                MetricType::Counter => ConstCounter::new(v).encode(m)?,
+                _ => ConstGauge::new(v).encode(m)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NodeMetrics {
+    /// The Prometheus text exposition.
+    pub fn render(self) -> String {
+        let mut r = prometheus_client::registry::Registry::default();
+        r.register_collector(Box::new(self));
+        let mut out = String::new();
+        if prometheus_client::encoding::prometheus_text::encode(&mut out, &r).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +334,7 @@ mod tests {
             concurrency: None,
             oom_refused: 0,
             requests: Some(3),
+            latency: None,
         };
         let s = summary("n1", "now", &[c("a", "x", 5), c("a", "y", 7), c("b", "x", 1)], Duration::ZERO, 0);
         let pods = s["pods"].as_array().unwrap();

@@ -87,6 +87,10 @@ pub struct ControlFlags {
     /// The ratio of usage to target within which no scaling happens.
     #[arg(long, default_value_t = 0.1)]
     horizontal_pod_autoscaler_tolerance: f64,
+    /// Serve the API server's Prometheus metrics (`/metrics`) without credentials (by default
+    /// an admin's token or certificate is needed, as for the rest of the API).
+    #[arg(long)]
+    anonymous_metrics: bool,
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -108,6 +112,7 @@ impl ControlFlags {
         cfg.leader.lease_duration = self.leader_elect_lease_duration;
         cfg.event_ttl = self.event_ttl;
         cfg.metric_resolution = self.metric_resolution.max(std::time::Duration::from_millis(500));
+        cfg.anonymous_metrics = self.anonymous_metrics;
         cfg.hpa = wasmorch_control::controllers::hpa::Config {
             sync_period: self.horizontal_pod_autoscaler_sync_period.max(std::time::Duration::from_millis(100)),
             tolerance: self.horizontal_pod_autoscaler_tolerance.clamp(0.0, 1.0),

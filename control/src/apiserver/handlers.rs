@@ -66,7 +66,45 @@ pub async fn version() -> Response {
 }
 
 pub async fn dispatch(State(state): State<Arc<ServerState>>, req: Request) -> Response {
-    Reply(route(state, req).await).into_response()
+    let start = std::time::Instant::now();
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (resource, named) = crate::telemetry::resource_of(&segs);
+    let watch = segs.get(2) == Some(&"watch")
+        || segs.get(3) == Some(&"watch")
+        || Params::parse(req.uri().query()).flag("watch");
+    let verb = crate::telemetry::verb(req.method(), named, watch).to_string();
+    let resp = Reply(route(state, req).await).into_response();
+    let t = crate::telemetry::get();
+    let code = resp.status().as_u16().to_string();
+    t.requests
+        .get_or_create(&crate::telemetry::RequestLabels { verb: verb.clone(), resource: resource.clone(), code })
+        .inc();
+    t.request_seconds
+        .get_or_create(&crate::telemetry::VerbResource { verb, resource })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// `GET /metrics`: the control plane's Prometheus metrics, for an admin (or anyone, with
+/// `--anonymous-metrics`).
+pub async fn metrics(State(state): State<Arc<ServerState>>, req: Request) -> Response {
+    if !state.anonymous_metrics {
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
+        let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
+        match authenticate(&state, authorization, peer).await {
+            Ok(id) if id.is_admin() => {}
+            Ok(id) => {
+                let e = ApiError::forbidden(format!("User \"{}\" cannot get path \"/metrics\"", id.user));
+                return Reply(Err(e)).into_response();
+            }
+            Err(e) => return Reply(Err(e)).into_response(),
+        }
+    }
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .body(Body::from(crate::telemetry::get().render()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiError> {

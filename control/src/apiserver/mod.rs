@@ -51,6 +51,8 @@ pub struct ServerState {
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     /// The cluster's OCI registry.
     pub registry: Arc<registry::Registry>,
+    /// Whether `/metrics` is open without credentials (`--anonymous-metrics`).
+    pub anonymous_metrics: bool,
     /// The latest resource usage of nodes and pods (`metrics.k8s.io`).
     pub metrics: Arc<metrics::Metrics>,
 }
@@ -62,6 +64,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/readyz", get(handlers::health))
         .route("/version", get(handlers::version))
         .route("/cacerts", get(handlers::cacerts))
+        .route("/metrics", get(handlers::metrics))
         .route("/v2", any(registry::handle))
         .route("/v2/", any(registry::handle))
         .route("/v2/{*rest}", any(registry::handle))

@@ -91,6 +91,18 @@ pub fn respond(api: Api, req: WatchRequest) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
         let mut enc = Encoder { res: req.res, table: req.table, sent_columns: false, protobuf: req.protobuf };
+        let open = crate::telemetry::get()
+            .watchers
+            .get_or_create(&crate::telemetry::Resource { resource: req.res.plural.to_string() })
+            .clone();
+        open.inc();
+        struct Closed(prometheus_client::metrics::gauge::Gauge);
+        impl Drop for Closed {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let _closed = Closed(open);
 
         if let Err(e) = run(&api, &req, &mut enc, &tx).await {
             let _ = tx.send(Ok(enc.line("ERROR", &e.to_status()))).await;

@@ -216,6 +216,15 @@ impl Queue {
         }
     }
 
+    /// Keys ready to be worked on.
+    pub fn len(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).ready.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn add_after(&self, key: impl Into<String>, d: Duration) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.delayed.push((Instant::now() + d, key.into()));
@@ -301,6 +310,10 @@ where
                     k = q.next() => k,
                     _ = api.shutdown.cancelled() => return,
                 };
+                let t = crate::telemetry::get();
+                let queue = crate::telemetry::Name { name: name.to_string() };
+                t.queue_depth.get_or_create(&queue).set(q.len() as i64);
+                t.queue_processed.get_or_create(&queue).inc();
                 let r = f(key.clone()).await;
                 // 409 and 404: the object moved on or went away; the retry sees the new state.
                 if let Err(e) = &r

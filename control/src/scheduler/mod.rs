@@ -116,6 +116,7 @@ impl Scheduler {
             }
         }
         let claim_wait = claims_err.is_some();
+        let decided = std::time::Instant::now();
         let choice = if let Some(msg) = claims_err {
             Err(msg)
         } else {
@@ -139,6 +140,10 @@ impl Scheduler {
             }
             choice
         };
+        let t = crate::telemetry::get();
+        t.schedule_seconds.observe(decided.elapsed().as_secs_f64());
+        let result = if choice.is_ok() { "scheduled" } else { "unschedulable" };
+        t.schedule_attempts.get_or_create(&crate::telemetry::Result_ { result: result.into() }).inc();
         let node = match choice {
             Ok(n) => n,
             Err(msg) => {

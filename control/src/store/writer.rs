@@ -103,6 +103,8 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed) {
     let mut events = Vec::new();
     let mut compacted = None;
 
+    let began = Instant::now();
+    let writes = batch.iter().filter(|op| matches!(op, Op::Mutate { .. } | Op::Compact { .. })).count();
     let mut txn = match shared.db.begin_write() {
         Ok(t) => t,
         Err(e) => return fail_all(batch, storage_err(e)),
@@ -148,6 +150,9 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed) {
         }
         return;
     }
+    let t = crate::telemetry::get();
+    t.commit_seconds.observe(began.elapsed().as_secs_f64());
+    t.commit_batch.observe(writes as f64);
     if durable {
         shared.durable_commits.fetch_add(1, Ordering::Relaxed);
         *unflushed = Unflushed { revs: 0, commits: 0, last_durable: Instant::now() };

@@ -65,6 +65,7 @@ pub async fn setup() -> T {
         node_cert_ttl: Duration::from_secs(3600),
         registry: Arc::new(wasmorch_control::apiserver::registry::Registry::new(dir.path())),
         metrics: Arc::default(),
+        anonymous_metrics: false,
     });
     T { app: apiserver::router(state), api, pki, shutdown, _dir: dir }
 }

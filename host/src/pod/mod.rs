@@ -572,6 +572,7 @@ async fn container(
                         timeout: ctx.request_timeout,
                         log,
                         served: Default::default(),
+                        latency: crate::runtime::http::latency_histogram(),
                         oom: Default::default(),
                     });
                     serve_http(&ctx, &info, &name, w, port, &run, running).await

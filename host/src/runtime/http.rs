@@ -44,6 +44,15 @@ pub struct HttpWorkload {
     pub served: AtomicU64,
     /// Requests answered 503 because they could not get memory.
     pub oom: AtomicU64,
+    /// Time from a request's arrival to its response head (queue and instance included).
+    pub latency: prometheus_client::metrics::histogram::Histogram,
+}
+
+/// Buckets of [`HttpWorkload::latency`]: 50 µs … ~26 s.
+pub fn latency_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.00005, 2.0, 20,
+    ))
 }
 
 fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
@@ -91,6 +100,18 @@ impl HttpWorkload {
     /// Answer one request with a fresh instance (from a socket, or in process from the
     /// node's proxy), once the container's admission lets it in.
     pub async fn handle<B>(self: Arc<Self>, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let start = std::time::Instant::now();
+        let latency = self.latency.clone();
+        let resp = self.answer(req).await;
+        latency.observe(start.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn answer<B>(self: Arc<Self>, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,

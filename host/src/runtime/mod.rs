@@ -93,6 +93,18 @@ pub struct Runtime {
     pub memory: Arc<memory::MemoryBudget>,
     /// Where pod addresses are served on this machine (see [`ports`]).
     pub ports: Arc<ports::PortMap>,
+    /// Instances started and alive, components compiled and loaded from the code cache (for
+    /// `/metrics`).
+    pub counts: Arc<Counts>,
+}
+
+/// The runtime's counters.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub instances_started: std::sync::atomic::AtomicU64,
+    pub instances_live: std::sync::atomic::AtomicI64,
+    pub compiled: std::sync::atomic::AtomicU64,
+    pub cache_loads: std::sync::atomic::AtomicU64,
 }
 
 /// A container's resources, from its `resources` (limits and requests).
@@ -154,6 +166,7 @@ impl Runtime {
             cpu,
             memory,
             ports,
+            counts: Arc::default(),
         });
         // One ticker for the whole node; it stops when the runtime is dropped.
         let weak = Arc::downgrade(&rt);
@@ -211,7 +224,10 @@ impl Runtime {
         let path = self.cfg.cache_dir.join(format!("{digest}.cwasm"));
         if path.exists() {
             match load_precompiled(&self.engine, &path) {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    self.counts.cache_loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(c);
+                }
                 Err(e) => tracing::warn!("discarding cached code {}: {e:#}", path.display()),
             }
         }
@@ -225,6 +241,7 @@ impl Runtime {
                 anyhow::anyhow!("not a valid component: {e:#}")
             }
         })?;
+        self.counts.compiled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, component.serialize()?)?;
         std::fs::rename(&tmp, &path)?;
@@ -287,12 +304,30 @@ impl Runtime {
             tunnels: Default::default(),
             binds: Default::default(),
             ports: self.ports.clone(),
+            live: Live::new(self.counts.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
         store
+    }
+}
+
+/// Counts an instance alive until its store is dropped.
+pub struct Live(Arc<Counts>);
+
+impl Live {
+    fn new(c: Arc<Counts>) -> Live {
+        c.instances_started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.instances_live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Live(c)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.instances_live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -20,6 +20,8 @@ pub struct InstanceState {
     pub binds: super::tunnel::Tunnels,
     /// The node's map of pod addresses to real sockets.
     pub ports: Arc<super::ports::PortMap>,
+    /// Counts this instance among the live ones.
+    pub live: super::Live,
 }
 
 /// Outgoing `wasi:http` requests do not pass through WASI's socket checks, so the pod's
