@@ -171,8 +171,11 @@ fn quantity(v: &Value) -> Option<f64> {
     v.as_str().and_then(wasmorch_api::quantity::parse).or(v.as_f64())
 }
 
-/// A rate or count as a quantity (`2500m` for 2.5).
+/// A rate or count as a quantity: whole units from 10 up (`1523`), else thousandths (`2500m`).
 fn plain_quantity(v: f64) -> String {
+    if v >= 10.0 {
+        return (v.round() as i64).to_string();
+    }
     let milli = (v * 1000.0).round() as i64;
     if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
 }
@@ -632,6 +635,9 @@ mod tests {
         assert_eq!(memory_quantity(24.0 * 1048576.0), "24Mi");
         assert_eq!(memory_quantity(1536.0), "1536");
         assert_eq!(memory_quantity(3072.0), "3Ki");
+        assert_eq!(plain_quantity(1522.817), "1523");
+        assert_eq!(plain_quantity(2.5), "2500m");
+        assert_eq!(plain_quantity(3.0), "3");
         let r = scale_target(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "w"})).unwrap();
         assert_eq!(r.plural, "deployments");
         assert!(scale_target(&json!({"apiVersion": "v1", "kind": "Pod"})).unwrap_err().contains("no matches"));
