@@ -70,6 +70,9 @@ enum Command {
     /// Manage a Deployment's rollout.
     #[command(subcommand)]
     Rollout(cmd::rollout::RolloutCmd),
+    /// Make kubeconfigs: `kubeconfig user NAME [--group G] [--clusterrole R | --role R] [-n NS]`.
+    #[command(subcommand)]
+    Kubeconfig(cmd::users::KubeconfigCmd),
     /// Show CPU and memory use of nodes or pods (from the metrics API).
     Top(cmd::top::TopArgs),
     /// Publish a component to an OCI registry as a wasm artifact.
@@ -143,6 +146,7 @@ fn main() -> ExitCode {
             Command::RotateSecretsKey(a) => cmd::secrets::rotate(a),
             Command::Push(a) => cmd::push::push(ctx, a).await,
             Command::Top(a) => cmd::top::top(ctx, a).await,
+            Command::Kubeconfig(c) => cmd::users::run(ctx, c).await,
             Command::Token(c) => cmd::token::run(ctx, c).await,
             Command::Scale(a) => cmd::rollout::scale(ctx, a).await,
             Command::Rollout(c) => cmd::rollout::rollout(ctx, c).await,

@@ -40,6 +40,7 @@ const DOC_MODULES: &[&str] = &[
     "api.networking.v1",
     "api.autoscaling.v1",
     "api.autoscaling.v2",
+    "api.rbac.v1",
     "apimachinery.pkg.apis.meta.v1",
     "apimachinery.pkg.api.resource",
     "apimachinery.pkg.util.intstr",

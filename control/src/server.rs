@@ -116,6 +116,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    // Every API server authorizes its own requests: each follows the RBAC objects.
+    apiserver::rbac::bootstrap(&api).await;
+    apiserver::rbac::start(&api);
     let metrics = Arc::new(apiserver::metrics::Metrics::default());
     let state = Arc::new(ServerState {
         api: api.clone(),

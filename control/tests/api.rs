@@ -476,6 +476,8 @@ async fn discovery_documents() {
             "discovery.k8s.io",
             "policy",
             "networking.k8s.io",
+            "autoscaling",
+            "rbac.authorization.k8s.io",
             "storage.k8s.io",
             "metrics.k8s.io"
         ]

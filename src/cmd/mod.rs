@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod token;
 pub mod top;
 pub mod up;
+pub mod users;
 
 use crate::client::Client;
 

@@ -123,6 +123,7 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
         | PodDisruptionBudget | ResourceQuota | LimitRange => {}
         NetworkPolicy => crate::netpol::set_defaults(obj),
         HorizontalPodAutoscaler => crate::hpa::set_defaults(obj),
+        Role | ClusterRole | RoleBinding | ClusterRoleBinding => {}
         PersistentVolumeClaim => {
             // The default class (admission does this in Kubernetes).
             if obj["spec"].get("storageClassName").is_none() {

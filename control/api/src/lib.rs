@@ -27,6 +27,7 @@ pub mod openapi;
 pub mod protobuf;
 pub mod quantity;
 pub mod quota;
+pub mod rbac;
 pub mod resources;
 pub mod selector;
 pub mod services;

@@ -27,6 +27,10 @@ pub enum ResourceKind {
     PodDisruptionBudget,
     NetworkPolicy,
     HorizontalPodAutoscaler,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 }
 
 /// One served resource: where it lives on the wire and how it behaves.
@@ -189,6 +193,46 @@ pub static RESOURCES: &[Resource] = &[
         false,
         ALL
     ),
+    res!(Role, "rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, &[], false, false, &[]),
+    res!(
+        ClusterRole,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        false,
+        &[],
+        false,
+        false,
+        &[]
+    ),
+    res!(
+        RoleBinding,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        true,
+        &[],
+        false,
+        false,
+        &[]
+    ),
+    res!(
+        ClusterRoleBinding,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        &[],
+        false,
+        false,
+        &[]
+    ),
     res!(
         StorageClass,
         "storage.k8s.io",
@@ -332,6 +376,10 @@ mod tests {
             PodDisruptionBudget,
             NetworkPolicy,
             HorizontalPodAutoscaler,
+            Role,
+            ClusterRole,
+            RoleBinding,
+            ClusterRoleBinding,
         ] {
             assert_eq!(of(k).kind_id, k);
         }

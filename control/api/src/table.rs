@@ -133,6 +133,15 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         NetworkPolicy => vec![("Name", "string", 0), ("Pod-Selector", "string", 0), ("Age", "string", 0)],
+        Role | ClusterRole => vec![("Name", "string", 0), ("Created At", "date", 0)],
+        RoleBinding | ClusterRoleBinding => vec![
+            ("Name", "string", 0),
+            ("Role", "string", 0),
+            ("Age", "string", 0),
+            ("Users", "string", 1),
+            ("Groups", "string", 1),
+            ("ServiceAccounts", "string", 1),
+        ],
         HorizontalPodAutoscaler => vec![
             ("Name", "string", 0),
             ("Reference", "string", 0),
@@ -370,6 +379,34 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(claim),
                 s(str_at(o, "spec.storageClassName").unwrap_or("")),
                 s(created),
+            ]
+        }
+        Role | ClusterRole => vec![name, s(str_at(o, "metadata.creationTimestamp").unwrap_or(""))],
+        RoleBinding | ClusterRoleBinding => {
+            let subjects = |kind: &str| {
+                let v: Vec<String> = o["subjects"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|x| x["kind"] == kind)
+                    .map(|x| match (kind, x["namespace"].as_str()) {
+                        ("ServiceAccount", Some(ns)) => format!("{ns}/{}", x["name"].as_str().unwrap_or("")),
+                        _ => x["name"].as_str().unwrap_or("").to_string(),
+                    })
+                    .collect();
+                v.join(", ")
+            };
+            vec![
+                name,
+                s(format!(
+                    "{}/{}",
+                    o["roleRef"]["kind"].as_str().unwrap_or(""),
+                    o["roleRef"]["name"].as_str().unwrap_or("")
+                )),
+                s(created),
+                s(subjects("User")),
+                s(subjects("Group")),
+                s(subjects("ServiceAccount")),
             ]
         }
         HorizontalPodAutoscaler => {

@@ -103,6 +103,10 @@ fn reencode(kind: &str, raw: &[u8]) -> Vec<u8> {
         "PodDisruptionBudget" => api::policy::v1::PodDisruptionBudget,
         "NetworkPolicy" => api::networking::v1::NetworkPolicy,
         "HorizontalPodAutoscaler" => api::autoscaling::v2::HorizontalPodAutoscaler,
+        "Role" => api::rbac::v1::Role,
+        "ClusterRole" => api::rbac::v1::ClusterRole,
+        "RoleBinding" => api::rbac::v1::RoleBinding,
+        "ClusterRoleBinding" => api::rbac::v1::ClusterRoleBinding,
         "PodList" => api::core::v1::PodList,
         "Status" => k8s_pb::apimachinery::pkg::apis::meta::v1::Status,
     }

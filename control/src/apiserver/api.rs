@@ -31,6 +31,9 @@ pub struct Api {
     evictions: Arc<tokio::sync::Mutex<()>>,
     /// Held from a quota check until the checked object is written (see `quota.rs`).
     pub(super) quota_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The RBAC objects the authorizer reads (set once the server follows them; until then,
+    /// and in servers without it, only admins and nodes are authorized).
+    pub rbac: Arc<std::sync::OnceLock<Arc<dyn wasmorch_api::rbac::Policies + Send + Sync>>>,
 }
 
 /// Options of a list (and of a watch's initial state).
@@ -69,6 +72,7 @@ impl Api {
             allocations: Default::default(),
             evictions: Default::default(),
             quota_lock: Default::default(),
+            rbac: Default::default(),
         }
     }
 

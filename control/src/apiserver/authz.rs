@@ -15,6 +15,7 @@ use super::request::Target;
 use crate::pki::Identity;
 use serde_json::Value;
 use wasmorch_api::join::{BOOTSTRAPPERS_GROUP, node_name};
+use wasmorch_api::rbac::{Attributes, Subject};
 use wasmorch_api::selector::{FieldSelector, LabelSelector};
 use wasmorch_api::{ApiError, object, resources};
 
@@ -45,7 +46,7 @@ impl Verb {
             _ => Verb::Get,
         }
     }
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Verb::Get => "get",
             Verb::List => "list",
@@ -181,8 +182,55 @@ fn forbidden(id: &Identity, t: &Target, verb: Verb, why: &str) -> ApiError {
     e
 }
 
-/// Whether `id` may do `verb` on `t`. Admins may do anything; nodes follow [`node_rule`];
-/// everyone else is refused.
+/// The RBAC attributes of a request on `t`.
+pub fn attributes(t: &Target, verb: Verb) -> Attributes {
+    Attributes {
+        verb: verb.name().to_string(),
+        group: t.res.group.to_string(),
+        resource: t.res.plural.to_string(),
+        subresource: t.subresource.clone().unwrap_or_default(),
+        name: t.name.clone().unwrap_or_default(),
+        namespace: if t.res.namespaced { t.namespace.clone().unwrap_or_default() } else { String::new() },
+        path: None,
+    }
+}
+
+/// Whether RBAC lets `id` do `a` (admins always). The one decision for requests that are not
+/// on a stored resource (`/metrics`, the metrics API, backups, wake).
+pub fn check(api: &Api, id: &Identity, a: &Attributes) -> Result<String, String> {
+    if id.is_admin() {
+        return Ok("a member of system:masters".into());
+    }
+    let Some(p) = api.rbac.get() else { return Err("no RBAC policy is loaded".into()) };
+    wasmorch_api::rbac::authorize(p.as_ref(), &Subject { user: &id.user, groups: &id.groups }, a)
+}
+
+/// `check`, as the API's 403 for a request that names no stored resource.
+pub fn require(api: &Api, id: &Identity, a: &Attributes) -> Result<(), ApiError> {
+    check(api, id, a).map(|_| ()).map_err(|why| {
+        let what = match &a.path {
+            Some(p) => format!("cannot {} path \"{p}\"", a.verb),
+            None => {
+                let res = if a.subresource.is_empty() {
+                    a.resource.clone()
+                } else {
+                    format!("{}/{}", a.resource, a.subresource)
+                };
+                let scope = if a.namespace.is_empty() {
+                    "at the cluster scope".to_string()
+                } else {
+                    format!("in the namespace \"{}\"", a.namespace)
+                };
+                format!("cannot {} resource \"{res}\" in API group \"{}\" {scope}", a.verb, a.group)
+            }
+        };
+        ApiError::forbidden(format!("User \"{}\" {what}: {why}", id.user))
+    })
+}
+
+/// Whether `id` may do `verb` on `t`. Admins may do anything; nodes follow [`node_rule`]
+/// (Kubernetes' Node authorizer); join tokens may only ask for a node certificate; everyone
+/// else is judged by RBAC.
 pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: Option<&Value>) -> Result<(), ApiError> {
     if id.is_admin() {
         return Ok(());
@@ -191,7 +239,7 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
         return Err(forbidden(id, t, verb, "a join token may only request a node certificate"));
     }
     let Some(node) = node_name(&id.user, &id.groups) else {
-        return Err(forbidden(id, t, verb, "no rule allows it"));
+        return check(api, id, &attributes(t, verb)).map(|_| ()).map_err(|why| forbidden(id, t, verb, &why));
     };
     let body_name = body.map(object::name).filter(|n| !n.is_empty());
     let deny = |why: &str| Err(forbidden(id, t, verb, why));

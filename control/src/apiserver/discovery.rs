@@ -67,32 +67,55 @@ fn aggregated_resource(r: &Resource) -> Value {
     v
 }
 
-/// The groups served: every stored resource's, and the resource metrics API.
+/// Groups served but not stored: (group, version, resources as (plural, kind, namespaced,
+/// verbs)) — the resource metrics API and the access reviews.
+/// A served, not stored, resource: (plural, kind, namespaced, verbs).
+type VirtualResource = (&'static str, &'static str, bool, &'static [&'static str]);
+
+const VIRTUAL: [(&str, &str, &[VirtualResource]); 2] = [
+    (
+        metrics::GROUP,
+        metrics::VERSION,
+        &[("nodes", "NodeMetrics", false, &["get", "list"]), ("pods", "PodMetrics", true, &["get", "list"])],
+    ),
+    (
+        super::access::GROUP,
+        "v1",
+        &[
+            ("localsubjectaccessreviews", "LocalSubjectAccessReview", true, &["create"]),
+            ("selfsubjectaccessreviews", "SelfSubjectAccessReview", false, &["create"]),
+            ("selfsubjectrulesreviews", "SelfSubjectRulesReview", false, &["create"]),
+            ("subjectaccessreviews", "SubjectAccessReview", false, &["create"]),
+        ],
+    ),
+];
+
+/// The groups served: every stored resource's, and the virtual ones.
 fn all_groups() -> Vec<(&'static str, &'static str)> {
     let mut gs = resources::groups();
-    gs.push((metrics::GROUP, metrics::VERSION));
+    gs.extend(VIRTUAL.iter().map(|(g, v, _)| (*g, *v)));
     gs
 }
 
-/// The resource metrics API's resources (read-only, not stored): (plural, kind, namespaced).
-const METRICS: [(&str, &str, bool); 2] = [("nodes", "NodeMetrics", false), ("pods", "PodMetrics", true)];
+fn virtual_resources(group: &str, version: &str) -> Option<&'static [VirtualResource]> {
+    VIRTUAL.iter().find(|(g, v, _)| *g == group && *v == version).map(|(_, _, r)| *r)
+}
 
 fn aggregated_group(group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = if group == metrics::GROUP {
-        METRICS
+    let resources: Vec<Value> = match virtual_resources(group, version) {
+        Some(list) => list
             .iter()
-            .map(|(plural, kind, namespaced)| {
+            .map(|(plural, kind, namespaced, verbs)| {
                 json!({
                     "resource": plural,
                     "responseKind": {"group": group, "version": version, "kind": kind},
                     "scope": if *namespaced { "Namespaced" } else { "Cluster" },
                     "singularResource": "",
-                    "verbs": ["get", "list"],
+                    "verbs": verbs,
                 })
             })
-            .collect()
-    } else {
-        in_group(group).map(aggregated_resource).collect()
+            .collect(),
+        None => in_group(group).map(aggregated_resource).collect(),
     };
     json!({
         "metadata": {"name": group, "creationTimestamp": null},
@@ -138,11 +161,11 @@ pub fn group(name: &str) -> Option<Value> {
 
 /// `/api/v1` or `/apis/{group}/{version}`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    if (group, version) == (metrics::GROUP, metrics::VERSION) {
-        let list: Vec<Value> = METRICS
+    if let Some(list) = virtual_resources(group, version) {
+        let list: Vec<Value> = list
             .iter()
-            .map(|(plural, kind, namespaced)| {
-                json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]})
+            .map(|(plural, kind, namespaced, verbs)| {
+                json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": verbs})
             })
             .collect();
         return Some(

@@ -92,13 +92,12 @@ pub async fn metrics(State(state): State<Arc<ServerState>>, req: Request) -> Res
     if !state.anonymous_metrics {
         let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
         let peer = req.extensions().get::<PeerIdentity>().and_then(|p| p.0.clone());
-        match authenticate(&state, authorization, peer).await {
-            Ok(id) if id.is_admin() => {}
-            Ok(id) => {
-                let e = ApiError::forbidden(format!("User \"{}\" cannot get path \"/metrics\"", id.user));
-                return Reply(Err(e)).into_response();
-            }
-            Err(e) => return Reply(Err(e)).into_response(),
+        let a =
+            wasmorch_api::rbac::Attributes { verb: "get".into(), path: Some("/metrics".into()), ..Default::default() };
+        if let Err(e) =
+            authenticate(&state, authorization, peer).await.and_then(|id| authz::require(&state.api, &id, &a))
+        {
+            return Reply(Err(e)).into_response();
         }
     }
     Response::builder()
@@ -126,15 +125,42 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
         ["apis", super::metrics::GROUP, super::metrics::VERSION, rest @ ..] if req.method() == Method::GET => {
             ok(super::metrics::serve(&state, &id, rest, req.uri().query()).await?)
         }
+        ["apis", super::access::GROUP, "v1", rest @ ..] if req.method() == Method::POST => {
+            let (kind, ns) = match rest {
+                [kind] => (*kind, None),
+                ["namespaces", ns, kind] => (*kind, Some(*ns)),
+                _ => return Err(not_found()),
+            };
+            let headers = req.headers().clone();
+            let body = request::read_body(req.into_body()).await?;
+            let body = request::decode_body(&headers, &body)?;
+            let out = super::access::review(&state, &id, kind, ns, body)?;
+            Ok(json_response(StatusCode::CREATED, &out, &[]))
+        }
         ["openapi", "v3"] => ok(discovery::openapi_root()),
         ["openapi", "v3", rest @ ..] => {
             discovery::openapi_group_version(&rest.join("/")).map_or_else(|| Err(not_found()), ok)
         }
         ["wasmorch", "v1", "backup"] if req.method() == Method::GET => {
-            if !id.is_admin() {
-                return Err(ApiError::forbidden(format!("User \"{}\" cannot take backups", id.user)));
-            }
+            let a = wasmorch_api::rbac::Attributes {
+                verb: "get".into(),
+                path: Some("/wasmorch/v1/backup".into()),
+                ..Default::default()
+            };
+            authz::require(&state.api, &id, &a)?;
             backup(&state).await
+        }
+        ["wasmorch", "v1", "user-certificates"] if req.method() == Method::POST => {
+            let a = wasmorch_api::rbac::Attributes {
+                verb: "post".into(),
+                path: Some("/wasmorch/v1/user-certificates".into()),
+                ..Default::default()
+            };
+            authz::require(&state.api, &id, &a)?;
+            let headers = req.headers().clone();
+            let body = request::read_body(req.into_body()).await?;
+            let body = request::decode_body(&headers, &body)?;
+            ok(user_certificate(&state, &body)?)
         }
         ["wasmorch", "v1", "node-certificates"] if req.method() == Method::POST => {
             let headers = req.headers().clone();
@@ -173,6 +199,32 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
         }
         _ => Err(not_found()),
     }
+}
+
+/// A client certificate for a user (CN) in groups (O), signed by the cluster CA: what
+/// `wasmorch kubeconfig user` puts in a kubeconfig. Node and join identities are not handed
+/// out this way.
+fn user_certificate(state: &ServerState, body: &Value) -> Result<Value, ApiError> {
+    let user = body.get("user").and_then(Value::as_str).unwrap_or("").trim();
+    let groups: Vec<&str> =
+        body.get("groups").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    let bad = |why: String| ApiError::bad_request(why);
+    if user.is_empty() || user.len() > 253 || user.chars().any(|c| c.is_control()) {
+        return Err(bad("user: a name of 1 to 253 printable characters is required".into()));
+    }
+    if user.starts_with("system:node:") || user.starts_with("system:serviceaccount:") {
+        return Err(bad(format!("user {user:?}: node and service account identities are not issued here")));
+    }
+    for g in &groups {
+        if g.is_empty()
+            || g.chars().any(|c| c.is_control())
+            || ["system:nodes", wasmorch_api::join::BOOTSTRAPPERS_GROUP].contains(g)
+        {
+            return Err(bad(format!("group {g:?} is not issued here")));
+        }
+    }
+    let (cert, key) = state.pki.issue_client(user, &groups).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(serde_json::json!({"certificate": cert, "key": key, "ca": state.pki.ca_pem}))
 }
 
 fn discovery_reply(v: Value, accept: &str) -> Response {
@@ -249,6 +301,28 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
         let named = (verb == authz::Verb::Create && !body.is_empty()).then(|| request::decode_body(&headers, &body));
         let named = named.transpose()?;
         authz::authorize(api, id, &t, verb, named.as_ref()).await?;
+        // Roles and bindings: no granting what one does not hold.
+        use wasmorch_api::ResourceKind as K;
+        let rbac_kind = matches!(t.res.kind_id, K::Role | K::ClusterRole | K::RoleBinding | K::ClusterRoleBinding);
+        if rbac_kind && matches!(verb, authz::Verb::Create | authz::Verb::Update | authz::Verb::Patch) {
+            let mut obj = match verb {
+                authz::Verb::Patch => {
+                    let patch = request::decode_body(&headers, &body)?;
+                    let ct = request::content_type(&headers);
+                    match api.get(&t).await {
+                        Ok(cur) if !ct.starts_with("application/apply-patch") => {
+                            super::objects::apply_patch(&cur, &ct, &patch)?
+                        }
+                        _ => patch,
+                    }
+                }
+                _ => request::decode_body(&headers, &body)?,
+            };
+            if let (Some(ns), Some(meta)) = (&t.namespace, obj.get_mut("metadata").and_then(Value::as_object_mut)) {
+                meta.entry("namespace").or_insert_with(|| Value::String(ns.clone()));
+            }
+            super::rbac::check_escalation(api, id, t.res.kind_id, &obj)?;
+        }
     }
     match (t.subresource.as_deref(), &method) {
         (Some("binding"), &Method::POST) if t.res.plural == "pods" => {

@@ -300,14 +300,6 @@ pub fn pod_metrics(pod: &Value, u: &PodUsage) -> Value {
 /// `GET /apis/metrics.k8s.io/v1beta1/…`: `nodes[/NAME]`, `pods`,
 /// `namespaces/NS/pods[/NAME]`, with `labelSelector` and `fieldSelector` on lists.
 pub async fn serve(state: &ServerState, id: &Identity, rest: &[&str], query: Option<&str>) -> Result<Value, ApiError> {
-    // Usage is readable by whoever may list nodes and pods: today, cluster admins.
-    if !id.is_admin() {
-        return Err(ApiError::forbidden(format!(
-            "User \"{}\" cannot get resource \"{}\" in API group \"{GROUP}\"",
-            id.user,
-            rest.iter().find(|s| **s == "nodes" || **s == "pods").unwrap_or(&"")
-        )));
-    }
     let p = super::request::Params::parse(query);
     let (kind, ns, name) = match rest {
         ["nodes"] => (ResourceKind::Node, None, None),
@@ -317,6 +309,16 @@ pub async fn serve(state: &ServerState, id: &Identity, rest: &[&str], query: Opt
         ["namespaces", ns, "pods", n] => (ResourceKind::Pod, Some(*ns), Some(*n)),
         _ => return Err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
     };
+    // Under RBAC like any resource (the `view` role reads it).
+    let a = wasmorch_api::rbac::Attributes {
+        verb: if name.is_some() { "get" } else { "list" }.into(),
+        group: GROUP.into(),
+        resource: if kind == ResourceKind::Node { "nodes" } else { "pods" }.into(),
+        name: name.unwrap_or("").into(),
+        namespace: ns.unwrap_or("").into(),
+        ..Default::default()
+    };
+    super::authz::require(&state.api, id, &a)?;
     let res = resources::of(kind);
     let of = |obj: &Value| -> Option<Value> {
         match kind {

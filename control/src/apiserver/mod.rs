@@ -10,6 +10,7 @@
 //! - [`relay`]: streams between nodes that cannot reach each other.
 //! - [`registry`]: the cluster's OCI registry (`/v2/`).
 
+pub mod access;
 pub mod api;
 pub mod authz;
 pub mod discovery;
@@ -18,6 +19,7 @@ pub mod logs;
 pub mod metrics;
 pub mod objects;
 pub mod quota;
+pub mod rbac;
 pub mod registry;
 pub mod relay;
 pub mod request;

@@ -271,6 +271,7 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
             same("/spec/completions", "spec.completions");
         }
         Service => same("/spec/clusterIP", "spec.clusterIP"),
+        RoleBinding | ClusterRoleBinding => same("/roleRef", "roleRef"),
         // A pod range, once given, is the node's for its life (Kubernetes: "may not be changed").
         Node => {
             same("/spec/podCIDR", "spec.podCIDR");

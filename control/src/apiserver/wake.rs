@@ -23,8 +23,17 @@ fn selects(selector: &std::collections::BTreeMap<String, String>, deploy: &Value
 }
 
 pub async fn wake(state: &ServerState, id: &Identity, ns: &str, service: &str) -> Result<Value, ApiError> {
-    if !id.is_admin() && wasmorch_api::join::node_name(&id.user, &id.groups).is_none() {
-        return Err(ApiError::forbidden(format!("User \"{}\" cannot wake services", id.user)));
+    // Nodes' proxies wake; anyone else as RBAC allows (`create` on `services/wake`).
+    if wasmorch_api::join::node_name(&id.user, &id.groups).is_none() {
+        let a = wasmorch_api::rbac::Attributes {
+            verb: "create".into(),
+            resource: "services".into(),
+            subresource: "wake".into(),
+            name: service.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        };
+        super::authz::require(&state.api, id, &a)?;
     }
     let svc = state.api.get(&target(resources::of(ResourceKind::Service), ns, service, None)).await?;
     let selector = object::string_map(svc.pointer("/spec/selector"));

@@ -17,6 +17,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod quota;
+pub mod rbac;
 pub mod replicaset;
 pub mod runtime;
 
@@ -47,6 +48,7 @@ pub fn start_all(
     let leases = informer(K::Lease);
     let pdbs = informer(K::PodDisruptionBudget);
     let hpas = informer(K::HorizontalPodAutoscaler);
+    let cluster_roles = informer(K::ClusterRole);
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
@@ -57,6 +59,7 @@ pub fn start_all(
         tokio::spawn(daemonset::start(api.clone(), daemonsets.clone(), nodes.clone(), pods.clone())),
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
         tokio::spawn(disruption::start(api.clone(), pdbs.clone(), pods.clone())),
+        tokio::spawn(rbac::start(api.clone(), cluster_roles.clone())),
         tokio::spawn(idle::start(api.clone(), deployments.clone(), pods.clone(), autoscaling.1.clone(), autoscaling.2)),
         tokio::spawn(hpa::start(
             api.clone(),
@@ -83,9 +86,22 @@ pub fn start_all(
         )),
     ];
     // Informers start after every controller registered its handlers.
-    for i in
-        [pods, nodes, replicasets, rcs, quotas, deployments, jobs, daemonsets, cronjobs, services, leases, pdbs, hpas]
-    {
+    for i in [
+        pods,
+        nodes,
+        replicasets,
+        rcs,
+        quotas,
+        deployments,
+        jobs,
+        daemonsets,
+        cronjobs,
+        services,
+        leases,
+        pdbs,
+        hpas,
+        cluster_roles,
+    ] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }
     tasks

@@ -112,6 +112,8 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass | EndpointSlice => {}
         NetworkPolicy => super::network::validate_network_policy(&spec, c),
         HorizontalPodAutoscaler => crate::hpa::validate(&spec, c),
+        Role | ClusterRole => validate_rules(obj, kind == Role, c),
+        RoleBinding | ClusterRoleBinding => validate_binding(obj, kind == ClusterRoleBinding, c),
         PodDisruptionBudget => {
             if spec.get("minAvailable").is_some_and(|v| !v.is_null())
                 && spec.get("maxUnavailable").is_some_and(|v| !v.is_null())
@@ -343,4 +345,69 @@ pub fn check_cron(s: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn validate_rules(obj: &Value, namespaced: bool, c: &mut Causes) {
+    for (i, r) in obj.get("rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let p = format!("rules[{i}]");
+        let list = |k: &str| r.get(k).and_then(Value::as_array).map_or(0, Vec::len);
+        if list("verbs") == 0 {
+            c.required(format!("{p}.verbs"));
+        }
+        let urls = list("nonResourceURLs") > 0;
+        if urls && namespaced {
+            c.invalid(format!("{p}.nonResourceURLs"), "[…]", "namespaced rules cannot apply to non-resource URLs");
+        }
+        if urls && (list("apiGroups") > 0 || list("resources") > 0) {
+            c.invalid(
+                format!("{p}.nonResourceURLs"),
+                "[…]",
+                "rules cannot apply to both regular resources and non-resource URLs",
+            );
+        }
+        if !urls {
+            if list("apiGroups") == 0 {
+                c.required(format!("{p}.apiGroups"));
+            }
+            if list("resources") == 0 {
+                c.required(format!("{p}.resources"));
+            }
+        }
+    }
+}
+
+fn validate_binding(obj: &Value, cluster: bool, c: &mut Causes) {
+    let r = obj.get("roleRef").cloned().unwrap_or(Value::Null);
+    match r.get("kind").and_then(Value::as_str) {
+        Some("ClusterRole") => {}
+        Some("Role") if !cluster => {}
+        Some(k) => {
+            c.not_supported("roleRef.kind", k, if cluster { &["ClusterRole"] } else { &["ClusterRole", "Role"] })
+        }
+        None => c.required("roleRef.kind"),
+    }
+    if r.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+        c.required("roleRef.name");
+    }
+    if let Some(g) = r.get("apiGroup").and_then(Value::as_str)
+        && g != "rbac.authorization.k8s.io"
+    {
+        c.not_supported("roleRef.apiGroup", g, &["rbac.authorization.k8s.io"]);
+    }
+    for (i, s) in obj.get("subjects").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let p = format!("subjects[{i}]");
+        if s.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+            c.required(format!("{p}.name"));
+        }
+        match s.get("kind").and_then(Value::as_str) {
+            Some("ServiceAccount") => {
+                if cluster && s.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    c.required(format!("{p}.namespace"));
+                }
+            }
+            Some("User" | "Group") => {}
+            Some(k) => c.not_supported(format!("{p}.kind"), k, &["Group", "ServiceAccount", "User"]),
+            None => c.required(format!("{p}.kind")),
+        }
+    }
 }

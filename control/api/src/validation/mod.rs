@@ -21,7 +21,8 @@ use crate::object;
 use crate::resources::{Resource, ResourceKind};
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy, storage::v1 as storage,
+    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    storage::v1 as storage,
 };
 use serde_json::Value;
 
@@ -168,6 +169,10 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         PodDisruptionBudget => rt!(policy::PodDisruptionBudget),
         NetworkPolicy => rt!(networking::NetworkPolicy),
         HorizontalPodAutoscaler => rt!(autoscaling::v2::HorizontalPodAutoscaler),
+        Role => rt!(rbac::Role),
+        ClusterRole => rt!(rbac::ClusterRole),
+        RoleBinding => rt!(rbac::RoleBinding),
+        ClusterRoleBinding => rt!(rbac::ClusterRoleBinding),
     }
 }
 
@@ -223,6 +228,12 @@ fn validate_metadata(res: &Resource, obj: &Value, c: &mut Causes) {
     } else {
         let check: fn(&str) -> Option<String> = match res.kind_id {
             ResourceKind::Namespace | ResourceKind::Service => dns1123_label_errors,
+            // As Kubernetes: RBAC objects may have any name that is a path segment
+            // (`system:basic-user`).
+            ResourceKind::Role
+            | ResourceKind::ClusterRole
+            | ResourceKind::RoleBinding
+            | ResourceKind::ClusterRoleBinding => names::path_segment_errors,
             _ => dns1123_subdomain_errors,
         };
         c.syntax("metadata.name", name, check);

@@ -42,6 +42,17 @@ fn name_part_ok(s: &str) -> bool {
 }
 
 /// A qualified name (label and annotation keys): optional DNS subdomain prefix and '/', then a name.
+/// A name that can be one segment of a URL path (Kubernetes' `ValidatePathSegmentName`).
+pub fn path_segment_errors(s: &str) -> Option<String> {
+    if s == "." || s == ".." {
+        return Some(format!("may not be '{s}'"));
+    }
+    if s.contains('/') || s.contains('%') {
+        return Some("may not contain '/' or '%'".into());
+    }
+    None
+}
+
 pub fn qualified_name_errors(k: &str) -> Option<String> {
     let (prefix, name) = match k.split_once('/') {
         Some((p, n)) => (Some(p), n),
