@@ -479,7 +479,8 @@ async fn discovery_documents() {
             "autoscaling",
             "rbac.authorization.k8s.io",
             "storage.k8s.io",
-            "metrics.k8s.io"
+            "metrics.k8s.io",
+            "authorization.k8s.io"
         ]
     );
     // The resource metrics API: read-only, not stored.
