@@ -97,6 +97,24 @@ fn load(addr: &str, path: &str, n: usize, stop: Instant) -> Vec<std::thread::Joi
         .collect()
 }
 
+/// `up` with node n1, metrics scraped every second and the HPA synced every second (`extra`
+/// flags after).
+fn metered_cluster(dir: &std::path::Path, extra: &[&str]) -> Cluster {
+    let cidr = cluster_cidr();
+    let mut args = vec![
+        "--node-name",
+        "n1",
+        "--cluster-cidr",
+        &cidr,
+        "--metric-resolution",
+        "1s",
+        "--horizontal-pod-autoscaler-sync-period",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    Cluster::start_with(dir, &args)
+}
+
 fn node_ready(c: &Cluster) -> bool {
     get_json(c, &["node", "n1"]).is_some_and(|n| {
         n["status"]["conditions"]
@@ -270,10 +288,7 @@ fn concurrency_limit_queues_then_refuses_with_retry_after() {
 fn top_shows_cpu_at_the_limit_and_memory_held() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--cluster-cidr", &cluster_cidr(), "--metric-resolution", "1s"],
-    );
+    let c = metered_cluster(dir.path(), &[]);
     let pod = |name: &str, wasm: &str, extra: &str| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {name}}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n    - name: main\n      image: file://{}\n{extra}",
@@ -346,21 +361,7 @@ fn top_shows_cpu_at_the_limit_and_memory_held() {
 fn hpa_scales_a_deployment_up_under_cpu_load_and_back_down() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &[
-            "--node-name",
-            "n1",
-            "--cluster-cidr",
-            &cluster_cidr(),
-            "--metric-resolution",
-            "1s",
-            "--horizontal-pod-autoscaler-sync-period",
-            "1s",
-            "--horizontal-pod-autoscaler-downscale-stabilization",
-            "5s",
-        ],
-    );
+    let c = metered_cluster(dir.path(), &["--horizontal-pod-autoscaler-downscale-stabilization", "5s"]);
     let yaml = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n          resources: {{requests: {{cpu: 100m}}, limits: {{cpu: 400m}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
         workloads().join("hostile.wasm").display()
@@ -444,19 +445,7 @@ fn hpa_scales_a_deployment_up_under_cpu_load_and_back_down() {
 fn hpa_scales_on_requests_per_second() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &[
-            "--node-name",
-            "n1",
-            "--cluster-cidr",
-            &cluster_cidr(),
-            "--metric-resolution",
-            "1s",
-            "--horizontal-pod-autoscaler-sync-period",
-            "1s",
-        ],
-    );
+    let c = metered_cluster(dir.path(), &[]);
     let yaml = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n---\napiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {{name: web}}\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  minReplicas: 1\n  maxReplicas: 6\n  metrics: [{{type: Pods, pods: {{metric: {{name: requests_per_second}}, target: {{type: AverageValue, averageValue: \"10\"}}}}}}]\n",
         workloads().join("hello_http.wasm").display()

@@ -6,6 +6,7 @@
 //! objects; `nonResourceURLs` apply to paths (with a trailing `*` as a prefix).
 
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 /// What a request asks, as the authorizer sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -99,71 +100,154 @@ pub struct Subject<'a> {
 /// Whether a binding's subject list names `s` (a ServiceAccount as its user name
 /// `system:serviceaccount:NS:NAME`; a subject's namespace defaults to the binding's).
 pub fn binds(binding: &Value, s: &Subject<'_>) -> bool {
-    let ns = binding.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-    binding.get("subjects").and_then(Value::as_array).into_iter().flatten().any(|sub| {
-        let name = sub.get("name").and_then(Value::as_str).unwrap_or("");
-        match sub.get("kind").and_then(Value::as_str) {
-            Some("User") => name == s.user,
-            Some("Group") => s.groups.iter().any(|g| g == name),
-            Some("ServiceAccount") => {
-                let sns = sub.get("namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).unwrap_or(ns);
-                s.user == format!("system:serviceaccount:{sns}:{name}")
-            }
-            _ => false,
-        }
-    })
+    Bound::of(binding).is_some_and(|b| b.names(s))
 }
 
-/// What the authorizer reads: every ClusterRole, Role, ClusterRoleBinding and RoleBinding.
-pub trait Policies {
-    fn cluster_role(&self, name: &str) -> Option<Value>;
-    fn role(&self, namespace: &str, name: &str) -> Option<Value>;
-    fn cluster_role_bindings(&self) -> Vec<Value>;
-    fn role_bindings(&self, namespace: &str) -> Vec<Value>;
+/// A subject of a binding, resolved: a user name (ServiceAccounts as theirs) or a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Who {
+    User(String),
+    Group(String),
 }
 
-fn rules_of(role: Option<Value>) -> Vec<Rule> {
-    role.map(|r| r.get("rules").and_then(Value::as_array).into_iter().flatten().map(Rule::of).collect())
-        .unwrap_or_default()
+/// A binding as the authorizer reads it.
+#[derive(Debug, Clone)]
+struct Bound {
+    why: String,
+    subjects: Vec<Who>,
+    /// (`Role` or `ClusterRole`, name).
+    role: (bool, String),
 }
 
-/// The rules `s` holds in `namespace` (cluster-wide ones only when it is empty), with the
-/// binding that grants each (for the reason of a decision).
-pub fn rules_for(p: &dyn Policies, s: &Subject<'_>, namespace: &str) -> Vec<(String, Rule)> {
-    let mut out = Vec::new();
-    for b in p.cluster_role_bindings() {
-        if !binds(&b, s) || b.pointer("/roleRef/kind").and_then(Value::as_str) != Some("ClusterRole") {
-            continue;
-        }
-        let role = b.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("");
-        let why = format!("ClusterRoleBinding \"{}\" of ClusterRole \"{role}\"", crate::object::name(&b));
-        out.extend(rules_of(p.cluster_role(role)).into_iter().map(|r| (why.clone(), r)));
+impl Bound {
+    fn of(b: &Value) -> Option<Bound> {
+        let ns = b.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+        let name = crate::object::name(b);
+        let role_name = b.pointer("/roleRef/name").and_then(Value::as_str)?.to_string();
+        let cluster = match b.pointer("/roleRef/kind").and_then(Value::as_str)? {
+            "ClusterRole" => true,
+            "Role" if !ns.is_empty() => false,
+            _ => return None,
+        };
+        let kind = if cluster { "ClusterRole" } else { "Role" };
+        let why = if ns.is_empty() {
+            format!("ClusterRoleBinding \"{name}\" of {kind} \"{role_name}\"")
+        } else {
+            format!("RoleBinding \"{ns}/{name}\" of {kind} \"{role_name}\"")
+        };
+        let subjects = b
+            .get("subjects")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|sub| {
+                let n = sub.get("name").and_then(Value::as_str)?.to_string();
+                match sub.get("kind").and_then(Value::as_str)? {
+                    "User" => Some(Who::User(n)),
+                    "Group" => Some(Who::Group(n)),
+                    "ServiceAccount" => {
+                        let sns = sub.get("namespace").and_then(Value::as_str).filter(|x| !x.is_empty()).unwrap_or(ns);
+                        Some(Who::User(format!("system:serviceaccount:{sns}:{n}")))
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        Some(Bound { why, subjects, role: (cluster, role_name) })
     }
-    if !namespace.is_empty() {
-        for b in p.role_bindings(namespace) {
-            if !binds(&b, s) {
-                continue;
-            }
-            let name = b.pointer("/roleRef/name").and_then(Value::as_str).unwrap_or("");
-            let (kind, role) = match b.pointer("/roleRef/kind").and_then(Value::as_str) {
-                Some("ClusterRole") => ("ClusterRole", p.cluster_role(name)),
-                Some("Role") => ("Role", p.role(namespace, name)),
-                _ => continue,
-            };
-            let why = format!("RoleBinding \"{namespace}/{}\" of {kind} \"{name}\"", crate::object::name(&b));
-            out.extend(rules_of(role).into_iter().map(|r| (why.clone(), r)));
-        }
+
+    fn names(&self, s: &Subject<'_>) -> bool {
+        self.subjects.iter().any(|w| match w {
+            Who::User(u) => u == s.user,
+            Who::Group(g) => s.groups.iter().any(|x| x == g),
+        })
     }
-    out
 }
 
-/// Whether `s` may do `a`; `Ok` carries the reason (the binding that allows it).
-pub fn authorize(p: &dyn Policies, s: &Subject<'_>, a: &Attributes) -> Result<String, String> {
-    rules_for(p, s, &a.namespace)
-        .into_iter()
-        .find(|(_, r)| r.allows(a))
-        .map(|(why, _)| format!("allowed by {why}"))
-        .ok_or_else(|| "no RBAC policy matched".to_string())
+/// Every role and binding, compiled for deciding without touching JSON: rules parsed,
+/// bindings by namespace. Rebuilt when any of them changes.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    cluster_roles: HashMap<String, Vec<Rule>>,
+    roles: HashMap<(String, String), Vec<Rule>>,
+    cluster_bindings: Vec<Bound>,
+    bindings: HashMap<String, Vec<Bound>>,
+}
+
+fn rules_of(role: &Value) -> Vec<Rule> {
+    role.get("rules").and_then(Value::as_array).into_iter().flatten().map(Rule::of).collect()
+}
+
+impl Snapshot {
+    /// From the stored objects of the four kinds.
+    pub fn build<'a>(
+        cluster_roles: impl IntoIterator<Item = &'a Value>,
+        roles: impl IntoIterator<Item = &'a Value>,
+        cluster_bindings: impl IntoIterator<Item = &'a Value>,
+        bindings: impl IntoIterator<Item = &'a Value>,
+    ) -> Snapshot {
+        let mut s = Snapshot::default();
+        for r in cluster_roles {
+            s.cluster_roles.insert(crate::object::name(r).to_string(), rules_of(r));
+        }
+        for r in roles {
+            let key = (crate::object::namespace(r).to_string(), crate::object::name(r).to_string());
+            s.roles.insert(key, rules_of(r));
+        }
+        // A ClusterRoleBinding may only name a ClusterRole.
+        s.cluster_bindings = cluster_bindings.into_iter().filter_map(Bound::of).filter(|b| b.role.0).collect();
+        for b in bindings {
+            if let Some(bound) = Bound::of(b) {
+                s.bindings.entry(crate::object::namespace(b).to_string()).or_default().push(bound);
+            }
+        }
+        s
+    }
+
+    /// The rules of a role; `None` if it does not exist.
+    pub fn role_rules(&self, namespace: Option<&str>, name: &str) -> Option<&[Rule]> {
+        match namespace {
+            Some(ns) => self.roles.get(&(ns.to_string(), name.to_string())),
+            None => self.cluster_roles.get(name),
+        }
+        .map(Vec::as_slice)
+    }
+
+    fn bound_rules<'a>(&'a self, b: &'a Bound, namespace: &str) -> &'a [Rule] {
+        let rules = if b.role.0 {
+            self.cluster_roles.get(&b.role.1)
+        } else {
+            self.roles.get(&(namespace.to_string(), b.role.1.clone()))
+        };
+        rules.map_or(&[], Vec::as_slice)
+    }
+
+    /// The rules `s` holds in `namespace` (cluster-wide ones only when it is empty), each with
+    /// the binding that grants it.
+    pub fn rules_for<'a>(&'a self, s: &Subject<'_>, namespace: &str) -> Vec<(&'a str, &'a Rule)> {
+        let mut out = Vec::new();
+        for b in self.cluster_bindings.iter().filter(|b| b.names(s)) {
+            out.extend(self.bound_rules(b, "").iter().map(|r| (b.why.as_str(), r)));
+        }
+        if !namespace.is_empty() {
+            for b in self.bindings.get(namespace).into_iter().flatten().filter(|b| b.names(s)) {
+                out.extend(self.bound_rules(b, namespace).iter().map(|r| (b.why.as_str(), r)));
+            }
+        }
+        out
+    }
+
+    /// Whether `s` may do `a`; `Ok` carries the reason (the binding that allows it).
+    pub fn authorize(&self, s: &Subject<'_>, a: &Attributes) -> Result<String, String> {
+        let allowed_by = |b: &Bound, ns: &str| b.names(s) && self.bound_rules(b, ns).iter().any(|r| r.allows(a));
+        let found = self.cluster_bindings.iter().find(|b| allowed_by(b, "")).or_else(|| {
+            if a.namespace.is_empty() {
+                return None;
+            }
+            self.bindings.get(&a.namespace).into_iter().flatten().find(|b| allowed_by(b, &a.namespace))
+        });
+        found.map(|b| format!("allowed by {}", b.why)).ok_or_else(|| "no RBAC policy matched".to_string())
+    }
 }
 
 /// Whether `held` covers every permission of `wanted` (Kubernetes' escalation check: a

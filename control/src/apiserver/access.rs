@@ -88,7 +88,8 @@ pub fn review(
                     "evaluationError": "no RBAC policy is loaded"});
                 return Ok(out);
             };
-            let rules = wasmorch_api::rbac::rules_for(p.as_ref(), &Subject { user: &id.user, groups: &id.groups }, ns);
+            let snap = p.snapshot();
+            let rules = snap.rules_for(&Subject { user: &id.user, groups: &id.groups }, ns);
             let (mut resource, mut non) = (Vec::new(), Vec::new());
             for (_, r) in rules {
                 let v = r.to_value();

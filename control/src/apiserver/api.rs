@@ -33,7 +33,7 @@ pub struct Api {
     pub(super) quota_lock: Arc<tokio::sync::Mutex<()>>,
     /// The RBAC objects the authorizer reads (set once the server follows them; until then,
     /// and in servers without it, only admins and nodes are authorized).
-    pub rbac: Arc<std::sync::OnceLock<Arc<dyn wasmorch_api::rbac::Policies + Send + Sync>>>,
+    pub rbac: Arc<std::sync::OnceLock<Arc<super::rbac::Cache>>>,
 }
 
 /// Options of a list (and of a watch's initial state).

@@ -202,7 +202,7 @@ pub fn check(api: &Api, id: &Identity, a: &Attributes) -> Result<String, String>
         return Ok("a member of system:masters".into());
     }
     let Some(p) = api.rbac.get() else { return Err("no RBAC policy is loaded".into()) };
-    wasmorch_api::rbac::authorize(p.as_ref(), &Subject { user: &id.user, groups: &id.groups }, a)
+    p.snapshot().authorize(&Subject { user: &id.user, groups: &id.groups }, a)
 }
 
 /// `check`, as the API's 403 for a request that names no stored resource.

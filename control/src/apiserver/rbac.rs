@@ -9,31 +9,46 @@ use crate::controllers::runtime::Informer;
 use crate::pki::Identity;
 use serde_json::Value;
 use std::sync::Arc;
-use wasmorch_api::rbac::{Attributes, Policies, Rule, Subject};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use wasmorch_api::rbac::{Attributes, Rule, Snapshot, Subject};
 use wasmorch_api::resources::{self, ResourceKind};
 use wasmorch_api::validation::FieldValidation;
 use wasmorch_api::{ApiError, object};
 
-/// Roles and bindings, as the informers keep them.
+/// Roles and bindings, as the informers keep them, compiled into a [`Snapshot`] that is
+/// rebuilt (once, by the first request to need it) after any of them changed.
 pub struct Cache {
     roles: Arc<Informer>,
     cluster_roles: Arc<Informer>,
     bindings: Arc<Informer>,
     cluster_bindings: Arc<Informer>,
+    /// Bumped by every change; a snapshot is good while it was built at the current one.
+    generation: AtomicU64,
+    snapshot: RwLock<Option<(u64, Arc<Snapshot>)>>,
 }
 
-impl Policies for Cache {
-    fn cluster_role(&self, name: &str) -> Option<Value> {
-        self.cluster_roles.cache.get(name)
-    }
-    fn role(&self, namespace: &str, name: &str) -> Option<Value> {
-        self.roles.cache.get(&format!("{namespace}/{name}"))
-    }
-    fn cluster_role_bindings(&self) -> Vec<Value> {
-        self.cluster_bindings.cache.list(None)
-    }
-    fn role_bindings(&self, namespace: &str) -> Vec<Value> {
-        self.bindings.cache.list(Some(namespace))
+impl Cache {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some((g, s)) = self.snapshot.read().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && *g == generation
+        {
+            return s.clone();
+        }
+        let (cr, r, crb, rb) = (
+            self.cluster_roles.cache.list(None),
+            self.roles.cache.list(None),
+            self.cluster_bindings.cache.list(None),
+            self.bindings.cache.list(None),
+        );
+        let s = Arc::new(Snapshot::build(&cr, &r, &crb, &rb));
+        // Kept only if nothing changed while it was built (else the next request builds anew).
+        let mut slot = self.snapshot.write().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::Acquire) == generation {
+            *slot = Some((generation, s.clone()));
+        }
+        s
     }
 }
 
@@ -45,8 +60,17 @@ pub fn start(api: &Api) {
         cluster_roles: informer(ResourceKind::ClusterRole),
         bindings: informer(ResourceKind::RoleBinding),
         cluster_bindings: informer(ResourceKind::ClusterRoleBinding),
+        generation: AtomicU64::new(0),
+        snapshot: RwLock::new(None),
     });
     for i in [&c.roles, &c.cluster_roles, &c.bindings, &c.cluster_bindings] {
+        // The handler runs after the informer's cache took the change.
+        let weak = Arc::downgrade(&c);
+        i.on_change(Arc::new(move |_, _| {
+            if let Some(c) = weak.upgrade() {
+                c.generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }));
         tokio::spawn(i.clone().run(api.clone()));
     }
     let _ = api.rbac.set(c);
@@ -76,11 +100,11 @@ pub fn check_escalation(api: &Api, id: &Identity, kind: ResourceKind, obj: &Valu
     if id.is_admin() {
         return Ok(());
     }
-    let Some(p) = api.rbac.get() else { return Err(ApiError::forbidden("no RBAC policy is loaded")) };
+    let Some(cache) = api.rbac.get() else { return Err(ApiError::forbidden("no RBAC policy is loaded")) };
+    let p = cache.snapshot();
     let ns = object::namespace(obj).to_string();
     let subject = Subject { user: &id.user, groups: &id.groups };
-    let held: Vec<Rule> =
-        wasmorch_api::rbac::rules_for(p.as_ref(), &subject, &ns).into_iter().map(|(_, r)| r).collect();
+    let held: Vec<Rule> = p.rules_for(&subject, &ns).into_iter().map(|(_, r)| r.clone()).collect();
     let (wanted, bypass_verb, role_res, role_name) = match kind {
         ResourceKind::Role | ResourceKind::ClusterRole => {
             let res = if kind == ResourceKind::Role { "roles" } else { "clusterroles" };
@@ -90,8 +114,8 @@ pub fn check_escalation(api: &Api, id: &Identity, kind: ResourceKind, obj: &Valu
             let r = &obj["roleRef"];
             let name = r["name"].as_str().unwrap_or("").to_string();
             let (res, role) = match r["kind"].as_str() {
-                Some("Role") => ("roles", p.role(&ns, &name)),
-                _ => ("clusterroles", p.cluster_role(&name)),
+                Some("Role") => ("roles", p.role_rules(Some(&ns), &name)),
+                _ => ("clusterroles", p.role_rules(None, &name)),
             };
             // Binding a role that does not exist grants nothing yet: Kubernetes refuses it too.
             let Some(role) = role else {
@@ -100,7 +124,7 @@ pub fn check_escalation(api: &Api, id: &Identity, kind: ResourceKind, obj: &Valu
                     id.user
                 )));
             };
-            (rules(&role), "bind", res, name)
+            (role.to_vec(), "bind", res, name)
         }
     };
     let bypass = Attributes {

@@ -84,18 +84,21 @@ fn sample_of(u: &PodUsage, resource: &str, container: Option<&str>) -> Option<Sa
     Some(Sample { value, timestamp: u.timestamp, window: u.window })
 }
 
-/// The desired count for one `Resource` or `ContainerResource` metric.
-#[allow(clippy::too_many_arguments)]
-fn resource_metric(
-    spec: &Value,
-    ty: &str,
+/// What every metric's computation reads: the target's current replicas, the pods its
+/// selector picks, their usage, and the controller's tolerance and clock.
+#[derive(Clone, Copy)]
+struct Inputs<'a> {
     current: i64,
-    pods: &[Value],
-    metrics: &Metrics,
-    ns: &str,
+    pods: &'a [Value],
+    metrics: &'a Metrics,
+    ns: &'a str,
     tolerance: f64,
     now: DateTime<Utc>,
-) -> Result<Computed, MetricError> {
+}
+
+/// The desired count for one `Resource` or `ContainerResource` metric.
+fn resource_metric(spec: &Value, ty: &str, inp: &Inputs<'_>) -> Result<Computed, MetricError> {
+    let Inputs { current, pods, metrics, ns, tolerance, now } = *inp;
     let key = if ty == "Resource" { "resource" } else { "containerResource" };
     let m = &spec[key];
     let resource = m["name"].as_str().unwrap_or("");
@@ -185,15 +188,8 @@ fn unknown_metric(name: &str) -> String {
 }
 
 /// The desired count for a `Pods` metric: the average per pod of a request metric.
-fn pods_metric(
-    spec: &Value,
-    current: i64,
-    pods: &[Value],
-    metrics: &Metrics,
-    ns: &str,
-    tolerance: f64,
-    now: DateTime<Utc>,
-) -> Result<Computed, MetricError> {
+fn pods_metric(spec: &Value, inp: &Inputs<'_>) -> Result<Computed, MetricError> {
+    let Inputs { current, pods, metrics, ns, tolerance, now } = *inp;
     let m = &spec["pods"];
     let name = m["metric"]["name"].as_str().unwrap_or("");
     let fail = |message: String| MetricError { reason: "FailedGetPodsMetric", message };
@@ -214,17 +210,14 @@ fn pods_metric(
 
 /// The desired count for an `Object` metric: a request metric of a Service, the sum over the
 /// pods it selects.
-#[allow(clippy::too_many_arguments)]
 fn object_metric(
     spec: &Value,
-    current: i64,
+    inp: &Inputs<'_>,
     pods_of: impl Fn(&LabelSelector) -> Vec<Value>,
     services: &Informer,
-    metrics: &Metrics,
-    ns: &str,
-    ready: i64,
-    tolerance: f64,
 ) -> Result<Computed, MetricError> {
+    let Inputs { current, pods, metrics, ns, tolerance, .. } = *inp;
+    let ready = pods.iter().filter(|p| super::replicaset::is_ready(p)).count() as i64;
     let m = &spec["object"];
     let name = m["metric"]["name"].as_str().unwrap_or("");
     let fail = |message: String| MetricError { reason: "FailedGetObjectMetric", message };
@@ -400,13 +393,12 @@ impl Controller {
             let mut failure: Option<MetricError> = None;
             for m in spec["metrics"].as_array().into_iter().flatten() {
                 let ty = m["type"].as_str().unwrap_or("");
+                let inp =
+                    Inputs { current, pods: &pods, metrics: &self.metrics, ns, tolerance: self.cfg.tolerance, now };
                 let r = match ty {
-                    "Resource" | "ContainerResource" => {
-                        resource_metric(m, ty, current, &pods, &self.metrics, ns, self.cfg.tolerance, now)
-                    }
-                    "Pods" => pods_metric(m, current, &pods, &self.metrics, ns, self.cfg.tolerance, now),
+                    "Resource" | "ContainerResource" => resource_metric(m, ty, &inp),
+                    "Pods" => pods_metric(m, &inp),
                     "Object" => {
-                        let ready = pods.iter().filter(|p| super::replicaset::is_ready(p)).count() as i64;
                         let pods_of = |sel: &LabelSelector| -> Vec<Value> {
                             self.pods
                                 .cache
@@ -415,7 +407,7 @@ impl Controller {
                                 .filter(|p| sel.matches(&object::labels(p)))
                                 .collect()
                         };
-                        object_metric(m, current, pods_of, &self.services, &self.metrics, ns, ready, self.cfg.tolerance)
+                        object_metric(m, &inp, pods_of, &self.services)
                     }
                     other => Err(MetricError {
                         reason: "FailedGetExternalMetric",

@@ -85,21 +85,32 @@ fn start_connect(
     Ok((r,))
 }
 
-fn remote_address(
+/// One of the socket's addresses (`get`), as the guest should see it (`seen`: the address it
+/// asked for, where the socket stands in for another).
+fn shadowed(
     mut store: StoreContextMut<'_, InstanceState>,
-    (socket,): (Resource<TcpSocket>,),
+    socket: Resource<TcpSocket>,
+    get: fn(&mut WasiSocketsCtxView<'_>, Resource<TcpSocket>) -> wasmtime_wasi::p2::SocketResult<IpSocketAddress>,
+    seen: fn(&InstanceState, u32, SocketAddr) -> Option<SocketAddr>,
 ) -> wasmtime::Result<(Result<IpSocketAddress, ErrorCode>,)> {
     let s = store.data_mut();
     let rep = socket.rep();
     let mut view = WasiSocketsCtxView { ctx: s.wasi.sockets(), table: &mut s.table };
-    let r = match HostTcpSocket::remote_address(&mut view, socket) {
-        Ok(peer) => {
-            let peer = SocketAddr::from(peer);
-            Ok(IpSocketAddress::from(s.tunnels.asked(rep, peer).unwrap_or(peer)))
+    let r = match get(&mut view, socket) {
+        Ok(a) => {
+            let a = SocketAddr::from(a);
+            Ok(IpSocketAddress::from(seen(s, rep, a).unwrap_or(a)))
         }
         Err(e) => Err(wasmtime_wasi::p2::bindings::sockets::network::Host::convert_error_code(&mut view, e)?),
     };
     Ok((r,))
+}
+
+fn remote_address(
+    store: StoreContextMut<'_, InstanceState>,
+    (socket,): (Resource<TcpSocket>,),
+) -> wasmtime::Result<(Result<IpSocketAddress, ErrorCode>,)> {
+    shadowed(store, socket, |v, s| HostTcpSocket::remote_address(v, s), |st, rep, peer| st.tunnels.asked(rep, peer))
 }
 
 type Bind = (Resource<TcpSocket>, Resource<Network>, IpSocketAddress);
@@ -141,21 +152,16 @@ async fn start_bind(
 }
 
 fn local_address(
-    mut store: StoreContextMut<'_, InstanceState>,
+    store: StoreContextMut<'_, InstanceState>,
     (socket,): (Resource<TcpSocket>,),
 ) -> wasmtime::Result<(Result<IpSocketAddress, ErrorCode>,)> {
-    let s = store.data_mut();
-    let rep = socket.rep();
-    let mut view = WasiSocketsCtxView { ctx: s.wasi.sockets(), table: &mut s.table };
-    let r = match HostTcpSocket::local_address(&mut view, socket) {
-        Ok(local) => {
-            let local = SocketAddr::from(local);
-            // An accepted connection's local address is its listener's.
-            Ok(IpSocketAddress::from(s.binds.asked(rep, local).or_else(|| s.ports.virtual_of(local)).unwrap_or(local)))
-        }
-        Err(e) => Err(wasmtime_wasi::p2::bindings::sockets::network::Host::convert_error_code(&mut view, e)?),
-    };
-    Ok((r,))
+    // An accepted connection's local address is its listener's.
+    shadowed(
+        store,
+        socket,
+        |v, s| HostTcpSocket::local_address(v, s),
+        |st, rep, local| st.binds.asked(rep, local).or_else(|| st.ports.virtual_of(local)),
+    )
 }
 
 #[cfg(test)]

@@ -1,28 +1,4 @@
 use super::*;
-use std::collections::HashMap;
-
-#[derive(Default)]
-struct Store {
-    cluster_roles: HashMap<String, Value>,
-    roles: HashMap<(String, String), Value>,
-    crbs: Vec<Value>,
-    rbs: Vec<Value>,
-}
-
-impl Policies for Store {
-    fn cluster_role(&self, name: &str) -> Option<Value> {
-        self.cluster_roles.get(name).cloned()
-    }
-    fn role(&self, ns: &str, name: &str) -> Option<Value> {
-        self.roles.get(&(ns.to_string(), name.to_string())).cloned()
-    }
-    fn cluster_role_bindings(&self) -> Vec<Value> {
-        self.crbs.clone()
-    }
-    fn role_bindings(&self, ns: &str) -> Vec<Value> {
-        self.rbs.iter().filter(|b| b["metadata"]["namespace"] == ns).cloned().collect()
-    }
-}
 
 fn attrs(verb: &str, group: &str, resource: &str, ns: &str) -> Attributes {
     Attributes {
@@ -34,8 +10,8 @@ fn attrs(verb: &str, group: &str, resource: &str, ns: &str) -> Attributes {
     }
 }
 
-fn store() -> Store {
-    let mut s = Store::default();
+/// The default objects (aggregated as the controller would), plus a few of a team's.
+fn objects() -> (Vec<Value>, Vec<Value>, Vec<Value>, Vec<Value>) {
     let all = defaults();
     // The aggregation controller's work, to a fixed point.
     let mut roles: Vec<Value> = all.iter().filter(|o| o["kind"] == "ClusterRole").cloned().collect();
@@ -47,22 +23,27 @@ fn store() -> Store {
             }
         }
     }
-    for r in roles {
-        s.cluster_roles.insert(r["metadata"]["name"].as_str().unwrap().to_string(), r);
-    }
-    s.crbs = all.into_iter().filter(|o| o["kind"] == "ClusterRoleBinding").collect();
-    s.roles.insert(
-        ("team".into(), "cm-reader".into()),
-        json!({"metadata": {"name": "cm-reader", "namespace": "team"},
-            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["settings"]}]}),
-    );
-    s.rbs.push(json!({"metadata": {"name": "alice-view", "namespace": "team"},
-        "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "alice"}]}));
-    s.rbs.push(json!({"metadata": {"name": "robot", "namespace": "team"},
-        "roleRef": {"kind": "Role", "name": "cm-reader"}, "subjects": [{"kind": "ServiceAccount", "name": "bot"}]}));
-    s.crbs.push(json!({"metadata": {"name": "ops-edit"},
+    let mut crbs: Vec<Value> = all.into_iter().filter(|o| o["kind"] == "ClusterRoleBinding").collect();
+    crbs.push(json!({"metadata": {"name": "ops-edit"},
         "roleRef": {"kind": "ClusterRole", "name": "edit"}, "subjects": [{"kind": "Group", "name": "ops"}]}));
-    s
+    let local = vec![json!({"metadata": {"name": "cm-reader", "namespace": "team"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["settings"]}]})];
+    let rbs = vec![
+        json!({"metadata": {"name": "alice-view", "namespace": "team"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"}, "subjects": [{"kind": "User", "name": "alice"}]}),
+        json!({"metadata": {"name": "robot", "namespace": "team"},
+            "roleRef": {"kind": "Role", "name": "cm-reader"}, "subjects": [{"kind": "ServiceAccount", "name": "bot"}]}),
+    ];
+    (roles, local, crbs, rbs)
+}
+
+fn store() -> Snapshot {
+    let (cr, r, crb, rb) = objects();
+    Snapshot::build(&cr, &r, &crb, &rb)
+}
+
+fn cluster_role(name: &str) -> Value {
+    objects().0.into_iter().find(|r| r["metadata"]["name"] == name).unwrap()
 }
 
 #[test]
@@ -90,41 +71,40 @@ fn decisions_follow_the_bindings() {
         (&alice, attrs("create", "authorization.k8s.io", "selfsubjectaccessreviews", ""), true),
     ];
     for (who, a, want) in table {
-        assert_eq!(authorize(&s, who, &a).is_ok(), want, "{} {:?}", who.user, a);
+        assert_eq!(s.authorize(who, &a).is_ok(), want, "{} {:?}", who.user, a);
     }
     // resourceNames: only the named object; a list never matches.
     let mut a = attrs("get", "", "configmaps", "team");
     a.name = "settings".into();
-    assert!(authorize(&s, &bot, &a).is_ok());
+    assert!(s.authorize(&bot, &a).is_ok());
     a.name = "other".into();
-    assert!(authorize(&s, &bot, &a).is_err());
-    assert!(authorize(&s, &bot, &attrs("list", "", "configmaps", "team")).is_err());
+    assert!(s.authorize(&bot, &a).is_err());
+    assert!(s.authorize(&bot, &attrs("list", "", "configmaps", "team")).is_err());
     // Subresources are their own resources; paths are matched as nonResourceURLs.
     let mut log = attrs("get", "", "pods", "team");
     log.subresource = "log".into();
-    assert!(authorize(&s, &alice, &log).is_ok());
+    assert!(s.authorize(&alice, &log).is_ok());
     log.subresource = "exec".into();
-    assert!(authorize(&s, &alice, &log).is_err());
+    assert!(s.authorize(&alice, &log).is_err());
     let path = Attributes { verb: "get".into(), path: Some("/version".into()), ..Default::default() };
-    assert!(authorize(&s, &alice, &path).is_ok());
+    assert!(s.authorize(&alice, &path).is_ok());
     let metrics = Attributes { verb: "get".into(), path: Some("/metrics".into()), ..Default::default() };
-    assert!(authorize(&s, &alice, &metrics).is_err());
-    assert!(authorize(&s, &root, &metrics).unwrap().contains("cluster-admin"));
+    assert!(s.authorize(&alice, &metrics).is_err());
+    assert!(s.authorize(&root, &metrics).unwrap().contains("cluster-admin"));
 }
 
 #[test]
 fn aggregation_collects_labelled_roles() {
-    let s = store();
-    let view = Rule::of(&s.cluster_roles["view"]["rules"][0]);
+    let view = Rule::of(&cluster_role("view")["rules"][0]);
     assert!(!view.verbs.is_empty(), "view got the rules of system:aggregate-to-view");
-    let admin: Vec<Rule> = s.cluster_roles["admin"]["rules"].as_array().unwrap().iter().map(Rule::of).collect();
-    let edit: Vec<Rule> = s.cluster_roles["edit"]["rules"].as_array().unwrap().iter().map(Rule::of).collect();
+    let admin: Vec<Rule> = cluster_role("admin")["rules"].as_array().unwrap().iter().map(Rule::of).collect();
+    let edit: Vec<Rule> = cluster_role("edit")["rules"].as_array().unwrap().iter().map(Rule::of).collect();
     assert!(covers(&admin, &edit).is_ok(), "admin ⊇ edit");
     assert!(covers(&edit, &admin).is_err(), "edit ⊉ admin (roles)");
     // A role of one's own, labelled aggregate-to-view, extends view.
     let mine = json!({"metadata": {"name": "crontabs-view", "labels": {aggregate_label("view"): "true"}},
         "rules": [{"apiGroups": ["example.com"], "resources": ["crontabs"], "verbs": ["get"]}]});
-    let all = vec![s.cluster_roles["view"].clone(), mine.clone()];
+    let all = vec![cluster_role("view"), mine.clone()];
     let rules = aggregated_rules(&all[0], &all).unwrap();
     assert_eq!(rules, vec![mine["rules"][0].clone()]);
 }
