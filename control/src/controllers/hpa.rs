@@ -340,15 +340,15 @@ impl Controller {
         status["currentReplicas"] = json!(scale["status"]["replicas"].as_i64().unwrap_or(current));
         let selector = scale["status"]["selector"].as_str().unwrap_or("");
 
+        let got_scale = || {
+            let msg = "the HPA controller was able to get the target's current scale";
+            condition(prev, "AbleToScale", true, "SucceededGetScale", msg, &now_s)
+        };
+        let behavior = &spec["behavior"];
+        let up = Rules::of(behavior.get("scaleUp"), hpa::default_scale_up(), self.cfg.downscale_stabilization);
+        let down = Rules::of(behavior.get("scaleDown"), hpa::default_scale_down(), self.cfg.downscale_stabilization);
         let (desired, reason) = if current == 0 && min != 0 {
-            conds.push(condition(
-                prev,
-                "AbleToScale",
-                true,
-                "SucceededGetScale",
-                "the HPA controller was able to get the target's current scale",
-                &now_s,
-            ));
+            conds.push(got_scale());
             conds.push(condition(
                 prev,
                 "ScalingActive",
@@ -364,14 +364,7 @@ impl Controller {
             } else {
                 (min, "Current number of replicas below Spec.MinReplicas", "TooFewReplicas")
             };
-            conds.push(condition(
-                prev,
-                "AbleToScale",
-                true,
-                "SucceededGetScale",
-                "the HPA controller was able to get the target's current scale",
-                &now_s,
-            ));
+            conds.push(got_scale());
             conds.push(condition(prev, "ScalingLimited", true, limit, why, &now_s));
             (n, Some(why.to_string()))
         } else {
@@ -448,14 +441,7 @@ impl Controller {
                     COMPONENT,
                 )
                 .await;
-                conds.push(condition(
-                    prev,
-                    "AbleToScale",
-                    true,
-                    "SucceededGetScale",
-                    "the HPA controller was able to get the target's current scale",
-                    &now_s,
-                ));
+                conds.push(got_scale());
                 conds.push(condition(prev, "ScalingActive", false, e.reason, &e.message, &now_s));
                 return self.write_status(&h, ns, name, status, conds).await;
             };
@@ -467,10 +453,6 @@ impl Controller {
                 &format!("the HPA was able to successfully calculate a replica count from {}", best.name),
                 &now_s,
             ));
-            let behavior = &spec["behavior"];
-            let up = Rules::of(behavior.get("scaleUp"), hpa::default_scale_up(), self.cfg.downscale_stabilization);
-            let down =
-                Rules::of(behavior.get("scaleDown"), hpa::default_scale_down(), self.cfg.downscale_stabilization);
             let n = {
                 let mut hist = self.history.lock().unwrap_or_else(|e| e.into_inner());
                 hpa::normalize(hist.entry(key.clone()).or_default(), current, best.replicas, min, max, &up, &down, now)
@@ -500,14 +482,6 @@ impl Controller {
                     let msg = format!("New size: {desired}; reason: {why}");
                     events::record(&self.api, &h, "Normal", "SuccessfulRescale", msg, COMPONENT).await;
                     status["lastScaleTime"] = json!(now_s);
-                    let behavior = &spec["behavior"];
-                    let up =
-                        Rules::of(behavior.get("scaleUp"), hpa::default_scale_up(), self.cfg.downscale_stabilization);
-                    let down = Rules::of(
-                        behavior.get("scaleDown"),
-                        hpa::default_scale_down(),
-                        self.cfg.downscale_stabilization,
-                    );
                     let mut hist = self.history.lock().unwrap_or_else(|e| e.into_inner());
                     hpa::record_scale(hist.entry(key.clone()).or_default(), current, desired, &up, &down, now);
                     drop(hist);

@@ -1,4 +1,6 @@
 use super::*;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 
 fn t(s: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
