@@ -700,6 +700,48 @@ fn client_side_apply_migrates_to_server_side() {
     assert_eq!(ok(&c, &["get", "cm", "mig", "-o", "jsonpath={.data}"]), r#"{"a":"1"}"#);
 }
 
+/// An `autoscaling/v1` manifest through kubectl: client-side apply creates it and patches it
+/// (a strategic merge patch against the v1 form); each version reads it in its own shape.
+#[test]
+fn kubectl_applies_and_reads_autoscaling_v1() {
+    if !kubectl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path());
+    let f = dir.path().join("hpa.yaml");
+    let manifest = |pct: u32| {
+        format!(
+            "apiVersion: autoscaling/v1\nkind: HorizontalPodAutoscaler\nmetadata:\n  name: web\nspec:\n  scaleTargetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  maxReplicas: 5\n  targetCPUUtilizationPercentage: {pct}\n"
+        )
+    };
+    std::fs::write(&f, manifest(40)).unwrap();
+    let file = f.to_str().unwrap();
+    assert_eq!(ok(&c, &["apply", "-f", file]).trim(), "horizontalpodautoscaler.autoscaling/web created");
+    std::fs::write(&f, manifest(70)).unwrap();
+    assert_eq!(ok(&c, &["apply", "-f", file]).trim(), "horizontalpodautoscaler.autoscaling/web configured");
+    let v1 = ok(
+        &c,
+        &[
+            "get",
+            "horizontalpodautoscalers.v1.autoscaling",
+            "web",
+            "-o",
+            "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage}",
+        ],
+    );
+    assert_eq!(v1, "autoscaling/v1 70");
+    let v2 = ok(
+        &c,
+        &["get", "hpa", "web", "-o", "jsonpath={.apiVersion} {.spec.metrics[0].resource.target.averageUtilization}"],
+    );
+    assert_eq!(v2, "autoscaling/v2 70");
+    let table = ok(&c, &["get", "horizontalpodautoscalers.v1.autoscaling"]);
+    assert!(table.starts_with("NAME") && table.contains("Deployment/web"), "{table}");
+    let versions = ok(&c, &["api-versions"]);
+    assert!(versions.contains("autoscaling/v1\n") && versions.contains("autoscaling/v2\n"), "{versions}");
+}
+
 /// Samples of a Prometheus text exposition as parsed by the official Python client's parser:
 /// (sample name, labels, value). Panics if the text does not parse.
 fn parse_prometheus(text: &str) -> Vec<(String, serde_json::Map<String, serde_json::Value>, f64)> {

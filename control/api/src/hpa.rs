@@ -264,6 +264,7 @@ pub fn targets_column(o: &Value) -> String {
 
 mod behavior;
 mod calculator;
+pub mod v1;
 pub use behavior::*;
 pub use calculator::*;
 

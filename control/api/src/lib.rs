@@ -12,6 +12,7 @@
 //! Objects travel as `serde_json::Value` so that unknown-but-valid fields survive a round
 //! trip; typed `k8s-openapi` structs are used to validate and to read well-known fields.
 
+pub mod convert;
 pub mod decode;
 pub mod defaults;
 pub mod disruption;

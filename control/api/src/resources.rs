@@ -248,12 +248,37 @@ pub static RESOURCES: &[Resource] = &[
     ),
 ];
 
-/// API groups other than core, in discovery order, with their single served version.
-pub fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
-        if !out.iter().any(|(g, _)| *g == r.group) {
-            out.push((r.group, r.version));
+/// Versions served besides the one a kind is stored in: the same objects, converted on the
+/// way in and out by [`crate::convert`]. Each shares its stored resource's plural, scope and
+/// store keys; only `version` (and so the wire form) differs.
+pub static ALTERNATES: &[Resource] = &[res!(
+    HorizontalPodAutoscaler,
+    "autoscaling",
+    "v1",
+    "HorizontalPodAutoscaler",
+    "horizontalpodautoscalers",
+    "horizontalpodautoscaler",
+    true,
+    &["hpa"],
+    true,
+    false,
+    ALL
+)];
+
+/// Every served resource in every served version: the stored versions first.
+pub fn served() -> impl Iterator<Item = &'static Resource> {
+    RESOURCES.iter().chain(ALTERNATES.iter())
+}
+
+/// API groups other than core, in discovery order, each with its served versions, the
+/// preferred (stored) one first.
+pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in served().filter(|r| !r.group.is_empty()) {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, vs)) if !vs.contains(&r.version) => vs.push(r.version),
+            Some(_) => {}
+            None => out.push((r.group, vec![r.version])),
         }
     }
     out
@@ -303,14 +328,19 @@ impl Resource {
     }
 }
 
-/// Find a resource by API group, version and plural (routing).
+/// Find a resource by API group, version and plural (routing), in any served version.
 pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    served().find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// Find a resource by `apiVersion` and `kind` (manifests).
+/// Find a resource by `apiVersion` and `kind` (manifests), in any served version.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.api_version() == api_version && r.kind == kind)
+    served().find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+/// The stored resource behind a served one (itself, unless it is an alternate version).
+pub fn storage_of(served: &'static Resource) -> &'static Resource {
+    of(served.kind_id)
 }
 
 /// Resolve what a user types (`deploy`, `deployments`, `Deployment`, `deployments.apps`, `deployment.apps`).

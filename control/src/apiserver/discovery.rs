@@ -5,7 +5,7 @@
 
 use super::metrics;
 use serde_json::{Value, json};
-use wasmorch_api::resources::{self, RESOURCES, Resource};
+use wasmorch_api::resources::{self, Resource};
 use wasmorch_api::{KUBE_MAJOR, KUBE_MINOR};
 
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -30,8 +30,9 @@ pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').next().is_some_and(|a| a.contains("as=APIGroupDiscoveryList"))
 }
 
-fn in_group(group: &str) -> impl Iterator<Item = &'static Resource> + '_ {
-    RESOURCES.iter().filter(move |r| r.group == group)
+/// The resources of one group version.
+fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
+    resources::served().filter(move |r| r.group == group && r.version == version)
 }
 
 fn gvk(r: &Resource) -> Value {
@@ -90,19 +91,35 @@ const VIRTUAL: [(&str, &str, &[VirtualResource]); 2] = [
     ),
 ];
 
-/// The groups served: every stored resource's, and the virtual ones.
-fn all_groups() -> Vec<(&'static str, &'static str)> {
+/// The groups served, each with its versions (preferred first): every stored resource's, and
+/// the virtual ones.
+fn all_groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut gs = resources::groups();
-    gs.extend(VIRTUAL.iter().map(|(g, v, _)| (*g, *v)));
+    gs.extend(VIRTUAL.iter().map(|(g, v, _)| (*g, vec![*v])));
     gs
+}
+
+/// Every served group version, core first.
+fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut gvs = vec![("", "v1")];
+    gvs.extend(resources::groups().into_iter().flat_map(|(g, vs)| vs.into_iter().map(move |v| (g, v))));
+    gvs
 }
 
 fn virtual_resources(group: &str, version: &str) -> Option<&'static [VirtualResource]> {
     VIRTUAL.iter().find(|(g, v, _)| *g == group && *v == version).map(|(_, _, r)| *r)
 }
 
-fn aggregated_group(group: &str, version: &str) -> Value {
-    let resources: Vec<Value> = match virtual_resources(group, version) {
+fn aggregated_group(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"version": v, "resources": aggregated_version(group, v), "freshness": "Current"}))
+        .collect();
+    json!({"metadata": {"name": group, "creationTimestamp": null}, "versions": versions})
+}
+
+fn aggregated_version(group: &str, version: &str) -> Vec<Value> {
+    match virtual_resources(group, version) {
         Some(list) => list
             .iter()
             .map(|(plural, kind, namespaced, verbs)| {
@@ -115,44 +132,41 @@ fn aggregated_group(group: &str, version: &str) -> Value {
                 })
             })
             .collect(),
-        None => in_group(group).map(aggregated_resource).collect(),
-    };
-    json!({
-        "metadata": {"name": group, "creationTimestamp": null},
-        "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
-    })
+        None => in_group_version(group, version).map(aggregated_resource).collect(),
+    }
 }
 
 /// `/api` in either form.
 pub fn core(aggregated: bool) -> Value {
     if aggregated {
-        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": [aggregated_group("", "v1")]})
+        json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": [aggregated_group("", &["v1"])]})
     } else {
         json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
     }
 }
 
-fn group_doc(group: &str, version: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+fn group_doc(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    json!({"name": group, "preferredVersion": gvs[0].clone(), "versions": gvs})
 }
 
 /// `/apis` in either form.
 pub fn groups(aggregated: bool) -> Value {
     let gs = all_groups();
     if aggregated {
-        let items: Vec<Value> = gs.iter().map(|(g, v)| aggregated_group(g, v)).collect();
+        let items: Vec<Value> = gs.iter().map(|(g, vs)| aggregated_group(g, vs)).collect();
         json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
     } else {
-        let groups: Vec<Value> = gs.iter().map(|(g, v)| group_doc(g, v)).collect();
+        let groups: Vec<Value> = gs.iter().map(|(g, vs)| group_doc(g, vs)).collect();
         json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
     }
 }
 
 /// `/apis/{group}`.
 pub fn group(name: &str) -> Option<Value> {
-    all_groups().into_iter().find(|(g, _)| *g == name).map(|(g, v)| {
-        let mut d = group_doc(g, v);
+    all_groups().into_iter().find(|(g, _)| *g == name).map(|(g, vs)| {
+        let mut d = group_doc(g, &vs);
         d["kind"] = json!("APIGroup");
         d["apiVersion"] = json!("v1");
         d
@@ -172,7 +186,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/{version}"), "resources": list}),
         );
     }
-    let rs: Vec<&Resource> = in_group(group).filter(|r| r.version == version).collect();
+    let rs: Vec<&Resource> = in_group_version(group, version).collect();
     if rs.is_empty() {
         return None;
     }
@@ -208,9 +222,7 @@ fn gv_path(group: &str, version: &str) -> String {
 /// `/openapi/v3`: one entry per group version.
 pub fn openapi_root() -> Value {
     let mut paths = serde_json::Map::new();
-    let mut gvs = vec![("", "v1")];
-    gvs.extend(resources::groups());
-    for (g, v) in gvs {
+    for (g, v) in group_versions() {
         let p = gv_path(g, v);
         paths.insert(
             p.clone(),
@@ -222,9 +234,7 @@ pub fn openapi_root() -> Value {
 
 /// `/openapi/v3/{api/v1 | apis/g/v}`: the item paths with their PATCH operations.
 pub fn openapi_group_version(path: &str) -> Option<Value> {
-    let mut gvs = vec![("", "v1")];
-    gvs.extend(resources::groups());
-    let (g, v) = gvs.into_iter().find(|(g, v)| gv_path(g, v) == path)?;
+    let (g, v) = group_versions().into_iter().find(|(g, v)| gv_path(g, v) == path)?;
     let params = json!([
         {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
         {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
@@ -232,8 +242,8 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}}
     ]);
     let mut paths = serde_json::Map::new();
-    let kinds: Vec<&Resource> = in_group(g).filter(|r| r.version == v).collect();
-    for r in in_group(g).filter(|r| r.version == v) {
+    let kinds: Vec<&Resource> = in_group_version(g, v).collect();
+    for r in in_group_version(g, v) {
         let item = if r.namespaced {
             format!("/{}/namespaces/{{namespace}}/{}/{{name}}", gv_path(g, v), r.plural)
         } else {

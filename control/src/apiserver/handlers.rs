@@ -19,7 +19,7 @@ use std::time::Duration;
 use wasmorch_api::selector::{FieldSelector, LabelSelector};
 use wasmorch_api::table::{self, IncludeObject};
 use wasmorch_api::validation::FieldValidation;
-use wasmorch_api::{ApiError, object};
+use wasmorch_api::{ApiError, convert, object, resources};
 
 /// Identity of the TLS peer, set per connection by the accept loop.
 #[derive(Clone, Debug)]
@@ -288,6 +288,11 @@ fn list_options(t: &Target, p: &Params) -> Result<ListOptions, ApiError> {
 }
 
 async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<Response, ApiError> {
+    // Everything below works on the stored version; `view` is the version the client speaks
+    // (`autoscaling/v1`), converted to on the way in and out.
+    let view = t.res;
+    let t = Target { res: resources::storage_of(view), ..t };
+    let show = |v: Value| convert::from_storage(view, v);
     let p = Params::parse(req.uri().query());
     let method = req.method().clone();
     let headers = req.headers().clone();
@@ -388,6 +393,7 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
                 after,
                 send_initial_events,
                 bookmarks: p.flag("allowWatchBookmarks"),
+                view,
                 timeout,
                 protobuf: table.is_none() && request::wants_protobuf(&headers),
                 table,
@@ -415,9 +421,9 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
                     if let Some(c) = list["metadata"].get("continue") {
                         tab["metadata"]["continue"] = c.clone();
                     }
-                    json_response(StatusCode::OK, &tab, &[])
+                    json_response(StatusCode::OK, &show(tab), &[])
                 }
-                None => json_response(StatusCode::OK, &list, &[]),
+                None => json_response(StatusCode::OK, &show(list), &[]),
             })
         }
         (&Method::GET, true) => {
@@ -432,36 +438,62 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
             Ok(match table {
                 Some(include) => json_response(
                     StatusCode::OK,
-                    &table::table(
+                    &show(table::table(
                         t.res,
                         std::slice::from_ref(&obj),
                         &object::resource_version(&obj).to_string(),
                         include,
                         chrono::Utc::now(),
-                    ),
+                    )),
                     &[],
                 ),
-                None => json_response(StatusCode::OK, &obj, &[]),
+                None => json_response(StatusCode::OK, &show(obj), &[]),
             })
         }
         (&Method::POST, false) => {
-            let obj = request::decode_body(&headers, &body)?;
+            let (obj, mut warnings) = convert::to_storage(view, request::decode_body(&headers, &body)?, mode)?;
             let w =
                 api.create_by(t.res, t.namespace.as_deref(), obj, mode, dry_run, &writer(&p, &headers, false)?).await?;
-            Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
+            warnings.extend(w.warnings);
+            Ok(json_response(StatusCode::CREATED, &show(w.object), &warnings))
         }
         (&Method::PUT, true) => {
-            let obj = request::decode_body(&headers, &body)?;
+            let (obj, mut warnings) = convert::to_storage(view, request::decode_body(&headers, &body)?, mode)?;
             let w = api.update_by(&t, obj, mode, dry_run, writer(&p, &headers, false)?).await?;
-            Ok(json_response(StatusCode::OK, &w.object, &w.warnings))
+            warnings.extend(w.warnings);
+            Ok(json_response(StatusCode::OK, &show(w.object), &warnings))
+        }
+        (&Method::PATCH, true)
+            if convert::converts(view) && !request::content_type(&headers).starts_with("application/apply-patch") =>
+        {
+            let patch = request::decode_body(&headers, &body)?;
+            let w = patch_through(
+                api,
+                &t,
+                view,
+                &request::content_type(&headers),
+                &patch,
+                mode,
+                dry_run,
+                writer(&p, &headers, false)?,
+            )
+            .await?;
+            Ok(json_response(StatusCode::OK, &show(w.object), &w.warnings))
         }
         (&Method::PATCH, true) => {
-            let patch = request::decode_body(&headers, &body)?;
+            let (patch, mut warnings) = match convert::converts(view) {
+                // An apply configuration is a (partial) object of the version it names.
+                true => convert::to_storage(view, request::decode_body(&headers, &body)?, mode)?,
+                false => (request::decode_body(&headers, &body)?, Vec::new()),
+            };
             let ct = request::content_type(&headers);
             let apply = ct == "application/apply-patch+yaml";
             let w = writer(&p, &headers, apply)?;
             match api.patch_by(&t, &ct, patch.clone(), mode, dry_run, w.clone()).await {
-                Ok(w) => Ok(json_response(StatusCode::OK, &w.object, &w.warnings)),
+                Ok(w) => {
+                    warnings.extend(w.warnings);
+                    Ok(json_response(StatusCode::OK, &show(w.object), &warnings))
+                }
                 // Server-side apply creates what does not exist yet.
                 Err(e) if e.code == 404 && ct == "application/apply-patch+yaml" && t.subresource.is_none() => {
                     if object::name(&patch) != t.name.as_deref().unwrap_or("") {
@@ -470,7 +502,8 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
                         ));
                     }
                     let w = api.create_by(t.res, t.namespace.as_deref(), patch, mode, dry_run, &w).await?;
-                    Ok(json_response(StatusCode::CREATED, &w.object, &w.warnings))
+                    warnings.extend(w.warnings);
+                    Ok(json_response(StatusCode::CREATED, &show(w.object), &warnings))
                 }
                 Err(e) => Err(e),
             }
@@ -495,7 +528,7 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
             let w = api.delete(&t, opts, dry_run).await?;
             let code =
                 if w.event == Some(EventType::Deleted) || dry_run { StatusCode::OK } else { StatusCode::ACCEPTED };
-            Ok(json_response(code, &w.object, &[]))
+            Ok(json_response(code, &show(w.object), &[]))
         }
         (&Method::DELETE, false) => {
             let opts = list_options(&t, &p)?;
@@ -513,9 +546,46 @@ async fn resource(api: &Api, id: &Identity, t: Target, req: Request) -> Result<R
             }
             let mut out = list.clone();
             out["items"] = Value::Array(deleted);
-            Ok(json_response(StatusCode::OK, &out, &[]))
+            Ok(json_response(StatusCode::OK, &show(out), &[]))
         }
         _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on this path"))),
+    }
+}
+
+/// A JSON, merge or strategic-merge patch sent to an alternate version: applied to the object
+/// as that version shows it, converted back, and written with the read object's
+/// resourceVersion as precondition, again on a conflict (unless the patch itself names a
+/// resourceVersion), as Kubernetes' guaranteed update does.
+#[allow(clippy::too_many_arguments)]
+async fn patch_through(
+    api: &Api,
+    t: &Target,
+    view: &'static wasmorch_api::Resource,
+    ct: &str,
+    patch: &Value,
+    mode: FieldValidation,
+    dry_run: bool,
+    w: super::objects::WriteOpts,
+) -> Result<super::api::Written, ApiError> {
+    let pinned = patch.pointer("/metadata/resourceVersion").is_some_and(|v| !v.is_null());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let cur = api.get(t).await?;
+        let rv = object::resource_version(&cur).to_string();
+        let mut patched = super::objects::apply_patch(&convert::from_storage(view, cur), ct, patch)?;
+        if !pinned && let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("resourceVersion".into(), Value::String(rv));
+        }
+        let (obj, warnings) = convert::to_storage(view, patched, mode)?;
+        match api.update_by(t, obj, mode, dry_run, w.clone()).await {
+            Err(e) if e.code == 409 && !pinned && attempts < 5 => continue,
+            Ok(mut written) => {
+                written.warnings.splice(0..0, warnings);
+                return Ok(written);
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

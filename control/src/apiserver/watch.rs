@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use wasmorch_api::ApiError;
 use wasmorch_api::resources::Resource;
 use wasmorch_api::table::{self, IncludeObject};
-use wasmorch_api::{object, protobuf};
+use wasmorch_api::{convert, object, protobuf};
 
 pub struct WatchRequest {
     pub res: &'static Resource,
@@ -29,6 +29,8 @@ pub struct WatchRequest {
     pub after: Option<u64>,
     pub send_initial_events: bool,
     pub bookmarks: bool,
+    /// The version the client watches in (`res` is the stored one); events are converted.
+    pub view: &'static Resource,
     pub timeout: Duration,
     /// `Some` when the client asked for Tables.
     pub table: Option<IncludeObject>,
@@ -39,6 +41,7 @@ pub struct WatchRequest {
 /// Encodes events as lines, in Table form when asked, with column definitions once.
 struct Encoder {
     res: &'static Resource,
+    view: &'static Resource,
     table: Option<IncludeObject>,
     sent_columns: bool,
     protobuf: bool,
@@ -59,9 +62,9 @@ impl Encoder {
                     t["columnDefinitions"] = json!([]);
                 }
                 self.sent_columns = true;
-                t
+                convert::from_storage(self.view, t)
             }
-            _ => obj.clone(),
+            _ => convert::from_storage(self.view, obj.clone()),
         };
         if self.protobuf {
             return match protobuf::encode_watch_event(kind, &object) {
@@ -90,7 +93,8 @@ pub fn respond(api: Api, req: WatchRequest) -> Response {
     let req_protobuf = req.protobuf;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
-        let mut enc = Encoder { res: req.res, table: req.table, sent_columns: false, protobuf: req.protobuf };
+        let mut enc =
+            Encoder { res: req.res, view: req.view, table: req.table, sent_columns: false, protobuf: req.protobuf };
         let open = crate::telemetry::get()
             .watchers
             .get_or_create(&crate::telemetry::Resource { resource: req.res.plural.to_string() })
@@ -142,7 +146,7 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
                     return Ok(());
                 }
             }
-            if req.send_initial_events && !send(tx, enc.line("BOOKMARK", &bookmark(req.res, rev, true))).await {
+            if req.send_initial_events && !send(tx, enc.line("BOOKMARK", &bookmark(req.view, rev, true))).await {
                 return Ok(());
             }
             rev
@@ -158,7 +162,7 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
             _ = api.shutdown.cancelled() => return Ok(()),
             _ = tx.closed() => return Ok(()),
             _ = ticker.tick(), if req.bookmarks => {
-                if !send(tx, enc.line("BOOKMARK", &bookmark(req.res, stream.last_rev(), false))).await {
+                if !send(tx, enc.line("BOOKMARK", &bookmark(req.view, stream.last_rev(), false))).await {
                     return Ok(());
                 }
                 continue;

@@ -115,18 +115,7 @@ pub fn validate(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Ve
     let round_trip =
         typed_round_trip(res.kind_id, obj).map_err(|c| ApiError::invalid(res.group, res.kind, &name, vec![c]))?;
 
-    let mut warnings = Vec::new();
-    if mode != FieldValidation::Ignore {
-        let mut unknown = Vec::new();
-        unknown_fields(obj, &round_trip, "", &mut unknown);
-        if !unknown.is_empty() {
-            let msgs: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
-            if mode == FieldValidation::Strict {
-                return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
-            }
-            warnings = msgs;
-        }
-    }
+    let warnings = unknown_field_warnings(obj, &round_trip, mode)?;
 
     let mut causes = Causes::default();
     validate_metadata(res, obj, &mut causes);
@@ -134,13 +123,44 @@ pub fn validate(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Ve
     if causes.0.is_empty() { Ok(warnings) } else { Err(ApiError::invalid(res.group, res.kind, &name, causes.0)) }
 }
 
+/// Unknown fields under `mode`: a strict rejection, or warnings.
+fn unknown_field_warnings(obj: &Value, round_trip: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let mut unknown = Vec::new();
+    unknown_fields(obj, round_trip, "", &mut unknown);
+    let msgs: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    if mode == FieldValidation::Strict && !msgs.is_empty() {
+        return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
+    }
+    Ok(msgs)
+}
+
+/// A body written through an alternate served version (`autoscaling/v1`), before it is
+/// converted to the stored one: its apiVersion and kind, its schema in that version, and its
+/// unknown fields under `mode` (conversion keeps only known fields). Returns warnings.
+pub fn check_served(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    check_type_meta(res, obj)?;
+    let round_trip = match (res.kind_id, res.version) {
+        (ResourceKind::HorizontalPodAutoscaler, "v1") => round_trip::<autoscaling::v1::HorizontalPodAutoscaler>(obj),
+        _ => typed_round_trip(res.kind_id, obj),
+    }
+    .map_err(|c| ApiError::invalid(res.group, res.kind, object::name(obj), vec![c]))?;
+    unknown_field_warnings(obj, &round_trip, mode)
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Result<Value, Cause> {
+    serde_path_to_error::deserialize::<_, T>(obj)
+        .map_err(schema_cause)
+        .and_then(|t| serde_json::to_value(&t).map_err(|e| Cause::new("FieldValueInvalid", "", e.to_string())))
+}
+
 /// Deserialize into the kind's typed struct and serialize back. A failure names the field.
 fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
     macro_rules! rt {
         ($t:ty) => {
-            serde_path_to_error::deserialize::<_, $t>(obj)
-                .map_err(schema_cause)
-                .and_then(|t| serde_json::to_value(&t).map_err(|e| Cause::new("FieldValueInvalid", "", e.to_string())))
+            round_trip::<$t>(obj)
         };
     }
     use ResourceKind::*;
