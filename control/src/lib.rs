@@ -9,6 +9,7 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod jwt;
 pub mod membership;
 pub mod pki;
 pub mod scheduler;

@@ -34,6 +34,8 @@ pub struct Pki {
     ca_key_pem: String,
     pub server_cert_pem: String,
     server_key_pem: String,
+    /// Signs and checks service-account tokens (`sa.key`).
+    pub tokens: crate::jwt::Signer,
 }
 
 pub(crate) fn write_private(path: &Path, data: &str) -> anyhow::Result<()> {
@@ -87,6 +89,7 @@ impl Pki {
             ca_key_pem,
             server_cert_pem: String::new(),
             server_key_pem: String::new(),
+            tokens: crate::jwt::Signer::load_or_create(&dir.join("sa.key"))?,
         };
         let server_key_pem = read_or_create(&dir.join("server.key"), || Ok(KeyPair::generate()?.serialize_pem()))?;
         let mut names: Vec<String> =

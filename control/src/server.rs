@@ -143,9 +143,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         (cfg.scheduler, cfg.node_lifecycle, cfg.pod_ranges, cfg.event_ttl);
     // Idleness is judged whenever new usage arrives.
     let autoscaling = (cfg.hpa, metrics.clone(), cfg.metric_resolution);
+    let ca_pem = pki.ca_pem.clone();
     let lead = move |term: Api| {
         let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
         t.push(tokio::spawn(crate::controllers::eventttl::start(term.clone(), event_ttl)));
+        t.push(tokio::spawn(crate::controllers::serviceaccounts::start(term.clone(), ca_pem.clone())));
         t.extend(crate::controllers::start_all(&term, scheduler, lifecycle, pod_ranges, autoscaling.clone()));
         t.push(tokio::spawn(crate::scheduler::volumes::reclaimer(term.clone(), Duration::from_secs(5))));
         let stop = term.shutdown.clone();

@@ -119,8 +119,8 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
                 }
             }
         }
-        Node | Endpoints | ConfigMap | Event | Lease | PersistentVolume | StorageClass | EndpointSlice
-        | PodDisruptionBudget | ResourceQuota | LimitRange => {}
+        Node | Endpoints | ConfigMap | ServiceAccount | Event | Lease | PersistentVolume | StorageClass
+        | EndpointSlice | PodDisruptionBudget | ResourceQuota | LimitRange => {}
         NetworkPolicy => crate::netpol::set_defaults(obj),
         HorizontalPodAutoscaler => crate::hpa::set_defaults(obj),
         Role | ClusterRole | RoleBinding | ClusterRoleBinding => {}

@@ -31,6 +31,7 @@ pub mod quota;
 pub mod rbac;
 pub mod resources;
 pub mod selector;
+pub mod serviceaccount;
 pub mod services;
 pub mod smp;
 pub mod table;

@@ -106,6 +106,7 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         Lease => vec![("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        ServiceAccount => vec![("Name", "string", 0), ("Secrets", "integer", 0), ("Age", "string", 0)],
         PersistentVolumeClaim => vec![
             ("Name", "string", 0),
             ("Status", "string", 0),
@@ -356,6 +357,7 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
             c
         }
         Lease => vec![name, s(or_none(str_at(o, "spec.holderIdentity"))), s(created)],
+        ServiceAccount => vec![name, json!(o["secrets"].as_array().map_or(0, Vec::len)), s(created)],
         PersistentVolumeClaim => vec![
             name,
             s(str_at(o, "status.phase").unwrap_or("Pending")),

@@ -98,6 +98,7 @@ fn reencode(kind: &str, raw: &[u8]) -> Vec<u8> {
         "Job" => api::batch::v1::Job,
         "CronJob" => api::batch::v1::CronJob,
         "Lease" => api::coordination::v1::Lease,
+        "ServiceAccount" => api::core::v1::ServiceAccount,
         "StorageClass" => api::storage::v1::StorageClass,
         "EndpointSlice" => api::discovery::v1::EndpointSlice,
         "PodDisruptionBudget" => api::policy::v1::PodDisruptionBudget,

@@ -72,6 +72,8 @@ pub enum Rule {
     IfPodBound,
     /// Allowed if a pod bound to the node uses this ConfigMap, Secret or claim.
     IfUsedByPod(UseKind),
+    /// A token for this service account, bound to a pod on the node that runs as it.
+    IfTokenForBoundPod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +128,7 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, body_name: Option<&str>) ->
         {
             Rule::Allow
         }
+        ("", "serviceaccounts") if verb == Verb::Create && sub == Some("token") => Rule::IfTokenForBoundPod,
         ("", "configmaps") if verb == Verb::Get => Rule::IfUsedByPod(UseKind::ConfigMap),
         ("", "secrets") if verb == Verb::Get => Rule::IfUsedByPod(UseKind::Secret),
         ("", "persistentvolumeclaims") if verb == Verb::Get => Rule::IfUsedByPod(UseKind::Claim),
@@ -154,7 +157,22 @@ pub fn pod_uses(pod: &Value, kind: UseKind, name: &str) -> bool {
     });
     let pulls_with =
         kind == UseKind::Secret && spec["imagePullSecrets"].as_array().into_iter().flatten().any(|s| named(&s["name"]));
-    in_containers || pulls_with || spec["volumes"].as_array().into_iter().flatten().any(|v| named(volume(v)))
+    // A projected volume's sources name theirs as `name`.
+    let source = match kind {
+        UseKind::ConfigMap => "configMap",
+        UseKind::Secret => "secret",
+        UseKind::Claim => "",
+    };
+    let projects = |v: &Value| {
+        v["projected"]["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| !source.is_empty() && named(&s[source]["name"]))
+    };
+    in_containers
+        || pulls_with
+        || spec["volumes"].as_array().into_iter().flatten().any(|v| named(volume(v)) || projects(v))
 }
 
 fn forbidden(id: &Identity, t: &Target, verb: Verb, why: &str) -> ApiError {
@@ -270,6 +288,27 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
                 !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) && pod_uses(p, kind, name)
             });
             if used { Ok(()) } else { deny(&format!("no pod bound to node '{node}' uses it")) }
+        }
+        Rule::IfTokenForBoundPod => {
+            let r = body.and_then(|b| b.pointer("/spec/boundObjectRef"));
+            let pod = r.filter(|r| r["kind"] == "Pod").and_then(|r| r["name"].as_str()).unwrap_or("");
+            let pod_t = Target {
+                res: resources::of(resources::ResourceKind::Pod),
+                namespace: t.namespace.clone(),
+                name: Some(pod.to_string()),
+                subresource: None,
+                watch_path: false,
+            };
+            let runs_as = |p: &Value| {
+                object::str_at(p, "spec.nodeName") == Some(node)
+                    && object::str_at(p, "spec.serviceAccountName") == t.name.as_deref()
+            };
+            match api.get(&pod_t).await {
+                Ok(p) if !pod.is_empty() && runs_as(&p) => Ok(()),
+                _ => deny(&format!(
+                    "node '{node}' may only request tokens bound to pods on it that run as this service account"
+                )),
+            }
         }
     }
 }

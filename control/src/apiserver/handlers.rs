@@ -43,6 +43,11 @@ pub(super) async fn authenticate(
         {
             return Ok(id);
         }
+        if crate::jwt::Signer::looks_like(token)
+            && let Some(id) = super::serviceaccounts::authenticate(state, token).await
+        {
+            return Ok(id);
+        }
         return Err(ApiError::unauthorized());
     }
     peer.ok_or_else(ApiError::unauthorized)
@@ -190,6 +195,20 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
                 let p = Params::parse(req.uri().query());
                 authz::authorize(&state.api, &id, &t, authz::Verb::Get, None).await?;
                 return super::logs::logs(&state, &t, &p).await;
+            }
+            if t.res.plural == "serviceaccounts" && t.subresource.as_deref() == Some("token") {
+                if req.method() != Method::POST {
+                    return Err(ApiError::method_not_allowed(format!(
+                        "{} is not supported on serviceaccounts/token",
+                        req.method()
+                    )));
+                }
+                let dry_run = Params::parse(req.uri().query()).dry_run()?;
+                let headers = req.headers().clone();
+                let body = request::decode_body(&headers, &request::read_body(req.into_body()).await?)?;
+                authz::authorize(&state.api, &id, &t, authz::Verb::Create, Some(&body)).await?;
+                let out = super::serviceaccounts::token_request(&state, &t, &body, dry_run).await?;
+                return Ok(json_response(StatusCode::CREATED, &out, &[]));
             }
             resource(&state.api, &id, t, req).await
         }

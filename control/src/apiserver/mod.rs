@@ -23,6 +23,7 @@ pub mod rbac;
 pub mod registry;
 pub mod relay;
 pub mod request;
+pub mod serviceaccounts;
 pub mod subresources;
 pub mod wake;
 pub mod watch;

@@ -1,4 +1,4 @@
-//! Admission by ResourceQuota and LimitRange: a create in a namespace with LimitRanges gets
+//! Admission: a pod gets its ServiceAccount and token volume; by ResourceQuota and LimitRange, a create in a namespace with LimitRanges gets
 //! their defaults and bounds (pods); one with ResourceQuotas is refused with 403 when it
 //! would exceed one. The decisions are `wasmorch_api::quota`'s; this reads what they need.
 
@@ -11,6 +11,32 @@ impl Api {
     async fn items(&self, res: &Resource, ns: &str) -> Result<Vec<Value>, ApiError> {
         let list = self.list(res, Some(ns), &ListOptions::default()).await?;
         Ok(list.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
+    }
+
+    /// ServiceAccount admission (`wasmorch_api::serviceaccount::admit_pod`): the pod's account
+    /// and, unless automounting is off, its projected token volume.
+    async fn admit_service_account(&self, ns: &str, pod: &mut Value) -> Result<(), ApiError> {
+        let spec = pod.get("spec");
+        let name = ["serviceAccountName", "serviceAccount"]
+            .iter()
+            .find_map(|k| spec.and_then(|s| s.get(*k)).and_then(Value::as_str).filter(|s| !s.is_empty()))
+            .unwrap_or("default")
+            .to_string();
+        let t = super::request::Target {
+            res: resources::of(ResourceKind::ServiceAccount),
+            namespace: Some(ns.to_string()),
+            name: Some(name),
+            subresource: None,
+            watch_path: false,
+        };
+        let account = match self.get(&t).await {
+            Ok(a) => Some(a),
+            Err(e) if e.code == 404 => None,
+            Err(e) => return Err(e),
+        };
+        let pod_name = object::name(pod).to_string();
+        wasmorch_api::serviceaccount::admit_pod(pod, account.as_ref())
+            .map_err(|e| ApiError::forbidden_object("", "pods", &pod_name, &e.message))
     }
 
     /// Check `obj` (about to be created in `ns`) against the namespace's LimitRanges and
@@ -28,6 +54,7 @@ impl Api {
         let name = object::name(obj).to_string();
         let refuse = |why: String| ApiError::forbidden_object(res.group, res.plural, &name, &why);
         if res.kind_id == ResourceKind::Pod {
+            self.admit_service_account(ns, obj).await?;
             let ranges = self.items(resources::of(ResourceKind::LimitRange), ns).await?;
             quota::apply_limit_ranges(obj, &ranges).map_err(&refuse)?;
         }

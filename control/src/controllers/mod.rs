@@ -20,6 +20,7 @@ pub mod quota;
 pub mod rbac;
 pub mod replicaset;
 pub mod runtime;
+pub mod serviceaccounts;
 
 use crate::apiserver::api::Api;
 use runtime::Informer;

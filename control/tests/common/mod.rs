@@ -52,6 +52,8 @@ pub async fn setup() -> T {
     let mut api = Api::new(store, shutdown.clone());
     api.bookmark_interval = Duration::from_millis(200);
     wasmorch_control::server::bootstrap(&api).await.unwrap();
+    apiserver::rbac::bootstrap(&api).await;
+    apiserver::rbac::start(&api);
     tokio::spawn(wasmorch_control::controllers::namespace::run(api.clone()));
     let mut tokens = Tokens::default();
     tokens.add(TOKEN, Identity::admin());
@@ -111,6 +113,21 @@ impl T {
     }
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(Method::POST, path, Some(body)).await
+    }
+    /// Poll `f` until it returns true, for at most 10 s (caches follow the store).
+    pub async fn until<F, Fut>(&self, mut f: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            if f().await {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
     /// Open a watch and return a reader of its events.
     pub async fn watch(&self, path: &str, accept: &str) -> Watch {

@@ -55,6 +55,10 @@ impl<'a> Refs<'a> {
         Refs { ctx, ns, cache: HashMap::new() }
     }
 
+    pub fn ctx(&self) -> &'a NodeCtx {
+        self.ctx
+    }
+
     /// The key → value map of an object; `None` if it does not exist.
     pub async fn values(&mut self, kind: Kind, name: &str) -> Result<Option<Values>, String> {
         if let Some(v) = self.cache.get(&(kind, name.to_string())) {

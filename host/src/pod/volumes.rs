@@ -2,9 +2,11 @@
 //!
 //! A component sees files only through WASI preopened directories: each `volumeMount` becomes
 //! one preopen of a host directory at `mountPath`, read-only or read-write. Host directories:
-//! - `configMap`, `secret`, `downwardAPI`: `<pod dir>/volumes/<name>/`, written by the node
-//!   (each file replaced by rename, so a reader never sees half a file) and refreshed while
-//!   the pod runs; always read-only.
+//! - `configMap`, `secret`, `downwardAPI`, `projected`: `<pod dir>/volumes/<name>/`, written
+//!   by the node (each file replaced by rename, so a reader never sees half a file) and
+//!   refreshed while the pod runs; always read-only. A `projected` volume's
+//!   `serviceAccountToken` source is a token the node requests for the pod's service account,
+//!   bound to the pod, and renews at 80 % of its lifetime (as a kubelet does).
 //! - `emptyDir`: `<pod dir>/volumes/<name>/`, shared by the pod's containers, removed with the
 //!   pod; `sizeLimit` is checked on every refresh and a pod over it is evicted (as a kubelet
 //!   does: no filesystem quota under a preopen).
@@ -60,6 +62,48 @@ pub struct PodVolumes {
     /// Files each projected volume holds now (to remove keys that went away).
     written: Mutex<BTreeMap<String, BTreeSet<PathBuf>>>,
     scratch: PathBuf,
+    tokens: Tokens,
+}
+
+/// Service-account tokens of one pod, by (audience, lifetime): the token and when to renew it.
+#[derive(Debug, Default)]
+struct Tokens(Mutex<BTreeMap<(String, i64), (String, std::time::Instant)>>);
+
+impl Tokens {
+    /// The token a `serviceAccountToken` source asks for: the cached one until 80 % of its
+    /// lifetime (at most 24 h) has passed, else a new one from the API server, bound to the pod.
+    async fn get(&self, ctx: &NodeCtx, pod: &Value, src: &Value) -> Result<String, String> {
+        let audience = src["audience"].as_str().unwrap_or("").to_string();
+        let seconds = src["expirationSeconds"].as_i64().unwrap_or(3600).max(600);
+        let key = (audience.clone(), seconds);
+        let now = std::time::Instant::now();
+        if let Some((t, renew)) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && now < *renew
+        {
+            return Ok(t.clone());
+        }
+        let meta = &pod["metadata"];
+        let ns = meta["namespace"].as_str().unwrap_or("default");
+        let account = pod["spec"]["serviceAccountName"].as_str().filter(|s| !s.is_empty()).unwrap_or("default");
+        let mut spec = serde_json::json!({
+            "expirationSeconds": seconds,
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"], "uid": meta["uid"]},
+        });
+        if !audience.is_empty() {
+            spec["audiences"] = serde_json::json!([audience]);
+        }
+        let body = serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec});
+        let r = ctx
+            .client
+            .post(&format!("/api/v1/namespaces/{ns}/serviceaccounts/{account}/token"), &body)
+            .await
+            .map_err(|e| format!("requesting a token for service account {ns}/{account}: {}", e.message))?;
+        let token =
+            r["status"]["token"].as_str().filter(|t| !t.is_empty()).ok_or("the token request returned no token")?;
+        let renew = now + std::time::Duration::from_secs((seconds as u64 * 8 / 10).min(24 * 3600));
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (token.to_string(), renew));
+        Ok(token.to_string())
+    }
 }
 
 /// A relative path from the spec (`subPath`, `items[].path`): no `..`, not absolute.
@@ -149,6 +193,34 @@ async fn projection(
     refs: &mut Refs<'_>,
     place: &PodPlace<'_>,
     spec: &Value,
+    tokens: &Tokens,
+) -> Result<BTreeMap<PathBuf, (Vec<u8>, u32)>, String> {
+    let Some(p) = spec.get("projected") else { return one_source(refs, place, spec).await };
+    let mut out = BTreeMap::new();
+    for src in p["sources"].as_array().into_iter().flatten() {
+        if let Some(t) = src.get("serviceAccountToken") {
+            let rel = relative(t["path"].as_str().unwrap_or(""), "serviceAccountToken path")?;
+            let token = tokens.get(refs.ctx(), place.pod, t).await?;
+            out.insert(rel, (token.into_bytes(), file_mode(&Value::Null, p)));
+            continue;
+        }
+        // Each other source is a volume of its own kind, with the projection's default mode.
+        let mut one = src.clone();
+        if let Some(inner) = one.as_object_mut().and_then(|m| m.values_mut().next()).and_then(Value::as_object_mut)
+            && let Some(mode) = p.get("defaultMode")
+        {
+            inner.entry("defaultMode").or_insert_with(|| mode.clone());
+        }
+        out.extend(one_source(refs, place, &one).await?);
+    }
+    Ok(out)
+}
+
+/// The files of a `configMap`, `secret` or `downwardAPI` volume (or projection source).
+async fn one_source(
+    refs: &mut Refs<'_>,
+    place: &PodPlace<'_>,
+    spec: &Value,
 ) -> Result<BTreeMap<PathBuf, (Vec<u8>, u32)>, String> {
     let mut out = BTreeMap::new();
     let (kind, r) = match (spec.get("configMap"), spec.get("secret")) {
@@ -229,7 +301,7 @@ impl PodVolumes {
         for spec in pod["spec"]["volumes"].as_array().into_iter().flatten() {
             let name = spec["name"].as_str().unwrap_or("").to_string();
             let what = |k: &str| format!("volume {name:?} ({k})");
-            let (dir, source, read_only) = if ["configMap", "secret", "downwardAPI"]
+            let (dir, source, read_only) = if ["configMap", "secret", "downwardAPI", "projected"]
                 .iter()
                 .any(|k| spec.get(*k).is_some())
             {
@@ -260,12 +332,17 @@ impl PodVolumes {
                 let kinds: Vec<&String> =
                     spec.as_object().map(|m| m.keys().filter(|k| *k != "name").collect()).unwrap_or_default();
                 return Err(format!(
-                    "volume {name:?}: type {kinds:?} is not supported (configMap, secret, downwardAPI, emptyDir, hostPath, persistentVolumeClaim are)"
+                    "volume {name:?}: type {kinds:?} is not supported (configMap, secret, downwardAPI, projected, emptyDir, hostPath, persistentVolumeClaim are)"
                 ));
             };
             vols.push(Volume { name, dir, source, read_only });
         }
-        let v = PodVolumes { vols, written: Mutex::new(BTreeMap::new()), scratch: pod_dir.join("subpath") };
+        let v = PodVolumes {
+            vols,
+            written: Mutex::new(BTreeMap::new()),
+            scratch: pod_dir.join("subpath"),
+            tokens: Tokens::default(),
+        };
         v.project(&mut refs, place, true).await?;
         Ok(v)
     }
@@ -275,7 +352,7 @@ impl PodVolumes {
     async fn project(&self, refs: &mut Refs<'_>, place: &PodPlace<'_>, strict: bool) -> Result<(), String> {
         for v in &self.vols {
             let Source::Projected(spec) = &v.source else { continue };
-            let files = match projection(refs, place, spec).await {
+            let files = match projection(refs, place, spec, &self.tokens).await {
                 Ok(f) => f,
                 Err(e) if strict => return Err(format!("volume {:?}: {e}", v.name)),
                 Err(e) => {

@@ -79,6 +79,7 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         }
         Service => validate_service(&spec, c),
         ConfigMap | Secret => validate_config_data(kind, obj, c),
+        ServiceAccount => {}
         ResourceQuota => quantities(spec.get("hard"), "spec.hard", c),
         LimitRange => {
             for (i, l) in spec.get("limits").and_then(Value::as_array).into_iter().flatten().enumerate() {

@@ -172,6 +172,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         Endpoints => rt!(core::Endpoints),
         ConfigMap => rt!(core::ConfigMap),
         Secret => rt!(core::Secret),
+        ServiceAccount => rt!(core::ServiceAccount),
         Event => rt!(core::Event),
         Deployment => rt!(apps::Deployment),
         ReplicaSet => rt!(apps::ReplicaSet),

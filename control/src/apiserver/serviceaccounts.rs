@@ -1,0 +1,96 @@
+//! ServiceAccount tokens: the `serviceaccounts/token` subresource (TokenRequest) and
+//! authentication by a bound token. The rules are `wasmorch_api::serviceaccount`'s; this
+//! module signs, checks signatures and looks up what a token is bound to.
+
+use super::ServerState;
+use super::request::Target;
+use crate::pki::Identity;
+use serde_json::{Value, json};
+use wasmorch_api::resources::{self, ResourceKind};
+use wasmorch_api::serviceaccount::{self as sa, Bound};
+use wasmorch_api::{ApiError, object};
+
+fn target(kind: ResourceKind, ns: &str, name: &str) -> Target {
+    Target {
+        res: resources::of(kind),
+        namespace: Some(ns.to_string()),
+        name: Some(name.to_string()),
+        subresource: None,
+        watch_path: false,
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The uid of the stored object `b` names in `ns`, if it exists (and, when `b` carries a
+/// uid, has that uid).
+async fn bound_uid(state: &ServerState, ns: &str, b: &Bound) -> Result<String, ApiError> {
+    let kind = if b.kind == "Pod" { ResourceKind::Pod } else { ResourceKind::Secret };
+    let obj = state.api.get(&target(kind, ns, &b.name)).await?;
+    let uid = object::meta(&obj).get("uid").and_then(Value::as_str).unwrap_or("").to_string();
+    if !b.uid.is_empty() && b.uid != uid {
+        return Err(ApiError::new(
+            409,
+            "Conflict",
+            format!("the UID in the bound object reference ({}) does not match the UID in record ({uid})", b.uid),
+        ));
+    }
+    Ok(uid)
+}
+
+/// `POST …/serviceaccounts/NAME/token`: a token for the account, bound to a Pod or Secret when
+/// asked. Answers the TokenRequest with `status.token` and `status.expirationTimestamp`.
+pub async fn token_request(state: &ServerState, t: &Target, body: &Value, dry_run: bool) -> Result<Value, ApiError> {
+    let (ns, name) = (t.namespace.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""));
+    let mut req = sa::request(body)?;
+    let account = state.api.get(t).await?;
+    if let Some(b) = req.bound.as_mut() {
+        b.uid = bound_uid(state, ns, b).await?;
+    }
+    let issued = now();
+    let token = if dry_run {
+        String::new()
+    } else {
+        let claims = sa::claims(&account, &req, issued, &uuid::Uuid::new_v4().to_string());
+        state.pki.tokens.sign(&claims).map_err(|e| ApiError::internal(e.to_string()))?
+    };
+    let expires = chrono::DateTime::from_timestamp(issued + req.expiration_seconds, 0).unwrap_or_default();
+    let mut spec = json!({"audiences": req.audiences, "expirationSeconds": req.expiration_seconds});
+    if let Some(b) = &req.bound {
+        spec["boundObjectRef"] = json!({"kind": b.kind, "apiVersion": "v1", "name": b.name, "uid": b.uid});
+    }
+    Ok(json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": ns, "creationTimestamp": null},
+        "spec": spec,
+        "status": {"token": token, "expirationTimestamp": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)},
+    }))
+}
+
+/// The identity of a service-account token, or `None` (a 401): signed by this cluster,
+/// within its lifetime, for the API server's audience, and its account (and the object it
+/// is bound to) still exist with the uids it names.
+pub async fn authenticate(state: &ServerState, token: &str) -> Option<Identity> {
+    let claims = state.pki.tokens.verify(token)?;
+    let subject = match sa::check_claims(&claims, now()) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::debug!("service-account token refused: {why}");
+            return None;
+        }
+    };
+    let account = state.api.get(&target(ResourceKind::ServiceAccount, &subject.namespace, &subject.name)).await.ok()?;
+    if object::meta(&account).get("uid").and_then(Value::as_str) != Some(subject.uid.as_str()) {
+        return None;
+    }
+    if let Some(b) = &subject.bound {
+        let uid = bound_uid(state, &subject.namespace, b).await.ok()?;
+        if uid != b.uid {
+            return None;
+        }
+    }
+    Some(Identity { user: sa::user_name(&subject.namespace, &subject.name), groups: sa::groups(&subject.namespace) })
+}
