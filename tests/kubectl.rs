@@ -742,6 +742,91 @@ fn kubectl_applies_and_reads_autoscaling_v1() {
     assert!(versions.contains("autoscaling/v1\n") && versions.contains("autoscaling/v2\n"), "{versions}");
 }
 
+/// A pod's projected service-account token: the files Kubernetes puts at
+/// `/var/run/secrets/kubernetes.io/serviceaccount/`, `KUBERNETES_SERVICE_HOST/PORT`, and a
+/// token that reaches the API through the `kubernetes` Service (TLS verified with the pod's
+/// `ca.crt`), limited by RBAC, and refused once the pod is gone. `kubectl create sa|token`.
+#[test]
+fn pods_reach_the_api_with_their_service_account_token() {
+    if !kubectl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A Service range of its own: the `kubernetes` Service takes the first address of it.
+    let prefix = common::pod_ip_prefix();
+    let service_cidr = format!("{prefix}.0.0/16");
+    let c = Cluster::start_with(
+        dir.path(),
+        &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr(), "--service-cidr", &service_cidr],
+    );
+    assert_eq!(ok(&c, &["create", "serviceaccount", "reader"]).trim(), "serviceaccount/reader created");
+    ok(&c, &["create", "rolebinding", "reader-view", "--clusterrole=view", "--serviceaccount=default:reader"]);
+    let pod = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  {extra}\n  containers:\n    - name: main\n      image: wasmorch.local/hello-http:1.0\n      ports: [{{containerPort: 8080}}]\n"
+        )
+    };
+    let f = dir.path().join("pods.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "{}---\n{}",
+            pod("tok", "serviceAccountName: reader"),
+            pod("quiet", "automountServiceAccountToken: false")
+        ),
+    )
+    .unwrap();
+    ok(&c, &["apply", "-f", f.to_str().unwrap()]);
+    ok(&c, &["wait", "--for=condition=Ready", "pod/tok", "pod/quiet", "--timeout=60s"]);
+    let ip = |p: &str| ok(&c, &["get", "pod", p, "-o", "jsonpath={.status.podIP}"]);
+    let (tok, quiet) = (format!("{}:8080", ip("tok")), format!("{}:8080", ip("quiet")));
+    let file = |addr: &str, name: &str| {
+        common::http_get(addr, &format!("/file?path=/var/run/secrets/kubernetes.io/serviceaccount/{name}")).unwrap()
+    };
+    let (code, token) = file(&tok, "token");
+    assert!(code == 200 && token.starts_with("eyJ"), "{code} {token}");
+    assert_eq!(file(&tok, "namespace"), (200, "default".to_string()));
+    let (code, ca) = file(&tok, "ca.crt");
+    assert!(code == 200 && ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(file(&quiet, "token").0, 404, "automountServiceAccountToken: false");
+    let env = |name: &str| common::http_get(&tok, &format!("/env/{name}")).unwrap().1.trim().to_string();
+    assert_eq!(env("KUBERNETES_SERVICE_HOST"), format!("{prefix}.0.1"));
+    assert_eq!(env("KUBERNETES_SERVICE_PORT"), "443");
+
+    // From the pod's point of view: the Service address, its CA, its token.
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let server = format!("--server=https://{prefix}.0.1:443");
+    let ca_arg = format!("--certificate-authority={}", ca_file.display());
+    let as_pod = |token: &str, args: &[&str]| {
+        let t = format!("--token={token}");
+        let mut all = vec!["--kubeconfig=/dev/null", server.as_str(), ca_arg.as_str(), t.as_str()];
+        all.extend_from_slice(args);
+        Command::new("kubectl").args(&all).env("HOME", c.dir.join("home")).output().expect("run kubectl")
+    };
+    let o = as_pod(&token, &["get", "pods", "-o", "name"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("pod/tok"));
+    let o = as_pod(&token, &["auth", "can-i", "delete", "pods"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "no");
+    let o = as_pod(&token, &["delete", "pod", "quiet"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("forbidden"), "view may not delete");
+
+    // `kubectl create token`: a token of the account, not bound to the pod.
+    let minted = ok(&c, &["create", "token", "reader", "--duration=10m"]);
+    assert!(as_pod(minted.trim(), &["get", "pods"]).status.success());
+
+    // The pod's token ends with the pod.
+    ok(&c, &["delete", "pod", "tok", "--wait=true", "--timeout=60s"]);
+    let o = as_pod(&token, &["get", "pods"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(as_pod(minted.trim(), &["get", "pods"]).status.success(), "an unbound token outlives the pod");
+}
+
 /// Samples of a Prometheus text exposition as parsed by the official Python client's parser:
 /// (sample name, labels, value). Panics if the text does not parse.
 fn parse_prometheus(text: &str) -> Vec<(String, serde_json::Map<String, serde_json::Value>, f64)> {

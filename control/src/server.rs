@@ -65,6 +65,19 @@ impl Config {
             data_dir,
         }
     }
+    /// The address others reach this server at: the listen address, or, when listening on
+    /// every address, the first `--tls-san` that is an address, else loopback.
+    pub fn advertise(&self, bound: SocketAddr) -> SocketAddr {
+        let ip = match bound.ip() {
+            ip if ip.is_unspecified() => self
+                .tls_sans
+                .iter()
+                .find_map(|s| s.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok())
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            ip => ip,
+        };
+        SocketAddr::new(ip, bound.port())
+    }
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("state.redb")
     }
@@ -100,7 +113,11 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 /// Start the control plane; it runs until `shutdown` is cancelled.
 pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let pki = Arc::new(Pki::load_or_create(&cfg.data_dir.join("pki"), &cfg.tls_sans)?);
+    // The certificate also names the `kubernetes` Service's address and names, as pods use them.
+    let mut sans = cfg.tls_sans.clone();
+    sans.extend([cfg.service_range.first().to_string(), "kubernetes".into(), "kubernetes.default".into()]);
+    sans.push("kubernetes.default.svc.cluster.local".into());
+    let pki = Arc::new(Pki::load_or_create(&cfg.data_dir.join("pki"), &sans)?);
     let admin_token = token_file(&cfg.data_dir.join("admin.token"))?;
     let mut tokens = Tokens::default();
     tokens.add(&admin_token, Identity::admin());
@@ -144,10 +161,12 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     // Idleness is judged whenever new usage arrives.
     let autoscaling = (cfg.hpa, metrics.clone(), cfg.metric_resolution);
     let ca_pem = pki.ca_pem.clone();
+    let (advertise, first_service_ip) = (cfg.advertise(addr), cfg.service_range.first());
     let lead = move |term: Api| {
         let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
         t.push(tokio::spawn(crate::controllers::eventttl::start(term.clone(), event_ttl)));
         t.push(tokio::spawn(crate::controllers::serviceaccounts::start(term.clone(), ca_pem.clone())));
+        t.push(tokio::spawn(crate::controllers::apiservice::run(term.clone(), advertise, first_service_ip)));
         t.extend(crate::controllers::start_all(&term, scheduler, lifecycle, pod_ranges, autoscaling.clone()));
         t.push(tokio::spawn(crate::scheduler::volumes::reclaimer(term.clone(), Duration::from_secs(5))));
         let stop = term.shutdown.clone();

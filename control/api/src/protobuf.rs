@@ -132,6 +132,17 @@ fn index() -> &'static Index {
                 kinds.insert(("meta.k8s.io/v1", kind), i);
             }
         }
+        // Subresource kinds, which the generated code does not mark as resources.
+        for (api_version, kind, msg) in [
+            ("authentication.k8s.io/v1", "TokenRequest", "api.authentication.v1.TokenRequest"),
+            ("policy/v1", "Eviction", "api.policy.v1.Eviction"),
+            ("autoscaling/v1", "Scale", "api.autoscaling.v1.Scale"),
+            ("v1", "Binding", "api.core.v1.Binding"),
+        ] {
+            if let Some(&i) = by_name.get(msg) {
+                kinds.insert((api_version, kind), i);
+            }
+        }
         Index { kinds, by_name }
     })
 }
@@ -803,11 +814,17 @@ mod tests {
 
     #[test]
     fn the_table_covers_every_served_kind() {
-        for r in crate::resources::RESOURCES {
+        for r in crate::resources::served() {
             assert!(has_message(&r.api_version(), r.kind), "{} {}", r.api_version(), r.kind);
             assert!(has_message(&r.api_version(), &format!("{}List", r.kind)), "{}List", r.kind);
         }
         assert!(has_message("v1", "Status"));
+        // Subresource bodies (`kubectl create token` sends protobuf).
+        for (v, k) in
+            [("authentication.k8s.io/v1", "TokenRequest"), ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale")]
+        {
+            assert!(has_message(v, k), "{v} {k}");
+        }
         // JSON names come from k8s-openapi, not guessed, for the kinds we serve.
         let pod = message_named("api.core.v1.ServiceSpec").unwrap();
         assert!(pod.fields.iter().any(|f| f.json == "clusterIPs"));

@@ -51,8 +51,8 @@ pub struct Request {
 }
 
 /// Validate the `spec` of a TokenRequest (422 naming the field). Defaults: the API server's
-/// audience, one hour.
-pub fn request(body: &Value) -> Result<Request, ApiError> {
+/// audience, one hour. `account` names the request in errors.
+pub fn request(account: &str, body: &Value) -> Result<Request, ApiError> {
     let spec = body.get("spec").cloned().unwrap_or(Value::Null);
     let mut causes = Vec::new();
     let audiences: Vec<String> = match spec.get("audiences") {
@@ -119,7 +119,7 @@ pub fn request(body: &Value) -> Result<Request, ApiError> {
         }
     };
     if !causes.is_empty() {
-        return Err(ApiError::invalid("authentication.k8s.io", "TokenRequest", "", causes));
+        return Err(ApiError::invalid("authentication.k8s.io", "TokenRequest", account, causes));
     }
     Ok(Request { audiences, expiration_seconds, bound })
 }
@@ -289,22 +289,24 @@ mod tests {
 
     #[test]
     fn requests_default_and_refuse_what_kubernetes_refuses() {
-        let r = request(&json!({"spec": {}})).unwrap();
+        let r = request("bot", &json!({"spec": {}})).unwrap();
         assert_eq!((r.audiences, r.expiration_seconds, r.bound), (vec![ISSUER.to_string()], 3600, None));
-        let e = request(&json!({"spec": {"expirationSeconds": 60}})).unwrap_err();
+        let e = request("bot", &json!({"spec": {"expirationSeconds": 60}})).unwrap_err();
         assert_eq!(e.code, 422);
         assert!(e.message.contains("spec.expirationSeconds") && e.message.contains("10 minutes"), "{}", e.message);
-        let e = request(&json!({"spec": {"boundObjectRef": {"kind": "Deployment", "name": "x"}}})).unwrap_err();
+        let e = request("bot", &json!({"spec": {"boundObjectRef": {"kind": "Deployment", "name": "x"}}})).unwrap_err();
         assert!(e.message.contains("spec.boundObjectRef.kind"), "{}", e.message);
-        let e = request(&json!({"spec": {"audiences": [1]}})).unwrap_err();
+        let e = request("bot", &json!({"spec": {"audiences": [1]}})).unwrap_err();
         assert!(e.message.contains("spec.audiences[0]"), "{}", e.message);
-        let r = request(&json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": "p", "uid": "u-p"}}})).unwrap();
+        let r =
+            request("bot", &json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": "p", "uid": "u-p"}}})).unwrap();
         assert_eq!(r.bound.unwrap().uid, "u-p");
     }
 
     #[test]
     fn claims_round_trip_through_the_check() {
-        let req = request(&json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": "p", "uid": "u-p"}}})).unwrap();
+        let req =
+            request("bot", &json!({"spec": {"boundObjectRef": {"kind": "Pod", "name": "p", "uid": "u-p"}}})).unwrap();
         let c = claims(&sa(), &req, 1000, "j");
         assert_eq!(c["sub"], "system:serviceaccount:ns1:bot");
         let s = check_claims(&c, 1001).unwrap();

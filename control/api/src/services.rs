@@ -61,6 +61,10 @@ impl IpRange {
         u32::from(ip) & (u32::MAX << (32 - self.bits)) == self.base
     }
     /// The n-th usable address (network and broadcast addresses skipped).
+    /// The first usable address: the `kubernetes` Service's, as in Kubernetes.
+    pub fn first(&self) -> Ipv4Addr {
+        self.nth(0)
+    }
     fn nth(&self, n: u32) -> Ipv4Addr {
         Ipv4Addr::from(self.base + 1 + n % (self.size() - 2))
     }

@@ -44,7 +44,7 @@ async fn bound_uid(state: &ServerState, ns: &str, b: &Bound) -> Result<String, A
 /// asked. Answers the TokenRequest with `status.token` and `status.expirationTimestamp`.
 pub async fn token_request(state: &ServerState, t: &Target, body: &Value, dry_run: bool) -> Result<Value, ApiError> {
     let (ns, name) = (t.namespace.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""));
-    let mut req = sa::request(body)?;
+    let mut req = sa::request(name, body)?;
     let account = state.api.get(t).await?;
     if let Some(b) = req.bound.as_mut() {
         b.uid = bound_uid(state, ns, b).await?;

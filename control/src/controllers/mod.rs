@@ -1,6 +1,7 @@
 //! Reconcile loops run by the control plane. Each observes through the API's watch, decides
 //! in a pure function, acts through [`Api`](crate::apiserver::api::Api), and requeues.
 
+pub mod apiservice;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;

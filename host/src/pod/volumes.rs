@@ -550,6 +550,7 @@ mod tests {
             ],
             written: Default::default(),
             scratch: d.path().join("subpath"),
+            tokens: Tokens::default(),
         };
         let c = serde_json::json!({"volumeMounts": [
             {"name": "cfg", "mountPath": "/etc/app/app.yaml", "subPath": "app.yaml"},

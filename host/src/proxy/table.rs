@@ -209,10 +209,13 @@ impl Table {
         })
     }
 
-    /// Kubernetes' service environment variables for the Services of namespace `ns`.
+    /// Kubernetes' service environment variables for the Services of namespace `ns`, and
+    /// for the API server's `kubernetes` Service in `default` in every namespace
+    /// (`KUBERNETES_SERVICE_HOST`, `KUBERNETES_SERVICE_PORT`, …).
     pub fn env(&self, ns: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for s in self.services.values().filter(|s| s.ns == ns) {
+        let api = |s: &&Service| s.ns == "default" && s.name == "kubernetes";
+        for s in self.services.values().filter(|s| s.ns == ns || api(s)) {
             let (Some(ip), Some(first)) = (s.cluster_ip, s.ports.first()) else { continue };
             let n = s.name.to_ascii_uppercase().replace('-', "_");
             out.push((format!("{n}_SERVICE_HOST"), ip.to_string()));
