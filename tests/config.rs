@@ -332,3 +332,66 @@ fn a_claim_keeps_its_pods_on_its_node() {
         assert_eq!(file(&addr, "/data/n.txt"), (200, node.clone()));
     }
 }
+
+/// The example controller written as a component (`manifests/pod-roster.yaml`): with its
+/// service-account token it lists and watches pods and applies a ConfigMap through the API
+/// (`wasi:http` to the `kubernetes` Service), following a Deployment as it scales; without
+/// its RoleBinding, RBAC refuses it.
+#[test]
+fn a_controller_component_keeps_its_configmap_in_step_with_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = cluster(d);
+    let web = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers: [{name: main, image: wasmorch.local/hello-http:1.0}]\n";
+    assert!(apply_text(&c, d, "web", web).status.success());
+    let roster = std::fs::read_to_string(common::manifests_dir().join("pod-roster.yaml"))
+        .unwrap()
+        .replace("app=hello", "app=web")
+        .replace("hello-pods", "web-pods");
+    let out = apply_text(&c, d, "roster", &roster);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The roster equals the ready pods' names and addresses.
+    let in_step = |n: usize| {
+        let pods = get_json(&c, &["pods", "-l", "app=web"]).unwrap_or(Value::Null);
+        let want: std::collections::BTreeMap<String, String> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"].get("deletionTimestamp").is_none())
+            .filter_map(|p| Some((p["metadata"]["name"].as_str()?.into(), p["status"]["podIP"].as_str()?.into())))
+            .collect();
+        let cm = get_json(&c, &["configmap", "web-pods"]).unwrap_or(Value::Null);
+        let have: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(cm["data"].clone()).unwrap_or_default();
+        want.len() == n && have == want
+    };
+    let show = || {
+        format!(
+            "{}\n{}",
+            c.ok(&["get", "pods", "-o", "wide"]),
+            String::from_utf8_lossy(&c.cli(&["get", "configmap", "web-pods", "-o", "yaml"]).stdout)
+        )
+    };
+    assert!(eventually(Duration::from_secs(60), || in_step(2)), "{}", show());
+    c.ok(&["scale", "deployment", "web", "--replicas", "3"]);
+    assert!(eventually(Duration::from_secs(60), || in_step(3)), "{}", show());
+    c.ok(&["scale", "deployment", "web", "--replicas", "1"]);
+    assert!(eventually(Duration::from_secs(60), || in_step(1)), "{}", show());
+    let cm = get_json(&c, &["configmap", "web-pods"]).unwrap();
+    assert_eq!(cm["metadata"]["labels"]["app.kubernetes.io/managed-by"], "pod-roster", "the component's own apply");
+
+    // Without its binding the same component is refused, by name.
+    c.ok(&["delete", "rolebinding", "pod-roster"]);
+    c.ok(&["delete", "pod", "-l", "app=pod-roster"]);
+    let refused = || {
+        let pods = get_json(&c, &["pods", "-l", "app=pod-roster"]).unwrap_or(Value::Null);
+        pods["items"].as_array().into_iter().flatten().any(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            let logs = c.cli(&["logs", name]);
+            let text = String::from_utf8_lossy(&logs.stdout);
+            text.contains("system:serviceaccount:default:pod-roster") && text.contains("cannot list resource")
+        })
+    };
+    assert!(eventually(Duration::from_secs(60), refused), "{}", c.ok(&["get", "pods"]));
+}

@@ -274,6 +274,23 @@ impl Membership {
         self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// A TLS client configuration that trusts the cluster CA and presents no certificate:
+    /// what a pod's requests to the API server (the `kubernetes` Service) go out with, so
+    /// they carry only the pod's own token, never the node's identity.
+    pub fn anonymous_tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+        let creds = self.current();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(creds.ca_pem.as_bytes()) {
+            roots.add(c.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(cfg))
+    }
+
     /// A TLS client configuration that trusts the cluster CA and presents this node's
     /// certificate (the gateway's connections to peers, pulls from the cluster registry),
     /// offering `alpn`; built from the current credentials, so renewals take effect.

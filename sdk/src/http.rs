@@ -131,6 +131,8 @@ pub enum SendError {
     BadUrl(String),
     /// The node refused or the transfer failed (`HttpRequestDenied` when egress is not allowed).
     Http(String),
+    /// A streamed request was answered with this status and body.
+    Status(u16, String),
 }
 
 impl std::fmt::Display for SendError {
@@ -138,6 +140,7 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::BadUrl(u) => write!(f, "bad URL: {u}"),
             SendError::Http(e) => write!(f, "request failed: {e}"),
+            SendError::Status(code, body) => write!(f, "status {code}: {body}"),
         }
     }
 }
@@ -149,6 +152,60 @@ fn code(e: ErrorCode) -> SendError {
 /// Send a request: `url` is `http://host[:port]/path`; the host may be a Service name
 /// (see [`crate::service`]).
 pub fn send(method: &str, url: &str, body: &[u8]) -> Result<Response, SendError> {
+    send_with(method, url, &[], body)
+}
+
+/// [`send`] with request headers.
+pub fn send_with(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response, SendError> {
+    let resp = start(method, url, headers, body)?;
+    let status = resp.status();
+    let headers = resp.headers().entries();
+    let body = resp.consume().map_err(|_| SendError::Http("response body".into()))?;
+    let bytes = {
+        let stream = body.stream().map_err(|_| SendError::Http("response body stream".into()))?;
+        read_all(&stream).map_err(SendError::Http)?
+    };
+    Ok(Response { status, headers, body: bytes })
+}
+
+/// Send a request and hand its response body to `on_chunk` as it arrives (a watch, a log
+/// follow), until the body ends or `on_chunk` returns false. Returns the status; a status
+/// other than 2xx is answered with the whole (bounded) body instead, as `Err`.
+pub fn stream_with(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    mut on_chunk: impl FnMut(&[u8]) -> bool,
+) -> Result<u16, SendError> {
+    let resp = start(method, url, headers, body)?;
+    let status = resp.status();
+    let body = resp.consume().map_err(|_| SendError::Http("response body".into()))?;
+    let stream = body.stream().map_err(|_| SendError::Http("response body stream".into()))?;
+    if !(200..300).contains(&status) {
+        let bytes = read_all(&stream).map_err(SendError::Http)?;
+        return Err(SendError::Status(status, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    loop {
+        match stream.blocking_read(64 * 1024) {
+            Ok(chunk) if chunk.is_empty() => continue,
+            Ok(chunk) => {
+                if !on_chunk(&chunk) {
+                    return Ok(status);
+                }
+            }
+            Err(StreamError::Closed) => return Ok(status),
+            Err(StreamError::LastOperationFailed(e)) => return Err(SendError::Http(e.to_debug_string())),
+        }
+    }
+}
+
+fn start(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<wasip2::http::types::IncomingResponse, SendError> {
     let (scheme, rest) = if let Some(r) = url.strip_prefix("http://") {
         (Scheme::Http, r)
     } else if let Some(r) = url.strip_prefix("https://") {
@@ -160,15 +217,21 @@ pub fn send(method: &str, url: &str, body: &[u8]) -> Result<Response, SendError>
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let req = OutgoingRequest::new(Fields::new());
+    let list: Vec<(String, Vec<u8>)> = headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect();
+    let fields = Fields::from_list(&list).map_err(|e| SendError::Http(format!("request headers: {e:?}")))?;
+    let req = OutgoingRequest::new(fields);
     let m = match method {
         "GET" => Method::Get,
         "POST" => Method::Post,
         "PUT" => Method::Put,
+        "PATCH" => Method::Patch,
         "DELETE" => Method::Delete,
         other => Method::Other(other.to_string()),
     };
-    let ok = req.set_method(&m).is_ok() && req.set_scheme(Some(&scheme)).is_ok() && req.set_authority(Some(authority)).is_ok() && req.set_path_with_query(Some(path)).is_ok();
+    let ok = req.set_method(&m).is_ok()
+        && req.set_scheme(Some(&scheme)).is_ok()
+        && req.set_authority(Some(authority)).is_ok()
+        && req.set_path_with_query(Some(path)).is_ok();
     if !ok {
         return Err(SendError::BadUrl(url.to_string()));
     }
@@ -184,13 +247,5 @@ pub fn send(method: &str, url: &str, body: &[u8]) -> Result<Response, SendError>
             None => future.subscribe().block(),
         }
     };
-    let resp = resp.map_err(|_| SendError::Http("response already taken".into()))?.map_err(code)?;
-    let status = resp.status();
-    let headers = resp.headers().entries();
-    let body = resp.consume().map_err(|_| SendError::Http("response body".into()))?;
-    let bytes = {
-        let stream = body.stream().map_err(|_| SendError::Http("response body stream".into()))?;
-        read_all(&stream).map_err(SendError::Http)?
-    };
-    Ok(Response { status, headers, body: bytes })
+    resp.map_err(|_| SendError::Http("response already taken".into()))?.map_err(code)
 }

@@ -22,9 +22,12 @@
 //! - [`config`]: configuration from the environment the pod spec sets.
 //! - [`log`]: structured log lines on stderr, collected by the node (`wasmorch logs`).
 //! - [`service`]: call another Service of the cluster by name.
+//! - [`kube`]: the Kubernetes API from inside the cluster (the pod's service-account token):
+//!   get, list, create, patch, apply, delete, watch — for controllers written as components.
 
 pub mod config;
 pub mod http;
+pub mod kube;
 pub mod log;
 pub mod service;
 

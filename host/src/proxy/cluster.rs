@@ -111,6 +111,9 @@ impl crate::runtime::Cluster for ClusterView {
             let Some(to) = self.pod_addr(request.uri()) else { return Err(request) };
             return Ok(Box::pin(async move { answer(proxy.to_pod(from, to, request).await) }));
         };
+        if route.ns == "default" && route.name == "kubernetes" {
+            return Ok(Box::pin(async move { answer(proxy.to_api(&route, from, request).await) }));
+        }
         Ok(Box::pin(async move {
             if proxy.table().targets(&route).is_empty() && proxy.hold(&route).await.is_err() {
                 return Err(wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::DestinationUnavailable.into());

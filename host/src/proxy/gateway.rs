@@ -103,6 +103,11 @@ fn server_host_port(url: &str) -> Option<(String, u16)> {
 }
 
 impl Gateways {
+    /// This node's membership (its certificate, the cluster CA).
+    pub fn member(&self) -> Option<&Arc<Membership>> {
+        self.member.as_ref()
+    }
+
     pub fn new(member: Option<Arc<Membership>>) -> Arc<Gateways> {
         Arc::new(Gateways { member, conns: Mutex::new(HashMap::new()), routes: Mutex::new(HashMap::new()) })
     }

@@ -584,6 +584,70 @@ impl Proxy {
         }
     }
 
+    /// A pod's `wasi:http` request to the API server through the `kubernetes` Service: the
+    /// API server speaks only TLS, so the node makes the TLS connection for the pod, to the
+    /// endpoint the Service names, trusting only the cluster CA and presenting no
+    /// certificate (the request carries the pod's token, never the node's identity).
+    /// NetworkPolicy judges it like any other request of the pod.
+    pub async fn to_api<B>(
+        &self,
+        route: &Route,
+        from: policy::Source,
+        req: hyper::Request<B>,
+    ) -> hyper::Response<ProxyBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Some(to) = self.choose(route, None, None) else {
+            return text(503, "no endpoints available for service \"default/kubernetes\"\n");
+        };
+        if let Err(why) = self.judge(from, to.addr) {
+            self.done(route, to.addr, true);
+            return policy::denied(&why);
+        }
+        let tls = match self
+            .gateways
+            .member()
+            .ok_or("this node has no cluster CA".to_string())
+            .and_then(|m| m.anonymous_tls())
+        {
+            Ok(t) => t,
+            Err(e) => {
+                self.done(route, to.addr, false);
+                return text(502, &format!("the API server: {e}\n"));
+            }
+        };
+        let (mut parts, body) = match buffered(policy::Source::Node, req).await {
+            Ok(x) => x,
+            Err(resp) => return resp,
+        };
+        parts.headers.remove(http::header::HOST);
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let up = match gateway::resend(&parts, format!("https://{}{path}", to.addr), body) {
+            Ok(r) => r,
+            Err(e) => return text(400, &format!("{e}\n")),
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_only()
+            .enable_http1()
+            .build();
+        let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        match client.request(up).await {
+            Ok(resp) => {
+                self.done(route, to.addr, true);
+                boxed(resp)
+            }
+            Err(e) => {
+                self.done(route, to.addr, false);
+                text(502, &format!("the API server at {}: {e}\n", to.addr))
+            }
+        }
+    }
+
     /// Layer 7: one request to the Service behind `route`, from a client connection or from a
     /// pod's `wasi:http` (`from`, judged by NetworkPolicies; `client` for session affinity).
     pub async fn forward<B>(
