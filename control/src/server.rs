@@ -136,6 +136,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     // Every API server authorizes its own requests: each follows the RBAC objects.
     apiserver::rbac::bootstrap(&api).await;
     apiserver::rbac::start(&api);
+    apiserver::crds::start(&api);
     let metrics = Arc::new(apiserver::metrics::Metrics::default());
     let state = Arc::new(ServerState {
         api: api.clone(),

@@ -478,6 +478,7 @@ async fn discovery_documents() {
             "networking.k8s.io",
             "autoscaling",
             "rbac.authorization.k8s.io",
+            "apiextensions.k8s.io",
             "storage.k8s.io",
             "metrics.k8s.io",
             "authorization.k8s.io"

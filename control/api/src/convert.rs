@@ -33,6 +33,9 @@ pub fn to_storage(
             }
         }
     }
+    if served.kind_id == ResourceKind::Custom {
+        return custom_to_storage(served, obj, mode);
+    }
     let warnings = validation::check_served(served, &obj, mode)?;
     let name = object::name(&obj).to_string();
     let stored = match served.kind_id {
@@ -41,6 +44,33 @@ pub fn to_storage(
     }
     .map_err(|c| ApiError::invalid(served.group, served.kind, &name, vec![c]))?;
     Ok((stored, warnings))
+}
+
+/// A custom resource sent in a version other than its storage version: checked (defaults,
+/// pruning, validation) by that version's schema, then stored as the storage version
+/// (conversion `None`: only `apiVersion` changes).
+fn custom_to_storage(
+    served: &'static Resource,
+    mut obj: Value,
+    mode: FieldValidation,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if av != served.api_version() || obj.get("kind").and_then(Value::as_str) != Some(served.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the object's apiVersion/kind ({av:?}, {:?}) does not match the resource ({}, {})",
+            obj.get("kind").and_then(Value::as_str).unwrap_or(""),
+            served.api_version(),
+            served.kind
+        )));
+    }
+    let Some(v) = crate::custom::version_of(served) else { return Ok((obj, Vec::new())) };
+    let pruned = crate::custom::admit(&v, &mut obj).map_err(|causes| crate::custom::invalid(&v, &obj, causes))?;
+    let msgs: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    if mode == FieldValidation::Strict && !msgs.is_empty() {
+        return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
+    }
+    obj["apiVersion"] = json!(v.storage.api_version());
+    Ok((obj, if mode == FieldValidation::Ignore { Vec::new() } else { msgs }))
 }
 
 /// What the server answers, as `served` shows it: an object of the stored kind, a list of
@@ -77,9 +107,13 @@ pub fn from_storage(served: &'static Resource, mut v: Value) -> Value {
     v
 }
 
-fn one(served: &'static Resource, obj: Value) -> Value {
+fn one(served: &'static Resource, mut obj: Value) -> Value {
     match served.kind_id {
         ResourceKind::HorizontalPodAutoscaler => hpa::v1::from_v2(obj),
+        ResourceKind::Custom => {
+            obj["apiVersion"] = json!(served.api_version());
+            obj
+        }
         _ => obj,
     }
 }

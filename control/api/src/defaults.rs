@@ -124,6 +124,7 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
         NetworkPolicy => crate::netpol::set_defaults(obj),
         HorizontalPodAutoscaler => crate::hpa::set_defaults(obj),
         Role | ClusterRole | RoleBinding | ClusterRoleBinding => {}
+        CustomResourceDefinition | Custom => {}
         PersistentVolumeClaim => {
             // The default class (admission does this in Kubernetes).
             if obj["spec"].get("storageClassName").is_none() {

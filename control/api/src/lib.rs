@@ -13,6 +13,7 @@
 //! trip; typed `k8s-openapi` structs are used to validate and to read well-known fields.
 
 pub mod convert;
+pub mod custom;
 pub mod decode;
 pub mod defaults;
 pub mod disruption;

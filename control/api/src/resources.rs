@@ -32,6 +32,9 @@ pub enum ResourceKind {
     ClusterRole,
     RoleBinding,
     ClusterRoleBinding,
+    CustomResourceDefinition,
+    /// A kind a CustomResourceDefinition defines (see [`crate::custom`]).
+    Custom,
 }
 
 /// One served resource: where it lives on the wire and how it behaves.
@@ -248,6 +251,19 @@ pub static RESOURCES: &[Resource] = &[
         &[]
     ),
     res!(
+        CustomResourceDefinition,
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        &["crd", "crds"],
+        true,
+        false,
+        &[]
+    ),
+    res!(
         StorageClass,
         "storage.k8s.io",
         "v1",
@@ -279,9 +295,12 @@ pub static ALTERNATES: &[Resource] = &[res!(
     ALL
 )];
 
-/// Every served resource in every served version: the stored versions first.
+/// Every served resource in every served version: the built-in stored versions first, then
+/// their alternates, then the custom resources CustomResourceDefinitions define.
 pub fn served() -> impl Iterator<Item = &'static Resource> {
-    RESOURCES.iter().chain(ALTERNATES.iter())
+    let custom = crate::custom::versions();
+    let custom: Vec<&'static Resource> = custom.iter().map(|v| v.res).collect();
+    RESOURCES.iter().chain(ALTERNATES.iter()).chain(custom)
 }
 
 /// API groups other than core, in discovery order, each with its served versions, the
@@ -295,7 +314,21 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
             None => out.push((r.group, vec![r.version])),
         }
     }
+    for (_, vs) in out.iter_mut() {
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+    }
     out
+}
+
+/// Kubernetes' version order (the preferred version of a group is the highest): GA above
+/// beta above alpha, then by major and minor number; other names last.
+pub fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    let Ok(major) = rest[..digits].parse::<u32>() else { return (0, 0, 0) };
+    let tail = &rest[digits..];
+    let stage = |s: &str, rank: u8| tail.strip_prefix(s).and_then(|n| n.parse::<u32>().ok()).map(|n| (rank, major, n));
+    if tail.is_empty() { (3, major, 0) } else { stage("beta", 2).or_else(|| stage("alpha", 1)).unwrap_or((0, 0, 0)) }
 }
 
 impl Resource {
@@ -344,7 +377,11 @@ impl Resource {
 
 /// Find a resource by API group, version and plural (routing), in any served version.
 pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    served().find(|r| r.group == group && r.version == version && r.plural == plural)
+    let mut builtin = RESOURCES.iter().chain(ALTERNATES.iter());
+    builtin.find(|r| r.group == group && r.version == version && r.plural == plural).or_else(|| {
+        let custom = crate::custom::versions();
+        custom.iter().map(|v| v.res).find(|r| r.group == group && r.version == version && r.plural == plural)
+    })
 }
 
 /// Find a resource by `apiVersion` and `kind` (manifests), in any served version.
@@ -354,6 +391,9 @@ pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
 
 /// The stored resource behind a served one (itself, unless it is an alternate version).
 pub fn storage_of(served: &'static Resource) -> &'static Resource {
+    if served.kind_id == ResourceKind::Custom {
+        return crate::custom::version_of(served).map_or(served, |v| v.storage);
+    }
     of(served.kind_id)
 }
 
@@ -370,7 +410,10 @@ pub fn lookup(name: &str) -> Option<&'static Resource> {
         Some((b, g)) => (b.to_string(), Some(g.to_string())),
         None => (lower.clone(), None),
     };
-    RESOURCES.iter().find(|r| {
+    let custom = crate::custom::versions();
+    let custom: Vec<&'static Resource> =
+        custom.iter().filter(|v| std::ptr::eq(v.res, v.storage)).map(|v| v.res).collect();
+    RESOURCES.iter().chain(custom).find(|r| {
         group.as_deref().is_none_or(|g| g == r.group)
             && (r.plural == base
                 || r.singular == base
@@ -425,10 +468,18 @@ mod tests {
             ClusterRole,
             RoleBinding,
             ClusterRoleBinding,
+            CustomResourceDefinition,
         ] {
             assert_eq!(of(k).kind_id, k);
         }
         assert_eq!(of(Node).plural, "nodes");
+    }
+
+    #[test]
+    fn versions_sort_as_kubernetes_prefers_them() {
+        let mut vs = vec!["v1alpha1", "v1beta2", "v2", "v1", "v1beta1", "foo"];
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        assert_eq!(vs, ["v2", "v1", "v1beta2", "v1beta1", "v1alpha1", "foo"]);
     }
 
     #[test]

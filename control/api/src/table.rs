@@ -134,7 +134,9 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         NetworkPolicy => vec![("Name", "string", 0), ("Pod-Selector", "string", 0), ("Age", "string", 0)],
-        Role | ClusterRole => vec![("Name", "string", 0), ("Created At", "date", 0)],
+        Role | ClusterRole | CustomResourceDefinition => vec![("Name", "string", 0), ("Created At", "date", 0)],
+        // Custom resources' columns come from their definition (see `table`).
+        Custom => vec![("Name", "string", 0), ("Age", "string", 0)],
         RoleBinding | ClusterRoleBinding => vec![
             ("Name", "string", 0),
             ("Role", "string", 0),
@@ -206,18 +208,34 @@ pub fn column_definitions(kind: ResourceKind) -> Value {
 
 /// A Table of `objects`. `with_columns` false leaves column definitions out (later watch events).
 pub fn table(res: &Resource, objects: &[Value], rv: &str, include: IncludeObject, now: DateTime<Utc>) -> Value {
-    let rows: Vec<Value> = objects.iter().map(|o| row(res, o, include, now)).collect();
+    // A custom resource prints the columns its definition names.
+    let custom = crate::custom::version_of(res);
+    let rows: Vec<Value> = objects.iter().map(|o| row(res, custom.as_ref(), o, include, now)).collect();
+    let columns = match &custom {
+        Some(v) => json!(crate::custom::column_definitions(v)),
+        None => column_definitions(res.kind_id),
+    };
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": rv},
-        "columnDefinitions": column_definitions(res.kind_id),
+        "columnDefinitions": columns,
         "rows": rows,
     })
 }
 
-fn row(res: &Resource, obj: &Value, include: IncludeObject, now: DateTime<Utc>) -> Value {
-    let mut r = json!({"cells": cells(res.kind_id, obj, now)});
+fn row(
+    res: &Resource,
+    custom: Option<&crate::custom::Version>,
+    obj: &Value,
+    include: IncludeObject,
+    now: DateTime<Utc>,
+) -> Value {
+    let cells = match custom {
+        Some(v) => crate::custom::cells(v, obj),
+        None => cells(res.kind_id, obj, now),
+    };
+    let mut r = json!({"cells": cells});
     match include {
         IncludeObject::None => {}
         IncludeObject::Object => r["object"] = obj.clone(),
@@ -383,7 +401,10 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(created),
             ]
         }
-        Role | ClusterRole => vec![name, s(str_at(o, "metadata.creationTimestamp").unwrap_or(""))],
+        Role | ClusterRole | CustomResourceDefinition => {
+            vec![name, s(str_at(o, "metadata.creationTimestamp").unwrap_or(""))]
+        }
+        Custom => vec![name, s(created)],
         RoleBinding | ClusterRoleBinding => {
             let subjects = |kind: &str| {
                 let v: Vec<String> = o["subjects"]

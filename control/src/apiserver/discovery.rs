@@ -258,7 +258,24 @@ pub fn openapi_group_version(path: &str) -> Option<Value> {
         });
         paths.insert(item, json!({"patch": op}));
     }
+    let mut schemas = wasmorch_api::openapi::schemas(&kinds);
+    // A custom resource's schema is its definition's (`kubectl explain` reads it).
+    for cv in wasmorch_api::custom::versions().iter().filter(|c| c.res.group == g && c.res.version == v) {
+        let mut s = if cv.schema.is_object() {
+            cv.schema.clone()
+        } else {
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+        };
+        if let Some(props) = s.get_mut("properties").and_then(Value::as_object_mut) {
+            props.entry("apiVersion").or_insert(json!({"type": "string"}));
+            props.entry("kind").or_insert(json!({"type": "string"}));
+            props.entry("metadata").or_insert(json!({"type": "object"}));
+        }
+        s["x-kubernetes-group-version-kind"] = json!([gvk(cv.res)]);
+        let reversed: Vec<&str> = cv.res.group.split('.').rev().collect();
+        schemas.insert(format!("{}.{}.{}", reversed.join("."), cv.res.version, cv.res.kind), s);
+    }
     Some(
-        json!({"openapi": "3.0.0", "info": {"title": "wasmorch", "version": format!("v{KUBE_MAJOR}.{KUBE_MINOR}")}, "paths": paths, "components": {"schemas": wasmorch_api::openapi::schemas(&kinds)}}),
+        json!({"openapi": "3.0.0", "info": {"title": "wasmorch", "version": format!("v{KUBE_MAJOR}.{KUBE_MINOR}")}, "paths": paths, "components": {"schemas": schemas}}),
     )
 }

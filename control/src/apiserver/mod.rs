@@ -13,6 +13,7 @@
 pub mod access;
 pub mod api;
 pub mod authz;
+pub mod crds;
 pub mod discovery;
 pub mod handlers;
 pub mod logs;

@@ -7,7 +7,7 @@ use wasmorch_api::error::Cause;
 use wasmorch_api::object::{self, meta_mut};
 use wasmorch_api::resources::{Resource, ResourceKind};
 use wasmorch_api::validation::{self, FieldValidation};
-use wasmorch_api::{ApiError, defaults, managed};
+use wasmorch_api::{ApiError, custom, defaults, managed};
 
 /// Fields the server owns: a client's value is ignored on update.
 const SERVER_META: &[&str] =
@@ -93,7 +93,8 @@ pub fn prepare_create_by(
     }
     let config = w.apply.then(|| obj.clone());
     defaults::apply(res.kind_id, &mut obj);
-    let warnings = validation::validate(res, &obj, mode)?;
+    let mut warnings = custom_admit(res, &mut obj, mode)?;
+    warnings.extend(validation::validate(res, &obj, mode)?);
     let now = object::now_rfc3339();
     match config {
         Some(cfg) => {
@@ -120,6 +121,17 @@ pub fn prepare_create_by(
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
         }
         ResourceKind::Node => {}
+        // Its objects are deleted before it goes (controllers/crd.rs).
+        ResourceKind::CustomResourceDefinition => {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+            let mut f = object::finalizers(&obj);
+            if !f.iter().any(|x| x == "customresourcecleanup.apiextensions.k8s.io") {
+                f.push("customresourcecleanup.apiextensions.k8s.io".into());
+            }
+            meta_mut(&mut obj).insert("finalizers".into(), json!(f));
+        }
         // As Kubernetes writes it: a Service always has a (possibly empty) load-balancer status.
         ResourceKind::Service => obj["status"] = json!({"loadBalancer": {}}),
         _ if res.has_status => {
@@ -201,6 +213,7 @@ pub fn prepare_update_by(
         // The status subresource changes status only.
         let mut out = cur.clone();
         out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        custom_admit(res, &mut out, FieldValidation::Ignore)?;
         validation::validate(res, &out, FieldValidation::Ignore)?;
         managed::record_update(Some(cur), &mut out, &w.manager, &object::now_rfc3339(), Some("status"));
         return Ok((Outcome::Put(out), Vec::new()));
@@ -231,7 +244,8 @@ pub fn prepare_update_by(
         new["spec"] = cur.get("spec").cloned().unwrap_or(Value::Null);
     }
     defaults::apply(res.kind_id, &mut new);
-    let warnings = validation::validate(res, &new, mode)?;
+    let mut warnings = custom_admit(res, &mut new, mode)?;
+    warnings.extend(validation::validate(res, &new, mode)?);
     check_immutable(res, cur, &new)?;
     if !w.apply {
         managed::record_update(Some(cur), &mut new, &w.manager, &object::now_rfc3339(), sub);
@@ -244,6 +258,31 @@ pub fn prepare_update_by(
         return Ok((Outcome::Delete, warnings));
     }
     Ok((Outcome::Put(new), warnings))
+}
+
+/// A custom resource through its definition's schema: defaults, pruning of unknown fields
+/// (named in warnings, or a 400 under `fieldValidation=Strict`, as Kubernetes does), and
+/// validation (422 naming each field).
+fn custom_admit(res: &Resource, obj: &mut Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    if res.kind_id != ResourceKind::Custom {
+        return Ok(Vec::new());
+    }
+    let Some(v) = custom::version_of(res) else {
+        return Err(ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({})", res.qualified_plural()),
+        ));
+    };
+    let pruned = custom::admit(&v, obj).map_err(|causes| custom::invalid(&v, obj, causes))?;
+    let msgs: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    match mode {
+        FieldValidation::Strict if !msgs.is_empty() => {
+            Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))))
+        }
+        FieldValidation::Ignore => Ok(Vec::new()),
+        _ => Ok(msgs),
+    }
 }
 
 fn namespace_finalized(res: &Resource, obj: &Value) -> bool {
@@ -272,6 +311,14 @@ fn check_immutable(res: &Resource, cur: &Value, new: &Value) -> Result<(), ApiEr
         }
         Service => same("/spec/clusterIP", "spec.clusterIP"),
         RoleBinding | ClusterRoleBinding => same("/roleRef", "roleRef"),
+        // What its objects are stored under (Kubernetes lets names change through
+        // acceptedNames; here they are fixed for the definition's life).
+        CustomResourceDefinition => {
+            same("/spec/group", "spec.group");
+            same("/spec/scope", "spec.scope");
+            same("/spec/names/plural", "spec.names.plural");
+            same("/spec/names/kind", "spec.names.kind");
+        }
         // A pod range, once given, is the node's for its life (Kubernetes: "may not be changed").
         Node => {
             same("/spec/podCIDR", "spec.podCIDR");

@@ -7,11 +7,32 @@ use super::request::Target;
 use crate::store::Outcome;
 use serde_json::{Value, json};
 use wasmorch_api::validation::FieldValidation;
-use wasmorch_api::{ApiError, object};
+use wasmorch_api::{ApiError, Resource, object};
 
-/// The Scale view of a Deployment or ReplicaSet.
-pub fn scale_of(obj: &Value) -> Value {
-    let selector = wasmorch_api::selector::LabelSelector::of_workload(obj).map(|s| s.to_string()).unwrap_or_default();
+/// Where a custom resource keeps its replicas (`None` for the built-in workloads).
+fn custom_scale(res: &Resource) -> Option<wasmorch_api::custom::Scale> {
+    wasmorch_api::custom::version_of(res).and_then(|v| v.scale)
+}
+
+/// The Scale view of a Deployment, ReplicaSet or custom resource (at the paths its
+/// definition names).
+pub fn scale_of(res: &Resource, obj: &Value) -> Value {
+    let (spec, status, selector) = match custom_scale(res) {
+        Some(sc) => {
+            let at = |p: &str| wasmorch_api::custom::at_path(obj, p).cloned().unwrap_or(Value::Null);
+            let selector = sc.label_selector.as_deref().map(at).and_then(|v| v.as_str().map(String::from));
+            (
+                at(&sc.spec_replicas).as_i64().unwrap_or(0),
+                at(&sc.status_replicas).as_i64().unwrap_or(0),
+                selector.unwrap_or_default(),
+            )
+        }
+        None => (
+            obj["spec"]["replicas"].as_i64().unwrap_or(1),
+            obj["status"]["replicas"].as_i64().unwrap_or(0),
+            wasmorch_api::selector::LabelSelector::of_workload(obj).map(|s| s.to_string()).unwrap_or_default(),
+        ),
+    };
     json!({
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",
@@ -22,8 +43,8 @@ pub fn scale_of(obj: &Value) -> Value {
             "resourceVersion": object::resource_version(obj).to_string(),
             "creationTimestamp": obj["metadata"]["creationTimestamp"],
         },
-        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
-        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+        "spec": {"replicas": spec},
+        "status": {"replicas": status, "selector": selector},
     })
 }
 
@@ -69,7 +90,7 @@ impl Api {
     pub async fn get_scale(&self, t: &Target) -> Result<Value, ApiError> {
         let mut t2 = t.clone();
         t2.subresource = None;
-        Ok(scale_of(&self.get(&t2).await?))
+        Ok(scale_of(t.res, &self.get(&t2).await?))
     }
 
     /// `PUT` or `PATCH …/scale`: `f` turns the current Scale into the wanted one.
@@ -84,7 +105,7 @@ impl Api {
         let res = t.res;
         let w = self
             .modify_raw(&t2, dry_run, move |cur| {
-                let want = f(&scale_of(cur))?;
+                let want = f(&scale_of(res, cur))?;
                 let rv = want["metadata"]["resourceVersion"].as_str().unwrap_or("");
                 if !rv.is_empty() && rv != object::resource_version(cur).to_string() {
                     return Err(ApiError::conflict(
@@ -107,11 +128,16 @@ impl Api {
                     ));
                 };
                 let mut new = cur.clone();
-                new["spec"]["replicas"] = json!(n);
+                match custom_scale(res) {
+                    Some(sc) => {
+                        wasmorch_api::custom::set_path(&mut new, &sc.spec_replicas, json!(n));
+                    }
+                    None => new["spec"]["replicas"] = json!(n),
+                }
                 new["metadata"]["resourceVersion"] = json!("");
                 objects::prepare_update(res, cur, new, None, FieldValidation::Ignore).map(|(o, _)| o)
             })
             .await?;
-        Ok(scale_of(&w.object))
+        Ok(scale_of(res, &w.object))
     }
 }

@@ -2,6 +2,7 @@
 //! in a pure function, acts through [`Api`](crate::apiserver::api::Api), and requeues.
 
 pub mod apiservice;
+pub mod crd;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -51,6 +52,7 @@ pub fn start_all(
     let pdbs = informer(K::PodDisruptionBudget);
     let hpas = informer(K::HorizontalPodAutoscaler);
     let cluster_roles = informer(K::ClusterRole);
+    let crds = informer(K::CustomResourceDefinition);
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
@@ -62,6 +64,7 @@ pub fn start_all(
         tokio::spawn(endpoints::start(api.clone(), services.clone(), pods.clone(), nodes.clone())),
         tokio::spawn(disruption::start(api.clone(), pdbs.clone(), pods.clone())),
         tokio::spawn(rbac::start(api.clone(), cluster_roles.clone())),
+        tokio::spawn(crd::start(api.clone(), crds.clone())),
         tokio::spawn(idle::start(api.clone(), deployments.clone(), pods.clone(), autoscaling.1.clone(), autoscaling.2)),
         tokio::spawn(hpa::start(
             api.clone(),
@@ -103,6 +106,7 @@ pub fn start_all(
         pdbs,
         hpas,
         cluster_roles,
+        crds,
     ] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }

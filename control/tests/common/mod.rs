@@ -54,6 +54,7 @@ pub async fn setup() -> T {
     wasmorch_control::server::bootstrap(&api).await.unwrap();
     apiserver::rbac::bootstrap(&api).await;
     apiserver::rbac::start(&api);
+    apiserver::crds::start(&api);
     tokio::spawn(wasmorch_control::controllers::namespace::run(api.clone()));
     let mut tokens = Tokens::default();
     tokens.add(TOKEN, Identity::admin());

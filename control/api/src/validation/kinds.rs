@@ -79,7 +79,11 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         }
         Service => validate_service(&spec, c),
         ConfigMap | Secret => validate_config_data(kind, obj, c),
-        ServiceAccount => {}
+        ServiceAccount | Custom => {}
+        CustomResourceDefinition => {
+            let builtin: Vec<&str> = crate::resources::RESOURCES.iter().map(|r| r.group).collect();
+            crate::custom::validate_definition(obj, &builtin, &mut c.0);
+        }
         ResourceQuota => quantities(spec.get("hard"), "spec.hard", c),
         LimitRange => {
             for (i, l) in spec.get("limits").and_then(Value::as_array).into_iter().flatten().enumerate() {

@@ -194,6 +194,11 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         ClusterRole => rt!(rbac::ClusterRole),
         RoleBinding => rt!(rbac::RoleBinding),
         ClusterRoleBinding => rt!(rbac::ClusterRoleBinding),
+        CustomResourceDefinition => {
+            rt!(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)
+        }
+        // Checked by its definition's schema (`custom::admit`), not a typed struct.
+        Custom => Ok(obj.clone()),
     }
 }
 
