@@ -152,3 +152,27 @@ async fn a_definition_serves_its_kind() {
     let (code, _) = merge(&t, &format!("{CRDS}/widgets.example.com"), json!({"spec": {"scope": "Cluster"}})).await;
     assert_eq!(code, 422);
 }
+
+#[tokio::test]
+async fn cluster_scoped_definitions_and_preserved_fields() {
+    let t = setup().await;
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "regions.geo.example.com"},
+        "spec": {"group": "geo.example.com", "scope": "Cluster", "names": {"kind": "Region", "plural": "regions"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    });
+    assert_eq!(t.post(CRDS, crd).await.0, 201);
+    const REGIONS: &str = "/apis/geo.example.com/v1alpha1/regions";
+    assert!(t.until(|| async { t.get(REGIONS).await.0 == 200 }).await, "never served");
+    let region = json!({"apiVersion": "geo.example.com/v1alpha1", "kind": "Region", "metadata": {"name": "eu"},
+        "spec": {"anything": {"goes": [1, 2]}}, "extra": "kept"});
+    let (code, v) = t.post(REGIONS, region).await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!((v["extra"].as_str(), v["metadata"].get("namespace")), (Some("kept"), None), "{v}");
+    // Cluster-scoped: not under a namespace.
+    assert_eq!(t.get("/apis/geo.example.com/v1alpha1/namespaces/default/regions/eu").await.0, 404);
+    let (_, l) = t.get(REGIONS).await;
+    assert_eq!(l["items"][0]["spec"]["anything"]["goes"], json!([1, 2]));
+}

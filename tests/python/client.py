@@ -56,12 +56,51 @@ def main() -> None:
     assert scale.spec.replicas == 2, scale
     apps.delete_namespaced_deployment("py-web", "default")
 
+    custom_resources()
+
     core.delete_namespaced_config_map("py-cm", "default")
     done.wait(25)
     t.join(5)
     types = [e for e in seen if e[1] == "py-cm"]
     assert types[:1] == [("ADDED", "py-cm")] and ("MODIFIED", "py-cm") in types and ("DELETED", "py-cm") in types, seen
     print("python client: ok")
+
+
+def custom_resources() -> None:
+    """A CustomResourceDefinition made with the typed client, its objects through
+    CustomObjectsApi: create, list, merge patch, scale, delete."""
+    ext = client.ApiextensionsV1Api()
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "size": {"type": "integer"}, "replicas": {"type": "integer"}}}}}
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "pywidgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+                 "names": {"kind": "PyWidget", "plural": "pywidgets"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema},
+                               "subresources": {"scale": {"specReplicasPath": ".spec.replicas",
+                                                          "statusReplicasPath": ".status.replicas"}}}]},
+    }
+    ext.create_custom_resource_definition(crd)
+    objs = client.CustomObjectsApi()
+    body = {"apiVersion": "example.com/v1", "kind": "PyWidget", "metadata": {"name": "w"}, "spec": {"size": 1}}
+    for _ in range(100):
+        try:
+            objs.create_namespaced_custom_object("example.com", "v1", "default", "pywidgets", body)
+            break
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+            threading.Event().wait(0.05)
+    items = objs.list_namespaced_custom_object("example.com", "v1", "default", "pywidgets")["items"]
+    assert [i["metadata"]["name"] for i in items] == ["w"], items
+    got = objs.patch_namespaced_custom_object("example.com", "v1", "default", "pywidgets", "w", {"spec": {"size": 5}})
+    assert got["spec"]["size"] == 5, got
+    scale = objs.patch_namespaced_custom_object_scale("example.com", "v1", "default", "pywidgets", "w",
+                                                     {"spec": {"replicas": 3}})
+    assert scale["spec"]["replicas"] == 3, scale
+    objs.delete_namespaced_custom_object("example.com", "v1", "default", "pywidgets", "w")
+    ext.delete_custom_resource_definition("pywidgets.example.com")
 
 
 if __name__ == "__main__":

@@ -643,14 +643,19 @@ pub fn column_definitions(v: &Version) -> Vec<Value> {
     out
 }
 
-/// The cells of `obj` under [`column_definitions`].
-pub fn cells(v: &Version, obj: &Value) -> Vec<Value> {
+/// The cells of `obj` under [`column_definitions`]; `date` columns as ages (`5m`), as
+/// Kubernetes prints them.
+pub fn cells(v: &Version, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Vec<Value> {
     let mut out = vec![json!(object::name(obj))];
     if v.columns.is_empty() {
-        out.push(obj["metadata"]["creationTimestamp"].clone());
+        out.push(json!(object::age(obj["metadata"]["creationTimestamp"].as_str(), now)));
     }
     for c in &v.columns {
-        out.push(at_path(obj, &c.json_path).cloned().unwrap_or(Value::Null));
+        let cell = at_path(obj, &c.json_path).cloned().unwrap_or(Value::Null);
+        out.push(match (c.ty.as_str(), cell.as_str()) {
+            ("date", Some(ts)) => json!(object::age(Some(ts), now)),
+            _ => cell,
+        });
     }
     out
 }

@@ -232,7 +232,7 @@ fn row(
     now: DateTime<Utc>,
 ) -> Value {
     let cells = match custom {
-        Some(v) => crate::custom::cells(v, obj),
+        Some(v) => crate::custom::cells(v, obj, now),
         None => cells(res.kind_id, obj, now),
     };
     let mut r = json!({"cells": cells});

@@ -98,7 +98,7 @@ fn printer_columns_and_paths() {
     let cols: Vec<String> = column_definitions(&v).iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
     assert_eq!(cols, ["Name", "Size"]);
     let obj = json!({"metadata": {"name": "a", "labels": {"app.kubernetes.io/name": "w"}}, "spec": {"size": 4, "tags": ["x"]}});
-    assert_eq!(cells(&v, &obj), vec![json!("a"), json!(4)]);
+    assert_eq!(cells(&v, &obj, chrono::Utc::now()), vec![json!("a"), json!(4)]);
     assert_eq!(at_path(&obj, ".spec.tags[0]"), Some(&json!("x")));
     assert_eq!(at_path(&obj, ".metadata.labels['app.kubernetes.io/name']"), Some(&json!("w")));
     assert_eq!(at_path(&obj, ".spec.missing"), None);
