@@ -112,6 +112,16 @@ impl Client {
         .into())
     }
 
+    /// Learn the cluster's custom kinds (its CustomResourceDefinitions), so that names and
+    /// manifests of them resolve here as built-in ones do. Quietly nothing when they cannot
+    /// be listed (an identity without that right).
+    pub async fn learn_custom_kinds(&self) {
+        if let Ok(list) = self.get_json("/apis/apiextensions.k8s.io/v1/customresourcedefinitions").await {
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            wasmorch_api::custom::load(0, &items);
+        }
+    }
+
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         self.json(Method::GET, path, None, "application/json", Vec::new()).await
     }

@@ -878,6 +878,12 @@ fn kubectl_uses_a_custom_resource_definition() {
         "{err}"
     );
 
+    // The wasmorch CLI learns the custom kinds from the server.
+    let mine = c.ok(&["get", "wd"]);
+    assert!(mine.starts_with("NAME") && mine.contains("SIZE") && mine.contains("first"), "{mine}");
+    assert_eq!(c.ok(&["apply", "-f", &widget(6)]).trim(), "widget.example.com/first configured");
+    assert_eq!(ok(&c, &["get", "wd", "first", "-o", "jsonpath={.spec.size}"]), "6");
+
     assert!(ok(&c, &["delete", "crd", "widgets.example.com", "--timeout=30s"]).contains("deleted"));
     let o = kubectl(&c, &["get", "--raw", "/apis/example.com/v1/namespaces/default/widgets"]);
     assert!(!o.status.success(), "the kind is no longer served");

@@ -1,6 +1,6 @@
 //! `wasmorch apply`, `create` and `delete`.
 
-use super::get::{parse_targets, report};
+use super::get::report;
 use crate::client::{ApiFailure, Client, Failed, path, q};
 use anyhow::Context;
 use serde_json::{Map, Value, json};
@@ -135,6 +135,9 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
     let suffix = if dry { " (server dry run)" } else { "" };
     let dry_q = if dry { "?dryRun=All&fieldValidation=Strict" } else { "?fieldValidation=Strict" };
     let mut failed = false;
+    if docs.iter().any(|(f, d)| resource_of(f, d).is_err()) {
+        client.learn_custom_kinds().await;
+    }
     for (file, doc) in docs {
         let res = match resource_of(&file, &doc) {
             Ok(r) => r,
@@ -213,7 +216,11 @@ pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
     // (resource, namespace, name)
     let mut items: Vec<(&'static Resource, String, String)> = Vec::new();
     if !a.files.is_empty() {
-        for (file, doc) in read_documents(&a.files)? {
+        let docs = read_documents(&a.files)?;
+        if docs.iter().any(|(f, d)| resource_of(f, d).is_err()) {
+            client.learn_custom_kinds().await;
+        }
+        for (file, doc) in docs {
             let res = resource_of(&file, &doc)?;
             let ns = match object::namespace(&doc) {
                 "" => default_ns.clone(),
@@ -222,7 +229,7 @@ pub async fn delete(ctx: Option<String>, a: DeleteArgs) -> anyhow::Result<()> {
             items.push((res, ns, object::name(&doc).to_string()));
         }
     } else if !a.args.is_empty() {
-        for (res, names) in parse_targets(&a.args)? {
+        for (res, names) in super::get::resolve_targets(&client, &a.args).await? {
             if names.is_empty() {
                 if !a.all && a.selector.is_none() {
                     anyhow::bail!(

@@ -1,6 +1,6 @@
 //! `wasmorch describe KIND NAME`: the object's metadata, spec and status, then its events.
 
-use super::get::{parse_targets, report};
+use super::get::report;
 use crate::client::{Client, Failed, TABLE_ACCEPT, path, q};
 use crate::printer::{self, TablePrinter};
 use serde_json::Value;
@@ -86,8 +86,8 @@ pub fn usage_lines(summary: &Value, uid: &str) -> String {
 }
 
 pub async fn describe(ctx: Option<String>, a: DescribeArgs) -> anyhow::Result<()> {
-    let targets = parse_targets(&a.args)?;
     let client = Client::new(ctx).await?;
+    let targets = super::get::resolve_targets(&client, &a.args).await?;
     let ns = a.namespace.clone().unwrap_or_else(|| client.namespace.clone());
     let mut failed = false;
     let mut first = true;

@@ -79,9 +79,24 @@ fn query(a: &GetArgs, extra: &[(&str, String)]) -> String {
     if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
 }
 
+/// [`parse_targets`], learning the cluster's custom kinds first when a name is not a
+/// built-in one.
+pub async fn resolve_targets(
+    client: &Client,
+    args: &[String],
+) -> anyhow::Result<Vec<(&'static Resource, Vec<String>)>> {
+    match parse_targets(args) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            client.learn_custom_kinds().await;
+            parse_targets(args).map_err(|_| e)
+        }
+    }
+}
+
 pub async fn get(ctx: Option<String>, a: GetArgs) -> anyhow::Result<()> {
-    let targets = parse_targets(&a.args)?;
     let client = Client::new(ctx).await?;
+    let targets = resolve_targets(&client, &a.args).await?;
     let ns = a.namespace.clone().unwrap_or_else(|| client.namespace.clone());
     let output = a.output.clone().unwrap_or_default();
     if !["", "wide", "yaml", "json", "name"].contains(&output.as_str()) {
