@@ -176,3 +176,22 @@ async fn cluster_scoped_definitions_and_preserved_fields() {
     let (_, l) = t.get(REGIONS).await;
     assert_eq!(l["items"][0]["spec"]["anything"]["goes"], json!([1, 2]));
 }
+
+#[tokio::test]
+async fn a_namespace_takes_its_custom_resources_with_it() {
+    let t = setup().await;
+    let mut crd = widget_crd();
+    crd["metadata"]["name"] = json!("widgets.ns.example.com");
+    crd["spec"]["group"] = json!("ns.example.com");
+    assert_eq!(t.post(CRDS, crd).await.0, 201);
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tmp"}});
+    assert_eq!(t.post("/api/v1/namespaces", ns).await.0, 201);
+    const TMP: &str = "/apis/ns.example.com/v1/namespaces/tmp/widgets";
+    assert!(t.until(|| async { t.get(TMP).await.0 == 200 }).await, "never served");
+    let mut w = widget("x", json!({"size": 1}));
+    w["apiVersion"] = json!("ns.example.com/v1");
+    assert_eq!(t.post(TMP, w).await.0, 201);
+    assert!(matches!(t.call(Method::DELETE, "/api/v1/namespaces/tmp", None).await.0, 200 | 202));
+    let gone = t.until(|| async { t.get(&format!("{TMP}/x")).await.0 == 404 }).await;
+    assert!(gone, "the namespace's custom resource outlived it");
+}

@@ -303,6 +303,12 @@ pub fn served() -> impl Iterator<Item = &'static Resource> {
     RESOURCES.iter().chain(ALTERNATES.iter()).chain(custom)
 }
 
+/// Every stored resource: the built-in ones, and each custom kind in its storage version.
+pub fn stored() -> Vec<&'static Resource> {
+    let custom = crate::custom::versions();
+    RESOURCES.iter().chain(custom.iter().filter(|v| std::ptr::eq(v.res, v.storage)).map(|v| v.res)).collect()
+}
+
 /// API groups other than core, in discovery order, each with its served versions, the
 /// preferred (stored) one first.
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {

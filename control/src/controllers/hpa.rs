@@ -273,8 +273,8 @@ fn condition(prev: &Value, ty: &str, status: bool, reason: &str, message: &str, 
 fn scale_target(r: &Value) -> Result<&'static resources::Resource, String> {
     let kind = r["kind"].as_str().unwrap_or("");
     let group = r["apiVersion"].as_str().and_then(|v| v.rsplit_once('/')).map_or("", |(g, _)| g);
-    resources::RESOURCES
-        .iter()
+    resources::stored()
+        .into_iter()
         .find(|res| res.kind == kind && res.has_scale && (group.is_empty() || res.group == group))
         .ok_or_else(|| format!("no matches for kind \"{kind}\" in group \"{group}\" with a scale subresource"))
 }

@@ -5,7 +5,7 @@ use crate::apiserver::objects::DeleteOptions;
 use crate::apiserver::request::Target;
 use serde_json::{Value, json};
 use std::time::Duration;
-use wasmorch_api::resources::{self, RESOURCES};
+use wasmorch_api::resources;
 use wasmorch_api::validation::FieldValidation;
 use wasmorch_api::{ApiError, object};
 
@@ -36,7 +36,8 @@ pub async fn reconcile(api: &Api, name: &str) -> Result<bool, ApiError> {
         return Ok(false);
     }
     let mut remaining = 0;
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+    // Custom kinds too: a namespace's custom resources go with it.
+    for res in resources::stored().into_iter().filter(|r| r.namespaced) {
         let list = api.list(res, Some(name), &ListOptions::default()).await?;
         for o in list["items"].as_array().into_iter().flatten() {
             remaining += 1;
