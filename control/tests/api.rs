@@ -534,15 +534,7 @@ async fn hpa_is_served_in_v1_and_v2() {
         {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 40}}},
         {"type": "Pods", "pods": {"metric": {"name": "requests_per_second"}, "target": {"type": "AverageValue", "averageValue": "10"}}}],
         "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}});
-    let (code, v) = t
-        .raw(
-            Method::PATCH,
-            &format!("{V2}/web"),
-            "application/merge-patch+json",
-            "application/json",
-            serde_json::to_vec(&patch).unwrap(),
-        )
-        .await;
+    let (code, v) = t.merge(&format!("{V2}/web"), patch).await;
     assert_eq!(code, 200, "{v}");
     let (_, mut v1) = t.get(&format!("{V1}/web")).await;
     assert!(

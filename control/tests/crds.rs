@@ -44,11 +44,6 @@ fn widget(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name, "labels": {"tier": "a"}}, "spec": spec})
 }
 
-async fn merge(t: &T, path: &str, body: Value) -> (u16, Value) {
-    t.raw(Method::PATCH, path, "application/merge-patch+json", "application/json", serde_json::to_vec(&body).unwrap())
-        .await
-}
-
 #[tokio::test]
 async fn a_definition_serves_its_kind() {
     let t = setup().await;
@@ -113,12 +108,12 @@ async fn a_definition_serves_its_kind() {
     assert_eq!(tab["rows"][0]["cells"], json!(["a", 3, "red"]));
 
     // Status and scale subresources.
-    let (code, v) = merge(&t, &format!("{V1}/a"), json!({"spec": {"size": 4}, "status": {"phase": "Ready"}})).await;
+    let (code, v) = t.merge(&format!("{V1}/a"), json!({"spec": {"size": 4}, "status": {"phase": "Ready"}})).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!((v["spec"]["size"].as_i64(), v["status"].get("phase")), (Some(4), None), "main writes ignore status");
-    let (code, v) = merge(&t, &format!("{V1}/a/status"), json!({"status": {"phase": "Ready", "replicas": 1}})).await;
+    let (code, v) = t.merge(&format!("{V1}/a/status"), json!({"status": {"phase": "Ready", "replicas": 1}})).await;
     assert_eq!((code, v["status"]["phase"].as_str()), (200, Some("Ready")), "{v}");
-    let (code, s) = merge(&t, &format!("{V1}/a/scale"), json!({"spec": {"replicas": 3}})).await;
+    let (code, s) = t.merge(&format!("{V1}/a/scale"), json!({"spec": {"replicas": 3}})).await;
     assert_eq!((code, &s["spec"]["replicas"], &s["status"]["replicas"]), (200, &json!(3), &json!(1)), "{s}");
     let (_, v) = t.get(&format!("{V1}/a")).await;
     assert_eq!(v["spec"]["replicas"], 3);
@@ -149,7 +144,7 @@ async fn a_definition_serves_its_kind() {
     apps["spec"]["group"] = json!("apps");
     assert_eq!(t.post(CRDS, apps).await.0, 422);
     // Its names are fixed once made.
-    let (code, _) = merge(&t, &format!("{CRDS}/widgets.example.com"), json!({"spec": {"scope": "Cluster"}})).await;
+    let (code, _) = t.merge(&format!("{CRDS}/widgets.example.com"), json!({"spec": {"scope": "Cluster"}})).await;
     assert_eq!(code, 422);
 }
 

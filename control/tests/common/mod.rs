@@ -109,6 +109,11 @@ impl T {
         let b = body.map(|b| serde_json::to_vec(&b).unwrap()).unwrap_or_default();
         self.raw(method, path, "application/json", "application/json", b).await
     }
+    /// A JSON merge patch.
+    pub async fn merge(&self, path: &str, body: Value) -> (u16, Value) {
+        let b = serde_json::to_vec(&body).unwrap();
+        self.raw(Method::PATCH, path, "application/merge-patch+json", "application/json", b).await
+    }
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call(Method::GET, path, None).await
     }
