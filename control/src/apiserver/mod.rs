@@ -26,6 +26,7 @@ pub mod relay;
 pub mod request;
 pub mod serviceaccounts;
 pub mod subresources;
+pub mod verbs;
 pub mod wake;
 pub mod watch;
 
