@@ -314,7 +314,13 @@ fn cronjobs_start_jobs_on_schedule() {
     assert!(eventually(Duration::from_secs(30), || {
         get_json(&c, &["cronjob", "tick"]).unwrap()["status"]["lastSuccessfulTime"].is_string()
     }));
-    assert_eq!(jobs().len(), 1, "the missed runs became one");
+    // One run for the three missed minutes. (A run for a later minute is the schedule going
+    // on, if the clock passed a minute boundary meanwhile.)
+    let minute_of = |j: &Value| -> i64 {
+        j["metadata"]["name"].as_str().and_then(|n| n.strip_prefix("tick-")).and_then(|m| m.parse().ok()).unwrap_or(0)
+    };
+    let missed = jobs().iter().filter(|j| minute_of(j) <= minutes).count();
+    assert_eq!(missed, 1, "the missed runs became one");
     // Deleting the CronJob removes its jobs.
     c.ok(&["delete", "cronjob", "tick"]);
     assert!(eventually(Duration::from_secs(30), || jobs().is_empty()));
