@@ -197,19 +197,7 @@ pub static RESOURCES: &[Resource] = &[
         false,
         &[]
     ),
-    res!(
-        HorizontalPodAutoscaler,
-        "autoscaling",
-        "v2",
-        "HorizontalPodAutoscaler",
-        "horizontalpodautoscalers",
-        "horizontalpodautoscaler",
-        true,
-        &["hpa"],
-        true,
-        false,
-        ALL
-    ),
+    HPA,
     res!(Role, "rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, &[], false, false, &[]),
     res!(
         ClusterRole,
@@ -281,10 +269,13 @@ pub static RESOURCES: &[Resource] = &[
 /// Versions served besides the one a kind is stored in: the same objects, converted on the
 /// way in and out by [`crate::convert`]. Each shares its stored resource's plural, scope and
 /// store keys; only `version` (and so the wire form) differs.
-pub static ALTERNATES: &[Resource] = &[res!(
+pub static ALTERNATES: &[Resource] = &[Resource { version: "v1", ..HPA }];
+
+/// HorizontalPodAutoscalers, stored as `autoscaling/v2`.
+const HPA: Resource = res!(
     HorizontalPodAutoscaler,
     "autoscaling",
-    "v1",
+    "v2",
     "HorizontalPodAutoscaler",
     "horizontalpodautoscalers",
     "horizontalpodautoscaler",
@@ -293,7 +284,7 @@ pub static ALTERNATES: &[Resource] = &[res!(
     true,
     false,
     ALL
-)];
+);
 
 /// Every served resource in every served version: the built-in stored versions first, then
 /// their alternates, then the custom resources CustomResourceDefinitions define.
