@@ -100,13 +100,19 @@ fn resource_of(file: &str, doc: &Value) -> anyhow::Result<&'static Resource> {
     })
 }
 
-/// A JSON merge patch that turns `live` into `desired`, deleting what the last applied
-/// configuration had and `desired` no longer has.
+/// A JSON merge patch that turns `live` into `desired`: what changed since the last applied
+/// configuration, and deletions of what it had and `desired` no longer has (a three-way
+/// merge as kubectl's, on merge-patch terms: a changed list is replaced whole).
 pub fn apply_patch(last: &Value, desired: &Value) -> Value {
     match (last, desired) {
         (Value::Object(l), Value::Object(d)) => {
             let mut out = Map::new();
             for (k, v) in d {
+                // What the file says as it said last time is left as the cluster has it: what
+                // the server added (a pod's token volume, defaults) stays.
+                if l.get(k) == Some(v) {
+                    continue;
+                }
                 out.insert(k.clone(), apply_patch(l.get(k).unwrap_or(&Value::Null), v));
             }
             for k in l.keys() {
@@ -317,8 +323,11 @@ mod tests {
         let desired = json!({"metadata": {"labels": {"a": "1"}}, "data": {"x": "3"}});
         assert_eq!(
             apply_patch(&last, &desired),
-            json!({"metadata": {"labels": {"a": "1", "b": null}}, "data": {"x": "3", "y": null}})
+            json!({"metadata": {"labels": {"b": null}}, "data": {"x": "3", "y": null}})
         );
         assert_eq!(apply_patch(&Value::Null, &desired), desired);
+        // Unchanged since last time: nothing, whatever the server added to the live object.
+        let pod = json!({"spec": {"containers": [{"name": "a", "image": "x"}]}});
+        assert_eq!(apply_patch(&pod, &pod), json!({}));
     }
 }
