@@ -64,13 +64,9 @@ fn custom_to_storage(
         )));
     }
     let Some(v) = crate::custom::version_of(served) else { return Ok((obj, Vec::new())) };
-    let pruned = crate::custom::admit(&v, &mut obj).map_err(|causes| crate::custom::invalid(&v, &obj, causes))?;
-    let msgs: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
-    if mode == FieldValidation::Strict && !msgs.is_empty() {
-        return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
-    }
+    let warnings = crate::custom::admit_write(&v, &mut obj, mode)?;
     obj["apiVersion"] = json!(v.storage.api_version());
-    Ok((obj, if mode == FieldValidation::Ignore { Vec::new() } else { msgs }))
+    Ok((obj, warnings))
 }
 
 /// What the server answers, as `served` shows it: an object of the stored kind, a list of

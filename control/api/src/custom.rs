@@ -660,6 +660,17 @@ pub fn cells(v: &Version, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Ve
     out
 }
 
+/// [`admit`] as a write answers it: pruned fields judged by `mode`
+/// ([`crate::validation::unknown_field_verdict`]), causes as a 422.
+pub fn admit_write(
+    v: &Version,
+    obj: &mut Value,
+    mode: crate::validation::FieldValidation,
+) -> Result<Vec<String>, ApiError> {
+    let pruned = admit(v, obj).map_err(|causes| invalid(v, obj, causes))?;
+    crate::validation::unknown_field_verdict(&pruned, mode)
+}
+
 /// A write refused for its causes, as a 422 naming the kind.
 pub fn invalid(v: &Version, obj: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::invalid(v.res.group, v.res.kind, object::name(obj), causes)

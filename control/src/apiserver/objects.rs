@@ -274,15 +274,7 @@ fn custom_admit(res: &Resource, obj: &mut Value, mode: FieldValidation) -> Resul
             format!("the server could not find the requested resource ({})", res.qualified_plural()),
         ));
     };
-    let pruned = custom::admit(&v, obj).map_err(|causes| custom::invalid(&v, obj, causes))?;
-    let msgs: Vec<String> = pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
-    match mode {
-        FieldValidation::Strict if !msgs.is_empty() => {
-            Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))))
-        }
-        FieldValidation::Ignore => Ok(Vec::new()),
-        _ => Ok(msgs),
-    }
+    custom::admit_write(&v, obj, mode)
 }
 
 fn namespace_finalized(res: &Resource, obj: &Value) -> bool {

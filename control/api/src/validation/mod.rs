@@ -130,7 +130,16 @@ fn unknown_field_warnings(obj: &Value, round_trip: &Value, mode: FieldValidation
     }
     let mut unknown = Vec::new();
     unknown_fields(obj, round_trip, "", &mut unknown);
-    let msgs: Vec<String> = unknown.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+    unknown_field_verdict(&unknown, mode)
+}
+
+/// What `fieldValidation` makes of these unknown (or pruned) field paths: nothing under
+/// `Ignore`, warnings under `Warn`, a 400 naming them under `Strict`.
+pub fn unknown_field_verdict(paths: &[String], mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let msgs: Vec<String> = paths.iter().map(|p| format!("unknown field \"{p}\"")).collect();
     if mode == FieldValidation::Strict && !msgs.is_empty() {
         return Err(ApiError::bad_request(format!("strict decoding error: {}", msgs.join(", "))));
     }
