@@ -292,13 +292,7 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
         Rule::IfTokenForBoundPod => {
             let r = body.and_then(|b| b.pointer("/spec/boundObjectRef"));
             let pod = r.filter(|r| r["kind"] == "Pod").and_then(|r| r["name"].as_str()).unwrap_or("");
-            let pod_t = Target {
-                res: resources::of(resources::ResourceKind::Pod),
-                namespace: t.namespace.clone(),
-                name: Some(pod.to_string()),
-                subresource: None,
-                watch_path: false,
-            };
+            let pod_t = Target::object(resources::ResourceKind::Pod, t.namespace.as_deref().unwrap_or(""), pod);
             let runs_as = |p: &Value| {
                 object::str_at(p, "spec.nodeName") == Some(node)
                     && object::str_at(p, "spec.serviceAccountName") == t.name.as_deref()

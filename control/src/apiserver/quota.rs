@@ -22,13 +22,7 @@ impl Api {
             .find_map(|k| spec.and_then(|s| s.get(*k)).and_then(Value::as_str).filter(|s| !s.is_empty()))
             .unwrap_or("default")
             .to_string();
-        let t = super::request::Target {
-            res: resources::of(ResourceKind::ServiceAccount),
-            namespace: Some(ns.to_string()),
-            name: Some(name),
-            subresource: None,
-            watch_path: false,
-        };
+        let t = super::request::Target::object(ResourceKind::ServiceAccount, ns, &name);
         let account = match self.get(&t).await {
             Ok(a) => Some(a),
             Err(e) if e.code == 404 => None,

@@ -23,6 +23,19 @@ pub struct Target {
     pub watch_path: bool,
 }
 
+impl Target {
+    /// One object of a built-in kind in namespace `ns`.
+    pub fn object(kind: resources::ResourceKind, ns: &str, name: &str) -> Target {
+        Target {
+            res: resources::of(kind),
+            namespace: Some(ns.to_string()),
+            name: Some(name.to_string()),
+            subresource: None,
+            watch_path: false,
+        }
+    }
+}
+
 /// Parse `/api/v1/...` or `/apis/{group}/{version}/...` below the version.
 pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
     let (watch_path, rest) = match rest.first() {

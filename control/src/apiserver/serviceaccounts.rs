@@ -6,19 +6,9 @@ use super::ServerState;
 use super::request::Target;
 use crate::pki::Identity;
 use serde_json::{Value, json};
-use wasmorch_api::resources::{self, ResourceKind};
+use wasmorch_api::resources::ResourceKind;
 use wasmorch_api::serviceaccount::{self as sa, Bound};
 use wasmorch_api::{ApiError, object};
-
-fn target(kind: ResourceKind, ns: &str, name: &str) -> Target {
-    Target {
-        res: resources::of(kind),
-        namespace: Some(ns.to_string()),
-        name: Some(name.to_string()),
-        subresource: None,
-        watch_path: false,
-    }
-}
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -28,7 +18,7 @@ fn now() -> i64 {
 /// uid, has that uid).
 async fn bound_uid(state: &ServerState, ns: &str, b: &Bound) -> Result<String, ApiError> {
     let kind = if b.kind == "Pod" { ResourceKind::Pod } else { ResourceKind::Secret };
-    let obj = state.api.get(&target(kind, ns, &b.name)).await?;
+    let obj = state.api.get(&Target::object(kind, ns, &b.name)).await?;
     let uid = object::meta(&obj).get("uid").and_then(Value::as_str).unwrap_or("").to_string();
     if !b.uid.is_empty() && b.uid != uid {
         return Err(ApiError::new(
@@ -82,7 +72,8 @@ pub async fn authenticate(state: &ServerState, token: &str) -> Option<Identity> 
             return None;
         }
     };
-    let account = state.api.get(&target(ResourceKind::ServiceAccount, &subject.namespace, &subject.name)).await.ok()?;
+    let account =
+        state.api.get(&Target::object(ResourceKind::ServiceAccount, &subject.namespace, &subject.name)).await.ok()?;
     if object::meta(&account).get("uid").and_then(Value::as_str) != Some(subject.uid.as_str()) {
         return None;
     }
