@@ -574,6 +574,7 @@ async fn container(
                         served: Default::default(),
                         latency: crate::runtime::http::latency_histogram(),
                         oom: Default::default(),
+                        open: Default::default(),
                     });
                     serve_http(&ctx, &info, &name, w, port, &run, running).await
                 }

@@ -683,21 +683,36 @@ impl Proxy {
         }
         // Only this node says where a request comes from (to a peer's gateway).
         req.headers_mut().remove(policy::SOURCE_HEADER);
-        // On this node: in process, no socket hop.
-        if self.way(&first) == Way::Here
-            && let Some(w) = self.local_workload(first.addr)
+        let mut to = first;
+        // On this node: in process, no socket hop. A replica that refuses before any instance
+        // ran (stopping, or its queue full) leaves the request to one other.
+        let mut refusals = 0;
+        while self.way(&to) == Way::Here
+            && let Some(w) = self.local_workload(to.addr)
         {
-            self.in_process.fetch_add(1, Ordering::Relaxed);
-            let resp = w.cgroup.clone().charged(w.handle(req)).await;
-            self.done(route, first.addr, true);
-            return boxed(resp);
+            match w.admit().await {
+                Ok(admitted) => {
+                    self.in_process.fetch_add(1, Ordering::Relaxed);
+                    let resp = w.cgroup.clone().charged(w.run(admitted, req)).await;
+                    self.done(route, to.addr, true);
+                    return boxed(resp);
+                }
+                Err(refused) => {
+                    self.done(route, to.addr, true);
+                    refusals += 1;
+                    let next = if refusals < 2 { self.next_allowed(route, client, to.addr, from) } else { None };
+                    match next {
+                        Some(next) => to = next,
+                        None => return boxed(refused),
+                    }
+                }
+            }
         }
         // Elsewhere: buffer the body so a failed connection can be retried on another endpoint.
         let (parts, body) = match buffered(from, req).await {
             Ok(x) => x,
             Err(resp) => return resp,
         };
-        let mut to = first;
         for attempt in 0..2 {
             match self.send(&to, &parts, body.clone()).await {
                 Ok(resp) if attempt == 0 && resp.headers().contains_key(crate::runtime::http::OVERLOADED) => {

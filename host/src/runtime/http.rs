@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -46,6 +47,42 @@ pub struct HttpWorkload {
     pub oom: AtomicU64,
     /// Time from a request's arrival to its response head (queue and instance included).
     pub latency: prometheus_client::metrics::histogram::Histogram,
+    /// Requests let in and not yet finished, from a socket or in process. Closed when the
+    /// container stops: later requests are refused before any instance runs (so the proxy
+    /// sends them to another replica), and the pod's volumes outlive every instance that
+    /// had them open.
+    pub open: OpenRequests,
+}
+
+/// The requests a container let in and has not finished; see [`HttpWorkload::open`].
+#[derive(Default)]
+pub struct OpenRequests(TaskTracker);
+
+impl OpenRequests {
+    /// A place among the open requests, unless the container is stopping.
+    pub fn enter(&self) -> Option<TaskTrackerToken> {
+        // The token first, then the check: a `drained` begun after `close` cannot miss it.
+        let token = self.0.token();
+        (!self.0.is_closed()).then_some(token)
+    }
+
+    /// Refuse requests from now on.
+    pub fn close(&self) {
+        self.0.close();
+    }
+
+    /// Once closed: when the last request let in has finished.
+    pub async fn drained(&self) {
+        self.0.wait().await
+    }
+}
+
+/// A request let in: its place in the container's admission and among its open requests.
+pub struct Admitted {
+    start: std::time::Instant,
+    deadline: tokio::time::Instant,
+    ticket: super::admission::Ticket,
+    open: TaskTrackerToken,
 }
 
 /// Buckets of [`HttpWorkload::latency`]: 50 µs … ~26 s.
@@ -104,30 +141,56 @@ impl HttpWorkload {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let start = std::time::Instant::now();
-        let latency = self.latency.clone();
-        let resp = self.answer(req).await;
-        latency.observe(start.elapsed().as_secs_f64());
-        resp
+        match self.admit().await {
+            Ok(a) => self.run(a, req).await,
+            Err(refused) => refused,
+        }
     }
 
-    async fn answer<B>(self: Arc<Self>, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
-    where
-        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
+    /// Let one request in, waiting in the queue if need be. Refused (a 503 marked
+    /// [`OVERLOADED`], safe to send elsewhere: nothing ran) when the container is stopping,
+    /// its queue is full or the wait outlasts the request timeout.
+    pub async fn admit(&self) -> Result<Admitted, hyper::Response<HyperOutgoingBody>> {
+        let start = std::time::Instant::now();
         self.served.fetch_add(1, Ordering::Relaxed);
+        let Some(open) = self.open.enter() else {
+            self.latency.observe(start.elapsed().as_secs_f64());
+            return Err(unavailable("the pod is stopping\n".into(), true));
+        };
         let deadline = tokio::time::Instant::now() + self.timeout;
         let Some(ticket) = self.admission.enter(deadline).await else {
             let s = self.admission.stats();
-            return unavailable(
+            self.latency.observe(start.elapsed().as_secs_f64());
+            return Err(unavailable(
                 format!(
                     "the pod is at its concurrency limit ({} in flight, {} queued of {})\n",
                     s.in_flight, s.queued, s.queue_limit
                 ),
                 true,
-            );
+            ));
         };
+        Ok(Admitted { start, deadline, ticket, open })
+    }
+
+    /// Answer a request [`admit`](Self::admit) let in, with a fresh instance.
+    pub async fn run<B>(self: Arc<Self>, a: Admitted, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let start = a.start;
+        let latency = self.latency.clone();
+        let resp = self.answer(a, req).await;
+        latency.observe(start.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn answer<B>(self: Arc<Self>, a: Admitted, req: hyper::Request<B>) -> hyper::Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let Admitted { deadline, ticket, open, .. } = a;
         let wasi = match super::wasi_ctx(
             &self.env,
             &[],
@@ -159,7 +222,7 @@ impl HttpWorkload {
         // The instance holds its place until it returns, which may be after the response
         // head was sent (the body is still being written).
         let task = tokio::spawn(async move {
-            let _ticket = ticket;
+            let _held = (ticket, open);
             let run = w.cgroup.run(async move {
                 let r = async {
                     let proxy = pre.instantiate_async(&mut store).await?;
@@ -197,7 +260,8 @@ impl HttpWorkload {
     }
 }
 
-/// Accept connections until `stop`, then finish in-flight requests (up to `grace`).
+/// Accept connections until `stop`, then refuse new requests and finish those in flight,
+/// from sockets and in process (up to `grace`).
 pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: CancellationToken, grace: Duration) {
     let tracker = TaskTracker::new();
     // HTTP/1.0 clients may omit Host; wasi:http needs an authority, so the pod's own is used.
@@ -244,5 +308,30 @@ pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: Cancellati
     }
     drop(listener);
     tracker.close();
-    let _ = tokio::time::timeout(grace, tracker.wait()).await;
+    w.open.close();
+    let _ = tokio::time::timeout(grace, async { tokio::join!(tracker.wait(), w.open.drained()) }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenRequests;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    fn ready<F: Future>(f: std::pin::Pin<&mut F>) -> bool {
+        matches!(f.poll(&mut Context::from_waker(Waker::noop())), Poll::Ready(_))
+    }
+
+    #[test]
+    fn a_stopping_container_refuses_new_requests_and_waits_for_those_let_in() {
+        let open = OpenRequests::default();
+        let first = open.enter().expect("open before close");
+        open.close();
+        assert!(open.enter().is_none(), "a request after close is refused");
+        let drained = open.drained();
+        let mut drained = std::pin::pin!(drained);
+        assert!(!ready(drained.as_mut()), "the request let in is still running");
+        drop(first);
+        assert!(ready(drained.as_mut()), "drained once it finished");
+    }
 }
