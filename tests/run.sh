@@ -75,6 +75,12 @@ if ! command -v qemu-aarch64-static >/dev/null || ! command -v qemu-arm-static >
     gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross) >/dev/null
 fi
 
+# etcd (Debian's etcd-server, 3.4) for the etcd store engine's tests, and protoc, which the
+# etcd client's build needs (the `etcd` feature).
+if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server protobuf-compiler) >/dev/null
+fi
+
 # Wine runs the Windows unit tests.
 if ! command -v wine >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wine64) >/dev/null
@@ -83,8 +89,12 @@ fi
 # Peers are required here: a missing one fails the run instead of skipping a test.
 export WASMORCH_REQUIRE_PEERS=1
 
+# Everything is built and tested once, with the etcd store engine in (the feature users of
+# highly available control planes build with).
+FEATURES=wasmorch-control/etcd
+
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features "$FEATURES" --quiet -- -D warnings
 # The fuzz targets build (they need their feature; cargo-fuzz runs them on nightly).
 cargo clippy -p wasmorch-api-fuzz --features fuzzing --bins --quiet -- -D warnings
 # The workspace builds for Windows and macOS (cargo check: every crate and build script).
@@ -99,6 +109,9 @@ CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine WINEDEBUG=-all \
   cargo test -p wasmorch-api -p wasmorch-host --lib --target x86_64-pc-windows-gnu
 # The ARM builds under qemu: up, apply, curl, delete (aarch64 and armv7 at once).
 tests/qemu.sh
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --features "$FEATURES"
+# The API server's in-process suites again, on the etcd engine (a member per test).
+WASMORCH_TEST_DATASTORE=etcd cargo test --workspace --features "$FEATURES" \
+  --test api --test crds --test hostile_input --test membership --test serviceaccounts
 # The README's first screen as macOS runs it: mapped pod ports (see tests/smoke.sh).
 tests/smoke.sh --pod-addressing mapped

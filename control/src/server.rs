@@ -42,6 +42,8 @@ pub struct Config {
     pub hpa: crate::controllers::hpa::Config,
     /// Serve `/metrics` without credentials.
     pub anonymous_metrics: bool,
+    /// Keep state in this etcd cluster instead of the embedded store (`--datastore-endpoint`).
+    pub datastore: Option<crate::store::EtcdConfig>,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl Config {
             metric_resolution: crate::apiserver::metrics::DEFAULT_RESOLUTION,
             hpa: Default::default(),
             anonymous_metrics: false,
+            datastore: None,
             data_dir,
         }
     }
@@ -124,7 +127,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     // Left by versions that had one shared node token with full rights; it is no longer
     // accepted, so it should not linger either.
     let _ = std::fs::remove_file(cfg.data_dir.join("node.token"));
-    let store = open_or_stand_by(&cfg.store_path()).await?;
+    let store = match &cfg.datastore {
+        None => open_or_stand_by(&cfg.store_path()).await?,
+        // Secrets are sealed with the key beside where the embedded store would be.
+        Some(etcd) => crate::store::open_etcd(etcd, &crate::store::seal::key_path(&cfg.store_path())).await?,
+    };
     let mut api = Api::new(store.clone(), shutdown.clone());
     api.service_range = cfg.service_range;
     bootstrap(&api).await?;
@@ -240,7 +247,7 @@ pub async fn bootstrap(api: &Api) -> anyhow::Result<()> {
                 Box::new(move |cur| {
                     Ok(match cur {
                         Some(c) => Outcome::Put(c.clone()),
-                        None => Outcome::Put(obj),
+                        None => Outcome::Put(obj.clone()),
                     })
                 }),
             )

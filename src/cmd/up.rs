@@ -220,6 +220,22 @@ pub struct ServerArgs {
     /// History revisions kept for watch resume before compaction.
     #[arg(long, default_value_t = 100_000)]
     history_revisions: u64,
+    /// Keep the cluster's state in etcd instead of the embedded store: comma-separated
+    /// client URLs of its members (http://… or https://…). Needs a build with `--features etcd`.
+    #[arg(long, value_name = "URL,…")]
+    datastore_endpoint: Option<String>,
+    /// CA certificate that signed the etcd members' certificates.
+    #[arg(long, value_name = "FILE", requires = "datastore_endpoint")]
+    datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd (with --datastore-keyfile).
+    #[arg(long, value_name = "FILE", requires = "datastore_keyfile")]
+    datastore_certfile: Option<PathBuf>,
+    /// Client key for etcd (with --datastore-certfile).
+    #[arg(long, value_name = "FILE", requires = "datastore_certfile")]
+    datastore_keyfile: Option<PathBuf>,
+    /// Key prefix in etcd, laid out below it as kube-apiserver lays out its keys.
+    #[arg(long, default_value = "/registry", requires = "datastore_endpoint")]
+    datastore_prefix: String,
     #[command(flatten)]
     control: ControlFlags,
 }
@@ -469,6 +485,20 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     let mut cfg = Config::new(a.data_dir, a.listen);
     cfg.tls_sans = a.tls_san;
     cfg.history_revisions = a.history_revisions;
+    if let Some(list) = &a.datastore_endpoint {
+        let mut etcd = wasmorch_control::store::EtcdConfig::from_endpoints(list)?;
+        etcd.ca_file = a.datastore_cafile.clone();
+        etcd.cert_file = a.datastore_certfile.clone();
+        etcd.key_file = a.datastore_keyfile.clone();
+        etcd.prefix = a.datastore_prefix.trim_end_matches('/').to_string();
+        if !etcd.prefix.starts_with('/') {
+            anyhow::bail!("--datastore-prefix {:?}: must start with '/'", a.datastore_prefix);
+        }
+        if a.restore.is_some() {
+            anyhow::bail!("--restore restores the embedded store; restoring a snapshot into etcd is not supported yet");
+        }
+        cfg.datastore = Some(etcd);
+    }
     a.control.apply(&mut cfg)?;
     if let Some(snap) = &a.restore {
         restore(&cfg, snap)?;

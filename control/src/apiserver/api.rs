@@ -111,7 +111,8 @@ impl Api {
         let mut next_token = None;
         let chunk = if opts.limit == 0 { 0 } else { opts.limit.max(500) };
         loop {
-            let (page, rev, more) = self.store.list(&prefix, start.clone(), chunk).await?;
+            // Every page at the first one's revision, where the engine keeps old states (etcd).
+            let (page, rev, more) = self.store.list_at(&prefix, start.clone(), chunk, rev0).await?;
             let rev = *rev0.get_or_insert(rev);
             let last_key = page.last().map(|o| res.key(object::namespace(o), object::name(o)));
             for o in page {
@@ -200,7 +201,7 @@ impl Api {
                 dry_run,
                 Box::new(move |cur| match cur {
                     Some(_) => Err(ApiError::already_exists(res.group, res.plural, &name)),
-                    None => Ok(Outcome::Put(obj)),
+                    None => Ok(Outcome::Put(obj.clone())),
                 }),
             )
             .await?;
@@ -226,7 +227,8 @@ impl Api {
         dry_run: bool,
         w: WriteOpts,
     ) -> Result<Written, ApiError> {
-        self.modify(t, dry_run, move |res, cur, sub| objects::prepare_update_by(res, cur, body, sub, mode, &w)).await
+        self.modify(t, dry_run, move |res, cur, sub| objects::prepare_update_by(res, cur, body.clone(), sub, mode, &w))
+            .await
     }
 
     pub async fn patch(
@@ -246,7 +248,7 @@ impl Api {
         &self,
         t: &Target,
         content_type: &str,
-        mut patch: Value,
+        patch: Value,
         mode: FieldValidation,
         dry_run: bool,
         w: WriteOpts,
@@ -257,6 +259,7 @@ impl Api {
             if ct != "application/apply-patch+yaml" {
                 return objects::prepare_update_by(res, cur, new, sub, mode, &w);
             }
+            let mut patch = patch.clone();
             if let Some(m) = patch.as_object_mut() {
                 m.entry("apiVersion").or_insert_with(|| json!(res.api_version()));
                 m.entry("kind").or_insert_with(|| json!(res.kind));
@@ -264,7 +267,7 @@ impl Api {
             let now = object::now_rfc3339();
             let new = wasmorch_api::managed::apply(cur, &patch, new, &w.manager, w.force, &now)
                 .map_err(|c| objects::apply_conflict(res, object::name(cur), &c))?;
-            objects::prepare_update_by(res, cur, new, sub, mode, &WriteOpts { apply: true, ..w })
+            objects::prepare_update_by(res, cur, new, sub, mode, &WriteOpts { apply: true, ..w.clone() })
         })
         .await
     }
@@ -273,7 +276,7 @@ impl Api {
         &self,
         t: &Target,
         dry_run: bool,
-        f: impl FnOnce(&Resource, &Value, Option<&str>) -> Result<(Outcome, Vec<String>), ApiError> + Send + 'static,
+        mut f: impl FnMut(&Resource, &Value, Option<&str>) -> Result<(Outcome, Vec<String>), ApiError> + Send + 'static,
     ) -> Result<Written, ApiError> {
         let res = t.res;
         let sub = match t.subresource.as_deref() {
@@ -301,7 +304,7 @@ impl Api {
                 Self::key(t)?,
                 dry_run,
                 Box::new(move |cur| {
-                    let cur = cur.ok_or(nf)?;
+                    let cur = cur.ok_or_else(|| nf.clone())?;
                     let (mut outcome, w) = f(res, cur, sub.as_deref())?;
                     if let (Some(others), Outcome::Put(new)) = (&others, &mut outcome) {
                         wasmorch_api::services::allocate(new, others, &range)?;
@@ -375,11 +378,12 @@ impl Api {
     }
 
     /// A write decided by `f` from the current object alone (subresources with their own rules).
+    /// `f` may run more than once (the store's contract).
     pub(crate) async fn modify_raw(
         &self,
         t: &Target,
         dry_run: bool,
-        f: impl FnOnce(&Value) -> Result<Outcome, ApiError> + Send + 'static,
+        mut f: impl FnMut(&Value) -> Result<Outcome, ApiError> + Send + 'static,
     ) -> Result<Written, ApiError> {
         let nf = Self::not_found(t);
         let c = self
@@ -388,7 +392,7 @@ impl Api {
                 Self::key(t)?,
                 dry_run,
                 Box::new(move |cur| {
-                    let cur = cur.ok_or(nf)?;
+                    let cur = cur.ok_or_else(|| nf.clone())?;
                     f(cur)
                 }),
             )

@@ -77,7 +77,7 @@ impl Api {
                 return Err(ApiError::conflict("", "pods", &name, "the pod is being deleted"));
             }
             let mut new = cur.clone();
-            new["spec"]["nodeName"] = json!(node);
+            new["spec"]["nodeName"] = json!(&node);
             let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
                 "lastTransitionTime": object::now_rfc3339()});
             new["status"]["conditions"] = object::with_condition(&cur["status"]["conditions"], scheduled);
@@ -98,7 +98,7 @@ impl Api {
         &self,
         t: &Target,
         dry_run: bool,
-        f: impl FnOnce(&Value) -> Result<Value, ApiError> + Send + 'static,
+        mut f: impl FnMut(&Value) -> Result<Value, ApiError> + Send + 'static,
     ) -> Result<Value, ApiError> {
         let mut t2 = t.clone();
         t2.subresource = None;

@@ -139,7 +139,7 @@ async fn subresource(c: &Call<'_>) -> Result<Option<Response>, ApiError> {
                 Method::GET => api.get_scale(t).await?,
                 Method::PUT => {
                     let want = request::decode_body(headers, body)?;
-                    api.set_scale(t, dry_run, move |_| Ok(want)).await?
+                    api.set_scale(t, dry_run, move |_| Ok(want.clone())).await?
                 }
                 Method::PATCH => {
                     let patch = request::decode_body(headers, body)?;

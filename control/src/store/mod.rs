@@ -1,55 +1,36 @@
-//! The state store: objects, a global revision, history for watch resume, compaction, backup.
+//! The state store: objects under keys, one global revision, watch from any retained
+//! revision, compaction, backup — behind one interface ([`Backend`]) with two engines:
 //!
-//! Layout (one redb file):
-//! - `objects`: key (`/{group}/{plural}/{namespace}/{name}`) → JSON object with
-//!   `metadata.resourceVersion` set to the revision that last wrote it.
-//! - `history`: revision → one change record (type, key, object), compacted from below.
-//! - `meta`: `rev` (last committed revision), `compacted` (highest removed history revision),
-//!   `clean` (1 when the writer stopped cleanly: see [`opened_rev`]).
+//! - [`embedded`] (redb, one file in the data directory): the default, for a single server
+//!   (and its standby on the same machine).
+//! - [`etcd`] (feature `etcd`): a cluster of etcd members shared by several API servers on
+//!   different machines, laid out as kube-apiserver lays out its keys.
 //!
-//! All writes go through one writer thread ([`writer`]) that applies every mutation queued
-//! at the moment it wakes up in one transaction and commits once (group commit): each caller
-//! is answered only after the commit is durable — except for keys under the store's *soft*
-//! prefixes (Leases: renewals rewritten every few seconds, worthless after a crash). A batch of
-//! only soft writes is committed without an fsync and kept in memory; the next durable commit
-//! (any other write, or the flush at most [`SOFT_MAX_AGE`] later) writes it out. Idle, the
-//! control plane then touches the disk a few times an hour instead of ~40 times a minute. Reads use redb read transactions (MVCC
-//! snapshots), so they never wait for the writer. Every committed change is published on an
-//! in-memory feed that [`watch`] combines with the history table to resume from any
-//! retained revision without gaps or duplicates.
+//! Everything above the store — API server, controllers, backup — sees only [`Store`].
+//!
+//! The contract both engines keep:
+//! - **Writes are mutations**, functions of the key's current object ([`MutateFn`]). The
+//!   embedded engine runs one once, inside its transaction; etcd runs it against the value it
+//!   read and commits with compare-and-swap on the key's revision, running it again on the
+//!   newer value when another writer came first. So a mutation must decide from its argument
+//!   alone, and may run more than once.
+//! - **Revisions** are one counter for the whole store, strictly increasing with every change;
+//!   an object's `metadata.resourceVersion` is the revision that last wrote it.
+//! - **Watch** from revision `r` delivers every change after `r` under a prefix, in revision
+//!   order, without gaps or duplicates, or fails with 410 Gone when `r` was compacted away.
+//! - **Secrets are sealed** ([`seal`]) by whichever engine stores them, with the same codec.
 
+pub mod embedded;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod seal;
-mod watch;
-mod writer;
 
-pub use watch::WatchStream;
-pub use watch::gone as gone_error;
+pub use embedded::{Locked, SOFT_MAX_AGE, verify_snapshot};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{broadcast, mpsc, oneshot};
 use wasmorch_api::ApiError;
-
-pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
-pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
-pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-
-/// redb page cache.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-/// Longest a soft write stays in memory only.
-pub const SOFT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
-/// Most revisions committed softly before the writer makes them durable.
-pub(crate) const SOFT_MAX_REVS: u64 = 1024;
-/// Revisions a crash can lose (soft revisions, and one more batch): a store reopened after a
-/// crash skips this many, so no revision a client has seen is ever handed out again.
-pub(crate) const LOSABLE_REVS: u64 = SOFT_MAX_REVS + writer::MAX_BATCH as u64;
-
-/// How many live events the feed buffers for a slow watcher before it must re-read history.
-const FEED_CAPACITY: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventType {
@@ -90,9 +71,9 @@ pub enum Outcome {
     Delete,
 }
 
-/// A mutation run on the writer thread against the current state of one key, inside the
-/// batch's transaction. Returning an error rejects this mutation only.
-pub type MutateFn = Box<dyn FnOnce(Option<&Value>) -> Result<Outcome, ApiError> + Send>;
+/// A mutation: decides from the current state of one key (if any). Returning an error
+/// rejects this mutation only. It may run more than once (see the module docs).
+pub type MutateFn = Box<dyn FnMut(Option<&Value>) -> Result<Outcome, ApiError> + Send>;
 
 /// The result of a committed (or dry-run) mutation.
 #[derive(Debug, Clone)]
@@ -103,201 +84,257 @@ pub struct Committed {
     pub event: Option<EventType>,
 }
 
-pub(crate) enum Op {
-    Mutate {
-        key: String,
-        f: MutateFn,
-        dry_run: bool,
-        reply: oneshot::Sender<Result<Committed, ApiError>>,
-    },
-    Compact {
-        keep: u64,
-        reply: oneshot::Sender<Result<u64, ApiError>>,
-    },
-    /// Make softly committed writes durable now (and say when done).
-    Flush(Option<oneshot::Sender<()>>),
-    /// Finish the current batch, persist everything and stop the writer thread.
-    Shutdown,
-}
-
-pub(crate) struct Shared {
-    pub db: Database,
-    /// Last committed revision. Written only by the writer thread after a commit.
-    pub rev: AtomicU64,
-    /// Highest revision removed from history. Watches from below it get 410 Gone.
-    pub compacted: AtomicU64,
-    pub feed: broadcast::Sender<Arc<Event>>,
-    /// Seals Secrets at rest.
-    pub sealer: seal::Sealer,
-    /// Key prefixes written softly (see the module docs).
-    pub soft_prefixes: Vec<String>,
-    /// Commits that waited for the disk, and commits that did not.
-    pub durable_commits: AtomicU64,
-    pub soft_commits: AtomicU64,
-}
-
 /// How a store is opened.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Keys under these prefixes are written softly (see the module docs).
+    /// Keys under these prefixes are written softly (embedded engine: see its docs).
     pub soft_prefixes: Vec<String>,
 }
 
-/// The revision a store continues from: the stored one, or after a crash (`clean` unset) the
-/// stored one plus every revision the crash may have lost, which clients may have seen.
-pub(crate) fn opened_rev(stored: u64, clean: bool) -> u64 {
-    if clean || stored == 0 { stored } else { stored + LOSABLE_REVS }
+/// How to reach an etcd cluster (k3s' flag names: `--datastore-endpoint`,
+/// `--datastore-cafile`, `--datastore-certfile`, `--datastore-keyfile`). Parsed in every build;
+/// only a build with the `etcd` feature can use it.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub ca_file: Option<std::path::PathBuf>,
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    /// Key prefix, without a trailing slash (`/registry`).
+    pub prefix: String,
+    /// Deadline of one request to etcd.
+    pub request_timeout: std::time::Duration,
 }
 
-/// Handle to the store; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    shared: Arc<Shared>,
-    ops: mpsc::Sender<Op>,
-    writer: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+impl EtcdConfig {
+    /// From `--datastore-endpoint`: comma-separated URLs (`http://` or `https://`).
+    pub fn from_endpoints(list: &str) -> anyhow::Result<EtcdConfig> {
+        let endpoints: Vec<String> =
+            list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        if endpoints.is_empty() {
+            anyhow::bail!("--datastore-endpoint names no endpoint");
+        }
+        for e in &endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                anyhow::bail!("datastore endpoint {e:?}: expected http://HOST:PORT or https://HOST:PORT");
+            }
+        }
+        Ok(EtcdConfig {
+            endpoints,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            prefix: "/registry".into(),
+            request_timeout: std::time::Duration::from_secs(10),
+        })
+    }
+}
+
+/// Connect to etcd as `cfg` says; Secrets are sealed with the keys in `key_file`.
+pub async fn open_etcd(cfg: &EtcdConfig, key_file: &Path) -> anyhow::Result<Store> {
+    #[cfg(feature = "etcd")]
+    {
+        Ok(Store::on_etcd(etcd::Etcd::connect(cfg, key_file).await?))
+    }
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = key_file;
+        anyhow::bail!(
+            "--datastore-endpoint {}: this wasmorch was built without the etcd engine; build it with \
+             `cargo build --release --features etcd` (which needs protoc)",
+            cfg.endpoints.join(",")
+        )
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn datastore_endpoints_are_urls() {
+    let c = EtcdConfig::from_endpoints("http://10.0.0.1:2379, https://e2:2379").unwrap();
+    assert_eq!(c.endpoints, ["http://10.0.0.1:2379", "https://e2:2379"]);
+    assert!(EtcdConfig::from_endpoints("10.0.0.1:2379").is_err());
+    assert!(EtcdConfig::from_endpoints(" , ").is_err());
 }
 
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> ApiError {
     ApiError::internal(format!("storage: {e}"))
 }
 
-/// The store file is open in another process (another control plane on this data directory).
-#[derive(Debug, thiserror::Error)]
-#[error("the store {} is held by another control plane process", .0.display())]
-pub struct Locked(pub std::path::PathBuf);
+/// The 410 Gone of a watch or list from a revision that was compacted away.
+pub fn gone(rev: u64, compacted: u64) -> ApiError {
+    ApiError::gone(format!("too old resource version: {rev} ({compacted})"))
+}
+pub use gone as gone_error;
+
+/// The interface of a store engine. [`Store`] dispatches to one.
+pub trait Backend: Send + Sync {
+    /// Apply `f` to the current object at `key` and store what it decides; `dry_run`
+    /// evaluates without writing.
+    fn mutate(
+        &self,
+        key: String,
+        dry_run: bool,
+        f: MutateFn,
+    ) -> impl Future<Output = Result<Committed, ApiError>> + Send;
+    /// Read one object.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Value>, ApiError>> + Send;
+    /// Objects whose key starts with `prefix`, after `start_after`, at most `limit` (0 = all),
+    /// read at revision `at` where the engine keeps old states (else at the newest); with the
+    /// revision read at and whether more remain.
+    fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+        at: Option<u64>,
+    ) -> impl Future<Output = Result<(Vec<Value>, u64, bool), ApiError>> + Send;
+    /// Changes under `prefix` after revision `after`.
+    fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, ApiError>;
+    /// Forget history at or below `current - keep`; returns the compacted revision.
+    fn compact(&self, keep: u64) -> impl Future<Output = Result<u64, ApiError>> + Send;
+    /// The newest revision this server knows of.
+    fn current_rev(&self) -> u64;
+    /// The highest revision compacted away, as far as this server knows.
+    fn compacted_rev(&self) -> u64;
+    /// Stop: finish and persist what is queued.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+impl Backend for embedded::Embedded {
+    async fn mutate(&self, key: String, dry_run: bool, f: MutateFn) -> Result<Committed, ApiError> {
+        embedded::Embedded::mutate(self, key, dry_run, f).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Value>, ApiError> {
+        embedded::Embedded::get(self, key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+        _at: Option<u64>,
+    ) -> Result<(Vec<Value>, u64, bool), ApiError> {
+        // redb keeps only the newest state: later pages are read at the newest revision.
+        embedded::Embedded::list(self, prefix, start_after, limit).await
+    }
+    fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, ApiError> {
+        Ok(WatchStream::Embedded(embedded::Embedded::watch(self, prefix, after)?))
+    }
+    async fn compact(&self, keep: u64) -> Result<u64, ApiError> {
+        embedded::Embedded::compact(self, keep).await
+    }
+    fn current_rev(&self) -> u64 {
+        embedded::Embedded::current_rev(self)
+    }
+    fn compacted_rev(&self) -> u64 {
+        embedded::Embedded::compacted_rev(self)
+    }
+    async fn close(&self) {
+        embedded::Embedded::close(self).await
+    }
+}
+
+/// The engine a [`Store`] runs on.
+enum Engine {
+    Embedded(embedded::Embedded),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::Etcd>),
+}
+
+/// Run `$call` on whichever engine `$store` holds.
+macro_rules! dispatch {
+    ($store:expr, $e:ident => $call:expr) => {
+        match &*$store.engine {
+            Engine::Embedded($e) => $call,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(boxed) => {
+                let $e: &etcd::Etcd = boxed;
+                $call
+            }
+        }
+    };
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    engine: Arc<Engine>,
+}
 
 impl Store {
-    /// Open (or create) the store at `path`, every write durable, and start its writer thread.
+    /// Open (or create) the embedded store at `path`, every write durable.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
         Store::open_with(path, Options::default())
     }
 
-    /// Open (or create) the store at `path` and start its writer thread.
+    /// Open (or create) the embedded store at `path`.
     pub fn open_with(path: &Path, options: Options) -> anyhow::Result<Store> {
-        // redb's default page cache is 1 GiB; an edge node has a fraction of that to spare.
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => anyhow::Error::new(Locked(path.to_path_buf())),
-            e => anyhow::anyhow!("opening store {}: {e}", path.display()),
-        })?;
-        let (rev, compacted) = {
-            let txn = db.begin_write()?;
-            let (rev, compacted) = {
-                let _ = txn.open_table(OBJECTS)?;
-                let _ = txn.open_table(HISTORY)?;
-                let mut meta = txn.open_table(META)?;
-                let stored = meta.get("rev")?.map(|g| g.value()).unwrap_or(0);
-                let clean = meta.get("clean")?.is_some_and(|g| g.value() == 1);
-                let compacted = meta.get("compacted")?.map(|g| g.value()).unwrap_or(0);
-                let rev = opened_rev(stored, clean);
-                if rev != stored {
-                    tracing::warn!("the store was not closed cleanly: revisions continue from {rev} (stored {stored})");
-                    meta.insert("rev", rev)?;
-                }
-                // Unset until the writer stops cleanly.
-                meta.insert("clean", 0)?;
-                (rev, compacted)
-            };
-            txn.commit()?;
-            (rev, compacted)
-        };
-        let sealer = seal::Sealer::load_or_create(&seal::key_path(path))?;
-        let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        let shared = Arc::new(Shared {
-            db,
-            rev: AtomicU64::new(rev),
-            compacted: AtomicU64::new(compacted),
-            feed,
-            sealer,
-            soft_prefixes: options.soft_prefixes,
-            durable_commits: AtomicU64::new(0),
-            soft_commits: AtomicU64::new(0),
-        });
-        // Bounded: when the disk cannot keep up, callers wait here instead of growing memory.
-        let (tx, rx) = mpsc::channel(4096);
-        let s = shared.clone();
-        let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer::run(s, rx))?;
-        if !shared.soft_prefixes.is_empty() {
-            // Soft writes reach the disk within SOFT_MAX_AGE even when nothing else is written.
-            let weak = tx.downgrade();
-            std::thread::Builder::new().name("store-flush".into()).spawn(move || {
-                loop {
-                    std::thread::sleep(SOFT_MAX_AGE);
-                    let Some(tx) = weak.upgrade() else { return };
-                    if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(Op::Flush(None)) {
-                        return;
-                    }
-                }
-            })?;
-        }
-        Ok(Store { shared, ops: tx, writer: Arc::new(std::sync::Mutex::new(Some(handle))) })
+        Ok(Store { engine: Arc::new(Engine::Embedded(embedded::Embedded::open_with(path, options)?)) })
     }
 
-    /// Stop the writer after what is queued, and wait for it. Later writes fail with 503.
-    pub async fn close(&self) {
-        let _ = self.ops.send(Op::Shutdown).await;
-        // std Mutex: held only to take the handle, never across an await.
-        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    /// A store on an etcd cluster.
+    #[cfg(feature = "etcd")]
+    pub fn on_etcd(e: etcd::Etcd) -> Store {
+        Store { engine: Arc::new(Engine::Etcd(Box::new(e))) }
+    }
+
+    /// The embedded engine, for what only it has (soft writes, file backups).
+    pub fn embedded(&self) -> Option<&embedded::Embedded> {
+        match &*self.engine {
+            Engine::Embedded(e) => Some(e),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(_) => None,
         }
+    }
+
+    /// Which engine, for messages and metrics.
+    pub fn engine_name(&self) -> &'static str {
+        match &*self.engine {
+            Engine::Embedded(_) => "embedded",
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(_) => "etcd",
+        }
+    }
+
+    /// Stop the engine after what is queued. Later writes fail with 503.
+    pub async fn close(&self) {
+        dispatch!(self, e => Backend::close(e).await)
     }
 
     pub fn current_rev(&self) -> u64 {
-        self.shared.rev.load(Ordering::Acquire)
+        dispatch!(self, e => Backend::current_rev(e))
     }
 
     pub fn compacted_rev(&self) -> u64 {
-        self.shared.compacted.load(Ordering::Acquire)
+        dispatch!(self, e => Backend::compacted_rev(e))
     }
 
-    /// Commits so far: (waited for the disk, did not).
+    /// Commits so far: (waited for the disk, did not). Embedded engine only; etcd: (0, 0).
     pub fn commits(&self) -> (u64, u64) {
-        (self.shared.durable_commits.load(Ordering::Relaxed), self.shared.soft_commits.load(Ordering::Relaxed))
+        self.embedded().map(|e| e.commits()).unwrap_or((0, 0))
     }
 
-    /// Make every softly committed write durable now.
+    /// Make every softly committed write durable now (etcd has none).
     pub async fn flush(&self) -> Result<(), ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.ops.send(Op::Flush(Some(reply))).await.map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))
+        match self.embedded() {
+            Some(e) => e.flush().await,
+            None => Ok(()),
+        }
     }
 
-    /// Apply `f` to the current object at `key`, durably (softly under a soft prefix).
-    /// `dry_run` evaluates without writing.
+    /// Apply `f` to the current object at `key`. `dry_run` evaluates without writing.
     pub async fn mutate(&self, key: String, dry_run: bool, f: MutateFn) -> Result<Committed, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.ops
-            .send(Op::Mutate { key, f, dry_run, reply })
-            .await
-            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
+        dispatch!(self, e => Backend::mutate(e, key, dry_run, f).await)
     }
 
-    /// Remove history at or below `current - keep`. Returns the new compacted revision.
+    /// Forget history at or below `current - keep`. Returns the new compacted revision.
     pub async fn compact(&self, keep: u64) -> Result<u64, ApiError> {
-        let (reply, rx) = oneshot::channel();
-        self.ops
-            .send(Op::Compact { keep, reply })
-            .await
-            .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
+        dispatch!(self, e => Backend::compact(e, keep).await)
     }
 
     /// Read one object.
     pub async fn get(&self, key: &str) -> Result<Option<Value>, ApiError> {
-        let shared = self.shared.clone();
-        let key = key.to_string();
-        blocking(move || {
-            let txn = shared.db.begin_read().map_err(storage_err)?;
-            let t = txn.open_table(OBJECTS).map_err(storage_err)?;
-            match t.get(key.as_str()).map_err(storage_err)? {
-                Some(v) => {
-                    Ok(Some(serde_json::from_slice(&shared.sealer.open(&key, v.value())?).map_err(storage_err)?))
-                }
-                None => Ok(None),
-            }
-        })
-        .await
+        dispatch!(self, e => Backend::get(e, key).await)
     }
 
     /// All objects whose key starts with `prefix`, after `start_after` (for paging), at most
@@ -308,97 +345,58 @@ impl Store {
         start_after: Option<String>,
         limit: usize,
     ) -> Result<(Vec<Value>, u64, bool), ApiError> {
-        let shared = self.shared.clone();
-        let prefix = prefix.to_string();
-        blocking(move || {
-            let txn = shared.db.begin_read().map_err(storage_err)?;
-            let rev = txn
-                .open_table(META)
-                .map_err(storage_err)?
-                .get("rev")
-                .map_err(storage_err)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            let t = txn.open_table(OBJECTS).map_err(storage_err)?;
-            let start = start_after.unwrap_or_else(|| prefix.clone());
-            let mut out = Vec::new();
-            let mut more = false;
-            for item in t.range(start.as_str()..).map_err(storage_err)? {
-                let (k, v) = item.map_err(storage_err)?;
-                let k = k.value();
-                if !k.starts_with(prefix.as_str()) {
-                    break;
-                }
-                if k == start {
-                    continue;
-                }
-                if limit > 0 && out.len() == limit {
-                    more = true;
-                    break;
-                }
-                out.push(serde_json::from_slice(&shared.sealer.open(k, v.value())?).map_err(storage_err)?);
-            }
-            Ok((out, rev, more))
-        })
-        .await
+        self.list_at(prefix, start_after, limit, None).await
+    }
+
+    /// [`Store::list`] at revision `at` (later pages of one list), where the engine keeps it.
+    pub async fn list_at(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+        at: Option<u64>,
+    ) -> Result<(Vec<Value>, u64, bool), ApiError> {
+        dispatch!(self, e => Backend::list(e, prefix, start_after, limit, at).await)
     }
 
     /// Changes under `prefix` with revision greater than `after`.
     /// `Err(410 Gone)` if `after` is older than the compacted history.
     pub fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream, ApiError> {
-        WatchStream::new(self.shared.clone(), prefix.to_string(), after)
+        dispatch!(self, e => Backend::watch(e, prefix, after))
     }
 
-    /// Write a consistent snapshot of the whole store to a new redb file at `dest`. Secrets
-    /// stay sealed: the snapshot is restored with the server's own key file (`state.key`).
+    /// Write a consistent snapshot of the whole store to `dest`; returns its revision.
+    /// Secrets stay sealed: the snapshot is restored with the server's own key file.
     pub async fn backup(&self, dest: &Path) -> Result<u64, ApiError> {
-        let shared = self.shared.clone();
-        let dest = dest.to_path_buf();
-        blocking(move || {
-            let txn = shared.db.begin_read().map_err(storage_err)?;
-            let out = Database::create(&dest).map_err(storage_err)?;
-            let w = out.begin_write().map_err(storage_err)?;
-            let rev;
-            {
-                let src = txn.open_table(OBJECTS).map_err(storage_err)?;
-                let mut dst = w.open_table(OBJECTS).map_err(storage_err)?;
-                for item in src.iter().map_err(storage_err)? {
-                    let (k, v) = item.map_err(storage_err)?;
-                    dst.insert(k.value(), v.value()).map_err(storage_err)?;
-                }
-                let src = txn.open_table(HISTORY).map_err(storage_err)?;
-                let mut dst = w.open_table(HISTORY).map_err(storage_err)?;
-                for item in src.iter().map_err(storage_err)? {
-                    let (k, v) = item.map_err(storage_err)?;
-                    dst.insert(k.value(), v.value()).map_err(storage_err)?;
-                }
-                let src = txn.open_table(META).map_err(storage_err)?;
-                let mut dst = w.open_table(META).map_err(storage_err)?;
-                for item in src.iter().map_err(storage_err)? {
-                    let (k, v) = item.map_err(storage_err)?;
-                    dst.insert(k.value(), v.value()).map_err(storage_err)?;
-                }
-                rev = src.get("rev").map_err(storage_err)?.map(|g| g.value()).unwrap_or(0);
-            }
-            w.commit().map_err(storage_err)?;
-            Ok(rev)
-        })
-        .await
+        dispatch!(self, e => e.backup(dest).await)
     }
 }
 
-/// Check that `path` is a readable wasmorch store (used before restoring from it).
-pub fn verify_snapshot(path: &Path) -> anyhow::Result<u64> {
-    let db = Database::open(path).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
-    let txn = db.begin_read()?;
-    let meta =
-        txn.open_table(META).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;
-    let _ = txn.open_table(OBJECTS)?;
-    Ok(meta.get("rev")?.map(|g| g.value()).unwrap_or(0))
+/// A watch on either engine.
+pub enum WatchStream {
+    Embedded(embedded::watch::WatchStream),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::WatchStream>),
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task: {e}")))?
+impl WatchStream {
+    /// The highest revision this stream has passed (delivered, filtered out, or known quiet).
+    pub fn last_rev(&self) -> u64 {
+        match self {
+            WatchStream::Embedded(w) => w.last_rev(),
+            #[cfg(feature = "etcd")]
+            WatchStream::Etcd(w) => w.last_rev(),
+        }
+    }
+
+    /// The next change under the prefix. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Arc<Event>, ApiError> {
+        match self {
+            WatchStream::Embedded(w) => w.next().await,
+            #[cfg(feature = "etcd")]
+            WatchStream::Etcd(w) => w.next().await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! (`wasmorch rotate-secrets-key`, [`rotate`]) adds a new first line, re-seals every Secret
 //! and every history record of one in one transaction, then drops the old lines.
 
-use super::{HISTORY, OBJECTS, storage_err};
+use super::embedded::{HISTORY, OBJECTS};
+use super::storage_err;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;

@@ -25,6 +25,27 @@ pub struct T {
     pub pki: Arc<wasmorch_control::pki::Pki>,
     pub shutdown: CancellationToken,
     pub _dir: tempfile::TempDir,
+    /// The etcd member the store runs on, when the suite runs on etcd.
+    #[cfg(feature = "etcd")]
+    pub _etcd: Option<wasmorch_control::store::etcd::testing::Member>,
+}
+
+/// The store the suite runs on: the embedded one, or with `WASMORCH_TEST_DATASTORE=etcd` (and
+/// the `etcd` feature) a member of its own started from Debian's etcd.
+async fn test_store(dir: &std::path::Path) -> (Store, Option<Box<dyn std::any::Any + Send>>) {
+    if std::env::var("WASMORCH_TEST_DATASTORE").as_deref() == Ok("etcd") {
+        #[cfg(feature = "etcd")]
+        {
+            use wasmorch_control::store::etcd::testing::Member;
+            let m = tokio::task::spawn_blocking(Member::start).await.unwrap().unwrap();
+            let cfg = wasmorch_control::store::EtcdConfig::from_endpoints(&m.client_url).unwrap();
+            let s = wasmorch_control::store::open_etcd(&cfg, &dir.join("state.key")).await.unwrap();
+            return (s, Some(Box::new(m)));
+        }
+        #[cfg(not(feature = "etcd"))]
+        panic!("WASMORCH_TEST_DATASTORE=etcd needs the tests built with --features etcd");
+    }
+    (Store::open(&dir.join("state.redb")).unwrap(), None)
 }
 
 pub enum Who {
@@ -47,7 +68,8 @@ impl Drop for T {
 
 pub async fn setup() -> T {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
+    #[allow(unused_variables)]
+    let (store, etcd) = test_store(dir.path()).await;
     let shutdown = CancellationToken::new();
     let mut api = Api::new(store, shutdown.clone());
     api.bookmark_interval = Duration::from_millis(200);
@@ -70,7 +92,15 @@ pub async fn setup() -> T {
         metrics: Arc::default(),
         anonymous_metrics: false,
     });
-    T { app: apiserver::router(state), api, pki, shutdown, _dir: dir }
+    T {
+        app: apiserver::router(state),
+        api,
+        pki,
+        shutdown,
+        _dir: dir,
+        #[cfg(feature = "etcd")]
+        _etcd: etcd.and_then(|m| m.downcast::<wasmorch_control::store::etcd::testing::Member>().ok().map(|m| *m)),
+    }
 }
 
 impl T {

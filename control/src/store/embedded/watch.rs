@@ -5,7 +5,8 @@
 //! watcher that falls behind the feed's buffer (`Lagged`) goes back to the history table,
 //! and gets 410 Gone only if what it missed has been compacted away.
 
-use super::{Event, HISTORY, META, Shared, storage_err};
+use super::{HISTORY, META, Shared};
+use crate::store::{Event, gone, storage_err};
 use redb::ReadableDatabase;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -23,10 +24,6 @@ pub struct WatchStream {
     rx: broadcast::Receiver<Arc<Event>>,
     pending: VecDeque<Arc<Event>>,
     caught_up: bool,
-}
-
-pub fn gone(rev: u64, compacted: u64) -> ApiError {
-    ApiError::gone(format!("too old resource version: {rev} ({compacted})"))
 }
 
 impl WatchStream {
@@ -91,7 +88,7 @@ impl WatchStream {
             let mut out = Vec::new();
             for item in t.range(after + 1..).map_err(storage_err)?.take(HISTORY_PAGE) {
                 let (_, v) = item.map_err(storage_err)?;
-                let rec: super::seal::Record = serde_json::from_slice(v.value()).map_err(storage_err)?;
+                let rec: crate::store::seal::Record = serde_json::from_slice(v.value()).map_err(storage_err)?;
                 out.push(rec.into_event(&shared.sealer)?);
             }
             Ok((out, 0))

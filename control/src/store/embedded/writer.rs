@@ -8,8 +8,9 @@
 //! only of them commits with `Durability::None` (redb keeps its pages in memory), and the
 //! next durable commit writes them out; [`must_persist`] decides.
 
-use super::seal::{Record, Sealer, is_sealed_key};
-use super::{Committed, Event, EventType, HISTORY, META, OBJECTS, Op, Outcome, Shared, storage_err};
+use super::{HISTORY, META, OBJECTS, Op, Shared};
+use crate::store::seal::{Record, Sealer, is_sealed_key};
+use crate::store::{Committed, Event, EventType, Outcome, storage_err};
 use redb::{Durability, ReadableTable, WriteTransaction};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use wasmorch_api::{ApiError, object};
 
 /// Most mutations in one transaction; bounds commit latency under a flood.
-pub(super) const MAX_BATCH: usize = 512;
+pub(crate) const MAX_BATCH: usize = 512;
 /// Most history records removed per compaction step, so the writer never stalls long.
 const COMPACT_STEP: u64 = 20_000;
 
@@ -39,7 +40,7 @@ struct Unflushed {
 
 /// Whether a batch's commit must wait for the disk: it holds a write that is not soft (or a
 /// compaction, or a flush), or the soft writes in memory have reached their bounds.
-pub(super) fn must_persist(hard: bool, unflushed_revs: u64, since_durable: Duration) -> bool {
+pub(crate) fn must_persist(hard: bool, unflushed_revs: u64, since_durable: Duration) -> bool {
     hard || unflushed_revs >= super::SOFT_MAX_REVS || since_durable >= super::SOFT_MAX_AGE
 }
 
@@ -205,7 +206,7 @@ fn apply_one(
     sealer: &Sealer,
     txn: &WriteTransaction,
     key: &str,
-    f: super::MutateFn,
+    mut f: crate::store::MutateFn,
     dry_run: bool,
     rev: u64,
 ) -> Result<Applied, ApiError> {

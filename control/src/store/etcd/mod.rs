@@ -1,0 +1,504 @@
+//! The etcd engine: several API servers on different machines share one etcd cluster.
+//!
+//! As kube-apiserver uses etcd:
+//! - keys under a prefix laid out as [`keys`] says; values are the object JSON without its
+//!   `resourceVersion` (Secrets sealed by the same codec as the embedded engine);
+//! - `resourceVersion` is the key's etcd mod revision, and a list's is the response header's
+//!   revision;
+//! - create is `If(create_revision == 0) Then Put`; update and delete are
+//!   `If(mod_revision == read) Then Put/Delete Else Get`: on a conflict the mutation runs again
+//!   on the value the `Else` branch returned, so concurrent writers through different servers
+//!   never lose an update and need no lock;
+//! - a paged list reads every page at the first page's revision;
+//! - a watch is an etcd watch from `after + 1` with the previous value (for DELETED events)
+//!   and progress requests while quiet, so bookmarks advance; a compacted start revision is
+//!   410 Gone;
+//! - compaction is etcd's, at `current - keep` (every server may ask; it is idempotent).
+//!
+//! Every request has a deadline ([`Config::request_timeout`]): with no quorum a write fails
+//! with 503 instead of hanging.
+
+pub mod keys;
+pub mod testing;
+
+use super::seal::Sealer;
+use super::{Committed, Event, EventType, MutateFn, Outcome, gone, storage_err};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp, TxnOpResponse, WatchOptions, WatchResponseStream,
+};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use wasmorch_api::{ApiError, object};
+
+/// Most times one mutation is run against newer values before the write gives up (409).
+const MAX_ATTEMPTS: usize = 64;
+/// How often a quiet watch asks etcd how far it has got (for bookmarks).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+pub use super::EtcdConfig as Config;
+
+/// A store on etcd.
+pub struct Etcd {
+    client: Client,
+    prefix: String,
+    sealer: Arc<Sealer>,
+    timeout: Duration,
+    /// Newest revision seen in any response.
+    rev: Arc<AtomicU64>,
+    /// Highest revision known compacted.
+    compacted: Arc<AtomicU64>,
+}
+
+fn etcd_err(e: etcd_client::Error) -> ApiError {
+    if let etcd_client::Error::GRpcStatus(s) = &e
+        && s.message().contains("compacted")
+    {
+        return ApiError::gone(format!("etcd: {}", s.message()));
+    }
+    ApiError::unavailable(format!("etcd: {e}"))
+}
+
+impl Etcd {
+    /// Connect to the cluster `cfg` names; Secrets are sealed with the keys in `key_file`.
+    pub async fn connect(cfg: &Config, key_file: &Path) -> anyhow::Result<Etcd> {
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        if cfg.ca_file.is_some() || cfg.cert_file.is_some() {
+            let mut tls = etcd_client::TlsOptions::new();
+            if let Some(ca) = &cfg.ca_file {
+                let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?;
+                tls = tls.ca_certificate(etcd_client::Certificate::from_pem(pem));
+            }
+            match (&cfg.cert_file, &cfg.key_file) {
+                (Some(c), Some(k)) => {
+                    let cert = std::fs::read(c).map_err(|e| anyhow::anyhow!("{}: {e}", c.display()))?;
+                    let key = std::fs::read(k).map_err(|e| anyhow::anyhow!("{}: {e}", k.display()))?;
+                    tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+                }
+                (None, None) => {}
+                _ => anyhow::bail!("--datastore-certfile and --datastore-keyfile go together"),
+            }
+            opts = opts.with_tls(tls);
+        }
+        let mut client = Client::connect(&cfg.endpoints, Some(opts))
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to etcd at {}: {e}", cfg.endpoints.join(",")))?;
+        // The first answer proves the cluster is there (and gives the current revision).
+        let status = tokio::time::timeout(cfg.request_timeout, client.status())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("etcd at {} did not answer in {:?}", cfg.endpoints.join(","), cfg.request_timeout)
+            })?
+            .map_err(|e| anyhow::anyhow!("etcd at {}: {e}", cfg.endpoints.join(",")))?;
+        let rev = status.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64;
+        let sealer = Sealer::load_or_create(key_file)?;
+        Ok(Etcd {
+            client,
+            prefix: cfg.prefix.trim_end_matches('/').to_string(),
+            sealer: Arc::new(sealer),
+            timeout: cfg.request_timeout,
+            rev: Arc::new(AtomicU64::new(rev)),
+            compacted: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn etcd_key(&self, key: &str) -> String {
+        keys::to_etcd(&self.prefix, key)
+    }
+
+    fn saw(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(h) = header {
+            self.rev.fetch_max(h.revision().max(0) as u64, Ordering::AcqRel);
+        }
+    }
+
+    async fn deadline<T>(&self, f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r.map_err(etcd_err),
+            Err(_) => Err(ApiError::new(
+                504,
+                "Timeout",
+                format!("etcd did not answer within {:?} (is a quorum of its members up?)", self.timeout),
+            )),
+        }
+    }
+
+    /// The object stored in `kv`, with its resourceVersion.
+    fn decode(&self, key: &str, value: &[u8], mod_rev: i64) -> Result<Value, ApiError> {
+        let plain = self.sealer.open(key, value)?;
+        let mut v: Value = serde_json::from_slice(&plain).map_err(storage_err)?;
+        object::set_resource_version(&mut v, mod_rev.max(0) as u64);
+        Ok(v)
+    }
+
+    /// Bytes to store for `obj` under `key`: without its resourceVersion, sealed for Secrets.
+    fn encode(&self, key: &str, obj: &Value) -> Result<Vec<u8>, ApiError> {
+        let mut o = obj.clone();
+        if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        self.sealer.encode(key, serde_json::to_vec(&o).map_err(storage_err)?)
+    }
+
+    async fn read(&self, ekey: &str, key: &str) -> Result<Option<(Value, i64)>, ApiError> {
+        let mut kv = self.client.kv_client();
+        let resp = self.deadline(kv.get(ekey, None)).await?;
+        self.saw(resp.header());
+        match resp.kvs().first() {
+            Some(kv) => Ok(Some((self.decode(key, kv.value(), kv.mod_revision())?, kv.mod_revision()))),
+            None => Ok(None),
+        }
+    }
+
+    /// A consistent snapshot of every object under the prefix, at one revision, written as an
+    /// embedded store file (Secrets stay sealed).
+    pub async fn backup(&self, dest: &Path) -> Result<u64, ApiError> {
+        let mut kv = self.client.kv_client();
+        let mut objects = Vec::new();
+        let eprefix = format!("{}/", self.prefix);
+        let end = keys::range_end(eprefix.as_bytes());
+        let mut start = eprefix.into_bytes();
+        let mut rev = None;
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(1000);
+            if let Some(r) = rev {
+                opts = opts.with_revision(r);
+            }
+            let resp = self.deadline(kv.get(start.clone(), Some(opts))).await?;
+            rev.get_or_insert(resp.header().map(|h| h.revision()).unwrap_or(0));
+            for item in resp.kvs() {
+                let ekey = String::from_utf8_lossy(item.key()).into_owned();
+                let Some(key) = keys::from_etcd(&self.prefix, &ekey) else { continue };
+                // Stored as the embedded engine stores it: resourceVersion set, Secrets sealed.
+                let obj = self.decode(&key, item.value(), item.mod_revision())?;
+                objects.push((key.clone(), self.sealer.encode(&key, serde_json::to_vec(&obj).map_err(storage_err)?)?));
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        let rev = rev.unwrap_or(0).max(0) as u64;
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || super::embedded::write_snapshot(&dest, rev, objects))
+            .await
+            .map_err(|e| ApiError::internal(format!("backup task: {e}")))??;
+        Ok(rev)
+    }
+}
+
+impl super::Backend for Etcd {
+    async fn mutate(&self, key: String, dry_run: bool, mut f: MutateFn) -> Result<Committed, ApiError> {
+        let ekey = self.etcd_key(&key);
+        let mut current = self.read(&ekey, &key).await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let cur = current.as_ref().map(|(v, _)| v);
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(cur)))
+                .map_err(|_| ApiError::internal(format!("mutation of {key} panicked")))??;
+            let (guard, op, kind) = match outcome {
+                Outcome::Put(mut new) => {
+                    if let Some((cur, _)) = &current {
+                        object::set_resource_version(&mut new, object::resource_version(cur));
+                        if &new == cur {
+                            return Ok(Committed { object: new, event: None });
+                        }
+                    }
+                    if dry_run {
+                        return Ok(Committed { object: new, event: None });
+                    }
+                    let bytes = self.encode(&key, &new)?;
+                    let (guard, kind) = match &current {
+                        Some((_, rev)) => {
+                            (Compare::mod_revision(ekey.as_str(), CompareOp::Equal, *rev), EventType::Modified)
+                        }
+                        None => (Compare::create_revision(ekey.as_str(), CompareOp::Equal, 0), EventType::Added),
+                    };
+                    (guard, TxnOp::put(ekey.as_str(), bytes, None), (kind, new))
+                }
+                Outcome::Delete => {
+                    let Some((cur, rev)) = &current else {
+                        return Err(ApiError::internal(format!("delete of absent key {key}")));
+                    };
+                    if dry_run {
+                        return Ok(Committed { object: cur.clone(), event: None });
+                    }
+                    let guard = Compare::mod_revision(ekey.as_str(), CompareOp::Equal, *rev);
+                    (guard, TxnOp::delete(ekey.as_str(), None), (EventType::Deleted, cur.clone()))
+                }
+            };
+            let txn = etcd_client::Txn::new().when([guard]).and_then([op]).or_else([TxnOp::get(ekey.as_str(), None)]);
+            let mut kv = self.client.kv_client();
+            let resp = self.deadline(kv.txn(txn)).await?;
+            self.saw(resp.header());
+            if resp.succeeded() {
+                let rev = resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64;
+                let (kind, mut obj) = kind;
+                object::set_resource_version(&mut obj, rev);
+                return Ok(Committed { object: obj, event: Some(kind) });
+            }
+            // Another writer came first: run the mutation again on what it wrote.
+            current = None;
+            for r in resp.op_responses() {
+                if let TxnOpResponse::Get(g) = r
+                    && let Some(kv) = g.kvs().first()
+                {
+                    current = Some((self.decode(&key, kv.value(), kv.mod_revision())?, kv.mod_revision()));
+                }
+            }
+        }
+        Err(ApiError::new(
+            409,
+            "Conflict",
+            format!("{key} kept changing under {MAX_ATTEMPTS} attempts to write it; try again"),
+        ))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Value>, ApiError> {
+        Ok(self.read(&self.etcd_key(key), key).await?.map(|(v, _)| v))
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+        limit: usize,
+        at: Option<u64>,
+    ) -> Result<(Vec<Value>, u64, bool), ApiError> {
+        let eprefix = self.etcd_key(prefix);
+        let end = keys::range_end(eprefix.as_bytes());
+        let start = match &start_after {
+            // Just after the last key of the previous page.
+            Some(k) => {
+                let mut s = self.etcd_key(k).into_bytes();
+                s.push(0);
+                s
+            }
+            None => eprefix.clone().into_bytes(),
+        };
+        let mut opts = GetOptions::new().with_range(end);
+        if limit > 0 {
+            opts = opts.with_limit(limit as i64);
+        }
+        if let Some(rev) = at.filter(|r| *r > 0) {
+            opts = opts.with_revision(rev as i64);
+        }
+        let mut kv = self.client.kv_client();
+        let resp = self.deadline(kv.get(start, Some(opts))).await?;
+        self.saw(resp.header());
+        let rev = match at.filter(|r| *r > 0) {
+            Some(r) => r,
+            None => resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64,
+        };
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            let ekey = String::from_utf8_lossy(kv.key());
+            let Some(key) = keys::from_etcd(&self.prefix, &ekey) else { continue };
+            out.push(self.decode(&key, kv.value(), kv.mod_revision())?);
+        }
+        Ok((out, rev, resp.more()))
+    }
+
+    fn watch(&self, prefix: &str, after: u64) -> Result<super::WatchStream, ApiError> {
+        let compacted = self.compacted.load(Ordering::Acquire);
+        if after < compacted {
+            return Err(gone(after, compacted));
+        }
+        Ok(super::WatchStream::Etcd(Box::new(WatchStream {
+            client: self.client.clone(),
+            etcd_prefix: self.etcd_key(prefix),
+            prefix: self.prefix.clone(),
+            sealer: self.sealer.clone(),
+            compacted: self.compacted.clone(),
+            last: after,
+            open: None,
+            pending: std::collections::VecDeque::new(),
+            failures: 0,
+        })))
+    }
+
+    async fn compact(&self, keep: u64) -> Result<u64, ApiError> {
+        // The newest revision, from etcd itself (another server may have written since).
+        let mut kv = self.client.kv_client();
+        let resp = self.deadline(kv.get(self.prefix.as_str(), Some(GetOptions::new().with_count_only()))).await?;
+        self.saw(resp.header());
+        let current = self.rev.load(Ordering::Acquire);
+        let upto = current.saturating_sub(keep);
+        let old = self.compacted.load(Ordering::Acquire);
+        if upto <= old {
+            return Ok(old);
+        }
+        match self.deadline(kv.compact(upto as i64, None)).await {
+            Ok(_) => {}
+            // Another server compacted further already.
+            Err(e) if e.code == 410 => {}
+            Err(e) => return Err(e),
+        }
+        self.compacted.fetch_max(upto, Ordering::AcqRel);
+        Ok(upto)
+    }
+
+    fn current_rev(&self) -> u64 {
+        self.rev.load(Ordering::Acquire)
+    }
+
+    fn compacted_rev(&self) -> u64 {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    async fn close(&self) {}
+}
+
+/// A watch on etcd: one etcd watch from `last + 1`, reopened from where it got to when its
+/// connection breaks (etcd's client moves to another member).
+pub struct WatchStream {
+    client: Client,
+    /// The etcd key prefix watched.
+    etcd_prefix: String,
+    /// The engine's key prefix.
+    prefix: String,
+    sealer: Arc<Sealer>,
+    compacted: Arc<AtomicU64>,
+    last: u64,
+    open: Option<Open>,
+    pending: std::collections::VecDeque<Arc<Event>>,
+    /// Reopenings in a row that failed.
+    failures: u32,
+}
+
+struct Open {
+    requests: etcd_client::WatchRequestSender,
+    responses: WatchResponseStream,
+    progress: tokio::time::Interval,
+}
+
+impl WatchStream {
+    pub fn last_rev(&self) -> u64 {
+        self.last
+    }
+
+    async fn open(&mut self) -> Result<(), ApiError> {
+        let opts = WatchOptions::new()
+            .with_range(keys::range_end(self.etcd_prefix.as_bytes()))
+            .with_start_revision(self.last as i64 + 1)
+            .with_prev_key()
+            .with_progress_notify();
+        let mut w = self.client.watch_client();
+        let stream = tokio::time::timeout(Duration::from_secs(10), w.watch(self.etcd_prefix.as_str(), Some(opts)))
+            .await
+            .map_err(|_| ApiError::unavailable("etcd: opening a watch timed out"))?
+            .map_err(etcd_err)?;
+        let (requests, responses) = stream.split();
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        self.open = Some(Open { requests, responses, progress });
+        Ok(())
+    }
+
+    /// The next change under the prefix. Cancel-safe: state changes only after an await
+    /// completes.
+    pub async fn next(&mut self) -> Result<Arc<Event>, ApiError> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(e);
+            }
+            if self.open.is_none()
+                && let Err(e) = self.open().await
+            {
+                self.failures += 1;
+                if self.failures > 3 {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(self.failures))).await;
+                continue;
+            }
+            let Some(open) = self.open.as_mut() else { continue };
+            let msg = tokio::select! {
+                m = open.responses.message() => m,
+                _ = open.progress.tick() => {
+                    // Quiet: ask how far etcd has got, for the next bookmark.
+                    let _ = open.requests.request_progress().await;
+                    continue;
+                }
+            };
+            let resp = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) | Err(_) => {
+                    // The member went away: reopen from the last revision passed.
+                    self.open = None;
+                    self.failures += 1;
+                    continue;
+                }
+            };
+            self.failures = 0;
+            if resp.canceled() {
+                let c = resp.compact_revision();
+                if c > 0 {
+                    self.compacted.fetch_max(c as u64, Ordering::AcqRel);
+                    return Err(gone(self.last, c as u64));
+                }
+                return Err(ApiError::unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
+            }
+            if resp.events().is_empty() {
+                // A progress notification: nothing under the prefix up to this revision.
+                if let Some(h) = resp.header() {
+                    self.last = self.last.max(h.revision().max(0) as u64);
+                }
+                continue;
+            }
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let rev = kv.mod_revision().max(0) as u64;
+                let ekey = String::from_utf8_lossy(kv.key());
+                let Some(key) = keys::from_etcd(&self.prefix, &ekey) else { continue };
+                let decode = |bytes: &[u8]| -> Result<Value, ApiError> {
+                    let plain = self.sealer.open(&key, bytes)?;
+                    let mut v: Value = serde_json::from_slice(&plain).map_err(storage_err)?;
+                    object::set_resource_version(&mut v, rev);
+                    Ok(v)
+                };
+                let (kind, object) = match ev.event_type() {
+                    etcd_client::EventType::Put => {
+                        let kind = if kv.create_revision() == kv.mod_revision() {
+                            EventType::Added
+                        } else {
+                            EventType::Modified
+                        };
+                        (kind, decode(kv.value())?)
+                    }
+                    etcd_client::EventType::Delete => {
+                        let object = match ev.prev_kv() {
+                            Some(p) => decode(p.value())?,
+                            None => deleted_stub(&key, rev),
+                        };
+                        (EventType::Deleted, object)
+                    }
+                };
+                self.last = rev;
+                self.pending.push_back(Arc::new(Event { rev, kind, key, object }));
+            }
+        }
+    }
+}
+
+/// What a DELETED event carries when etcd no longer has the previous value: the name.
+fn deleted_stub(key: &str, rev: u64) -> Value {
+    let parts: Vec<&str> = key.trim_matches('/').split('/').collect();
+    let (ns, name) = match parts.as_slice() {
+        [_, _, ns, name] => (*ns, *name),
+        [_, _, name] => ("", *name),
+        _ => ("", ""),
+    };
+    let mut meta = serde_json::json!({"name": name, "resourceVersion": rev.to_string()});
+    if !ns.is_empty() {
+        meta["namespace"] = Value::String(ns.to_string());
+    }
+    serde_json::json!({"metadata": meta})
+}
