@@ -426,3 +426,93 @@ fn mapped_pod_ports_serve_pods_and_services_without_their_addresses() {
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("web said: Hello from wasmorch!"), "{body}");
 }
+
+/// Two servers on one etcd: the second adopts the first's CA and keys (never its own), both
+/// serve the same objects, and when the leader is killed the other takes the Lease over and
+/// its controllers and scheduler place a new Deployment's pods on the node joined to it.
+#[cfg(feature = "etcd")]
+#[test]
+fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
+    use wasmorch_control::store::etcd::testing;
+    if !testing::available() {
+        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
+        return;
+    }
+    let etcd = testing::Member::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let n0: u32 = common::pod_ip_prefix().rsplit('.').next().unwrap().parse().unwrap();
+    let (services, pods_cidr) = (format!("127.{}.0.0/16", n0 + 100), common::cluster_cidr());
+    let server = |name: &str, extra: &[&str]| {
+        let sdir = d.join(name);
+        let mut args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            sdir.to_str().unwrap(),
+            "--datastore-endpoint",
+            &etcd.client_url,
+            "--leader-elect-lease-duration",
+            "3s",
+            "--service-cidr",
+            &services,
+            "--cluster-cidr",
+            &pods_cidr,
+        ];
+        args.extend_from_slice(extra);
+        let s = common::Daemon::spawn(&args);
+        let line = s.wait_line("listening on https://");
+        (s, line.split("listening on ").nth(1).unwrap().trim().to_string())
+    };
+    let (mut a, _) = server("a", &[]);
+    a.wait_line("leading: ");
+    let token = std::fs::read_to_string(d.join("a/server.token")).unwrap();
+    let (b, b_url) = server("b", &["--token", token.trim()]);
+    b.wait_line("joined the cluster in the datastore");
+    b.wait_line("standby: control plane");
+    for f in ["pki/ca.crt", "pki/sa.key", "state.key", "admin.token"] {
+        assert_eq!(std::fs::read(d.join("a").join(f)).unwrap(), std::fs::read(d.join("b").join(f)).unwrap(), "{f}");
+    }
+    // Each server's clients, one cluster: a write through A is read through B.
+    let (ca, cb) = (d.join("ca"), d.join("cb"));
+    for (c, s) in [(&ca, "a"), (&cb, "b")] {
+        std::fs::create_dir_all(c).unwrap();
+        std::fs::copy(d.join(s).join("admin.kubeconfig"), c.join("kubeconfig")).unwrap();
+    }
+    let (via_a, via_b) = (Cluster::attach(&ca), Cluster::attach(&cb));
+    let cm = d.join("cm.yaml");
+    std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: through-a}\ndata: {k: v}\n").unwrap();
+    via_a.ok(&["apply", "-f", cm.to_str().unwrap()]);
+    assert!(via_b.ok(&["get", "configmap", "through-a", "-o", "name"]).contains("configmap/through-a"));
+    // A node joins through B.
+    let join = std::fs::read_to_string(d.join("b/join.token")).unwrap();
+    let address = format!("{}.255.254", common::pod_ip_prefix());
+    let ndir = d.join("node1");
+    let _node = common::Daemon::spawn(&[
+        "node",
+        "--server",
+        &b_url,
+        "--token",
+        join.trim(),
+        "--name",
+        "n1",
+        "--data-dir",
+        ndir.to_str().unwrap(),
+        "--backoff-base",
+        "1",
+        "--address",
+        &address,
+    ]);
+    let ready = eventually(Duration::from_secs(30), || via_b.ok(&["get", "nodes"]).contains(" Ready "));
+    assert!(ready, "the node did not become Ready: {}", via_b.ok(&["get", "nodes"]));
+    // The leader dies without releasing its Lease: B takes over after the lease duration.
+    a.kill();
+    b.wait_line("leading: ");
+    deployment(&via_b, d, "after", 2);
+    let running = eventually(Duration::from_secs(30), || {
+        let p = pods(&via_b, "after");
+        p.len() == 2 && p.values().all(|(node, ready, _, _)| node == "n1" && *ready)
+    });
+    assert!(running, "the new leader did not run the Deployment: {:?}", pods(&via_b, "after"));
+}

@@ -91,7 +91,7 @@ export WASMORCH_REQUIRE_PEERS=1
 
 # Everything is built and tested once, with the etcd store engine in (the feature users of
 # highly available control planes build with).
-FEATURES=wasmorch-control/etcd
+FEATURES=wasmorch/etcd
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --features "$FEATURES" --quiet -- -D warnings

@@ -8,6 +8,7 @@
 //! - [`server`]: wiring: `run` starts everything and stops it on a cancellation token.
 
 pub mod apiserver;
+pub mod bootstrap;
 pub mod controllers;
 pub mod jwt;
 pub mod membership;

@@ -44,6 +44,9 @@ pub struct Config {
     pub anonymous_metrics: bool,
     /// Keep state in this etcd cluster instead of the embedded store (`--datastore-endpoint`).
     pub datastore: Option<crate::store::EtcdConfig>,
+    /// The secret the servers of one cluster share (`--token`): it opens the cluster's
+    /// secrets in the datastore (see `bootstrap`). Else `<data-dir>/server.token`.
+    pub server_token: Option<String>,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             hpa: Default::default(),
             anonymous_metrics: false,
             datastore: None,
+            server_token: None,
             data_dir,
         }
     }
@@ -120,6 +124,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let mut sans = cfg.tls_sans.clone();
     sans.extend([cfg.service_range.first().to_string(), "kubernetes".into(), "kubernetes.default".into()]);
     sans.push("kubernetes.default.svc.cluster.local".into());
+    let store = match &cfg.datastore {
+        None => open_or_stand_by(&cfg.store_path()).await?,
+        Some(etcd) => open_shared(&cfg, etcd, &sans).await?,
+    };
     let pki = Arc::new(Pki::load_or_create(&cfg.data_dir.join("pki"), &sans)?);
     let admin_token = token_file(&cfg.data_dir.join("admin.token"))?;
     let mut tokens = Tokens::default();
@@ -127,11 +135,6 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     // Left by versions that had one shared node token with full rights; it is no longer
     // accepted, so it should not linger either.
     let _ = std::fs::remove_file(cfg.data_dir.join("node.token"));
-    let store = match &cfg.datastore {
-        None => open_or_stand_by(&cfg.store_path()).await?,
-        // Secrets are sealed with the key beside where the embedded store would be.
-        Some(etcd) => crate::store::open_etcd(etcd, &crate::store::seal::key_path(&cfg.store_path())).await?,
-    };
     let mut api = Api::new(store.clone(), shutdown.clone());
     api.service_range = cfg.service_range;
     bootstrap(&api).await?;
@@ -199,6 +202,32 @@ fn leader_identity(data_dir: &std::path::Path) -> String {
     let dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.to_path_buf());
     let digest = sha2::Sha256::digest(dir.to_string_lossy().as_bytes());
     format!("{host}_{}", hex::encode(&digest[..6]))
+}
+
+/// Open the etcd datastore and share the cluster's secrets through it (`bootstrap`): the
+/// first server publishes its own, a later one adopts them (and reopens the store, whose
+/// sealing key was just replaced). Secrets are sealed with the key beside where the
+/// embedded store would be.
+async fn open_shared(cfg: &Config, etcd: &crate::store::EtcdConfig, sans: &[String]) -> anyhow::Result<Store> {
+    use crate::bootstrap::{self, Shared};
+    let key_file = crate::store::seal::key_path(&cfg.store_path());
+    let fresh_key = !key_file.exists();
+    let store = crate::store::open_etcd(etcd, &key_file).await?;
+    let token = bootstrap::server_token(&cfg.data_dir, cfg.server_token.as_deref())?;
+    let (pki_dir, admin) = (cfg.data_dir.join("pki"), cfg.data_dir.join("admin.token"));
+    let make_local = || {
+        Pki::load_or_create(&pki_dir, sans)?;
+        token_file(&admin)?;
+        Ok(())
+    };
+    match bootstrap::share(&store, &cfg.data_dir, &token, fresh_key, make_local).await? {
+        Shared::Adopted => {
+            eprintln!("joined the cluster in the datastore: its CA and keys are now in {}", cfg.data_dir.display());
+            store.close().await;
+            crate::store::open_etcd(etcd, &key_file).await
+        }
+        Shared::Published | Shared::Unchanged => Ok(store),
+    }
 }
 
 /// Open the store; while another process holds it, wait as a standby and take over when it

@@ -236,6 +236,10 @@ pub struct ServerArgs {
     /// Key prefix in etcd, laid out below it as kube-apiserver lays out its keys.
     #[arg(long, default_value = "/registry", requires = "datastore_endpoint")]
     datastore_prefix: String,
+    /// The secret the servers of one cluster share on a datastore: it opens the cluster's CA
+    /// and keys there. Default: `<data-dir>/server.token`, made by the first server.
+    #[arg(long, env = "WASMORCH_TOKEN", hide_env_values = true, requires = "datastore_endpoint")]
+    token: Option<String>,
     #[command(flatten)]
     control: ControlFlags,
 }
@@ -498,6 +502,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
             anyhow::bail!("--restore restores the embedded store; restoring a snapshot into etcd is not supported yet");
         }
         cfg.datastore = Some(etcd);
+        cfg.server_token = a.token.clone();
     }
     a.control.apply(&mut cfg)?;
     if let Some(snap) = &a.restore {
@@ -528,6 +533,13 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
             cfg.data_dir.join("join.token").display()
         ),
         None => println!("  join a node:      make a token with `wasmorch token create`"),
+    }
+    if let Some(etcd) = &cfg.datastore {
+        println!(
+            "  another server:   wasmorch server --datastore-endpoint {} --token \"$(cat {})\" --tls-san ADDRESS",
+            etcd.endpoints.join(","),
+            cfg.data_dir.join("server.token").display()
+        );
     }
     until_signal(shutdown).await;
     running.wait().await;
