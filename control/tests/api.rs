@@ -597,3 +597,81 @@ async fn hpa_is_served_in_v1_and_v2() {
     let (code, v) = t.call(Method::DELETE, &format!("{V1}/web"), None).await;
     assert_eq!((code, v["apiVersion"].as_str()), (200, Some("autoscaling/v1")), "{v}");
 }
+
+/// Two API servers on one etcd: Services created through both at once never share a
+/// cluster IP or node port, and evictions through both never spend more disruptions than the
+/// budget allows.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn api_servers_sharing_etcd_never_double_allocate_or_overspend() {
+    use wasmorch_control::store::{EtcdConfig, etcd::testing, open_etcd};
+    if !testing::available() {
+        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
+        return;
+    }
+    let member = tokio::task::spawn_blocking(testing::Member::start).await.unwrap().unwrap();
+    let cfg = EtcdConfig::from_endpoints(&member.client_url).unwrap();
+    let mut servers = Vec::new();
+    let key = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        // One sealing key for both, as servers of one cluster share it.
+        let store = open_etcd(&cfg, &key.path().join("state.key")).await.unwrap();
+        servers.push(std::sync::Arc::new(setup_on(store, dir).await));
+    }
+    // 24 NodePort Services, alternately through each server, all at once.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let t = servers[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("s{i}")},
+                "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80}]}});
+            let (code, body) = t.post("/api/v1/namespaces/default/services", svc).await;
+            assert_eq!(code, 201, "{body}");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (_, list) = servers[0].get("/api/v1/namespaces/default/services").await;
+    let items = list["items"].as_array().unwrap();
+    let ips: std::collections::HashSet<&str> =
+        items.iter().filter_map(|s| s["spec"]["clusterIP"].as_str()).filter(|ip| *ip != "None").collect();
+    let ports: std::collections::HashSet<u64> =
+        items.iter().filter_map(|s| s["spec"]["ports"][0]["nodePort"].as_u64()).collect();
+    let created = items.iter().filter(|s| s["metadata"]["name"].as_str().is_some_and(|n| n.starts_with('s'))).count();
+    assert_eq!(created, 24);
+    assert_eq!(ips.len(), items.len(), "a cluster IP was handed out twice");
+    assert_eq!(ports.len(), 24, "a node port was handed out twice");
+
+    // Six ready pods under a budget that allows one disruption; each evicted at once.
+    for i in 0..6 {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p{i}"), "labels": {"app": "db"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "wasmorch.local/hello-http:1.0"}]}});
+        let (code, body) = servers[0].post("/api/v1/namespaces/default/pods", pod).await;
+        assert_eq!(code, 201, "{body}");
+        let status = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+        let (code, body) = servers[0].merge(&format!("/api/v1/namespaces/default/pods/p{i}/status"), status).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+        "spec": {"minAvailable": 5, "selector": {"matchLabels": {"app": "db"}}}});
+    let (code, body) = servers[0].post("/apis/policy/v1/namespaces/default/poddisruptionbudgets", pdb).await;
+    assert_eq!(code, 201, "{body}");
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let t = servers[i % 2].clone();
+        let pod = format!("p{i}");
+        tasks.push(tokio::spawn(async move {
+            let ev = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod}});
+            t.post(&format!("/api/v1/namespaces/default/pods/{pod}/eviction"), ev).await.0
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    let evicted = codes.iter().filter(|c| **c == 200 || **c == 201).count();
+    assert_eq!(evicted, 1, "one disruption allowed, evictions answered {codes:?}");
+    assert!(codes.iter().all(|c| [200, 201, 429].contains(c)), "{codes:?}");
+}

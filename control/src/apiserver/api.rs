@@ -23,18 +23,13 @@ pub struct Api {
     pub bookmark_interval: Duration,
     /// Where Services get their cluster IPs.
     pub service_range: wasmorch_api::services::IpRange,
-    /// Held while a Service's addresses are allocated and written, so two Services never get
-    /// the same one (one API server writes; a tokio Mutex: held across the write).
-    allocations: Arc<tokio::sync::Mutex<()>>,
-    /// Held while an eviction is checked against disruption budgets and carried out, so two
-    /// evictions cannot both spend the last allowed disruption.
-    evictions: Arc<tokio::sync::Mutex<()>>,
-    /// Held from a quota check until the checked object is written (see `quota.rs`).
-    pub(super) quota_lock: Arc<tokio::sync::Mutex<()>>,
     /// The RBAC objects the authorizer reads (set once the server follows them; until then,
     /// and in servers without it, only admins and nodes are authorized).
     pub rbac: Arc<std::sync::OnceLock<Arc<super::rbac::Cache>>>,
 }
+
+/// The store lock held while a Service's addresses are allocated and written.
+const ALLOCATIONS: &str = "service-allocations";
 
 /// Options of a list (and of a watch's initial state).
 #[derive(Debug, Default, Clone)]
@@ -69,9 +64,6 @@ impl Api {
             shutdown,
             bookmark_interval: Duration::from_secs(30),
             service_range: Default::default(),
-            allocations: Default::default(),
-            evictions: Default::default(),
-            quota_lock: Default::default(),
             rbac: Default::default(),
         }
     }
@@ -188,7 +180,9 @@ impl Api {
         let _quota = self.admit(res, &ns, &mut obj).await?;
         let mut _alloc = None;
         if res.kind_id == ResourceKind::Service {
-            _alloc = Some(self.allocations.lock().await);
+            // Held across the write: two Services never get the same address, whichever API
+            // servers create them.
+            _alloc = Some(self.store.lock(ALLOCATIONS).await?);
             let others = self.other_services(None).await?;
             wasmorch_api::services::allocate(&mut obj, &others, &self.service_range)?;
         }
@@ -291,7 +285,9 @@ impl Api {
         let mut _alloc = None;
         let mut others = None;
         if res.kind_id == ResourceKind::Service && sub.is_none() {
-            _alloc = Some(self.allocations.lock().await);
+            // Held across the write: two Services never get the same address, whichever API
+            // servers create them.
+            _alloc = Some(self.store.lock(ALLOCATIONS).await?);
             others = Some(self.other_services(Some(Self::key(t)?)).await?);
         }
         let range = self.service_range;
@@ -322,7 +318,9 @@ impl Api {
     /// disruption left (429, as Kubernetes answers). An unhealthy pod may always go.
     pub async fn evict(&self, t: &Target, opts: DeleteOptions, dry_run: bool) -> Result<Written, ApiError> {
         use wasmorch_api::disruption;
-        let _one = self.evictions.lock().await;
+        // Held while the budgets are checked and the pod deleted, across API servers: two
+        // evictions cannot both spend the last allowed disruption.
+        let _one = self.store.lock("evictions").await?;
         let pod = self.get(t).await?;
         if disruption::healthy(&pod) {
             let ns = object::namespace(&pod);

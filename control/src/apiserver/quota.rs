@@ -41,7 +41,7 @@ impl Api {
         res: &'static Resource,
         ns: &str,
         obj: &mut Value,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, ApiError> {
+    ) -> Result<Option<crate::store::LockGuard>, ApiError> {
         if ns.is_empty() || !res.namespaced {
             return Ok(None);
         }
@@ -60,7 +60,8 @@ impl Api {
         if relevant.is_empty() {
             return Ok(None);
         }
-        let guard = self.quota_lock.clone().lock_owned().await;
+        // Held until the checked object is written, across API servers.
+        let guard = self.store.lock("quota").await?;
         let existing = self.items(res, ns).await?;
         let used = quota::sum(existing.iter().map(|o| quota::usage(res, o)).collect::<Vec<_>>().iter());
         for q in relevant {

@@ -259,6 +259,23 @@ macro_rules! dispatch {
 #[derive(Clone)]
 pub struct Store {
     engine: Arc<Engine>,
+    /// The embedded engine's named locks (one server writes to it).
+    local_locks: Arc<std::sync::Mutex<LocalLocks>>,
+}
+
+/// The embedded engine's named locks.
+type LocalLocks = std::collections::HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>;
+
+/// A named lock held across every API server of the store (see [`Store::lock`]); released
+/// when dropped.
+pub struct LockGuard {
+    _held: Held,
+}
+
+enum Held {
+    Local(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>),
+    #[cfg(feature = "etcd")]
+    Etcd(#[allow(dead_code)] Box<etcd::HeldLock>),
 }
 
 impl Store {
@@ -269,13 +286,34 @@ impl Store {
 
     /// Open (or create) the embedded store at `path`.
     pub fn open_with(path: &Path, options: Options) -> anyhow::Result<Store> {
-        Ok(Store { engine: Arc::new(Engine::Embedded(embedded::Embedded::open_with(path, options)?)) })
+        Ok(Store::with_engine(Engine::Embedded(embedded::Embedded::open_with(path, options)?)))
     }
 
     /// A store on an etcd cluster.
     #[cfg(feature = "etcd")]
     pub fn on_etcd(e: etcd::Etcd) -> Store {
-        Store { engine: Arc::new(Engine::Etcd(Box::new(e))) }
+        Store::with_engine(Engine::Etcd(Box::new(e)))
+    }
+
+    fn with_engine(engine: Engine) -> Store {
+        Store { engine: Arc::new(engine), local_locks: Default::default() }
+    }
+
+    /// Take the named lock, held by one holder at a time across every API server of this
+    /// store, for decisions that read several objects and write one (Service addresses, the
+    /// last disruption a budget allows, the last unit of a quota). Embedded: a lock in this
+    /// process (the only one writing). etcd: etcd's lock on a lease of its own, kept alive
+    /// while held, so a holder that dies releases it within the lease's 15 s. Waiting longer
+    /// than the request deadline is a 504.
+    pub async fn lock(&self, name: &'static str) -> Result<LockGuard, ApiError> {
+        match &*self.engine {
+            Engine::Embedded(_) => {
+                let m = self.local_locks.lock().unwrap_or_else(|e| e.into_inner()).entry(name).or_default().clone();
+                Ok(LockGuard { _held: Held::Local(m.lock_owned().await) })
+            }
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(e) => Ok(LockGuard { _held: Held::Etcd(Box::new(e.lock(name).await?)) }),
+        }
     }
 
     /// The embedded engine, for what only it has (soft writes, file backups).

@@ -70,6 +70,17 @@ pub async fn setup() -> T {
     let dir = tempfile::tempdir().unwrap();
     #[allow(unused_variables)]
     let (store, etcd) = test_store(dir.path()).await;
+    #[allow(unused_mut)]
+    let mut t = setup_on(store, dir).await;
+    #[cfg(feature = "etcd")]
+    {
+        t._etcd = etcd.and_then(|m| m.downcast::<wasmorch_control::store::etcd::testing::Member>().ok().map(|m| *m));
+    }
+    t
+}
+
+/// An API server on `store` (several may share one etcd), its files in `dir`.
+pub async fn setup_on(store: Store, dir: tempfile::TempDir) -> T {
     let shutdown = CancellationToken::new();
     let mut api = Api::new(store, shutdown.clone());
     api.bookmark_interval = Duration::from_millis(200);
@@ -99,7 +110,7 @@ pub async fn setup() -> T {
         shutdown,
         _dir: dir,
         #[cfg(feature = "etcd")]
-        _etcd: etcd.and_then(|m| m.downcast::<wasmorch_control::store::etcd::testing::Member>().ok().map(|m| *m)),
+        _etcd: None,
     }
 }
 

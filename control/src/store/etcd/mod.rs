@@ -155,6 +155,43 @@ impl Etcd {
         }
     }
 
+    /// Take the lock `name` (see [`super::Store::lock`]).
+    pub async fn lock(&self, name: &str) -> Result<HeldLock, ApiError> {
+        let mut leases = self.client.lease_client();
+        let lease = self.deadline(leases.grant(LOCK_TTL_S, None)).await?.id();
+        let (mut keeper, mut answers) = match self.deadline(leases.keep_alive(lease)).await {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = leases.revoke(lease).await;
+                return Err(e);
+            }
+        };
+        let keepalive = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(LOCK_TTL_S as u64 / 3)).await;
+                if keeper.keep_alive().await.is_err() || !matches!(answers.message().await, Ok(Some(_))) {
+                    return;
+                }
+            }
+        });
+        let key = format!("{}/wasmorch.io/locks/{name}", self.prefix);
+        let mut locks = self.client.lock_client();
+        let opts = etcd_client::LockOptions::new().with_lease(lease);
+        match self.deadline(locks.lock(key.as_str(), Some(opts))).await {
+            Ok(resp) => Ok(HeldLock {
+                key: resp.key().to_vec(),
+                lease,
+                client: self.client.clone(),
+                keepalive: Some(keepalive),
+            }),
+            Err(e) => {
+                keepalive.abort();
+                let _ = leases.revoke(lease).await;
+                Err(e)
+            }
+        }
+    }
+
     /// A consistent snapshot of every object under the prefix, at one revision, written as an
     /// embedded store file (Secrets stay sealed).
     pub async fn backup(&self, dest: &Path) -> Result<u64, ApiError> {
@@ -354,6 +391,33 @@ impl super::Backend for Etcd {
     }
 
     async fn close(&self) {}
+}
+
+/// Lease of a held lock: a holder that dies releases the lock within this many seconds.
+const LOCK_TTL_S: i64 = 15;
+
+/// A held etcd lock: unlocked, and its lease revoked, when dropped.
+pub struct HeldLock {
+    key: Vec<u8>,
+    lease: i64,
+    client: Client,
+    keepalive: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if let Some(k) = self.keepalive.take() {
+            k.abort();
+        }
+        let (key, lease, client) = (std::mem::take(&mut self.key), self.lease, self.client.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = client.lock_client().unlock(key).await;
+                // Revoking the lease releases the lock even if the unlock was lost.
+                let _ = client.lease_client().revoke(lease).await;
+            });
+        }
+    }
 }
 
 /// A watch on etcd: one etcd watch from `last + 1`, reopened from where it got to when its
