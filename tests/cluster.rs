@@ -428,8 +428,9 @@ fn mapped_pod_ports_serve_pods_and_services_without_their_addresses() {
 }
 
 /// Two servers on one etcd: the second adopts the first's CA and keys (never its own), both
-/// serve the same objects, and when the leader is killed the other takes the Lease over and
-/// its controllers and scheduler place a new Deployment's pods on the node joined to it.
+/// serve the same objects; when the leader is killed, the node (given both servers) moves to
+/// the other while its pods keep serving a NodePort without one failed request, and the
+/// other server takes the Lease over: its controllers and scheduler run a new Deployment.
 #[cfg(feature = "etcd")]
 #[test]
 fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
@@ -485,14 +486,16 @@ fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
     std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: through-a}\ndata: {k: v}\n").unwrap();
     via_a.ok(&["apply", "-f", cm.to_str().unwrap()]);
     assert!(via_b.ok(&["get", "configmap", "through-a", "-o", "name"]).contains("configmap/through-a"));
-    // A node joins through B.
+    // A node that knows both servers, using A first.
+    let a_url = a.wait_line("listening on https://").split("listening on ").nth(1).unwrap().trim().to_string();
     let join = std::fs::read_to_string(d.join("b/join.token")).unwrap();
     let address = format!("{}.255.254", common::pod_ip_prefix());
     let ndir = d.join("node1");
-    let _node = common::Daemon::spawn(&[
+    let both = format!("{a_url},{b_url}");
+    let node = common::Daemon::spawn(&[
         "node",
         "--server",
-        &b_url,
+        &both,
         "--token",
         join.trim(),
         "--name",
@@ -506,13 +509,53 @@ fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
     ]);
     let ready = eventually(Duration::from_secs(30), || via_b.ok(&["get", "nodes"]).contains(" Ready "));
     assert!(ready, "the node did not become Ready: {}", via_b.ok(&["get", "nodes"]));
-    // The leader dies without releasing its Lease: B takes over after the lease duration.
+    // A replica behind a NodePort, served by the node whichever server it talks to.
+    deployment(&via_a, d, "before", 1);
+    let svc = d.join("svc.yaml");
+    std::fs::write(
+        &svc,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: before}\nspec:\n  type: NodePort\n  selector: {app: before}\n  ports: [{port: 80, targetPort: 8080}]\n",
+    )
+    .unwrap();
+    via_a.ok(&["apply", "-f", svc.to_str().unwrap()]);
+    let port = get_json(&via_a, &["service", "before"]).unwrap()["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
+    let target = format!("{address}:{port}");
+    let serving = eventually(Duration::from_secs(30), || matches!(common::http_get(&target, "/"), Ok((200, _))));
+    assert!(serving, "the NodePort did not answer");
+    // The leader dies without releasing its Lease: the node moves to B, and B takes over the
+    // Lease after its duration. Requests to the NodePort go on meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, target) = (stop.clone(), target.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match common::http_get(&target, "/") {
+                    Ok((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
     a.kill();
     b.wait_line("leading: ");
+    node.wait_line("API server unreachable: switched");
     deployment(&via_b, d, "after", 2);
     let running = eventually(Duration::from_secs(30), || {
         let p = pods(&via_b, "after");
         p.len() == 2 && p.values().all(|(node, ready, _, _)| node == "n1" && *ready)
     });
     assert!(running, "the new leader did not run the Deployment: {:?}", pods(&via_b, "after"));
+    // The node's heartbeats go on, through B.
+    let renewed = || -> String {
+        let l = get_json(&via_b, &["lease", "n1", "-n", "kube-node-lease"]).unwrap_or_default();
+        l["spec"]["renewTime"].as_str().unwrap_or("").to_string()
+    };
+    let first = renewed();
+    assert!(eventually(Duration::from_secs(20), || renewed() != first), "the node's heartbeats stopped");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 0 && failed.is_empty(), "{ok} requests answered, failed: {failed:?}");
+    eprintln!("NodePort during the server failover: {ok} requests, none failed");
 }

@@ -470,8 +470,9 @@ async fn close_idle_logs(stop: CancellationToken) {
 
 /// The cluster's registry: the API server's address, reached with the node's certificate.
 fn cluster_registry(member: &Arc<crate::membership::Membership>) -> anyhow::Result<crate::artifact::ClusterRegistry> {
-    let authority = crate::artifact::authority_of(&member.server)
-        .ok_or_else(|| anyhow::anyhow!("server URL {:?} has no host", member.server))?;
+    let server = member.server();
+    let authority =
+        crate::artifact::authority_of(&server).ok_or_else(|| anyhow::anyhow!("server URL {server:?} has no host"))?;
     let member = member.clone();
     Ok(crate::artifact::ClusterRegistry { authority, tls: Box::new(move || member.client_tls(&[])) })
 }
@@ -482,7 +483,8 @@ pub async fn run(
     cfg: NodeConfig,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let client = Client::new(member.current().client(&member.server).await?);
+    let client = Client::new(member.current().client(&member.server()).await?);
+    member.fail_over_with(&client);
     tokio::spawn(crate::membership::renew_loop(member.clone(), client.clone(), stop.clone()));
     let (cpu, memory) = allocatable(cores(), total_memory(), cfg.reserved);
     let mapped_ports = cfg.pod_addressing.mapped(crate::runtime::ports::loopback_routed);

@@ -15,25 +15,66 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// What a client does when its server cannot be reached: given the client and the
+/// generation that failed (see [`Client::generation`]), switch to another server.
+pub type Unreachable = Arc<dyn Fn(&Client, u64) + Send + Sync>;
+
 /// The node's API client. Cheap to clone; every clone follows [`Client::replace`] (a renewed
-/// certificate): requests after it use the new client, requests and watches under way finish
-/// on the old one.
+/// certificate, another server): requests after it use the new client, requests and watches
+/// under way finish on the old one.
 #[derive(Clone)]
-pub struct Client(Arc<RwLock<kube::Client>>);
+pub struct Client {
+    /// The kube-rs client and its generation (bumped by every replacement).
+    current: Arc<RwLock<(kube::Client, u64)>>,
+    unreachable: Arc<std::sync::OnceLock<Unreachable>>,
+}
 
 impl Client {
     pub fn new(c: kube::Client) -> Client {
-        Client(Arc::new(RwLock::new(c)))
+        Client { current: Arc::new(RwLock::new((c, 0))), unreachable: Default::default() }
+    }
+
+    /// Call `f` whenever a request finds the server unreachable (set once).
+    pub fn on_unreachable(&self, f: Unreachable) {
+        let _ = self.unreachable.set(f);
     }
 
     /// The current kube-rs client (a std lock held only for the clone: never across awaits).
     pub fn kube(&self) -> kube::Client {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// The current client and its generation.
+    fn kube_gen(&self) -> (kube::Client, u64) {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many times the client was replaced.
+    pub fn generation(&self) -> u64 {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).1
     }
 
     /// Switch every clone to `c`.
     pub fn replace(&self, c: kube::Client) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = c;
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let generation = cur.1 + 1;
+        *cur = (c, generation);
+    }
+
+    /// Switch to `c` unless another replacement came since generation `seen`.
+    pub fn replace_if(&self, seen: u64, c: kube::Client) -> bool {
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if cur.1 != seen {
+            return false;
+        }
+        *cur = (c, seen + 1);
+        true
+    }
+
+    fn unreachable(&self, generation: u64) {
+        if let Some(f) = self.unreachable.get() {
+            f(self, generation);
+        }
     }
 
     pub async fn json(
@@ -53,7 +94,15 @@ impl Client {
             .header("accept", "application/json")
             .body(kube::client::Body::from(bytes))
             .map_err(|e| err(0, e.to_string()))?;
-        let resp = self.kube().send(req).await.map_err(|e| err(0, e.to_string()))?;
+        let (kube, generation) = self.kube_gen();
+        let resp = match kube.send(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Never answered: the server is down or unreachable.
+                self.unreachable(generation);
+                return Err(err(0, e.to_string()));
+            }
+        };
         let code = resp.status().as_u16();
         let body = resp.into_body().collect_bytes().await.map_err(|e| err(0, e.to_string()))?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -92,11 +141,12 @@ impl Client {
             code: 0,
             message: e.to_string(),
         })?;
-        let reader = self.kube().request_stream(req).await.map_err(|e| ApiError {
-            method: "GET".into(),
-            path: p.clone(),
-            code: 0,
-            message: e.to_string(),
+        let (kube, generation) = self.kube_gen();
+        let reader = kube.request_stream(req).await.map_err(|e| {
+            if !matches!(e, kube::Error::Api(_)) {
+                self.unreachable(generation);
+            }
+            ApiError { method: "GET".into(), path: p.clone(), code: 0, message: e.to_string() }
         })?;
         Ok(reader
             .lines()

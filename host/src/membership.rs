@@ -256,17 +256,64 @@ pub async fn join(
     install(dir, &ca, &cert)
 }
 
-/// The node's current credentials, shared by the API client and the node's own endpoint.
+/// The node's current credentials, shared by the API client and the node's own endpoint,
+/// and the API servers it may use (one at a time; see [`Membership::fail_over`]).
 pub struct Membership {
-    pub server: String,
+    servers: Vec<String>,
+    /// Index of the server in use.
+    active: std::sync::atomic::AtomicUsize,
     pub name: String,
     pub dir: PathBuf,
     current: RwLock<Credentials>,
 }
 
 impl Membership {
-    pub fn new(server: String, name: String, dir: PathBuf, creds: Credentials) -> Arc<Membership> {
-        Arc::new(Membership { server, name, dir, current: RwLock::new(creds) })
+    /// `servers`: API server URLs of one cluster (`--server URL,URL,…`), the first used first.
+    pub fn new(servers: Vec<String>, name: String, dir: PathBuf, creds: Credentials) -> Arc<Membership> {
+        Arc::new(Membership { servers, active: Default::default(), name, dir, current: RwLock::new(creds) })
+    }
+
+    /// The API server in use.
+    pub fn server(&self) -> String {
+        let i = self.active.load(std::sync::atomic::Ordering::Acquire);
+        self.servers.get(i).or(self.servers.first()).cloned().unwrap_or_default()
+    }
+
+    /// Every API server this node knows.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// `client`'s server did not answer a request made at `generation`: move the client to
+    /// the next server (in order, wrapping), unless it moved since. Pods keep running; the
+    /// node's watches resume from the new server.
+    pub async fn fail_over(&self, client: &Client, generation: u64) {
+        if self.servers.len() < 2 || client.generation() != generation {
+            return;
+        }
+        let from = self.active.load(std::sync::atomic::Ordering::Acquire);
+        let next = (from + 1) % self.servers.len();
+        let url = &self.servers[next];
+        match self.current().client(url).await {
+            Ok(c) => {
+                if client.replace_if(generation, c) {
+                    self.active.store(next, std::sync::atomic::Ordering::Release);
+                    tracing::warn!(from = self.servers[from], to = url.as_str(), "API server unreachable: switched");
+                }
+            }
+            Err(e) => tracing::warn!("switching to API server {url}: {e:#}"),
+        }
+    }
+
+    /// Make `client` fail over between this node's servers when one is unreachable.
+    pub fn fail_over_with(self: &Arc<Self>, client: &Client) {
+        let member = Arc::downgrade(self);
+        client.on_unreachable(Arc::new(move |c: &Client, generation| {
+            if let Some(m) = member.upgrade() {
+                let c = c.clone();
+                tokio::spawn(async move { m.fail_over(&c, generation).await });
+            }
+        }));
     }
 
     /// A snapshot (a lock held for a clone only; renewal replaces the whole value).
@@ -318,9 +365,10 @@ impl Membership {
     pub async fn renew(&self, client: &Client) -> anyhow::Result<()> {
         let creds = self.current();
         let key = load_or_create_key(&self.dir)?;
-        let cert = request_certificate(&self.server, &creds.ca_pem, Auth::Current(&creds), &self.name, &key).await?;
+        let server = self.server();
+        let cert = request_certificate(&server, &creds.ca_pem, Auth::Current(&creds), &self.name, &key).await?;
         let fresh = install(&self.dir, &creds.ca_pem, &cert)?;
-        client.replace(fresh.client(&self.server).await?);
+        client.replace(fresh.client(&server).await?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }

@@ -185,8 +185,9 @@ impl NodeFlags {
 pub struct NodeArgs {
     #[command(flatten)]
     flags: NodeFlags,
-    /// URL of the API server, e.g. https://10.0.0.1:6443.
-    #[arg(long)]
+    /// URL of the API server, e.g. https://10.0.0.1:6443; several servers of one cluster
+    /// comma-separated (the node uses the first that answers and moves on when it stops).
+    #[arg(long, value_name = "URL[,URL…]")]
     server: String,
     /// Join token (`K10<CA hash>::<id>.<secret>`: the server prints one; `wasmorch token
     /// create` makes more). Needed only until the node has a certificate.
@@ -431,7 +432,33 @@ async fn local_member(
     .await?;
     let cert = out["certificate"].as_str().context("no certificate issued")?;
     let creds = membership::install(&dir, &running.ca_pem, cert)?;
-    Ok(Membership::new(url.to_string(), nc.name.clone(), dir, creds))
+    Ok(Membership::new(vec![url.to_string()], nc.name.clone(), dir, creds))
+}
+
+/// The servers of `--server URL[,URL…]`.
+fn servers(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// Join through the first of `servers` that answers.
+async fn join_any(
+    servers: &[String],
+    token: &JoinToken,
+    ca: Option<&str>,
+    name: &str,
+    dir: &Path,
+) -> anyhow::Result<membership::Credentials> {
+    let mut last = None;
+    for s in servers {
+        match membership::join(s, token, ca, name, dir).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                eprintln!("joining through {s}: {e:#}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("--server names no server")))
 }
 
 /// The credentials a joining node uses: its stored ones while they are valid, for this name
@@ -458,7 +485,7 @@ async fn node_credentials(a: &NodeArgs, name: &str, dir: &Path) -> anyhow::Resul
         Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?),
         None => None,
     };
-    let creds = membership::join(&a.server, &token, ca.as_deref(), name, dir).await?;
+    let creds = join_any(&servers(&a.server), &token, ca.as_deref(), name, dir).await?;
     println!("wasmorch node {name}: joined {} (certificate valid until {})", a.server, creds.not_after()?);
     Ok(creds)
 }
@@ -470,7 +497,7 @@ pub async fn node(a: NodeArgs) -> anyhow::Result<()> {
     }
     let dir = membership::pki_dir(&a.data_dir);
     let creds = node_credentials(&a, &name, &dir).await?;
-    let member = Membership::new(a.server.clone(), name.clone(), dir, creds);
+    let member = Membership::new(servers(&a.server), name.clone(), dir, creds);
     let mut nc = NodeConfig::new(name, a.data_dir);
     a.flags.apply(&mut nc);
     if let Some(ip) = a.address {

@@ -225,8 +225,9 @@ impl Gateways {
     /// The connection to the control plane's relay.
     async fn relay_sender(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
         let member = self.member.as_ref().ok_or_else(|| Failure::early("this node has no relay".into()))?;
-        let (host, port) = server_host_port(&member.server)
-            .ok_or_else(|| Failure::early(format!("server URL {:?} has no host", member.server)))?;
+        let server = member.server();
+        let (host, port) =
+            server_host_port(&server).ok_or_else(|| Failure::early(format!("server URL {server:?} has no host")))?;
         let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         self.pooled((RELAY_KEY.to_string(), addr.clone()), &host, &addr, "the relay").await
     }
@@ -546,7 +547,7 @@ pub async fn relay_registration(proxy: Arc<Proxy>, stop: tokio_util::sync::Cance
 async fn register_once(proxy: &Arc<Proxy>) -> Result<(), String> {
     let g = &proxy.gateways;
     let member = g.member.as_ref().ok_or("no credentials")?;
-    let (host, port) = server_host_port(&member.server).ok_or("server URL has no host")?;
+    let (host, port) = server_host_port(&member.server()).ok_or("server URL has no host")?;
     let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let tls = g.dial_tls(&host, &addr, b"http/1.1", "the relay").await.map_err(|f| f.message)?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
