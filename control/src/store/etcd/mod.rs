@@ -52,6 +52,16 @@ pub struct Etcd {
     compacted: Arc<AtomicU64>,
 }
 
+/// Whether `e` says a member could not be reached or could not serve (gRPC `Unavailable`,
+/// a transport error): worth another try, likely on another member.
+fn unreachable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => i32::from(s.code()) == 14,
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
 fn etcd_err(e: etcd_client::Error) -> ApiError {
     if let etcd_client::Error::GRpcStatus(s) = &e
         && s.message().contains("compacted")
@@ -88,13 +98,21 @@ impl Etcd {
         let mut client = Client::connect(&cfg.endpoints, Some(opts))
             .await
             .map_err(|e| anyhow::anyhow!("connecting to etcd at {}: {e}", cfg.endpoints.join(",")))?;
-        // The first answer proves the cluster is there (and gives the current revision).
-        let status = tokio::time::timeout(cfg.request_timeout, client.status())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!("etcd at {} did not answer in {:?}", cfg.endpoints.join(","), cfg.request_timeout)
-            })?
-            .map_err(|e| anyhow::anyhow!("etcd at {}: {e}", cfg.endpoints.join(",")))?;
+        // The first answer proves the cluster is there (and gives the current revision); a
+        // member that is down is skipped by trying again.
+        let until = tokio::time::Instant::now() + cfg.request_timeout;
+        let status = loop {
+            match tokio::time::timeout_at(until, client.status()).await {
+                Ok(Ok(s)) => break s,
+                Ok(Err(e)) if unreachable(&e) && tokio::time::Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Err(e)) => anyhow::bail!("etcd at {}: {e}", cfg.endpoints.join(",")),
+                Err(_) => {
+                    anyhow::bail!("etcd at {} did not answer in {:?}", cfg.endpoints.join(","), cfg.request_timeout)
+                }
+            }
+        };
         let rev = status.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64;
         let sealer = Sealer::load_or_create(key_file)?;
         Ok(Etcd {
@@ -117,14 +135,35 @@ impl Etcd {
         }
     }
 
-    async fn deadline<T>(&self, f: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => r.map_err(etcd_err),
-            Err(_) => Err(ApiError::new(
-                504,
-                "Timeout",
-                format!("etcd did not answer within {:?} (is a quorum of its members up?)", self.timeout),
-            )),
+    /// Run the request `f` makes until it succeeds, fails for a reason other than an
+    /// unreachable member, or the request deadline passes. etcd's client balances over the
+    /// members but may still send a request to one that just died; another try reaches a
+    /// live one. (A retried compare-and-swap is safe: if the first one landed, the compare
+    /// fails and the mutation runs on what it wrote.)
+    async fn deadline<T, F, Fut>(&self, mut f: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let until = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match tokio::time::timeout_at(until, f()).await {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if unreachable(&e) && tokio::time::Instant::now() + pause < until => {
+                    tracing::debug!("etcd: {e}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(Err(e)) => return Err(etcd_err(e)),
+                Err(_) => {
+                    return Err(ApiError::new(
+                        504,
+                        "Timeout",
+                        format!("etcd did not answer within {:?} (is a quorum of its members up?)", self.timeout),
+                    ));
+                }
+            }
         }
     }
 
@@ -146,8 +185,14 @@ impl Etcd {
     }
 
     async fn read(&self, ekey: &str, key: &str) -> Result<Option<(Value, i64)>, ApiError> {
-        let mut kv = self.client.kv_client();
-        let resp = self.deadline(kv.get(ekey, None)).await?;
+        let kv = self.client.kv_client();
+        let resp = self
+            .deadline(|| {
+                let mut kv = kv.clone();
+                let k = ekey.to_string();
+                async move { kv.get(k, None).await }
+            })
+            .await?;
         self.saw(resp.header());
         match resp.kvs().first() {
             Some(kv) => Ok(Some((self.decode(key, kv.value(), kv.mod_revision())?, kv.mod_revision()))),
@@ -158,8 +203,20 @@ impl Etcd {
     /// Take the lock `name` (see [`super::Store::lock`]).
     pub async fn lock(&self, name: &str) -> Result<HeldLock, ApiError> {
         let mut leases = self.client.lease_client();
-        let lease = self.deadline(leases.grant(LOCK_TTL_S, None)).await?.id();
-        let (mut keeper, mut answers) = match self.deadline(leases.keep_alive(lease)).await {
+        let lease = self
+            .deadline(|| {
+                let mut l = leases.clone();
+                async move { l.grant(LOCK_TTL_S, None).await }
+            })
+            .await?
+            .id();
+        let kept = self
+            .deadline(|| {
+                let mut l = leases.clone();
+                async move { l.keep_alive(lease).await }
+            })
+            .await;
+        let (mut keeper, mut answers) = match kept {
             Ok(k) => k,
             Err(e) => {
                 let _ = leases.revoke(lease).await;
@@ -175,9 +232,15 @@ impl Etcd {
             }
         });
         let key = format!("{}/wasmorch.io/locks/{name}", self.prefix);
-        let mut locks = self.client.lock_client();
+        let locks = self.client.lock_client();
         let opts = etcd_client::LockOptions::new().with_lease(lease);
-        match self.deadline(locks.lock(key.as_str(), Some(opts))).await {
+        let locked = self
+            .deadline(|| {
+                let (mut l, k, o) = (locks.clone(), key.clone(), opts.clone());
+                async move { l.lock(k, Some(o)).await }
+            })
+            .await;
+        match locked {
             Ok(resp) => Ok(HeldLock {
                 key: resp.key().to_vec(),
                 lease,
@@ -195,7 +258,7 @@ impl Etcd {
     /// A consistent snapshot of every object under the prefix, at one revision, written as an
     /// embedded store file (Secrets stay sealed).
     pub async fn backup(&self, dest: &Path) -> Result<u64, ApiError> {
-        let mut kv = self.client.kv_client();
+        let kv = self.client.kv_client();
         let mut objects = Vec::new();
         let eprefix = format!("{}/", self.prefix);
         let end = keys::range_end(eprefix.as_bytes());
@@ -206,7 +269,12 @@ impl Etcd {
             if let Some(r) = rev {
                 opts = opts.with_revision(r);
             }
-            let resp = self.deadline(kv.get(start.clone(), Some(opts))).await?;
+            let resp = self
+                .deadline(|| {
+                    let (mut kv, k, o) = (kv.clone(), start.clone(), opts.clone());
+                    async move { kv.get(k, Some(o)).await }
+                })
+                .await?;
             rev.get_or_insert(resp.header().map(|h| h.revision()).unwrap_or(0));
             for item in resp.kvs() {
                 let ekey = String::from_utf8_lossy(item.key()).into_owned();
@@ -272,8 +340,13 @@ impl super::Backend for Etcd {
                 }
             };
             let txn = etcd_client::Txn::new().when([guard]).and_then([op]).or_else([TxnOp::get(ekey.as_str(), None)]);
-            let mut kv = self.client.kv_client();
-            let resp = self.deadline(kv.txn(txn)).await?;
+            let kv = self.client.kv_client();
+            let resp = self
+                .deadline(|| {
+                    let (mut kv, t) = (kv.clone(), txn.clone());
+                    async move { kv.txn(t).await }
+                })
+                .await?;
             self.saw(resp.header());
             if resp.succeeded() {
                 let rev = resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64;
@@ -327,8 +400,13 @@ impl super::Backend for Etcd {
         if let Some(rev) = at.filter(|r| *r > 0) {
             opts = opts.with_revision(rev as i64);
         }
-        let mut kv = self.client.kv_client();
-        let resp = self.deadline(kv.get(start, Some(opts))).await?;
+        let kv = self.client.kv_client();
+        let resp = self
+            .deadline(|| {
+                let (mut kv, k, o) = (kv.clone(), start.clone(), opts.clone());
+                async move { kv.get(k, Some(o)).await }
+            })
+            .await?;
         self.saw(resp.header());
         let rev = match at.filter(|r| *r > 0) {
             Some(r) => r,
@@ -363,8 +441,13 @@ impl super::Backend for Etcd {
 
     async fn compact(&self, keep: u64) -> Result<u64, ApiError> {
         // The newest revision, from etcd itself (another server may have written since).
-        let mut kv = self.client.kv_client();
-        let resp = self.deadline(kv.get(self.prefix.as_str(), Some(GetOptions::new().with_count_only()))).await?;
+        let kv = self.client.kv_client();
+        let resp = self
+            .deadline(|| {
+                let (mut kv, k) = (kv.clone(), self.prefix.clone());
+                async move { kv.get(k, Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?;
         self.saw(resp.header());
         let current = self.rev.load(Ordering::Acquire);
         let upto = current.saturating_sub(keep);
@@ -372,7 +455,13 @@ impl super::Backend for Etcd {
         if upto <= old {
             return Ok(old);
         }
-        match self.deadline(kv.compact(upto as i64, None)).await {
+        let compacted = self
+            .deadline(|| {
+                let mut kv = kv.clone();
+                async move { kv.compact(upto as i64, None).await }
+            })
+            .await;
+        match compacted {
             Ok(_) => {}
             // Another server compacted further already.
             Err(e) if e.code == 410 => {}

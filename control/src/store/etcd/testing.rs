@@ -14,6 +14,8 @@ pub struct Member {
     pub peer_url: String,
     dir: PathBuf,
     child: Option<Child>,
+    /// The network namespace (a test's machine) it runs in, if not this one.
+    netns: Option<String>,
 }
 
 /// Whether the `etcd` binary is on PATH.
@@ -54,7 +56,18 @@ impl Member {
             peer_url: format!("http://127.0.0.1:{}", free_port()),
             dir,
             child: None,
+            netns: None,
         }
+    }
+
+    /// A member on a test's machine: network namespace `netns`, its address `addr` (etcd's
+    /// usual ports). Not started.
+    pub fn on_machine(name: &str, netns: &str, addr: &str) -> Member {
+        let mut m = Member::prepare(name);
+        m.client_url = format!("http://{addr}:2379");
+        m.peer_url = format!("http://{addr}:2380");
+        m.netns = Some(netns.to_string());
+        m
     }
 
     /// Run the member (`initial_cluster`: `name=peer-url,…`; `state`: `new` or `existing`).
@@ -89,13 +102,15 @@ impl Member {
         .collect::<Vec<_>>()
         .join(" ");
         let script = format!("etcd {args} & pid=$!; read _; kill $pid 2>/dev/null; wait $pid");
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "sh"]);
+                c
+            }
+            None => Command::new("sh"),
+        };
+        let child = cmd.arg("-c").arg(script).stdin(Stdio::piped()).stdout(log.try_clone()?).stderr(log).spawn()?;
         self.child = Some(child);
         Ok(())
     }
@@ -105,9 +120,11 @@ impl Member {
         let deadline = Instant::now() + within;
         let addr = self.client_url.trim_start_matches("http://").to_string();
         loop {
-            if let Ok(body) = http_get(&addr, "/health")
-                && body.contains("\"health\":\"true\"")
-            {
+            let body = match &self.netns {
+                Some(ns) => health_in(ns, &self.client_url),
+                None => http_get(&addr, "/health").unwrap_or_default(),
+            };
+            if body.contains("\"health\":\"true\"") || body.contains("\"health\": \"true\"") {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -156,6 +173,17 @@ pub fn start_cluster(n: usize) -> anyhow::Result<Vec<Member>> {
         m.wait_healthy(Duration::from_secs(30))?;
     }
     Ok(members)
+}
+
+/// The health document of the member at `url`, read from inside network namespace `ns`.
+fn health_in(ns: &str, url: &str) -> String {
+    let script = "import sys,urllib.request\ntry:\n print(urllib.request.urlopen(sys.argv[1]+'/health',timeout=2).read().decode())\nexcept Exception as e:\n print(e)";
+    Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script, url])
+        .env("no_proxy", "*")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// A plain HTTP/1.0 GET on loopback (etcd's health endpoint), body only.
