@@ -558,4 +558,35 @@ fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
     let (ok, failed) = load.join().unwrap();
     assert!(ok > 0 && failed.is_empty(), "{ok} requests answered, failed: {failed:?}");
     eprintln!("NodePort during the server failover: {ok} requests, none failed");
+
+    // A backup through the survivor restores into a fresh etcd: a server there (with the
+    // cluster's sealing key and server token) serves the same objects.
+    let snapshot = d.join("snapshot.redb");
+    via_b.ok(&["backup", snapshot.to_str().unwrap()]);
+    let fresh = testing::Member::start().unwrap();
+    let cdir = d.join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    for f in ["state.key", "server.token"] {
+        std::fs::copy(d.join("b").join(f), cdir.join(f)).unwrap();
+    }
+    let c = common::Daemon::spawn(&[
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        cdir.to_str().unwrap(),
+        "--datastore-endpoint",
+        &fresh.client_url,
+        "--restore",
+        snapshot.to_str().unwrap(),
+    ]);
+    c.wait_line("restored ");
+    c.wait_line("listening on https://");
+    assert_eq!(std::fs::read(cdir.join("pki/ca.crt")).unwrap(), std::fs::read(d.join("b/pki/ca.crt")).unwrap());
+    let cc = d.join("cc");
+    std::fs::create_dir_all(&cc).unwrap();
+    std::fs::copy(cdir.join("admin.kubeconfig"), cc.join("kubeconfig")).unwrap();
+    let via_c = Cluster::attach(&cc);
+    assert!(via_c.ok(&["get", "configmap", "through-a", "-o", "name"]).contains("configmap/through-a"));
+    assert!(via_c.ok(&["get", "deployments", "-o", "name"]).contains("deployment.apps/after"));
 }

@@ -47,6 +47,9 @@ pub struct Config {
     /// The secret the servers of one cluster share (`--token`): it opens the cluster's
     /// secrets in the datastore (see `bootstrap`). Else `<data-dir>/server.token`.
     pub server_token: Option<String>,
+    /// A snapshot to write into the (empty) etcd datastore before starting (`--restore` with
+    /// `--datastore-endpoint`; the embedded store is restored by replacing its file).
+    pub restore_into_datastore: Option<PathBuf>,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             anonymous_metrics: false,
             datastore: None,
             server_token: None,
+            restore_into_datastore: None,
             data_dir,
         }
     }
@@ -213,6 +217,10 @@ async fn open_shared(cfg: &Config, etcd: &crate::store::EtcdConfig, sans: &[Stri
     let key_file = crate::store::seal::key_path(&cfg.store_path());
     let fresh_key = !key_file.exists();
     let store = crate::store::open_etcd(etcd, &key_file).await?;
+    if let Some(snapshot) = &cfg.restore_into_datastore {
+        let (rev, n) = store.restore_snapshot(snapshot).await?;
+        eprintln!("restored {n} objects of {} (revision {rev}) into etcd", snapshot.display());
+    }
     let token = bootstrap::server_token(&cfg.data_dir, cfg.server_token.as_deref())?;
     let (pki_dir, admin) = (cfg.data_dir.join("pki"), cfg.data_dir.join("admin.token"));
     let make_local = || {

@@ -215,7 +215,8 @@ pub struct ServerArgs {
     /// Extra DNS names or IP addresses for the server certificate (repeatable).
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
-    /// Start from a snapshot written by `wasmorch backup` (the current state is kept aside).
+    /// Start from a snapshot written by `wasmorch backup` (the current state is kept aside; with
+    /// --datastore-endpoint, written into the etcd datastore, which must be empty).
     #[arg(long)]
     restore: Option<PathBuf>,
     /// History revisions kept for watch resume before compaction.
@@ -525,14 +526,13 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
         if !etcd.prefix.starts_with('/') {
             anyhow::bail!("--datastore-prefix {:?}: must start with '/'", a.datastore_prefix);
         }
-        if a.restore.is_some() {
-            anyhow::bail!("--restore restores the embedded store; restoring a snapshot into etcd is not supported yet");
-        }
         cfg.datastore = Some(etcd);
+        // Into etcd (which must be empty), once connected; not the file swap below.
+        cfg.restore_into_datastore = a.restore.clone();
         cfg.server_token = a.token.clone();
     }
     a.control.apply(&mut cfg)?;
-    if let Some(snap) = &a.restore {
+    if let Some(snap) = a.restore.as_ref().filter(|_| cfg.datastore.is_none()) {
         restore(&cfg, snap)?;
     }
     let shutdown = CancellationToken::new();

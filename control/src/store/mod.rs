@@ -403,6 +403,21 @@ impl Store {
         dispatch!(self, e => Backend::watch(e, prefix, after))
     }
 
+    /// Write the objects of the snapshot file at `path` (a `wasmorch backup`) into this store,
+    /// which must be empty: the restore of an etcd datastore. Returns the snapshot's revision
+    /// and how many objects were written. (The embedded engine restores by taking the file
+    /// itself, before it opens: `--restore`.)
+    pub async fn restore_snapshot(&self, path: &Path) -> anyhow::Result<(u64, usize)> {
+        let p = path.to_path_buf();
+        #[allow(unused_variables)]
+        let (rev, objects) = tokio::task::spawn_blocking(move || embedded::read_snapshot(&p)).await??;
+        match &*self.engine {
+            Engine::Embedded(_) => anyhow::bail!("the embedded store is restored from its file before it opens"),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(e) => Ok((rev, e.restore(objects).await?)),
+        }
+    }
+
     /// Write a consistent snapshot of the whole store to `dest`; returns its revision.
     /// Secrets stay sealed: the snapshot is restored with the server's own key file.
     pub async fn backup(&self, dest: &Path) -> Result<u64, ApiError> {

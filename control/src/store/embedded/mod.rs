@@ -341,6 +341,24 @@ pub fn write_snapshot(dest: &Path, rev: u64, objects: Vec<(String, Vec<u8>)>) ->
     w.commit().map_err(storage_err)
 }
 
+/// A key and its stored bytes (Secrets sealed).
+pub type StoredObject = (String, Vec<u8>);
+
+/// Every object of the store file at `path` (key → stored bytes, Secrets sealed) and its
+/// revision: what a restore into another engine writes.
+pub fn read_snapshot(path: &Path) -> anyhow::Result<(u64, Vec<StoredObject>)> {
+    let rev = verify_snapshot(path)?;
+    let db = Database::open(path)?;
+    let txn = db.begin_read()?;
+    let t = txn.open_table(OBJECTS)?;
+    let mut out = Vec::new();
+    for item in t.iter()? {
+        let (k, v) = item?;
+        out.push((k.value().to_string(), v.value().to_vec()));
+    }
+    Ok((rev, out))
+}
+
 /// Check that `path` is a readable wasmorch store (used before restoring from it).
 pub fn verify_snapshot(path: &Path) -> anyhow::Result<u64> {
     let db = Database::open(path).map_err(|e| anyhow::anyhow!("{} is not a wasmorch snapshot: {e}", path.display()))?;

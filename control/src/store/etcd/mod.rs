@@ -231,7 +231,7 @@ impl Etcd {
                 }
             }
         });
-        let key = format!("{}/wasmorch.io/locks/{name}", self.prefix);
+        let key = format!("{}{LOCKS}{name}", self.prefix);
         let locks = self.client.lock_client();
         let opts = etcd_client::LockOptions::new().with_lease(lease);
         let locked = self
@@ -253,6 +253,50 @@ impl Etcd {
                 Err(e)
             }
         }
+    }
+
+    /// Write a snapshot's objects (as [`super::embedded::read_snapshot`] gives them; Secrets
+    /// sealed with this server's key file) into an empty prefix. Each object gets a new
+    /// revision (etcd's), in key order. Returns how many were written.
+    pub async fn restore(&self, objects: Vec<(String, Vec<u8>)>) -> Result<usize, ApiError> {
+        let kv = self.client.kv_client();
+        let probe = format!("{}/", self.prefix);
+        let existing = self
+            .deadline(|| {
+                let (mut kv, k) = (kv.clone(), probe.clone());
+                let end = keys::range_end(k.as_bytes());
+                async move { kv.get(k, Some(GetOptions::new().with_range(end).with_count_only())).await }
+            })
+            .await?;
+        if existing.count() > 0 {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("etcd already holds {} keys under {probe}: restore into an empty datastore", existing.count()),
+            ));
+        }
+        let mut n = 0;
+        for (key, bytes) in objects {
+            if key.starts_with(LOCKS) {
+                continue;
+            }
+            let mut obj: Value = serde_json::from_slice(&self.sealer.open(&key, &bytes)?).map_err(storage_err)?;
+            if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            <Self as super::Backend>::mutate(
+                self,
+                key,
+                false,
+                Box::new(move |cur| match cur {
+                    Some(_) => Err(ApiError::internal("restoring onto an existing key")),
+                    None => Ok(Outcome::Put(obj.clone())),
+                }),
+            )
+            .await?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// A consistent snapshot of every object under the prefix, at one revision, written as an
@@ -278,7 +322,9 @@ impl Etcd {
             rev.get_or_insert(resp.header().map(|h| h.revision()).unwrap_or(0));
             for item in resp.kvs() {
                 let ekey = String::from_utf8_lossy(item.key()).into_owned();
-                let Some(key) = keys::from_etcd(&self.prefix, &ekey) else { continue };
+                let Some(key) = keys::from_etcd(&self.prefix, &ekey).filter(|k| !k.starts_with(LOCKS)) else {
+                    continue;
+                };
                 // Stored as the embedded engine stores it: resourceVersion set, Secrets sealed.
                 let obj = self.decode(&key, item.value(), item.mod_revision())?;
                 objects.push((key.clone(), self.sealer.encode(&key, serde_json::to_vec(&obj).map_err(storage_err)?)?));
@@ -415,7 +461,7 @@ impl super::Backend for Etcd {
         let mut out = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {
             let ekey = String::from_utf8_lossy(kv.key());
-            let Some(key) = keys::from_etcd(&self.prefix, &ekey) else { continue };
+            let Some(key) = keys::from_etcd(&self.prefix, &ekey).filter(|k| !k.starts_with(LOCKS)) else { continue };
             out.push(self.decode(&key, kv.value(), kv.mod_revision())?);
         }
         Ok((out, rev, resp.more()))
@@ -481,6 +527,9 @@ impl super::Backend for Etcd {
 
     async fn close(&self) {}
 }
+
+/// Where locks live (below the prefix; never backed up or restored).
+const LOCKS: &str = "/wasmorch.io/locks/";
 
 /// Lease of a held lock: a holder that dies releases the lock within this many seconds.
 const LOCK_TTL_S: i64 = 15;
@@ -610,7 +659,9 @@ impl WatchStream {
                 let Some(kv) = ev.kv() else { continue };
                 let rev = kv.mod_revision().max(0) as u64;
                 let ekey = String::from_utf8_lossy(kv.key());
-                let Some(key) = keys::from_etcd(&self.prefix, &ekey) else { continue };
+                let Some(key) = keys::from_etcd(&self.prefix, &ekey).filter(|k| !k.starts_with(LOCKS)) else {
+                    continue;
+                };
                 let decode = |bytes: &[u8]| -> Result<Value, ApiError> {
                     let plain = self.sealer.open(&key, bytes)?;
                     let mut v: Value = serde_json::from_slice(&plain).map_err(storage_err)?;
