@@ -1,8 +1,10 @@
 //! Store benchmark: durable creates/s of ~1 KB objects through the wasmorch API at
-//! concurrency 1 and 64, beside etcd (its JSON gateway) doing the same puts on the same disk,
-//! in the same run; watch delivery latency; idle RSS of `wasmorch server`.
+//! concurrency 1 and 64 on the embedded store and on etcd, beside etcd (its JSON gateway)
+//! doing the same puts on the same disk, in the same run; watch delivery latency; idle RSS
+//! of `wasmorch server`.
 //!
-//! Run with `bench/run-store.sh` (builds release, installs Debian's etcd-server if missing).
+//! Run with `bench/run-store.sh` (builds release with the etcd engine, installs Debian's
+//! etcd-server if missing).
 //! Figures depend on the disk; both peers are measured back to back on it.
 
 use bytes::Bytes;
@@ -22,6 +24,71 @@ use common::*;
 
 const PAYLOAD: usize = 1000;
 const RUN: Duration = Duration::from_secs(5);
+
+/// `wasmorch server` with `extra` flags, once its admin kubeconfig answers.
+async fn start_server(bin: &str, data: &std::path::Path, extra: &[&str]) -> (Proc, kube::Client) {
+    let port = free_port();
+    let server = Proc(
+        Command::new(bin)
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start wasmorch server"),
+    );
+    let kc = data.join("admin.kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !kc.exists() {
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cfg =
+        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default())
+            .await
+            .unwrap();
+    (server, kube::Client::try_from(cfg).unwrap())
+}
+
+/// An etcd member on loopback in `dir`; its client port, once it takes puts.
+async fn start_etcd(dir: &std::path::Path) -> (Proc, u16) {
+    let (cport, pport) = (free_port(), free_port());
+    let etcd = Proc(
+        Command::new("etcd")
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cport}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cport}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pport}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{pport}"),
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{pport}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)"),
+    );
+    let http: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
+    let url = format!("http://127.0.0.1:{cport}/v3/kv/put");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req =
+            http::Request::post(&url).body(Full::new(Bytes::from(r#"{"key":"cmVhZHk=","value":"MQ=="}"#))).unwrap();
+        if matches!(http.request(req).await, Ok(r) if r.status() == 200) {
+            return (etcd, cport);
+        }
+        assert!(Instant::now() < deadline, "etcd did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 async fn drive<F, Fut>(concurrency: usize, f: F) -> f64
 where
@@ -58,32 +125,9 @@ async fn main() {
     let tmp = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
     let payload = "x".repeat(PAYLOAD);
 
-    // wasmorch server
-    let port = free_port();
-    let data = tmp.path().join("wasmorch");
-    let server = Proc(
-        Command::new(&bin)
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start wasmorch server"),
-    );
-    let kc = data.join("admin.kubeconfig");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !kc.exists() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // wasmorch server on its embedded store
+    let (server, client) = start_server(&bin, &tmp.path().join("wasmorch"), &[]).await;
     let idle_rss = rss_kb(server.0.id());
-    let cfg =
-        kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(&kc).unwrap(), &Default::default())
-            .await
-            .unwrap();
-    let client = kube::Client::try_from(cfg).unwrap();
-
     let create = |client: kube::Client, payload: String, prefix: &'static str| {
         move |i: u64| {
             let client = client.clone();
@@ -150,38 +194,10 @@ async fn main() {
     drop(server);
 
     // etcd on the same disk, through its JSON gateway, same payload and concurrency.
-    let (cport, pport) = (free_port(), free_port());
-    let etcd_dir = tmp.path().join("etcd");
-    let etcd = Proc(
-        Command::new("etcd")
-            .args([
-                "--data-dir",
-                etcd_dir.to_str().unwrap(),
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{cport}"),
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{cport}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{pport}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd (apt-get install etcd-server)"),
-    );
+    let (etcd, cport) = start_etcd(&tmp.path().join("etcd")).await;
     let http: HttpClient<_, Full<Bytes>> =
         HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
     let url = format!("http://127.0.0.1:{cport}/v3/kv/put");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let req =
-            http::Request::post(&url).body(Full::new(Bytes::from(r#"{"key":"cmVhZHk=","value":"MQ=="}"#))).unwrap();
-        if matches!(http.request(req).await, Ok(r) if r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "etcd did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let put = |http: HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
                url: String,
                payload: String,
@@ -206,12 +222,27 @@ async fn main() {
     let e64 = drive(64, put(http.clone(), url.clone(), payload.clone(), "c64")).await;
     drop(etcd);
 
+    // wasmorch on a fresh etcd member, same disk, same creates.
+    let (etcd, cport) = start_etcd(&tmp.path().join("etcd-2")).await;
+    let endpoint = format!("http://127.0.0.1:{cport}");
+    let (server, client) =
+        start_server(&bin, &tmp.path().join("wasmorch-etcd"), &["--datastore-endpoint", &endpoint]).await;
+    let o1 = drive(1, create(client.clone(), payload.clone(), "c1")).await;
+    let o64 = drive(64, create(client.clone(), payload.clone(), "c64")).await;
+    drop(server);
+    drop(etcd);
+
     let p50 = percentile(&mut lat, 0.5);
     let p99 = percentile(&mut lat, 0.99);
     println!("durable creates/s (~1 KB objects, {}s each)", RUN.as_secs());
-    println!("  {:<14} {:>12} {:>12} {:>8}", "concurrency", "wasmorch", "etcd 3.4", "ratio");
-    println!("  {:<14} {:>12.0} {:>12.0} {:>7.2}x", 1, w1, e1, w1 / e1);
-    println!("  {:<14} {:>12.0} {:>12.0} {:>7.2}x", 64, w64, e64, w64 / e64);
+    println!(
+        "  {:<12} {:>10} {:>10} {:>10} {:>13} {:>13}",
+        "concurrency", "wasmorch", "on etcd", "etcd 3.4", "embedded/etcd", "on-etcd/etcd"
+    );
+    for (c, w, o, e) in [(1, w1, o1, e1), (64, w64, o64, e64)] {
+        println!("  {:<12} {:>10.0} {:>10.0} {:>10.0} {:>12.2}x {:>12.2}x", c, w, o, e, w / e, o / e);
+    }
+    println!("  (wasmorch: the API on its embedded store; on etcd: the same API on --datastore-endpoint)");
     println!("watch delivery latency over {n_watch} events: p50 {p50:.2} ms, p99 {p99:.2} ms");
     println!("wasmorch server RSS: idle {} KB, after the run {} KB", idle_rss, after_rss);
 }
