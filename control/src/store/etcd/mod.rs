@@ -349,11 +349,25 @@ impl Etcd {
 impl super::Backend for Etcd {
     async fn mutate(&self, key: String, dry_run: bool, mut f: MutateFn) -> Result<Committed, ApiError> {
         let ekey = self.etcd_key(&key);
-        let mut current = self.read(&ekey, &key).await?;
+        let mut run = |cur: Option<&Value>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(cur)))
+                .map_err(|_| ApiError::internal(format!("mutation of {key} panicked")))?
+        };
+        // First guess that the key is absent: a create then takes one round trip (its compare
+        // fails, and the Else branch returns the value, when it exists). A mutation that
+        // refuses an absent key reads it first.
+        let mut guessed = None;
+        let mut current = None;
+        if !dry_run && let Ok(Outcome::Put(v)) = run(None) {
+            guessed = Some(Outcome::Put(v));
+        } else {
+            current = self.read(&ekey, &key).await?;
+        }
         for _ in 0..MAX_ATTEMPTS {
-            let cur = current.as_ref().map(|(v, _)| v);
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(cur)))
-                .map_err(|_| ApiError::internal(format!("mutation of {key} panicked")))??;
+            let outcome = match guessed.take() {
+                Some(o) => o,
+                None => run(current.as_ref().map(|(v, _)| v))?,
+            };
             let (guard, op, kind) = match outcome {
                 Outcome::Put(mut new) => {
                     if let Some((cur, _)) = &current {
