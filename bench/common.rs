@@ -161,3 +161,45 @@ pub async fn server(bin: &str, dir: &std::path::Path) -> (Proc, kube::Client, St
             .unwrap();
     (p, kube::Client::try_from(cfg).unwrap(), format!("https://127.0.0.1:{port}"))
 }
+
+/// An etcd member (Debian's `etcd`) on loopback with its data in `dir`; its client port, once
+/// it reports itself healthy.
+pub fn start_etcd(dir: &Path) -> (Proc, u16) {
+    let (cport, pport) = (free_port(), free_port());
+    let etcd = Proc(
+        Command::new("etcd")
+            .args([
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{cport}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{cport}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{pport}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{pport}"),
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{pport}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)"),
+    );
+    let healthy = || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", cport)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.contains("\"health\":\"true\"")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !healthy() {
+        assert!(Instant::now() < deadline, "etcd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (etcd, cport)
+}

@@ -80,17 +80,6 @@ impl Server {
     }
 }
 
-/// Whether the etcd member on `port` reports itself healthy.
-fn etcd_healthy(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = s.write_all(b"GET /health HTTP/1.0\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.contains("\"health\":\"true\"")
-}
-
 async fn client(kc: &Path) -> kube::Client {
     let cfg =
         kube::Config::from_custom_kubeconfig(kube::config::Kubeconfig::read_from(kc).unwrap(), &Default::default())
@@ -123,28 +112,7 @@ async fn main() {
     let trials = env_num("TRIALS", 5);
     let tmp = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
     let d = tmp.path();
-    let (cport, pport) = (free_port(), free_port());
-    let _etcd = Proc(
-        Command::new("etcd")
-            .args([
-                "--data-dir",
-                d.join("etcd").to_str().unwrap(),
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{cport}"),
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{cport}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{pport}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{pport}"),
-                "--initial-cluster",
-                &format!("default=http://127.0.0.1:{pport}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd (apt-get install etcd-server)"),
-    );
+    let (_etcd, cport) = start_etcd(&d.join("etcd"));
     let endpoint = format!("http://127.0.0.1:{cport}");
     let mut servers: Vec<Server> = (0..2)
         .map(|i| {
@@ -171,11 +139,6 @@ async fn main() {
             Server { args, data, port, p: None }
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !etcd_healthy(cport) {
-        assert!(Instant::now() < deadline, "etcd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     servers[0].start(&bin);
     servers[0].p.as_ref().unwrap().wait("leading: ", 1);
     servers[1].start(&bin);

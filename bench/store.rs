@@ -52,44 +52,6 @@ async fn start_server(bin: &str, data: &std::path::Path, extra: &[&str]) -> (Pro
     (server, kube::Client::try_from(cfg).unwrap())
 }
 
-/// An etcd member on loopback in `dir`; its client port, once it takes puts.
-async fn start_etcd(dir: &std::path::Path) -> (Proc, u16) {
-    let (cport, pport) = (free_port(), free_port());
-    let etcd = Proc(
-        Command::new("etcd")
-            .args([
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{cport}"),
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{cport}"),
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{pport}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{pport}"),
-                "--initial-cluster",
-                &format!("default=http://127.0.0.1:{pport}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd (apt-get install etcd-server)"),
-    );
-    let http: HttpClient<_, Full<Bytes>> = HttpClient::builder(TokioExecutor::new()).build_http();
-    let url = format!("http://127.0.0.1:{cport}/v3/kv/put");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let req =
-            http::Request::post(&url).body(Full::new(Bytes::from(r#"{"key":"cmVhZHk=","value":"MQ=="}"#))).unwrap();
-        if matches!(http.request(req).await, Ok(r) if r.status() == 200) {
-            return (etcd, cport);
-        }
-        assert!(Instant::now() < deadline, "etcd did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn drive<F, Fut>(concurrency: usize, f: F) -> f64
 where
     F: Fn(u64) -> Fut + Send + Sync + Clone + 'static,
@@ -194,7 +156,7 @@ async fn main() {
     drop(server);
 
     // etcd on the same disk, through its JSON gateway, same payload and concurrency.
-    let (etcd, cport) = start_etcd(&tmp.path().join("etcd")).await;
+    let (etcd, cport) = start_etcd(&tmp.path().join("etcd"));
     let http: HttpClient<_, Full<Bytes>> =
         HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(128).build_http();
     let url = format!("http://127.0.0.1:{cport}/v3/kv/put");
@@ -223,7 +185,7 @@ async fn main() {
     drop(etcd);
 
     // wasmorch on a fresh etcd member, same disk, same creates.
-    let (etcd, cport) = start_etcd(&tmp.path().join("etcd-2")).await;
+    let (etcd, cport) = start_etcd(&tmp.path().join("etcd-2"));
     let endpoint = format!("http://127.0.0.1:{cport}");
     let (server, client) =
         start_server(&bin, &tmp.path().join("wasmorch-etcd"), &["--datastore-endpoint", &endpoint]).await;
