@@ -601,3 +601,31 @@ async fn a_backup_from_etcd_restores_into_a_fresh_etcd() {
     // Only into an empty datastore.
     assert!(dst.restore_snapshot(&file).await.unwrap_err().to_string().contains("restore into an empty"));
 }
+
+/// A quiet watch on etcd learns how far the store has got (progress notifications), so its
+/// bookmarks advance past writes under other prefixes.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_quiet_etcd_watch_still_advances() {
+    if !etcd::testing::available() {
+        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
+        return;
+    }
+    let member = tokio::task::spawn_blocking(etcd::testing::Member::start).await.unwrap().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = etcd::Config::from_endpoints(&member.client_url).unwrap();
+    let s = Store::on_etcd(etcd::Etcd::connect(&cfg, &dir.path().join("state.key")).await.unwrap());
+    let start = s.current_rev();
+    let mut w = s.watch("/core/configmaps/", start).unwrap();
+    for i in 0..3 {
+        s.mutate(format!("/core/pods/default/p{i}"), false, put(json!({}))).await.unwrap();
+    }
+    let newest = s.current_rev();
+    // Nothing arrives under the watched prefix; polling lets progress answers in.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while w.last_rev() < newest && tokio::time::Instant::now() < deadline {
+        let quiet = tokio::time::timeout(Duration::from_millis(500), w.next()).await;
+        assert!(quiet.is_err(), "no event expected: {quiet:?}");
+    }
+    assert!(w.last_rev() >= newest, "bookmarks stuck at {} (store at {newest})", w.last_rev());
+}

@@ -662,6 +662,10 @@ impl WatchStream {
                 }
                 return Err(ApiError::unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
             }
+            if resp.created() {
+                // Its header is the store's revision now, but older events may still follow.
+                continue;
+            }
             if resp.events().is_empty() {
                 // A progress notification: nothing under the prefix up to this revision.
                 if let Some(h) = resp.header() {
