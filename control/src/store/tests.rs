@@ -44,18 +44,28 @@ async fn engines() -> Vec<Fixture> {
     }];
     #[cfg(feature = "etcd")]
     {
-        if etcd::testing::available() {
-            let member = tokio::task::spawn_blocking(etcd::testing::Member::start).await.unwrap().unwrap();
+        if etcd::testing::required() {
             let dir = tempfile::tempdir().unwrap();
-            let cfg = etcd::Config::from_endpoints(&member.client_url).unwrap();
-            let e = etcd::Etcd::connect(&cfg, &dir.path().join("state.key")).await.unwrap();
-            out.push(Fixture { store: Store::on_etcd(e), _dir: dir, _etcd: Some(member) });
-        } else {
-            assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
-            eprintln!("etcd not installed: the etcd engine is not tested");
+            let (member, store) = on_etcd(&dir.path().join("state.key")).await;
+            out.push(Fixture { store, _dir: dir, _etcd: Some(member) });
         }
     }
     out
+}
+
+/// A store on an etcd member of its own, Secrets sealed with the keys in `key`.
+#[cfg(feature = "etcd")]
+async fn on_etcd(key: &std::path::Path) -> (etcd::testing::Member, Store) {
+    let member = tokio::task::spawn_blocking(etcd::testing::Member::start).await.unwrap().unwrap();
+    let store = connect(&member, key).await;
+    (member, store)
+}
+
+/// Another server's handle on `member`.
+#[cfg(feature = "etcd")]
+async fn connect(member: &etcd::testing::Member, key: &std::path::Path) -> Store {
+    let cfg = etcd::Config::from_endpoints(&member.client_url).unwrap();
+    Store::on_etcd(etcd::Etcd::connect(&cfg, key).await.unwrap())
 }
 
 async fn next(w: &mut WatchStream) -> Arc<Event> {
@@ -478,17 +488,14 @@ fn soft_writes_persist_by_count_and_by_age() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn servers_sharing_etcd_see_each_other_s_writes_in_order() {
-    if !etcd::testing::available() {
-        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
+    if !etcd::testing::required() {
         return;
     }
-    let member = tokio::task::spawn_blocking(etcd::testing::Member::start).await.unwrap().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = etcd::Config::from_endpoints(&member.client_url).unwrap();
     // The sealing key is shared, as servers of one cluster share it.
     let key = dir.path().join("state.key");
-    let a = Store::on_etcd(etcd::Etcd::connect(&cfg, &key).await.unwrap());
-    let b = Store::on_etcd(etcd::Etcd::connect(&cfg, &key).await.unwrap());
+    let (member, a) = on_etcd(&key).await;
+    let b = connect(&member, &key).await;
     let base = a.current_rev();
     let mut w = a.watch("/core/configmaps/", base).unwrap();
     let mut tasks = Vec::new();
@@ -550,20 +557,12 @@ async fn servers_sharing_etcd_see_each_other_s_writes_in_order() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn a_backup_from_etcd_restores_into_a_fresh_etcd() {
-    if !etcd::testing::available() {
-        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
+    if !etcd::testing::required() {
         return;
     }
-    let (m1, m2) = tokio::task::spawn_blocking(|| {
-        (etcd::testing::Member::start().unwrap(), etcd::testing::Member::start().unwrap())
-    })
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("state.key");
-    let src = Store::on_etcd(
-        etcd::Etcd::connect(&etcd::Config::from_endpoints(&m1.client_url).unwrap(), &key).await.unwrap(),
-    );
+    let (_m1, src) = on_etcd(&key).await;
     for i in 0..30 {
         src.mutate(
             format!("/core/configmaps/ns{}/c{i}", i % 3),
@@ -581,9 +580,7 @@ async fn a_backup_from_etcd_restores_into_a_fresh_etcd() {
     let file = dir.path().join("backup.redb");
     let rev = src.backup(&file).await.unwrap();
     assert_eq!(verify_snapshot(&file).unwrap(), rev);
-    let dst = Store::on_etcd(
-        etcd::Etcd::connect(&etcd::Config::from_endpoints(&m2.client_url).unwrap(), &key).await.unwrap(),
-    );
+    let (_m2, dst) = on_etcd(&key).await;
     let (_, n) = dst.restore_snapshot(&file).await.unwrap();
     assert_eq!(n, 31);
     let strip = |mut v: Vec<Value>| {
@@ -607,14 +604,11 @@ async fn a_backup_from_etcd_restores_into_a_fresh_etcd() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn a_quiet_etcd_watch_still_advances() {
-    if !etcd::testing::available() {
-        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
+    if !etcd::testing::required() {
         return;
     }
-    let member = tokio::task::spawn_blocking(etcd::testing::Member::start).await.unwrap().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = etcd::Config::from_endpoints(&member.client_url).unwrap();
-    let s = Store::on_etcd(etcd::Etcd::connect(&cfg, &dir.path().join("state.key")).await.unwrap());
+    let (_member, s) = on_etcd(&dir.path().join("state.key")).await;
     let start = s.current_rev();
     let mut w = s.watch("/core/configmaps/", start).unwrap();
     for i in 0..3 {

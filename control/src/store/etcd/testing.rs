@@ -28,6 +28,17 @@ pub fn available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether a test that needs etcd can run: with `WASMORCH_REQUIRE_PEERS` set (CI) etcd must
+/// be installed; elsewhere a missing etcd skips the test, saying so.
+pub fn required() -> bool {
+    if available() {
+        return true;
+    }
+    assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "etcd is required (Debian's etcd-server)");
+    eprintln!("skipped: etcd is not installed");
+    false
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
 }
