@@ -279,11 +279,6 @@ impl Membership {
         self.servers.get(i).or(self.servers.first()).cloned().unwrap_or_default()
     }
 
-    /// Every API server this node knows.
-    pub fn servers(&self) -> &[String] {
-        &self.servers
-    }
-
     /// `client`'s server did not answer a request made at `generation`: move the client to
     /// the next server (in order, wrapping), unless it moved since. Pods keep running; the
     /// node's watches resume from the new server.
