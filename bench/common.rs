@@ -110,12 +110,19 @@ pub struct Wrk {
 }
 
 pub fn wrk(addr: &str) -> Wrk {
+    wrk_url(&format!("http://{addr}/"), &[])
+}
+
+/// `wrk` against `url` with extra `headers` (`"Host: x"`).
+pub fn wrk_url(url: &str, headers: &[&str]) -> Wrk {
     let secs = env_num("WRK_SECS", 10);
     let conns = env_num("WRK_CONNS", 32);
-    let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency", &format!("http://{addr}/")])
-        .output()
-        .expect("run wrk");
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let ms = |label: &str| -> f64 {
         let v = text.lines().find(|l| l.trim_start().starts_with(label)).and_then(|l| l.split_whitespace().nth(1));
@@ -202,4 +209,39 @@ pub fn start_etcd(dir: &Path) -> (Proc, u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (etcd, cport)
+}
+
+/// nginx run with configuration `conf` (prefix `dir`); stopped, workers included, when dropped.
+pub struct Nginx {
+    _master: Proc,
+    conf: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // Killing the master alone would leave its workers running.
+        let _ = Command::new("nginx").arg("-c").arg(&self.conf).arg("-p").arg(&self.dir).args(["-s", "stop"]).status();
+    }
+}
+
+/// nginx run with configuration `conf` (prefix `dir`), once it accepts connections on `addr`.
+pub fn nginx(conf: &Path, dir: &Path, addr: &str) -> Result<Nginx, String> {
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(conf)
+        .arg("-p")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let n = Nginx { _master: Proc(child), conf: conf.to_path_buf(), dir: dir.to_path_buf() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            return Err("nginx did not listen".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(n)
 }

@@ -222,15 +222,9 @@ fn main() {
             ),
         )
         .unwrap();
-        match Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(d).stderr(Stdio::null()).spawn() {
-            Ok(child) => {
-                let _n = Proc(child);
-                let naddr = format!("127.0.0.1:{nport}");
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !http_ok(&naddr) {
-                    assert!(Instant::now() < deadline, "nginx did not answer");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        let naddr = format!("127.0.0.1:{nport}");
+        match nginx(&conf, d, &naddr) {
+            Ok(_n) => {
                 let nginx = wrk(&naddr);
                 println!(
                     "nginx      → wasmtime serve            {:>9.0} req/s   p50 {:.2} ms   p99 {:.2} ms",

@@ -55,13 +55,21 @@ pub struct Client {
 
 impl Client {
     pub async fn new(context: Option<String>) -> anyhow::Result<Client> {
-        let opts = kube::config::KubeConfigOptions { context, cluster: None, user: None };
-        let mut cfg = kube::Config::from_kubeconfig(&opts)
-            .await
-            .context("loading kubeconfig (is a cluster running? try `wasmorch up`)")?;
+        let opts = kube::config::KubeConfigOptions { context: context.clone(), cluster: None, user: None };
+        let loaded = kube::config::Kubeconfig::read();
+        let servers =
+            loaded.as_ref().map(|kc| crate::kubeconfig::servers_of(kc, context.as_deref())).unwrap_or_default();
+        let cfg = match loaded {
+            Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &opts).await,
+            Err(_) => kube::Config::from_kubeconfig(&opts).await,
+        };
+        let mut cfg = cfg.context("loading kubeconfig (is a cluster running? try `wasmorch up`)")?;
         // Commands see 429 and 503 themselves (as kubectl does): kube-rs would otherwise retry
         // them with back-off for minutes (a drain held by a disruption budget would hang).
         cfg.default_retry = false;
+        if servers.len() > 1 {
+            cfg.cluster_url = first_answering(&cfg, &servers).await;
+        }
         let namespace = cfg.default_namespace.clone();
         let kube = kube::Client::try_from(cfg).context("building the API client")?;
         Ok(Client { kube, namespace })
@@ -153,6 +161,27 @@ impl Client {
             .and_then(|line| async move { serde_json::from_str::<Value>(&line).map_err(anyhow::Error::from) })
             .boxed())
     }
+}
+
+/// How long a listed API server has to answer before the next is tried.
+const PROBE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The first of `servers` that answers HTTP at all (any status: a 401 is a server), else the
+/// first, so that the failure names it.
+async fn first_answering(cfg: &kube::Config, servers: &[String]) -> http::Uri {
+    let first = cfg.cluster_url.clone();
+    for s in servers {
+        let Ok(url) = s.parse::<http::Uri>() else { continue };
+        let mut c = cfg.clone();
+        c.cluster_url = url.clone();
+        let Ok(client) = kube::Client::try_from(c) else { continue };
+        let Ok(req) = Request::builder().uri("/readyz").body(kube::client::Body::empty()) else { continue };
+        match tokio::time::timeout(PROBE, client.send(req)).await {
+            Ok(Ok(_)) => return url,
+            _ => tracing::debug!("API server {s} did not answer; trying the next"),
+        }
+    }
+    first
 }
 
 /// The path of an object or a collection.

@@ -143,3 +143,139 @@ pub fn target(context: Option<&str>) -> anyhow::Result<Target> {
     };
     Ok(Target { server, ca_pem, token: field(&user, "/user/token") })
 }
+
+/// The kubeconfig extension of a cluster that lists all its API servers (a highly available
+/// control plane): `extensions: [{name: wasmorch.io/servers, extension: {servers: [URL, …]}}]`.
+/// kubectl ignores it and uses `server`; wasmorch's CLI uses the first of them that answers.
+pub const SERVERS_EXTENSION: &str = "wasmorch.io/servers";
+
+/// The API servers the cluster of `context` (else the current context) names: its `server`,
+/// then those of [`SERVERS_EXTENSION`], without repeats.
+pub fn servers_of(kc: &kube::config::Kubeconfig, context: Option<&str>) -> Vec<String> {
+    let Some(ctx_name) = context.map(String::from).or_else(|| kc.current_context.clone()) else {
+        return Vec::new();
+    };
+    let cluster_name = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx_name)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .unwrap_or_default();
+    let Some(cluster) = kc.clusters.iter().find(|c| c.name == cluster_name).and_then(|c| c.cluster.as_ref()) else {
+        return Vec::new();
+    };
+    let listed = cluster
+        .extensions
+        .iter()
+        .flatten()
+        .filter(|e| e.name == SERVERS_EXTENSION)
+        .filter_map(|e| e.extension.get("servers").and_then(serde_json::Value::as_array))
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .map(String::from);
+    let mut out: Vec<String> = Vec::new();
+    for s in cluster.server.clone().into_iter().chain(listed) {
+        if !s.is_empty() && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Give `cluster` several API servers: `server` becomes the first (what kubectl uses) and the
+/// extension lists them all.
+pub fn set_servers(cfg: &mut Value, cluster: &str, servers: &[String]) -> anyhow::Result<()> {
+    let first = servers.first().context("no server given")?;
+    for s in servers {
+        let ok = s.parse::<http::Uri>().ok().is_some_and(|u| u.scheme_str() == Some("https") && u.host().is_some());
+        anyhow::ensure!(ok, "{s:?} is not an https:// URL of an API server");
+    }
+    let entry = cfg
+        .get_mut("clusters")
+        .and_then(Value::as_array_mut)
+        .and_then(|l| l.iter_mut().find(|e| e.get("name").and_then(Value::as_str) == Some(cluster)))
+        .and_then(|e| e.get_mut("cluster"))
+        .and_then(Value::as_object_mut)
+        .with_context(|| format!("no cluster {cluster:?} in the kubeconfig"))?;
+    entry.insert("server".into(), json!(first));
+    let mut exts: Vec<Value> = entry
+        .get("extensions")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter().filter(|e| e.get("name").and_then(Value::as_str) != Some(SERVERS_EXTENSION)).cloned().collect()
+        })
+        .unwrap_or_default();
+    if servers.len() > 1 {
+        exts.push(json!({"name": SERVERS_EXTENSION, "extension": {"servers": servers}}));
+    }
+    if exts.is_empty() {
+        entry.remove("extensions");
+    } else {
+        entry.insert("extensions".into(), json!(exts));
+    }
+    Ok(())
+}
+
+/// The cluster of `context` (else the current one), by name.
+pub fn cluster_of(cfg: &Value, context: Option<&str>) -> anyhow::Result<String> {
+    let name = match context {
+        Some(c) => c.to_string(),
+        None => cfg.get("current-context").and_then(Value::as_str).unwrap_or("").to_string(),
+    };
+    cfg.get("contexts")
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().find(|e| e.get("name").and_then(Value::as_str) == Some(name.as_str())))
+        .and_then(|c| c.pointer("/context/cluster"))
+        .and_then(Value::as_str)
+        .map(String::from)
+        .with_context(|| format!("no context {name:?} in the kubeconfig"))
+}
+
+#[cfg(test)]
+mod servers_tests {
+    use super::*;
+
+    fn config() -> Value {
+        json!({"apiVersion": "v1", "kind": "Config", "current-context": "c",
+            "clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443",
+                "extensions": [{"name": "other", "extension": {"x": 1}}]}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]})
+    }
+
+    fn parsed(v: &Value) -> kube::config::Kubeconfig {
+        kube::config::Kubeconfig::from_yaml(&serde_yaml_ng::to_string(v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_cluster_lists_its_servers_in_an_extension_kubectl_ignores() {
+        let mut cfg = config();
+        assert_eq!(servers_of(&parsed(&cfg), None), ["https://10.0.0.1:6443"]);
+        let urls: Vec<String> = ["https://10.0.0.2:6443", "https://10.0.0.3:6443", "https://10.0.0.2:6443"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cluster = cluster_of(&cfg, None).unwrap();
+        set_servers(&mut cfg, &cluster, &urls).unwrap();
+        assert_eq!(cfg["clusters"][0]["cluster"]["server"], "https://10.0.0.2:6443", "kubectl's server is the first");
+        assert_eq!(servers_of(&parsed(&cfg), Some("c")), ["https://10.0.0.2:6443", "https://10.0.0.3:6443"]);
+        let exts = cfg["clusters"][0]["cluster"]["extensions"].as_array().unwrap();
+        assert!(exts.iter().any(|e| e["name"] == "other"), "another tool's extension is kept");
+        // Back to one server: the list goes.
+        set_servers(&mut cfg, "k", &urls[..1]).unwrap();
+        assert_eq!(servers_of(&parsed(&cfg), None), ["https://10.0.0.2:6443"]);
+        assert_eq!(cfg["clusters"][0]["cluster"]["extensions"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_server_lists_are_refused() {
+        let mut cfg = config();
+        assert!(set_servers(&mut cfg, "k", &[]).is_err());
+        assert!(set_servers(&mut cfg, "k", &["http://10.0.0.2:6443".into()]).is_err());
+        assert!(set_servers(&mut cfg, "k", &["not a url".into()]).is_err());
+        assert!(set_servers(&mut cfg, "nope", &["https://10.0.0.2:6443".into()]).is_err());
+        assert_eq!(cfg, config(), "nothing changed");
+        assert!(cluster_of(&cfg, Some("missing")).is_err());
+    }
+}

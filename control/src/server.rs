@@ -150,6 +150,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     // Every API server authorizes its own requests: each follows the RBAC objects.
     apiserver::rbac::bootstrap(&api).await;
     apiserver::rbac::start(&api);
+    apiserver::lookups::start(&api);
     apiserver::crds::start(&api);
     let metrics = Arc::new(apiserver::metrics::Metrics::default());
     let state = Arc::new(ServerState {
@@ -159,7 +160,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
         pki: pki.clone(),
         node_cert_ttl: cfg.node_cert_ttl,
         kubelet_tls: pki.kubelet_client_config()?,
-        registry: Arc::new(apiserver::registry::Registry::new(&cfg.data_dir)),
+        registry: Arc::new(apiserver::registry::Registry::new(&cfg.data_dir).serving_at(cfg.advertise(addr))),
         metrics: metrics.clone(),
         anonymous_metrics: cfg.anonymous_metrics,
     });
@@ -177,6 +178,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<R
     let autoscaling = (cfg.hpa, metrics.clone(), cfg.metric_resolution);
     let ca_pem = pki.ca_pem.clone();
     let (advertise, first_service_ip) = (cfg.advertise(addr), cfg.service_range.first());
+    // Every API server keeps a Lease naming its address: the leader lists them all in the
+    // `kubernetes` Service's endpoints, and nodes learn the servers from there.
+    tokio::spawn(crate::controllers::apiservice::announce(api.clone(), advertise));
     let lead = move |term: Api| {
         let mut t = vec![tokio::spawn(crate::controllers::namespace::run(term.clone()))];
         t.push(tokio::spawn(crate::controllers::eventttl::start(term.clone(), event_ttl)));
@@ -293,6 +297,13 @@ pub async fn bootstrap(api: &Api) -> anyhow::Result<()> {
     // The built-in local-path class, default for claims that name none.
     let sc = resources::of(resources::ResourceKind::StorageClass);
     match api.create(sc, None, crate::scheduler::volumes::default_class(), Default::default(), false).await {
+        Ok(_) => {}
+        Err(e) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    // The ingress class every node's proxy serves, the default one.
+    let ic = resources::of(resources::ResourceKind::IngressClass);
+    match api.create(ic, None, crate::controllers::ingress::class(), Default::default(), false).await {
         Ok(_) => {}
         Err(e) if e.code == 409 => {}
         Err(e) => return Err(e.into()),

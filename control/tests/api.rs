@@ -429,6 +429,53 @@ async fn deleting_a_namespace_deletes_its_contents() {
     assert_eq!(t.get("/apis/apps/v1/namespaces/team/deployments").await.1["items"].as_array().unwrap().len(), 0);
 }
 
+/// Admission reads namespaces, quotas and limit ranges from caches: what this server has just
+/// written must apply to the very next request, every time.
+#[tokio::test]
+async fn admission_sees_a_namespace_quota_or_limit_range_written_a_moment_before() {
+    let t = setup().await;
+    for i in 0..20 {
+        let ns = format!("fresh{i}");
+        let base = format!("/api/v1/namespaces/{ns}");
+        let (code, body) = t
+            .post("/api/v1/namespaces", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .await;
+        assert_eq!(code, 201, "{body}");
+        let (code, body) = t.post(&format!("{base}/configmaps"), cm("first", json!({}))).await;
+        assert_eq!(code, 201, "round {i}: a namespace created a moment before: {body}");
+        let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+            "spec": {"hard": {"count/configmaps": "2"}}});
+        assert_eq!(t.post(&format!("{base}/resourcequotas"), quota).await.0, 201);
+        let range = json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "l"},
+            "spec": {"limits": [{"type": "Container", "max": {"memory": "64Mi"}}]}});
+        assert_eq!(t.post(&format!("{base}/limitranges"), range).await.0, 201);
+        assert_eq!(t.post(&format!("{base}/configmaps"), cm("second", json!({}))).await.0, 201);
+        let (code, body) = t.post(&format!("{base}/configmaps"), cm("third", json!({}))).await;
+        assert_eq!(code, 403, "round {i}: the quota written a moment before was not applied: {body}");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+            "spec": {"containers": [{"name": "c", "image": "file:///x.wasm",
+                "resources": {"limits": {"memory": "128Mi"}}}]}});
+        let (code, body) = t.post(&format!("{base}/pods"), pod).await;
+        assert_eq!(code, 403, "round {i}: the LimitRange written a moment before was not applied: {body}");
+        // Raising the quota applies at once too.
+        let (code, _) = t
+            .raw(
+                Method::PATCH,
+                &format!("{base}/resourcequotas/q"),
+                "application/merge-patch+json",
+                "application/json",
+                br#"{"spec":{"hard":{"count/configmaps":"3"}}}"#.to_vec(),
+            )
+            .await;
+        assert_eq!(code, 200);
+        let (code, body) = t.post(&format!("{base}/configmaps"), cm("third", json!({}))).await;
+        assert_eq!(code, 201, "round {i}: the raised quota was not applied: {body}");
+        assert_eq!(t.call(Method::DELETE, &base, None).await.0, 202);
+        let (code, _) = t.post(&format!("{base}/configmaps"), cm("late", json!({}))).await;
+        assert!(code == 403 || code == 404, "round {i}: a create in a namespace being deleted got {code}");
+    }
+}
+
 #[tokio::test]
 async fn finalizers_hold_an_object_until_removed() {
     let t = setup().await;

@@ -45,6 +45,9 @@ pub struct NodeConfig {
     pub image_max_age: Option<Duration>,
     /// How pod addresses become sockets here (`--pod-addressing`, see `runtime::ports`).
     pub pod_addressing: crate::runtime::ports::PodAddressing,
+    /// Where the node's proxy serves Ingresses (`--ingress-http-port`, `--ingress-https-port`).
+    pub ingress_http_port: u16,
+    pub ingress_https_port: u16,
 }
 
 /// The kubelet's `--system-reserved`: CPU and memory kept from pods.
@@ -114,6 +117,8 @@ impl NodeConfig {
             builtins: crate::artifact::Builtins::default(),
             image_max_age: Some(Duration::from_secs(86_400)),
             pod_addressing: Default::default(),
+            ingress_http_port: 80,
+            ingress_https_port: 443,
         }
     }
 }
@@ -468,13 +473,17 @@ async fn close_idle_logs(stop: CancellationToken) {
     }
 }
 
-/// The cluster's registry: the API server's address, reached with the node's certificate.
+/// The cluster's registry: every API server's address names it; pulls go to the server in
+/// use, reached with the node's certificate.
 fn cluster_registry(member: &Arc<crate::membership::Membership>) -> anyhow::Result<crate::artifact::ClusterRegistry> {
     let server = member.server();
-    let authority =
-        crate::artifact::authority_of(&server).ok_or_else(|| anyhow::anyhow!("server URL {server:?} has no host"))?;
-    let member = member.clone();
-    Ok(crate::artifact::ClusterRegistry { authority, tls: Box::new(move || member.client_tls(&[])) })
+    crate::artifact::authority_of(&server).ok_or_else(|| anyhow::anyhow!("server URL {server:?} has no host"))?;
+    let (m1, m2, m3) = (member.clone(), member.clone(), member.clone());
+    Ok(crate::artifact::ClusterRegistry {
+        servers: Box::new(move || m1.servers().iter().filter_map(|s| crate::artifact::authority_of(s)).collect()),
+        current: Box::new(move || crate::artifact::authority_of(&m2.server()).unwrap_or_default()),
+        tls: Box::new(move || m3.client_tls(&[])),
+    })
 }
 
 /// Run the node until `stop`, as the member `member` (its certificate is renewed here).
@@ -486,6 +495,7 @@ pub async fn run(
     let client = Client::new(member.current().client(&member.server()).await?);
     member.fail_over_with(&client);
     tokio::spawn(crate::membership::renew_loop(member.clone(), client.clone(), stop.clone()));
+    tokio::spawn(crate::membership::learn_loop(member.clone(), client.clone(), stop.clone()));
     let (cpu, memory) = allocatable(cores(), total_memory(), cfg.reserved);
     let mapped_ports = cfg.pod_addressing.mapped(crate::runtime::ports::loopback_routed);
     if mapped_ports {
@@ -509,6 +519,8 @@ pub async fn run(
     let node_ip: std::net::IpAddr =
         cfg.host_ip.parse().map_err(|_| anyhow::anyhow!("node address {:?} is not an IP address", cfg.host_ip))?;
     let proxy = crate::proxy::Proxy::new(cfg.name.clone(), node_ip, Some(member.clone()), rt.ports.clone());
+    proxy.ingress_port.store(cfg.ingress_http_port, std::sync::atomic::Ordering::Relaxed);
+    proxy.ingress_https_port.store(cfg.ingress_https_port, std::sync::atomic::Ordering::Relaxed);
     let proxy_task = tokio::spawn(proxy.clone().run(client.clone(), stop.clone()));
     tokio::spawn(crate::proxy::gateway::relay_registration(proxy.clone(), stop.clone()));
     tokio::spawn(report_peer_routes(client.clone(), proxy.clone(), cfg.name.clone(), stop.clone()));

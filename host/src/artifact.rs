@@ -67,9 +67,13 @@ pub struct Puller {
     cluster: Option<ClusterRegistry>,
 }
 
-/// The cluster's own registry: its `host:port` (the API server's) and how to reach it.
+/// The cluster's own registry: the API servers' `host:port`s and how to reach them.
 pub struct ClusterRegistry {
-    pub authority: String,
+    /// The API servers' `host:port`s: an image naming any of them is the cluster's (with
+    /// several API servers, each serves the same registry).
+    pub servers: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// The `host:port` of the API server in use, which pulls go to.
+    pub current: Box<dyn Fn() -> String + Send + Sync>,
     /// The node's TLS client configuration (cluster CA, node certificate), current at call.
     pub tls: Box<dyn Fn() -> Result<std::sync::Arc<rustls::ClientConfig>, String> + Send + Sync>,
 }
@@ -423,7 +427,7 @@ impl Puller {
             }
         }
         let registry = reference.resolve_registry().to_string();
-        if let Some(cluster) = self.cluster.as_ref().filter(|c| c.authority == registry) {
+        if let Some(cluster) = self.cluster.as_ref().filter(|c| (c.servers)().contains(&registry)) {
             let bytes = self.fetch_cluster(cluster, &reference, image, policy).await?;
             return Ok(bytes);
         }
@@ -505,7 +509,7 @@ impl Puller {
             .build();
         let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
         let get = |path: String, accept: &'static str| {
-            let uri = format!("https://{}/v2/{}/{path}", cluster.authority, reference.repository());
+            let uri = format!("https://{}/v2/{}/{path}", (cluster.current)(), reference.repository());
             let client = client.clone();
             async move {
                 let req = http::Request::get(&uri)

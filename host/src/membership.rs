@@ -16,6 +16,7 @@
 
 use crate::client::Client;
 use anyhow::Context;
+use futures::StreamExt;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -257,43 +258,85 @@ pub async fn join(
 }
 
 /// The node's current credentials, shared by the API client and the node's own endpoint,
-/// and the API servers it may use (one at a time; see [`Membership::fail_over`]).
+/// and the API servers it may use (one at a time; see [`Membership::fail_over`]): those
+/// given with `--server`, then those learned from the cluster ([`learn_loop`]).
 pub struct Membership {
-    servers: Vec<String>,
-    /// Index of the server in use.
-    active: std::sync::atomic::AtomicUsize,
+    /// The `--server` URLs, in order.
+    configured: Vec<String>,
+    /// Every server known, and the index of the one in use. std RwLock: never held across an
+    /// await.
+    servers: RwLock<(Vec<String>, usize)>,
     pub name: String,
     pub dir: PathBuf,
     current: RwLock<Credentials>,
 }
 
+/// The servers to use: the configured ones in their order, then the learned ones, then the
+/// one in use if it is neither (it keeps working until it fails).
+fn merged(configured: &[String], learned: &[String], active: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in configured.iter().chain(learned).map(String::as_str).chain(Some(active)) {
+        if !s.is_empty() && !out.iter().any(|o| o == s) {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
 impl Membership {
     /// `servers`: API server URLs of one cluster (`--server URL,URL,…`), the first used first.
     pub fn new(servers: Vec<String>, name: String, dir: PathBuf, creds: Credentials) -> Arc<Membership> {
-        Arc::new(Membership { servers, active: Default::default(), name, dir, current: RwLock::new(creds) })
+        Arc::new(Membership {
+            servers: RwLock::new((servers.clone(), 0)),
+            configured: servers,
+            name,
+            dir,
+            current: RwLock::new(creds),
+        })
     }
 
     /// The API server in use.
     pub fn server(&self) -> String {
-        let i = self.active.load(std::sync::atomic::Ordering::Acquire);
-        self.servers.get(i).or(self.servers.first()).cloned().unwrap_or_default()
+        let g = self.servers.read().unwrap_or_else(|e| e.into_inner());
+        g.0.get(g.1).or(g.0.first()).cloned().unwrap_or_default()
+    }
+
+    /// Every API server this node may use, the one in use among them.
+    pub fn servers(&self) -> Vec<String> {
+        self.servers.read().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// Take the API servers the cluster names (the `kubernetes` Service's endpoints) into the
+    /// list; `true` when it changed. The server in use stays in use.
+    pub fn learn(&self, learned: &[String]) -> bool {
+        let mut g = self.servers.write().unwrap_or_else(|e| e.into_inner());
+        let active = g.0.get(g.1).cloned().unwrap_or_default();
+        let list = merged(&self.configured, learned, &active);
+        if list == g.0 {
+            return false;
+        }
+        let index = list.iter().position(|s| *s == active).unwrap_or(0);
+        *g = (list, index);
+        true
     }
 
     /// `client`'s server did not answer a request made at `generation`: move the client to
     /// the next server (in order, wrapping), unless it moved since. Pods keep running; the
     /// node's watches resume from the new server.
     pub async fn fail_over(&self, client: &Client, generation: u64) {
-        if self.servers.len() < 2 || client.generation() != generation {
+        let (list, from) = self.servers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if list.len() < 2 || client.generation() != generation {
             return;
         }
-        let from = self.active.load(std::sync::atomic::Ordering::Acquire);
-        let next = (from + 1) % self.servers.len();
-        let url = &self.servers[next];
+        let next = (from + 1) % list.len();
+        let url = &list[next];
         match self.current().client(url).await {
             Ok(c) => {
                 if client.replace_if(generation, c) {
-                    self.active.store(next, std::sync::atomic::Ordering::Release);
-                    tracing::warn!(from = self.servers[from], to = url.as_str(), "API server unreachable: switched");
+                    let mut g = self.servers.write().unwrap_or_else(|e| e.into_inner());
+                    // The list may have been relearned meanwhile: find the server by name.
+                    g.1 = g.0.iter().position(|s| s == url).unwrap_or(0);
+                    tracing::warn!(from = list[from], to = url.as_str(), "API server unreachable: switched");
                 }
             }
             Err(e) => tracing::warn!("switching to API server {url}: {e:#}"),
@@ -407,6 +450,48 @@ pub async fn renew_loop(member: Arc<Membership>, client: Client, stop: Cancellat
     }
 }
 
+/// Learn the cluster's API servers from the `kubernetes` Service's Endpoints (every server
+/// keeps itself listed there), as k3s agents do: a node given one `--server` can still move
+/// to another when that one dies. Read, then watched; read again through whichever server
+/// the node uses after an error.
+pub async fn learn_loop(member: Arc<Membership>, client: Client, stop: CancellationToken) {
+    const PATH: &str = "/api/v1/namespaces/default/endpoints";
+    let take = |ep: &Value| {
+        let urls = wasmorch_api::services::api_server_urls(ep);
+        if !urls.is_empty() && member.learn(&urls) {
+            tracing::info!(node = member.name, servers = member.servers().join(","), "API servers");
+        }
+    };
+    loop {
+        let follow = async {
+            let ep = client.get(&format!("{PATH}/kubernetes")).await?;
+            take(&ep);
+            let rv = ep.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("0");
+            let mut events = Box::pin(
+                client
+                    .watch(&format!("{PATH}?watch=true&fieldSelector=metadata.name%3Dkubernetes&resourceVersion={rv}"))
+                    .await?,
+            );
+            while let Some(ev) = events.next().await {
+                if let Some(ep) = ev?.get("object") {
+                    take(ep);
+                }
+            }
+            Ok::<(), crate::client::ApiError>(())
+        };
+        tokio::select! {
+            r = follow => if let Err(e) = r {
+                tracing::debug!("following the API servers: {e}");
+            },
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 /// Serves the node's current certificate on each TLS handshake, so a renewal takes effect
 /// for new connections at once (the parsed key is cached until the certificate changes).
 pub struct CurrentCert {
@@ -470,6 +555,22 @@ pub fn peer_common_name(der: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn learned_servers_follow_the_configured_ones_and_the_one_in_use_stays() {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let configured = v(&["https://a:6443"]);
+        assert_eq!(
+            super::merged(&configured, &v(&["https://b:6443", "https://a:6443", "https://c:6443"]), "https://a:6443"),
+            v(&["https://a:6443", "https://b:6443", "https://c:6443"])
+        );
+        // A server that left the Endpoints but is in use stays until it fails.
+        assert_eq!(
+            super::merged(&configured, &v(&["https://c:6443"]), "https://b:6443"),
+            v(&["https://a:6443", "https://c:6443", "https://b:6443"])
+        );
+        assert_eq!(super::merged(&configured, &[], ""), configured);
+    }
+
     use super::*;
 
     #[test]

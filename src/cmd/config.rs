@@ -12,6 +12,17 @@ pub enum ConfigCmd {
     CurrentContext,
     /// Switch the current context.
     UseContext { name: String },
+    /// Give a cluster all the API servers of a highly available control plane
+    /// (`set-servers https://10.0.0.1:6443,https://10.0.0.2:6443 …`): wasmorch uses the first
+    /// that answers, kubectl the first (put a load balancer or DNS name in front for it).
+    SetServers {
+        /// API server URLs, in order of preference (commas or spaces between them).
+        #[arg(required = true, value_delimiter = ',')]
+        servers: Vec<String>,
+        /// The kubeconfig cluster to change (default: the current context's).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
 }
 
 pub fn run(c: ConfigCmd) -> anyhow::Result<()> {
@@ -51,6 +62,16 @@ pub fn run(c: ConfigCmd) -> anyhow::Result<()> {
             cfg["current-context"] = json!(name);
             kubeconfig::save(&cfg)?;
             println!("Switched to context \"{name}\".");
+        }
+        ConfigCmd::SetServers { servers, cluster } => {
+            let cluster = match cluster {
+                Some(c) => c,
+                None => kubeconfig::cluster_of(&cfg, None)?,
+            };
+            let servers: Vec<String> = servers.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            kubeconfig::set_servers(&mut cfg, &cluster, &servers)?;
+            kubeconfig::save(&cfg)?;
+            println!("Cluster \"{cluster}\" set to {} server(s): {}.", servers.len(), servers.join(", "));
         }
     }
     Ok(())

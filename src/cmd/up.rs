@@ -164,6 +164,14 @@ pub struct NodeFlags {
     /// delivers 127/8 locally, else mapped.
     #[arg(long, default_value = "auto")]
     pod_addressing: wasmorch_host::runtime::ports::PodAddressing,
+    /// Port on the node's address where its proxy serves Ingresses (k3s: 80). Below 1024 it
+    /// needs root or CAP_NET_BIND_SERVICE; unprivileged, use e.g. 8080.
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// Port where Ingresses with `spec.tls` are served over HTTPS (k3s: 443); unprivileged,
+    /// use e.g. 8443.
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
 }
 
 impl NodeFlags {
@@ -178,6 +186,8 @@ impl NodeFlags {
         nc.builtins = crate::examples::builtins();
         nc.image_max_age = (!self.image_maximum_gc_age.is_zero()).then_some(self.image_maximum_gc_age);
         nc.pod_addressing = self.pod_addressing;
+        nc.ingress_http_port = self.ingress_http_port;
+        nc.ingress_https_port = self.ingress_https_port;
     }
 }
 

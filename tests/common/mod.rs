@@ -469,3 +469,13 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The request count of a `wrk` report ("N requests in …"); 0 when absent.
+pub fn wrk_requests(report: &str) -> u64 {
+    report
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

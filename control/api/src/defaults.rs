@@ -122,6 +122,7 @@ pub fn apply(kind: ResourceKind, obj: &mut Value) {
         Node | Endpoints | ConfigMap | ServiceAccount | Event | Lease | PersistentVolume | StorageClass
         | EndpointSlice | PodDisruptionBudget | ResourceQuota | LimitRange => {}
         NetworkPolicy => crate::netpol::set_defaults(obj),
+        Ingress | IngressClass => {}
         HorizontalPodAutoscaler => crate::hpa::set_defaults(obj),
         Role | ClusterRole | RoleBinding | ClusterRoleBinding => {}
         CustomResourceDefinition | Custom => {}

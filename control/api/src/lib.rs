@@ -20,6 +20,7 @@ pub mod disruption;
 pub mod error;
 pub mod hpa;
 pub mod idle;
+pub mod ingress;
 pub mod ipam;
 pub mod join;
 pub mod managed;

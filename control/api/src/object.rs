@@ -45,6 +45,11 @@ pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// The strings of a JSON array (other elements skipped); anything but an array: none.
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(String::from).collect()
+}
+
 pub fn resource_version(obj: &Value) -> u64 {
     str_at(obj, "metadata.resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0)
 }

@@ -177,6 +177,24 @@ pub fn allocate(svc: &mut Value, others: &[Value], range: &IpRange) -> Result<()
     Ok(())
 }
 
+/// The API server URLs an Endpoints object of the `kubernetes` Service names (what nodes
+/// learn the servers from).
+pub fn api_server_urls(endpoints: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for subset in endpoints.get("subsets").and_then(Value::as_array).into_iter().flatten() {
+        let ports = subset.get("ports").and_then(Value::as_array);
+        let Some(port) = ports.into_iter().flatten().find_map(|p| p.get("port").and_then(Value::as_u64)) else {
+            continue;
+        };
+        for a in subset.get("addresses").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(ip) = a.get("ip").and_then(Value::as_str).and_then(|s| s.parse::<std::net::IpAddr>().ok()) {
+                out.push(format!("https://{}", std::net::SocketAddr::new(ip, port as u16)));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,6 +134,17 @@ pub fn columns(kind: ResourceKind) -> Vec<Col> {
             ("Age", "string", 0),
         ],
         NetworkPolicy => vec![("Name", "string", 0), ("Pod-Selector", "string", 0), ("Age", "string", 0)],
+        Ingress => vec![
+            ("Name", "string", 0),
+            ("Class", "string", 0),
+            ("Hosts", "string", 0),
+            ("Address", "string", 0),
+            ("Ports", "string", 0),
+            ("Age", "string", 0),
+        ],
+        IngressClass => {
+            vec![("Name", "string", 0), ("Controller", "string", 0), ("Parameters", "string", 0), ("Age", "string", 0)]
+        }
         Role | ClusterRole | CustomResourceDefinition => vec![("Name", "string", 0), ("Created At", "date", 0)],
         // Custom resources' columns come from their definition (see `table`).
         Custom => vec![("Name", "string", 0), ("Age", "string", 0)],
@@ -455,6 +466,38 @@ fn cells(kind: ResourceKind, o: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 s(iop(&o["spec"]["minAvailable"])),
                 s(iop(&o["spec"]["maxUnavailable"])),
                 json!(o["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
+                s(created),
+            ]
+        }
+        Ingress => {
+            let class = crate::ingress::class_of(o).unwrap_or("<none>").to_string();
+            let addresses: Vec<&str> = o
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.get("ip").or(i.get("hostname")).and_then(Value::as_str))
+                .collect();
+            let tls = o.pointer("/spec/tls").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+            vec![
+                name,
+                s(class),
+                s(crate::ingress::hosts(o).join(",")),
+                s(addresses.join(",")),
+                s(if tls { "80, 443" } else { "80" }),
+                s(created),
+            ]
+        }
+        IngressClass => {
+            let params = o.pointer("/spec/parameters").map_or("<none>".to_string(), |p| {
+                let kind = p.get("kind").and_then(Value::as_str).unwrap_or("");
+                let group = p.get("apiGroup").and_then(Value::as_str).map(|g| format!(".{g}")).unwrap_or_default();
+                format!("{kind}{group}/{}", p.get("name").and_then(Value::as_str).unwrap_or(""))
+            });
+            vec![
+                name,
+                s(o.pointer("/spec/controller").and_then(Value::as_str).unwrap_or("").to_string()),
+                s(params),
                 s(created),
             ]
         }

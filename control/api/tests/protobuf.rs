@@ -93,6 +93,8 @@ fn reencode(kind: &str, raw: &[u8]) -> Vec<u8> {
         "ReplicaSet" => api::apps::v1::ReplicaSet,
         "ReplicationController" => api::core::v1::ReplicationController,
         "ResourceQuota" => api::core::v1::ResourceQuota,
+        "Ingress" => api::networking::v1::Ingress,
+        "IngressClass" => api::networking::v1::IngressClass,
         "LimitRange" => api::core::v1::LimitRange,
         "DaemonSet" => api::apps::v1::DaemonSet,
         "Job" => api::batch::v1::Job,

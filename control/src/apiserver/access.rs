@@ -69,14 +69,7 @@ pub fn review(
                 a.namespace = ns.to_string();
             }
             let user = spec.get("user").and_then(Value::as_str).unwrap_or("").to_string();
-            let groups: Vec<String> = spec
-                .get("groups")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect();
+            let groups = wasmorch_api::object::strings(spec.get("groups"));
             let who = Identity { user, groups };
             Ok(answer(body, authz::check(&state.api, &who, &a)))
         }

@@ -26,6 +26,9 @@ pub struct Api {
     /// The RBAC objects the authorizer reads (set once the server follows them; until then,
     /// and in servers without it, only admins and nodes are authorized).
     pub rbac: Arc<std::sync::OnceLock<Arc<super::rbac::Cache>>>,
+    /// What admission reads, followed into memory (set once the server follows it; until
+    /// then, and in servers without it, admission reads the store).
+    pub lookups: Arc<std::sync::OnceLock<Arc<super::lookups::Lookups>>>,
 }
 
 /// The store lock held while a Service's addresses are allocated and written.
@@ -65,6 +68,7 @@ impl Api {
             bookmark_interval: Duration::from_secs(30),
             service_range: Default::default(),
             rbac: Default::default(),
+            lookups: Default::default(),
         }
     }
 
@@ -142,8 +146,7 @@ impl Api {
         if !res.namespaced {
             return Ok(());
         }
-        let ns_res = resources::of(resources::ResourceKind::Namespace);
-        match self.store.get(&ns_res.key("", ns)).await? {
+        match self.lookup(ResourceKind::Namespace, "", ns).await? {
             None => Err(ApiError::not_found("", "namespaces", ns)),
             Some(n) if object::is_deleting(&n) => Err(ApiError::forbidden(format!(
                 "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
@@ -199,7 +202,14 @@ impl Api {
                 }),
             )
             .await?;
+        self.noted_write(res, dry_run, &c);
         Ok(Written { object: c.object, warnings, event: c.event })
+    }
+
+    fn noted_write(&self, res: &Resource, dry_run: bool, c: &crate::store::Committed) {
+        if !dry_run && c.event.is_some() {
+            self.noted(res, object::resource_version(&c.object));
+        }
     }
 
     /// PUT, to the object or its `status` subresource.
@@ -310,6 +320,7 @@ impl Api {
                 }),
             )
             .await?;
+        self.noted_write(res, dry_run, &c);
         let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
         Ok(Written { object: c.object, warnings, event: c.event })
     }
@@ -395,6 +406,7 @@ impl Api {
                 }),
             )
             .await?;
+        self.noted_write(t.res, dry_run, &c);
         Ok(Written { object: c.object, warnings: Vec::new(), event: c.event })
     }
 

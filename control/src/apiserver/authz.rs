@@ -4,7 +4,8 @@
 //! - Nodes (`system:node:<name>` in `system:nodes`, by client certificate): what a kubelet
 //!   needs and no more, as Kubernetes' Node authorizer allows it — their own Node and Lease,
 //!   the pods bound to them (read, status, finishing deletion), the ConfigMaps, Secrets and
-//!   claims those pods use (read), Services and EndpointSlices (read, for the proxy), Events.
+//!   claims those pods use (read), Services and EndpointSlices (read, for the proxy), Ingresses
+//!   and IngressClasses (read: every node's proxy is the Ingress controller), Events.
 //! - Join tokens (`system:bootstrappers`): only a node certificate (see `membership`).
 //!
 //! [`node_rule`] is the pure table; [`authorize`] resolves the rules that depend on stored
@@ -121,6 +122,8 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, body_name: Option<&str>) ->
         | ("", "endpoints")
         | ("discovery.k8s.io", "endpointslices")
         | ("networking.k8s.io", "networkpolicies")
+        | ("networking.k8s.io", "ingresses")
+        | ("networking.k8s.io", "ingressclasses")
         | ("", "namespaces")
         | ("", "persistentvolumes")
         | ("storage.k8s.io", "storageclasses")
@@ -287,7 +290,18 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
             let used = list["items"].as_array().into_iter().flatten().any(|p| {
                 !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) && pod_uses(p, kind, name)
             });
-            if used { Ok(()) } else { deny(&format!("no pod bound to node '{node}' uses it")) }
+            if used {
+                return Ok(());
+            }
+            // Every node serves Ingresses: it may read the TLS Secrets they name.
+            if kind == UseKind::Secret {
+                let ingresses = resources::of(resources::ResourceKind::Ingress);
+                let list = api.list(ingresses, t.namespace.as_deref(), &ListOptions::default()).await?;
+                if list["items"].as_array().into_iter().flatten().any(|i| ingress_uses(i, name)) {
+                    return Ok(());
+                }
+            }
+            deny(&format!("no pod bound to node '{node}' uses it"))
         }
         Rule::IfTokenForBoundPod => {
             let r = body.and_then(|b| b.pointer("/spec/boundObjectRef"));
@@ -307,9 +321,26 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
     }
 }
 
+/// Whether an Ingress names Secret `name` for TLS.
+fn ingress_uses(ing: &Value, name: &str) -> bool {
+    ing.pointer("/spec/tls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|t| t.get("secretName").and_then(Value::as_str) == Some(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_read_the_tls_secrets_ingresses_name() {
+        let ing = json!({"spec": {"tls": [{"hosts": ["a.com"], "secretName": "a-cert"}, {"secretName": "b-cert"}]}});
+        assert!(ingress_uses(&ing, "b-cert") && !ingress_uses(&ing, "db"));
+        assert!(!ingress_uses(&json!({"spec": {"tls": "junk"}}), "a-cert"));
+    }
+
     use serde_json::json;
 
     fn target(plural: &str, ns: Option<&str>, name: Option<&str>, sub: Option<&str>) -> Target {

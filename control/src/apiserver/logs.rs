@@ -6,8 +6,6 @@ use super::ServerState;
 use super::request::{Params, Target};
 use axum::body::Body;
 use axum::response::Response;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use wasmorch_api::resources;
 use wasmorch_api::{ApiError, object};
@@ -141,20 +139,7 @@ async fn node_request(
     addr: (std::net::IpAddr, u16),
     path: &str,
 ) -> Result<http::Response<hyper::body::Incoming>, String> {
-    let name = rustls::pki_types::ServerName::try_from(node.to_string()).map_err(|e| e.to_string())?;
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(state.kubelet_tls.clone())
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let req =
-        http::Request::get(path).header("host", node).body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
-    send.send_request(req).await.map_err(|e| e.to_string())
+    super::dial::request(http::Method::GET, state.kubelet_tls.clone(), node, addr.into(), path, &[]).await
 }
 
 #[cfg(test)]

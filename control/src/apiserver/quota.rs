@@ -1,10 +1,11 @@
 //! Admission: a pod gets its ServiceAccount and token volume; by ResourceQuota and LimitRange, a create in a namespace with LimitRanges gets
 //! their defaults and bounds (pods); one with ResourceQuotas is refused with 403 when it
-//! would exceed one. The decisions are `wasmorch_api::quota`'s; this reads what they need.
+//! would exceed one. The decisions are `wasmorch_api::quota`'s; this reads what they need
+//! (accounts, ranges and quotas through `lookups`' caches).
 
 use super::api::{Api, ListOptions};
 use serde_json::Value;
-use wasmorch_api::resources::{self, Resource, ResourceKind};
+use wasmorch_api::resources::{Resource, ResourceKind};
 use wasmorch_api::{ApiError, object, quota};
 
 impl Api {
@@ -22,12 +23,7 @@ impl Api {
             .find_map(|k| spec.and_then(|s| s.get(*k)).and_then(Value::as_str).filter(|s| !s.is_empty()))
             .unwrap_or("default")
             .to_string();
-        let t = super::request::Target::object(ResourceKind::ServiceAccount, ns, &name);
-        let account = match self.get(&t).await {
-            Ok(a) => Some(a),
-            Err(e) if e.code == 404 => None,
-            Err(e) => return Err(e),
-        };
+        let account = self.lookup(ResourceKind::ServiceAccount, ns, &name).await?;
         let pod_name = object::name(pod).to_string();
         wasmorch_api::serviceaccount::admit_pod(pod, account.as_ref())
             .map_err(|e| ApiError::forbidden_object("", "pods", &pod_name, &e.message))
@@ -49,10 +45,10 @@ impl Api {
         let refuse = |why: String| ApiError::forbidden_object(res.group, res.plural, &name, &why);
         if res.kind_id == ResourceKind::Pod {
             self.admit_service_account(ns, obj).await?;
-            let ranges = self.items(resources::of(ResourceKind::LimitRange), ns).await?;
+            let ranges = self.lookup_all(ResourceKind::LimitRange, ns).await?;
             quota::apply_limit_ranges(obj, &ranges).map_err(&refuse)?;
         }
-        let quotas = self.items(resources::of(ResourceKind::ResourceQuota), ns).await?;
+        let quotas = self.lookup_all(ResourceKind::ResourceQuota, ns).await?;
         let add = quota::usage(res, obj);
         let applies =
             |q: &&Value| quota::hard(q).keys().any(|k| quota::kind_of(k).is_some_and(|r| r.kind_id == res.kind_id));

@@ -13,6 +13,7 @@ pub mod eventttl;
 pub mod gc;
 pub mod hpa;
 pub mod idle;
+pub mod ingress;
 pub mod job;
 pub mod leader;
 pub mod namespace;
@@ -53,6 +54,8 @@ pub fn start_all(
     let hpas = informer(K::HorizontalPodAutoscaler);
     let cluster_roles = informer(K::ClusterRole);
     let crds = informer(K::CustomResourceDefinition);
+    let ingresses = informer(K::Ingress);
+    let ingress_classes = informer(K::IngressClass);
     let mut tasks = vec![
         tokio::spawn(crate::scheduler::start(api.clone(), pods.clone(), nodes.clone(), scheduler)),
         tokio::spawn(replicaset::start(api.clone(), replicasets.clone(), pods.clone())),
@@ -75,6 +78,7 @@ pub fn start_all(
             autoscaling.0,
         )),
         tokio::spawn(quota::start(api.clone(), quotas.clone(), pods.clone())),
+        tokio::spawn(ingress::start(api.clone(), ingresses.clone(), nodes.clone(), ingress_classes.clone())),
         tokio::spawn(nodelifecycle::start(api.clone(), nodes.clone(), pods.clone(), leases.clone(), lifecycle)),
         tokio::spawn(nodeipam::start(api.clone(), nodes.clone(), pod_ranges)),
         tokio::spawn(gc::start(
@@ -107,6 +111,8 @@ pub fn start_all(
         hpas,
         cluster_roles,
         crds,
+        ingresses,
+        ingress_classes,
     ] {
         tasks.push(tokio::spawn(i.run(api.clone())));
     }

@@ -42,6 +42,8 @@ pub struct Cache {
     objects: RwLock<BTreeMap<String, Value>>,
     synced: std::sync::atomic::AtomicBool,
     synced_signal: Notify,
+    /// The store revision the cache reflects: its list's, then each applied event's.
+    revision: std::sync::atomic::AtomicU64,
 }
 
 impl Cache {
@@ -84,6 +86,15 @@ impl Cache {
             m.insert(k, obj.clone());
         }
     }
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The store revision the cache has caught up with.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub async fn wait_synced(&self) {
         loop {
             let n = self.synced_signal.notified();
@@ -159,6 +170,7 @@ impl Informer {
                 self.notify(o, Some(n));
             }
         }
+        self.cache.revision.store(rev, std::sync::atomic::Ordering::Release);
         self.cache.synced.store(true, std::sync::atomic::Ordering::Release);
         self.cache.synced_signal.notify_waiters();
         let mut w = api.store.watch(&self.res.key_prefix(None), rev)?;
@@ -170,6 +182,7 @@ impl Informer {
             let deleted = ev.kind == crate::store::EventType::Deleted;
             let old = self.cache.get(&key_of(&ev.object));
             self.cache.apply(&ev.object, deleted);
+            self.cache.revision.fetch_max(ev.rev, std::sync::atomic::Ordering::AcqRel);
             if deleted {
                 self.notify(old.as_ref(), None);
             } else {

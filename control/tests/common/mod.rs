@@ -87,6 +87,7 @@ pub async fn setup_on(store: Store, dir: tempfile::TempDir) -> T {
     wasmorch_control::server::bootstrap(&api).await.unwrap();
     apiserver::rbac::bootstrap(&api).await;
     apiserver::rbac::start(&api);
+    apiserver::lookups::start(&api);
     apiserver::crds::start(&api);
     tokio::spawn(wasmorch_control::controllers::namespace::run(api.clone()));
     let mut tokens = Tokens::default();

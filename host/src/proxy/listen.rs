@@ -5,6 +5,7 @@
 
 use super::table::{Route, Table};
 use super::{Proxy, looks_like_http};
+pub(super) use crate::runtime::http::accept_each;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// Bind a Service listener. Node processes sharing a machine all listen on the Services'
 /// cluster addresses; with `SO_REUSEPORT` (Unix) each gets its share of the connections
 /// instead of the second failing to bind.
-fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(super) fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let s = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     s.set_reuseaddr(true)?;
     #[cfg(unix)]
@@ -64,21 +65,10 @@ impl Proxy {
     }
 
     async fn accept(self: Arc<Self>, l: TcpListener, route: Route, stop: CancellationToken) {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                r = l.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-                _ = stop.cancelled() => return,
-            };
-            let _ = tcp.set_nodelay(true);
+        accept_each(l, stop, |tcp, peer| {
             tokio::spawn(self.clone().connection(tcp, peer, route.clone()));
-        }
+        })
+        .await;
     }
 
     async fn connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, route: Route) {

@@ -158,6 +158,17 @@ impl Table {
         self.services.get(&(r.ns.clone(), r.name.clone()))
     }
 
+    /// The route to an Ingress backend: Service `ns/name`, its port by number or name.
+    pub fn route_to(&self, b: &wasmorch_api::ingress::Backend) -> Option<Route> {
+        use wasmorch_api::ingress::PortRef;
+        let svc = self.services.get(&(b.namespace.clone(), b.service.clone()))?;
+        let port = svc.ports.iter().position(|p| match &b.port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(name) => p.name == *name,
+        })?;
+        Some(Route { ns: b.namespace.clone(), name: b.service.clone(), port })
+    }
+
     /// Every address this node listens on for Services: cluster addresses (on loopback),
     /// and node ports and load-balancer ports on `node_ip`.
     pub fn listeners(&self, node_ip: IpAddr) -> BTreeMap<SocketAddr, Route> {
@@ -234,6 +245,19 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_ingress_backend_names_a_service_port_by_number_or_name() {
+        use wasmorch_api::ingress::{Backend, PortRef};
+        let svc = serde_json::json!({"metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"ports": [{"name": "metrics", "port": 9090}, {"name": "http", "port": 80}]}});
+        let t = super::Table::build([&svc], []);
+        let b = |port| Backend { namespace: "shop".into(), service: "web".into(), port };
+        assert_eq!(t.route_to(&b(PortRef::Number(80))).map(|r| r.port), Some(1));
+        assert_eq!(t.route_to(&b(PortRef::Name("metrics".into()))).map(|r| r.port), Some(0));
+        assert!(t.route_to(&b(PortRef::Number(81))).is_none());
+        assert!(t.route_to(&Backend { namespace: "other".into(), ..b(PortRef::Number(80)) }).is_none());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -260,15 +260,16 @@ impl HttpWorkload {
     }
 }
 
-/// Accept connections until `stop`, then refuse new requests and finish those in flight,
-/// from sockets and in process (up to `grace`).
-pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: CancellationToken, grace: Duration) {
-    let tracker = TaskTracker::new();
-    // HTTP/1.0 clients may omit Host; wasi:http needs an authority, so the pod's own is used.
-    let local = listener.local_addr().ok().and_then(|a| http::HeaderValue::from_str(&a.to_string()).ok());
+/// Accept connections on `l` until `stop`, handing each (no Nagle delay) to `on`; a failed
+/// accept (out of file descriptors, say) is retried after a pause.
+pub async fn accept_each(
+    l: TcpListener,
+    stop: CancellationToken,
+    mut on: impl FnMut(tokio::net::TcpStream, std::net::SocketAddr),
+) {
     loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r {
+        let (tcp, peer) = tokio::select! {
+            r = l.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("accept: {e}");
@@ -276,9 +277,20 @@ pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: Cancellati
                     continue;
                 }
             },
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => return,
         };
         let _ = tcp.set_nodelay(true);
+        on(tcp, peer);
+    }
+}
+
+/// Accept connections until `stop`, then refuse new requests and finish those in flight,
+/// from sockets and in process (up to `grace`).
+pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: CancellationToken, grace: Duration) {
+    let tracker = TaskTracker::new();
+    // HTTP/1.0 clients may omit Host; wasi:http needs an authority, so the pod's own is used.
+    let local = listener.local_addr().ok().and_then(|a| http::HeaderValue::from_str(&a.to_string()).ok());
+    accept_each(listener, stop.clone(), |tcp, _| {
         let w = w.clone();
         let stop = stop.clone();
         let local = local.clone();
@@ -305,8 +317,9 @@ pub async fn serve(listener: TcpListener, w: Arc<HttpWorkload>, stop: Cancellati
                 }
             }
         }));
-    }
-    drop(listener);
+    })
+    .await;
+    // The listener is closed now (accept_each dropped it).
     tracker.close();
     w.open.close();
     let _ = tokio::time::timeout(grace, async { tokio::join!(tracker.wait(), w.open.drained()) }).await;

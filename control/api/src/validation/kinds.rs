@@ -116,6 +116,12 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
         }
         Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass | EndpointSlice => {}
         NetworkPolicy => super::network::validate_network_policy(&spec, c),
+        Ingress => crate::ingress::validate(&spec, c),
+        IngressClass => {
+            if spec.get("controller").and_then(Value::as_str).is_none_or(str::is_empty) {
+                c.required("spec.controller");
+            }
+        }
         HorizontalPodAutoscaler => crate::hpa::validate(&spec, c),
         Role | ClusterRole => validate_rules(obj, kind == Role, c),
         RoleBinding | ClusterRoleBinding => validate_binding(obj, kind == ClusterRoleBinding, c),

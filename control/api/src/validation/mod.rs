@@ -198,6 +198,8 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
         EndpointSlice => rt!(discovery::EndpointSlice),
         PodDisruptionBudget => rt!(policy::PodDisruptionBudget),
         NetworkPolicy => rt!(networking::NetworkPolicy),
+        Ingress => rt!(networking::Ingress),
+        IngressClass => rt!(networking::IngressClass),
         HorizontalPodAutoscaler => rt!(autoscaling::v2::HorizontalPodAutoscaler),
         Role => rt!(rbac::Role),
         ClusterRole => rt!(rbac::ClusterRole),

@@ -11,13 +11,17 @@
 //!   `repos/<name>/_manifests/<hex>` (the manifest's media type: the repository holds it)
 //!   and `repos/<name>/_tags/<tag>` (the manifest digest). Repository path components start
 //!   with `[a-z0-9]`, so `_manifests` and `_tags` cannot clash with one.
+//! - Several API servers: tags are in the store (`tags`), manifests and blobs on each
+//!   server's disk, filled in from the other servers on a miss (`peers`).
 //! - Collection ([`collect`]): blobs no manifest references, and abandoned uploads, go after
 //!   [`GRACE`] (a push uploads its blobs before the manifest that references them).
 //!
 //! The decisions (paths, names, digests, what is unreferenced) are pure and unit-tested.
 
+mod peers;
 mod rules;
 mod store;
+mod tags;
 
 pub use rules::{Error, Route, permitted, route};
 pub use store::{GRACE, MAX_BLOB, Registry, collector};
@@ -34,7 +38,7 @@ use std::sync::Arc;
 use store::{append, internal, write_file};
 
 /// The largest manifest accepted.
-const MAX_MANIFEST: usize = 4 << 20;
+pub(super) const MAX_MANIFEST: usize = 4 << 20;
 
 fn error_response(e: Error) -> Response {
     let Error(status, code, message) = e;
@@ -90,13 +94,28 @@ pub async fn handle(State(state): State<Arc<ServerState>>, req: Request) -> Resp
         let what = if write { "push to" } else { "pull from" };
         return error_response(Error::new(403, "DENIED", format!("User \"{}\" cannot {what} the registry", id.user)));
     }
-    match act(&state.registry, r, req).await {
-        Ok(resp) => resp,
+    // A manifest pushed here is copied to the other API servers (tags are shared already).
+    let pushed = match (&r, req.method()) {
+        (Route::Manifest { name, .. }, &Method::PUT) => Some(name.clone()),
+        _ => None,
+    };
+    match act(&state, r, req).await {
+        Ok(resp) => {
+            let digest = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok());
+            if let (Some(name), Some(Ok(hex))) = (pushed, digest.map(sha256_hex)) {
+                tokio::spawn(peers::replicate(state.clone(), name, hex));
+            }
+            resp
+        }
         Err(e) => error_response(e),
     }
 }
 
-async fn act(reg: &Registry, r: Route, req: Request) -> Result<Response, Error> {
+async fn act(state: &ServerState, r: Route, req: Request) -> Result<Response, Error> {
+    let reg = &*state.registry;
+    let store = &state.api.store;
+    // Another API server asking: local files only.
+    let from_peer = req.headers().contains_key(peers::PEER);
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_string();
     let param = |key: &str| url_query(&query).into_iter().find(|(k, _)| k == key).map(|(_, v)| v);
@@ -110,12 +129,18 @@ async fn act(reg: &Registry, r: Route, req: Request) -> Result<Response, Error> 
                 return Err(unsupported());
             }
             let mut tags: Vec<String> = std::fs::read_dir(reg.repo(&name).join("_tags"))
-                .map_err(|_| Error::new(404, "NAME_UNKNOWN", format!("repository {name} is not known")))?
+                .into_iter()
+                .flatten()
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|t| valid_tag(t))
+                .chain(tags::list(store, &name).await?.into_iter().map(|(t, _)| t))
                 .collect();
+            if tags.is_empty() {
+                return Err(Error::new(404, "NAME_UNKNOWN", format!("repository {name} is not known")));
+            }
             tags.sort();
+            tags.dedup();
             let n = param("n").and_then(|n| n.parse::<usize>().ok());
             if let Some(last) = param("last") {
                 tags.retain(|t| *t > last);
@@ -128,7 +153,7 @@ async fn act(reg: &Registry, r: Route, req: Request) -> Result<Response, Error> 
         }
         Route::Manifest { name, reference } => match method {
             Method::GET | Method::HEAD => {
-                let (hex, media) = reg.resolve(&name, &reference).await?;
+                let (hex, media) = resolve(state, &name, &reference, from_peer).await?;
                 let bytes = tokio::fs::read(reg.blob(&hex))
                     .await
                     .map_err(|_| Error::new(404, "MANIFEST_UNKNOWN", format!("manifest sha256:{hex} is gone")))?;
@@ -140,7 +165,7 @@ async fn act(reg: &Registry, r: Route, req: Request) -> Result<Response, Error> 
                 let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes) };
                 Ok(reply(StatusCode::OK, &headers, body))
             }
-            Method::PUT => put_manifest(reg, &name, &reference, req).await,
+            Method::PUT => put_manifest(state, &name, &reference, req).await,
             Method::DELETE => {
                 let hex = sha256_hex(&reference).map_err(|_| {
                     Error::new(400, "UNSUPPORTED", "delete a manifest by its digest (a tag goes with its manifest)")
@@ -148,6 +173,7 @@ async fn act(reg: &Registry, r: Route, req: Request) -> Result<Response, Error> 
                 reg.resolve(&name, &reference).await?;
                 tokio::fs::remove_file(reg.manifest_link(&name, &hex)).await.map_err(internal)?;
                 let digest = format!("sha256:{hex}");
+                tags::remove_pointing_at(store, &name, &digest).await?;
                 for e in std::fs::read_dir(reg.repo(&name).join("_tags")).into_iter().flatten().flatten() {
                     if std::fs::read_to_string(e.path()).is_ok_and(|d| d.trim() == digest) {
                         let _ = std::fs::remove_file(e.path());
@@ -157,11 +183,14 @@ async fn act(reg: &Registry, r: Route, req: Request) -> Result<Response, Error> 
             }
             _ => Err(unsupported()),
         },
-        Route::Blob { name: _, digest } => {
+        Route::Blob { name, digest } => {
             let hex = sha256_hex(&digest)?;
             match method {
                 Method::GET | Method::HEAD => {
                     let p = reg.blob(&hex);
+                    if !from_peer && tokio::fs::metadata(&p).await.is_err() {
+                        peers::fill_blob(state, reg, &name, &hex).await?;
+                    }
                     let unknown = || Error::new(404, "BLOB_UNKNOWN", format!("blob {digest} is not known"));
                     let len = tokio::fs::metadata(&p).await.map_err(|_| unknown())?.len();
                     let headers = [
@@ -258,7 +287,29 @@ fn upload_reply(status: StatusCode, name: &str, id: &str, size: u64) -> Response
     reply(status, &headers, Body::empty())
 }
 
-async fn put_manifest(reg: &Registry, name: &str, reference: &str, req: Request) -> Result<Response, Error> {
+/// The manifest `reference` of `name`: a tag from the store (else from an earlier version's
+/// file), its manifest from this server's files, else from a peer's.
+async fn resolve(state: &ServerState, name: &str, reference: &str, from_peer: bool) -> Result<(String, String), Error> {
+    let reg = &*state.registry;
+    let reference = match sha256_hex(reference) {
+        Ok(_) => reference.to_string(),
+        Err(_) => tags::get(&state.api.store, name, reference).await?.unwrap_or_else(|| reference.to_string()),
+    };
+    match reg.resolve(name, &reference).await {
+        Err(e) if e.0 == 404 && !from_peer => {
+            let Ok(hex) = sha256_hex(&reference) else { return Err(e) };
+            if peers::fill_manifest(state, reg, name, &hex).await? {
+                reg.resolve(name, &reference).await
+            } else {
+                Err(e)
+            }
+        }
+        r => r,
+    }
+}
+
+async fn put_manifest(state: &ServerState, name: &str, reference: &str, req: Request) -> Result<Response, Error> {
+    let reg = &*state.registry;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let bytes = axum::body::to_bytes(req.into_body(), MAX_MANIFEST)
         .await
@@ -288,7 +339,9 @@ async fn put_manifest(reg: &Registry, name: &str, reference: &str, req: Request)
     write_file(&reg.manifest_link(name, &hex), media.as_bytes()).await?;
     let digest = format!("sha256:{hex}");
     if sha256_hex(reference).is_err() {
-        write_file(&reg.tag(name, reference), digest.as_bytes()).await?;
+        tags::put(&state.api.store, name, reference, &digest).await?;
+        // An earlier version's tag file would otherwise still be listed; it is superseded.
+        let _ = tokio::fs::remove_file(reg.tag(name, reference)).await;
     }
     let headers = [
         (header::LOCATION, format!("/v2/{name}/manifests/{digest}")),

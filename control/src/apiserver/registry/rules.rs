@@ -153,7 +153,8 @@ pub fn unreferenced(blobs: &[(String, Duration)], referenced: &HashSet<String>, 
 
 /// Whether `id` may use the registry for `write` (push, delete) or reading.
 pub fn permitted(id: &Identity, write: bool) -> bool {
-    id.is_admin() || (!write && id.groups.iter().any(|g| g == "system:nodes"))
+    let peer = id.user == wasmorch_api::join::APISERVER_CLIENT;
+    id.is_admin() || (!write && (peer || id.groups.iter().any(|g| g == "system:nodes")))
 }
 
 /// `k=v&k2=v2`, percent-decoded.
@@ -248,6 +249,8 @@ mod tests {
         assert!(permitted(&Identity::admin(), true) && permitted(&Identity::admin(), false));
         assert!(permitted(&node, false) && !permitted(&node, true));
         assert!(!permitted(&other, false));
+        let peer = Identity { user: wasmorch_api::join::APISERVER_CLIENT.into(), groups: vec![] };
+        assert!(permitted(&peer, false) && !permitted(&peer, true), "another API server pulls only");
     }
 
     #[test]

@@ -21,11 +21,18 @@ pub const GRACE: Duration = Duration::from_secs(3600);
 /// The registry's files.
 pub struct Registry {
     pub(super) root: PathBuf,
+    /// This API server's address among several (`peers` asks the others); `None`: alone.
+    pub(super) advertise: Option<std::net::SocketAddr>,
 }
 
 impl Registry {
     pub fn new(data_dir: &Path) -> Registry {
-        Registry { root: data_dir.join("registry") }
+        Registry { root: data_dir.join("registry"), advertise: None }
+    }
+
+    /// The registry of the API server advertised at `addr`, which may fill in from its peers.
+    pub fn serving_at(self, addr: std::net::SocketAddr) -> Registry {
+        Registry { advertise: Some(addr), ..self }
     }
 
     pub(super) fn blob(&self, hex: &str) -> PathBuf {
