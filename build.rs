@@ -1,21 +1,22 @@
 //! Builds the example components that ship inside the binary (`wasmorch.local/NAME:1.0`, see
-//! `src/examples.rs`): hello-http, sdk-demo, tcp-echo, batch-job and pod-roster, for wasm32-wasip2, with
+//! `src/examples.rs`): hello-http, sdk-demo, tcp-echo, batch-job, pod-roster and toolbox, for wasm32-wasip2, with
 //! the same cargo that builds wasmorch. They are guests of their own workspace (`workloads/`)
 //! and land in its target directory, where the tests' build of the same workloads finds them.
 //!
-//! `WASMORCH_EXAMPLES_DIR=DIR` takes the five `.wasm` files from DIR instead (packagers who
+//! `WASMORCH_EXAMPLES_DIR=DIR` takes the six `.wasm` files from DIR instead (packagers who
 //! build the guests separately).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Image name, cargo package, file the package builds.
-const EXAMPLES: [(&str, &str, &str); 5] = [
+const EXAMPLES: [(&str, &str, &str); 6] = [
     ("hello-http", "hello-http", "hello_http.wasm"),
     ("sdk-demo", "sdk-demo", "sdk_demo.wasm"),
     ("tcp-echo", "tcp-echo", "tcp-echo.wasm"),
     ("batch-job", "batch-job", "batch-job.wasm"),
     ("pod-roster", "pod-roster", "pod-roster.wasm"),
+    ("toolbox", "toolbox", "toolbox.wasm"),
 ];
 
 fn main() {

@@ -95,7 +95,7 @@ fn the_printed_next_steps_work_on_a_fresh_data_dir() {
     );
     let node: Value = serde_json::from_str(&c.ok(&["get", "nodes", "-o", "json"])).unwrap();
     let images = node["items"][0]["status"]["images"].to_string();
-    for name in ["hello-http", "sdk-demo", "tcp-echo", "batch-job", "pod-roster"] {
+    for name in ["hello-http", "sdk-demo", "tcp-echo", "batch-job", "pod-roster", "toolbox"] {
         assert!(images.contains(&format!("wasmorch.local/{name}:1.0")), "{images}");
     }
 

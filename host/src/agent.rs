@@ -545,6 +545,7 @@ pub async fn run(
         config_sync: cfg.config_sync,
         proxy: proxy.clone(),
         uses: Default::default(),
+        streams: Default::default(),
     });
     let every = cfg
         .image_max_age
@@ -557,6 +558,7 @@ pub async fn run(
         node: cfg.name.clone(),
         stats,
         rt: ctx.rt.clone(),
+        streams: ctx.streams.clone(),
     });
     let log_tls = crate::membership::endpoint_tls(&member)?;
     let log_task = tokio::spawn(crate::endpoint::serve(logs, log_server, proxy.clone(), log_tls, stop.clone()));

@@ -22,4 +22,5 @@ pub mod proxy;
 pub mod reflector;
 pub mod runtime;
 pub mod stats;
+pub mod streams;
 pub mod sys;

@@ -22,6 +22,8 @@ pub struct LogServer {
     /// Containers' resource figures, for `/stats/summary`.
     pub stats: Arc<crate::stats::Registry>,
     pub rt: Arc<crate::runtime::Runtime>,
+    /// Running pods, for exec, attach and port-forward ([`crate::streams`]).
+    pub streams: Arc<crate::streams::Registry>,
 }
 
 fn reply(code: u16, msg: &str) -> hyper::Response<Body> {
@@ -66,6 +68,9 @@ impl LogServer {
         stop: CancellationToken,
     ) -> hyper::Response<Body> {
         let path = req.uri().path().to_string();
+        if ["/exec/", "/attach/", "/portForward/"].iter().any(|p| path.starts_with(p)) {
+            return self.streams.clone().handle(req, self.rt.ports.clone(), stop).await;
+        }
         if path == "/metrics" {
             let c = &self.rt.counts;
             use std::sync::atomic::Ordering::Relaxed;

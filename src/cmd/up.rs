@@ -375,8 +375,9 @@ fn next_steps(bin: &str, manifest: &str, node_address: &str, node: bool) -> Stri
     }
     out += &format!("  {bin} get pods -o wide   # kubectl works too: kubectl get deploy,pods\n");
     out += "Images built in (no registry needed): wasmorch.local/hello-http:1.0, wasmorch.local/sdk-demo:1.0,\n";
-    out += "  wasmorch.local/tcp-echo:1.0, wasmorch.local/batch-job:1.0 and wasmorch.local/pod-roster:1.0\n";
-    out += "  (tcp-echo, batch-job and pod-roster, a controller, run as processes).\n";
+    out += "  wasmorch.local/tcp-echo:1.0, wasmorch.local/batch-job:1.0, wasmorch.local/pod-roster:1.0 and\n";
+    out += "  wasmorch.local/toolbox:1.0 (tcp-echo, batch-job, pod-roster, a controller, and toolbox, for\n";
+    out += "  kubectl exec, run as processes).\n";
     out
 }
 

@@ -383,6 +383,7 @@ pub fn defaults() -> Vec<Value> {
     ];
     let edit_rules = vec![
         rule(&[""], &core_write, WRITE),
+        rule(&[""], &["pods/exec", "pods/attach", "pods/portforward"], &["create", "get"]),
         rule(&[""], &["secrets"], &["get", "list", "watch", "create", "delete", "deletecollection", "patch", "update"]),
         rule(&["apps"], &apps, WRITE),
         rule(&["batch"], &["jobs", "cronjobs"], WRITE),

@@ -28,7 +28,8 @@ pub async fn request(
     };
     let tls = tokio::time::timeout(CONNECT, connect).await.map_err(|_| "connect timed out".to_string())??;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    // With upgrades: the connect subresources (exec, port-forward) take the connection over.
+    tokio::spawn(conn.with_upgrades());
     let mut req = http::Request::builder().method(method).uri(path).header("host", name);
     for (k, v) in headers {
         req = req.header(*k, *v);

@@ -188,6 +188,13 @@ async fn route(state: Arc<ServerState>, req: Request) -> Result<Response, ApiErr
                 authz::authorize(&state.api, &id, &t, authz::Verb::Get, None).await?;
                 return super::logs::logs(&state, &t, &p).await;
             }
+            if t.res.plural == "pods"
+                && t.subresource.as_deref().is_some_and(|s| super::connect::SUBRESOURCES.contains(&s))
+            {
+                // Kubernetes asks for `create` whatever the method (WebSocket clients use GET).
+                authz::authorize(&state.api, &id, &t, authz::Verb::Create, None).await?;
+                return super::connect::connect(&state, &t, req).await;
+            }
             if t.res.plural == "serviceaccounts" && t.subresource.as_deref() == Some("token") {
                 if req.method() != Method::POST {
                     return Err(ApiError::method_not_allowed(format!(

@@ -112,6 +112,20 @@ pub async fn node_proxy(state: &ServerState, node_name: &str, path: &str) -> Res
     b.body(Body::new(resp.into_body())).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// A request to a node's endpoint asking to upgrade the connection (exec, port-forward); the
+/// answer is the node's, 101 or not.
+pub async fn node_upgrade(
+    state: &ServerState,
+    node_name: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<http::Response<hyper::body::Incoming>, ApiError> {
+    let addr = node_endpoint(state, node_name).await?;
+    super::dial::request(http::Method::GET, state.kubelet_tls.clone(), node_name, addr.into(), path, headers)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("node {node_name} is unreachable: {e}")))
+}
+
 /// Largest JSON document read from a node (a Summary of thousands of pods fits).
 const MAX_NODE_JSON: usize = 64 << 20;
 

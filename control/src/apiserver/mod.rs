@@ -13,6 +13,7 @@
 pub mod access;
 pub mod api;
 pub mod authz;
+pub mod connect;
 pub mod crds;
 pub mod dial;
 pub mod discovery;

@@ -51,6 +51,8 @@ pub struct NodeCtx {
     pub proxy: Arc<crate::proxy::Proxy>,
     /// Which components containers here use (what the collector keeps).
     pub uses: Arc<crate::collect::Uses>,
+    /// Running pods and containers, for exec and port-forward.
+    pub streams: Arc<crate::streams::Registry>,
 }
 
 /// A poster of events: pods hand events over without waiting for the API; a few are posted
@@ -175,6 +177,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         pod: pod.clone(),
     });
     let _ = std::fs::create_dir_all(&info.log_dir);
+    let _streams = info.ip.parse().ok().map(|ip| ctx.streams.pod(&info.uid, ip));
     let containers: Vec<Value> = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
     // Restart counts survive a node restart: they come from the reported status.
     let previous = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
@@ -524,6 +527,9 @@ async fn container(
     let args: Vec<String> = std::iter::once(name.clone())
         .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))
         .collect();
+    let _exec = ctx
+        .streams
+        .container(&info.uid, exec_target(&ctx, &info, &name, &loaded, &env, &cgroup, &net, &mounts, &cluster, &stop));
     event(&ctx, &info, "Normal", "Created", format!("Created container {name}")).await;
     loop {
         let run = stop.child_token();
@@ -646,6 +652,64 @@ async fn container(
         }
     }
 }
+
+/// What exec runs in a container: its own command component, else the debug component the
+/// pod names in [`DEBUG_IMAGE_ANNOTATION`] (pulled on the first exec), else nothing, and why.
+#[allow(clippy::too_many_arguments)]
+fn exec_target(
+    ctx: &Arc<NodeCtx>,
+    info: &PodInfo,
+    name: &str,
+    loaded: &Loaded,
+    env: &[(String, String)],
+    cgroup: &Arc<crate::runtime::cgroup::Cgroup>,
+    net: &Arc<NetPolicy>,
+    mounts: &Arc<[crate::runtime::Mount]>,
+    cluster: &Option<Arc<dyn crate::runtime::Cluster>>,
+    stop: &CancellationToken,
+) -> crate::streams::ExecTarget {
+    use crate::streams::Command;
+    let debug = info.pod.pointer(&format!("/metadata/annotations/{}", DEBUG_IMAGE_ANNOTATION.replace('/', "~1")));
+    let command = match (loaded, debug.and_then(Value::as_str)) {
+        (Loaded::Command(pre), _) => Command::Own(pre.clone()),
+        (Loaded::Http(_), Some(image)) => {
+            let (ctx, image) = (ctx.clone(), image.to_string());
+            Command::Debug(Arc::new(move || {
+                let (ctx, image) = (ctx.clone(), image.clone());
+                Box::pin(async move {
+                    let bytes = ctx.puller.fetch(&image, "IfNotPresent").await.map_err(|e| e.message)?;
+                    let rt = ctx.rt.clone();
+                    let (_, loaded) = tokio::task::spawn_blocking(move || rt.load(&bytes))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| format!("debug image {image}: {e:#}"))?;
+                    match loaded {
+                        Loaded::Command(pre) => Ok(pre),
+                        Loaded::Http(_) => Err(format!("debug image {image} is an HTTP component, not a command")),
+                    }
+                })
+            }))
+        }
+        (Loaded::Http(_), None) => Command::Unavailable(format!(
+            "its component serves HTTP (wasi:http) and has no command to run; name a command component              for exec in the pod annotation {DEBUG_IMAGE_ANNOTATION}"
+        )),
+    };
+    crate::streams::ExecTarget {
+        name: name.to_string(),
+        command,
+        rt: ctx.rt.clone(),
+        env: env.to_vec(),
+        cgroup: cgroup.clone(),
+        net: net.clone(),
+        mounts: mounts.clone(),
+        cluster: cluster.clone(),
+        stop: stop.clone(),
+    }
+}
+
+/// The pod annotation naming a command component that `kubectl exec` runs in containers
+/// whose own component serves HTTP.
+pub const DEBUG_IMAGE_ANNOTATION: &str = "wasmorch.io/debug-image";
 
 /// Where an HTTP component serves when its container declares no port (as Spin and
 /// `wasmtime serve` do).

@@ -195,6 +195,7 @@ impl HttpWorkload {
             &self.env,
             &[],
             self.log.as_ref(),
+            None,
             &self.net,
             &self.mounts,
             self.cluster.as_ref(),

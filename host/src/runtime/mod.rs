@@ -334,10 +334,19 @@ impl Drop for Live {
 /// WASI context of one instance: environment, arguments, stdout/stderr into the pod's log,
 /// sockets under the pod's network policy, and the container's volume mounts as preopened
 /// directories (nothing else of the node's filesystem).
+/// Standard streams of an instance other than its log: an exec or attach session's.
+pub struct Stdio {
+    pub stdin: Option<wasmtime_wasi::cli::AsyncStdinStream>,
+    pub stdout: wasmtime_wasi::cli::AsyncStdoutStream,
+    pub stderr: wasmtime_wasi::cli::AsyncStdoutStream,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn wasi_ctx(
     env: &[(String, String)],
     args: &[String],
     log: Option<&output::LogSink>,
+    stdio: Option<Stdio>,
     net: &Arc<NetPolicy>,
     mounts: &[Mount],
     cluster: Option<&Arc<dyn Cluster>>,
@@ -358,6 +367,12 @@ pub fn wasi_ctx(
     });
     if let Some(sink) = log {
         b.stdout(sink.clone()).stderr(sink.clone());
+    }
+    if let Some(io) = stdio {
+        if let Some(stdin) = io.stdin {
+            b.stdin(stdin);
+        }
+        b.stdout(io.stdout).stderr(io.stderr);
     }
     for m in mounts {
         let perms = if m.read_only { wasmtime_wasi::FsPerms::ReadOnly } else { wasmtime_wasi::FsPerms::ReadWrite };

@@ -70,10 +70,16 @@ pub struct Process {
 
 impl Process {
     pub async fn run(&self, stop: CancellationToken) -> Exit {
+        self.run_with(None, stop).await
+    }
+
+    /// Run with these standard streams instead of the log (an exec session's).
+    pub async fn run_with(&self, stdio: Option<super::Stdio>, stop: CancellationToken) -> Exit {
         let wasi = match super::wasi_ctx(
             &self.env,
             &self.args,
             self.log.as_ref(),
+            stdio,
             &self.net,
             &self.mounts,
             self.cluster.as_ref(),

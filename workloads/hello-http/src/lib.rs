@@ -5,7 +5,8 @@
 //! answers after MS milliseconds (a slow request, for drain tests); `GET /file?path=P` answers a
 //! file's contents and `PUT /file?path=P` writes the request body to it (volume tests: the
 //! path is taken from the query, which clients do not normalize, so `..` reaches the host);
-//! `GET /ls?path=P` lists a directory.
+//! `GET /ls?path=P` lists a directory; `GET /bytes/N` answers N bytes (at most 64 MiB; transfer
+//! tests and benchmarks).
 
 use wasip2::http::types::{Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -81,6 +82,10 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         if let Some(ms) = path.strip_prefix("/sleep/").and_then(|m| m.parse::<u64>().ok()) {
             std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
             respond(out, 200, &format!("slept {ms} ms\n"));
+            return;
+        }
+        if let Some(n) = path.strip_prefix("/bytes/").and_then(|n| n.parse::<usize>().ok()) {
+            respond(out, 200, &"x".repeat(n.min(64 << 20)));
             return;
         }
         if let Some((status, text)) = files(&request, &path) {
