@@ -62,6 +62,14 @@ spec:
       image: file://{hello}
       ports: [{{containerPort: 8080}}]
       env: [{{name: MODE, value: debugging}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader}}
+spec:
+  restartPolicy: Never
+  containers:
+    - {{name: cat, image: "file://{toolbox}", args: [cat], stdin: true, stdinOnce: true}}
 "#,
         toolbox = w.join("toolbox.wasm").display(),
         hello = w.join("hello_http.wasm").display()
@@ -87,7 +95,7 @@ fn exec_runs_a_fresh_instance_with_arguments_stdin_environment_and_exit_status()
     let d = dir.path();
     let c = Cluster::with_node(d);
     apply(&c, d, "pods.yaml", &pods_yaml());
-    wait_running(&c, &["tools", "web", "web-debug"]);
+    wait_running(&c, &["tools", "web", "web-debug", "reader"]);
 
     // Arguments, on stdout; exit status 0.
     let o = kubectl(&c, &["exec", "tools", "--", "echo", "hi", "there"], None);
@@ -116,10 +124,21 @@ fn exec_runs_a_fresh_instance_with_arguments_stdin_environment_and_exit_status()
     // A container that is not there.
     let o = kubectl(&c, &["exec", "tools", "-c", "nope", "--", "echo"], None);
     assert!(text(&o.stderr).contains("container nope is not valid for pod tools"), "{}", text(&o.stderr));
-    // attach says why not.
-    let o = kubectl(&c, &["attach", "tools"], None);
+    // attach: the running process's stdin and its output; with stdinOnce, the end of this
+    // input is the process's, so it finishes.
+    let o = kubectl(&c, &["attach", "-i", "reader"], Some("to the running process\n"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("to the running process"), "{}", text(&o.stdout));
+    let done = || {
+        get_json(&c, &["pod", "reader"])
+            .is_some_and(|p| p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0)
+    };
+    assert!(eventually(Duration::from_secs(30), done), "{}", c.ok(&["get", "pod", "reader", "-o", "yaml"]));
+    assert_eq!(c.ok(&["logs", "reader"]), "to the running process\n");
+    // A container started without stdin takes none.
+    let o = kubectl(&c, &["attach", "-i", "tools"], Some("x"));
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("attach is not supported"), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("takes no input"), "{}", text(&o.stderr));
     // The pod's own process went on through all of it.
     let pod = get_json(&c, &["pod", "tools"]).unwrap();
     assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);

@@ -11,7 +11,6 @@ use hyper::body::{Frame, Incoming};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::sync::CancellationToken;
 
 pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
@@ -135,36 +134,19 @@ impl LogServer {
         if !follow || previous {
             return reply(200, "").map(|_| http_body_util::Full::new(first).map_err(|never| match never {}).boxed());
         }
-        // Follow: send what is there, then poll the file for more until the client goes away,
-        // the node stops, or the file is removed with its pod.
+        // Follow: send what is there, then what is appended, until the client goes away, the
+        // node stops, or the file is removed with its pod.
+        let offset = data.len() as u64;
+        let more = crate::runtime::output::follow(file, offset, stop);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
-        let mut offset = data.len() as u64;
         tokio::spawn(async move {
-            if tx.send(Ok(Frame::data(first))).await.is_err() {
-                return;
-            }
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = stop.cancelled() => return,
-                    _ = tx.closed() => return,
-                }
-                let Ok(mut f) = tokio::fs::File::open(&file).await else { return };
-                let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-                if len < offset {
-                    offset = 0; // truncated or replaced by a new run
-                }
-                if len == offset {
-                    continue;
-                }
-                let mut buf = Vec::with_capacity((len - offset) as usize);
-                if f.seek(std::io::SeekFrom::Start(offset)).await.is_err() || f.read_to_end(&mut buf).await.is_err() {
+            let mut more = more;
+            let mut next = Some(first);
+            while let Some(b) = next {
+                if tx.send(Ok(Frame::data(b))).await.is_err() {
                     return;
                 }
-                offset += buf.len() as u64;
-                if tx.send(Ok(Frame::data(Bytes::from(buf)))).await.is_err() {
-                    return;
-                }
+                next = more.recv().await;
             }
         });
         let body = StreamBody::new(tokio_stream_wrappers(rx));

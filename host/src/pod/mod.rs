@@ -527,14 +527,18 @@ async fn container(
     let args: Vec<String> = std::iter::once(name.clone())
         .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))
         .collect();
-    let _exec = ctx
-        .streams
-        .container(&info.uid, exec_target(&ctx, &info, &name, &loaded, &env, &cgroup, &net, &mounts, &cluster, &stop));
+    // Only a process reads stdin; `stdin: true` gives each run a pipe attach sessions write to.
+    let takes_input = matches!(loaded, Loaded::Command(_)) && c["stdin"].as_bool() == Some(true);
+    let attach = Arc::new(crate::streams::attach::Attach::new(takes_input, c["stdinOnce"].as_bool() == Some(true)));
+    let mut target = exec_target(&ctx, &info, &name, &loaded, &env, &cgroup, &net, &mounts, &cluster, &stop);
+    target.attach = attach.clone();
+    let _exec = ctx.streams.container(&info.uid, target);
     event(&ctx, &info, "Normal", "Created", format!("Created container {name}")).await;
     loop {
         let run = stop.child_token();
         let killed = Arc::new(Mutex::new(None::<String>));
         let log = open_log(&info.log_dir, &name);
+        let stdin = attach.begin(run.clone());
         let started = object::now_rfc3339();
         let began = Instant::now();
         let running = |message: String| {
@@ -599,7 +603,8 @@ async fn container(
                 };
                 running(format!("Started container {name}"));
                 ctx.stats.register(info.container_key(&name), None, cgroup.clone());
-                let exit = p.run(run.clone()).await;
+                let stdio = crate::runtime::Stdio { stdin, ..Default::default() };
+                let exit = p.run_with(Some(stdio), run.clone()).await;
                 run.cancel();
                 exit
             }
@@ -704,6 +709,8 @@ fn exec_target(
         mounts: mounts.clone(),
         cluster: cluster.clone(),
         stop: stop.clone(),
+        attach: Arc::new(crate::streams::attach::Attach::new(false, false)),
+        log: crate::logs::log_path(&info.log_dir, name, false),
     }
 }
 

@@ -334,11 +334,13 @@ impl Drop for Live {
 /// WASI context of one instance: environment, arguments, stdout/stderr into the pod's log,
 /// sockets under the pod's network policy, and the container's volume mounts as preopened
 /// directories (nothing else of the node's filesystem).
-/// Standard streams of an instance other than its log: an exec or attach session's.
+/// Standard streams of an instance other than its log (and empty stdin): an exec session's,
+/// or a process's stdin that attach sessions write to.
+#[derive(Default)]
 pub struct Stdio {
     pub stdin: Option<wasmtime_wasi::cli::AsyncStdinStream>,
-    pub stdout: wasmtime_wasi::cli::AsyncStdoutStream,
-    pub stderr: wasmtime_wasi::cli::AsyncStdoutStream,
+    pub stdout: Option<wasmtime_wasi::cli::AsyncStdoutStream>,
+    pub stderr: Option<wasmtime_wasi::cli::AsyncStdoutStream>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -372,7 +374,12 @@ pub fn wasi_ctx(
         if let Some(stdin) = io.stdin {
             b.stdin(stdin);
         }
-        b.stdout(io.stdout).stderr(io.stderr);
+        if let Some(out) = io.stdout {
+            b.stdout(out);
+        }
+        if let Some(err) = io.stderr {
+            b.stderr(err);
+        }
     }
     for m in mounts {
         let perms = if m.read_only { wasmtime_wasi::FsPerms::ReadOnly } else { wasmtime_wasi::FsPerms::ReadWrite };

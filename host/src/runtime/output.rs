@@ -166,6 +166,50 @@ impl tokio::io::AsyncWrite for LogSink {
     }
 }
 
+/// What a log file holds past `offset` (at most [`MAX_LOG_BYTES`]) and the offset after it;
+/// a file shorter than `offset` (rotated, or a new run's) is read from its start. `None`: no
+/// such file.
+pub async fn read_from(path: &Path, offset: u64) -> Option<(Bytes, u64)> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+    let offset = if len < offset { 0 } else { offset };
+    if len == offset {
+        return Some((Bytes::new(), offset));
+    }
+    let mut buf = Vec::with_capacity((len - offset).min(MAX_LOG_BYTES) as usize);
+    f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+    (&mut f).take(MAX_LOG_BYTES).read_to_end(&mut buf).await.ok()?;
+    let next = offset + buf.len() as u64;
+    Some((Bytes::from(buf), next))
+}
+
+/// Follow a log file from `offset`: what is appended to it arrives on the receiver (the file
+/// is looked at every 100 ms, see [`read_from`]). Ends when the file is gone, `stop` is
+/// cancelled or the receiver is dropped.
+pub fn follow(
+    path: PathBuf,
+    mut offset: u64,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::sync::mpsc::Receiver<Bytes> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
+            }
+            let Some((b, next)) = read_from(&path, offset).await else { return };
+            offset = next;
+            if !b.is_empty() && tx.send(b).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +267,21 @@ mod tests {
         drop(sink);
         close_idle(std::time::Duration::ZERO);
         assert!(SINKS.lock().unwrap().iter().all(|w| !w.ptr_eq(&weak)), "a dropped sink leaves the list");
+    }
+
+    #[tokio::test]
+    async fn read_from_gives_what_was_appended_and_starts_over_on_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        assert!(read_from(&p, 0).await.is_none());
+        std::fs::write(&p, b"abc").unwrap();
+        let (b, o) = read_from(&p, 0).await.unwrap();
+        assert_eq!((&b[..], o), (&b"abc"[..], 3));
+        let (b, o) = read_from(&p, 3).await.unwrap();
+        assert_eq!((&b[..], o), (&b""[..], 3));
+        // A new run's (shorter) file is read from its start.
+        std::fs::write(&p, b"x").unwrap();
+        let (b, o) = read_from(&p, 3).await.unwrap();
+        assert_eq!((&b[..], o), (&b"x"[..], 1));
     }
 }

@@ -85,11 +85,38 @@ pub fn failure(message: &str) -> Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
 }
 
-fn framed(channel: u8, data: &[u8]) -> Message {
+pub(super) fn framed(channel: u8, data: &[u8]) -> Message {
     let mut b = Vec::with_capacity(1 + data.len());
     b.push(channel);
     b.extend_from_slice(data);
     Message::Binary(Bytes::from(b))
+}
+
+/// A close frame with a normal closure (1000): kubectl takes any other close as an error.
+pub(super) fn close_normal() -> Message {
+    Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: Default::default(),
+    }))
+}
+
+/// The socket's one writer: messages sent on the channel go out in order; a close frame is
+/// the last.
+pub(super) fn writer<K>(mut sink: K) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>)
+where
+    K: futures::Sink<Message> + Unpin + Send + 'static,
+{
+    let (out, mut out_rx) = mpsc::channel::<Message>(64);
+    let task = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            let close = matches!(m, Message::Close(_));
+            if sink.send(m).await.is_err() || close {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (out, task)
 }
 
 /// Copy `r` to the socket as messages on `channel` until it ends.
@@ -131,17 +158,8 @@ where
     F: FnOnce(Stdio, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = Result<Exit, String>>,
 {
-    let (mut sink, mut stream) = ws.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            let close = matches!(m, Message::Close(_));
-            if sink.send(m).await.is_err() || close {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = ws.split();
+    let (out, writer) = writer(sink);
     let mut pumps = Vec::new();
     let stdout = output(opts.stdout, STDOUT, &out, &mut pumps);
     // With a terminal, Kubernetes merges stderr into stdout.
@@ -181,7 +199,7 @@ where
         }
         g.cancel();
     });
-    let exit = run(Stdio { stdin, stdout, stderr }, gone.clone()).await;
+    let exit = run(Stdio { stdin, stdout: Some(stdout), stderr: Some(stderr) }, gone.clone()).await;
     // The instance (and with it the pipes' writing ends) is gone: drain what it wrote.
     for p in pumps {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), p).await;
@@ -192,12 +210,7 @@ where
             Err(why) => failure(why),
         };
         let _ = out.send(framed(ERROR, st.to_string().as_bytes())).await;
-        // A normal closure (1000): kubectl takes any other close as an error.
-        let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
-            code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
-            reason: Default::default(),
-        };
-        let _ = out.send(Message::Close(Some(close))).await;
+        let _ = out.send(close_normal()).await;
     }
     drop(out);
     let _ = writer.await;

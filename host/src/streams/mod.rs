@@ -10,6 +10,7 @@
 //! Pods and their containers are entered here while they run ([`Registry::pod`],
 //! [`Registry::container`]); the guards take them out.
 
+pub mod attach;
 pub mod exec;
 pub mod portforward;
 pub mod spdy;
@@ -66,6 +67,10 @@ pub struct ExecTarget {
     pub cluster: Option<Arc<dyn Cluster>>,
     /// The container's life: an exec ends with it.
     pub stop: CancellationToken,
+    /// Its current run's input and end, for attach.
+    pub attach: Arc<attach::Attach>,
+    /// Its log file (the current run's output).
+    pub log: std::path::PathBuf,
 }
 
 impl ExecTarget {
@@ -166,13 +171,7 @@ impl Registry {
         }
         match parts.as_slice() {
             ["exec", _ns, pod, uid, container] => self.exec(req, pod, uid, container).await,
-            ["attach", _, pod, _, container] => reply(
-                400,
-                &format!(
-                    "container {container} in pod {pod}: attach is not supported: a component's output is its log \
-                     (kubectl logs -f), and a fresh instance takes input with kubectl exec -i\n"
-                ),
-            ),
+            ["attach", _ns, pod, uid, container] => self.attach(req, pod, uid, container),
             ["portForward", ns, pod, uid] => {
                 let Some(ip) = self.ip(uid) else {
                     return reply(404, &format!("pod {ns}/{pod} is not running on this node\n"));
@@ -181,6 +180,39 @@ impl Registry {
             }
             _ => reply(404, "not found\n"),
         }
+    }
+
+    fn attach(&self, req: hyper::Request<Incoming>, pod: &str, uid: &str, container: &str) -> hyper::Response<Body> {
+        let Some(target) = self.target(uid, container) else {
+            return reply(404, &format!("container {container} is not running in pod {pod}\n"));
+        };
+        let opts = exec::Options::parse(req.uri().query().unwrap_or(""));
+        if opts.stdin && !target.attach.stdin {
+            return reply(
+                400,
+                &format!(
+                    "container {container} in pod {pod} takes no input: only a process container started with \
+                     stdin: true does (kubectl exec -i gives a fresh instance input)\n"
+                ),
+            );
+        }
+        let offered = header(&req, "sec-websocket-protocol");
+        let Some(protocol) = exec::pick_protocol(&offered) else {
+            return reply(
+                400,
+                &format!("attach speaks WebSocket with {} or {}; offered: {offered:?}\n", exec::V5, exec::V4),
+            );
+        };
+        let Some(resp) = websocket_accept(&req, protocol) else {
+            return reply(400, "attach needs a WebSocket upgrade\n");
+        };
+        let v5 = protocol == exec::V5;
+        tokio::spawn(async move {
+            let Some(ws) = websocket(req).await else { return };
+            let (a, log, stop) = (target.attach.clone(), target.log.clone(), target.stop.clone());
+            attach::session(ws, v5, opts, a, log, stop).await;
+        });
+        resp
     }
 
     async fn exec(
