@@ -17,6 +17,36 @@ impl Drop for Proc {
     }
 }
 
+/// A client command against the cluster of `kc`; panics unless it succeeds; its stdout.
+pub fn cli(bin: &str, kc: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin).args(args).env("KUBECONFIG", kc).output().expect("run wasmorch");
+    assert!(out.status.success(), "wasmorch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `wasmorch up` with its local node in `dir` (kubeconfig `dir/kubeconfig`), `extra` flags,
+/// once its node is Ready.
+pub fn up(bin: &str, dir: &Path, extra: &[&str]) -> Proc {
+    let kc = dir.join("kubeconfig");
+    let p = Proc(
+        Command::new(bin)
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(extra)
+            .env("KUBECONFIG", &kc)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wasmorch up"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kc.exists() || !cli(bin, &kc, &["get", "nodes"]).contains(" Ready ") {
+        assert!(Instant::now() < deadline, "up did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p
+}
+
 pub fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }

@@ -6,8 +6,6 @@
 //!
 //! Run with `bench/run-ingress.sh`. Knobs: WRK_SECS (10), WRK_CONNS (32).
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "common.rs"]
@@ -15,12 +13,6 @@ mod common;
 use common::*;
 
 const NODE: &str = "127.74.255.254";
-
-fn cli(bin: &str, kc: &Path, args: &[&str]) -> String {
-    let out = Command::new(bin).args(args).env("KUBECONFIG", kc).output().expect("run wasmorch");
-    assert!(out.status.success(), "wasmorch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A GET with a Host header answered 200, over plain HTTP.
 fn ok_with_host(addr: &str, host: &str) -> bool {
@@ -45,23 +37,8 @@ fn main() {
     let d = tmp.path();
     let kc = d.join("kubeconfig");
     let (http, https) = (free_port(), free_port());
-    let _up = Proc(
-        Command::new(&bin)
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(d.join("data"))
-            .args(["--node-address", NODE, "--ingress-http-port", &http.to_string()])
-            .args(["--ingress-https-port", &https.to_string()])
-            .env("KUBECONFIG", &kc)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wasmorch up"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !kc.exists() || !cli(&bin, &kc, &["get", "nodes"]).contains(" Ready ") {
-        assert!(Instant::now() < deadline, "up did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (http_s, https_s) = (http.to_string(), https.to_string());
+    let _up = up(&bin, d, &["--node-address", NODE, "--ingress-http-port", &http_s, "--ingress-https-port", &https_s]);
     let k = rcgen::generate_simple_self_signed(vec!["bench.local".to_string()]).unwrap();
     let (cert, key) = (k.cert.pem(), k.signing_key.serialize_pem());
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);

@@ -227,21 +227,7 @@ fn node_processes_on_one_machine_get_their_own_pod_ranges() {
     let d = dir.path();
     // The only test on the default cluster range (the others each take a range of their own).
     let c = Cluster::start_with(d, &["--node-name", "n1"]);
-    let token = std::fs::read_to_string(d.join("data/join.token")).unwrap().trim().to_string();
-    let node = |name: &str| {
-        let data = d.join(name);
-        common::Daemon::spawn(&[
-            "node",
-            "--server",
-            &c.url,
-            "--token",
-            &token,
-            "--name",
-            name,
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-    };
+    let node = |name: &str| common::Daemon::node(&c, d, name);
     let _n2 = node("n2");
     let mut n3 = node("n3");
     let cidr = |n: &str| get_json(&c, &["node", n]).and_then(|o| o["spec"]["podCIDR"].as_str().map(String::from));

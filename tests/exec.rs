@@ -230,19 +230,7 @@ fn port_forward_reaches_pods_deployments_and_services_on_any_node() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let c = Cluster::with_node(d);
-    let token = std::fs::read_to_string(d.join("data/join.token")).unwrap().trim().to_string();
-    let n2_data = d.join("n2");
-    let _n2 = common::Daemon::spawn(&[
-        "node",
-        "--server",
-        &c.url,
-        "--token",
-        &token,
-        "--name",
-        "n2",
-        "--data-dir",
-        n2_data.to_str().unwrap(),
-    ]);
+    let _n2 = common::Daemon::node(&c, d, "n2");
     deployment(d, &c);
     let ready = || {
         let pods = get_json(&c, &["pods"]).unwrap_or_default();

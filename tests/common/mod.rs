@@ -412,6 +412,16 @@ impl Daemon {
         Self::spawn_program(BIN, args)
     }
 
+    /// `wasmorch node NAME` joined to the cluster `c` (started in `dir`, whose join token it
+    /// uses), its data in `dir/NAME`.
+    pub fn node(c: &Cluster, dir: &Path, name: &str) -> Daemon {
+        let token = std::fs::read_to_string(dir.join("data/join.token")).expect("join token");
+        let data = dir.join(name);
+        let args =
+            ["node", "--server", &c.url, "--token", token.trim(), "--name", name, "--data-dir", data.to_str().unwrap()];
+        Self::spawn(&args)
+    }
+
     /// Any program, e.g. a peer the test runs against.
     pub fn spawn_program(program: &str, args: &[&str]) -> Daemon {
         let mut child = Command::new(program)

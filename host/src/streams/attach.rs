@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes of input buffered for a process.
@@ -78,29 +77,23 @@ pub async fn session<S>(
     let once = attach.once;
     let input = run.clone().filter(|_| opts.stdin);
     let reader = tokio::spawn(async move {
-        while let Some(m) = stream.next().await {
-            let Ok(Message::Binary(b)) = m else {
-                if matches!(m, Ok(Message::Close(_)) | Err(_)) {
-                    break;
-                }
-                continue;
-            };
+        while let Some(i) = exec::next_input(&mut stream, v5).await {
             let Some(run) = input.as_ref() else { continue };
-            match (b.first(), b.get(1)) {
-                (Some(&exec::STDIN), _) => {
+            match i {
+                exec::Input::Stdin(b) => {
                     let mut w = run.stdin.lock().await;
                     if let Some(pipe) = w.as_mut()
-                        && pipe.write_all(&b[1..]).await.is_err()
+                        && pipe.write_all(&b).await.is_err()
                     {
                         *w = None;
                     }
                 }
-                (Some(&exec::CLOSE), Some(&exec::STDIN)) if v5 && once => {
+                exec::Input::CloseStdin if once => {
                     if let Some(mut pipe) = run.stdin.lock().await.take() {
                         let _ = pipe.shutdown().await;
                     }
                 }
-                _ => {}
+                exec::Input::CloseStdin => {}
             }
         }
         g.cancel();

@@ -119,6 +119,32 @@ where
     (out, task)
 }
 
+/// What the client sends, as the session acts on it.
+pub(super) enum Input {
+    Stdin(Bytes),
+    /// The end of the client's stdin (v5's close of channel 0).
+    CloseStdin,
+}
+
+/// The client's next input; `None` once it has gone (closed, or the connection broke).
+/// Resizes and anything else are skipped: there is no terminal to resize.
+pub(super) async fn next_input<S>(stream: &mut S, v5: bool) -> Option<Input>
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match stream.next().await? {
+            Ok(Message::Binary(b)) => match (b.first(), b.get(1)) {
+                (Some(&STDIN), _) => return Some(Input::Stdin(b.slice(1..))),
+                (Some(&CLOSE), Some(&STDIN)) if v5 => return Some(Input::CloseStdin),
+                _ => {}
+            },
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Copy `r` to the socket as messages on `channel` until it ends.
 async fn pump(mut r: impl AsyncRead + Unpin, channel: u8, out: mpsc::Sender<Message>) {
     let mut buf = vec![0u8; 32 << 10];
@@ -174,27 +200,20 @@ where
     let g = gone.clone();
     // The client's messages: stdin, its close, resizes (no terminal here to resize).
     let reader = tokio::spawn(async move {
-        while let Some(m) = stream.next().await {
-            let Ok(Message::Binary(b)) = m else {
-                if matches!(m, Ok(Message::Close(_)) | Err(_)) {
-                    break;
-                }
-                continue;
-            };
-            match (b.first(), b.get(1)) {
-                (Some(&STDIN), _) => {
+        while let Some(input) = next_input(&mut stream, v5).await {
+            match input {
+                Input::Stdin(b) => {
                     if let Some(w) = stdin_w.as_mut()
-                        && w.write_all(&b[1..]).await.is_err()
+                        && w.write_all(&b).await.is_err()
                     {
                         stdin_w = None;
                     }
                 }
-                (Some(&CLOSE), Some(&STDIN)) if v5 => {
+                Input::CloseStdin => {
                     if let Some(mut w) = stdin_w.take() {
                         let _ = w.shutdown().await;
                     }
                 }
-                _ => {}
             }
         }
         g.cancel();

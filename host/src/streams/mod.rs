@@ -196,17 +196,10 @@ impl Registry {
                 ),
             );
         }
-        let offered = header(&req, "sec-websocket-protocol");
-        let Some(protocol) = exec::pick_protocol(&offered) else {
-            return reply(
-                400,
-                &format!("attach speaks WebSocket with {} or {}; offered: {offered:?}\n", exec::V5, exec::V4),
-            );
+        let (resp, v5) = match channel_upgrade(&req, "attach") {
+            Ok(x) => x,
+            Err(why) => return reply(400, &why),
         };
-        let Some(resp) = websocket_accept(&req, protocol) else {
-            return reply(400, "attach needs a WebSocket upgrade\n");
-        };
-        let v5 = protocol == exec::V5;
         tokio::spawn(async move {
             let Some(ws) = websocket(req).await else { return };
             let (a, log, stop) = (target.attach.clone(), target.log.clone(), target.stop.clone());
@@ -236,17 +229,10 @@ impl Registry {
             Ok(p) => p,
             Err(why) => return reply(400, &format!("container {container} in pod {pod}: {why}\n")),
         };
-        let offered = header(&req, "sec-websocket-protocol");
-        let Some(protocol) = exec::pick_protocol(&offered) else {
-            return reply(
-                400,
-                &format!("exec speaks WebSocket with {} or {}; offered: {offered:?}\n", exec::V5, exec::V4),
-            );
+        let (resp, v5) = match channel_upgrade(&req, "exec") {
+            Ok(x) => x,
+            Err(why) => return reply(400, &why),
         };
-        let Some(resp) = websocket_accept(&req, protocol) else {
-            return reply(400, "exec needs a WebSocket upgrade\n");
-        };
-        let v5 = protocol == exec::V5;
         tokio::spawn(async move {
             let Some(ws) = websocket(req).await else { return };
             let args = opts.command.clone();
@@ -317,6 +303,19 @@ fn port_forward(
         return resp;
     }
     reply(400, "port-forward needs an upgrade to WebSocket or SPDY/3.1\n")
+}
+
+/// The 101 answer to a channel-protocol WebSocket handshake (exec, attach) and whether it
+/// speaks v5; else why not (a 400's message).
+fn channel_upgrade(req: &hyper::Request<Incoming>, what: &str) -> Result<(hyper::Response<Body>, bool), String> {
+    let offered = header(req, "sec-websocket-protocol");
+    let Some(protocol) = exec::pick_protocol(&offered) else {
+        return Err(format!("{what} speaks WebSocket with {} or {}; offered: {offered:?}\n", exec::V5, exec::V4));
+    };
+    match websocket_accept(req, protocol) {
+        Some(resp) => Ok((resp, protocol == exec::V5)),
+        None => Err(format!("{what} needs a WebSocket upgrade\n")),
+    }
 }
 
 /// The 101 answer to a WebSocket handshake speaking `protocol`, if the request is one.
