@@ -139,6 +139,10 @@ fn exec_runs_a_fresh_instance_with_arguments_stdin_environment_and_exit_status()
     let o = kubectl(&c, &["attach", "-i", "tools"], Some("x"));
     assert!(!o.status.success());
     assert!(text(&o.stderr).contains("takes no input"), "{}", text(&o.stderr));
+    // Without an upgrade, a Status says what is missing.
+    let o = kubectl(&c, &["get", "--raw", "/api/v1/namespaces/default/pods/tools/exec?command=echo&stdout=true"], None);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("Upgrade request required"), "{}", text(&o.stderr));
     // The pod's own process went on through all of it.
     let pod = get_json(&c, &["pod", "tools"]).unwrap();
     assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
