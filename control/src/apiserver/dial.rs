@@ -24,6 +24,9 @@ pub async fn request(
     let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
     let connect = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        // Small writes go out at once: an upgraded connection (exec, port-forward) carries
+        // interactive traffic, which Nagle's algorithm would hold back for an ACK.
+        let _ = tcp.set_nodelay(true);
         tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await.map_err(|e| format!("TLS: {e}"))
     };
     let tls = tokio::time::timeout(CONNECT, connect).await.map_err(|_| "connect timed out".to_string())??;
