@@ -2,7 +2,7 @@
 //! `status.daemonEndpoints`), mutual TLS with certificates from the cluster CA. Who may use
 //! it is decided by the peer's certificate, per connection:
 //! - the API server (CN `wasmorch:apiserver-kubelet-client`): logs and the Summary API
-//!   ([`crate::logs`]);
+//!   ([`crate::logs`]), exec, attach and port-forward ([`crate::streams`]);
 //! - another node (CN `system:node:<name>`): the node-to-node gateway
 //!   ([`crate::proxy::gateway`]), HTTP/2;
 //! - anyone else: 403.

@@ -1,6 +1,6 @@
 //! The API server's hop to a node's endpoint: `GET pods/{name}/log` (find the pod's node and
-//! stream the log) and `GET nodes/{name}/proxy/{path}` (e.g. `stats/summary`, the kubelet's
-//! Summary API).
+//! stream the log), `GET nodes/{name}/proxy/{path}` (e.g. `stats/summary`, the kubelet's
+//! Summary API), and the upgrade requests of exec, attach and port-forward (`connect.rs`).
 
 use super::ServerState;
 use super::request::{Params, Target};
