@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+pub use crate::streams::Body;
+use crate::streams::{reply, safe};
 
 pub struct LogServer {
     pub data_dir: PathBuf,
@@ -23,14 +24,6 @@ pub struct LogServer {
     pub rt: Arc<crate::runtime::Runtime>,
     /// Running pods, for exec, attach and port-forward ([`crate::streams`]).
     pub streams: Arc<crate::streams::Registry>,
-}
-
-fn reply(code: u16, msg: &str) -> hyper::Response<Body> {
-    let mut r = hyper::Response::new(
-        http_body_util::Full::new(Bytes::from(msg.to_string())).map_err(|never| match never {}).boxed(),
-    );
-    *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    r
 }
 
 /// The log file of a container run.
@@ -51,13 +44,6 @@ pub fn tail(text: &[u8], n: usize) -> &[u8] {
         }
     }
     if n == 0 { &text[text.len()..] } else { text }
-}
-
-fn safe(part: &str) -> bool {
-    !part.is_empty()
-        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        && part != ".."
-        && part != "."
 }
 
 impl LogServer {

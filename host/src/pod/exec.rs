@@ -22,6 +22,7 @@ pub(super) fn exec_target(
     mounts: &Arc<[crate::runtime::Mount]>,
     cluster: &Option<Arc<dyn crate::runtime::Cluster>>,
     stop: &CancellationToken,
+    attach: Arc<crate::streams::attach::Attach>,
 ) -> crate::streams::ExecTarget {
     use crate::streams::Command;
     let debug = info.pod.pointer(&format!("/metadata/annotations/{}", DEBUG_IMAGE_ANNOTATION.replace('/', "~1")));
@@ -59,7 +60,7 @@ pub(super) fn exec_target(
         mounts: mounts.clone(),
         cluster: cluster.clone(),
         stop: stop.clone(),
-        attach: Arc::new(crate::streams::attach::Attach::new(false, false)),
+        attach,
         log: crate::logs::log_path(&info.log_dir, name, false),
     }
 }

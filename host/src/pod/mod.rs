@@ -533,8 +533,8 @@ async fn container(
     // Only a process reads stdin; `stdin: true` gives each run a pipe attach sessions write to.
     let takes_input = matches!(loaded, Loaded::Command(_)) && c["stdin"].as_bool() == Some(true);
     let attach = Arc::new(crate::streams::attach::Attach::new(takes_input, c["stdinOnce"].as_bool() == Some(true)));
-    let mut target = exec_target(&ctx, &info, &name, &loaded, &env, &cgroup, &net, &mounts, &cluster, &stop);
-    target.attach = attach.clone();
+    let target =
+        exec_target(&ctx, &info, &name, &loaded, &env, &cgroup, &net, &mounts, &cluster, &stop, attach.clone());
     let _exec = ctx.streams.container(&info.uid, target);
     event(&ctx, &info, "Normal", "Created", format!("Created container {name}")).await;
     loop {

@@ -33,7 +33,8 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
-pub type Body = crate::logs::Body;
+/// What the node endpoint answers the API server with (logs, stats, these streams).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 /// The WebSocket subprotocol kubectl tunnels port-forward's SPDY in.
 pub const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -287,7 +288,6 @@ fn port_forward(
             return reply(400, &format!("port-forward speaks {PORT_FORWARD}; offered: {versions:?}\n"));
         }
         let mut resp = reply(101, "");
-        *resp.body_mut() = Full::new(Bytes::new()).map_err(|never| match never {}).boxed();
         let h = resp.headers_mut();
         h.insert(http::header::CONNECTION, http::HeaderValue::from_static("Upgrade"));
         h.insert(http::header::UPGRADE, http::HeaderValue::from_static("SPDY/3.1"));
@@ -391,11 +391,17 @@ fn header(req: &hyper::Request<Incoming>, name: &str) -> String {
     req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
-fn safe(part: &str) -> bool {
-    !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') && part != ".."
+/// Whether a path part is a plain name (namespace, pod, uid, container): no separators, not
+/// `.` or `..`.
+pub(crate) fn safe(part: &str) -> bool {
+    !part.is_empty()
+        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && part != ".."
+        && part != "."
 }
 
-fn reply(code: u16, msg: &str) -> hyper::Response<Body> {
+/// A plain-text answer.
+pub(crate) fn reply(code: u16, msg: &str) -> hyper::Response<Body> {
     let mut r = hyper::Response::new(Full::new(Bytes::from(msg.to_string())).map_err(|never| match never {}).boxed());
     *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     r
