@@ -3,33 +3,9 @@
 
 mod common;
 
-use common::{Cluster, apply, eventually, get_json, workloads};
-use std::io::{Read, Write};
+use common::edge::{app, app_of, certificate, curl_tls, request, tls_secret};
+use common::{Cluster, apply, eventually, get_json};
 use std::time::Duration;
-
-/// One request with a `Host` header: (status, body).
-fn request(addr: &str, host: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let code = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((code, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
-}
-
-/// The app a response came from (`hello-http` answers `pod=<app>-…`).
-fn app_of(body: &str) -> String {
-    let pod = body.split("pod=").nth(1).unwrap_or("").split_whitespace().next().unwrap_or("");
-    pod.split('-').next().unwrap_or("").to_string()
-}
-
-fn app(name: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      containers:\n        - name: main\n          image: file://{}\n          ports: [{{containerPort: 8080}}]\n          env: [{{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 80, targetPort: 8080}}]\n",
-        workloads().join("hello_http.wasm").display()
-    )
-}
 
 const INGRESSES: &str = r#"apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -198,41 +174,6 @@ fn ingresses_route_by_host_and_path_with_kubernetes_precedence() {
     c.ok(&["delete", "ingress", "main", "later", "elsewhere"]);
     let closed = eventually(Duration::from_secs(20), || std::net::TcpStream::connect(&front).is_err());
     assert!(closed, "the ingress listener stayed open without Ingresses");
-}
-
-/// A self-signed certificate for `host`: (certificate PEM, key PEM).
-fn certificate(host: &str) -> (String, String) {
-    let k = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
-    (k.cert.pem(), k.signing_key.serialize_pem())
-}
-
-fn tls_secret(name: &str, (cert, key): &(String, String)) -> String {
-    use base64::Engine;
-    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
-        b(cert),
-        b(key)
-    )
-}
-
-/// curl over TLS to `host` at `addr:port`, trusting only `ca`: (HTTP version, status, body),
-/// or curl's error.
-fn curl_tls(addr: &str, port: u16, host: &str, ca: &std::path::Path, http2: bool) -> Result<(String, String), String> {
-    let o = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(ca)
-        .args(["--resolve", &format!("{host}:{port}:{addr}")])
-        .arg(if http2 { "--http2" } else { "--http1.1" })
-        .args(["-w", "\n%{http_version} %{http_code}", &format!("https://{host}:{port}/")])
-        .output()
-        .expect("run curl");
-    if !o.status.success() {
-        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
-    }
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, status) = out.rsplit_once('\n').unwrap_or(("", ""));
-    Ok((status.to_string(), body.to_string()))
 }
 
 /// `spec.tls`: the certificate is chosen by SNI among two, HTTP/1.1 and HTTP/2 are spoken,

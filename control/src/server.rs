@@ -308,6 +308,8 @@ pub async fn bootstrap(api: &Api) -> anyhow::Result<()> {
         Err(e) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
+    // The Gateway API's definitions, built in.
+    crate::controllers::gateway::ensure_definitions(api).await?;
     Ok(())
 }
 

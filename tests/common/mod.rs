@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod edge;
 pub mod net;
 pub mod netns;
 

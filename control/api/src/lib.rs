@@ -18,6 +18,7 @@ pub mod decode;
 pub mod defaults;
 pub mod disruption;
 pub mod error;
+pub mod gateway;
 pub mod hpa;
 pub mod idle;
 pub mod ingress;

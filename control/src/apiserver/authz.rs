@@ -124,6 +124,7 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, body_name: Option<&str>) ->
         | ("networking.k8s.io", "networkpolicies")
         | ("networking.k8s.io", "ingresses")
         | ("networking.k8s.io", "ingressclasses")
+        | ("gateway.networking.k8s.io", "gatewayclasses" | "gateways" | "httproutes")
         | ("", "namespaces")
         | ("", "persistentvolumes")
         | ("storage.k8s.io", "storageclasses")
@@ -300,6 +301,17 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
                 if list["items"].as_array().into_iter().flatten().any(|i| ingress_uses(i, name)) {
                     return Ok(());
                 }
+                // And the Gateways' listeners (the Gateway API's kinds are built-in definitions).
+                let gateways = wasmorch_api::custom::versions()
+                    .iter()
+                    .find(|v| v.res.group == wasmorch_api::gateway::GROUP && v.res.plural == "gateways")
+                    .map(|v| v.storage);
+                if let Some(res) = gateways {
+                    let list = api.list(res, t.namespace.as_deref(), &ListOptions::default()).await?;
+                    if list["items"].as_array().into_iter().flatten().any(|g| gateway_uses(g, name)) {
+                        return Ok(());
+                    }
+                }
             }
             deny(&format!("no pod bound to node '{node}' uses it"))
         }
@@ -321,6 +333,14 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
     }
 }
 
+/// Whether a Gateway's listeners name Secret `name` (in the Gateway's namespace) for TLS.
+fn gateway_uses(gw: &Value, name: &str) -> bool {
+    wasmorch_api::gateway::listeners(gw)
+        .0
+        .iter()
+        .any(|l| l.certificates.iter().any(|(ns, n)| *ns == l.namespace && n == name))
+}
+
 /// Whether an Ingress names Secret `name` for TLS.
 fn ingress_uses(ing: &Value, name: &str) -> bool {
     ing.pointer("/spec/tls")
@@ -339,6 +359,9 @@ mod tests {
         let ing = json!({"spec": {"tls": [{"hosts": ["a.com"], "secretName": "a-cert"}, {"secretName": "b-cert"}]}});
         assert!(ingress_uses(&ing, "b-cert") && !ingress_uses(&ing, "db"));
         assert!(!ingress_uses(&json!({"spec": {"tls": "junk"}}), "a-cert"));
+        let gw = json!({"metadata": {"namespace": "web"}, "spec": {"listeners": [{"name": "s", "port": 443, "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"name": "site"}, {"name": "far", "namespace": "other"}]}}]}});
+        assert!(gateway_uses(&gw, "site") && !gateway_uses(&gw, "far") && !gateway_uses(&gw, "db"));
     }
 
     use serde_json::json;

@@ -10,6 +10,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod eventttl;
+pub mod gateway;
 pub mod gc;
 pub mod hpa;
 pub mod idle;
@@ -79,6 +80,7 @@ pub fn start_all(
         )),
         tokio::spawn(quota::start(api.clone(), quotas.clone(), pods.clone())),
         tokio::spawn(ingress::start(api.clone(), ingresses.clone(), nodes.clone(), ingress_classes.clone())),
+        tokio::spawn(gateway::start(api.clone(), services.clone(), nodes.clone())),
         tokio::spawn(nodelifecycle::start(api.clone(), nodes.clone(), pods.clone(), leases.clone(), lifecycle)),
         tokio::spawn(nodeipam::start(api.clone(), nodes.clone(), pod_ranges)),
         tokio::spawn(gc::start(

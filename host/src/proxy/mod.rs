@@ -7,7 +7,9 @@
 //! and spliced at layer 4 otherwise. Outgoing `wasi:http` requests from pods to a Service
 //! take the same layer-7 path ([`cluster::ClusterView`]).
 //!
-//! Every node's proxy is also the cluster's Ingress controller ([`ingress`]).
+//! Every node's proxy is also the cluster's Ingress and Gateway API controller: the edge
+//! ([`edge`]) listens where outside traffic comes in, routed by Ingresses ([`ingress`]) and
+//! HTTPRoutes ([`routes`]).
 //!
 //! Every request or connection picks an endpoint ([`balancer`]), and one dialer reaches it
 //! the way its node calls for ([`dial::way`]): on this node an HTTP workload is answered in
@@ -20,12 +22,14 @@
 pub mod balancer;
 pub mod cluster;
 pub mod dial;
+mod edge;
 mod forward;
 pub mod gateway;
 mod ingress;
 pub mod ingress_tls;
 mod listen;
 pub mod policy;
+mod routes;
 pub mod table;
 mod tunnel;
 pub mod wake;
@@ -110,6 +114,8 @@ pub struct Proxy {
     table_changed: Notify,
     /// The Ingresses served here, compiled (see [`ingress`]), and the port they are served on.
     ingress: RwLock<Arc<wasmorch_api::ingress::Router>>,
+    /// The Gateway API's routes served here, compiled (see [`routes`]).
+    routes: RwLock<Arc<wasmorch_api::gateway::Table>>,
     pub ingress_port: std::sync::atomic::AtomicU16,
     pub ingress_https_port: std::sync::atomic::AtomicU16,
     seed: AtomicU64,
@@ -168,6 +174,7 @@ impl Proxy {
             waker: Default::default(),
             table_changed: Notify::new(),
             ingress: RwLock::new(Arc::default()),
+            routes: RwLock::new(Arc::default()),
             ingress_port: std::sync::atomic::AtomicU16::new(80),
             ingress_https_port: std::sync::atomic::AtomicU16::new(443),
             // Random per process: nodes must not all make the same sequence of choices.
@@ -316,7 +323,7 @@ impl Proxy {
     pub async fn run(self: Arc<Self>, client: Client, stop: CancellationToken) {
         self.waker.set_client(client.clone());
         tokio::spawn(self.clone().run_policies(client.clone(), stop.clone()));
-        tokio::spawn(self.clone().run_ingress(client.clone(), stop.clone()));
+        tokio::spawn(self.clone().run_edge(client.clone(), stop.clone()));
         let changed = Arc::new(Notify::new());
         let followed: [(&'static str, crate::reflector::Project); 3] = [
             ("/api/v1/services", whole),

@@ -6,7 +6,8 @@
 //! file's contents and `PUT /file?path=P` writes the request body to it (volume tests: the
 //! path is taken from the query, which clients do not normalize, so `..` reaches the host);
 //! `GET /ls?path=P` lists a directory; `GET /bytes/N` answers N bytes (at most 64 MiB; transfer
-//! tests and benchmarks).
+//! tests and benchmarks); `GET /headers…` answers the pod, the path, the authority and every request header
+//! (`name: value` lines; routing tests).
 
 use wasip2::http::types::{Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam};
 
@@ -90,6 +91,16 @@ impl wasip2::exports::http::incoming_handler::Guest for Hello {
         }
         if let Some((status, text)) = files(&request, &path) {
             respond(out, status, &text);
+            return;
+        }
+        if path.starts_with("/headers") {
+            let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "unknown".into());
+            let authority = request.authority().unwrap_or_default();
+            let mut text = format!("pod={pod} path={path}\nauthority: {authority}\n");
+            for (name, value) in request.headers().entries() {
+                text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(&value)));
+            }
+            respond(out, 200, &text);
             return;
         }
         if let Some(var) = path.strip_prefix("/env/") {

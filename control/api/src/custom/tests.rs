@@ -102,6 +102,14 @@ fn printer_columns_and_paths() {
     assert_eq!(at_path(&obj, ".spec.tags[0]"), Some(&json!("x")));
     assert_eq!(at_path(&obj, ".metadata.labels['app.kubernetes.io/name']"), Some(&json!("w")));
     assert_eq!(at_path(&obj, ".spec.missing"), None);
+    // Filters and wildcards take the first element that has the rest of the path.
+    let st = json!({"status": {"conditions": [{"type": "Accepted", "status": "True"}, {"type": "Programmed", "status": "False"}],
+        "addresses": [{"type": "Hostname"}, {"value": "10.0.0.1"}, {"value": "10.0.0.2"}]}});
+    assert_eq!(at_path(&st, ".status.conditions[?(@.type==\"Programmed\")].status"), Some(&json!("False")));
+    assert_eq!(at_path(&st, ".status.conditions[?(@.type=='Accepted')].status"), Some(&json!("True")));
+    assert_eq!(at_path(&st, ".status.conditions[?(@.type==\"Ready\")].status"), None);
+    assert_eq!(at_path(&st, ".status.addresses[*].value"), Some(&json!("10.0.0.1")));
+    assert_eq!(at_path(&st, ".status.conditions[?(@.type==\"x\""), None);
     let mut o = json!({});
     assert!(set_path(&mut o, ".spec.replicas", json!(3)));
     assert_eq!(o, json!({"spec": {"replicas": 3}}));

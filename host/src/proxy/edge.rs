@@ -1,0 +1,302 @@
+//! The node's edge: the ports of the node's address where traffic from outside the cluster
+//! comes in by host name and path — the Ingresses' ([`super::ingress`]) and the Gateways'
+//! listeners ([`super::routes`]). One loop follows both kinds and keeps one listener per
+//! port, so a port the two share is served by one socket that asks the Gateway routes
+//! first, then the Ingress rules:
+//!
+//! - `--ingress-http-port` (80) while some Ingress is served, `--ingress-https-port` (443)
+//!   while some served Ingress has `spec.tls`;
+//! - every port of a listener of a Gateway of wasmorch's class (HTTP, or HTTPS with the
+//!   certificates its listeners name).
+//!
+//! A port wanted both plain and with TLS is served as the Ingresses (then the oldest
+//! Gateway) want it first. TLS certificates are per port, chosen by SNI; the Secrets are
+//! read again every [`tls::REFRESH`] while any is in use, so a rotated certificate is
+//! served on new connections.
+
+use super::ingress_tls as tls;
+use super::{Proxy, ProxyBody, text};
+use crate::client::Client;
+use crate::reflector::{Projection, follow, whole};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use wasmorch_api::gateway;
+use wasmorch_api::ingress::{self, Router};
+
+type Certificate = Arc<rustls::sign::CertifiedKey>;
+
+/// Secrets read so far: (namespace, name) → (resourceVersion, certificate).
+#[derive(Default)]
+struct Certificates(HashMap<(String, String), (String, Certificate)>);
+
+impl Certificates {
+    /// The certificate of Secret `ns/name`, read again when it changed; the last good one
+    /// while it cannot be read.
+    async fn get(&mut self, client: &Client, ns: &str, name: &str) -> Option<Certificate> {
+        let key = (ns.to_string(), name.to_string());
+        match client.get(&format!("/api/v1/namespaces/{ns}/secrets/{name}")).await {
+            Ok(secret) => {
+                let rv = secret.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+                if self.0.get(&key).is_none_or(|(have, _)| have != rv) {
+                    match tls::certified_key(&secret) {
+                        Ok(k) => {
+                            self.0.insert(key.clone(), (rv.to_string(), k));
+                        }
+                        Err(e) => tracing::warn!("edge TLS: Secret {ns}/{name}: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("edge TLS: Secret {ns}/{name}: {e}"),
+        }
+        self.0.get(&key).map(|(_, k)| k.clone())
+    }
+}
+
+/// What the edge should serve, decided from what the node follows.
+struct Wanted {
+    router: Router,
+    routes: gateway::Table,
+    /// Port → TLS entries (Secret namespace, name, host names; none: the default).
+    tls: BTreeMap<u16, Vec<tls::TlsEntry>>,
+    /// Port → whether it is served with TLS.
+    ports: BTreeMap<u16, bool>,
+}
+
+fn wanted(
+    ingresses: &[Value],
+    default_class: bool,
+    gateways: &[Value],
+    routes: &[Value],
+    namespaces: &HashMap<String, Value>,
+    (http_port, https_port): (u16, u16),
+) -> Wanted {
+    let ours: Vec<&Value> = ingresses.iter().filter(|i| ingress::is_ours(i, default_class)).collect();
+    let router = Router::build(ours.iter().copied());
+    let labels = |ns: &str| namespaces.get(ns).map(wasmorch_api::object::labels);
+    // Backends are resolved per request against the Services this node follows.
+    let table = gateway::Table::build(gateways, routes, &labels, &|_, _| true);
+    let mut ports = BTreeMap::new();
+    let mut tls_entries: BTreeMap<u16, Vec<tls::TlsEntry>> = BTreeMap::new();
+    if !router.is_empty() {
+        ports.insert(http_port, false);
+    }
+    let ingress_tls = tls::entries(ours.iter().copied());
+    if !ingress_tls.is_empty() {
+        ports.entry(https_port).or_insert(true);
+        tls_entries.insert(https_port, ingress_tls);
+    }
+    for (port, t) in &table.ports {
+        ports.entry(*port).or_insert(t.protocol == Some(gateway::Protocol::Https));
+    }
+    for (port, host, (ns, name)) in &table.certificates {
+        tls_entries.entry(*port).or_default().push((ns.clone(), name.clone(), host.iter().cloned().collect()));
+    }
+    Wanted { router, routes: table, tls: tls_entries, ports }
+}
+
+/// A listener serving one port.
+struct Running {
+    tls: bool,
+    stop: CancellationToken,
+}
+
+impl Proxy {
+    pub fn ingress_router(&self) -> Arc<Router> {
+        self.ingress.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn gateway_routes(&self) -> Arc<gateway::Table> {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Follow Ingresses, IngressClasses and the Gateway API's kinds until `stop`, keeping the
+    /// routing tables, the TLS certificates and the listeners in step.
+    pub(super) async fn run_edge(self: Arc<Self>, client: Client, stop: CancellationToken) {
+        let changed = Arc::new(Notify::new());
+        let spawn = |path: &'static str| {
+            let mut p = Projection::new(whole, changed.clone());
+            let map = p.map.clone();
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move { follow(&client, path, "", &mut p, &stop).await });
+            map
+        };
+        let ingresses = spawn("/apis/networking.k8s.io/v1/ingresses");
+        let ingress_classes = spawn("/apis/networking.k8s.io/v1/ingressclasses");
+        let classes = spawn("/apis/gateway.networking.k8s.io/v1/gatewayclasses");
+        let gateways = spawn("/apis/gateway.networking.k8s.io/v1/gateways");
+        let routes = spawn("/apis/gateway.networking.k8s.io/v1/httproutes");
+        let namespaces = spawn("/api/v1/namespaces");
+        let mut certificates = Certificates::default();
+        let mut resolvers: HashMap<u16, (Arc<tls::Resolver>, Arc<rustls::ServerConfig>)> = HashMap::new();
+        let mut running: HashMap<u16, Running> = HashMap::new();
+        let mut uses_tls = false;
+        loop {
+            // While some certificate is served, its Secret is read again every REFRESH.
+            let refresh = if uses_tls { tls::REFRESH } else { Duration::from_secs(3600) };
+            tokio::select! {
+                _ = changed.notified() => {}
+                _ = tokio::time::sleep(refresh) => {}
+                _ = stop.cancelled() => break,
+            }
+            let lock = |m: &Arc<std::sync::Mutex<HashMap<String, Value>>>| {
+                m.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect::<Vec<Value>>()
+            };
+            let default = lock(&ingress_classes).iter().any(ingress::is_default_class);
+            let ours: Vec<String> = lock(&classes)
+                .iter()
+                .filter(|c| gateway::status::is_ours(c))
+                .map(|c| wasmorch_api::object::name(c).to_string())
+                .collect();
+            let gws: Vec<Value> = lock(&gateways)
+                .into_iter()
+                .filter(|g| {
+                    g.pointer("/spec/gatewayClassName")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| ours.iter().any(|o| o == c))
+                })
+                .collect();
+            let ns = namespaces.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let ports = (
+                self.ingress_port.load(std::sync::atomic::Ordering::Relaxed),
+                self.ingress_https_port.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            let want = wanted(&lock(&ingresses), default, &gws, &lock(&routes), &ns, ports);
+            // Certificates per TLS port.
+            uses_tls = want.tls.values().any(|e| !e.is_empty());
+            let mut in_use = std::collections::HashSet::new();
+            for (port, entries) in &want.tls {
+                let mut table = tls::SniTable::default();
+                for (ns, name, hosts) in entries {
+                    in_use.insert((ns.clone(), name.clone()));
+                    if let Some(k) = certificates.get(&client, ns, name).await {
+                        table.add(hosts, k);
+                    }
+                }
+                if !resolvers.contains_key(port) {
+                    let r = Arc::new(tls::Resolver::default());
+                    match tls::server_config(r.clone()) {
+                        Ok(c) => {
+                            resolvers.insert(*port, (r, c));
+                        }
+                        Err(e) => tracing::warn!("edge TLS: {e}"),
+                    }
+                }
+                if let Some((r, _)) = resolvers.get(port) {
+                    *r.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+                }
+            }
+            certificates.0.retain(|k, _| in_use.contains(k));
+            resolvers.retain(|p, _| want.tls.contains_key(p));
+            *self.ingress.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(want.router);
+            *self.routes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(want.routes);
+            // Listeners: stop those no longer wanted (or wanted otherwise), start the rest.
+            running.retain(|port, r| {
+                let keep = want.ports.get(port) == Some(&r.tls);
+                if !keep {
+                    r.stop.cancel();
+                }
+                keep
+            });
+            for (port, tls) in &want.ports {
+                if running.contains_key(port) {
+                    continue;
+                }
+                let config = if *tls {
+                    match resolvers.get(port) {
+                        Some((r, c)) if !r.table.read().unwrap_or_else(|e| e.into_inner()).is_empty() => {
+                            Some(c.clone())
+                        }
+                        // No certificate yet: not served until one is read.
+                        _ => continue,
+                    }
+                } else {
+                    None
+                };
+                if let Some(t) = self.clone().listen_edge(*port, config, &stop) {
+                    running.insert(*port, Running { tls: *tls, stop: t });
+                }
+            }
+        }
+        for r in running.values() {
+            r.stop.cancel();
+        }
+    }
+
+    /// Listen on `port` of the node's address (with TLS when `tls` is given); `None` when
+    /// the port cannot be had (said in the log).
+    fn listen_edge(
+        self: Arc<Self>,
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        stop: &CancellationToken,
+    ) -> Option<CancellationToken> {
+        let addr = SocketAddr::new(self.node_ip, port);
+        let l = match super::listen::bind_shared(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    " (ports below 1024 need root or CAP_NET_BIND_SERVICE: give the node --ingress-http-port 8080 --ingress-https-port 8443, and Gateway listeners ports above 1023)"
+                } else {
+                    ""
+                };
+                tracing::warn!("edge: listening on {addr}: {e}{hint}");
+                return None;
+            }
+        };
+        let tok = stop.child_token();
+        let t = tok.clone();
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        tokio::spawn(super::listen::accept_each(l, t, move |tcp, peer| {
+            let (this, acceptor) = (self.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let secure = acceptor.is_some();
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let this = this.clone();
+                    async move { Ok::<_, std::convert::Infallible>(this.edge_request(port, secure, peer, req).await) }
+                });
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    None => {
+                        let _ = server.serve_connection(TokioIo::new(tcp), svc).await;
+                    }
+                    Some(a) => match tokio::time::timeout(Duration::from_secs(10), a.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = server.serve_connection(TokioIo::new(tls), svc).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!("edge TLS handshake from {peer}: {e}"),
+                        Err(_) => tracing::debug!("edge TLS handshake from {peer}: timed out"),
+                    },
+                }
+            });
+        }));
+        Some(tok)
+    }
+
+    /// One request at the edge: the Gateway routes of this port first, then the Ingresses
+    /// (on their ports); 404 when neither has a rule for it.
+    pub async fn edge_request(
+        &self,
+        port: u16,
+        secure: bool,
+        peer: SocketAddr,
+        req: hyper::Request<Incoming>,
+    ) -> hyper::Response<ProxyBody> {
+        let req = match self.gateway_request(port, secure, peer, req).await {
+            Ok(resp) => return resp,
+            Err(req) => req,
+        };
+        let ingress_port = if secure { &self.ingress_https_port } else { &self.ingress_port };
+        if ingress_port.load(std::sync::atomic::Ordering::Relaxed) == port {
+            return self.ingress_request(peer, req).await;
+        }
+        let host = super::ingress::host_of(&req);
+        text(404, &format!("no route matches {host}{}\n", req.uri().path()))
+    }
+}
