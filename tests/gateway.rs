@@ -242,3 +242,76 @@ fn gateways_route_split_filter_and_report_status() {
     let closed = eventually(Duration::from_secs(20), || std::net::TcpStream::connect(&front).is_err());
     assert!(closed, "the Gateway's listener stayed open after it was deleted");
 }
+
+/// The example the README walks through (`manifests/gateway.yaml` in front of
+/// `manifests/hello.yaml`), applied and read with the real kubectl.
+#[test]
+fn the_example_gateway_serves_hello_and_its_canary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let address = common::node_address();
+    let c = Cluster::start_with(d, &["--node-address", &address]);
+    let m = common::manifests_dir();
+    let files = [m.join("hello.yaml"), m.join("gateway.yaml")];
+    let kubectl = common::kubectl_available();
+    if !kubectl {
+        assert!(std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(), "kubectl is required");
+    }
+    // kubectl when there is one, else the built-in client: the same requests.
+    let run = |args: &[&str]| -> String {
+        let o = if kubectl {
+            std::process::Command::new("kubectl")
+                .args(args)
+                .env("KUBECONFIG", c.kubeconfig())
+                .env("HOME", d.join("home"))
+                .output()
+                .expect("run kubectl")
+        } else {
+            c.cli(args)
+        };
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{args:?}: {out}\n{err}");
+        out.into_owned()
+    };
+    let out = run(&["apply", "-f", files[0].to_str().unwrap(), "-f", files[1].to_str().unwrap()]);
+    assert!(out.contains("gateway.gateway.networking.k8s.io/web created"), "{out}");
+    assert!(out.contains("httproute.gateway.networking.k8s.io/hello created"), "{out}");
+    let front = format!("{address}:8080");
+    let ready = eventually(Duration::from_secs(60), || {
+        exchange(&front, "GET", "hello.localhost", "/", &[("X-Canary", "always")])
+            .is_ok_and(|(s, _, b)| s == 200 && b.contains("pod=hello-canary-"))
+    });
+    assert!(ready, "the example Gateway never served the canary: {}", c.log());
+    let (s, _, body) = exchange(&front, "GET", "hello.localhost", "/v1/greeting", &[]).unwrap();
+    assert!(s == 200 && body.contains("path=/greeting"), "{s} {body}");
+    let (s, head, _) = exchange(&front, "GET", "hello.localhost:8080", "/home", &[]).unwrap();
+    assert!(s == 302 && head.contains("http://hello.localhost:8080/"), "{head}");
+    let programmed = eventually(Duration::from_secs(30), || run(&["get", "gateway", "web"]).contains("True"));
+    assert!(programmed, "{}", run(&["get", "gateway", "web", "-o", "yaml"]));
+    let both = run(&["get", "gateway,httproute"]);
+    let lines: Vec<&str> = both.lines().collect();
+    let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(words(lines[0]), ["NAME", "CLASS", "ADDRESS", "PROGRAMMED", "AGE"], "{both}");
+    assert_eq!(words(lines[1])[..4], ["gateway.gateway.networking.k8s.io/web", "wasmorch", &address, "True"], "{both}");
+    let routes = lines.iter().position(|l| l.starts_with("NAME") && l.contains("HOSTNAMES")).expect(&both);
+    assert_eq!(
+        words(lines[routes + 1])[..2],
+        ["httproute.gateway.networking.k8s.io/hello", "[\"hello.localhost\"]"],
+        "{both}"
+    );
+
+    // A listener on hello's node port is refused: the port stays the Service's alone.
+    let listeners = r#"{"spec":{"listeners":[{"name":"http","port":8080,"protocol":"HTTP"},{"name":"taken","port":30080,"protocol":"HTTP"}]}}"#;
+    run(&["patch", "gateway", "web", "--type=merge", "-p", listeners]);
+    let refused = eventually(Duration::from_secs(20), || {
+        get_json(&c, &["gateway", "web"]).is_some_and(|g| {
+            condition(&g["status"]["listeners"][1]["conditions"], "Accepted")
+                == ("False".into(), "PortUnavailable".into())
+        })
+    });
+    assert!(refused, "{:?}", get_json(&c, &["gateway", "web"]).map(|g| g["status"].clone()));
+    for _ in 0..20 {
+        let (s, body) = request(&format!("{address}:30080"), "no-route.example", "/").unwrap();
+        assert!(s == 200 && body.contains("Hello from wasmorch"), "{s} {body}");
+    }
+}

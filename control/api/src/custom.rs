@@ -676,6 +676,9 @@ pub fn cells(v: &Version, obj: &Value, now: chrono::DateTime<chrono::Utc>) -> Ve
         let cell = at_path(obj, &c.json_path).cloned().unwrap_or(Value::Null);
         out.push(match (c.ty.as_str(), cell.as_str()) {
             ("date", Some(ts)) => json!(object::age(Some(ts), now)),
+            // Lists and objects in a string column print as JSON (`["a.example.com"]`), as
+            // kube-apiserver prints them.
+            ("string", None) if cell.is_array() || cell.is_object() => json!(cell.to_string()),
             _ => cell,
         });
     }

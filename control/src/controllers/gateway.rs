@@ -167,6 +167,15 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
     let writes: Vec<(&'static Resource, &Value, Value)> = {
         let labels = |ns: &str| i.namespaces.cache.get(ns).map(|n| object::labels(&n));
         let exists = |ns: &str, name: &str| i.services.cache.get(&format!("{ns}/{name}")).is_some();
+        let taken = |port: u16| {
+            i.services.cache.list(None).iter().any(|s| {
+                let lb = s.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
+                s.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().any(|p| {
+                    p.get("nodePort").and_then(Value::as_u64) == Some(u64::from(port))
+                        || (lb && p.get("port").and_then(Value::as_u64) == Some(u64::from(port)))
+                })
+            })
+        };
         let cert = |ns: &str, name: &str| {
             certs.get(&(ns.to_string(), name.to_string())).cloned().unwrap_or_else(|| Err("not read".into()))
         };
@@ -176,6 +185,7 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
             addresses: &addresses,
             namespace_labels: &labels,
             service_exists: &exists,
+            port_taken: &taken,
             certificate: &cert,
             now: &now,
         };

@@ -10,7 +10,8 @@
 //!   certificates its listeners name).
 //!
 //! A port wanted both plain and with TLS is served as the Ingresses (then the oldest
-//! Gateway) want it first. TLS certificates are per port, chosen by SNI; the Secrets are
+//! Gateway) want it first. A Gateway listener on a port a Service takes on this address (a
+//! node port, a load-balancer port) is not served (its status says `PortUnavailable`). TLS certificates are per port, chosen by SNI; the Secrets are
 //! read again every [`tls::REFRESH`] while any is in use, so a rotated certificate is
 //! served on new connections.
 
@@ -21,7 +22,7 @@ use crate::reflector::{Projection, follow, whole};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +77,7 @@ fn wanted(
     routes: &[Value],
     namespaces: &HashMap<String, Value>,
     (http_port, https_port): (u16, u16),
+    reserved: &BTreeSet<u16>,
 ) -> Wanted {
     let ours: Vec<&Value> = ingresses.iter().filter(|i| ingress::is_ours(i, default_class)).collect();
     let router = Router::build(ours.iter().copied());
@@ -92,10 +94,12 @@ fn wanted(
         ports.entry(https_port).or_insert(true);
         tls_entries.insert(https_port, ingress_tls);
     }
-    for (port, t) in &table.ports {
+    // A Service's node port or load-balancer port on this address is the Service's: a
+    // Gateway listener there would take a share of its connections (SO_REUSEPORT).
+    for (port, t) in table.ports.iter().filter(|(p, _)| !reserved.contains(p)) {
         ports.entry(*port).or_insert(t.protocol == Some(gateway::Protocol::Https));
     }
-    for (port, host, (ns, name)) in &table.certificates {
+    for (port, host, (ns, name)) in table.certificates.iter().filter(|(p, _, _)| !reserved.contains(p)) {
         tls_entries.entry(*port).or_default().push((ns.clone(), name.clone(), host.iter().cloned().collect()));
     }
     Wanted { router, routes: table, tls: tls_entries, ports }
@@ -137,14 +141,28 @@ impl Proxy {
         let mut resolvers: HashMap<u16, (Arc<tls::Resolver>, Arc<rustls::ServerConfig>)> = HashMap::new();
         let mut running: HashMap<u16, Running> = HashMap::new();
         let mut uses_tls = false;
+        let mut reserved = BTreeSet::new();
         loop {
             // While some certificate is served, its Secret is read again every REFRESH.
             let refresh = if uses_tls { tls::REFRESH } else { Duration::from_secs(3600) };
-            tokio::select! {
-                _ = changed.notified() => {}
-                _ = tokio::time::sleep(refresh) => {}
+            let services_changed = tokio::select! {
+                _ = changed.notified() => false,
+                _ = self.table_changed.notified() => true,
+                _ = tokio::time::sleep(refresh) => false,
                 _ = stop.cancelled() => break,
+            };
+            let now_reserved: BTreeSet<u16> = self
+                .table()
+                .listeners(self.node_ip)
+                .keys()
+                .filter(|a| a.ip() == self.node_ip)
+                .map(|a| a.port())
+                .collect();
+            // Endpoints change often; only the Services' ports on this address matter here.
+            if services_changed && now_reserved == reserved {
+                continue;
             }
+            reserved = now_reserved;
             let lock = |m: &Arc<std::sync::Mutex<HashMap<String, Value>>>| {
                 m.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect::<Vec<Value>>()
             };
@@ -167,7 +185,7 @@ impl Proxy {
                 self.ingress_port.load(std::sync::atomic::Ordering::Relaxed),
                 self.ingress_https_port.load(std::sync::atomic::Ordering::Relaxed),
             );
-            let want = wanted(&lock(&ingresses), default, &gws, &lock(&routes), &ns, ports);
+            let want = wanted(&lock(&ingresses), default, &gws, &lock(&routes), &ns, ports, &reserved);
             // Certificates per TLS port.
             uses_tls = want.tls.values().any(|e| !e.is_empty());
             let mut in_use = std::collections::HashSet::new();

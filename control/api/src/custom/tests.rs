@@ -110,6 +110,10 @@ fn printer_columns_and_paths() {
     assert_eq!(at_path(&st, ".status.conditions[?(@.type==\"Ready\")].status"), None);
     assert_eq!(at_path(&st, ".status.addresses[*].value"), Some(&json!("10.0.0.1")));
     assert_eq!(at_path(&st, ".status.conditions[?(@.type==\"x\""), None);
+    let mut listed = v.clone();
+    listed.columns[0].json_path = ".spec.tags".into();
+    listed.columns[0].ty = "string".into();
+    assert_eq!(cells(&listed, &obj, chrono::Utc::now())[1], json!("[\"x\"]"));
     let mut o = json!({});
     assert!(set_path(&mut o, ".spec.replicas", json!(3)));
     assert_eq!(o, json!({"spec": {"replicas": 3}}));

@@ -67,6 +67,9 @@ pub struct World<'a> {
     pub addresses: &'a [String],
     pub namespace_labels: &'a dyn Fn(&str) -> Option<BTreeMap<String, String>>,
     pub service_exists: &'a dyn Fn(&str, &str) -> bool,
+    /// Whether a Service takes this port on the nodes' addresses (a node port, a
+    /// load-balancer port): then a listener there is not served.
+    pub port_taken: &'a dyn Fn(u16) -> bool,
     /// Whether a Secret holds a usable certificate: `Err` says why not.
     pub certificate: &'a dyn Fn(&str, &str) -> Result<(), String>,
     pub now: &'a str,
@@ -137,18 +140,18 @@ pub fn gateway_status(gw: &Value, w: &World) -> Value {
                 }
             }
         }
-        let ok = !conflict && cert_problem.is_none();
+        let taken = (w.port_taken)(l.port);
+        let ok = !conflict && !taken && cert_problem.is_none();
         all_ok &= ok;
+        let (accepted, reason, message) = if conflict {
+            (false, "ProtocolConflict", "another listener serves this port with another protocol")
+        } else if taken {
+            (false, "PortUnavailable", "a Service's node port or load-balancer port takes this port on the nodes")
+        } else {
+            (true, "Accepted", "listener accepted")
+        };
         let conds = vec![
-            condition(
-                p,
-                "Accepted",
-                !conflict,
-                if conflict { "ProtocolConflict" } else { "Accepted" },
-                if conflict { "another listener serves this port with another protocol" } else { "listener accepted" },
-                observed,
-                w.now,
-            ),
+            condition(p, "Accepted", accepted, reason, message, observed, w.now),
             condition(
                 p,
                 "Conflicted",

@@ -193,6 +193,7 @@ fn status_reports_acceptance_references_and_conflicts() {
             {"name": "http", "port": 80, "protocol": "HTTP"},
             {"name": "https", "port": 443, "protocol": "HTTPS", "tls": {"certificateRefs": [{"name": "missing"}]}},
             {"name": "clash", "port": 80, "protocol": "HTTPS", "tls": {"certificateRefs": [{"name": "cert"}]}},
+            {"name": "taken", "port": 30080, "protocol": "HTTP"},
         ]),
     );
     let good = route("good", "2026-01-01T00:00:00Z", json!([]), json!([{"backendRefs": to("there")}]));
@@ -208,6 +209,7 @@ fn status_reports_acceptance_references_and_conflicts() {
         addresses: &addresses,
         namespace_labels: &no_labels,
         service_exists: &exists,
+        port_taken: &|p| p == 30080,
         certificate: &cert,
         now: "T0",
     };
@@ -224,6 +226,8 @@ fn status_reports_acceptance_references_and_conflicts() {
     assert_eq!(cond(&l(0)["conditions"], "Programmed").0, "True");
     assert_eq!(cond(&l(1)["conditions"], "ResolvedRefs"), ("False".into(), "InvalidCertificateRef".into()));
     assert_eq!(cond(&l(2)["conditions"], "Conflicted"), ("True".into(), "ProtocolConflict".into()));
+    assert_eq!(cond(&l(3)["conditions"], "Accepted"), ("False".into(), "PortUnavailable".into()));
+    assert_eq!(cond(&l(3)["conditions"], "Programmed").0, "False");
     assert_eq!(s["listeners"][0]["conditions"][0]["observedGeneration"], 2);
 
     let rs = route_status(&good, &w);
