@@ -77,6 +77,24 @@ spec:
     - backendRefs: [{name: nothing, port: 80}]
 "#;
 
+const CROSS: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cross}
+spec:
+  parentRefs: [{name: web, sectionName: http}]
+  hostnames: [cross.example.com]
+  rules:
+    - backendRefs: [{name: far, namespace: shared, port: 80}]
+"#;
+
+const GRANT: &str = r#"apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: routes-from-default, namespace: shared}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]
+  to: [{group: "", kind: Service, name: far}]
+"#;
+
 fn condition(conds: &Value, ty: &str) -> (String, String) {
     let c = conds.as_array().and_then(|a| a.iter().find(|c| c["type"] == ty));
     let s = |k: &str| c.and_then(|c| c[k].as_str()).unwrap_or("").to_string();
@@ -212,6 +230,25 @@ fn gateways_route_split_filter_and_report_status() {
     apply(&c, d, "nothing", &app("nothing"));
     let resolved = eventually(Duration::from_secs(20), || parent_condition(&c, "broken", "ResolvedRefs").0 == "True");
     assert!(resolved, "{:?}", get_json(&c, &["httproute", "broken"]).map(|g| g["status"].clone()));
+
+    // Another namespace's Service: refused until a ReferenceGrant there allows it.
+    apply(&c, d, "shared", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shared}\n");
+    let far = d.join("far.yaml");
+    std::fs::write(&far, app("far")).unwrap();
+    c.ok(&["apply", "-n", "shared", "-f", far.to_str().unwrap()]);
+    apply(&c, d, "cross", CROSS);
+    let refused = eventually(Duration::from_secs(20), || {
+        parent_condition(&c, "cross", "ResolvedRefs") == ("False".into(), "RefNotPermitted".into())
+    });
+    assert!(refused, "{:?}", get_json(&c, &["httproute", "cross"]).map(|g| g["status"].clone()));
+    let (s, body) = request(&front, "cross.example.com", "/").unwrap();
+    assert_eq!(s, 500, "{body}");
+    apply(&c, d, "grant", GRANT);
+    let granted = eventually(Duration::from_secs(30), || {
+        request(&front, "cross.example.com", "/").is_ok_and(|(s, b)| s == 200 && app_of(&b) == "far")
+            && parent_condition(&c, "cross", "ResolvedRefs").0 == "True"
+    });
+    assert!(granted, "{:?}", get_json(&c, &["httproute", "cross"]).map(|g| g["status"].clone()));
 
     // kubectl's columns, as the upstream definitions print them.
     let table = c.ok(&["get", "gateway"]);

@@ -124,7 +124,7 @@ pub fn node_rule(node: &str, t: &Target, verb: Verb, body_name: Option<&str>) ->
         | ("networking.k8s.io", "networkpolicies")
         | ("networking.k8s.io", "ingresses")
         | ("networking.k8s.io", "ingressclasses")
-        | ("gateway.networking.k8s.io", "gatewayclasses" | "gateways" | "httproutes")
+        | ("gateway.networking.k8s.io", "gatewayclasses" | "gateways" | "httproutes" | "referencegrants")
         | ("", "namespaces")
         | ("", "persistentvolumes")
         | ("storage.k8s.io", "storageclasses")
@@ -301,14 +301,20 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
                 if list["items"].as_array().into_iter().flatten().any(|i| ingress_uses(i, name)) {
                     return Ok(());
                 }
-                // And the Gateways' listeners (the Gateway API's kinds are built-in definitions).
-                let gateways = wasmorch_api::custom::versions()
-                    .iter()
-                    .find(|v| v.res.group == wasmorch_api::gateway::GROUP && v.res.plural == "gateways")
-                    .map(|v| v.storage);
-                if let Some(res) = gateways {
-                    let list = api.list(res, t.namespace.as_deref(), &ListOptions::default()).await?;
-                    if list["items"].as_array().into_iter().flatten().any(|g| gateway_uses(g, name)) {
+                // And the Gateways' listeners (the Gateway API's kinds are built-in
+                // definitions), from any namespace a ReferenceGrant here opens to them.
+                let served = |plural: &str| {
+                    wasmorch_api::custom::versions()
+                        .iter()
+                        .find(|v| v.res.group == wasmorch_api::gateway::GROUP && v.res.plural == plural)
+                        .map(|v| v.storage)
+                };
+                if let (Some(gateways), Some(grants)) = (served("gateways"), served("referencegrants")) {
+                    let ns = t.namespace.as_deref().unwrap_or("");
+                    let gws = api.list(gateways, None, &ListOptions::default()).await?;
+                    let grants = api.list(grants, Some(ns), &ListOptions::default()).await?;
+                    let grants = wasmorch_api::gateway::Grants::new(grants["items"].as_array().into_iter().flatten());
+                    if gws["items"].as_array().into_iter().flatten().any(|g| gateway_uses(g, ns, name, &grants)) {
                         return Ok(());
                     }
                 }
@@ -333,12 +339,16 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
     }
 }
 
-/// Whether a Gateway's listeners name Secret `name` (in the Gateway's namespace) for TLS.
-fn gateway_uses(gw: &Value, name: &str) -> bool {
-    wasmorch_api::gateway::listeners(gw)
-        .0
-        .iter()
-        .any(|l| l.certificates.iter().any(|(ns, n)| *ns == l.namespace && n == name))
+/// Whether a Gateway's listeners name Secret `ns/name` for TLS, and may (the same
+/// namespace, or a ReferenceGrant in `ns`).
+fn gateway_uses(gw: &Value, ns: &str, name: &str, grants: &wasmorch_api::gateway::Grants) -> bool {
+    wasmorch_api::gateway::listeners(gw).0.iter().any(|l| {
+        l.certificates.iter().any(|(cns, n)| {
+            cns == ns
+                && n == name
+                && grants.allows((wasmorch_api::gateway::GROUP, "Gateway", &l.namespace), ("", "Secret", ns, name))
+        })
+    })
 }
 
 /// Whether an Ingress names Secret `name` for TLS.
@@ -361,7 +371,14 @@ mod tests {
         assert!(!ingress_uses(&json!({"spec": {"tls": "junk"}}), "a-cert"));
         let gw = json!({"metadata": {"namespace": "web"}, "spec": {"listeners": [{"name": "s", "port": 443, "protocol": "HTTPS",
             "tls": {"certificateRefs": [{"name": "site"}, {"name": "far", "namespace": "other"}]}}]}});
-        assert!(gateway_uses(&gw, "site") && !gateway_uses(&gw, "far") && !gateway_uses(&gw, "db"));
+        let none = wasmorch_api::gateway::Grants::default();
+        assert!(gateway_uses(&gw, "web", "site", &none) && !gateway_uses(&gw, "web", "db", &none));
+        assert!(!gateway_uses(&gw, "other", "far", &none), "another namespace needs a grant");
+        let grant = json!({"metadata": {"namespace": "other"}, "spec": {
+            "from": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "web"}],
+            "to": [{"group": "", "kind": "Secret", "name": "far"}]}});
+        let grants = wasmorch_api::gateway::Grants::new([&grant]);
+        assert!(gateway_uses(&gw, "other", "far", &grants) && !gateway_uses(&gw, "other", "site", &grants));
     }
 
     use serde_json::json;

@@ -4,7 +4,8 @@
 //! wasmorch's is kept as the specification asks (`wasmorch_api::gateway::status` decides it).
 //! The routing itself is every node's (`host::proxy::routes`).
 //!
-//! One key is reconciled: any change to a class, Gateway, route, Service, Node or Namespace
+//! One key is reconciled: any change to a class, Gateway, route, ReferenceGrant, Service, Node
+//! or Namespace
 //! looks at all of them again (a small cluster's handful of Gateways; each write happens only
 //! when a status differs).
 
@@ -60,9 +61,11 @@ pub async fn start(api: Api, services: Arc<Informer>, nodes: Arc<Informer>) {
     poke(&services, &queue);
     poke(&nodes, &queue);
     // The definitions are served once the API server's CRD informer has loaded them.
-    let (classes_res, gateways_res, routes_res) = loop {
-        if let (Some(c), Some(g), Some(r)) = (served("gatewayclasses"), served("gateways"), served("httproutes")) {
-            break (c, g, r);
+    let (classes_res, gateways_res, routes_res, grants_res) = loop {
+        if let (Some(c), Some(g), Some(r), Some(rg)) =
+            (served("gatewayclasses"), served("gateways"), served("httproutes"), served("referencegrants"))
+        {
+            break (c, g, r, rg);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
@@ -77,16 +80,17 @@ pub async fn start(api: Api, services: Arc<Informer>, nodes: Arc<Informer>) {
     let classes = Informer::new(classes_res);
     let gateways = Informer::new(gateways_res);
     let routes = Informer::new(routes_res);
+    let grants = Informer::new(grants_res);
     let namespaces = Informer::new(resources::of(ResourceKind::Namespace));
-    for i in [&classes, &gateways, &routes, &namespaces] {
+    for i in [&classes, &gateways, &routes, &grants, &namespaces] {
         poke(i, &queue);
         tokio::spawn(i.clone().run(api.clone()));
     }
-    for i in [&classes, &gateways, &routes, &namespaces, &services, &nodes] {
+    for i in [&classes, &gateways, &routes, &grants, &namespaces, &services, &nodes] {
         i.cache.wait_synced().await;
     }
     queue.add(ALL);
-    let informers = Arc::new(Informers { classes, gateways, routes, namespaces, services, nodes });
+    let informers = Arc::new(Informers { classes, gateways, routes, grants, namespaces, services, nodes });
     run_workers(api.clone(), "gateway", queue, 1, move |_| {
         let (api, i) = (api.clone(), informers.clone());
         async move { reconcile(&api, &i).await }
@@ -98,6 +102,7 @@ struct Informers {
     classes: Arc<Informer>,
     gateways: Arc<Informer>,
     routes: Arc<Informer>,
+    grants: Arc<Informer>,
     namespaces: Arc<Informer>,
     services: Arc<Informer>,
     nodes: Arc<Informer>,
@@ -163,6 +168,7 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
         .flatten()
         .filter_map(|e| e.get("ip").and_then(Value::as_str).map(String::from))
         .collect();
+    let grants = gateway::Grants::new(&i.grants.cache.list(None));
     // Decide every status first (pure), then write those that differ.
     let writes: Vec<(&'static Resource, &Value, Value)> = {
         let labels = |ns: &str| i.namespaces.cache.get(ns).map(|n| object::labels(&n));
@@ -184,7 +190,7 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
             routes: &routes,
             addresses: &addresses,
             namespace_labels: &labels,
-            service_exists: &exists,
+            refs: gateway::Refs { service_exists: &exists, grants: &grants },
             port_taken: &taken,
             certificate: &cert,
             now: &now,

@@ -75,6 +75,7 @@ fn wanted(
     default_class: bool,
     gateways: &[Value],
     routes: &[Value],
+    grants: &[Value],
     namespaces: &HashMap<String, Value>,
     (http_port, https_port): (u16, u16),
     reserved: &BTreeSet<u16>,
@@ -83,7 +84,9 @@ fn wanted(
     let router = Router::build(ours.iter().copied());
     let labels = |ns: &str| namespaces.get(ns).map(wasmorch_api::object::labels);
     // Backends are resolved per request against the Services this node follows.
-    let table = gateway::Table::build(gateways, routes, &labels, &|_, _| true);
+    let grants = gateway::Grants::new(grants);
+    let refs = gateway::Refs { service_exists: &|_, _| true, grants: &grants };
+    let table = gateway::Table::build(gateways, routes, &labels, &refs);
     let mut ports = BTreeMap::new();
     let mut tls_entries: BTreeMap<u16, Vec<tls::TlsEntry>> = BTreeMap::new();
     if !router.is_empty() {
@@ -136,6 +139,7 @@ impl Proxy {
         let classes = spawn("/apis/gateway.networking.k8s.io/v1/gatewayclasses");
         let gateways = spawn("/apis/gateway.networking.k8s.io/v1/gateways");
         let routes = spawn("/apis/gateway.networking.k8s.io/v1/httproutes");
+        let grants = spawn("/apis/gateway.networking.k8s.io/v1beta1/referencegrants");
         let namespaces = spawn("/api/v1/namespaces");
         let mut certificates = Certificates::default();
         let mut resolvers: HashMap<u16, (Arc<tls::Resolver>, Arc<rustls::ServerConfig>)> = HashMap::new();
@@ -185,7 +189,7 @@ impl Proxy {
                 self.ingress_port.load(std::sync::atomic::Ordering::Relaxed),
                 self.ingress_https_port.load(std::sync::atomic::Ordering::Relaxed),
             );
-            let want = wanted(&lock(&ingresses), default, &gws, &lock(&routes), &ns, ports, &reserved);
+            let want = wanted(&lock(&ingresses), default, &gws, &lock(&routes), &lock(&grants), &ns, ports, &reserved);
             // Certificates per TLS port.
             uses_tls = want.tls.values().any(|e| !e.is_empty());
             let mut in_use = std::collections::HashSet::new();

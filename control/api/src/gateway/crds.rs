@@ -1,5 +1,6 @@
 //! The CustomResourceDefinitions wasmorch serves the Gateway API by (built in, as k3s
-//! bundles them): GatewayClass, Gateway and HTTPRoute at `v1` (stored) and `v1beta1`.
+//! bundles them): GatewayClass, Gateway and HTTPRoute at `v1` (stored) and `v1beta1`, and
+//! ReferenceGrant at `v1beta1`.
 //!
 //! The schemas are wasmorch's own, structural, covering the fields it serves with the
 //! specification's types, enums and bounds; each object keeps fields it does not know
@@ -181,6 +182,18 @@ fn column(name: &str, ty: &str, path: &str) -> Value {
     json!({"name": name, "type": ty, "jsonPath": path})
 }
 
+fn reference_grant_spec() -> Value {
+    let from = open(
+        json!({"group": bounded(253), "kind": bounded(63), "namespace": bounded(63)}),
+        &["group", "kind", "namespace"],
+    );
+    let to = open(json!({"group": bounded(253), "kind": bounded(63), "name": bounded(253)}), &["group", "kind"]);
+    let (mut from, mut to) = (list(from, 16), list(to, 16));
+    from["minItems"] = json!(1);
+    to["minItems"] = json!(1);
+    open(json!({"from": from, "to": to}), &["from", "to"])
+}
+
 /// The built-in definitions.
 pub fn all() -> Vec<Value> {
     vec![
@@ -210,6 +223,24 @@ pub fn all() -> Vec<Value> {
                 column("Age", "date", ".metadata.creationTimestamp"),
             ]),
         ),
+        {
+            // ReferenceGrant is v1beta1 only (stored there); no status.
+            let mut d = definition(
+                "ReferenceGrant",
+                "referencegrants",
+                "Namespaced",
+                &["refgrant"],
+                reference_grant_spec(),
+                json!([column("Age", "date", ".metadata.creationTimestamp"),]),
+            );
+            let mut v = d["spec"]["versions"][1].take();
+            v["storage"] = json!(true);
+            if let Some(m) = v.as_object_mut() {
+                m.remove("subresources");
+            }
+            d["spec"]["versions"] = json!([v]);
+            d
+        },
         definition(
             "HTTPRoute",
             "httproutes",

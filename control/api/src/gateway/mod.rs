@@ -15,7 +15,7 @@
 //! 7. within a route, the first rule, then the first match.
 //!
 //! A request no rule matches is answered 404. A rule whose backends cannot be resolved
-//! (no such Service, a port missing, another namespace) keeps its share of the traffic and
+//! (no such Service, a port missing, another namespace no ReferenceGrant opens) keeps its share of the traffic and
 //! answers it 500, as the specification requires.
 
 pub mod crds;
@@ -373,9 +373,76 @@ pub enum BadRef {
     BackendNotFound(String),
 }
 
+/// The ReferenceGrants (`v1beta1`): which references across namespaces their targets'
+/// namespaces allow. A reference into another namespace is allowed when a grant in that
+/// namespace names the referring kind and namespace in `from` and the target's kind (and
+/// name, when it names one) in `to`.
+#[derive(Debug, Clone, Default)]
+pub struct Grants(Vec<Grant>);
+
+#[derive(Debug, Clone)]
+struct Grant {
+    namespace: String,
+    /// (group, kind, namespace)
+    from: Vec<(String, String, String)>,
+    /// (group, kind, name: none for every name)
+    to: Vec<(String, String, Option<String>)>,
+}
+
+/// What refers: (group, kind, namespace). What is referred to: (group, kind, namespace, name).
+pub type From<'a> = (&'a str, &'a str, &'a str);
+pub type To<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+impl Grants {
+    pub fn new<'a>(grants: impl IntoIterator<Item = &'a Value>) -> Grants {
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        Grants(
+            grants
+                .into_iter()
+                .map(|g| Grant {
+                    namespace: object::namespace(g).to_string(),
+                    from: g
+                        .pointer("/spec/from")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|f| (s(f, "group"), s(f, "kind"), s(f, "namespace")))
+                        .collect(),
+                    to: g
+                        .pointer("/spec/to")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|t| (s(t, "group"), s(t, "kind"), t.get("name").and_then(Value::as_str).map(String::from)))
+                        .collect(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `from` may refer to `to` (always, within one namespace).
+    pub fn allows(&self, from: From, to: To) -> bool {
+        let (fg, fk, fns) = from;
+        let (tg, tk, tns, tname) = to;
+        fns == tns
+            || self.0.iter().any(|g| {
+                g.namespace == tns
+                    && g.from.iter().any(|(g, k, n)| g == fg && k == fk && n == fns)
+                    && g.to.iter().any(|(g, k, n)| g == tg && k == tk && n.as_deref().is_none_or(|n| n == tname))
+            })
+    }
+}
+
+/// What resolving a route's references needs to know.
+pub struct Refs<'a> {
+    /// Whether Service `namespace/name` exists.
+    pub service_exists: &'a dyn Fn(&str, &str) -> bool,
+    pub grants: &'a Grants,
+}
+
 /// A backendRef read from a rule: the Service port it names, or why it names none that can
-/// be served. `service_exists(namespace, name)` answers whether the Service exists.
-pub fn backend_ref(route_ns: &str, r: &Value, service_exists: &dyn Fn(&str, &str) -> bool) -> Result<Backend, BadRef> {
+/// be served.
+pub fn backend_ref(route_ns: &str, r: &Value, refs: &Refs) -> Result<Backend, BadRef> {
     let group = r.get("group").and_then(Value::as_str).unwrap_or("");
     let kind = r.get("kind").and_then(Value::as_str).unwrap_or("Service");
     let name = r.get("name").and_then(Value::as_str).unwrap_or("");
@@ -385,15 +452,15 @@ pub fn backend_ref(route_ns: &str, r: &Value, service_exists: &dyn Fn(&str, &str
         )));
     }
     let ns = r.get("namespace").and_then(Value::as_str).unwrap_or(route_ns);
-    if ns != route_ns {
+    if !refs.grants.allows((GROUP, "HTTPRoute", route_ns), ("", "Service", ns, name)) {
         return Err(BadRef::RefNotPermitted(format!(
-            "backendRef {ns}/{name}: a Service in another namespace needs a ReferenceGrant, which wasmorch does not serve"
+            "backendRef {ns}/{name}: no ReferenceGrant in {ns} allows HTTPRoutes of {route_ns} to refer to it"
         )));
     }
     let Some(port) = r.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()) else {
         return Err(BadRef::BackendNotFound(format!("backendRef {name}: a Service backend needs a port")));
     };
-    if !service_exists(ns, name) {
+    if !(refs.service_exists)(ns, name) {
         return Err(BadRef::BackendNotFound(format!("Service {ns}/{name} not found")));
     }
     Ok(Backend { namespace: ns.to_string(), service: name.to_string(), port: PortRef::Number(port) })
@@ -510,7 +577,7 @@ fn timeout(rule: &Value, key: &str) -> Option<Duration> {
 
 /// The rules of `route` in order, each with its matches; rules with a match or filter that
 /// cannot be served are left out (the status says why: [`status::route_problems`]).
-pub fn rules(route: &Value, service_exists: &dyn Fn(&str, &str) -> bool) -> Vec<(Arc<Rule>, Vec<Match>)> {
+pub fn rules(route: &Value, refs: &Refs) -> Vec<(Arc<Rule>, Vec<Match>)> {
     let ns = object::namespace(route);
     let mut out = Vec::new();
     for r in route.pointer("/spec/rules").and_then(Value::as_array).into_iter().flatten() {
@@ -521,7 +588,7 @@ pub fn rules(route: &Value, service_exists: &dyn Fn(&str, &str) -> bool) -> Vec<
             .into_iter()
             .flatten()
             .map(|b| WeightedBackend {
-                backend: backend_ref(ns, b, service_exists).ok(),
+                backend: backend_ref(ns, b, refs).ok(),
                 weight: b.get("weight").and_then(Value::as_u64).map_or(1, |w| w.min(1_000_000) as u32),
                 filters: filters(b.get("filters")).unwrap_or_default(),
             })
@@ -632,13 +699,13 @@ impl Match {
 
 impl Table {
     /// The table of the Gateways of wasmorch's class and the routes attached to them.
-    /// `namespace_labels` serves listeners that admit routes by namespace selector;
-    /// `service_exists` decides which backendRefs resolve.
+    /// `namespace_labels` serves listeners that admit routes by namespace selector; `refs`
+    /// decides which backendRefs and certificateRefs resolve.
     pub fn build<'a>(
         gateways: impl IntoIterator<Item = &'a Value>,
         routes: impl IntoIterator<Item = &'a Value>,
         namespace_labels: &dyn Fn(&str) -> Option<BTreeMap<String, String>>,
-        service_exists: &dyn Fn(&str, &str) -> bool,
+        refs: &Refs,
     ) -> Table {
         let mut t = Table::default();
         let listeners: Vec<Listener> = gateways.into_iter().flat_map(|g| listeners(g).0).collect();
@@ -650,14 +717,18 @@ impl Table {
                 port.protocol = Some(l.protocol);
             }
             if port.protocol == Some(Protocol::Https) && l.protocol == Protocol::Https {
-                for c in &l.certificates {
+                for c in l
+                    .certificates
+                    .iter()
+                    .filter(|(ns, name)| refs.grants.allows((GROUP, "Gateway", &l.namespace), ("", "Secret", ns, name)))
+                {
                     t.certificates.push((l.port, l.hostname.clone(), c.clone()));
                 }
             }
         }
         for route in routes {
             let parents = parent_refs(route);
-            let compiled = rules(route, service_exists);
+            let compiled = rules(route, refs);
             let age = (
                 route.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string(),
                 object::namespace(route).to_string(),

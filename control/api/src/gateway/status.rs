@@ -66,7 +66,8 @@ pub struct World<'a> {
     /// The addresses of the Ready nodes (where every listener is served).
     pub addresses: &'a [String],
     pub namespace_labels: &'a dyn Fn(&str) -> Option<BTreeMap<String, String>>,
-    pub service_exists: &'a dyn Fn(&str, &str) -> bool,
+    /// Which Services exist and which references ReferenceGrants allow.
+    pub refs: super::Refs<'a>,
     /// Whether a Service takes this port on the nodes' addresses (a node port, a
     /// load-balancer port): then a listener there is not served.
     pub port_taken: &'a dyn Fn(u16) -> bool,
@@ -131,9 +132,9 @@ pub fn gateway_status(gw: &Value, w: &World) -> Value {
                     Some("an HTTPS listener needs tls.certificateRefs naming a kubernetes.io/tls Secret".into());
             }
             for (cns, cname) in &l.certificates {
-                if cns != ns {
+                if !w.refs.grants.allows((GROUP, "Gateway", ns), ("", "Secret", cns, cname)) {
                     cert_problem = Some(format!(
-                        "Secret {cns}/{cname}: a certificate in another namespace needs a ReferenceGrant"
+                        "Secret {cns}/{cname}: no ReferenceGrant in {cns} allows Gateways of {ns} to refer to it"
                     ));
                 } else if let Err(e) = (w.certificate)(cns, cname) {
                     cert_problem = Some(format!("Secret {cns}/{cname}: {e}"));
@@ -236,7 +237,7 @@ pub fn route_status(route: &Value, w: &World) -> Value {
         .into_iter()
         .flatten()
         .flat_map(|r| r.get("backendRefs").and_then(Value::as_array).cloned().unwrap_or_default())
-        .filter_map(|b| backend_ref(ns, &b, w.service_exists).err())
+        .filter_map(|b| backend_ref(ns, &b, &w.refs).err())
         .collect();
     let problems = route_problems(route);
     let rules = route.pointer("/spec/rules").and_then(Value::as_array).map_or(0, Vec::len);

@@ -57,7 +57,8 @@ fn table() -> Table {
         json!(["foo.example.com"]),
         json!([{"matches": [{"path": {"type": "Exact", "value": "/exact"}}], "backendRefs": to("late")}]),
     );
-    Table::build([&gw], [&d, &c, &b, &a], &no_labels, &every_service)
+    let refs = Refs { service_exists: &every_service, grants: &Grants::default() };
+    Table::build([&gw], [&d, &c, &b, &a], &no_labels, &refs)
 }
 
 fn service_of(t: &Table, method: &str, host: &str, target: &str, headers: &[(&str, &str)]) -> String {
@@ -208,7 +209,7 @@ fn status_reports_acceptance_references_and_conflicts() {
         routes: &routes,
         addresses: &addresses,
         namespace_labels: &no_labels,
-        service_exists: &exists,
+        refs: Refs { service_exists: &exists, grants: &Grants::default() },
         port_taken: &|p| p == 30080,
         certificate: &cert,
         now: "T0",
@@ -253,4 +254,29 @@ fn built_in_definitions_are_valid_and_admit_an_example() {
         crate::custom::validate_definition(&crd, &[], &mut causes);
         assert!(causes.is_empty(), "{}: {causes:?}", crate::object::name(&crd));
     }
+}
+
+#[test]
+fn reference_grants_open_other_namespaces_to_what_they_name() {
+    let grant = json!({"metadata": {"name": "g", "namespace": "shared"}, "spec": {
+        "from": [{"group": GROUP, "kind": "HTTPRoute", "namespace": "web"}],
+        "to": [{"group": "", "kind": "Service", "name": "api"}, {"group": "", "kind": "Secret"}]}});
+    let grants = Grants::new([&grant]);
+    let refs = Refs { service_exists: &every_service, grants: &grants };
+    let to = |name: &str, ns: &str| json!({"name": name, "namespace": ns, "port": 80});
+    assert!(backend_ref("web", &to("api", "shared"), &refs).is_ok());
+    assert!(matches!(backend_ref("web", &to("db", "shared"), &refs), Err(BadRef::RefNotPermitted(_))));
+    assert!(matches!(backend_ref("team", &to("api", "shared"), &refs), Err(BadRef::RefNotPermitted(_))));
+    assert!(matches!(backend_ref("web", &to("api", "other"), &refs), Err(BadRef::RefNotPermitted(_))));
+    let none = Grants::default();
+    let refs = Refs { service_exists: &every_service, grants: &none };
+    assert!(backend_ref("web", &to("api", "web"), &refs).is_ok(), "the same namespace needs no grant");
+    assert!(matches!(
+        backend_ref("web", &json!({"name": "x", "kind": "Bucket", "port": 1}), &refs),
+        Err(BadRef::InvalidKind(_))
+    ));
+    assert!(matches!(backend_ref("web", &json!({"name": "x"}), &refs), Err(BadRef::BackendNotFound(_))));
+    // Grants name the referring kind: a Gateway's certificate is not an HTTPRoute's.
+    assert!(!grants.allows((GROUP, "Gateway", "web"), ("", "Secret", "shared", "cert")));
+    assert!(grants.allows((GROUP, "HTTPRoute", "web"), ("", "Secret", "shared", "cert")));
 }
