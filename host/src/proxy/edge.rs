@@ -70,16 +70,32 @@ struct Wanted {
     ports: BTreeMap<u16, bool>,
 }
 
-fn wanted(
-    ingresses: &[Value],
-    default_class: bool,
-    gateways: &[Value],
-    routes: &[Value],
-    grants: &[Value],
-    namespaces: &HashMap<String, Value>,
-    (http_port, https_port): (u16, u16),
-    reserved: &BTreeSet<u16>,
-) -> Wanted {
+/// What the node follows for the edge, as last seen.
+#[derive(Default)]
+struct Seen {
+    ingresses: Vec<Value>,
+    ingress_classes: Vec<Value>,
+    gateway_classes: Vec<Value>,
+    gateways: Vec<Value>,
+    routes: Vec<Value>,
+    grants: Vec<Value>,
+    namespaces: HashMap<String, Value>,
+}
+
+/// What the edge serves, given what it sees, the Ingress ports (HTTP, HTTPS) and the ports
+/// Services take on this address.
+fn wanted(seen: &Seen, (http_port, https_port): (u16, u16), reserved: &BTreeSet<u16>) -> Wanted {
+    let default_class = seen.ingress_classes.iter().any(ingress::is_default_class);
+    let ingresses = &seen.ingresses;
+    let namespaces = &seen.namespaces;
+    let classes: Vec<&str> =
+        seen.gateway_classes.iter().filter(|c| gateway::status::is_ours(c)).map(wasmorch_api::object::name).collect();
+    let gateways = seen
+        .gateways
+        .iter()
+        .filter(|g| g.pointer("/spec/gatewayClassName").and_then(Value::as_str).is_some_and(|c| classes.contains(&c)));
+    let routes = &seen.routes;
+    let grants = &seen.grants;
     let ours: Vec<&Value> = ingresses.iter().filter(|i| ingress::is_ours(i, default_class)).collect();
     let router = Router::build(ours.iter().copied());
     let labels = |ns: &str| namespaces.get(ns).map(wasmorch_api::object::labels);
@@ -170,26 +186,20 @@ impl Proxy {
             let lock = |m: &Arc<std::sync::Mutex<HashMap<String, Value>>>| {
                 m.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect::<Vec<Value>>()
             };
-            let default = lock(&ingress_classes).iter().any(ingress::is_default_class);
-            let ours: Vec<String> = lock(&classes)
-                .iter()
-                .filter(|c| gateway::status::is_ours(c))
-                .map(|c| wasmorch_api::object::name(c).to_string())
-                .collect();
-            let gws: Vec<Value> = lock(&gateways)
-                .into_iter()
-                .filter(|g| {
-                    g.pointer("/spec/gatewayClassName")
-                        .and_then(Value::as_str)
-                        .is_some_and(|c| ours.iter().any(|o| o == c))
-                })
-                .collect();
-            let ns = namespaces.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let seen = Seen {
+                ingresses: lock(&ingresses),
+                ingress_classes: lock(&ingress_classes),
+                gateway_classes: lock(&classes),
+                gateways: lock(&gateways),
+                routes: lock(&routes),
+                grants: lock(&grants),
+                namespaces: namespaces.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            };
             let ports = (
                 self.ingress_port.load(std::sync::atomic::Ordering::Relaxed),
                 self.ingress_https_port.load(std::sync::atomic::Ordering::Relaxed),
             );
-            let want = wanted(&lock(&ingresses), default, &gws, &lock(&routes), &lock(&grants), &ns, ports, &reserved);
+            let want = wanted(&seen, ports, &reserved);
             // Certificates per TLS port.
             uses_tls = want.tls.values().any(|e| !e.is_empty());
             let mut in_use = std::collections::HashSet::new();
@@ -320,5 +330,57 @@ impl Proxy {
         }
         let host = super::ingress::host_of(&req);
         text(404, &format!("no route matches {host}{}\n", req.uri().path()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seen() -> Seen {
+        let ing = json!({"metadata": {"name": "i", "namespace": "web"}, "spec": {"ingressClassName": "wasmorch",
+            "rules": [{"host": "a.com", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": "a", "port": {"number": 80}}}}]}}],
+            "tls": [{"hosts": ["a.com"], "secretName": "a-cert"}]}});
+        let class = json!({"metadata": {"name": "wasmorch"}, "spec": {"controllerName": gateway::CONTROLLER}});
+        let other = json!({"metadata": {"name": "other"}, "spec": {"controllerName": "example.com/x"}});
+        let gw = |name: &str, class: &str, listeners: Value| json!({"metadata": {"name": name, "namespace": "web"}, "spec": {"gatewayClassName": class, "listeners": listeners}});
+        Seen {
+            ingresses: vec![ing],
+            gateway_classes: vec![class, other],
+            gateways: vec![
+                gw(
+                    "ours",
+                    "wasmorch",
+                    json!([
+                    {"name": "h", "port": 8080, "protocol": "HTTP"},
+                    {"name": "s", "port": 443, "protocol": "HTTPS", "hostname": "b.com", "tls": {"certificateRefs": [{"name": "b-cert"}]}},
+                    {"name": "n", "port": 30080, "protocol": "HTTP"}]),
+                ),
+                gw("theirs", "other", json!([{"name": "h", "port": 9090, "protocol": "HTTP"}])),
+            ],
+            ..Seen::default()
+        }
+    }
+
+    #[test]
+    fn the_edge_serves_ingress_and_gateway_ports_but_not_a_services() {
+        let w = wanted(&seen(), (80, 443), &BTreeSet::from([30080]));
+        // Ingress HTTP on 80 and TLS on 443 (shared with the Gateway's HTTPS listener), the
+        // Gateway's HTTP on 8080; not another class's 9090, nor a Service's 30080.
+        assert_eq!(w.ports, BTreeMap::from([(80, false), (443, true), (8080, false)]));
+        let on_443: Vec<(String, Vec<String>)> = w.tls[&443].iter().map(|(_, n, h)| (n.clone(), h.clone())).collect();
+        assert_eq!(
+            on_443,
+            [("a-cert".to_string(), vec!["a.com".to_string()]), ("b-cert".to_string(), vec!["b.com".to_string()])]
+        );
+        assert!(!w.router.is_empty() && w.routes.ports.contains_key(&8080));
+        // Without Ingresses, nothing listens on their ports.
+        let none = Seen { ingresses: vec![], ..seen() };
+        assert_eq!(
+            wanted(&none, (80, 443), &BTreeSet::new()).ports.keys().copied().collect::<Vec<_>>(),
+            [443, 8080, 30080]
+        );
     }
 }
