@@ -250,8 +250,13 @@ pub struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // Killing the master alone would leave its workers running.
+        // Killing the master alone would leave its workers running: ask it to stop them,
+        // and wait (a while) for it to have done so before the kill that follows.
         let _ = Command::new("nginx").arg("-c").arg(&self.conf).arg("-p").arg(&self.dir).args(["-s", "stop"]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self._master.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

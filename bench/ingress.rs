@@ -1,5 +1,6 @@
 //! Ingress benchmark, each figure beside peers measured in the same run: requests/s and
-//! p50/p99 through a node's Ingress over HTTP and HTTPS to 2 hello-http replicas, beside the
+//! p50/p99 through a node's Ingress over HTTP and HTTPS (and a Gateway API HTTPRoute over
+//! HTTP) to 2 hello-http replicas, beside the
 //! same replicas through a NodePort and beside nginx terminating TLS with the same certificate
 //! in front of the same replicas (keep-alive upstream). All driven by `wrk` with the same
 //! settings.
@@ -36,14 +37,14 @@ fn main() {
     let tmp = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
     let d = tmp.path();
     let kc = d.join("kubeconfig");
-    let (http, https) = (free_port(), free_port());
+    let (http, https, gw) = (free_port(), free_port(), free_port());
     let (http_s, https_s) = (http.to_string(), https.to_string());
     let _up = up(&bin, d, &["--node-address", NODE, "--ingress-http-port", &http_s, "--ingress-https-port", &https_s]);
     let k = rcgen::generate_simple_self_signed(vec!["bench.local".to_string()]).unwrap();
     let (cert, key) = (k.cert.pem(), k.signing_key.serialize_pem());
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let manifest = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n        - name: main\n          image: wasmorch.local/hello-http:1.0\n          ports: [{{name: http, containerPort: 8080}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  type: NodePort\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-tls}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  tls: [{{secretName: bench-tls}}]\n  rules:\n    - host: bench.local\n      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n        - name: main\n          image: wasmorch.local/hello-http:1.0\n          ports: [{{name: http, containerPort: 8080}}]\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  type: NodePort\n  selector: {{app: web}}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-tls}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web}}\nspec:\n  tls: [{{secretName: bench-tls}}]\n  rules:\n    - host: bench.local\n      http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: web}}\nspec:\n  gatewayClassName: wasmorch\n  listeners: [{{name: http, port: {gw}, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: web}}\nspec:\n  parentRefs: [{{name: web}}]\n  hostnames: [bench.local]\n  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]\n",
         b64(&cert),
         b64(&key)
     );
@@ -54,8 +55,9 @@ fn main() {
     let node_port = format!("{NODE}:{}", svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap());
     let front = format!("{NODE}:{http}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(http_ok(&node_port) && ok_with_host(&front, "bench.local")) {
-        assert!(Instant::now() < deadline, "the NodePort or the Ingress never answered");
+    let gateway = format!("{NODE}:{gw}");
+    while !(http_ok(&node_port) && ok_with_host(&front, "bench.local") && ok_with_host(&gateway, "bench.local")) {
+        assert!(Instant::now() < deadline, "the NodePort, the Ingress or the Gateway never answered");
         std::thread::sleep(Duration::from_millis(50));
     }
     let pods: serde_json::Value =
@@ -73,6 +75,7 @@ fn main() {
     let host = ["Host: bench.local"];
     print("wasmorch   NodePort", &wrk(&node_port));
     print("wasmorch   Ingress, HTTP", &wrk_url(&format!("http://{front}/"), &host));
+    print("wasmorch   Gateway (HTTPRoute), HTTP", &wrk_url(&format!("http://{gateway}/"), &host));
     // wrk sends the URL's host as SNI: an address, so the entry without hosts answers.
     let ours_tls = wrk_url(&format!("https://{NODE}:{https}/"), &host);
     print("wasmorch   Ingress, HTTPS", &ours_tls);
