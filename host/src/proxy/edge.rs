@@ -200,6 +200,12 @@ impl Proxy {
                 self.ingress_https_port.load(std::sync::atomic::Ordering::Relaxed),
             );
             let want = wanted(&seen, ports, &reserved);
+            if want.routes.truncated {
+                tracing::warn!(
+                    "gateway: a port holds {} route entries, the most served; the newest HTTPRoutes are left out",
+                    gateway::MAX_ENTRIES
+                );
+            }
             // Certificates per TLS port.
             uses_tls = want.tls.values().any(|e| !e.is_empty());
             let mut in_use = std::collections::HashSet::new();

@@ -580,8 +580,16 @@ fn timeout(rule: &Value, key: &str) -> Option<Duration> {
 pub fn rules(route: &Value, refs: &Refs) -> Vec<(Arc<Rule>, Vec<Match>)> {
     let ns = object::namespace(route);
     let mut out = Vec::new();
+    let mut budget = MAX_MATCHES;
     for r in route.pointer("/spec/rules").and_then(Value::as_array).into_iter().flatten() {
-        let (Some(ms), Ok(fs)) = (matches_of(r), filters(r.get("filters"))) else { continue };
+        let (Some(mut ms), Ok(fs)) = (matches_of(r), filters(r.get("filters"))) else { continue };
+        if ms.len() > budget {
+            ms.truncate(budget);
+        }
+        budget -= ms.len();
+        if ms.is_empty() {
+            continue;
+        }
         let backends = r
             .get("backendRefs")
             .and_then(Value::as_array)
@@ -658,9 +666,26 @@ pub struct PortTable {
     pub protocol: Option<Protocol>,
 }
 
+/// At most this many (hostname, match) entries per port: what one user's routes can make
+/// every node hold is bounded (routes past it, the newest, are not served there).
+pub const MAX_ENTRIES: usize = 20_000;
+
+/// At most this many matches across a route's rules (as the specification bounds them).
+pub const MAX_MATCHES: usize = 128;
+
+fn route_age(r: &Value) -> (String, String, String) {
+    (
+        r.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string(),
+        object::namespace(r).to_string(),
+        object::name(r).to_string(),
+    )
+}
+
 /// Every served port's table.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
+    /// Whether some port reached [`MAX_ENTRIES`].
+    pub truncated: bool,
     pub ports: BTreeMap<u16, PortTable>,
     /// HTTPS listeners' certificates: (port, hostname, Secret namespace/name).
     pub certificates: Vec<(u16, Option<String>, (String, String))>,
@@ -726,61 +751,62 @@ impl Table {
                 }
             }
         }
+        // Oldest first: when a port's table is full, the newer routes are the ones left out.
+        let mut routes: Vec<&Value> = routes.into_iter().collect();
+        routes.sort_by_key(|r| route_age(r));
         for route in routes {
             let parents = parent_refs(route);
             let compiled = rules(route, refs);
-            let age = (
-                route.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string(),
-                object::namespace(route).to_string(),
-                object::name(route).to_string(),
-            );
+            let age = route_age(route);
+            // Where the route is served: (port, hostname), however many listeners and
+            // parentRefs lead there.
+            let mut attached: std::collections::BTreeSet<(u16, Option<String>)> = Default::default();
             for l in &listeners {
-                let Some(port) = t.ports.get_mut(&l.port) else { continue };
-                if port.protocol != Some(l.protocol) {
+                if t.ports.get(&l.port).is_none_or(|p| p.protocol != Some(l.protocol)) {
                     continue;
                 }
                 for p in &parents {
-                    let Ok(hosts) = attach(route, p, l, namespace_labels) else { continue };
-                    for host in hosts {
-                        for (ri, (rule, ms)) in compiled.iter().enumerate() {
-                            for (mi, m) in ms.iter().enumerate() {
-                                let (exact_host_len, host_len) = match &host {
-                                    None => (0, 0),
-                                    Some(h) if h.starts_with("*.") => (0, h.len()),
-                                    Some(h) => (h.len(), h.len()),
-                                };
-                                let (path_kind, path_len) = match &m.path {
-                                    PathMatch::Exact(p) => (3, p.len()),
-                                    PathMatch::Regex(r) => (2, r.as_str().len()),
-                                    PathMatch::Prefix(p) => (1, normalized(p).len()),
-                                };
-                                let key = Precedence {
-                                    exact_host_len,
-                                    host_len,
-                                    path_kind,
-                                    path_len,
-                                    method: m.method.is_some(),
-                                    headers: m.headers.len(),
-                                    query: m.query.len(),
-                                    age: std::cmp::Reverse(age.clone()),
-                                    order: std::cmp::Reverse((ri, mi)),
-                                };
-                                port.entries.push(Entry {
-                                    hostname: host.clone(),
-                                    m: m.clone(),
-                                    rule: rule.clone(),
-                                    key,
-                                });
-                            }
+                    if let Ok(hosts) = attach(route, p, l, namespace_labels) {
+                        attached.extend(hosts.into_iter().map(|h| (l.port, h)));
+                    }
+                }
+            }
+            for (port, host) in attached {
+                let Some(port) = t.ports.get_mut(&port) else { continue };
+                let (exact_host_len, host_len) = match &host {
+                    None => (0, 0),
+                    Some(h) if h.starts_with("*.") => (0, h.len()),
+                    Some(h) => (h.len(), h.len()),
+                };
+                for (ri, (rule, ms)) in compiled.iter().enumerate() {
+                    for (mi, m) in ms.iter().enumerate() {
+                        if port.entries.len() >= MAX_ENTRIES {
+                            t.truncated = true;
+                            break;
                         }
+                        let (path_kind, path_len) = match &m.path {
+                            PathMatch::Exact(p) => (3, p.len()),
+                            PathMatch::Regex(r) => (2, r.as_str().len()),
+                            PathMatch::Prefix(p) => (1, normalized(p).len()),
+                        };
+                        let key = Precedence {
+                            exact_host_len,
+                            host_len,
+                            path_kind,
+                            path_len,
+                            method: m.method.is_some(),
+                            headers: m.headers.len(),
+                            query: m.query.len(),
+                            age: std::cmp::Reverse(age.clone()),
+                            order: std::cmp::Reverse((ri, mi)),
+                        };
+                        port.entries.push(Entry { hostname: host.clone(), m: m.clone(), rule: rule.clone(), key });
                     }
                 }
             }
         }
         for p in t.ports.values_mut() {
             p.entries.sort_by(|a, b| b.key.cmp(&a.key));
-            // The same rule reached through two listeners or parentRefs once is enough.
-            p.entries.dedup_by(|a, b| a.key == b.key && a.hostname == b.hostname && Arc::ptr_eq(&a.rule, &b.rule));
         }
         t
     }

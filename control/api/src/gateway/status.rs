@@ -212,6 +212,16 @@ pub fn gateway_status(gw: &Value, w: &World) -> Value {
 /// Rules of `route` that cannot be served, as messages.
 pub fn route_problems(route: &Value) -> Vec<String> {
     let mut out = Vec::new();
+    let matches: usize = route
+        .pointer("/spec/rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| r.get("matches").and_then(Value::as_array).map_or(1, |m| m.len().max(1)))
+        .sum();
+    if matches > super::MAX_MATCHES {
+        out.push(format!("{matches} matches across the rules: at most {} are served", super::MAX_MATCHES));
+    }
     for (i, r) in route.pointer("/spec/rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
         if super::matches_of(r).is_none() {
             out.push(format!("rules[{i}]: a regular expression does not compile"));
@@ -240,6 +250,13 @@ pub fn route_status(route: &Value, w: &World) -> Value {
         .filter_map(|b| backend_ref(ns, &b, &w.refs).err())
         .collect();
     let problems = route_problems(route);
+    let served_rules = route
+        .pointer("/spec/rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| super::matches_of(r).is_some() && super::filters(r.get("filters")).is_ok())
+        .count();
     let rules = route.pointer("/spec/rules").and_then(Value::as_array).map_or(0, Vec::len);
     for p in parent_refs(route) {
         let Some(gw) = w.gateways.iter().find(|g| object::namespace(g) == p.namespace && object::name(g) == p.name)
@@ -257,7 +274,7 @@ pub fn route_status(route: &Value, w: &World) -> Value {
             .into_iter()
             .find(|w| results.iter().any(|r| r.as_ref().err() == Some(w)))
             .unwrap_or(NotAttached::NoMatchingParent);
-        let all_rules_bad = rules > 0 && problems.len() >= rules;
+        let all_rules_bad = rules > 0 && served_rules == 0;
         let (a_ok, a_reason, a_msg) = if !accepted {
             let (reason, msg) = match why {
                 NotAttached::NoMatchingListenerHostname => {

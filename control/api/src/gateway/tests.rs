@@ -280,3 +280,36 @@ fn reference_grants_open_other_namespaces_to_what_they_name() {
     assert!(!grants.allows((GROUP, "Gateway", "web"), ("", "Secret", "shared", "cert")));
     assert!(grants.allows((GROUP, "HTTPRoute", "web"), ("", "Secret", "shared", "cert")));
 }
+
+#[test]
+fn what_one_route_can_make_a_node_hold_is_bounded() {
+    let gw = gateway("gw", json!([{"name": "http", "port": 80, "protocol": "HTTP"}]));
+    // 16 rules of 64 matches: only MAX_MATCHES are served, and the status says so.
+    let rule = json!({"matches": (0..64).map(|i| json!({"path": {"type": "Exact", "value": format!("/{i}")}})).collect::<Vec<_>>(),
+        "backendRefs": to("x")});
+    let big = route("big", "2026-01-01T00:00:00Z", json!([]), Value::Array(vec![rule; 16]));
+    let refs = Refs { service_exists: &every_service, grants: &Grants::default() };
+    let served: usize = rules(&big, &refs).iter().map(|(_, m)| m.len()).sum();
+    assert_eq!(served, MAX_MATCHES);
+    assert!(status::route_problems(&big)[0].contains("1024 matches"));
+    // Many such routes: the port's table stops at MAX_ENTRIES, the oldest routes kept.
+    let many: Vec<Value> = (0..200)
+        .map(|i| {
+            let mut r = route(
+                &format!("r{i:03}"),
+                &format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+                json!([]),
+                big["spec"]["rules"].clone(),
+            );
+            r["spec"]["hostnames"] = json!([format!("h{i}.example.com")]);
+            r
+        })
+        .collect();
+    let t = Table::build([&gw], many.iter().rev(), &no_labels, &refs);
+    assert!(t.truncated);
+    assert_eq!(t.ports[&80].entries.len(), MAX_ENTRIES);
+    let served =
+        |host: &str| t.route(80, &Request { host, method: "GET", path: "/3", query: "", headers: &|_| None }).is_some();
+    assert!(served("h0.example.com"), "the oldest route is served");
+    assert!(!served("h199.example.com"), "the newest is left out");
+}
