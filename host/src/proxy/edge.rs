@@ -162,6 +162,7 @@ impl Proxy {
         let mut running: HashMap<u16, Running> = HashMap::new();
         let mut uses_tls = false;
         let mut reserved = BTreeSet::new();
+        let mut truncated = false;
         loop {
             // While some certificate is served, its Secret is read again every REFRESH.
             let refresh = if uses_tls { tls::REFRESH } else { Duration::from_secs(3600) };
@@ -200,12 +201,13 @@ impl Proxy {
                 self.ingress_https_port.load(std::sync::atomic::Ordering::Relaxed),
             );
             let want = wanted(&seen, ports, &reserved);
-            if want.routes.truncated {
+            if want.routes.truncated && !truncated {
                 tracing::warn!(
                     "gateway: a port holds {} route entries, the most served; the newest HTTPRoutes are left out",
                     gateway::MAX_ENTRIES
                 );
             }
+            truncated = want.routes.truncated;
             // Certificates per TLS port.
             uses_tls = want.tls.values().any(|e| !e.is_empty());
             let mut in_use = std::collections::HashSet::new();

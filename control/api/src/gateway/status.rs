@@ -223,7 +223,7 @@ pub fn route_problems(route: &Value) -> Vec<String> {
         out.push(format!("{matches} matches across the rules: at most {} are served", super::MAX_MATCHES));
     }
     for (i, r) in route.pointer("/spec/rules").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        if super::matches_of(r).is_none() {
+        if super::rules::matches_of(r).is_none() {
             out.push(format!("rules[{i}]: a regular expression does not compile"));
         }
         if let Err(e) = super::filters(r.get("filters")) {
@@ -255,7 +255,7 @@ pub fn route_status(route: &Value, w: &World) -> Value {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|r| super::matches_of(r).is_some() && super::filters(r.get("filters")).is_ok())
+        .filter(|r| super::rules::matches_of(r).is_some() && super::filters(r.get("filters")).is_ok())
         .count();
     let rules = route.pointer("/spec/rules").and_then(Value::as_array).map_or(0, Vec::len);
     for p in parent_refs(route) {

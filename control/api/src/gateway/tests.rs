@@ -307,7 +307,7 @@ fn what_one_route_can_make_a_node_hold_is_bounded() {
         .collect();
     let t = Table::build([&gw], many.iter().rev(), &no_labels, &refs);
     assert!(t.truncated);
-    assert_eq!(t.ports[&80].entries.len(), MAX_ENTRIES);
+    assert_eq!(t.ports[&80].len(), MAX_ENTRIES);
     let served =
         |host: &str| t.route(80, &Request { host, method: "GET", path: "/3", query: "", headers: &|_| None }).is_some();
     assert!(served("h0.example.com"), "the oldest route is served");
