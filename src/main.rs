@@ -75,6 +75,8 @@ enum Command {
     Kubeconfig(cmd::users::KubeconfigCmd),
     /// Show CPU and memory use of nodes or pods (from the metrics API).
     Top(cmd::top::TopArgs),
+    /// Open the web dashboard, signed in with a short-lived token (or print its link).
+    Dashboard(cmd::dashboard::DashboardArgs),
     /// Publish a component to an OCI registry as a wasm artifact.
     Push(cmd::push::PushArgs),
     /// Print a shell completion script.
@@ -147,6 +149,7 @@ fn main() -> ExitCode {
             Command::RotateSecretsKey(a) => cmd::secrets::rotate(a),
             Command::Push(a) => cmd::push::push(ctx, a).await,
             Command::Top(a) => cmd::top::top(ctx, a).await,
+            Command::Dashboard(a) => cmd::dashboard::run(ctx, a).await,
             Command::Kubeconfig(c) => cmd::users::run(ctx, c).await,
             Command::Token(c) => cmd::token::run(ctx, c).await,
             Command::Scale(a) => cmd::rollout::scale(ctx, a).await,

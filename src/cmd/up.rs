@@ -317,6 +317,7 @@ pub async fn up(a: UpArgs) -> anyhow::Result<()> {
     if let Some(p) = written {
         println!("  kubeconfig: {} (context wasmorch-local, now current)", p.display());
     }
+    println!("  dashboard:  {url}/ui/ (`wasmorch dashboard` opens it signed in)");
     let manifest = hello_manifest(&cfg.data_dir);
     print!("{}", next_steps(&own_command(), &manifest, &a.node_address, !a.no_node));
     println!("Press Ctrl-C to stop; state is kept for the next `wasmorch up`.");
@@ -565,6 +566,7 @@ pub async fn server(a: ServerArgs) -> anyhow::Result<()> {
     }
     println!("wasmorch server: listening on https://{}", running.addr);
     println!("  admin kubeconfig: {}", admin.display());
+    println!("  dashboard:        {url}/ui/ (sign in with a token; `wasmorch dashboard` makes a link)");
     match &running.join_token {
         Some(t) => println!(
             "  join a node:      wasmorch node --server {url} --token {t}\n                    (the token is in {}; `wasmorch token create --ttl 1h` makes more)",

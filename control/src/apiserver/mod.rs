@@ -29,6 +29,7 @@ pub mod relay;
 pub mod request;
 pub mod serviceaccounts;
 pub mod subresources;
+pub mod ui;
 pub mod verbs;
 pub mod wake;
 pub mod watch;
@@ -73,6 +74,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/version", get(handlers::version))
         .route("/cacerts", get(handlers::cacerts))
         .route("/metrics", get(handlers::metrics))
+        .route("/ui", get(ui::root))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route("/v2", any(registry::handle))
         .route("/v2/", any(registry::handle))
         .route("/v2/{*rest}", any(registry::handle))

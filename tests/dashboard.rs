@@ -1,0 +1,76 @@
+//! The web dashboard in a real browser: Debian's Chromium, headless, driven by Selenium
+//! (`tests/python/dashboard.py`): signing in with `wasmorch dashboard`'s link, live views
+//! following kubectl's changes, scaling from the page, a pod's logs, a refused action for a
+//! viewer, a phone-sized dark page. Screenshots land in `target/ui-screenshots/`.
+
+mod common;
+
+use common::{Cluster, apply, kubectl_available};
+use std::process::Command;
+
+fn browser_available() -> bool {
+    let have = std::path::Path::new("/usr/bin/chromium").exists()
+        && std::path::Path::new("/usr/bin/chromedriver").exists()
+        && Command::new("python3").args(["-c", "import selenium"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(),
+            "Chromium, chromedriver and Selenium are required (apt-get install chromium chromium-driver; pip install selenium)"
+        );
+        eprintln!("SKIPPED: no Chromium/chromedriver/Selenium");
+    }
+    have
+}
+
+const VIEWER: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: viewer}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: viewer-view}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects: [{kind: ServiceAccount, name: viewer, namespace: default}]\n";
+
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n        - name: main\n          image: wasmorch.local/hello-http:1.0\n";
+
+#[test]
+fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
+    if !kubectl_available() || !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = Cluster::start_with(d, &["--node-address", &common::node_address()]);
+    let link = c.ok(&["dashboard", "--no-open", "--duration", "30m"]).trim().to_string();
+    assert!(link.starts_with(&format!("{}/ui/#token=", c.url)), "{link}");
+    apply(&c, d, "viewer", VIEWER);
+    let kubectl = |args: &[&str]| {
+        let o = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", d.join("home"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let view_token = kubectl(&["create", "token", "viewer", "--duration", "30m"]);
+    let manifest = d.join("web.yaml");
+    std::fs::write(&manifest, WEB).unwrap();
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/dashboard.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .env("DASHBOARD_URL", format!("{}/ui/", c.url))
+        .env("ADMIN_LINK", &link)
+        .env("VIEW_TOKEN", &view_token)
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", d.join("home"))
+        .env("MANIFEST", &manifest)
+        .env("SHOTS", &shots)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(out.status.success(), "the browser test failed:\n{err}\n{}", c.log());
+    // What the page did reached the API: the Deployment was scaled to 3 from the page.
+    assert_eq!(kubectl(&["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+    for name in ["overview", "workloads", "pods", "logs", "events", "services", "refused", "phone-dark"] {
+        let f = shots.join(format!("{name}.png"));
+        assert!(std::fs::metadata(&f).is_ok_and(|m| m.len() > 5000), "{} is missing or empty", f.display());
+    }
+}

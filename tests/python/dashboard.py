@@ -1,0 +1,152 @@
+"""The dashboard in Debian's Chromium, headless, driven by Selenium (tests/dashboard.rs runs it).
+
+Environment: DASHBOARD_URL (https://…/ui/), ADMIN_LINK (a `wasmorch dashboard` link),
+VIEW_TOKEN (a token RBAC lets only view), KUBECONFIG (for kubectl), MANIFEST (a Deployment
+to apply), SHOTS (a directory for screenshots). Exit 0 when every step held; otherwise the
+failing step's assertion.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+URL = os.environ["DASHBOARD_URL"]
+SHOTS = os.environ["SHOTS"]
+
+
+def browser():
+    opts = webdriver.ChromeOptions()
+    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--ignore-certificate-errors",
+              "--window-size=1400,1000", "--disable-gpu", "--no-first-run"]:
+        opts.add_argument(a)
+    opts.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def eventually(what, f, timeout=20.0):
+    """Poll `f` until it is truthy (its value) or the deadline passes (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = f()
+            if v:
+                return v
+        except WebDriverException as e:
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"{what} (last error: {last})")
+
+
+def text(d):
+    return d.find_element(By.TAG_NAME, "main").text
+
+
+def kubectl(*args):
+    out = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"kubectl {args}: {out.stderr}"
+    return out.stdout
+
+
+def shot(d, name):
+    path = os.path.join(SHOTS, f"{name}.png")
+    d.save_screenshot(path)
+    assert os.path.getsize(path) > 5000, f"{path} is empty"
+
+
+def accept(d):
+    def alert():
+        try:
+            return d.switch_to.alert
+        except NoAlertPresentException:
+            return None
+    eventually("a confirmation", alert).accept()
+
+
+def main():
+    d = browser()
+    try:
+        # Sign in with the link `wasmorch dashboard` printed: the overview lists the nodes.
+        started = time.monotonic()
+        d.get(os.environ["ADMIN_LINK"])
+        eventually("the overview lists the node", lambda: "Ready" in text(d) and "Nodes" in text(d))
+        print(f"page load to nodes listed: {1000 * (time.monotonic() - started):.0f} ms", file=sys.stderr)
+        assert "#token" not in d.current_url, "the token stays in the address bar"
+        shot(d, "overview")
+
+        # A Deployment applied with kubectl appears, its pods turning Running (no reload).
+        d.get(URL + "#/workloads")
+        kubectl("apply", "-f", os.environ["MANIFEST"])
+        applied = time.monotonic()
+        eventually("the deployment appears", lambda: "web" in text(d) and "Pods of deployment web" in text(d))
+        print(f"kubectl apply to shown: {1000 * (time.monotonic() - applied):.0f} ms", file=sys.stderr)
+        eventually("its pods turn Running", lambda: text(d).count("Running") >= 2, timeout=60)
+        shot(d, "workloads")
+
+        # Scaling in the page changes spec.replicas.
+        box = d.find_element(By.CSS_SELECTOR, "input[aria-label='Replicas of web']")
+        box.clear()
+        box.send_keys("3")
+        d.find_element(By.CSS_SELECTOR, "button[aria-label='Scale web']").click()
+        accept(d)
+        eventually("spec.replicas becomes 3",
+                   lambda: json.loads(kubectl("get", "deployment", "web", "-o", "json"))["spec"]["replicas"] == 3)
+        eventually("three pods shown Running", lambda: text(d).count("Running") >= 3, timeout=60)
+
+        # A pod's logs show its output (hello-http logs each request it answers).
+        first = json.loads(kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"][0]
+        pod = first["metadata"]["name"]
+        urllib.request.urlopen(f"http://{first['status']['podIP']}:8080/from-the-dashboard-test", timeout=10).read()
+        d.get(URL + "#/pods")
+        eventually("the pod list", lambda: pod in text(d))
+        shot(d, "pods")
+        d.find_element(By.LINK_TEXT, pod).click()
+        eventually("the pod's logs",
+                   lambda: "/from-the-dashboard-test" in d.find_element(By.CSS_SELECTOR, "pre.logs").text, timeout=30)
+        shot(d, "logs")
+
+        # Events, newest first, filtered.
+        d.get(URL + "#/events")
+        eventually("events", lambda: "Scheduled" in text(d))
+        box = d.find_element(By.ID, "event-filter")
+        box.send_keys("ScalingReplicaSet")
+        eventually("the filter keeps only matching events", lambda: "Scheduled" not in text(d) and "ScalingReplicaSet" in text(d))
+        shot(d, "events")
+        d.get(URL + "#/services")
+        eventually("services", lambda: "kubernetes" in text(d))
+        shot(d, "services")
+
+        # Sign out, then in as a viewer: an action it may not take shows the refusal.
+        d.find_element(By.ID, "signout").click()
+        eventually("the sign-in form", lambda: d.find_elements(By.ID, "token"))
+        d.find_element(By.ID, "token").send_keys(os.environ["VIEW_TOKEN"])
+        d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        d.get(URL + "#/workloads")
+        eventually("the viewer sees the deployment", lambda: "Pods of deployment web" in text(d))
+        d.find_element(By.CSS_SELECTOR, "button[aria-label='Restart web']").click()
+        accept(d)
+        toast = eventually("a refusal", lambda: d.find_element(By.ID, "toast").text)
+        assert "Refused" in toast and "forbidden" in toast, toast
+        shot(d, "refused")
+
+        # Phone-sized, dark: still readable (a screenshot to look at).
+        d.set_window_size(390, 844)
+        d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        d.get(URL + "#/overview")
+        eventually("the overview on a phone", lambda: "Nodes" in text(d))
+        bg = d.execute_script("return getComputedStyle(document.body).backgroundColor")
+        assert bg != "rgb(251, 251, 253)", f"the dark theme did not apply: {bg}"
+        shot(d, "phone-dark")
+    finally:
+        d.quit()
+
+
+if __name__ == "__main__":
+    main()
