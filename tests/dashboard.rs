@@ -1,7 +1,8 @@
 //! The web dashboard in a real browser: Debian's Chromium, headless, driven by Selenium
 //! (`tests/python/dashboard.py`): signing in with `wasmorch dashboard`'s link, live views
 //! following kubectl's changes, scaling from the page, a pod's logs, a refused action for a
-//! viewer, a phone-sized dark page. Screenshots land in `target/ui-screenshots/`.
+//! viewer, a namespace picked by one who may read only that namespace, usage charts, a
+//! phone-sized dark page. Screenshots land in `target/ui-screenshots/`.
 
 mod common;
 
@@ -22,7 +23,8 @@ fn browser_available() -> bool {
     have
 }
 
-const VIEWER: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: viewer}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: viewer-view}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects: [{kind: ServiceAccount, name: viewer, namespace: default}]\n";
+/// `viewer` views everything; `team` views only the default namespace.
+const VIEWER: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: viewer}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: viewer-view}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects: [{kind: ServiceAccount, name: viewer, namespace: default}]\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: team}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: team-view}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects: [{kind: ServiceAccount, name: team, namespace: default}]\n";
 
 const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n        - name: main\n          image: wasmorch.local/hello-http:1.0\n";
 
@@ -33,7 +35,8 @@ fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let c = Cluster::start_with(d, &["--node-address", &common::node_address()]);
+    // Usage measured every second, so the charts have points within the test.
+    let c = Cluster::start_with(d, &["--node-address", &common::node_address(), "--metric-resolution", "1s"]);
     let link = c.ok(&["dashboard", "--no-open", "--duration", "30m"]).trim().to_string();
     assert!(link.starts_with(&format!("{}/ui/#token=", c.url)), "{link}");
     apply(&c, d, "viewer", VIEWER);
@@ -48,6 +51,7 @@ fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     let view_token = kubectl(&["create", "token", "viewer", "--duration", "30m"]);
+    let team_token = kubectl(&["create", "token", "team", "--duration", "30m"]);
     let manifest = d.join("web.yaml");
     std::fs::write(&manifest, WEB).unwrap();
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
@@ -58,6 +62,7 @@ fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
         .env("DASHBOARD_URL", format!("{}/ui/", c.url))
         .env("ADMIN_LINK", &link)
         .env("VIEW_TOKEN", &view_token)
+        .env("TEAM_TOKEN", &team_token)
         .env("KUBECONFIG", c.kubeconfig())
         .env("HOME", d.join("home"))
         .env("MANIFEST", &manifest)

@@ -130,22 +130,82 @@ function changed() {
   });
 }
 
+const NS_KEY = "wasmorch.namespace";
+const namespace = () => sessionStorage.getItem(NS_KEY) ?? "";
+
+/** What the page follows: [key, API base, plural, namespaced]. */
+const FOLLOWED = [
+  ["nodes", "/api/v1", "nodes", false],
+  ["namespaces", "/api/v1", "namespaces", false],
+  ["pods", "/api/v1", "pods", true],
+  ["deployments", "/apis/apps/v1", "deployments", true],
+  ["replicasets", "/apis/apps/v1", "replicasets", true],
+  ["daemonsets", "/apis/apps/v1", "daemonsets", true],
+  ["jobs", "/apis/batch/v1", "jobs", true],
+  ["cronjobs", "/apis/batch/v1", "cronjobs", true],
+  ["services", "/api/v1", "services", true],
+  ["endpointslices", "/apis/discovery.k8s.io/v1", "endpointslices", true],
+  ["events", "/api/v1", "events", true],
+];
+
 function follow() {
-  const paths = {
-    nodes: "/api/v1/nodes",
-    namespaces: "/api/v1/namespaces",
-    pods: "/api/v1/pods",
-    deployments: "/apis/apps/v1/deployments",
-    replicasets: "/apis/apps/v1/replicasets",
-    daemonsets: "/apis/apps/v1/daemonsets",
-    jobs: "/apis/batch/v1/jobs",
-    cronjobs: "/apis/batch/v1/cronjobs",
-    services: "/api/v1/services",
-    endpointslices: "/apis/discovery.k8s.io/v1/endpointslices",
-    events: "/api/v1/events",
-  };
-  for (const [k, p] of Object.entries(paths)) live[k] = new Live(p, changed);
+  for (const [k, base, plural, namespaced] of FOLLOWED) {
+    live[k]?.stop();
+    live[k] = new Live(l.listPath(base, plural, namespaced ? namespace() : ""), changed);
+  }
 }
+
+// Usage: the metrics API has no watch; it is sampled at its own resolution (15 s by default).
+const usage = { nodes: new Map(), pods: new Map(), timer: null };
+
+async function sample() {
+  let every = 15000;
+  try {
+    const nodes = await api("/apis/metrics.k8s.io/v1beta1/nodes");
+    // Sampled as often as the cluster measures (the metrics' window).
+    const w = parseFloat(nodes.items[0]?.window ?? "");
+    if (w > 0) every = Math.max(1000, w * 1000);
+    for (const m of nodes.items) {
+      const u = { cpu: l.quantity(m.usage?.cpu), memory: l.quantity(m.usage?.memory) };
+      const prev = usage.nodes.get(m.metadata.name) ?? {};
+      usage.nodes.set(m.metadata.name, { cpu: l.pushSample(prev.cpu, u.cpu), memory: l.pushSample(prev.memory, u.memory) });
+    }
+  } catch { /* not allowed, or not yet measured */ }
+  try {
+    const pods = await api(l.listPath("/apis/metrics.k8s.io/v1beta1", "pods", namespace()));
+    for (const m of pods.items) {
+      const u = l.podUsage(m);
+      const key = l.keyOf(m);
+      const prev = usage.pods.get(key) ?? {};
+      usage.pods.set(key, { cpu: l.pushSample(prev.cpu, u.cpu), memory: l.pushSample(prev.memory, u.memory) });
+    }
+  } catch { /* not allowed, or not yet measured */ }
+  changed();
+  clearTimeout(usage.timer);
+  if (token()) usage.timer = setTimeout(sample, every);
+}
+
+function startSampling() {
+  clearTimeout(usage.timer);
+  sample();
+}
+
+/** A small line chart of a usage series, labelled with its last value. */
+function spark(series, label, format) {
+  if (!series?.length) return h("span", { class: "muted" }, "–");
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 80 18");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `${label}: ${format(series[series.length - 1])}`);
+  const path = document.createElementNS(ns, "path");
+  path.setAttribute("d", l.sparkPath(series, 80, 18));
+  svg.append(path);
+  return h("span", { class: "usage" }, svg, " ", format(series[series.length - 1]));
+}
+
+const cores = (v) => `${(v * 1000).toFixed(0)}m`;
 
 const items = (k) => live[k]?.list() ?? [];
 
@@ -288,15 +348,17 @@ function overview() {
   return [
     errors("nodes", "pods"),
     h("section", {}, h("h2", {}, "Workloads"), h("ul", { class: "counts", "aria-label": "Workload health" }, counts)),
-    table("Nodes", ["Name", "Status", "Address", "Pod CIDR", "Pods", "CPU requested", "Memory requested", "Actions"],
+    table("Nodes", ["Name", "Status", "Address", "Pod CIDR", "Pods", "CPU requested", "Memory requested", "CPU used", "Memory used", "Actions"],
       nodes.map((n) => ({
         key: n.name,
         cells: [
           n.name,
           h("span", {}, badge(n.ready ? "Ready" : "NotReady", n.ready), n.schedulable ? "" : badge("SchedulingDisabled", false)),
           n.address, n.podCIDR, n.pods,
-          `${n.cpu.requested.toFixed(2)} / ${n.cpu.capacity} (${pct(n.cpu)})`,
+          `${Number(n.cpu.requested.toFixed(2))} / ${Number(n.cpu.capacity.toFixed(2))} cores (${pct(n.cpu)})`,
           `${l.bytes(n.memory.requested)} / ${l.bytes(n.memory.capacity)} (${pct(n.memory)})`,
+          spark(usage.nodes.get(n.name)?.cpu, `CPU used by ${n.name}`, cores),
+          spark(usage.nodes.get(n.name)?.memory, `Memory used by ${n.name}`, l.bytes),
           h("span", { class: "actions" },
             n.schedulable
               ? h("button", { onclick: () => cordon(raw.get(n.name), true), "aria-label": `Cordon ${n.name}` }, "Cordon")
@@ -318,13 +380,15 @@ function podRows(pods) {
       p.spec?.nodeName ?? "",
       p.status?.podIP ?? "",
       l.age(p.metadata.creationTimestamp),
+      spark(usage.pods.get(l.keyOf(p))?.cpu, `CPU used by ${p.metadata.name}`, cores),
+      spark(usage.pods.get(l.keyOf(p))?.memory, `Memory used by ${p.metadata.name}`, l.bytes),
       h("span", { class: "reason" }, l.lastFailure(p)),
       h("button", { onclick: () => deletePod(p), "aria-label": `Delete pod ${p.metadata.name}` }, "Delete"),
     ],
   }));
 }
 
-const POD_HEADERS = ["Namespace", "Name", "Status", "Restarts", "Node", "IP", "Age", "Last failure", "Actions"];
+const POD_HEADERS = ["Namespace", "Name", "Status", "Restarts", "Node", "IP", "Age", "CPU", "Memory", "Last failure", "Actions"];
 
 function workloads() {
   const pods = items("pods");
@@ -333,8 +397,10 @@ function workloads() {
   out.push(table("Deployments", ["Namespace", "Name", "Ready", "Up to date", "State", "Replicas", "Actions"],
     l.byName(items("deployments")).map((d) => {
       const s = l.deploymentState(d);
-      const input = h("input", { type: "number", min: "0", value: String(s.desired), "aria-label": `Replicas of ${d.metadata.name}`,
-        class: "replicas", id: `replicas-${d.metadata.namespace}-${d.metadata.name}` });
+      const id = `replicas-${d.metadata.namespace}-${d.metadata.name}`;
+      const input = persistent(id, () => h("input", { type: "number", min: "0", "aria-label": `Replicas of ${d.metadata.name}`, class: "replicas", id }));
+      // Shows the desired count, unless someone is typing another.
+      if (document.activeElement !== input) input.value = String(s.desired);
       return {
         key: l.keyOf(d),
         cells: [
@@ -385,11 +451,22 @@ function servicesView() {
 
 let eventFilter = "";
 
+// Inputs live across renders (one element each), so typing is never cut by a live update.
+const inputs = new Map();
+
+function persistent(id, make) {
+  if (!inputs.has(id)) inputs.set(id, make());
+  return inputs.get(id);
+}
+
 function eventsView() {
-  const input = h("input", { type: "search", value: eventFilter, placeholder: "Filter: words in reason, object or message", "aria-label": "Filter events", id: "event-filter" });
-  input.addEventListener("input", () => {
-    eventFilter = input.value;
-    changed();
+  const input = persistent("event-filter", () => {
+    const e = h("input", { type: "search", placeholder: "Filter: words in reason, object or message", "aria-label": "Filter events", id: "event-filter" });
+    e.addEventListener("input", () => {
+      eventFilter = e.value;
+      changed();
+    });
+    return e;
   });
   const rows = l.events(items("events"), eventFilter).slice(0, 300).map((e) => ({
     key: l.keyOf(e),
@@ -459,7 +536,17 @@ async function streamLogs(ns, name, container, previous) {
 
 // ---- routing and sign-in ----
 
-const VIEWS = { overview, workloads, pods: podsView, services: servicesView, events: eventsView };
+function namespacesView() {
+  const pods = items("pods");
+  return [errors("namespaces"), table("Namespaces", ["Name", "Status", "Pods", "Age"],
+    l.byName(items("namespaces")).map((n) => ({
+      key: n.metadata.name,
+      cells: [n.metadata.name, badge(n.status?.phase ?? "Active", (n.status?.phase ?? "Active") === "Active"),
+        pods.filter((p) => p.metadata.namespace === n.metadata.name).length, l.age(n.metadata.creationTimestamp)],
+    })))];
+}
+
+const VIEWS = { overview, namespaces: namespacesView, workloads, pods: podsView, services: servicesView, events: eventsView };
 
 function render() {
   const main = $("#main");
@@ -477,13 +564,12 @@ function render() {
     }
     nodes = (VIEWS[view] ?? overview)();
   }
-  // Keep the focus and what is being typed (a filter, a replica count) across re-renders.
+  // Keep the focus (on a persistent input, or an element with the same id) across renders.
   const a = document.activeElement;
-  const kept = a?.id && a.tagName === "INPUT" ? { id: a.id, value: a.value } : a?.id ? { id: a.id } : null;
+  const focused = a && main.contains(a) ? a : null;
   main.replaceChildren(...nodes.flat().filter(Boolean));
-  if (kept) {
-    const e = document.getElementById(kept.id);
-    if (e && kept.value !== undefined) e.value = kept.value;
+  if (focused) {
+    const e = focused.isConnected ? focused : focused.id ? document.getElementById(focused.id) : null;
     e?.focus();
   }
 }
@@ -491,6 +577,7 @@ function render() {
 function signInView(main) {
   $("header nav").hidden = true;
   $("#signout").hidden = true;
+  $("#namespace-picker").hidden = true;
   const input = h("input", { type: "password", id: "token", autocomplete: "off", required: true, "aria-label": "Bearer token" });
   const form = h("form", { class: "signin", "aria-label": "Sign in" },
     h("h2", {}, "Sign in"),
@@ -506,6 +593,11 @@ function signInView(main) {
 
 function signOut(why) {
   sessionStorage.removeItem(TOKEN_KEY);
+  clearTimeout(usage.timer);
+  inputs.clear();
+  usage.nodes.clear();
+  usage.pods.clear();
+  $("#namespace-picker").hidden = true;
   for (const k of Object.keys(live)) {
     live[k].stop();
     delete live[k];
@@ -524,7 +616,10 @@ async function start() {
   }
   $("header nav").hidden = false;
   $("#signout").hidden = false;
+  $("#namespace-picker").hidden = false;
+  $("#namespace").value = namespace();
   if (!Object.keys(live).length) follow();
+  startSampling();
   render();
 }
 
@@ -534,4 +629,13 @@ window.addEventListener("hashchange", () => {
   render();
 });
 $("#signout").addEventListener("click", () => signOut());
+// One namespace (for an identity that may read only some), or all: lists follow it.
+$("#namespace-picker").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(NS_KEY, $("#namespace").value.trim());
+  follow();
+  usage.pods.clear();
+  startSampling();
+  render();
+});
 start();

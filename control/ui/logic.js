@@ -188,3 +188,32 @@ export function ownedBy(pod, replicasets, deployment) {
   return (set?.metadata?.ownerReferences ?? []).some((r) => r.kind === "Deployment" && r.name === deployment.metadata?.name)
     && pod.metadata?.namespace === deployment.metadata?.namespace;
 }
+
+/** Append a sample to a bounded series (oldest dropped past `max`). */
+export function pushSample(series, value, max = 40) {
+  const out = [...(series ?? []), value];
+  return out.length > max ? out.slice(out.length - max) : out;
+}
+
+/** The SVG path ("M x y L …") of a series scaled into width × height (0 at the bottom). */
+export function sparkPath(series, width, height, ceiling) {
+  if (!series?.length) return "";
+  const top = Math.max(ceiling ?? 0, ...series, 1e-9);
+  const step = series.length > 1 ? width / (series.length - 1) : 0;
+  return series
+    .map((v, i) => `${i ? "L" : "M"}${(i * step).toFixed(1)} ${(height - (v / top) * height).toFixed(1)}`)
+    .join(" ");
+}
+
+/** A PodMetrics' total usage: { cpu (cores), memory (bytes) }. */
+export function podUsage(m) {
+  return (m?.containers ?? []).reduce(
+    (t, c) => ({ cpu: t.cpu + quantity(c.usage?.cpu), memory: t.memory + quantity(c.usage?.memory) }),
+    { cpu: 0, memory: 0 },
+  );
+}
+
+/** The list path of a resource, cluster-wide or in one namespace. */
+export function listPath(base, plural, namespace) {
+  return namespace ? `${base}/namespaces/${namespace}/${plural}` : `${base}/${plural}`;
+}

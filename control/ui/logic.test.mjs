@@ -76,3 +76,17 @@ test("watch events update the map; ERROR asks for a new list", () => {
   assert.equal(l.applyEvent(m, { type: "ERROR", object: { code: 410 } }), null);
   assert.deepEqual(l.byName([o("b"), { metadata: { namespace: "a", name: "z" } }]).map(l.keyOf), ["a/z", "d/b"]);
 });
+
+test("usage series: bounded, scaled, summed", () => {
+  let series = [];
+  for (let i = 0; i < 50; i++) series = l.pushSample(series, i, 40);
+  assert.equal(series.length, 40);
+  assert.equal(series[0], 10);
+  assert.equal(l.sparkPath([0, 1], 100, 20, 1), "M0.0 20.0 L100.0 0.0");
+  assert.equal(l.sparkPath([], 100, 20), "");
+  const u = l.podUsage({ containers: [{ usage: { cpu: "250m", memory: "1Mi" } }, { usage: { cpu: "5m", memory: "1Mi" } }] });
+  assert.equal(u.cpu, 0.255);
+  assert.equal(u.memory, 2 * 1024 * 1024);
+  assert.equal(l.listPath("/api/v1", "pods", ""), "/api/v1/pods");
+  assert.equal(l.listPath("/apis/apps/v1", "deployments", "team"), "/apis/apps/v1/namespaces/team/deployments");
+});

@@ -117,17 +117,31 @@ def main():
         eventually("events", lambda: "Scheduled" in text(d))
         box = d.find_element(By.ID, "event-filter")
         box.send_keys("ScalingReplicaSet")
-        eventually("the filter keeps only matching events", lambda: "Scheduled" not in text(d) and "ScalingReplicaSet" in text(d))
+        try:
+            eventually("the filter keeps only matching events",
+                       lambda: "Scheduled" not in text(d) and "ScalingReplicaSet" in text(d))
+        except AssertionError:
+            print(d.find_element(By.ID, "event-filter").get_attribute("value"), text(d)[:1500], file=sys.stderr)
+            raise
         shot(d, "events")
         d.get(URL + "#/services")
         eventually("services", lambda: "kubernetes" in text(d))
         shot(d, "services")
 
+        # Namespaces, and usage charts once the metrics API has measured the pods.
+        d.get(URL + "#/namespaces")
+        eventually("the namespaces", lambda: "kube-system" in text(d) and "default" in text(d))
+        d.get(URL + "#/pods")
+        eventually("usage charts", lambda: d.find_elements(By.CSS_SELECTOR, f"svg[aria-label^='CPU used by {pod}']"), timeout=30)
+        d.get(URL + "#/overview")
+        eventually("node usage charts", lambda: d.find_elements(By.CSS_SELECTOR, "svg[aria-label^='Memory used by']"), timeout=30)
+        shot(d, "overview")
+
         # Sign out, then in as a viewer: an action it may not take shows the refusal.
         d.find_element(By.ID, "signout").click()
         eventually("the sign-in form", lambda: d.find_elements(By.ID, "token"))
         d.find_element(By.ID, "token").send_keys(os.environ["VIEW_TOKEN"])
-        d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        d.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
         d.get(URL + "#/workloads")
         eventually("the viewer sees the deployment", lambda: "Pods of deployment web" in text(d))
         d.find_element(By.CSS_SELECTOR, "button[aria-label='Restart web']").click()
@@ -135,6 +149,19 @@ def main():
         toast = eventually("a refusal", lambda: d.find_element(By.ID, "toast").text)
         assert "Refused" in toast and "forbidden" in toast, toast
         shot(d, "refused")
+
+        # One who may read only one namespace picks it: the lists follow it.
+        d.find_element(By.ID, "signout").click()
+        eventually("the sign-in form", lambda: d.find_elements(By.ID, "token"))
+        d.find_element(By.ID, "token").send_keys(os.environ["TEAM_TOKEN"])
+        d.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
+        d.get(URL + "#/pods")
+        eventually("cluster-wide lists refused", lambda: "forbidden" in text(d))
+        box = d.find_element(By.ID, "namespace")
+        box.clear()
+        box.send_keys("default")
+        d.find_element(By.CSS_SELECTOR, "#namespace-picker button").click()
+        eventually("the namespace's pods", lambda: pod in text(d) and "forbidden" not in text(d))
 
         # Phone-sized, dark: still readable (a screenshot to look at).
         d.set_window_size(390, 844)
