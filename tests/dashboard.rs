@@ -9,18 +9,26 @@ mod common;
 use common::{Cluster, apply, kubectl_available};
 use std::process::Command;
 
-fn browser_available() -> bool {
-    let have = std::path::Path::new("/usr/bin/chromium").exists()
-        && std::path::Path::new("/usr/bin/chromedriver").exists()
-        && Command::new("python3").args(["-c", "import selenium"]).output().is_ok_and(|o| o.status.success());
-    if !have {
+/// The first of `names` found on PATH.
+fn which(names: &[&str]) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|n| std::env::split_paths(&path).map(|d| d.join(n)).find(|p| p.is_file()))
+}
+
+/// Chromium (Debian's; or Chrome where that is what the machine has) and its driver, when
+/// Selenium is there too.
+fn browser() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let found = which(&["chromium", "chromium-browser", "google-chrome"]).zip(which(&["chromedriver"]));
+    let selenium = Command::new("python3").args(["-c", "import selenium"]).output().is_ok_and(|o| o.status.success());
+    if found.is_none() || !selenium {
         assert!(
             std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(),
             "Chromium, chromedriver and Selenium are required (apt-get install chromium chromium-driver; pip install selenium)"
         );
         eprintln!("SKIPPED: no Chromium/chromedriver/Selenium");
+        return None;
     }
-    have
+    found
 }
 
 /// `viewer` views everything; `team` views only the default namespace.
@@ -30,9 +38,10 @@ const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\
 
 #[test]
 fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
-    if !kubectl_available() || !browser_available() {
+    if !kubectl_available() {
         return;
     }
+    let Some((chrome, driver)) = browser() else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // Usage measured every second, so the charts have points within the test.
@@ -60,6 +69,8 @@ fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
     let out = Command::new("python3")
         .arg(script)
         .env("DASHBOARD_URL", format!("{}/ui/", c.url))
+        .env("CHROME_BIN", &chrome)
+        .env("CHROMEDRIVER", &driver)
         .env("ADMIN_LINK", &link)
         .env("VIEW_TOKEN", &view_token)
         .env("TEAM_TOKEN", &team_token)

@@ -94,7 +94,8 @@ fi
 
 # The dashboard: Debian's Chromium and its driver, driven by Selenium (PyPI) in
 # tests/dashboard.rs; Node.js runs the page's unit tests.
-if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v node >/dev/null; then
+if ! { command -v chromium >/dev/null || command -v google-chrome >/dev/null; } \
+  || ! command -v chromedriver >/dev/null || ! command -v node >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver nodejs) >/dev/null
 fi
 if ! python3 -c "import selenium" 2>/dev/null; then

@@ -421,9 +421,17 @@ function workloads() {
   out.push(table("DaemonSets", ["Namespace", "Name", "Desired", "Ready"], l.byName(items("daemonsets")).map((o) => ({
     key: l.keyOf(o), cells: [o.metadata.namespace, o.metadata.name, o.status?.desiredNumberScheduled ?? 0, o.status?.numberReady ?? 0],
   }))));
+  for (const ds of l.byName(items("daemonsets"))) {
+    const mine = pods.filter((p) => l.ownedDirectly(p, "DaemonSet", ds));
+    if (mine.length) out.push(table(`Pods of daemonset ${ds.metadata.name}`, POD_HEADERS, podRows(mine)));
+  }
   out.push(table("Jobs", ["Namespace", "Name", "Succeeded", "Failed", "Age"], l.byName(items("jobs")).map((o) => ({
     key: l.keyOf(o), cells: [o.metadata.namespace, o.metadata.name, o.status?.succeeded ?? 0, o.status?.failed ?? 0, l.age(o.metadata.creationTimestamp)],
   }))));
+  for (const job of l.byName(items("jobs"))) {
+    const mine = pods.filter((p) => l.ownedDirectly(p, "Job", job));
+    if (mine.length) out.push(table(`Pods of job ${job.metadata.name}`, POD_HEADERS, podRows(mine)));
+  }
   out.push(table("CronJobs", ["Namespace", "Name", "Schedule", "Suspended", "Last run"], l.byName(items("cronjobs")).map((o) => ({
     key: l.keyOf(o), cells: [o.metadata.namespace, o.metadata.name, o.spec?.schedule ?? "", o.spec?.suspend ? "yes" : "no", l.age(o.status?.lastScheduleTime)],
   }))));

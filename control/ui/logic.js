@@ -217,3 +217,9 @@ export function podUsage(m) {
 export function listPath(base, plural, namespace) {
   return namespace ? `${base}/namespaces/${namespace}/${plural}` : `${base}/${plural}`;
 }
+
+/** Whether `pod` belongs directly to `owner` (a DaemonSet's or a Job's pods). */
+export function ownedDirectly(pod, kind, owner) {
+  return pod.metadata?.namespace === owner.metadata?.namespace
+    && (pod.metadata?.ownerReferences ?? []).some((r) => r.kind === kind && r.name === owner.metadata?.name);
+}

@@ -90,3 +90,11 @@ test("usage series: bounded, scaled, summed", () => {
   assert.equal(l.listPath("/api/v1", "pods", ""), "/api/v1/pods");
   assert.equal(l.listPath("/apis/apps/v1", "deployments", "team"), "/apis/apps/v1/namespaces/team/deployments");
 });
+
+test("pods of a DaemonSet or a Job", () => {
+  const ds = { metadata: { namespace: "n", name: "agent" } };
+  const pod = (ns, kind, name) => ({ metadata: { namespace: ns, ownerReferences: [{ kind, name }] } });
+  assert.equal(l.ownedDirectly(pod("n", "DaemonSet", "agent"), "DaemonSet", ds), true);
+  assert.equal(l.ownedDirectly(pod("m", "DaemonSet", "agent"), "DaemonSet", ds), false);
+  assert.equal(l.ownedDirectly(pod("n", "Job", "agent"), "DaemonSet", ds), false);
+});

@@ -1,6 +1,6 @@
 """The dashboard in Debian's Chromium, headless, driven by Selenium (tests/dashboard.rs runs it).
 
-Environment: DASHBOARD_URL (https://…/ui/), ADMIN_LINK (a `wasmorch dashboard` link),
+Environment: DASHBOARD_URL (https://…/ui/), CHROME_BIN and CHROMEDRIVER, ADMIN_LINK (a `wasmorch dashboard` link),
 VIEW_TOKEN (a token RBAC lets only view), KUBECONFIG (for kubectl), MANIFEST (a Deployment
 to apply), SHOTS (a directory for screenshots). Exit 0 when every step held; otherwise the
 failing step's assertion.
@@ -26,8 +26,8 @@ def browser():
     for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--ignore-certificate-errors",
               "--window-size=1400,1000", "--disable-gpu", "--no-first-run"]:
         opts.add_argument(a)
-    opts.binary_location = "/usr/bin/chromium"
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    opts.binary_location = os.environ.get("CHROME_BIN", "/usr/bin/chromium")
+    return webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
 
 
 def eventually(what, f, timeout=20.0):
