@@ -1,5 +1,6 @@
-//! The web dashboard in a real browser: Debian's Chromium, headless, driven by Selenium
-//! (`tests/python/dashboard.py`): signing in with `wasmorch dashboard`'s link, live views
+//! The web dashboard in real browsers: Debian's Chromium, headless, driven by Selenium
+//! (`tests/python/dashboard.py`), then Firefox ESR over Marionette
+//! (`tests/python/dashboard_firefox.py`): signing in with `wasmorch dashboard`'s link, live views
 //! following kubectl's changes, scaling from the page, a pod's logs, a refused action for a
 //! viewer, a namespace picked by one who may read only that namespace, usage charts, a
 //! phone-sized dark page. Screenshots land in `target/ui-screenshots/`.
@@ -29,6 +30,20 @@ fn browser() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
         return None;
     }
     found
+}
+
+/// Firefox ESR and the Marionette client.
+fn firefox_available() -> bool {
+    let have = which(&["firefox-esr"]).is_some()
+        && Command::new("python3").args(["-c", "import marionette_driver"]).output().is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("WASMORCH_REQUIRE_PEERS").is_none(),
+            "Firefox ESR and marionette_driver are required (apt-get install firefox-esr; pip install marionette_driver)"
+        );
+        eprintln!("SKIPPED: no Firefox ESR/marionette_driver");
+    }
+    have
 }
 
 /// `viewer` views everything; `team` views only the default namespace.
@@ -85,6 +100,24 @@ fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
     assert!(out.status.success(), "the browser test failed:\n{err}\n{}", c.log());
     // What the page did reached the API: the Deployment was scaled to 3 from the page.
     assert_eq!(kubectl(&["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+
+    // Firefox too (Debian's ESR over Marionette): signed in, live, scaling, logs.
+    if firefox_available() {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/dashboard_firefox.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .env("DASHBOARD_URL", format!("{}/ui/", c.url))
+            .env("ADMIN_LINK", &link)
+            .env("KUBECONFIG", c.kubeconfig())
+            .env("HOME", d.join("home"))
+            .env("SHOTS", &shots)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{err}");
+        assert!(out.status.success(), "the Firefox test failed:\n{err}");
+        assert_eq!(kubectl(&["get", "deployment", "web", "-o", "jsonpath={.spec.replicas}"]), "4");
+    }
     for name in ["overview", "workloads", "pods", "logs", "events", "services", "refused", "phone-dark"] {
         let f = shots.join(format!("{name}.png"));
         assert!(std::fs::metadata(&f).is_ok_and(|m| m.len() > 5000), "{} is missing or empty", f.display());

@@ -101,6 +101,13 @@ fi
 if ! python3 -c "import selenium" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore selenium
 fi
+# Firefox ESR too, driven over its own Marionette protocol (marionette_driver from PyPI).
+if ! command -v firefox-esr >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq firefox-esr) >/dev/null
+fi
+if ! python3 -c "import marionette_driver" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore marionette_driver
+fi
 
 # Wine runs the Windows unit tests.
 if ! command -v wine >/dev/null; then

@@ -467,21 +467,29 @@ function persistent(id, make) {
   return inputs.get(id);
 }
 
+// The events view is one element kept across renders: only its results are replaced, so the
+// filter being typed in is never moved or re-created.
+let eventsPane = null;
+
 function eventsView() {
-  const input = persistent("event-filter", () => {
-    const e = h("input", { type: "search", placeholder: "Filter: words in reason, object or message", "aria-label": "Filter events", id: "event-filter" });
-    e.addEventListener("input", () => {
-      eventFilter = e.value;
+  if (!eventsPane) {
+    const input = h("input", { type: "search", placeholder: "Filter: words in reason, object or message", "aria-label": "Filter events", id: "event-filter" });
+    input.addEventListener("input", () => {
+      eventFilter = input.value;
       changed();
     });
-    return e;
-  });
+    const problems = h("div");
+    const results = h("div");
+    eventsPane = { element: h("div", {}, problems, h("label", { class: "filter" }, "Filter ", input), results), problems, results };
+  }
   const rows = l.events(items("events"), eventFilter).slice(0, 300).map((e) => ({
     key: l.keyOf(e),
     cells: [l.age(l.eventTime(e)), badge(e.type ?? "", e.type !== "Warning"), e.reason ?? "",
       `${e.involvedObject?.kind ?? ""}/${e.involvedObject?.name ?? ""}`, e.metadata?.namespace ?? "", e.message ?? ""],
   }));
-  return [errors("events"), h("label", { class: "filter" }, "Filter ", input), table("Events (newest first)", ["Last seen", "Type", "Reason", "Object", "Namespace", "Message"], rows)];
+  eventsPane.problems.replaceChildren(...[errors("events")].filter(Boolean));
+  eventsPane.results.replaceChildren(table("Events (newest first)", ["Last seen", "Type", "Reason", "Object", "Namespace", "Message"], rows));
+  return [eventsPane.element];
 }
 
 // The logs view streams outside the render loop: its element is kept across renders.
@@ -544,6 +552,8 @@ async function streamLogs(ns, name, container, previous) {
 
 // ---- routing and sign-in ----
 
+let rendered = null;
+
 function namespacesView() {
   const pods = items("pods");
   return [errors("namespaces"), table("Namespaces", ["Name", "Status", "Pods", "Age"],
@@ -558,6 +568,14 @@ const VIEWS = { overview, namespaces: namespacesView, workloads, pods: podsView,
 
 function render() {
   const main = $("#main");
+  // While a value is being typed in a table (a replica count), the view waits: it renders
+  // again when the input loses the focus.
+  const a = document.activeElement;
+  if (a?.classList?.contains("replicas") && main.contains(a) && location.hash === rendered) {
+    a.addEventListener("blur", changed, { once: true });
+    return;
+  }
+  rendered = location.hash;
   if (!token()) return signInView(main);
   const [, view, ...rest] = (location.hash || "#/overview").split("/");
   for (const a of document.querySelectorAll("nav a")) {
@@ -572,14 +590,10 @@ function render() {
     }
     nodes = (VIEWS[view] ?? overview)();
   }
-  // Keep the focus (on a persistent input, or an element with the same id) across renders.
-  const a = document.activeElement;
-  const focused = a && main.contains(a) ? a : null;
-  main.replaceChildren(...nodes.flat().filter(Boolean));
-  if (focused) {
-    const e = focused.isConnected ? focused : focused.id ? document.getElementById(focused.id) : null;
-    e?.focus();
-  }
+  const next = nodes.flat().filter(Boolean);
+  // A view kept whole across renders (events, logs) is left in place.
+  if (next.length === main.children.length && next.every((n, i) => n === main.children[i])) return;
+  main.replaceChildren(...next);
 }
 
 function signInView(main) {
@@ -603,6 +617,8 @@ function signOut(why) {
   sessionStorage.removeItem(TOKEN_KEY);
   clearTimeout(usage.timer);
   inputs.clear();
+  eventsPane = null;
+  eventFilter = "";
   usage.nodes.clear();
   usage.pods.clear();
   $("#namespace-picker").hidden = true;
