@@ -198,6 +198,8 @@ export function pushSample(series, value, max = 40) {
 /** The SVG path ("M x y L …") of a series scaled into width × height (0 at the bottom). */
 export function sparkPath(series, width, height, ceiling) {
   if (!series?.length) return "";
+  // One sample draws as a level line.
+  if (series.length === 1) series = [series[0], series[0]];
   const top = Math.max(ceiling ?? 0, ...series, 1e-9);
   const step = series.length > 1 ? width / (series.length - 1) : 0;
   return series

@@ -84,6 +84,7 @@ test("usage series: bounded, scaled, summed", () => {
   assert.equal(series[0], 10);
   assert.equal(l.sparkPath([0, 1], 100, 20, 1), "M0.0 20.0 L100.0 0.0");
   assert.equal(l.sparkPath([], 100, 20), "");
+  assert.equal(l.sparkPath([2], 100, 20), "M0.0 0.0 L100.0 0.0");
   const u = l.podUsage({ containers: [{ usage: { cpu: "250m", memory: "1Mi" } }, { usage: { cpu: "5m", memory: "1Mi" } }] });
   assert.equal(u.cpu, 0.255);
   assert.equal(u.memory, 2 * 1024 * 1024);
