@@ -64,16 +64,7 @@ fn the_dashboard_shows_and_steers_the_cluster_in_chromium() {
     let link = c.ok(&["dashboard", "--no-open", "--duration", "30m"]).trim().to_string();
     assert!(link.starts_with(&format!("{}/ui/#token=", c.url)), "{link}");
     apply(&c, d, "viewer", VIEWER);
-    let kubectl = |args: &[&str]| {
-        let o = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", c.kubeconfig())
-            .env("HOME", d.join("home"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let kubectl = |args: &[&str]| c.kubectl_ok(args).trim().to_string();
     let view_token = kubectl(&["create", "token", "viewer", "--duration", "30m"]);
     let team_token = kubectl(&["create", "token", "team", "--duration", "30m"]);
     let manifest = d.join("web.yaml");

@@ -296,16 +296,7 @@ fn the_example_gateway_serves_hello_and_its_canary() {
     }
     // kubectl when there is one, else the built-in client: the same requests.
     let run = |args: &[&str]| -> String {
-        let o = if kubectl {
-            std::process::Command::new("kubectl")
-                .args(args)
-                .env("KUBECONFIG", c.kubeconfig())
-                .env("HOME", d.join("home"))
-                .output()
-                .expect("run kubectl")
-        } else {
-            c.cli(args)
-        };
+        let o = if kubectl { c.kubectl(args) } else { c.cli(args) };
         let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success(), "{args:?}: {out}\n{err}");
         out.into_owned()

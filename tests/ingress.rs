@@ -146,17 +146,7 @@ fn ingresses_route_by_host_and_path_with_kubernetes_precedence() {
 
     // The real kubectl: its `create ingress` generator (protobuf), columns and routing.
     if common::kubectl_available() {
-        let kubectl = |args: &[&str]| {
-            let o = std::process::Command::new("kubectl")
-                .args(args)
-                .env("KUBECONFIG", c.kubeconfig())
-                .env("HOME", d.join("home"))
-                .output()
-                .expect("run kubectl");
-            let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-            assert!(o.status.success(), "kubectl {args:?}: {out}\n{err}");
-            out.into_owned()
-        };
+        let kubectl = |args: &[&str]| c.kubectl_ok(args);
         let out = kubectl(&["create", "ingress", "made", "--rule=made.example.com/beta*=beta:80"]);
         assert!(out.contains("ingress.networking.k8s.io/made created"), "{out}");
         let routed = eventually(Duration::from_secs(20), || {

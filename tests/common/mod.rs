@@ -94,6 +94,24 @@ impl Cluster {
         self.dir.join("kubeconfig")
     }
 
+    /// The real kubectl against this cluster (its cache under the cluster's directory).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.join("home"))
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let o = self.kubectl(args);
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "kubectl {args:?}: {out}\n{err}");
+        out.into_owned()
+    }
+
     /// Stop with SIGTERM (graceful) and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {

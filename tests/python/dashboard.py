@@ -7,15 +7,15 @@ failing step's assertion.
 """
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, WebDriverException
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from waits import eventually, kubectl
 
 URL = os.environ["DASHBOARD_URL"]
 SHOTS = os.environ["SHOTS"]
@@ -30,29 +30,8 @@ def browser():
     return webdriver.Chrome(service=Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")), options=opts)
 
 
-def eventually(what, f, timeout=20.0):
-    """Poll `f` until it is truthy (its value) or the deadline passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = f()
-            if v:
-                return v
-        except WebDriverException as e:
-            last = e
-        time.sleep(0.05)
-    raise AssertionError(f"{what} (last error: {last})")
-
-
 def text(d):
     return d.find_element(By.TAG_NAME, "main").text
-
-
-def kubectl(*args):
-    out = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"kubectl {args}: {out.stderr}"
-    return out.stdout
 
 
 def shot(d, name):
@@ -68,6 +47,14 @@ def accept(d):
         except NoAlertPresentException:
             return None
     eventually("a confirmation", alert).accept()
+
+
+def sign_in_again(d, token):
+    """Sign out, then in with `token` on the form."""
+    d.find_element(By.ID, "signout").click()
+    eventually("the sign-in form", lambda: d.find_elements(By.ID, "token"))
+    d.find_element(By.ID, "token").send_keys(token)
+    d.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
 
 
 def main():
@@ -138,10 +125,7 @@ def main():
         shot(d, "overview")
 
         # Sign out, then in as a viewer: an action it may not take shows the refusal.
-        d.find_element(By.ID, "signout").click()
-        eventually("the sign-in form", lambda: d.find_elements(By.ID, "token"))
-        d.find_element(By.ID, "token").send_keys(os.environ["VIEW_TOKEN"])
-        d.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
+        sign_in_again(d, os.environ["VIEW_TOKEN"])
         d.get(URL + "#/workloads")
         eventually("the viewer sees the deployment", lambda: "Pods of deployment web" in text(d))
         d.find_element(By.CSS_SELECTOR, "button[aria-label='Restart web']").click()
@@ -151,10 +135,7 @@ def main():
         shot(d, "refused")
 
         # One who may read only one namespace picks it: the lists follow it.
-        d.find_element(By.ID, "signout").click()
-        eventually("the sign-in form", lambda: d.find_elements(By.ID, "token"))
-        d.find_element(By.ID, "token").send_keys(os.environ["TEAM_TOKEN"])
-        d.find_element(By.CSS_SELECTOR, "form.signin button[type=submit]").click()
+        sign_in_again(d, os.environ["TEAM_TOKEN"])
         d.get(URL + "#/pods")
         eventually("cluster-wide lists refused", lambda: "forbidden" in text(d))
         box = d.find_element(By.ID, "namespace")

@@ -13,28 +13,9 @@ import time
 import urllib.request
 
 from marionette_driver.marionette import Alert, Marionette
+from waits import eventually, kubectl
 
 URL = os.environ["DASHBOARD_URL"]
-
-
-def eventually(what, f, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            v = f()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 (a page between states)
-            last = e
-        time.sleep(0.05)
-    raise AssertionError(f"{what} (last error: {last})")
-
-
-def kubectl(*args):
-    out = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"kubectl {args}: {out.stderr}"
-    return out.stdout
 
 
 def main():
