@@ -299,8 +299,10 @@ const rollback = (d) => act(
     if (!previous) throw new Error("there is no previous revision");
     const template = structuredClone(previous.spec.template);
     delete template.metadata?.labels?.["pod-template-hash"];
+    // The whole template replaced, as `kubectl rollout undo` does (a merge would keep what
+    // the newer revision added).
     await api(`/apis/apps/v1/namespaces/${d.metadata.namespace}/deployments/${d.metadata.name}`,
-      { method: "PATCH", type: merge, body: { spec: { template } } });
+      { method: "PATCH", type: "application/json-patch+json", body: [{ op: "replace", path: "/spec/template", value: template }] });
   },
   `deployment ${d.metadata.name} rolled back`,
 );

@@ -34,6 +34,14 @@ def text(d):
     return d.find_element(By.TAG_NAME, "main").text
 
 
+def click(d, selector):
+    """Click the element `selector` names, again if a live re-render replaced it meanwhile."""
+    def once():
+        d.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+    eventually(f"clicking {selector}", once)
+
+
 def shot(d, name):
     path = os.path.join(SHOTS, f"{name}.png")
     d.save_screenshot(path)
@@ -81,20 +89,40 @@ def main():
         box = d.find_element(By.CSS_SELECTOR, "input[aria-label='Replicas of web']")
         box.clear()
         box.send_keys("3")
-        d.find_element(By.CSS_SELECTOR, "button[aria-label='Scale web']").click()
+        click(d, "button[aria-label='Scale web']")
         accept(d)
         eventually("spec.replicas becomes 3",
                    lambda: json.loads(kubectl("get", "deployment", "web", "-o", "json"))["spec"]["replicas"] == 3)
         eventually("three pods shown Running", lambda: text(d).count("Running") >= 3, timeout=60)
 
+        # Restart makes a new revision; rolling back returns to the first one's template.
+        def deployment():
+            return json.loads(kubectl("get", "deployment", "web", "-o", "json"))
+
+        click(d, "button[aria-label='Restart web']")
+        accept(d)
+        eventually("the restart's revision", lambda: "kubectl.kubernetes.io/restartedAt"
+                   in (deployment()["spec"]["template"]["metadata"].get("annotations") or {}))
+        eventually("revision 2", lambda: deployment()["metadata"]["annotations"].get("deployment.kubernetes.io/revision") == "2")
+        click(d, "button[aria-label='Roll back web']")
+        accept(d)
+        eventually("the first revision's template", lambda: "kubectl.kubernetes.io/restartedAt"
+                   not in (deployment()["spec"]["template"]["metadata"].get("annotations") or {}))
+        kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+        eventually("three pods Running again", lambda: text(d).count("Running") >= 3, timeout=60)
+
         # A pod's logs show its output (hello-http logs each request it answers).
-        first = json.loads(kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"][0]
+        pods = json.loads(kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"]
+        first = next(p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
         pod = first["metadata"]["name"]
         urllib.request.urlopen(f"http://{first['status']['podIP']}:8080/from-the-dashboard-test", timeout=10).read()
         d.get(URL + "#/pods")
         eventually("the pod list", lambda: pod in text(d))
         shot(d, "pods")
-        d.find_element(By.LINK_TEXT, pod).click()
+        def open_logs():
+            d.find_element(By.LINK_TEXT, pod).click()
+            return True
+        eventually("opening the pod's logs", open_logs)
         eventually("the pod's logs",
                    lambda: "/from-the-dashboard-test" in d.find_element(By.CSS_SELECTOR, "pre.logs").text, timeout=30)
         shot(d, "logs")
@@ -128,7 +156,7 @@ def main():
         sign_in_again(d, os.environ["VIEW_TOKEN"])
         d.get(URL + "#/workloads")
         eventually("the viewer sees the deployment", lambda: "Pods of deployment web" in text(d))
-        d.find_element(By.CSS_SELECTOR, "button[aria-label='Restart web']").click()
+        click(d, "button[aria-label='Restart web']")
         accept(d)
         toast = eventually("a refusal", lambda: d.find_element(By.ID, "toast").text)
         assert "Refused" in toast and "forbidden" in toast, toast

@@ -55,7 +55,9 @@ def main():
                    lambda: json.loads(kubectl("get", "deployment", "web", "-o", "json"))["spec"]["replicas"] == 4)
 
         # A pod's logs stream.
-        first = json.loads(kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"][0]
+        kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+        pods = json.loads(kubectl("get", "pods", "-l", "app=web", "-o", "json"))["items"]
+        first = next(p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp"))
         m.navigate(URL + f"#/logs/default/{first['metadata']['name']}")
         urllib.request.urlopen(f"http://{first['status']['podIP']}:8080/from-firefox", timeout=10).read()
         eventually("the pod's logs", lambda: "/from-firefox" in m.execute_script(

@@ -80,13 +80,7 @@ pub struct World<'a> {
 /// every one but the first (oldest Gateway first, then listener order).
 fn conflicts(gateways: &[Value]) -> Vec<(String, String, String)> {
     let mut sorted: Vec<&Value> = gateways.iter().collect();
-    sorted.sort_by_key(|g| {
-        (
-            g.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string(),
-            object::namespace(g).to_string(),
-            object::name(g).to_string(),
-        )
-    });
+    sorted.sort_by_key(|g| super::table::age_key(g));
     let mut first: HashMap<u16, super::Protocol> = HashMap::new();
     let mut out = Vec::new();
     for g in sorted {

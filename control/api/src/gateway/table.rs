@@ -60,7 +60,8 @@ pub const MAX_ENTRIES: usize = 20_000;
 /// At most this many matches across a route's rules (as the specification bounds them).
 pub const MAX_MATCHES: usize = 128;
 
-fn route_age(r: &Value) -> (String, String, String) {
+/// The order objects claim things in: creationTimestamp, then namespace/name.
+pub(super) fn age_key(r: &Value) -> (String, String, String) {
     (
         r.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or("").to_string(),
         object::namespace(r).to_string(),
@@ -131,6 +132,9 @@ impl Table {
         refs: &Refs,
     ) -> Table {
         let mut t = Table::default();
+        // Oldest Gateway first, as the status's conflict rule orders them.
+        let mut gateways: Vec<&Value> = gateways.into_iter().collect();
+        gateways.sort_by_key(|g| age_key(g));
         let listeners: Vec<Listener> = gateways.into_iter().flat_map(|g| listeners(g).0).collect();
         for l in &listeners {
             let port = t.ports.entry(l.port).or_default();
@@ -151,11 +155,11 @@ impl Table {
         }
         // Oldest first: when a port's table is full, the newer routes are the ones left out.
         let mut routes: Vec<&Value> = routes.into_iter().collect();
-        routes.sort_by_key(|r| route_age(r));
+        routes.sort_by_key(|r| age_key(r));
         for route in routes {
             let parents = parent_refs(route);
             let compiled = rules(route, refs);
-            let age = route_age(route);
+            let age = age_key(route);
             // Where the route is served: (port, hostname), however many listeners and
             // parentRefs lead there.
             let mut attached: std::collections::BTreeSet<(u16, Option<String>)> = Default::default();

@@ -313,3 +313,16 @@ fn what_one_route_can_make_a_node_hold_is_bounded() {
     assert!(served("h0.example.com"), "the oldest route is served");
     assert!(!served("h199.example.com"), "the newest is left out");
 }
+
+#[test]
+fn the_oldest_gateway_decides_a_shared_port_s_protocol() {
+    let older = json!({"metadata": {"name": "a", "namespace": "web", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"listeners": [{"name": "s", "port": 8443, "protocol": "HTTPS", "tls": {"certificateRefs": [{"name": "c"}]}}]}});
+    let newer = json!({"metadata": {"name": "b", "namespace": "web", "creationTimestamp": "2026-02-01T00:00:00Z"},
+        "spec": {"listeners": [{"name": "h", "port": 8443, "protocol": "HTTP"}]}});
+    let refs = Refs { service_exists: &every_service, grants: &Grants::default() };
+    for order in [[&older, &newer], [&newer, &older]] {
+        let t = Table::build(order, [], &no_labels, &refs);
+        assert_eq!(t.ports[&8443].protocol, Some(Protocol::Https));
+    }
+}
