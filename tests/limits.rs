@@ -212,6 +212,64 @@ fn memory_limit_holds_for_concurrent_requests() {
     assert!(d.contains("limit 32Mi"), "{d}");
 }
 
+/// An unlabelled gauge of the node's `/metrics`, read through the API server.
+fn node_gauge(c: &Cluster, name: &str) -> f64 {
+    let text = c.kubectl_ok(&["get", "--raw", "/api/v1/nodes/n1/proxy/metrics"]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the node's metrics:\n{text}"))
+}
+
+/// Freed instances' slots keep a bounded amount of memory resident for the next instance
+/// (no system call per request to give it back), the node carries that amount in its
+/// budget, and repeated load does not grow the node's memory.
+#[test]
+fn freed_slots_keep_bounded_memory_and_rss_stays_flat() {
+    if !kubectl_available() {
+        return;
+    }
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::with_node(dir.path());
+    let pid = c.pid().unwrap();
+    apply(&c, "hello", &http_pod("hello", "hello_http.wasm", "{}", "", false));
+    let hello = ready_addr(&c, "hello");
+    assert_eq!(http_get(&hello, "/").unwrap().0, 200);
+    const CLIENTS: usize = 16;
+    let mut after = Vec::new();
+    for round in 1..=3 {
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let hello = hello.clone();
+                std::thread::spawn(move || {
+                    (0..150).map(|_| http_get(&hello, "/").map_or(0, |r| r.0)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let codes: Vec<u16> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        assert!(codes.iter().all(|c| *c == 200), "round {round}: {:?}", codes.iter().filter(|c| **c != 200).count());
+        assert!(
+            eventually(Duration::from_secs(10), || node_gauge(&c, "wasmorch_instances") == 0.0),
+            "instances still alive after round {round}"
+        );
+        let (charged, resident) =
+            (node_gauge(&c, "wasmorch_node_warm_slot_bytes"), node_gauge(&c, "wasmorch_node_warm_slot_resident_bytes"));
+        let rss = rss_mib(pid);
+        eprintln!("round {round}: warm slots charged {charged} B, resident {resident} B; node RSS {rss} MiB");
+        assert!(resident <= charged, "round {round}: {resident} B resident in free slots, only {charged} B charged");
+        // At most one slot per instance ever live at once (the clients, the kubelet's own
+        // requests), each at most 4 MiB of memory and a few 64 KiB tables.
+        let bound = ((CLIENTS + 4) * ((4 << 20) + 8 * (64 << 10))) as f64;
+        assert!(charged <= bound, "round {round}: {charged} B charged for free slots, bound {bound}");
+        if cfg!(target_os = "linux") {
+            assert!(charged > 0.0, "round {round}: nothing kept resident");
+        }
+        after.push(rss);
+    }
+    assert!(after[2] <= after[0] + 8, "node RSS grew across identical rounds: {after:?} MiB");
+}
+
 #[test]
 fn host_resources_and_other_abuse_are_contained() {
     let _one = serial();

@@ -68,6 +68,10 @@ impl LogServer {
                     c.cache_loads.load(Relaxed),
                 ),
                 memory_used: self.rt.memory.used() as u64,
+                warm: {
+                    let (charged, resident) = self.rt.warm_bytes();
+                    (charged as u64, resident as u64)
+                },
             }
             .render();
             let mut r = reply(200, &text);

@@ -188,7 +188,11 @@ pub struct NodeMetrics {
     pub containers: Vec<ContainerStats>,
     /// (instances started, instances alive, components compiled, loaded from the code cache).
     pub runtime: (u64, i64, u64, u64),
+    /// Memory charged to the node's budget: containers' and the free slots' kept pages.
     pub memory_used: u64,
+    /// Of which the pages kept resident in free instance slots (an upper bound), and what
+    /// of them is resident now.
+    pub warm: (u64, u64),
 }
 
 impl prometheus_client::collector::Collector for NodeMetrics {
@@ -252,7 +256,7 @@ impl prometheus_client::collector::Collector for NodeMetrics {
             }
         }
         let (started, live, compiled, cached) = self.runtime;
-        let node: [(&str, &str, MetricType, f64); 5] = [
+        let node: [(&str, &str, MetricType, f64); 7] = [
             (
                 "wasmorch_instances_started",
                 "Wasm instances started (one per request, or per process run)",
@@ -276,7 +280,19 @@ impl prometheus_client::collector::Collector for NodeMetrics {
                 "wasmorch_node_pod_memory_bytes",
                 "Memory charged to all containers of the node",
                 MetricType::Gauge,
-                self.memory_used as f64,
+                self.memory_used.saturating_sub(self.warm.0) as f64,
+            ),
+            (
+                "wasmorch_node_warm_slot_bytes",
+                "Memory free instance slots may keep resident for the next instance, charged to the node",
+                MetricType::Gauge,
+                self.warm.0 as f64,
+            ),
+            (
+                "wasmorch_node_warm_slot_resident_bytes",
+                "Memory free instance slots keep resident now",
+                MetricType::Gauge,
+                self.warm.1 as f64,
             ),
         ];
         for (name, help, ty, v) in node {

@@ -121,6 +121,127 @@ impl MemoryBudget {
 /// Bytes a wasm table element is charged (a function reference on the host).
 const TABLE_ELEMENT: usize = 16;
 
+/// The pages the pooling allocator keeps resident in free slots, charged to the node.
+///
+/// When an instance ends, the allocator zeroes up to `keep` bytes of each of its memories
+/// (or tables) with `memset` and keeps them resident for the next instance in that slot,
+/// instead of returning them with `madvise` (a system call that interrupts every core
+/// running the node to flush its TLB: a third of the node's CPU at 8k requests/s). Those
+/// pages belong to no pod once the instance is gone, so the node's budget carries them:
+/// at most one slot per memory ever live at once (the allocator reuses warm slots before
+/// cold ones, `max_unused_warm_slots(0)`), each holding at most the largest size any memory
+/// reached, capped at `keep`. Both only grow, and so does the charge: pages stay resident.
+#[derive(Debug)]
+pub struct WarmSlots {
+    node: Arc<MemoryBudget>,
+    keep: usize,
+    state: std::sync::Mutex<Warm>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Warm {
+    live: usize,
+    /// Slots that may hold resident pages: the most ever live at once.
+    slots: usize,
+    /// The most one slot may hold: the largest size seen, capped at `keep`.
+    per_slot: usize,
+    /// What the node's budget carries for them.
+    charged: usize,
+}
+
+impl Warm {
+    /// What the node must carry for `slots` slots of `per_slot` bytes.
+    fn target(&self) -> usize {
+        self.slots.saturating_mul(self.per_slot)
+    }
+}
+
+impl WarmSlots {
+    pub fn new(node: Arc<MemoryBudget>, keep: usize) -> Arc<WarmSlots> {
+        Arc::new(WarmSlots { node, keep, state: std::sync::Mutex::new(Warm::default()) })
+    }
+
+    /// Bytes kept resident in one free slot, at most.
+    pub fn keep(&self) -> usize {
+        self.keep
+    }
+
+    /// Bytes the node carries for free slots' resident pages.
+    pub fn charged(&self) -> usize {
+        self.lock().charged
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Warm> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Move to `next` if the node can carry it; all or nothing.
+    fn settle(&self, w: &mut Warm, mut next: Warm) -> bool {
+        let target = next.target();
+        if target > w.charged {
+            if !self.node.try_charge(target - w.charged) {
+                return false;
+            }
+            next.charged = target;
+        }
+        *w = next;
+        true
+    }
+
+    /// A slot comes into use at `size` bytes; false when the node cannot carry one more
+    /// warm slot.
+    pub fn enter(&self, size: usize) -> bool {
+        let mut w = self.lock();
+        let live = w.live + 1;
+        let next = Warm { live, slots: w.slots.max(live), per_slot: w.per_slot.max(size.min(self.keep)), ..*w };
+        self.settle(&mut w, next)
+    }
+
+    /// A slot in use grows to `size` bytes.
+    pub fn grow(&self, size: usize) -> bool {
+        let mut w = self.lock();
+        let next = Warm { per_slot: w.per_slot.max(size.min(self.keep)), ..*w };
+        self.settle(&mut w, next)
+    }
+
+    /// A slot is freed (its pages stay charged).
+    pub fn leave(&self) {
+        let mut w = self.lock();
+        w.live = w.live.saturating_sub(1);
+    }
+}
+
+/// The node's warm slots, one account for linear memories and one for tables.
+#[derive(Debug, Clone)]
+pub struct WarmPools {
+    pub memories: Arc<WarmSlots>,
+    pub tables: Arc<WarmSlots>,
+}
+
+/// The slots one instance holds in the warm pools, given back when the last holder drops.
+/// A store drops its data before the allocator frees its slots, so the store's owner holds
+/// one too and drops it after the store (see `runtime::InstanceStore`): a slot is counted
+/// free only once it is.
+#[derive(Debug)]
+pub struct WarmHold {
+    pools: WarmPools,
+    memories: AtomicUsize,
+    tables: AtomicUsize,
+}
+
+impl WarmHold {
+    pub fn new(pools: WarmPools) -> Arc<WarmHold> {
+        Arc::new(WarmHold { pools, memories: AtomicUsize::new(0), tables: AtomicUsize::new(0) })
+    }
+}
+
+impl Drop for WarmHold {
+    fn drop(&mut self) {
+        (0..*self.memories.get_mut()).for_each(|_| self.pools.memories.leave());
+        (0..*self.tables.get_mut()).for_each(|_| self.pools.tables.leave());
+    }
+}
+
 /// One instance's limiter: charges its linear memories and tables to its container's budget.
 #[derive(Debug)]
 pub struct InstanceMemory {
@@ -131,11 +252,45 @@ pub struct InstanceMemory {
     peak: usize,
     /// Why growth was refused, if it was.
     pub refused: Option<String>,
+    /// The slots it holds in the node's warm pools.
+    warm: Option<Arc<WarmHold>>,
 }
 
 impl InstanceMemory {
     pub fn new(budget: Arc<MemoryBudget>, max_memory: usize) -> InstanceMemory {
-        InstanceMemory { budget, max_memory, held: 0, peak: 0, refused: None }
+        InstanceMemory { budget, max_memory, held: 0, peak: 0, refused: None, warm: None }
+    }
+
+    /// Also account the slots this instance uses in the node's warm pools.
+    pub fn with_warm(mut self, warm: Arc<WarmHold>) -> InstanceMemory {
+        self.warm = Some(warm);
+        self
+    }
+
+    /// Account a memory (or table) slot growing from `current` to `desired` bytes: a new slot
+    /// when `current` is 0 (a memory declared empty and grown later counts twice: more
+    /// charged, never less).
+    fn warm_slot(&mut self, table: bool, current: usize, desired: usize) -> bool {
+        let Some(w) = &self.warm else { return true };
+        let (pool, count) = if table { (&w.pools.tables, &w.tables) } else { (&w.pools.memories, &w.memories) };
+        if current != 0 {
+            return pool.grow(desired);
+        }
+        if !pool.enter(desired) {
+            return false;
+        }
+        count.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    fn refuse_warm(&mut self, what: &str) -> wasmtime::Error {
+        let why = format!(
+            "{OOM_TRAP}: the node has no memory left for another {what} ({} MiB in use of {} MiB)",
+            self.budget.used() >> 20,
+            self.budget.limit().min(usize::MAX >> 1) >> 20,
+        );
+        self.refused = Some(why.clone());
+        wasmtime::format_err!("{why}")
     }
 
     /// Largest amount this instance held at once.
@@ -167,14 +322,27 @@ impl wasmtime::ResourceLimiter for InstanceMemory {
             // Beyond the node's per-instance slot: a plain failed grow, as wasm defines it.
             return Ok(false);
         }
-        self.grow(current, desired, "linear memory")
+        let grown = self.grow(current, desired, "linear memory")?;
+        if grown && !self.warm_slot(false, current, desired) {
+            self.budget.release(desired - current);
+            self.held -= desired - current;
+            return Err(self.refuse_warm("linear memory"));
+        }
+        Ok(grown)
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > 1_000_000 {
             return Ok(false);
         }
-        self.grow(current * TABLE_ELEMENT, desired * TABLE_ELEMENT, "a table")
+        let (from, to) = (current * TABLE_ELEMENT, desired * TABLE_ELEMENT);
+        let grown = self.grow(from, to, "a table")?;
+        if grown && !self.warm_slot(true, current, to) {
+            self.budget.release(to - from);
+            self.held -= to - from;
+            return Err(self.refuse_warm("table"));
+        }
+        Ok(grown)
     }
 
     fn instances(&self) -> usize {
@@ -235,6 +403,89 @@ mod tests {
         drop(two);
         assert_eq!((pod.used(), node.used()), (0, 0));
         assert_eq!(pod.peak(), 28 << 20);
+    }
+
+    fn warm(node: &Arc<MemoryBudget>, keep: usize) -> WarmPools {
+        WarmPools { memories: WarmSlots::new(node.clone(), keep), tables: WarmSlots::new(node.clone(), 64 << 10) }
+    }
+
+    #[test]
+    fn warm_slots_charge_the_most_ever_live_at_the_largest_size() {
+        let node = MemoryBudget::root(1 << 30);
+        let w = WarmSlots::new(node.clone(), 4 << 20);
+        assert!(w.enter(1 << 20) && w.enter(1 << 20));
+        assert_eq!(w.charged(), 2 << 20, "two slots of 1 MiB");
+        w.leave();
+        assert!(w.enter(1 << 20), "a freed slot is reused: nothing more");
+        assert_eq!(w.charged(), 2 << 20);
+        assert!(w.grow(3 << 20));
+        assert_eq!(w.charged(), 6 << 20, "any slot may now hold 3 MiB");
+        assert!(w.grow(64 << 20));
+        assert_eq!(w.charged(), 8 << 20, "capped at what the allocator keeps");
+        w.leave();
+        w.leave();
+        assert_eq!(node.used(), 8 << 20, "freed slots stay charged: their pages stay resident");
+        assert!(w.enter(1 << 20) && w.enter(1 << 20));
+        assert_eq!(w.charged(), 8 << 20);
+        assert!(w.enter(0));
+        assert_eq!(w.charged(), 12 << 20, "a third slot");
+    }
+
+    #[test]
+    fn warm_slots_refuse_whole_when_the_node_is_full() {
+        let node = MemoryBudget::root(5 << 20);
+        let w = WarmSlots::new(node.clone(), 4 << 20);
+        assert!(w.enter(2 << 20) && w.enter(2 << 20));
+        assert!(!w.enter(2 << 20), "a third slot of 2 MiB does not fit in 5 MiB");
+        assert!(!w.grow(4 << 20), "nor two of 4 MiB");
+        assert_eq!((w.charged(), node.used()), (4 << 20, 4 << 20));
+        w.leave();
+        assert!(w.enter(2 << 20), "a warm slot is free again");
+        let off = WarmSlots::new(node.clone(), 0);
+        assert!(off.enter(1 << 30) && off.charged() == 0, "nothing kept, nothing charged");
+    }
+
+    #[test]
+    fn instances_account_their_slots_and_give_them_back() {
+        let node = MemoryBudget::root(1 << 30);
+        let pod = MemoryBudget::child(&node, Some(32 << 20));
+        let pools = warm(&node, 4 << 20);
+        let mut one = InstanceMemory::new(pod.clone(), 256 << 20).with_warm(WarmHold::new(pools.clone()));
+        assert!(one.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(one.memory_growing(1 << 20, 2 << 20, None).unwrap());
+        assert!(one.table_growing(0, 100, None).unwrap());
+        assert_eq!(pools.memories.charged(), 2 << 20);
+        assert_eq!(pools.tables.charged(), 100 * TABLE_ELEMENT);
+        let hold = WarmHold::new(pools.clone());
+        let mut two = InstanceMemory::new(pod.clone(), 256 << 20).with_warm(hold.clone());
+        assert!(two.memory_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(pools.memories.charged(), 4 << 20, "two slots");
+        drop(two);
+        let mut three = InstanceMemory::new(pod.clone(), 256 << 20).with_warm(WarmHold::new(pools.clone()));
+        assert!(three.memory_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(pools.memories.charged(), 6 << 20, "two's slot is not free while its owner holds it");
+        drop((one, three, hold));
+        assert_eq!(pod.used(), 0);
+        assert_eq!(node.used(), (6 << 20) + 100 * TABLE_ELEMENT, "the warm pages stay on the node");
+        let mut four = InstanceMemory::new(pod.clone(), 256 << 20).with_warm(WarmHold::new(pools.clone()));
+        assert!(four.memory_growing(0, 1 << 20, None).unwrap());
+        assert_eq!(pools.memories.charged(), 6 << 20, "a warm slot reused");
+    }
+
+    #[test]
+    fn a_full_node_refuses_a_new_warm_slot_as_out_of_memory() {
+        let node = MemoryBudget::root(6 << 20);
+        let pod = MemoryBudget::child(&node, None);
+        let pools = warm(&node, 4 << 20);
+        let mut one = InstanceMemory::new(pod.clone(), 256 << 20).with_warm(WarmHold::new(pools.clone()));
+        assert!(one.memory_growing(0, 2 << 20, None).unwrap());
+        let mut two = InstanceMemory::new(pod.clone(), 256 << 20).with_warm(WarmHold::new(pools.clone()));
+        let e = two.memory_growing(0, 1 << 20, None).unwrap_err();
+        assert!(e.to_string().starts_with(OOM_TRAP), "{e}");
+        assert_eq!(pod.used(), 2 << 20, "the refused growth is not held");
+        drop(two);
+        drop(one);
+        assert_eq!((pod.used(), node.used()), (0, 2 << 20));
     }
 
     #[test]

@@ -65,6 +65,14 @@ pub struct RuntimeConfig {
     pub mapped_ports: bool,
 }
 
+/// Bytes of each linear memory the pooling allocator keeps resident (zeroed with `memset`)
+/// in a freed slot instead of returning them with `madvise`, whose TLB shootdown interrupts
+/// every core (see [`memory::WarmSlots`], which charges them to the node). A hello-http
+/// instance's memory (1.1 MiB) fits whole; only Linux honours it.
+pub const KEEP_RESIDENT_MEMORY: usize = 4 << 20;
+/// The same for each table.
+pub const KEEP_RESIDENT_TABLE: usize = 64 << 10;
+
 /// Entries one instance's resource table may hold (handles: streams, fields, requests…).
 pub const MAX_RESOURCES: usize = 65_536;
 /// Bytes one `fields` resource (a header map) may hold, in its in-memory form.
@@ -93,6 +101,8 @@ pub struct Runtime {
     pub memory: Arc<memory::MemoryBudget>,
     /// Where pod addresses are served on this machine (see [`ports`]).
     pub ports: Arc<ports::PortMap>,
+    /// Pages kept resident in free instance slots, charged to `memory`.
+    pub warm: memory::WarmPools,
     /// Instances started and alive, components compiled and loaded from the code cache (for
     /// `/metrics`).
     pub counts: Arc<Counts>,
@@ -121,6 +131,13 @@ pub fn digest(bytes: &[u8]) -> String {
 
 impl Runtime {
     pub fn new(cfg: RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        // What the allocator keeps resident in a freed slot (only the pooling allocator on
+        // Linux does).
+        let keep = if cfg!(all(target_os = "linux", target_pointer_width = "64")) {
+            (KEEP_RESIDENT_MEMORY, KEEP_RESIDENT_TABLE)
+        } else {
+            (0, 0)
+        };
         let mut c = Config::new();
         c.wasm_component_model(true);
         c.epoch_interruption(true);
@@ -140,9 +157,18 @@ impl Runtime {
                 .total_stacks(cfg.max_instances)
                 .max_memories_per_component(4)
                 .max_memory_size(cfg.max_memory)
-                // Freed memory is returned to the OS at once: a batch would keep up to that
-                // many finished instances' touched memory resident, outside every pod's limit.
-                .decommit_batch_size(1);
+                // Freed memory past `keep` is returned to the OS at once: a batch would keep
+                // up to that many finished instances' memory resident, unbounded per slot.
+                .decommit_batch_size(1)
+                // What is kept is bounded and charged to the node (memory::WarmSlots): at
+                // most `keep` per slot, in no more slots than were ever live at once, which
+                // holds only while warm slots are reused before cold ones.
+                .linear_memory_keep_resident(keep.0)
+                .table_keep_resident(keep.1)
+                .max_unused_warm_slots(0)
+                // Where the kernel can say which pages an instance touched (Linux ≥ 6.7),
+                // only those are reset, instead of `memset` over all `keep` bytes.
+                .pagemap_scan(wasmtime::Enabled::Auto);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
             c.memory_reservation(cfg.max_memory as u64);
             c.memory_guard_size(32 << 20);
@@ -157,6 +183,10 @@ impl Runtime {
         let cpu = cpu::NodeCpu::new(cfg.cpu_slots, cfg.allocatable_cpu_millis);
         let memory = memory::MemoryBudget::root(cfg.allocatable_memory);
         let ports = Arc::new(ports::PortMap::new(cfg.mapped_ports));
+        let warm = memory::WarmPools {
+            memories: memory::WarmSlots::new(memory.clone(), keep.0),
+            tables: memory::WarmSlots::new(memory.clone(), keep.1),
+        };
         let rt = Arc::new(Runtime {
             engine,
             linker,
@@ -166,6 +196,7 @@ impl Runtime {
             cpu,
             memory,
             ports,
+            warm,
             counts: Arc::default(),
         });
         // One ticker for the whole node; it stops when the runtime is dropped.
@@ -186,6 +217,17 @@ impl Runtime {
         let before = m.len();
         m.retain(|d, _| keep.contains(d));
         before - m.len()
+    }
+
+    /// Bytes the node carries for free slots' kept pages (an upper bound), and the bytes
+    /// actually resident in them now, as the allocator counts them.
+    pub fn warm_bytes(&self) -> (usize, usize) {
+        let charged = self.warm.memories.charged() + self.warm.tables.charged();
+        let resident = self
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.unused_memory_bytes_resident() + m.unused_table_bytes_resident());
+        (charged, resident)
     }
 
     /// Where compiled code is kept on disk (`<sha256>.cwasm`).
@@ -290,16 +332,17 @@ impl Runtime {
         group: &cgroup::Cgroup,
         net: Arc<NetPolicy>,
         cluster: Option<Arc<dyn Cluster>>,
-    ) -> Store<InstanceState> {
+    ) -> InstanceStore {
         let mut table = wasmtime::component::ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let mut http = wasmtime_wasi_http::WasiHttpCtx::new();
         http.set_field_size_limit(MAX_FIELDS_BYTES);
+        let hold = memory::WarmHold::new(self.warm.clone());
         let state = InstanceState {
             wasi,
             http,
             table,
-            limits: memory::InstanceMemory::new(group.memory.clone(), self.cfg.max_memory),
+            limits: memory::InstanceMemory::new(group.memory.clone(), self.cfg.max_memory).with_warm(hold.clone()),
             hooks: EgressHooks { net, cluster },
             tunnels: Default::default(),
             binds: Default::default(),
@@ -310,7 +353,40 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
-        store
+        InstanceStore { store, _warm: hold }
+    }
+}
+
+/// A store and its hold on the node's warm slots, given back only after the store dropped
+/// (fields drop in order) and with it freed its slots.
+pub struct InstanceStore {
+    store: Store<InstanceState>,
+    _warm: Arc<memory::WarmHold>,
+}
+
+impl std::ops::Deref for InstanceStore {
+    type Target = Store<InstanceState>;
+    fn deref(&self) -> &Store<InstanceState> {
+        &self.store
+    }
+}
+
+impl std::ops::DerefMut for InstanceStore {
+    fn deref_mut(&mut self) -> &mut Store<InstanceState> {
+        &mut self.store
+    }
+}
+
+impl wasmtime::AsContext for InstanceStore {
+    type Data = InstanceState;
+    fn as_context(&self) -> wasmtime::StoreContext<'_, InstanceState> {
+        self.store.as_context()
+    }
+}
+
+impl wasmtime::AsContextMut for InstanceStore {
+    fn as_context_mut(&mut self) -> wasmtime::StoreContextMut<'_, InstanceState> {
+        self.store.as_context_mut()
     }
 }
 
