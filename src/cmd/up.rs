@@ -265,11 +265,17 @@ fn restore(cfg: &Config, snapshot: &Path) -> anyhow::Result<()> {
     let rev = wasmorch_control::store::verify_snapshot(snapshot)?;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let dest = cfg.store_path();
+    let aside = cfg.data_dir.join(format!("state.redb.before-restore-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
     if dest.exists() {
-        let aside =
-            cfg.data_dir.join(format!("state.redb.before-restore-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S")));
         std::fs::rename(&dest, &aside).with_context(|| format!("moving {} aside", dest.display()))?;
         eprintln!("previous state kept at {}", aside.display());
+    }
+    // The store's write-ahead log goes with it: replayed onto the snapshot, it would bring
+    // back writes the snapshot does not have.
+    let log = wasmorch_control::store::wal_path(&dest);
+    if log.exists() {
+        let log_aside = wasmorch_control::store::wal_path(&aside);
+        std::fs::rename(&log, &log_aside).with_context(|| format!("moving {} aside", log.display()))?;
     }
     let tmp = cfg.data_dir.join("state.redb.restoring");
     std::fs::copy(snapshot, &tmp).with_context(|| format!("copying {}", snapshot.display()))?;

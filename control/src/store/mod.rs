@@ -25,7 +25,7 @@ pub mod embedded;
 pub mod etcd;
 pub mod seal;
 
-pub use embedded::{Locked, SOFT_MAX_AGE, verify_snapshot};
+pub use embedded::{Locked, SOFT_MAX_AGE, verify_snapshot, wal_path};
 
 use serde_json::Value;
 use std::path::Path;

@@ -209,6 +209,10 @@ pub fn rotate(db_path: &Path) -> anyhow::Result<(usize, usize)> {
         }
         e => anyhow::anyhow!("opening {}: {e}", db_path.display()),
     })?;
+    // Writes still only in the log are applied first, so they are re-sealed too.
+    let log = super::embedded::wal::path_of(db_path);
+    super::embedded::wal::replay(&db, &log)?;
+    super::embedded::wal::Wal::open_empty(&log).with_context(|| format!("emptying {}", log.display()))?;
     let rng = SystemRandom::new();
     let fresh = new_key(&rng)?;
     // The new key first, the old ones still listed: a crash before the commit leaves a file

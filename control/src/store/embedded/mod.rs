@@ -9,18 +9,22 @@
 //!
 //! All writes go through one writer thread ([`writer`]) that applies every mutation queued
 //! at the moment it wakes up in one transaction and commits once (group commit): each caller
-//! is answered only after the commit is durable — except for keys under the store's *soft*
-//! prefixes (Leases: renewals rewritten every few seconds, worthless after a crash). A batch of
-//! only soft writes is committed without an fsync and kept in memory; the next durable commit
-//! (any other write, or the flush at most [`SOFT_MAX_AGE`] later) writes it out. Idle, the
-//! control plane then touches the disk a few times an hour instead of ~40 times a minute.
+//! is answered only after the commit is durable — its records synced to the write-ahead log
+//! ([`wal`], `<file>.wal`; redb itself is made durable at checkpoints) — except for keys under
+//! the store's *soft* prefixes (Leases: renewals rewritten every few seconds, worthless after
+//! a crash). Soft writes are not logged; the next checkpoint (the log grown past 4 MiB, a
+//! flush at most [`SOFT_MAX_AGE`] later, or [`SOFT_MAX_REVS`] of them) writes them out. Idle,
+//! the control plane then touches the disk a few times an hour instead of ~40 times a minute.
 //! Reads use redb read transactions (MVCC snapshots), so they never wait for the writer. Every
 //! committed change is published on an in-memory feed that [`watch`] combines with the
 //! history table to resume from any retained revision without gaps or duplicates. A mutation
 //! runs once, inside the batch's transaction, so it never sees a conflict.
 
+pub(crate) mod wal;
 pub(super) mod watch;
 pub(crate) mod writer;
+
+pub use wal::path_of as wal_path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::Value;
@@ -114,6 +118,13 @@ impl Embedded {
             redb::DatabaseError::DatabaseAlreadyOpen => anyhow::Error::new(Locked(path.to_path_buf())),
             e => anyhow::anyhow!("opening store {}: {e}", path.display()),
         })?;
+        // Writes logged since the last checkpoint, if the last run did not end with one.
+        let log = wal::path_of(path);
+        let (_, replayed) = wal::replay(&db, &log)?;
+        if replayed > 0 {
+            tracing::info!("the store's log held {replayed} writes past its last checkpoint: applied");
+        }
+        let wal = wal::Wal::open_empty(&log).map_err(|e| anyhow::anyhow!("opening {}: {e}", log.display()))?;
         let (rev, compacted) = {
             let txn = db.begin_write()?;
             let (rev, compacted) = {
@@ -150,7 +161,7 @@ impl Embedded {
         // Bounded: when the disk cannot keep up, callers wait here instead of growing memory.
         let (tx, rx) = mpsc::channel(4096);
         let s = shared.clone();
-        let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer::run(s, rx))?;
+        let handle = std::thread::Builder::new().name("store-writer".into()).spawn(move || writer::run(s, rx, wal))?;
         if !shared.soft_prefixes.is_empty() {
             // Soft writes reach the disk within SOFT_MAX_AGE even when nothing else is written.
             let weak = tx.downgrade();

@@ -4,10 +4,16 @@
 //! matters (~200 µs here). Taking everything queued at wake-up into one transaction turns
 //! N concurrent writes into one fsync; a lone writer still commits at once (no timer).
 //!
-//! Soft writes (keys under the store's soft prefixes) do not wait for the disk: a batch made
-//! only of them commits with `Durability::None` (redb keeps its pages in memory), and the
-//! next durable commit writes them out; [`must_persist`] decides.
+//! redb commits without syncing (`Durability::None`). A batch with a durable write is
+//! durable once its history records are appended to the write-ahead log and the log is
+//! synced ([`super::wal`]); redb itself is made durable at a *checkpoint* (when the log has
+//! grown past [`super::wal::CHECKPOINT_BYTES`], for a compaction, a flush, or the soft
+//! writes' bounds), after which the log is emptied; [`plan`] decides.
+//!
+//! Soft writes (keys under the store's soft prefixes) do not wait for the disk: they are not
+//! logged, and the next checkpoint writes them out.
 
+use super::wal::{self, Wal};
 use super::{HISTORY, META, OBJECTS, Op, Shared};
 use crate::store::seal::{Record, Sealer, is_sealed_key};
 use crate::store::{Committed, Event, EventType, Outcome, storage_err};
@@ -29,26 +35,48 @@ enum Reply {
     Compact(oneshot::Sender<Result<u64, ApiError>>, Result<u64, ApiError>),
 }
 
-/// What the disk has not seen yet.
+/// What redb has not made durable yet.
 struct Unflushed {
-    /// Revisions committed softly since the last durable commit.
+    /// Revisions committed softly (not logged) since the last checkpoint.
     revs: u64,
-    /// Soft commits since the last durable commit.
+    /// Commits (soft or logged) since the last checkpoint.
     commits: u64,
     last_durable: Instant,
 }
 
-/// Whether a batch's commit must wait for the disk: it holds a write that is not soft (or a
-/// compaction, or a flush), or the soft writes in memory have reached their bounds.
+/// Whether the soft writes in memory have reached their bounds.
 pub(crate) fn must_persist(hard: bool, unflushed_revs: u64, since_durable: Duration) -> bool {
     hard || unflushed_revs >= super::SOFT_MAX_REVS || since_durable >= super::SOFT_MAX_AGE
+}
+
+/// How a batch reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Commit to redb in memory only: nothing in the batch waits for the disk.
+    Soft,
+    /// Commit to redb in memory, log the batch's records and sync the log.
+    Log,
+    /// Commit to redb durably and empty the log.
+    Checkpoint,
+}
+
+/// What a batch needs: `logged` whether it holds a durable write, `forced` a compaction or a
+/// flush with something to flush, then the soft writes' bounds and the log's size.
+pub(crate) fn plan(logged: bool, forced: bool, unflushed_revs: u64, since_durable: Duration, wal_len: u64) -> Plan {
+    if forced || must_persist(false, unflushed_revs, since_durable) || wal_len >= wal::CHECKPOINT_BYTES {
+        Plan::Checkpoint
+    } else if logged {
+        Plan::Log
+    } else {
+        Plan::Soft
+    }
 }
 
 fn is_soft(shared: &Shared, key: &str) -> bool {
     shared.soft_prefixes.iter().any(|p| key.starts_with(p.as_str()))
 }
 
-pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
+pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>, mut wal: Wal) {
     let mut stop = false;
     let mut unflushed = Unflushed { revs: 0, commits: 0, last_durable: Instant::now() };
     while let Some(first) = rx.blocking_recv() {
@@ -63,7 +91,7 @@ pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
             batch.truncate(i);
             stop = true;
         }
-        apply_batch(&shared, batch, &mut unflushed);
+        apply_batch(&shared, batch, &mut unflushed, &mut wal);
         if stop {
             break;
         }
@@ -77,27 +105,33 @@ pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>) {
         txn.commit()?;
         Ok(())
     })();
-    if let Err(e) = closed {
-        tracing::warn!("closing the store: {e}");
+    match closed {
+        Ok(()) => {
+            if let Err(e) = wal.reset() {
+                tracing::warn!("emptying the store's log: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("closing the store: {e}"),
     }
 }
 
-fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed) {
+fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: &mut Wal) {
     if batch.is_empty() {
         return;
     }
-    let hard = batch.iter().any(|op| match op {
-        Op::Mutate { key, dry_run, .. } => !dry_run && !is_soft(shared, key),
+    let logged =
+        batch.iter().any(|op| matches!(op, Op::Mutate { key, dry_run, .. } if !dry_run && !is_soft(shared, key)));
+    let forced = batch.iter().any(|op| match op {
         Op::Compact { .. } => true,
         Op::Flush(_) => unflushed.commits > 0,
-        Op::Shutdown => false,
+        _ => false,
     });
     let only_flushes = batch.iter().all(|op| matches!(op, Op::Flush(_)));
     if only_flushes && unflushed.commits == 0 {
         // Nothing waits for the disk.
         return reply_flushes(batch);
     }
-    let durable = must_persist(hard, unflushed.revs, unflushed.last_durable.elapsed());
+    let plan = plan(logged, forced, unflushed.revs, unflushed.last_durable.elapsed(), wal.len());
     let start_rev = shared.rev.load(Ordering::Acquire);
     let mut rev = start_rev;
     let mut replies = Vec::with_capacity(batch.len());
@@ -110,19 +144,34 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed) {
         Ok(t) => t,
         Err(e) => return fail_all(batch, storage_err(e)),
     };
-    if !durable && let Err(e) = txn.set_durability(Durability::None) {
+    if plan != Plan::Checkpoint
+        && let Err(e) = txn.set_durability(Durability::None)
+    {
         return fail_all(batch, storage_err(e));
     }
     let mut flushes = Vec::new();
+    // The records of the batch's durable writes, for the log.
+    let mut records = Vec::new();
+    let mut soft_revs = 0;
     for op in batch {
         match op {
             Op::Mutate { key, f, dry_run, reply } => {
                 let res = apply_one(&shared.sealer, &txn, &key, f, dry_run, rev + 1);
-                if let Ok((_, Some(ev))) = &res {
-                    rev += 1;
-                    events.push(ev.clone());
-                }
-                replies.push(Reply::Mutate(reply, res.map(|(c, _)| c)));
+                let res = match res {
+                    Ok((c, Some((ev, record)))) => {
+                        rev += 1;
+                        events.push(ev);
+                        if is_soft(shared, &key) {
+                            soft_revs += 1;
+                        } else if plan == Plan::Log {
+                            records.push(record);
+                        }
+                        Ok(c)
+                    }
+                    Ok((c, None)) => Ok(c),
+                    Err(e) => Err(e),
+                };
+                replies.push(Reply::Mutate(reply, res));
             }
             Op::Shutdown => {}
             Op::Flush(reply) => flushes.extend(reply),
@@ -135,11 +184,22 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed) {
             }
         }
     }
+    let logged_from = wal.len();
     let commit = (|| -> Result<(), ApiError> {
         if rev != start_rev {
             txn.open_table(META).map_err(storage_err)?.insert("rev", rev).map_err(storage_err)?;
         }
-        txn.commit().map_err(storage_err)
+        // Logged before the commit makes the batch visible: if logging fails, nobody saw it.
+        if !records.is_empty() {
+            wal.append(&records).map_err(|e| ApiError::unavailable(format!("writing the store's log: {e}")))?;
+        }
+        txn.commit().map_err(storage_err).inspect_err(|_| {
+            if wal.len() != logged_from
+                && let Err(e) = wal.cut(logged_from)
+            {
+                tracing::error!("a failed commit stays in the store's log and comes back after a restart: {e}");
+            }
+        })
     })();
     if let Err(e) = commit {
         // Nothing of this batch is stored: every caller learns it failed.
@@ -154,13 +214,20 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed) {
     let t = crate::telemetry::get();
     t.commit_seconds.observe(began.elapsed().as_secs_f64());
     t.commit_batch.observe(writes as f64);
-    if durable {
-        shared.durable_commits.fetch_add(1, Ordering::Relaxed);
-        *unflushed = Unflushed { revs: 0, commits: 0, last_durable: Instant::now() };
-    } else {
-        shared.soft_commits.fetch_add(1, Ordering::Relaxed);
-        unflushed.revs += rev - start_rev;
-        unflushed.commits += 1;
+    match plan {
+        Plan::Checkpoint => {
+            shared.durable_commits.fetch_add(1, Ordering::Relaxed);
+            *unflushed = Unflushed { revs: 0, commits: 0, last_durable: Instant::now() };
+            if let Err(e) = wal.reset() {
+                tracing::warn!("emptying the store's log: {e}");
+            }
+        }
+        Plan::Log | Plan::Soft => {
+            let counter = if plan == Plan::Log { &shared.durable_commits } else { &shared.soft_commits };
+            counter.fetch_add(1, Ordering::Relaxed);
+            unflushed.revs += soft_revs;
+            unflushed.commits += 1;
+        }
     }
     for f in flushes {
         let _ = f.send(());
@@ -200,7 +267,8 @@ fn reply_flushes(batch: Vec<Op>) {
     }
 }
 
-type Applied = (Committed, Option<Event>);
+/// The committed answer, and for a change its event and history record.
+type Applied = (Committed, Option<(Event, Vec<u8>)>);
 
 fn apply_one(
     sealer: &Sealer,
@@ -270,7 +338,7 @@ fn apply_one(
     }
     txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, record.as_slice()).map_err(storage_err)?;
     let ev = Event { rev, kind, key: key.to_string(), object: object.clone() };
-    Ok((Committed { object, event: Some(kind) }, Some(ev)))
+    Ok((Committed { object, event: Some(kind) }, Some((ev, record))))
 }
 
 /// Remove history records up to `upto` (bounded per step). Returns the new compacted revision.
