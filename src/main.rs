@@ -94,6 +94,7 @@ enum Command {
 const DEFAULT_LOG: &str = "warn,kube_client::client::tls=error,kube_client::client::builder=off";
 
 fn main() -> ExitCode {
+    wasmorch_host::runtime::alloc::tune();
     let _ = rustls::crypto::ring::default_provider().install_default();
     // `wasmorch get … | head` must end quietly, as kubectl does, when the reader goes away.
     let default_hook = std::panic::take_hook();
