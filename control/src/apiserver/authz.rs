@@ -278,6 +278,19 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
             }
         }
         Rule::IfUsedByPod(kind) => {
+            let name = t.name.as_deref().unwrap_or("");
+            let uses = |p: &Value| {
+                object::str_at(p, "spec.nodeName") == Some(node)
+                    && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+                    && pod_uses(p, kind, name)
+            };
+            // From the server's pod cache first: every pod of a node reads its ConfigMaps
+            // and Secrets again every few seconds, and listing the namespace's pods from the
+            // store for each read grew with pods² (1 000 pods on one node took minutes to
+            // start). Only a "no" reads the store, so a pod bound a moment ago is found.
+            if api.cached_any(resources::ResourceKind::Pod, t.namespace.as_deref(), uses) {
+                return Ok(());
+            }
             let pods = resources::of(resources::ResourceKind::Pod);
             let opts = ListOptions {
                 labels: LabelSelector::default(),
@@ -287,10 +300,7 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
                 continue_token: None,
             };
             let list = api.list(pods, t.namespace.as_deref(), &opts).await?;
-            let name = t.name.as_deref().unwrap_or("");
-            let used = list["items"].as_array().into_iter().flatten().any(|p| {
-                !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) && pod_uses(p, kind, name)
-            });
+            let used = list["items"].as_array().into_iter().flatten().any(uses);
             if used {
                 return Ok(());
             }

@@ -1,7 +1,7 @@
 //! What admission reads on every create — the namespace, its ResourceQuotas and LimitRanges,
 //! a pod's ServiceAccount — served from informers instead of the store, as kube-apiserver's
 //! admission plugins read listers. On etcd that turns a create from three round trips into
-//! one.
+//! one. Pods are followed too, for the node authorizer ([`Api::cached_any`]).
 //!
 //! Freshness. This server's own writes of those kinds are always seen: each records its
 //! revision, and a cache that has not yet reached the newest one is bypassed (the store is
@@ -20,8 +20,13 @@ use wasmorch_api::ApiError;
 use wasmorch_api::resources::{self, Resource, ResourceKind};
 
 /// The kinds followed, in the order of [`Lookups::slots`].
-const KINDS: [ResourceKind; 4] =
-    [ResourceKind::Namespace, ResourceKind::ResourceQuota, ResourceKind::LimitRange, ResourceKind::ServiceAccount];
+const KINDS: [ResourceKind; 5] = [
+    ResourceKind::Namespace,
+    ResourceKind::ResourceQuota,
+    ResourceKind::LimitRange,
+    ResourceKind::ServiceAccount,
+    ResourceKind::Pod,
+];
 
 struct Slot {
     informer: Arc<Informer>,
@@ -82,6 +87,15 @@ impl Api {
             Err(e) if e.code == 404 => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the cache of a followed kind, once listed, holds an object of `ns` that
+    /// satisfies `f`; `false` also when it has not listed yet. Fresh or not: a caller that
+    /// must not miss a recent write reads the store when this says no.
+    pub(super) fn cached_any(&self, kind: ResourceKind, ns: Option<&str>, f: impl FnMut(&Value) -> bool) -> bool {
+        let Some(slot) = self.lookups.get().and_then(|l| l.slot(kind)) else { return false };
+        let cache = &slot.informer.cache;
+        cache.is_synced() && cache.any_in(ns, f)
     }
 
     /// Every object of a followed kind in `ns`: from the cache when it is fresh, else listed.

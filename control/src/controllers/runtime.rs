@@ -61,6 +61,19 @@ impl Cache {
             }
         }
     }
+    /// Whether any object of namespace `ns` (every one, with `None`) satisfies `f`, without
+    /// copying them.
+    pub fn any_in(&self, ns: Option<&str>, mut f: impl FnMut(&Value) -> bool) -> bool {
+        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        match ns {
+            None => m.values().any(f),
+            Some(ns) => {
+                let prefix = format!("{ns}/");
+                m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).any(|(_, v)| f(v))
+            }
+        }
+    }
+
     /// Visit every object without copying them.
     pub fn for_each(&self, mut f: impl FnMut(&Value)) {
         for v in self.objects.read().unwrap_or_else(|e| e.into_inner()).values() {
