@@ -162,10 +162,13 @@ fn config_maps_and_secrets_reach_env_and_files() {
     let events = c.ok(&["get", "events", "-o", "json"]);
     assert!(!events.contains(&marker));
     assert!(!c.log().contains(&marker));
-    let raw = std::fs::read(store_file(d)).unwrap();
+    // The store file and its write-ahead log, where writes since the last checkpoint are.
+    let mut raw = std::fs::read(store_file(d)).unwrap();
+    let log = wasmorch_control::store::wal_path(&store_file(d));
+    raw.extend(std::fs::read(&log).unwrap_or_else(|e| panic!("reading {}: {e}", log.display())));
     let b64 = base64_of(&marker);
     for needle in [marker.as_bytes(), b64.as_bytes()] {
-        assert!(!raw.windows(needle.len()).any(|w| w == needle), "the store file holds the secret in the clear");
+        assert!(!raw.windows(needle.len()).any(|w| w == needle), "the store or its log holds the secret in the clear");
     }
     // The ConfigMap's value is found by the same search: the search is sound.
     assert!(raw.windows(7).any(|w| w == b"changed"));
