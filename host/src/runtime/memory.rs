@@ -316,33 +316,35 @@ impl InstanceMemory {
     }
 }
 
+impl InstanceMemory {
+    /// Grow a memory (or table) from `from` to `to` bytes: charged to the container, then
+    /// its slot accounted in the node's warm pool; all or nothing.
+    fn grow_slot(&mut self, table: bool, from: usize, to: usize) -> wasmtime::Result<bool> {
+        let what = if table { "table" } else { "linear memory" };
+        let grown = self.grow(from, to, if table { "a table" } else { what })?;
+        if grown && !self.warm_slot(table, from, to) {
+            self.budget.release(to - from);
+            self.held -= to - from;
+            return Err(self.refuse_warm(what));
+        }
+        Ok(grown)
+    }
+}
+
 impl wasmtime::ResourceLimiter for InstanceMemory {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             // Beyond the node's per-instance slot: a plain failed grow, as wasm defines it.
             return Ok(false);
         }
-        let grown = self.grow(current, desired, "linear memory")?;
-        if grown && !self.warm_slot(false, current, desired) {
-            self.budget.release(desired - current);
-            self.held -= desired - current;
-            return Err(self.refuse_warm("linear memory"));
-        }
-        Ok(grown)
+        self.grow_slot(false, current, desired)
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > 1_000_000 {
             return Ok(false);
         }
-        let (from, to) = (current * TABLE_ELEMENT, desired * TABLE_ELEMENT);
-        let grown = self.grow(from, to, "a table")?;
-        if grown && !self.warm_slot(true, current, to) {
-            self.budget.release(to - from);
-            self.held -= to - from;
-            return Err(self.refuse_warm("table"));
-        }
-        Ok(grown)
+        self.grow_slot(true, current * TABLE_ELEMENT, desired * TABLE_ELEMENT)
     }
 
     fn instances(&self) -> usize {
