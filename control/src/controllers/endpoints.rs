@@ -169,22 +169,32 @@ pub fn desired(svc: &Value, pods: &[Value]) -> (Value, Vec<Value>) {
     (endpoints, slices)
 }
 
-/// `status.loadBalancer` of a LoadBalancer Service: every Ready node's InternalIP.
-pub fn load_balancer_status(nodes: &[Value]) -> Value {
-    let mut ips: Vec<String> = nodes
+/// The address a node lends LoadBalancer Services, Ingresses and Gateways: its InternalIP,
+/// while it is Ready.
+pub fn lb_address(node: &Value) -> Option<&str> {
+    let ready = node.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| {
+        c.iter().any(|c| c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True")))
+    });
+    if !ready {
+        return None;
+    }
+    node.pointer("/status/addresses")?
+        .as_array()?
         .iter()
-        .filter(|n| {
-            n["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        })
-        .filter_map(|n| {
-            n["status"]["addresses"].as_array()?.iter().find(|a| a["type"] == "InternalIP")?["address"]
-                .as_str()
-                .map(String::from)
-        })
-        .collect();
-    ips.sort();
+        .find(|a| a.get("type") == Some(&json!("InternalIP")))?
+        .get("address")?
+        .as_str()
+}
+
+/// Whether a node change can change what [`load_balancer_status`] says (heartbeats do not).
+pub fn lb_changed(old: Option<&Value>, new: Option<&Value>) -> bool {
+    old.and_then(lb_address) != new.and_then(lb_address)
+}
+
+/// `status.loadBalancer` of a LoadBalancer Service: every Ready node's InternalIP.
+pub fn load_balancer_status<'a>(nodes: impl IntoIterator<Item = &'a Value>) -> Value {
+    let mut ips: Vec<&str> = nodes.into_iter().filter_map(lb_address).collect();
+    ips.sort_unstable();
     ips.dedup();
     let ingress: Vec<Value> = ips.into_iter().map(|ip| json!({"ip": ip, "ipMode": "VIP"})).collect();
     json!({"ingress": ingress})
@@ -243,7 +253,7 @@ impl Ctl {
         }
         self.delete_slices(ns, name, &names).await?;
         if svc["spec"]["type"] == "LoadBalancer" {
-            let lb = load_balancer_status(&self.nodes.cache.list(None));
+            let lb = self.nodes.cache.with_all(|n| load_balancer_status(n));
             if svc["status"]["loadBalancer"] != lb {
                 let t = target(resources::of(resources::ResourceKind::Service), ns, name, Some("status"));
                 let patch = json!({"status": {"loadBalancer": lb}});
@@ -321,11 +331,13 @@ pub fn start(api: Api, services: Arc<Informer>, pods: Arc<Informer>, nodes: Arc<
     }
     {
         let (q, s) = (queue.clone(), services.clone());
-        nodes.on_change(Arc::new(move |_, _| {
-            for svc in s.cache.list(None) {
-                if svc["spec"]["type"] == "LoadBalancer" {
-                    q.add(key_of(&svc));
-                }
+        nodes.on_change(Arc::new(move |old, new| {
+            if lb_changed(old, new) {
+                s.cache.for_each(|svc| {
+                    if svc.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer") {
+                        q.add(key_of(svc));
+                    }
+                });
             }
         }));
     }

@@ -9,7 +9,7 @@
 //! looks at all of them again (a small cluster's handful of Gateways; each write happens only
 //! when a status differs).
 
-use super::endpoints::load_balancer_status;
+use super::endpoints::{lb_changed, load_balancer_status};
 use super::replicaset::target;
 use super::runtime::{Action, Informer, Queue, run_workers};
 use crate::apiserver::api::Api;
@@ -59,7 +59,15 @@ pub async fn start(api: Api, services: Arc<Informer>, nodes: Arc<Informer>) {
         i.on_change(Arc::new(move |_, _| q.add(ALL)));
     };
     poke(&services, &queue);
-    poke(&nodes, &queue);
+    {
+        // Gateways carry the Ready nodes' addresses; heartbeats change nothing here.
+        let q = queue.clone();
+        nodes.on_change(Arc::new(move |old, new| {
+            if lb_changed(old, new) {
+                q.add(ALL)
+            }
+        }));
+    }
     // The definitions are served once the API server's CRD informer has loaded them.
     let (classes_res, gateways_res, routes_res, grants_res) = loop {
         if let (Some(c), Some(g), Some(r), Some(rg)) =
@@ -160,7 +168,7 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
             }
         }
     }
-    let lb = load_balancer_status(&i.nodes.cache.list(None));
+    let lb = i.nodes.cache.with_all(|n| load_balancer_status(n));
     let addresses: Vec<String> = lb
         .get("ingress")
         .and_then(Value::as_array)
@@ -170,12 +178,8 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
         .collect();
     let grants = gateway::Grants::new(&i.grants.cache.list(None));
     // The ports Services take on the nodes (node ports; LoadBalancer ports), read once.
-    let taken_ports: std::collections::HashSet<u16> = i
-        .services
-        .cache
-        .list(None)
-        .iter()
-        .flat_map(|s| {
+    let taken_ports: std::collections::HashSet<u16> = i.services.cache.with_all(|all| {
+        all.flat_map(|s| {
             let lb = s.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer");
             let ports = s.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
             ports.into_iter().flat_map(move |p| {
@@ -184,7 +188,8 @@ async fn reconcile(api: &Api, i: &Informers) -> Result<Action, ApiError> {
                 [node_port, lb_port].into_iter().flatten().filter_map(|n| u16::try_from(n).ok())
             })
         })
-        .collect();
+        .collect()
+    });
     // Decide every status first (pure), then write those that differ.
     let writes: Vec<(&'static Resource, &Value, Value)> = {
         let labels = |ns: &str| i.namespaces.cache.get(ns).map(|n| object::labels(&n));

@@ -3,7 +3,7 @@
 //! them (the routing itself is the node's: `wasmorch_api::ingress::Router`). The IngressClass
 //! `wasmorch` is created at start (`server::bootstrap`), as the default class.
 
-use super::endpoints::load_balancer_status;
+use super::endpoints::{lb_changed, load_balancer_status};
 use super::replicaset::target;
 use super::runtime::{Action, Informer, Queue, key_of, run_workers, split_key};
 use crate::apiserver::api::Api;
@@ -37,10 +37,12 @@ pub async fn start(api: Api, ingresses: Arc<Informer>, nodes: Arc<Informer>, cla
         }));
     }
     // A node's readiness or address, or the default class, changes every Ingress's status.
-    for i in [&nodes, &classes] {
+    for (i, relevant) in [(&nodes, lb_changed as fn(Option<&Value>, Option<&Value>) -> bool), (&classes, |_, _| true)] {
         let (q, all) = (queue.clone(), ingresses.clone());
-        i.on_change(Arc::new(move |_, _| {
-            all.cache.for_each(|o| q.add(key_of(o)));
+        i.on_change(Arc::new(move |old, new| {
+            if relevant(old, new) {
+                all.cache.for_each(|o| q.add(key_of(o)));
+            }
         }));
     }
     for i in [&ingresses, &nodes, &classes] {
@@ -53,7 +55,7 @@ pub async fn start(api: Api, ingresses: Arc<Informer>, nodes: Arc<Informer>, cla
             if !ingress::is_ours(&ing, default_class(&classes)) {
                 return Ok(Action::AwaitChange);
             }
-            let lb = load_balancer_status(&nodes.cache.list(None));
+            let lb = nodes.cache.with_all(|n| load_balancer_status(n));
             // An Ingress's load-balancer entries carry no ipMode.
             let entries: Vec<Value> = lb
                 .get("ingress")

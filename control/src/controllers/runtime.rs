@@ -74,6 +74,12 @@ impl Cache {
         }
     }
 
+    /// Hand every object to `f` at once, without copying them (the cache is read-locked
+    /// meanwhile: `f` must not wait).
+    pub fn with_all<R>(&self, f: impl FnOnce(std::collections::btree_map::Values<'_, String, Value>) -> R) -> R {
+        f(self.objects.read().unwrap_or_else(|e| e.into_inner()).values())
+    }
+
     /// Visit every object without copying them.
     pub fn for_each(&self, mut f: impl FnMut(&Value)) {
         for v in self.objects.read().unwrap_or_else(|e| e.into_inner()).values() {
@@ -212,8 +218,34 @@ struct QueueState {
     active: HashSet<String>,
     /// Added again while being reconciled: queued when that reconcile is done.
     dirty: HashSet<String>,
-    delayed: Vec<(Instant, String)>,
+    /// Keys waiting for a time, soonest first; a key waits once, for its earliest time (as
+    /// client-go's delaying queue), so retries of thousands of keys stay cheap.
+    delayed: std::collections::BTreeSet<(Instant, String)>,
+    delayed_at: HashMap<String, Instant>,
     failures: HashMap<String, u32>,
+}
+
+impl QueueState {
+    fn delay(&mut self, key: String, at: Instant) {
+        match self.delayed_at.get(&key) {
+            Some(cur) if *cur <= at => {}
+            cur => {
+                if let Some(cur) = cur {
+                    self.delayed.remove(&(*cur, key.clone()));
+                }
+                self.delayed_at.insert(key.clone(), at);
+                self.delayed.insert((at, key));
+            }
+        }
+    }
+
+    /// Take the next key due by `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<String> {
+        let first = self.delayed.first().filter(|(t, _)| *t <= now)?.clone();
+        self.delayed.remove(&first);
+        self.delayed_at.remove(&first.1);
+        Some(first.1)
+    }
 }
 
 /// A keyed work queue. std Mutex: held only for bookkeeping, never across an await.
@@ -253,7 +285,7 @@ impl Queue {
 
     pub fn add_after(&self, key: impl Into<String>, d: Duration) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.delayed.push((Instant::now() + d, key.into()));
+        s.delay(key.into(), Instant::now() + d);
         drop(s);
         self.wake.notify_one();
     }
@@ -265,10 +297,7 @@ impl Queue {
             let wait = {
                 let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 let now = Instant::now();
-                let (due, later): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut s.delayed).into_iter().partition(|(t, _)| *t <= now);
-                s.delayed = later;
-                for (_, k) in due {
+                while let Some(k) = s.pop_due(now) {
                     if s.active.contains(&k) {
                         s.dirty.insert(k);
                     } else if s.queued.insert(k.clone()) {
@@ -280,7 +309,7 @@ impl Queue {
                     s.active.insert(k.clone());
                     return k;
                 }
-                s.delayed.iter().map(|(t, _)| *t).min().map(|t| t.saturating_duration_since(now))
+                s.delayed.first().map(|(t, _)| t.saturating_duration_since(now))
             };
             match wait {
                 Some(d) => {
@@ -314,7 +343,7 @@ impl Queue {
         if s.dirty.remove(key) && s.queued.insert(key.to_string()) {
             s.ready.push_back(key.to_string());
         } else if let Some(d) = after {
-            s.delayed.push((Instant::now() + d, key.to_string()));
+            s.delay(key.to_string(), Instant::now() + d);
         }
         drop(s);
         self.wake.notify_one();
@@ -394,5 +423,23 @@ mod tests {
         let t = tokio::time::Instant::now();
         assert_eq!(q.next().await, "x");
         assert!(t.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_waits_once_for_its_earliest_time() {
+        let q = Queue::new();
+        let t = tokio::time::Instant::now();
+        q.add_after("x", Duration::from_secs(30));
+        q.add_after("x", Duration::from_secs(2));
+        q.add_after("x", Duration::from_secs(10));
+        q.add_after("y", Duration::from_secs(5));
+        assert_eq!(q.next().await, "x");
+        assert_eq!(t.elapsed(), Duration::from_secs(2), "the earliest time wins");
+        q.done("x", &Ok(Action::AwaitChange));
+        assert_eq!(q.next().await, "y");
+        assert_eq!(t.elapsed(), Duration::from_secs(5));
+        q.done("y", &Ok(Action::AwaitChange));
+        // The later times of x were dropped, not kept as extra entries.
+        assert!(tokio::time::timeout(Duration::from_secs(60), q.next()).await.is_err(), "x came back");
     }
 }

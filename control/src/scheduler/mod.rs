@@ -133,9 +133,7 @@ impl Scheduler {
             if let Ok(node) = &choice
                 && let Some(i) = s.index.get(node).copied()
             {
-                let mut placed = pod.clone();
-                placed["spec"]["nodeName"] = json!(node);
-                s.nodes[i].add_pod(&placed);
+                s.nodes[i].add_pod(&pod);
                 s.accounted.insert(key.clone());
             }
             choice
@@ -188,10 +186,10 @@ impl Scheduler {
             }
             match this.api.bind(&t, binding, false).await {
                 Ok(w) => {
-                    this.pods.cache.assume(w.object.clone());
                     this.told.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
                     let msg = format!("Successfully assigned {key} to {node}");
                     events::record(&this.api, &w.object, "Normal", "Scheduled", msg, NAME).await;
+                    this.pods.cache.assume(w.object);
                 }
                 // Bound meanwhile by someone else, or gone: the snapshot is rebuilt.
                 Err(e) if e.code == 409 || e.code == 404 => {
