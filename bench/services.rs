@@ -5,7 +5,10 @@
 //!   the same settings;
 //! - service-to-service calls from inside a pod (sdk-demo `/call/SVC/`): the backend on the
 //!   caller's node (in process) vs on another node process (a socket hop), p50/p99 over
-//!   sequential calls, beside a request to the caller that calls nothing.
+//!   sequential calls, beside a request to the caller that calls nothing;
+//! - memory under load: the resident set of `wasmorch up` (control plane and node in one
+//!   process) while it serves the NodePort benchmark and after it, three runs in a row (it
+//!   must not grow), beside its idle figure before the first run.
 //!
 //! Run with `bench/run-services.sh`. Knobs: WRK_SECS (10), WRK_CONNS (32), CALLS (2000).
 
@@ -259,6 +262,59 @@ fn main() {
     println!("caller alone (no call)                 p50 {b50:.3} ms   p99 {b99:.3} ms");
     println!("call, backend on the same node (in process)  p50 {n50:.3} ms   p99 {n99:.3} ms");
     println!("call, backend on another node (socket hop)   p50 {f50:.3} ms   p99 {f99:.3} ms");
+    drop(c);
+    memory_under_load(&bin, d, &hello, conns);
+}
+
+/// `wasmorch up` serving two hello-http replicas through a NodePort under `wrk`, three times:
+/// its RSS at the peak of each run and just after it.
+fn memory_under_load(bin: &str, d: &Path, hello: &Path, conns: usize) {
+    println!("== memory of `wasmorch up` serving hello-http through a NodePort, wrk -t2 -c{conns}, three runs ==");
+    let dir = d.join("up");
+    let (http, https) = (free_port().to_string(), free_port().to_string());
+    let up_proc = up(bin, &dir, &["--node-name", "solo", "--ingress-http-port", &http, "--ingress-https-port", &https]);
+    let pid = up_proc.0.id();
+    let kc = dir.join("kubeconfig");
+    let f = d.join("mem.yaml");
+    std::fs::write(&f, deployment("mem", "solo", hello, 2)).unwrap();
+    cli(bin, &kc, &["apply", "-f", f.to_str().unwrap()]);
+    let svc: serde_json::Value = serde_json::from_str(&cli(bin, &kc, &["get", "svc", "mem", "-o", "json"])).unwrap();
+    let addr = format!("127.0.0.1:{}", svc["spec"]["ports"][0]["nodePort"].as_u64().expect("a node port"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_ok(&addr) {
+        assert!(Instant::now() < deadline, "up's node port never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    println!("up, idle with 2 replicas                 RSS {:>7.1} MB", mb(rss_kb(pid)));
+    let mut after = Vec::new();
+    for run in 1..=3 {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut peak = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(rss_kb(pid));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                peak
+            })
+        };
+        let w = wrk(&addr);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().unwrap();
+        let now = rss_kb(pid);
+        after.push(now);
+        println!(
+            "up, run {run}: {:>9.0} req/s   RSS while serving (peak) {:>7.1} MB, after {:>7.1} MB",
+            w.rps,
+            mb(peak),
+            mb(now)
+        );
+    }
+    println!("up, RSS after run 3 − after run 1: {:+.1} MB", mb(after[2]) - mb(after[0]));
+    drop(up_proc);
 }
 
 fn http_get_status(addr: &str, path: &str) -> u16 {

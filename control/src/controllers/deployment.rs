@@ -148,6 +148,19 @@ pub fn rolling(d: &Value, new: &Value, old: &[Value]) -> Vec<(String, i64)> {
     changes
 }
 
+/// The size a new set is created with: what a rolling update's first step would scale it to
+/// (`owned` are the Deployment's other sets); a Recreate starts it at zero, scaled up once
+/// the old pods are gone.
+pub fn initial_replicas(d: &Value, new: &Value, owned: &[Value]) -> i64 {
+    if d["spec"]["strategy"]["type"] == "Recreate" {
+        return 0;
+    }
+    let mut old: Vec<Value> = owned.to_vec();
+    old.sort_by_key(|r| (revision(r), r["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string()));
+    let name = object::name(new);
+    rolling(d, new, &old).into_iter().find(|(n, _)| n == name).map_or(0, |(_, r)| r)
+}
+
 /// Recreate: old sets to zero; the new one scaled up only once no old pod remains.
 pub fn recreate(d: &Value, new: &Value, old: &[Value], old_pods_left: usize) -> Vec<(String, i64)> {
     let mut changes: Vec<(String, i64)> =
@@ -288,14 +301,25 @@ impl Ctl {
             if let Some(cause) = d["metadata"]["annotations"]["kubernetes.io/change-cause"].as_str() {
                 annotations.insert("kubernetes.io/change-cause".into(), json!(cause));
             }
-            let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
-                    "name": format!("{}-{hash}", object::name(&d)), "namespace": ns,
+            let name = format!("{}-{hash}", object::name(&d));
+            let mut rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+                    "name": name, "namespace": ns,
                     "labels": template["metadata"]["labels"], "annotations": annotations,
                     "ownerReferences": [owner_ref(&d)]},
                 "spec": {"replicas": 0, "minReadySeconds": d["spec"]["minReadySeconds"].as_i64().unwrap_or(0),
                     "selector": sel, "template": template}});
+            // Born at the size the rollout's first step gives it, as Kubernetes does (one
+            // write and one watch hop less before the first pods).
+            let initial = initial_replicas(&d, &rs, &owned);
+            rs["spec"]["replicas"] = json!(initial);
             let created = match self.api.create(rs_res(), Some(&ns), rs, FieldValidation::Ignore, false).await {
-                Ok(w) => w.object,
+                Ok(w) => {
+                    if initial > 0 {
+                        let msg = format!("Scaled up replica set {name} from 0 to {initial}");
+                        events::record(&self.api, &d, "Normal", "ScalingReplicaSet", msg, COMPONENT).await;
+                    }
+                    w.object
+                }
                 Err(e) if e.code == 409 => {
                     // A set of that name exists but is not ours (or the cache lags): look again soon.
                     return Ok(Action::Requeue(Duration::from_millis(200)));
@@ -481,6 +505,15 @@ mod tests {
         assert_eq!(surge_unavailable(&json!({"spec": {"replicas": 4}})), (1, 1), "defaults are 25%");
         assert_eq!(resolve(&json!("50%"), 3, true, "0"), 2);
         assert_eq!(resolve(&json!("50%"), 3, false, "0"), 1);
+    }
+
+    #[test]
+    fn a_new_set_is_born_at_its_first_rollout_size() {
+        let d = deploy(3, json!(1), json!(0));
+        assert_eq!(initial_replicas(&d, &rs("new", 0, 0), &[]), 3, "a first rollout: every replica at once");
+        assert_eq!(initial_replicas(&d, &rs("new", 0, 0), &[rs("old", 3, 3)]), 1, "an update: within the surge");
+        let recreate = json!({"spec": {"replicas": 3, "strategy": {"type": "Recreate"}}});
+        assert_eq!(initial_replicas(&recreate, &rs("new", 0, 0), &[]), 0, "Recreate waits for the old pods");
     }
 
     #[test]

@@ -96,13 +96,17 @@ impl Cache {
             m.insert(k, obj);
         }
     }
-    fn apply(&self, obj: &Value, deleted: bool) {
+    /// Apply a watch event; what the cache held before it (moved out, not copied, except for
+    /// an event older than the entry, which leaves it in place).
+    fn apply(&self, obj: &Value, deleted: bool) -> Option<Value> {
         let mut m = self.objects.write().unwrap_or_else(|e| e.into_inner());
         let k = key_of(obj);
         if deleted {
-            m.remove(&k);
-        } else if m.get(&k).is_none_or(|cur| object::resource_version(cur) <= object::resource_version(obj)) {
-            m.insert(k, obj.clone());
+            return m.remove(&k);
+        }
+        match m.get(&k) {
+            Some(cur) if object::resource_version(cur) > object::resource_version(obj) => Some(cur.clone()),
+            _ => m.insert(k, obj.clone()),
         }
     }
     pub fn is_synced(&self) -> bool {
@@ -199,8 +203,7 @@ impl Informer {
                 _ = api.shutdown.cancelled() => return Ok(()),
             };
             let deleted = ev.kind == crate::store::EventType::Deleted;
-            let old = self.cache.get(&key_of(&ev.object));
-            self.cache.apply(&ev.object, deleted);
+            let old = self.cache.apply(&ev.object, deleted);
             self.cache.revision.fetch_max(ev.rev, std::sync::atomic::Ordering::AcqRel);
             if deleted {
                 self.notify(old.as_ref(), None);

@@ -153,9 +153,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// Change container `i`'s status; the reporter writes it only if something changed.
     fn set(&self, i: usize, f: impl FnOnce(&mut ContainerStatus)) {
-        f(&mut self.statuses.lock().unwrap_or_else(|e| e.into_inner())[i]);
-        self.changed.notify_one();
+        let changed = {
+            let mut all = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(st) = all.get_mut(i) else { return };
+            let before = st.clone();
+            f(st);
+            *st != before
+        };
+        if changed {
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -214,8 +223,18 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
     });
     let reporter = tokio::spawn(report_loop(ctx.clone(), info.clone(), shared.clone(), stop.clone()));
     shared.changed.notify_one();
-    // Volumes first: every container mounts them. A missing ConfigMap or Secret is looked
-    // for again until it appears.
+    // Containers fetch and load their components while the volumes are prepared (a token
+    // request and a ConfigMap read away); each waits for the volumes before its config.
+    // Containers stop on `stop` (deletion, node shutdown) or on eviction.
+    let containers_stop = stop.child_token();
+    let (mounted, volumes_rx) = tokio::sync::watch::channel(None::<Arc<volumes::PodVolumes>>);
+    let mut tasks = Vec::new();
+    for (i, c) in containers.iter().cloned().enumerate() {
+        let (ctx, info, shared, volumes, stop) =
+            (ctx.clone(), info.clone(), shared.clone(), volumes_rx.clone(), containers_stop.clone());
+        tasks.push(tokio::spawn(container(ctx, info, shared, volumes, i, c, stop)));
+    }
+    // A missing ConfigMap or Secret is looked for again until it appears.
     let volumes = loop {
         let place = config::PodPlace { pod: &pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
         match volumes::PodVolumes::prepare(&ctx, &place, &info.log_dir).await {
@@ -226,23 +245,20 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
                     waiting(&shared, i, "CreateContainerConfigError", message.clone());
                 }
                 if !sleep_or_stop(ctx.config_sync, &stop).await {
+                    containers_stop.cancel();
+                    for t in tasks {
+                        let _ = t.await;
+                    }
                     let _ = reporter.await;
                     return;
                 }
             }
         }
     };
-    // Containers stop on `stop` (deletion, node shutdown) or on eviction.
-    let containers_stop = stop.child_token();
     if volumes.needs_refresh() {
         tokio::spawn(refresh_loop(ctx.clone(), info.clone(), shared.clone(), volumes.clone(), containers_stop.clone()));
     }
-    let mut tasks = Vec::new();
-    for (i, c) in containers.into_iter().enumerate() {
-        let (ctx, info, shared, volumes, stop) =
-            (ctx.clone(), info.clone(), shared.clone(), volumes.clone(), containers_stop.clone());
-        tasks.push(tokio::spawn(container(ctx, info, shared, volumes, i, c, stop)));
-    }
+    mounted.send_replace(Some(volumes));
     for t in tasks {
         let _ = t.await;
     }
@@ -447,7 +463,7 @@ async fn container(
     ctx: Arc<NodeCtx>,
     info: Arc<PodInfo>,
     shared: Arc<Shared>,
-    volumes: Arc<volumes::PodVolumes>,
+    mut volumes: tokio::sync::watch::Receiver<Option<Arc<volumes::PodVolumes>>>,
     i: usize,
     c: Value,
     stop: CancellationToken,
@@ -504,7 +520,18 @@ async fn container(
     // Kept (on disk and compiled) while this container lives.
     let _in_use = ctx.uses.acquire(&digest);
     let image_id = format!("sha256:{digest}");
-    shared.set(i, |s| s.image_id = image_id);
+    // Reported with the next state (Running), not on its own: one status write less.
+    if let Some(s) = shared.statuses.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+        s.image_id = image_id;
+    }
+    // The pod's volumes, once prepared.
+    let volumes = tokio::select! {
+        v = volumes.wait_for(Option::is_some) => match v.ok().and_then(|v| v.clone()) {
+            Some(v) => v,
+            None => return,
+        },
+        _ = stop.cancelled() => return,
+    };
     // A missing ConfigMap or Secret is looked for again until it appears.
     let (env, mounts) = loop {
         match container_config(&ctx, &info, &volumes, i, &c).await {
@@ -546,10 +573,12 @@ async fn container(
         let began = Instant::now();
         let running = |message: String| {
             let s2 = started.clone();
+            // Without probes to wait for, Running and Ready go out in one status write.
+            let at_once = probes.ready_at_start();
             shared.set(i, move |s| {
                 s.state = State::Running { started_at: s2 };
-                s.ready = false;
-                s.started = false;
+                s.ready = at_once;
+                s.started = at_once;
             });
             let r = ProbeRun {
                 ctx: ctx.clone(),

@@ -23,6 +23,12 @@ impl Probes {
             readiness: probe::Probe::parse(c, "readinessProbe")?,
         })
     }
+
+    /// Whether a run is started and ready the moment it runs (no startup or readiness probe
+    /// to wait for), so its first Running status already says so.
+    pub(super) fn ready_at_start(&self) -> bool {
+        self.startup.is_none() && self.readiness.is_none()
+    }
 }
 
 /// One run of one container, as its prober sees it.
