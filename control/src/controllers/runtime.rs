@@ -89,10 +89,19 @@ impl Cache {
 
     /// Replace an entry with what this process just wrote, ahead of the watch (the watch's
     /// copy, with the same or a newer revision, replaces it again).
+    /// An object missing here at or below the cache's revision was deleted since (the cache
+    /// has applied every event up to it), so it is not brought back: a write answered after
+    /// its object's deletion was watched would otherwise leave a ghost behind for good (the
+    /// scheduler counted one as a pod on its node).
     pub fn assume(&self, obj: Value) {
         let mut m = self.objects.write().unwrap_or_else(|e| e.into_inner());
         let k = key_of(&obj);
-        if m.get(&k).is_none_or(|cur| object::resource_version(cur) <= object::resource_version(&obj)) {
+        let rv = object::resource_version(&obj);
+        let take = match m.get(&k) {
+            Some(cur) => object::resource_version(cur) <= rv,
+            None => rv > self.revision(),
+        };
+        if take {
             m.insert(k, obj);
         }
     }
@@ -444,5 +453,23 @@ mod tests {
         q.done("y", &Ok(Action::AwaitChange));
         // The later times of x were dropped, not kept as extra entries.
         assert!(tokio::time::timeout(Duration::from_secs(60), q.next()).await.is_err(), "x came back");
+    }
+
+    #[test]
+    fn an_assumed_write_does_not_bring_back_a_deleted_object() {
+        let c = Cache::default();
+        let pod = |rv: u64| serde_json::json!({"metadata": {"name": "p", "namespace": "d", "resourceVersion": rv.to_string()}});
+        c.apply(&pod(5), false);
+        c.revision.store(5, std::sync::atomic::Ordering::Release);
+        c.assume(pod(7));
+        assert!(c.get("d/p").is_some_and(|p| object::resource_version(&p) == 7), "newer than the entry: taken");
+        // Deleted at 9 (watched), then a write answered at 8 arrives.
+        c.apply(&pod(8), true);
+        c.revision.store(9, std::sync::atomic::Ordering::Release);
+        c.assume(pod(8));
+        assert!(c.get("d/p").is_none(), "a ghost of a deleted object");
+        // Created anew after what the cache has seen: taken.
+        c.assume(pod(12));
+        assert!(c.get("d/p").is_some());
     }
 }
