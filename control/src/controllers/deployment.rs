@@ -148,6 +148,12 @@ pub fn rolling(d: &Value, new: &Value, old: &[Value]) -> Vec<(String, i64)> {
     changes
 }
 
+/// Order a Deployment's sets oldest first (by revision, then creation), as a rollout scales
+/// them down.
+fn oldest_first(sets: &mut [Value]) {
+    sets.sort_by_key(|r| (revision(r), r["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string()));
+}
+
 /// The size a new set is created with: what a rolling update's first step would scale it to
 /// (`owned` are the Deployment's other sets); a Recreate starts it at zero, scaled up once
 /// the old pods are gone.
@@ -156,7 +162,7 @@ pub fn initial_replicas(d: &Value, new: &Value, owned: &[Value]) -> i64 {
         return 0;
     }
     let mut old: Vec<Value> = owned.to_vec();
-    old.sort_by_key(|r| (revision(r), r["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string()));
+    oldest_first(&mut old);
     let name = object::name(new);
     rolling(d, new, &old).into_iter().find(|(n, _)| n == name).map_or(0, |(_, r)| r)
 }
@@ -343,7 +349,7 @@ impl Ctl {
         }
         let new_uid = new.as_ref().map(|n| object::uid(n).to_string()).unwrap_or_default();
         let mut old: Vec<Value> = owned.iter().filter(|r| object::uid(r) != new_uid).cloned().collect();
-        old.sort_by_key(|r| (revision(r), r["metadata"]["creationTimestamp"].as_str().unwrap_or("").to_string()));
+        oldest_first(&mut old);
         // Scale.
         let changes = match (&new, paused) {
             (_, true) | (None, _) => Vec::new(),

@@ -8,6 +8,7 @@ pub mod probe;
 mod prober;
 mod pull;
 mod resources;
+mod status;
 pub mod volumes;
 
 use crate::artifact;
@@ -18,10 +19,12 @@ use crate::runtime::process::{Exit, Process};
 use crate::runtime::{Loaded, NetPolicy, Runtime};
 pub use exec::DEBUG_IMAGE_ANNOTATION;
 use exec::exec_target;
-use lifecycle::{ContainerStatus, RestartPolicy, State, backoff, status_json};
+use lifecycle::{ContainerStatus, RestartPolicy, State, backoff};
 use prober::{ProbeRun, Probes, probe_run};
 use resources::{admission_of, report_refusals, resources_of};
-use serde_json::{Value, json};
+use serde_json::Value;
+pub use status::event_sender;
+use status::{Shared, event, report, report_loop, waiting};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,29 +59,6 @@ pub struct NodeCtx {
     pub uses: Arc<crate::collect::Uses>,
     /// Running pods and containers, for exec and port-forward.
     pub streams: Arc<crate::streams::Registry>,
-}
-
-/// A poster of events: pods hand events over without waiting for the API; a few are posted
-/// at a time. When the queue is full (control plane away) new events are dropped, as a
-/// kubelet's event broadcaster does.
-pub fn event_sender(client: Client, stop: CancellationToken) -> tokio::sync::mpsc::Sender<(String, Value)> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<(String, Value)>(4096);
-    tokio::spawn(async move {
-        use futures::StreamExt;
-        let posts = tokio_stream::wrappers::ReceiverStream::new(rx).for_each_concurrent(8, |(ns, ev)| {
-            let client = client.clone();
-            async move {
-                if let Err(e) = client.post(&format!("/api/v1/namespaces/{ns}/events"), &ev).await {
-                    tracing::debug!("event {}: {e}", ev["reason"]);
-                }
-            }
-        });
-        tokio::select! {
-            _ = posts => {}
-            _ = stop.cancelled() => {}
-        }
-    });
-    tx
 }
 
 /// A running pod: how to stop it and wait for it.
@@ -136,34 +116,6 @@ impl PodInfo {
             pod: self.name.clone(),
             uid: self.uid.clone(),
             container: container.to_string(),
-        }
-    }
-}
-
-/// Container statuses plus a signal to the reporter. std Mutex: never held across an await.
-struct Shared {
-    statuses: Mutex<Vec<ContainerStatus>>,
-    changed: Notify,
-    /// Held across taking a snapshot and writing it, so reports land in the order their
-    /// snapshots were taken (an older snapshot can never overwrite a newer one). A tokio
-    /// Mutex: it is held across the API call.
-    reporting: tokio::sync::Mutex<()>,
-    /// Why the node evicted the pod (an `emptyDir` over its limit); the pod then ends Failed.
-    evicted: Mutex<Option<String>>,
-}
-
-impl Shared {
-    /// Change container `i`'s status; the reporter writes it only if something changed.
-    fn set(&self, i: usize, f: impl FnOnce(&mut ContainerStatus)) {
-        let changed = {
-            let mut all = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(st) = all.get_mut(i) else { return };
-            let before = st.clone();
-            f(st);
-            *st != before
-        };
-        if changed {
-            self.changed.notify_one();
         }
     }
 }
@@ -312,60 +264,6 @@ async fn refresh_loop(
     }
 }
 
-async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: Arc<Shared>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shared.changed.notified() => {}
-            _ = stop.cancelled() => return,
-        }
-        // Changes made while this report is in flight leave the notification set, so a burst
-        // costs at most one more report. A report the API did not take (the control plane
-        // away or busy) is tried again.
-        if !report(&ctx, &info, &shared).await {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => shared.changed.notify_one(),
-                _ = stop.cancelled() => return,
-            }
-        }
-    }
-}
-
-/// Write the pod's current status; false if the API did not take it.
-async fn report(ctx: &NodeCtx, info: &PodInfo, shared: &Shared) -> bool {
-    let _order = shared.reporting.lock().await;
-    let statuses = shared.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut status = status_json(&statuses, info.policy, &ctx.host_ip, &info.ip, &info.start_time);
-    if let Some(why) = shared.evicted.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-        status["phase"] = json!("Failed");
-        status["reason"] = json!("Evicted");
-        status["message"] = json!(why);
-    }
-    let path = format!("/api/v1/namespaces/{}/pods/{}/status", info.ns, info.name);
-    match ctx.client.merge_patch(&path, &json!({"metadata": {"uid": info.uid}, "status": status})).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::debug!("reporting {}/{}: {e}", info.ns, info.name);
-            false
-        }
-    }
-}
-
-async fn event(ctx: &NodeCtx, info: &PodInfo, kind: &str, reason: &str, message: String) {
-    let now = object::now_rfc3339();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", info.name), "namespace": info.ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": info.name, "namespace": info.ns, "uid": info.uid},
-        "reason": reason, "message": message, "type": kind,
-        "source": {"component": "wasmorch-node", "host": ctx.node_name},
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        "reportingComponent": "wasmorch-node", "reportingInstance": ctx.node_name,
-    });
-    if ctx.events.try_send((info.ns.clone(), ev)).is_err() {
-        tracing::debug!("event {reason} for {}/{} dropped: the event queue is full", info.ns, info.name);
-    }
-}
-
 /// The pod's network policy: its address, every port its containers declare, its egress grants.
 fn net_policy(pod: &Value, ip: &str) -> Result<NetPolicy, String> {
     let ports = pod["spec"]["containers"]
@@ -435,14 +333,6 @@ async fn container_config(
     let env = config::env(&mut refs, &place, c, base_env(info, ctx)).await?;
     let mounts = volumes.mounts(c, i)?;
     Ok((env, mounts.into()))
-}
-
-fn waiting(shared: &Shared, i: usize, reason: &str, message: String) {
-    let r = reason.to_string();
-    shared.set(i, move |s| {
-        s.state = State::Waiting { reason: r, message };
-        s.ready = false;
-    });
 }
 
 /// Open a new run's log; the last run's output becomes `<container>.log.previous`.
@@ -743,6 +633,7 @@ async fn serve_http(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn http_components_serve_on_their_first_port_or_8080() {

@@ -1,0 +1,126 @@
+//! What the node tells the API about a pod: its containers' statuses (kept in [`Shared`],
+//! written by one reporter in snapshot order, only when they changed) and its Events
+//! (handed to a bounded poster, off the pod's path).
+
+use super::lifecycle::{ContainerStatus, State, status_json};
+use super::{NodeCtx, PodInfo};
+use crate::client::Client;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use wasmorch_api::object;
+
+/// A poster of events: pods hand events over without waiting for the API; a few are posted
+/// at a time. When the queue is full (control plane away) new events are dropped, as a
+/// kubelet's event broadcaster does.
+pub fn event_sender(client: Client, stop: CancellationToken) -> tokio::sync::mpsc::Sender<(String, Value)> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<(String, Value)>(4096);
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let posts = tokio_stream::wrappers::ReceiverStream::new(rx).for_each_concurrent(8, |(ns, ev)| {
+            let client = client.clone();
+            async move {
+                if let Err(e) = client.post(&format!("/api/v1/namespaces/{ns}/events"), &ev).await {
+                    tracing::debug!("event {}: {e}", ev["reason"]);
+                }
+            }
+        });
+        tokio::select! {
+            _ = posts => {}
+            _ = stop.cancelled() => {}
+        }
+    });
+    tx
+}
+
+/// Container statuses plus a signal to the reporter. std Mutex: never held across an await.
+pub(super) struct Shared {
+    pub(super) statuses: Mutex<Vec<ContainerStatus>>,
+    pub(super) changed: Notify,
+    /// Held across taking a snapshot and writing it, so reports land in the order their
+    /// snapshots were taken (an older snapshot can never overwrite a newer one). A tokio
+    /// Mutex: it is held across the API call.
+    pub(super) reporting: tokio::sync::Mutex<()>,
+    /// Why the node evicted the pod (an `emptyDir` over its limit); the pod then ends Failed.
+    pub(super) evicted: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Change container `i`'s status; the reporter writes it only if something changed.
+    pub(super) fn set(&self, i: usize, f: impl FnOnce(&mut ContainerStatus)) {
+        let changed = {
+            let mut all = self.statuses.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(st) = all.get_mut(i) else { return };
+            let before = st.clone();
+            f(st);
+            *st != before
+        };
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+}
+
+pub(super) async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shared.changed.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        // Changes made while this report is in flight leave the notification set, so a burst
+        // costs at most one more report. A report the API did not take (the control plane
+        // away or busy) is tried again.
+        if !report(&ctx, &info, &shared).await {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => shared.changed.notify_one(),
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// Write the pod's current status; false if the API did not take it.
+pub(super) async fn report(ctx: &NodeCtx, info: &PodInfo, shared: &Shared) -> bool {
+    let _order = shared.reporting.lock().await;
+    let statuses = shared.statuses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut status = status_json(&statuses, info.policy, &ctx.host_ip, &info.ip, &info.start_time);
+    if let Some(why) = shared.evicted.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        status["phase"] = json!("Failed");
+        status["reason"] = json!("Evicted");
+        status["message"] = json!(why);
+    }
+    let path = format!("/api/v1/namespaces/{}/pods/{}/status", info.ns, info.name);
+    match ctx.client.merge_patch(&path, &json!({"metadata": {"uid": info.uid}, "status": status})).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!("reporting {}/{}: {e}", info.ns, info.name);
+            false
+        }
+    }
+}
+
+pub(super) async fn event(ctx: &NodeCtx, info: &PodInfo, kind: &str, reason: &str, message: String) {
+    let now = object::now_rfc3339();
+    let ev = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{}.", info.name), "namespace": info.ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": info.name, "namespace": info.ns, "uid": info.uid},
+        "reason": reason, "message": message, "type": kind,
+        "source": {"component": "wasmorch-node", "host": ctx.node_name},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "reportingComponent": "wasmorch-node", "reportingInstance": ctx.node_name,
+    });
+    if ctx.events.try_send((info.ns.clone(), ev)).is_err() {
+        tracing::debug!("event {reason} for {}/{} dropped: the event queue is full", info.ns, info.name);
+    }
+}
+
+pub(super) fn waiting(shared: &Shared, i: usize, reason: &str, message: String) {
+    let r = reason.to_string();
+    shared.set(i, move |s| {
+        s.state = State::Waiting { reason: r, message };
+        s.ready = false;
+    });
+}
