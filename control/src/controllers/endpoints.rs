@@ -172,16 +172,18 @@ pub fn desired(svc: &Value, pods: &[Value]) -> (Value, Vec<Value>) {
 /// The address a node lends LoadBalancer Services, Ingresses and Gateways: its InternalIP,
 /// while it is Ready.
 pub fn lb_address(node: &Value) -> Option<&str> {
-    let ready = node.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| {
-        c.iter().any(|c| c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True")))
-    });
+    let is = |v: &Value, k: &str, want: &str| v.get(k).and_then(Value::as_str) == Some(want);
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|c| is(c, "type", "Ready") && is(c, "status", "True")));
     if !ready {
         return None;
     }
     node.pointer("/status/addresses")?
         .as_array()?
         .iter()
-        .find(|a| a.get("type") == Some(&json!("InternalIP")))?
+        .find(|a| is(a, "type", "InternalIP"))?
         .get("address")?
         .as_str()
 }
