@@ -43,6 +43,11 @@ impl Lookups {
         KINDS.iter().position(|k| *k == kind).and_then(|i| self.slots.get(i))
     }
 
+    /// The informer of a followed kind, for others to follow instead of keeping their own.
+    pub fn informer(&self, kind: ResourceKind) -> Option<&Arc<Informer>> {
+        self.slot(kind).map(|s| &s.informer)
+    }
+
     /// The informer of `kind`, when it holds everything this server wrote of that kind.
     fn fresh(&self, kind: ResourceKind) -> Option<&Informer> {
         let s = self.slot(kind)?;

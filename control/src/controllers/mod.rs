@@ -40,7 +40,10 @@ pub fn start_all(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     use resources::ResourceKind as K;
     let informer = |kind: K| Informer::new(resources::of(kind));
-    let pods = informer(K::Pod);
+    // Pods, the most numerous and busiest kind, are not copied twice: the API server already
+    // follows them (its lookups), and this term's controllers follow that informer.
+    let shared_pods = api.lookups.get().and_then(|l| l.informer(K::Pod)).map(|i| i.follower());
+    let pods = shared_pods.clone().unwrap_or_else(|| informer(K::Pod));
     let nodes = informer(K::Node);
     let replicasets = informer(K::ReplicaSet);
     let rcs = informer(K::ReplicationController);
@@ -97,8 +100,11 @@ pub fn start_all(
         )),
     ];
     // Informers start after every controller registered its handlers.
+    match shared_pods {
+        Some(p) => p.replay(),
+        None => tasks.push(tokio::spawn(pods.run(api.clone()))),
+    }
     for i in [
-        pods,
         nodes,
         replicasets,
         rcs,

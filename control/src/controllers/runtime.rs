@@ -35,11 +35,31 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// An object in a cache: the watch event it came in (shared with the store's other
+/// watchers, not copied), or a value listed or written here.
+pub enum Entry {
+    Watched(Arc<crate::store::Event>),
+    Own(Value),
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        match self {
+            Entry::Watched(ev) => &ev.object,
+            Entry::Own(v) => v,
+        }
+    }
+}
+
+/// Every object of a cache, in key order (see [`Cache::with_all`]).
+pub type All<'a> = std::iter::Map<std::collections::btree_map::Values<'a, String, Entry>, fn(&Entry) -> &Value>;
+
 /// A local copy of one resource's objects, kept current by [`Informer::run`].
 /// std RwLock: held only to read or write the map, never across an await.
 #[derive(Default)]
 pub struct Cache {
-    objects: RwLock<BTreeMap<String, Value>>,
+    objects: RwLock<BTreeMap<String, Entry>>,
     synced: std::sync::atomic::AtomicBool,
     synced_signal: Notify,
     /// The store revision the cache reflects: its list's, then each applied event's.
@@ -48,16 +68,19 @@ pub struct Cache {
 
 impl Cache {
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.objects.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.objects.read().unwrap_or_else(|e| e.into_inner()).get(key).map(|o| Value::clone(o))
     }
     /// Every object, or those of one namespace.
     pub fn list(&self, ns: Option<&str>) -> Vec<Value> {
         let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
         match ns {
-            None => m.values().cloned().collect(),
+            None => m.values().map(|o| Value::clone(o)).collect(),
             Some(ns) => {
                 let prefix = format!("{ns}/");
-                m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| v.clone()).collect()
+                m.range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, v)| Value::clone(v))
+                    .collect()
             }
         }
     }
@@ -66,7 +89,7 @@ impl Cache {
     pub fn any_in(&self, ns: Option<&str>, mut f: impl FnMut(&Value) -> bool) -> bool {
         let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
         match ns {
-            None => m.values().any(f),
+            None => m.values().any(|v| f(v)),
             Some(ns) => {
                 let prefix = format!("{ns}/");
                 m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).any(|(_, v)| f(v))
@@ -76,8 +99,8 @@ impl Cache {
 
     /// Hand every object to `f` at once, without copying them (the cache is read-locked
     /// meanwhile: `f` must not wait).
-    pub fn with_all<R>(&self, f: impl FnOnce(std::collections::btree_map::Values<'_, String, Value>) -> R) -> R {
-        f(self.objects.read().unwrap_or_else(|e| e.into_inner()).values())
+    pub fn with_all<R>(&self, f: impl FnOnce(All<'_>) -> R) -> R {
+        f(self.objects.read().unwrap_or_else(|e| e.into_inner()).values().map(|o| &**o))
     }
 
     /// Visit every object without copying them.
@@ -102,20 +125,22 @@ impl Cache {
             None => rv > self.revision(),
         };
         if take {
-            m.insert(k, obj);
+            m.insert(k, Entry::Own(obj));
         }
     }
-    /// Apply a watch event; what the cache held before it (moved out, not copied, except for
-    /// an event older than the entry, which leaves it in place).
-    fn apply(&self, obj: &Value, deleted: bool) -> Option<Value> {
+    /// Apply a watch event, keeping the event itself (no copy); what the cache held before
+    /// it (moved out, except for an event older than the entry, which leaves it in place).
+    fn apply(&self, ev: &Arc<crate::store::Event>) -> Option<Entry> {
         let mut m = self.objects.write().unwrap_or_else(|e| e.into_inner());
-        let k = key_of(obj);
-        if deleted {
+        let k = key_of(&ev.object);
+        if ev.kind == crate::store::EventType::Deleted {
             return m.remove(&k);
         }
         match m.get(&k) {
-            Some(cur) if object::resource_version(cur) > object::resource_version(obj) => Some(cur.clone()),
-            _ => m.insert(k, obj.clone()),
+            Some(cur) if object::resource_version(cur) > object::resource_version(&ev.object) => {
+                Some(Entry::Own(Value::clone(cur)))
+            }
+            _ => m.insert(k, Entry::Watched(ev.clone())),
         }
     }
     pub fn is_synced(&self) -> bool {
@@ -146,11 +171,44 @@ pub struct Informer {
     pub res: &'static Resource,
     pub cache: Arc<Cache>,
     handlers: Mutex<Vec<Handler>>,
+    /// Followers hearing this informer's changes while they live (see [`Informer::follower`]).
+    followers: Mutex<Vec<std::sync::Weak<Informer>>>,
 }
 
 impl Informer {
     pub fn new(res: &'static Resource) -> Arc<Informer> {
-        Arc::new(Informer { res, cache: Arc::new(Cache::default()), handlers: Mutex::new(Vec::new()) })
+        Arc::new(Informer {
+            res,
+            cache: Arc::new(Cache::default()),
+            handlers: Mutex::new(Vec::new()),
+            followers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A follower of this (running) informer, for handlers that live shorter than it, such
+    /// as a leadership term's controllers: it shares the cache instead of keeping a second
+    /// copy of every object, and hears every change until it is dropped. Register its
+    /// handlers, then [`Informer::replay`] what the cache already holds.
+    pub fn follower(&self) -> Arc<Informer> {
+        let f = Arc::new(Informer {
+            res: self.res,
+            cache: self.cache.clone(),
+            handlers: Mutex::new(Vec::new()),
+            followers: Mutex::new(Vec::new()),
+        });
+        let mut fs = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+        fs.retain(|w| w.strong_count() > 0);
+        fs.push(Arc::downgrade(&f));
+        f
+    }
+
+    /// Tell the handlers about every object the cache holds, as added (a follower's start;
+    /// what changes meanwhile reaches them too, at worst twice).
+    pub fn replay(&self) {
+        let objects = self.cache.list(None);
+        for o in &objects {
+            self.notify(None, Some(o));
+        }
     }
 
     pub fn on_change(&self, h: Handler) {
@@ -161,6 +219,16 @@ impl Informer {
         let hs = self.handlers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for h in hs {
             h(old, new);
+        }
+        let followers: Vec<Arc<Informer>> = {
+            let fs = self.followers.lock().unwrap_or_else(|e| e.into_inner());
+            if fs.is_empty() {
+                return;
+            }
+            fs.iter().filter_map(std::sync::Weak::upgrade).collect()
+        };
+        for f in followers {
+            f.notify(old, new);
         }
     }
 
@@ -187,9 +255,9 @@ impl Informer {
         let items: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
         let fresh: HashMap<String, Value> = items.into_iter().map(|o| (key_of(&o), o)).collect();
         // Replace the cache, telling handlers about what changed while we were away.
-        let old: BTreeMap<String, Value> = {
+        let old: BTreeMap<String, Entry> = {
             let mut m = self.cache.objects.write().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *m, fresh.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            std::mem::replace(&mut *m, fresh.iter().map(|(k, v)| (k.clone(), Entry::Own(v.clone()))).collect())
         };
         for (k, o) in &old {
             if !fresh.contains_key(k) {
@@ -197,7 +265,7 @@ impl Informer {
             }
         }
         for (k, n) in &fresh {
-            let o = old.get(k);
+            let o = old.get(k).map(|o| &**o);
             if o.is_none_or(|o| object::resource_version(o) != object::resource_version(n)) {
                 self.notify(o, Some(n));
             }
@@ -211,13 +279,12 @@ impl Informer {
                 ev = w.next() => ev?,
                 _ = api.shutdown.cancelled() => return Ok(()),
             };
-            let deleted = ev.kind == crate::store::EventType::Deleted;
-            let old = self.cache.apply(&ev.object, deleted);
+            let old = self.cache.apply(&ev);
             self.cache.revision.fetch_max(ev.rev, std::sync::atomic::Ordering::AcqRel);
-            if deleted {
-                self.notify(old.as_ref(), None);
+            if ev.kind == crate::store::EventType::Deleted {
+                self.notify(old.as_deref(), None);
             } else {
-                self.notify(old.as_ref(), Some(&ev.object));
+                self.notify(old.as_deref(), Some(&ev.object));
             }
         }
     }
@@ -400,6 +467,12 @@ where
 mod tests {
     use super::*;
 
+    fn event(object: Value, deleted: bool) -> Arc<crate::store::Event> {
+        use crate::store::{Event, EventType};
+        let kind = if deleted { EventType::Deleted } else { EventType::Modified };
+        Arc::new(Event { rev: object::resource_version(&object), kind, key: key_of(&object), object })
+    }
+
     #[tokio::test]
     async fn a_key_is_queued_once_and_never_twice_active() {
         let q = Queue::new();
@@ -459,17 +532,47 @@ mod tests {
     fn an_assumed_write_does_not_bring_back_a_deleted_object() {
         let c = Cache::default();
         let pod = |rv: u64| serde_json::json!({"metadata": {"name": "p", "namespace": "d", "resourceVersion": rv.to_string()}});
-        c.apply(&pod(5), false);
+        c.apply(&event(pod(5), false));
         c.revision.store(5, std::sync::atomic::Ordering::Release);
         c.assume(pod(7));
         assert!(c.get("d/p").is_some_and(|p| object::resource_version(&p) == 7), "newer than the entry: taken");
         // Deleted at 9 (watched), then a write answered at 8 arrives.
-        c.apply(&pod(8), true);
+        c.apply(&event(pod(8), true));
         c.revision.store(9, std::sync::atomic::Ordering::Release);
         c.assume(pod(8));
         assert!(c.get("d/p").is_none(), "a ghost of a deleted object");
         // Created anew after what the cache has seen: taken.
         c.assume(pod(12));
         assert!(c.get("d/p").is_some());
+    }
+
+    #[test]
+    fn a_follower_shares_the_cache_hears_changes_while_alive_and_replays_what_is_cached() {
+        let res = wasmorch_api::resources::of(wasmorch_api::resources::ResourceKind::Pod);
+        let parent = Informer::new(res);
+        let pod =
+            |name: &str| serde_json::json!({"metadata": {"name": name, "namespace": "d", "resourceVersion": "1"}});
+        parent.cache.apply(&event(pod("a"), false));
+        let f = parent.follower();
+        assert!(Arc::ptr_eq(&f.cache, &parent.cache), "one cache, not a copy");
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        f.on_change(Arc::new(move |old, new| {
+            let name = |o: Option<&Value>| o.map(|o| object::name(o).to_string());
+            h.lock().unwrap().push((name(old), name(new)));
+        }));
+        f.replay();
+        parent.notify(None, Some(&pod("b")));
+        parent.notify(Some(&pod("a")), None);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [(None, Some("a".into())), (None, Some("b".into())), (Some("a".into()), None)],
+            "the replay, then the parent's changes"
+        );
+        drop(f);
+        parent.notify(None, Some(&pod("c")));
+        assert_eq!(heard.lock().unwrap().len(), 3, "a dropped follower hears nothing");
+        let _next = parent.follower();
+        assert_eq!(parent.followers.lock().unwrap().len(), 1, "dropped followers are forgotten");
     }
 }

@@ -63,11 +63,25 @@ impl Shared {
     }
 }
 
+/// How long the first report (the pod accepted, its containers being created) waits for the
+/// next change: a cached component starts well within it, and then the pod's first write
+/// says Running (and Ready) at once, one write and one watch event instead of two on the
+/// path of every start. A slower start (a pull, a compile) shows ContainerCreating after it.
+pub(super) const FIRST_REPORT_GRACE: Duration = Duration::from_millis(100);
+
 pub(super) async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: Arc<Shared>, stop: CancellationToken) {
+    let mut first = true;
     loop {
         tokio::select! {
             _ = shared.changed.notified() => {}
             _ = stop.cancelled() => return,
+        }
+        if std::mem::take(&mut first) {
+            tokio::select! {
+                _ = tokio::time::sleep(FIRST_REPORT_GRACE) => {}
+                _ = shared.changed.notified() => {}
+                _ = stop.cancelled() => return,
+            }
         }
         // Changes made while this report is in flight leave the notification set, so a burst
         // costs at most one more report. A report the API did not take (the control plane
