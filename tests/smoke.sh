@@ -6,13 +6,18 @@
 # node picks mapped pod ports by itself (only 127.0.0.1 is local there).
 #
 # Usage: tests/smoke.sh [extra `wasmorch up` flags, e.g. --pod-addressing mapped]
+# WASMORCH_BIN: a binary already built (tests/run.sh passes the test build's), instead of
+# building one here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-cargo build --quiet --bin wasmorch
-bin="$root/target/debug/wasmorch"
-[[ -x "$bin" ]] || bin="$bin.exe"
+bin=${WASMORCH_BIN:-}
+if [[ -z $bin ]]; then
+  cargo build --quiet --bin wasmorch
+  bin="$root/target/debug/wasmorch"
+  [[ -x "$bin" ]] || bin="$bin.exe"
+fi
 
 dir=$(mktemp -d)
 # A home of its own: the kubeconfig `up` writes goes there, not into the user's.
