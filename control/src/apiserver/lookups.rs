@@ -1,7 +1,9 @@
 //! What admission reads on every create — the namespace, its ResourceQuotas and LimitRanges,
 //! a pod's ServiceAccount — served from informers instead of the store, as kube-apiserver's
 //! admission plugins read listers. On etcd that turns a create from three round trips into
-//! one. Pods are followed too, for the node authorizer ([`Api::cached_any`]).
+//! one. Pods are followed too, for the node authorizer ([`Api::cached_any`]); the leader's
+//! controllers follow that same pod informer instead of keeping a second copy of every pod
+//! ([`Informer::follower`]).
 //!
 //! Freshness. This server's own writes of those kinds are always seen: each records its
 //! revision, and a cache that has not yet reached the newest one is bypassed (the store is

@@ -76,7 +76,10 @@ pub(super) async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: A
             _ = shared.changed.notified() => {}
             _ = stop.cancelled() => return,
         }
-        if std::mem::take(&mut first) {
+        let creating = only_creating(&shared.statuses.lock().unwrap_or_else(|e| e.into_inner()));
+        // A change made before this loop first ran has already replaced the initial state
+        // (and its notification merged with the first): no wait then.
+        if std::mem::take(&mut first) && creating {
             tokio::select! {
                 _ = tokio::time::sleep(FIRST_REPORT_GRACE) => {}
                 _ = shared.changed.notified() => {}
@@ -93,6 +96,11 @@ pub(super) async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: A
             }
         }
     }
+}
+
+/// Whether every container is still in the state a pod starts in (being created).
+fn only_creating(statuses: &[ContainerStatus]) -> bool {
+    statuses.iter().all(|s| matches!(&s.state, State::Waiting { reason, .. } if reason == "ContainerCreating"))
 }
 
 /// Write the pod's current status; false if the API did not take it.
@@ -137,4 +145,29 @@ pub(super) fn waiting(shared: &Shared, i: usize, reason: &str, message: String) 
         s.state = State::Waiting { reason: r, message };
         s.ready = false;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_initial_state_holds_the_first_report() {
+        let st = |state: State| ContainerStatus {
+            name: "c".into(),
+            image: "i".into(),
+            image_id: String::new(),
+            state,
+            last_state: None,
+            ready: false,
+            started: false,
+            restart_count: 0,
+        };
+        let creating = || st(State::Waiting { reason: "ContainerCreating".into(), message: String::new() });
+        assert!(only_creating(&[creating(), creating()]));
+        let running = st(State::Running { started_at: "t".into() });
+        assert!(!only_creating(&[creating(), running]), "one container started: report at once");
+        let pulling = st(State::Waiting { reason: "ErrImagePull".into(), message: "m".into() });
+        assert!(!only_creating(&[pulling]), "news for the user: report at once");
+    }
 }
