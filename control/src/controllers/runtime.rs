@@ -177,12 +177,12 @@ pub struct Informer {
 
 impl Informer {
     pub fn new(res: &'static Resource) -> Arc<Informer> {
-        Arc::new(Informer {
-            res,
-            cache: Arc::new(Cache::default()),
-            handlers: Mutex::new(Vec::new()),
-            followers: Mutex::new(Vec::new()),
-        })
+        Self::over(res, Arc::default())
+    }
+
+    /// An informer over `cache`, with no handlers yet.
+    fn over(res: &'static Resource, cache: Arc<Cache>) -> Arc<Informer> {
+        Arc::new(Informer { res, cache, handlers: Mutex::new(Vec::new()), followers: Mutex::new(Vec::new()) })
     }
 
     /// A follower of this (running) informer, for handlers that live shorter than it, such
@@ -190,12 +190,7 @@ impl Informer {
     /// copy of every object, and hears every change until it is dropped. Register its
     /// handlers, then [`Informer::replay`] what the cache already holds.
     pub fn follower(&self) -> Arc<Informer> {
-        let f = Arc::new(Informer {
-            res: self.res,
-            cache: self.cache.clone(),
-            handlers: Mutex::new(Vec::new()),
-            followers: Mutex::new(Vec::new()),
-        });
+        let f = Self::over(self.res, self.cache.clone());
         let mut fs = self.followers.lock().unwrap_or_else(|e| e.into_inner());
         fs.retain(|w| w.strong_count() > 0);
         fs.push(Arc::downgrade(&f));
