@@ -215,9 +215,12 @@ spec:
       http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: beta, port: {number: 80}}}}]}
 "#,
     );
+    // Both apps answer first (then certificates, not readiness, are tested).
     let served = eventually(Duration::from_secs(60), || {
         curl_tls(&address, https, "a.example.com", &ca_a, false)
             .is_ok_and(|(s, b)| s == "1.1 200" && app_of(&b) == "alpha")
+            && curl_tls(&address, https, "b.example.com", &ca_b, false)
+                .is_ok_and(|(s, b)| s == "1.1 200" && app_of(&b) == "beta")
     });
     assert!(served, "a.example.com over TLS: {:?}", curl_tls(&address, https, "a.example.com", &ca_a, false));
     // By SNI: b gets b's certificate (a's would not verify), over HTTP/2 too.

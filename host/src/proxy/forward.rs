@@ -232,7 +232,16 @@ impl Proxy {
                 Err(refused) => {
                     self.done(route, to.addr, true);
                     refusals += 1;
-                    let next = if refusals < 2 { self.next_allowed(route, client, to.addr, from) } else { None };
+                    // A stopping replica may still be the only endpoint this node knows of
+                    // (its successor's not arrived yet): wait for the table then. A full
+                    // one answers at once.
+                    let next = match refusals {
+                        1 if crate::runtime::http::refused_stopping(&refused) => {
+                            self.elsewhere(route, client, to.addr, from).await
+                        }
+                        1 => self.next_allowed(route, client, to.addr, from),
+                        _ => None,
+                    };
                     match next {
                         Some(next) => to = next,
                         None => return boxed(refused),
@@ -248,9 +257,15 @@ impl Proxy {
         for attempt in 0..2 {
             match self.send(&to, &parts, body.clone()).await {
                 Ok(resp) if attempt == 0 && resp.headers().contains_key(crate::runtime::http::OVERLOADED) => {
-                    // Refused before any instance ran: another replica may have room.
+                    // Refused before any instance ran: another replica may have room (or,
+                    // this one stopping, be on its way).
                     self.done(route, to.addr, true);
-                    match self.next_allowed(route, client, to.addr, from) {
+                    let next = if crate::runtime::http::refused_stopping(&resp) {
+                        self.elsewhere(route, client, to.addr, from).await
+                    } else {
+                        self.next_allowed(route, client, to.addr, from)
+                    };
+                    match next {
                         Some(next) => to = next,
                         None => return boxed(resp),
                     }
@@ -267,7 +282,12 @@ impl Proxy {
                     if attempt == 1 || !retry {
                         return text(502, &format!("{}\n", f.message));
                     }
-                    match self.next_allowed(route, client, to.addr, from) {
+                    let next = if f.before_endpoint {
+                        self.elsewhere(route, client, to.addr, from).await
+                    } else {
+                        self.next_allowed(route, client, to.addr, from)
+                    };
+                    match next {
                         Some(next) => to = next,
                         None => return text(502, &format!("{}\n", f.message)),
                     }

@@ -63,6 +63,10 @@ pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>
 /// Largest request body buffered for a retry; larger ones are refused with 413.
 pub const MAX_BUFFERED: usize = 16 << 20;
 
+/// How long a request whose endpoint was gone or stopping waits for the table to name
+/// another (see [`Proxy::elsewhere`]).
+pub const REPICK_WAIT: Duration = Duration::from_secs(2);
+
 /// Anything a layer-4 connection can be spliced to.
 pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
@@ -218,6 +222,12 @@ impl Proxy {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Serve from `table` now; requests waiting for a change look again.
+    fn set_table(&self, table: Arc<Table>) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+        self.table_changed.notify_waiters();
+    }
+
     fn peers(&self) -> Arc<HashMap<String, Peer>> {
         self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -304,6 +314,32 @@ impl Proxy {
         Some(next)
     }
 
+    /// Another endpoint than `tried`, which is gone or stopping: when the table lists none
+    /// yet, wait for it to change, up to [`REPICK_WAIT`]. A rollout stops the old replica as
+    /// soon as the new one is Ready, and this node may hear of the old one's going (at its
+    /// pod) before the new one's endpoint arrives (through the EndpointSlice).
+    async fn elsewhere(
+        &self,
+        route: &Route,
+        client: Option<IpAddr>,
+        tried: SocketAddr,
+        from: policy::Source,
+    ) -> Option<Chosen> {
+        let deadline = tokio::time::Instant::now() + REPICK_WAIT;
+        loop {
+            let changed = self.table_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(next) = self.next_allowed(route, client, tried, from) {
+                return Some(next);
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => return None,
+            }
+        }
+    }
+
     pub fn done(&self, route: &Route, addr: SocketAddr, connected: bool) {
         if let Some(b) = self.balancers.lock().unwrap_or_else(|e| e.into_inner()).get_mut(route) {
             b.finish(addr, connected, Instant::now());
@@ -377,8 +413,7 @@ impl Proxy {
                 b.retain(&live);
                 table.services.contains_key(&(route.ns.clone(), route.name.clone())) || b.in_flight() > 0
             });
-            *self.table.write().unwrap_or_else(|e| e.into_inner()) = table.clone();
-            self.table_changed.notify_waiters();
+            self.set_table(table.clone());
             self.reconcile_listeners(&table, &stop).await;
         }
         for (_, (_, t)) in self.listeners.lock().unwrap_or_else(|e| e.into_inner()).drain() {
@@ -496,6 +531,51 @@ impl Proxy {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Service `d/web` with the endpoints `(address, ready, terminating)`.
+    fn table(endpoints: &[(&str, bool, bool)]) -> Arc<Table> {
+        let svc = json!({"metadata": {"name": "web", "namespace": "d"},
+            "spec": {"clusterIP": "127.43.0.5", "ports": [{"name": "http", "port": 80}]}});
+        let eps: Vec<_> = endpoints
+            .iter()
+            .map(|(a, ready, terminating)| {
+                json!({"addresses": [a], "nodeName": "n",
+                "conditions": {"ready": ready, "serving": true, "terminating": terminating}})
+            })
+            .collect();
+        let slice = json!({"metadata": {"namespace": "d", "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"name": "http", "port": 8080}], "endpoints": eps});
+        Arc::new(Table::build([svc].iter(), [slice].iter()))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_endpoint_went_waits_for_the_table_to_name_another() {
+        let p = Proxy::new("n".into(), "127.0.0.1".parse().unwrap(), None, Arc::new(PortMap::new(false)));
+        let route = Route { ns: "d".into(), name: "web".into(), port: 0 };
+        let old: SocketAddr = "127.64.0.1:8080".parse().unwrap();
+        p.set_table(table(&[("127.64.0.1", true, false)]));
+        let waiting = {
+            let (p, route) = (p.clone(), route.clone());
+            tokio::spawn(async move { p.elsewhere(&route, None, old, policy::Source::Node).await })
+        };
+        // A change that still names only the old endpoint: it keeps waiting.
+        tokio::time::sleep(REPICK_WAIT / 4).await;
+        p.set_table(table(&[("127.64.0.1", false, true)]));
+        tokio::time::sleep(REPICK_WAIT / 4).await;
+        assert!(!waiting.is_finished());
+        // The successor's endpoint arrives: it is taken.
+        p.set_table(table(&[("127.64.0.1", false, true), ("127.64.0.4", true, false)]));
+        let next = waiting.await.unwrap().expect("the new endpoint");
+        assert_eq!(next.addr.to_string(), "127.64.0.4:8080");
+        // Nothing arrives: no endpoint, after REPICK_WAIT.
+        p.set_table(table(&[("127.64.0.1", true, false)]));
+        let started = tokio::time::Instant::now();
+        assert!(p.elsewhere(&route, None, old, policy::Source::Node).await.is_none());
+        assert_eq!(started.elapsed(), REPICK_WAIT);
+    }
+
     #[test]
     fn http_is_recognised_by_its_request_line() {
         assert!(super::looks_like_http(b"GET / HTTP/1.1\r\n"));

@@ -99,14 +99,23 @@ fn text(status: u16, msg: String) -> hyper::Response<HyperOutgoingBody> {
     r
 }
 
-/// The header that marks a 503 the node gave before any instance ran (safe to retry).
+/// The header that marks a 503 the node gave before any instance ran (safe to retry). Its
+/// value is [`STOPPING`] when the container is stopping, "1" when it is full.
 pub const OVERLOADED: &str = "x-wasmorch-overloaded";
 
-fn unavailable(msg: String, before_running: bool) -> hyper::Response<HyperOutgoingBody> {
+/// [`OVERLOADED`]'s value from a stopping container: its endpoint is going.
+pub const STOPPING: &str = "stopping";
+
+/// Whether `r` is a refusal from a stopping container.
+pub fn refused_stopping<B>(r: &hyper::Response<B>) -> bool {
+    r.headers().get(OVERLOADED).is_some_and(|v| v == STOPPING)
+}
+
+fn unavailable(msg: String, refused: Option<&'static str>) -> hyper::Response<HyperOutgoingBody> {
     let mut r = text(503, msg);
     r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-    if before_running {
-        r.headers_mut().insert(OVERLOADED, http::HeaderValue::from_static("1"));
+    if let Some(why) = refused {
+        r.headers_mut().insert(OVERLOADED, http::HeaderValue::from_static(why));
     }
     r
 }
@@ -155,7 +164,7 @@ impl HttpWorkload {
         self.served.fetch_add(1, Ordering::Relaxed);
         let Some(open) = self.open.enter() else {
             self.latency.observe(start.elapsed().as_secs_f64());
-            return Err(unavailable("the pod is stopping\n".into(), true));
+            return Err(unavailable("the pod is stopping\n".into(), Some(STOPPING)));
         };
         let deadline = tokio::time::Instant::now() + self.timeout;
         let Some(ticket) = self.admission.enter(deadline).await else {
@@ -166,7 +175,7 @@ impl HttpWorkload {
                     "the pod is at its concurrency limit ({} in flight, {} queued of {})\n",
                     s.in_flight, s.queued, s.queue_limit
                 ),
-                true,
+                Some("1"),
             ));
         };
         Ok(Admitted { start, deadline, ticket, open })
@@ -248,7 +257,7 @@ impl HttpWorkload {
                 Ok(Err(e)) if oom_message(&e).is_some() => {
                     self.oom.fetch_add(1, Ordering::Relaxed);
                     let why = oom_message(&e).unwrap_or_default();
-                    unavailable(format!("the request could not get memory: {why}\n"), false)
+                    unavailable(format!("the request could not get memory: {why}\n"), None)
                 }
                 Ok(Err(e)) => text(500, format!("the workload trapped: {e}\n")),
                 Err(e) => text(500, format!("the workload task failed: {e}\n")),
