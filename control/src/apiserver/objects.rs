@@ -69,7 +69,7 @@ pub fn prepare_create_by(
     }
     fill_type_meta(res, &mut obj);
     defaults::normalize(res.kind_id, &mut obj);
-    validation::check_schema(res, &obj)?;
+    let mut warnings = validation::check_fields(res, &obj, mode)?;
     let body_ns = object::namespace(&obj).to_string();
     if res.namespaced {
         let ns = ns.unwrap_or("");
@@ -93,8 +93,8 @@ pub fn prepare_create_by(
     }
     let config = w.apply.then(|| obj.clone());
     defaults::apply(res.kind_id, &mut obj);
-    let mut warnings = custom_admit(res, &mut obj, mode)?;
-    warnings.extend(validation::validate(res, &obj, mode)?);
+    warnings.extend(custom_admit(res, &mut obj, mode)?);
+    validation::validate_checked(res, &obj)?;
     let now = object::now_rfc3339();
     match config {
         Some(cfg) => {
@@ -182,7 +182,7 @@ pub fn prepare_update_by(
     }
     fill_type_meta(res, &mut new);
     defaults::normalize(res.kind_id, &mut new);
-    validation::check_schema(res, &new)?;
+    let mut warnings = validation::check_fields(res, &new, mode)?;
     let name = object::name(cur).to_string();
     let new_name = object::name(&new);
     if !new_name.is_empty() && new_name != name {
@@ -214,9 +214,9 @@ pub fn prepare_update_by(
         let mut out = cur.clone();
         out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
         custom_admit(res, &mut out, FieldValidation::Ignore)?;
-        validation::validate(res, &out, FieldValidation::Ignore)?;
+        validation::validate_checked(res, &out)?;
         managed::record_update(Some(cur), &mut out, &w.manager, &object::now_rfc3339(), Some("status"));
-        return Ok((Outcome::Put(out), Vec::new()));
+        return Ok((Outcome::Put(out), warnings));
     }
     // Server-owned metadata comes from the stored object.
     {
@@ -244,8 +244,8 @@ pub fn prepare_update_by(
         new["spec"] = cur.get("spec").cloned().unwrap_or(Value::Null);
     }
     defaults::apply(res.kind_id, &mut new);
-    let mut warnings = custom_admit(res, &mut new, mode)?;
-    warnings.extend(validation::validate(res, &new, mode)?);
+    warnings.extend(custom_admit(res, &mut new, mode)?);
+    validation::validate_checked(res, &new)?;
     check_immutable(res, cur, &new)?;
     if !w.apply {
         managed::record_update(Some(cur), &mut new, &w.manager, &object::now_rfc3339(), sub);
@@ -564,6 +564,36 @@ mod tests {
         new["spec"]["template"]["metadata"]["labels"] = json!({"a": "b", "c": "d"});
         let e = prepare_update(d, &cur, new, None, FieldValidation::Strict).unwrap_err();
         assert!(e.causes.iter().any(|c| c.field == "spec.selector"), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_judged_once_on_the_body_of_every_write() {
+        let r = lookup("cm").unwrap();
+        let mut body = cm(json!({"a": "b"}));
+        body["bogus"] = json!(1);
+        let e = prepare_create(r, Some("default"), body.clone(), FieldValidation::Strict).unwrap_err();
+        assert!(e.code == 400 && e.message.contains("unknown field \"bogus\""), "{e:?}");
+        let (cur, w) = prepare_create(r, Some("default"), body.clone(), FieldValidation::Warn).unwrap();
+        assert_eq!(w, ["unknown field \"bogus\""], "one warning, not one per check");
+        let (_, w) = prepare_update(r, &cur, body.clone(), None, FieldValidation::Warn).unwrap();
+        assert_eq!(w, ["unknown field \"bogus\""]);
+        assert!(prepare_update(r, &cur, body.clone(), None, FieldValidation::Ignore).unwrap().1.is_empty());
+        // A type error is found before anything reads the field, defaults included.
+        let mut typed = cm(json!({"a": 1}));
+        typed["metadata"]["name"] = json!("t");
+        let e = prepare_create(r, Some("default"), typed, FieldValidation::Ignore).unwrap_err();
+        assert!(e.causes.iter().any(|c| c.field.starts_with("data")), "{e:?}");
+        // Status writes are judged on their body too.
+        let d = lookup("deploy").unwrap();
+        let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let (cur, _) = prepare_create(d, Some("default"), dep, FieldValidation::Strict).unwrap();
+        let mut st = cur.clone();
+        st["status"] = json!({"replicas": 1, "bogus": true});
+        let (out, w) = prepare_update(d, &cur, st, Some("status"), FieldValidation::Warn).unwrap();
+        assert_eq!(w, ["unknown field \"status.bogus\""]);
+        let Outcome::Put(out) = out else { panic!() };
+        assert_eq!(out["status"]["replicas"], 1);
     }
 
     #[test]

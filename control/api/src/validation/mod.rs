@@ -85,10 +85,18 @@ impl Causes {
 /// included): it is an object of `res`'s apiVersion and kind, and every field has its schema's
 /// type at any depth. A failure is a 400 or a 422 naming the field.
 pub fn check_schema(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    check_fields(res, obj, FieldValidation::Ignore).map(|_| ())
+}
+
+/// [`check_schema`], and the body's unknown fields under `mode` (a 400 under `Strict`,
+/// else warnings): the one typed round trip of a write. What the server then does to the
+/// object (defaults, its own metadata) keeps it in its schema, so [`validate_checked`]
+/// finishes the validation without another.
+pub fn check_fields(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
     check_type_meta(res, obj)?;
-    typed_round_trip(res.kind_id, obj)
-        .map(|_| ())
-        .map_err(|c| ApiError::invalid(res.group, res.kind, object::name(obj), vec![c]))
+    let round_trip = typed_round_trip(res.kind_id, obj)
+        .map_err(|c| ApiError::invalid(res.group, res.kind, object::name(obj), vec![c]))?;
+    unknown_field_warnings(obj, &round_trip, mode)
 }
 
 fn check_type_meta(res: &Resource, obj: &Value) -> Result<(), ApiError> {
@@ -110,17 +118,20 @@ fn check_type_meta(res: &Resource, obj: &Value) -> Result<(), ApiError> {
 /// Validate an object about to be created or updated as `res`.
 /// Returns warnings (unknown fields under `Warn`); any rejection is an [`ApiError`] and nothing is stored.
 pub fn validate(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
+    let warnings = check_fields(res, obj, mode)?;
+    validate_checked(res, obj)?;
+    Ok(warnings)
+}
+
+/// The rest of [`validate`] for an object that passed [`check_fields`] and was changed since
+/// only by the server (defaulted, named, given its namespace or a stored status): its
+/// metadata and its kind's rules.
+pub fn validate_checked(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     check_type_meta(res, obj)?;
-    let name = object::name(obj).to_string();
-    let round_trip =
-        typed_round_trip(res.kind_id, obj).map_err(|c| ApiError::invalid(res.group, res.kind, &name, vec![c]))?;
-
-    let warnings = unknown_field_warnings(obj, &round_trip, mode)?;
-
     let mut causes = Causes::default();
     validate_metadata(res, obj, &mut causes);
     kinds::validate_kind(res.kind_id, obj, &mut causes);
-    if causes.0.is_empty() { Ok(warnings) } else { Err(ApiError::invalid(res.group, res.kind, &name, causes.0)) }
+    if causes.0.is_empty() { Ok(()) } else { Err(ApiError::invalid(res.group, res.kind, object::name(obj), causes.0)) }
 }
 
 /// Unknown fields under `mode`: a strict rejection, or warnings.

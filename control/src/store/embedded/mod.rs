@@ -59,7 +59,7 @@ pub(crate) enum Op {
         key: String,
         f: MutateFn,
         dry_run: bool,
-        reply: oneshot::Sender<Result<Committed, ApiError>>,
+        reply: oneshot::Sender<Result<writer::Done, ApiError>>,
     },
     Compact {
         keep: u64,
@@ -216,7 +216,7 @@ impl Embedded {
             .send(Op::Mutate { key, f, dry_run, reply })
             .await
             .map_err(|_| ApiError::unavailable("the store is shutting down"))?;
-        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?
+        rx.await.map_err(|_| ApiError::unavailable("the store writer stopped"))?.map(writer::Done::committed)
     }
 
     /// Remove history at or below `current - keep`. Returns the new compacted revision.

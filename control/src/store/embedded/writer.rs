@@ -31,7 +31,7 @@ pub(crate) const MAX_BATCH: usize = 512;
 const COMPACT_STEP: u64 = 20_000;
 
 enum Reply {
-    Mutate(oneshot::Sender<Result<Committed, ApiError>>, Result<Committed, ApiError>),
+    Mutate(oneshot::Sender<Result<Done, ApiError>>, Result<Done, ApiError>),
     Compact(oneshot::Sender<Result<u64, ApiError>>, Result<u64, ApiError>),
 }
 
@@ -158,17 +158,19 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
             Op::Mutate { key, f, dry_run, reply } => {
                 let res = apply_one(&shared.sealer, &txn, &key, f, dry_run, rev + 1);
                 let res = match res {
-                    Ok((c, Some((ev, record)))) => {
+                    Ok(Applied::Changed(ev, record)) => {
                         rev += 1;
-                        events.push(ev);
+                        // One copy of the object: the watchers' event is the caller's answer.
+                        let ev = Arc::new(ev);
+                        events.push(ev.clone());
                         if is_soft(shared, &key) {
                             soft_revs += 1;
                         } else if plan == Plan::Log {
                             records.push(record);
                         }
-                        Ok(c)
+                        Ok(Done::Changed(ev))
                     }
-                    Ok((c, None)) => Ok(c),
+                    Ok(Applied::Unchanged(c)) => Ok(Done::Unchanged(c)),
                     Err(e) => Err(e),
                 };
                 replies.push(Reply::Mutate(reply, res));
@@ -238,7 +240,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
     shared.rev.store(rev, Ordering::Release);
     for ev in events {
         // No receivers is fine: nobody is watching.
-        let _ = shared.feed.send(Arc::new(ev));
+        let _ = shared.feed.send(ev);
     }
     for r in replies {
         match r {
@@ -267,8 +269,29 @@ fn reply_flushes(batch: Vec<Op>) {
     }
 }
 
-/// The committed answer, and for a change its event and history record.
-type Applied = (Committed, Option<(Event, Vec<u8>)>);
+/// What one mutation did.
+enum Applied {
+    /// Nothing to store (no change, or a dry run): the answer.
+    Unchanged(Committed),
+    /// A change: its event (the answer too) and its history record.
+    Changed(Event, Vec<u8>),
+}
+
+/// The writer's answer to a mutation. A change is answered with the event the watchers get,
+/// so the writer copies no object: the caller takes its own copy.
+pub(crate) enum Done {
+    Unchanged(Committed),
+    Changed(Arc<Event>),
+}
+
+impl Done {
+    pub(crate) fn committed(self) -> Committed {
+        match self {
+            Done::Unchanged(c) => c,
+            Done::Changed(ev) => Committed { object: ev.object.clone(), event: Some(ev.kind) },
+        }
+    }
+}
 
 fn apply_one(
     sealer: &Sealer,
@@ -291,7 +314,7 @@ fn apply_one(
             if let Some(cur) = &current {
                 object::set_resource_version(&mut new, object::resource_version(cur));
                 if &new == cur {
-                    return Ok((Committed { object: new, event: None }, None));
+                    return Ok(Applied::Unchanged(Committed { object: new, event: None }));
                 }
             }
             let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
@@ -303,7 +326,7 @@ fn apply_one(
         },
     };
     if dry_run {
-        return Ok((Committed { object, event: None }, None));
+        return Ok(Applied::Unchanged(Committed { object, event: None }));
     }
     object::set_resource_version(&mut object, rev);
     // Serialize the object once: the same bytes go to the objects table and, wrapped, to history.
@@ -337,8 +360,7 @@ fn apply_one(
         objects.remove(key).map_err(storage_err)?;
     }
     txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, record.as_slice()).map_err(storage_err)?;
-    let ev = Event { rev, kind, key: key.to_string(), object: object.clone() };
-    Ok((Committed { object, event: Some(kind) }, Some((ev, record))))
+    Ok(Applied::Changed(Event { rev, kind, key: key.to_string(), object }, record))
 }
 
 /// Remove history records up to `upto` (bounded per step). Returns the new compacted revision.
