@@ -8,9 +8,16 @@
 //! last checkpoint and [`replay`] applies the logged records above it.
 //!
 //! A frame is `len: u32 LE`, `crc32(payload): u32 LE`, then the payload: one history record
-//! (the JSON the history table keeps). Reading stops at the first frame that is short or
-//! fails its checksum: the tail a crash tore was never acknowledged. Frames left from before
-//! a checkpoint hold revisions redb already has, and are skipped.
+//! (the JSON the history table keeps). Every append ends with an end marker (eight zero
+//! bytes: a frame of length 0, which no record is). Reading stops at the marker, or at the
+//! first frame that is short or fails its checksum: the tail a crash tore was never
+//! acknowledged. Frames left from before a checkpoint hold revisions redb already has, and
+//! are skipped.
+//!
+//! The file is kept [`PREALLOCATED`] bytes long, written with zeros when opened, and the log
+//! is rewritten from its start after each checkpoint instead of truncated: an append then
+//! overwrites blocks the file already has, and its `fdatasync` writes the data alone, not the
+//! file's new size and block map (on this disk ~100–120 µs instead of 170–900 µs).
 
 use super::{HISTORY, META, OBJECTS};
 use crate::store::EventType;
@@ -23,6 +30,12 @@ use std::path::{Path, PathBuf};
 /// Bytes logged before the writer checkpoints: bounds replay after a crash and the pages
 /// redb holds for commits not yet durable.
 pub(crate) const CHECKPOINT_BYTES: u64 = 4 << 20;
+
+/// The log file's size, zeroed, so appends up to a checkpoint never grow it.
+const PREALLOCATED: u64 = CHECKPOINT_BYTES + (1 << 20);
+
+/// Ends every append: a frame of length 0.
+const END: [u8; 8] = [0; 8];
 
 /// Largest frame payload a reader accepts (a record holds one object, at most a few MiB).
 const MAX_FRAME: u32 = 64 << 20;
@@ -40,10 +53,20 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Open the log, emptied: call after [`replay`] made redb durable past its records.
+    /// Open the log, emptied: call after [`replay`] made redb durable past its records. The
+    /// file is grown to [`PREALLOCATED`] bytes with written zeros (not a hole: a hole's
+    /// blocks would be allocated by the appends, the cost this avoids).
     pub fn open_empty(path: &Path) -> io::Result<Wal> {
         let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
-        file.set_len(0)?;
+        let have = file.metadata()?.len();
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = have;
+        while at < PREALLOCATED {
+            let n = (PREALLOCATED - at).min(zeros.len() as u64);
+            write_at(&file, &zeros[..n as usize], at)?;
+            at += n;
+        }
+        write_at(&file, &END, 0)?;
         file.sync_all()?;
         Ok(Wal { file, len: 0 })
     }
@@ -56,7 +79,7 @@ impl Wal {
     /// back to where it was (best effort) and nothing counts as logged.
     pub fn append(&mut self, records: &[Vec<u8>]) -> io::Result<()> {
         let size: usize = records.iter().map(|r| r.len() + 8).sum();
-        let mut buf = Vec::with_capacity(size);
+        let mut buf = Vec::with_capacity(size + END.len());
         for r in records {
             let len = u32::try_from(r.len())
                 .ok()
@@ -66,31 +89,41 @@ impl Wal {
             buf.extend_from_slice(&crc32fast::hash(r).to_le_bytes());
             buf.extend_from_slice(r);
         }
+        let frames = buf.len();
+        buf.extend_from_slice(&END);
         let written = write_at(&self.file, &buf, self.len).and_then(|()| self.file.sync_data());
         match written {
             Ok(()) => {
-                self.len += buf.len() as u64;
+                self.len += frames as u64;
                 Ok(())
             }
             Err(e) => {
-                let _ = self.file.set_len(self.len);
+                // Best effort: what was written of the batch is cut off by a marker.
+                let _ = self.erase(self.len, self.len + buf.len() as u64);
                 Err(e)
             }
         }
     }
 
-    /// Forget frames past `len` (a batch whose redb commit failed after it was logged).
+    /// Forget frames past `len` (a batch whose redb commit failed after it was logged): they
+    /// are zeroed, so that no later append shorter than them leaves a whole frame of theirs
+    /// readable behind its end marker.
     pub fn cut(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)?;
+        self.erase(len, self.len + END.len() as u64)?;
         self.file.sync_data()?;
         self.len = len;
         Ok(())
     }
 
-    /// Empty the log after a checkpoint. Not synced: frames that survive a crash hold
-    /// revisions the checkpoint made durable, which replay skips.
+    fn erase(&self, from: u64, to: u64) -> io::Result<()> {
+        write_at(&self.file, &vec![0u8; to.saturating_sub(from) as usize], from)
+    }
+
+    /// Empty the log after a checkpoint: the next append writes from its start. Not synced:
+    /// frames that survive a crash hold revisions the checkpoint made durable, which replay
+    /// skips.
     pub fn reset(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
+        write_at(&self.file, &END, 0)?;
         self.len = 0;
         Ok(())
     }
@@ -122,6 +155,9 @@ pub(crate) fn frames(bytes: &[u8]) -> Vec<&[u8]> {
     while rest.len() >= 8 {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len == 0 {
+            break;
+        }
         let Some(payload) = rest.get(8..8 + len as usize).filter(|_| len <= MAX_FRAME) else { break };
         if crc32fast::hash(payload) != crc {
             break;
@@ -188,25 +224,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_stop_at_a_torn_or_corrupt_tail() {
+    fn frames_stop_at_the_end_marker_or_a_torn_or_corrupt_tail() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.wal");
         let mut w = Wal::open_empty(&p).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), PREALLOCATED, "preallocated");
+        assert!(frames(&std::fs::read(&p).unwrap()).is_empty());
         w.append(&[b"one".to_vec(), b"two".to_vec()]).unwrap();
         w.append(&[b"three".to_vec()]).unwrap();
         let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes.len() as u64, PREALLOCATED, "appends overwrite, they do not grow the file");
         assert_eq!(frames(&bytes), vec![&b"one"[..], b"two", b"three"]);
-        assert_eq!(frames(&bytes[..bytes.len() - 1]), vec![&b"one"[..], b"two"], "torn last frame");
+        let end = w.len() as usize;
+        assert_eq!(frames(&bytes[..end - 1]), vec![&b"one"[..], b"two"], "torn last frame");
         let mut bad = bytes.clone();
         bad[8 + 3 + 8] ^= 1;
         assert_eq!(frames(&bad), vec![&b"one"[..]], "corrupt second frame: nothing after it");
         assert!(frames(&[0xff; 7]).is_empty());
         let huge = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
         assert!(frames(&huge).is_empty(), "a length past the file");
+        // A cut batch leaves nothing readable, even behind a shorter append over it.
         w.cut(11).unwrap();
         assert_eq!(frames(&std::fs::read(&p).unwrap()), vec![&b"one"[..]]);
+        w.append(&[b"2".to_vec()]).unwrap();
+        assert_eq!(frames(&std::fs::read(&p).unwrap()), vec![&b"one"[..], b"2"]);
+        // After a checkpoint the log starts again from the file's start.
         w.reset().unwrap();
-        assert!(std::fs::read(&p).unwrap().is_empty());
         assert_eq!(w.len(), 0);
+        assert!(frames(&std::fs::read(&p).unwrap()).is_empty());
+        w.append(&[b"four".to_vec()]).unwrap();
+        assert_eq!(frames(&std::fs::read(&p).unwrap()), vec![&b"four"[..]]);
+        // Reopened: empty again, still preallocated.
+        drop(w);
+        let w = Wal::open_empty(&p).unwrap();
+        assert_eq!(w.len(), 0);
+        assert!(frames(&std::fs::read(&p).unwrap()).is_empty());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), PREALLOCATED);
     }
 }
