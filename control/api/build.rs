@@ -219,13 +219,25 @@ fn sources() -> (PathBuf, PathBuf) {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
-        .arg(&manifest)
-        // Only this target's packages: cargo has downloaded those (and no others) for the build.
-        .args(["--filter-platform", &std::env::var("TARGET").expect("TARGET")])
-        .output()
-        .expect("running cargo metadata");
+    let target = std::env::var("TARGET").expect("TARGET");
+    let metadata = |offline: bool| {
+        let mut c = std::process::Command::new(&cargo);
+        c.args(["metadata", "--format-version", "1", "--manifest-path"]).arg(&manifest);
+        // Only this target's packages.
+        c.args(["--filter-platform", &target]);
+        if offline {
+            c.arg("--offline");
+        }
+        c.output().expect("running cargo metadata")
+    };
+    // Offline first: the build has downloaded the packages it compiles. But metadata reads
+    // the whole workspace, dev-dependencies included, which a first `cargo build` or
+    // `cargo run` has not downloaded: then once more, letting cargo fetch them (it honours
+    // `net.offline` and CARGO_NET_OFFLINE from the user's configuration).
+    let mut out = metadata(true);
+    if !out.status.success() {
+        out = metadata(false);
+    }
     assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata output");
     let find = |name: &str, version: &str| -> PathBuf {

@@ -146,13 +146,13 @@ impl Api {
         if !res.namespaced {
             return Ok(());
         }
-        match self.lookup(ResourceKind::Namespace, "", ns).await? {
+        match self.lookup_with(ResourceKind::Namespace, "", ns, object::is_deleting).await? {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if object::is_deleting(&n) => Err(ApiError::forbidden(format!(
+            Some(true) => Err(ApiError::forbidden(format!(
                 "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                 res.qualified_plural()
             ))),
-            Some(_) => Ok(()),
+            Some(false) => Ok(()),
         }
     }
 
@@ -191,14 +191,24 @@ impl Api {
         }
         let name = object::name(&obj).to_string();
         let key = res.key(&ns, &name);
+        // The object moves into the store (no copy). A mutation may run again after a
+        // conflict (on etcd): a create then finds the key taken, or — created and deleted
+        // meanwhile — answers a conflict the client retries.
+        let mut obj = Some(obj);
         let c = self
             .store
             .mutate(
                 key,
                 dry_run,
-                Box::new(move |cur| match cur {
-                    Some(_) => Err(ApiError::already_exists(res.group, res.plural, &name)),
-                    None => Ok(Outcome::Put(obj.clone())),
+                Box::new(move |cur| match (cur, obj.take()) {
+                    (Some(_), _) => Err(ApiError::already_exists(res.group, res.plural, &name)),
+                    (None, Some(o)) => Ok(Outcome::Put(o)),
+                    (None, None) => Err(ApiError::conflict(
+                        res.group,
+                        res.plural,
+                        &name,
+                        "the object was created and deleted while this create was written; try again",
+                    )),
                 }),
             )
             .await?;

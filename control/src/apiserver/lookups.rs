@@ -85,12 +85,27 @@ impl Api {
     /// One object of a followed kind: from the cache when it is fresh and has it, else from
     /// the store. `None` when it does not exist.
     pub(super) async fn lookup(&self, kind: ResourceKind, ns: &str, name: &str) -> Result<Option<Value>, ApiError> {
+        self.lookup_with(kind, ns, name, Value::clone).await
+    }
+
+    /// [`lookup`](Self::lookup), reading the object with `f` instead of copying it out of
+    /// the cache (`f` must not block).
+    pub(super) async fn lookup_with<R>(
+        &self,
+        kind: ResourceKind,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&Value) -> R,
+    ) -> Result<Option<R>, ApiError> {
         let key = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
-        if let Some(o) = self.lookups.get().and_then(|l| l.fresh(kind)).and_then(|i| i.cache.get(&key)) {
-            return Ok(Some(o));
+        let mut f = Some(f);
+        if let Some(i) = self.lookups.get().and_then(|l| l.fresh(kind))
+            && let Some(r) = i.cache.with(&key, |o| f.take().map(|f| f(o)))
+        {
+            return Ok(r);
         }
         match self.get(&Target::object(kind, ns, name)).await {
-            Ok(o) => Ok(Some(o)),
+            Ok(o) => Ok(f.map(|f| f(&o))),
             Err(e) if e.code == 404 => Ok(None),
             Err(e) => Err(e),
         }

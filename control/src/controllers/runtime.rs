@@ -68,7 +68,13 @@ pub struct Cache {
 
 impl Cache {
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.objects.read().unwrap_or_else(|e| e.into_inner()).get(key).map(|o| Value::clone(o))
+        self.with(key, Value::clone)
+    }
+
+    /// `f` of the object at `key`, without copying it (`f` runs under the cache's read lock:
+    /// it must not block or take another lock).
+    pub fn with<R>(&self, key: &str, f: impl FnOnce(&Value) -> R) -> Option<R> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner()).get(key).map(|o| f(o))
     }
     /// Every object, or those of one namespace.
     pub fn list(&self, ns: Option<&str>) -> Vec<Value> {
