@@ -80,6 +80,18 @@ where
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Writes and commits of the store so far (its `wasmorch_store_commit_batch_size` histogram).
+async fn commits(client: &kube::Client) -> (f64, f64) {
+    let req = http::Request::builder().uri("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(req).await.expect("GET /metrics");
+    let metric = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok()))
+            .unwrap_or_else(|| panic!("/metrics has no {name}"))
+    };
+    (metric("wasmorch_store_commit_batch_size_sum "), metric("wasmorch_store_commit_batch_size_count "))
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -105,8 +117,11 @@ async fn main() {
             }
         }
     };
+    let b0 = commits(&client).await;
     let w1 = drive(1, create(client.clone(), payload.clone(), "c1")).await;
+    let b1 = commits(&client).await;
     let w64 = drive(64, create(client.clone(), payload.clone(), "c64")).await;
+    let b64 = commits(&client).await;
 
     // Watch delivery latency: create objects stamped with their send time, measure on receipt.
     let (_, list) = {
@@ -205,6 +220,14 @@ async fn main() {
         println!("  {:<12} {:>10.0} {:>10.0} {:>10.0} {:>12.2}x {:>12.2}x", c, w, o, e, w / e, o / e);
     }
     println!("  (wasmorch: the API on its embedded store; on etcd: the same API on --datastore-endpoint)");
+    for (c, (w0, n0), (w1, n1)) in [(1, b0, b1), (64, b1, b64)] {
+        let (writes, n) = (w1 - w0, n1 - n0);
+        println!(
+            "  group commit at concurrency {c}: {:.1} writes per commit ({:.0} commits/s)",
+            writes / n.max(1.0),
+            n / RUN.as_secs_f64()
+        );
+    }
     println!("watch delivery latency over {n_watch} events: p50 {p50:.2} ms, p99 {p99:.2} ms");
     println!("wasmorch server RSS: idle {} KB, after the run {} KB", idle_rss, after_rss);
 }

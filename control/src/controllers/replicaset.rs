@@ -88,7 +88,7 @@ fn deletion_rank(p: &Value) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
     )
 }
 
-pub fn plan(rs: &Value, pods: &[Value], now: DateTime<Utc>) -> Plan {
+pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: DateTime<Utc>) -> Plan {
     let mut p = Plan::default();
     let uid = object::uid(rs);
     let selector = LabelSelector::of_workload(rs).unwrap_or_default();
@@ -201,8 +201,8 @@ impl Ctl {
     async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
         let Some(rs) = self.sets.cache.get(&key) else { return Ok(Action::AwaitChange) };
         let ns = object::namespace(&rs).to_string();
-        let pods = self.pods.cache.list(Some(&ns));
-        let plan = plan(&rs, &pods, Utc::now());
+        let now = Utc::now();
+        let plan = self.pods.cache.with_ns(Some(&ns), |pods| plan(&rs, pods, now));
         let pr = pods_res();
         for name in &plan.adopt {
             let patch = json!({"metadata": {"ownerReferences": [owner_ref(&rs)]}});

@@ -90,6 +90,20 @@ impl Cache {
             }
         }
     }
+    /// `f` of the objects of namespace `ns` (every one, with `None`), in key order, without
+    /// copying them (the cache is read-locked meanwhile: `f` must not wait). A reconcile that
+    /// reads every pod of a namespace reads them in place: copying 10 000 pods per pass
+    /// was a tenth of the server's CPU while a large Deployment started.
+    pub fn with_ns<R>(&self, ns: Option<&str>, f: impl FnOnce(&mut dyn Iterator<Item = &Value>) -> R) -> R {
+        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        match ns {
+            None => f(&mut m.values().map(|o| &**o)),
+            Some(ns) => {
+                let prefix = format!("{ns}/");
+                f(&mut m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).map(|(_, v)| &**v))
+            }
+        }
+    }
     /// Whether any object of namespace `ns` (every one, with `None`) satisfies `f`, without
     /// copying them.
     pub fn any_in(&self, ns: Option<&str>, mut f: impl FnMut(&Value) -> bool) -> bool {
