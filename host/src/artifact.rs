@@ -140,6 +140,11 @@ impl Builtins {
     /// The component a reference in the built-in registry names: `None` for references
     /// elsewhere, an error naming what is built in for one that names nothing here.
     pub fn lookup(&self, image: &str) -> Option<Result<&'static [u8], PullError>> {
+        self.lookup_with_digest(image).map(|r| r.map(|(c, _)| c))
+    }
+
+    /// [`lookup`](Self::lookup), with the component's digest (hex SHA-256).
+    pub fn lookup_with_digest(&self, image: &str) -> Option<Result<(&'static [u8], &str), PullError>> {
         let rest = image.strip_prefix(BUILTIN_REGISTRY)?.strip_prefix('/')?;
         let (name, found) = match rest.split_once('@') {
             Some((name, digest)) => {
@@ -151,7 +156,7 @@ impl Builtins {
                 (name, self.0.iter().find(|b| b.name == name && BUILTIN_TAGS.contains(&tag)))
             }
         };
-        Some(found.map(|b| b.component).ok_or_else(|| {
+        Some(found.map(|b| (b.component, b.digest.as_str())).ok_or_else(|| {
             let known: Vec<String> =
                 self.0.iter().map(|b| format!("{BUILTIN_REGISTRY}/{}:{}", b.name, BUILTIN_TAGS[0])).collect();
             let what = if self.0.iter().any(|b| b.name == name) { "tag or digest" } else { "component" };
@@ -161,6 +166,12 @@ impl Builtins {
             ))
         }))
     }
+}
+
+/// A component's bytes, and its digest (hex SHA-256) when the source vouches for it.
+pub struct Fetched {
+    pub bytes: std::borrow::Cow<'static, [u8]>,
+    pub digest: Option<String>,
 }
 
 /// Credentials for a private registry, from a pod's `imagePullSecrets`.
@@ -328,6 +339,23 @@ impl Puller {
     /// Whether a reference names a component built into the binary (present without a pull).
     pub fn is_builtin(&self, image: &str) -> bool {
         matches!(self.builtins.lookup(image), Some(Ok(_)))
+    }
+
+    /// The component an image reference names, for a container to load: a built-in one
+    /// borrowed from the binary with its digest known (a pod start neither copies nor hashes
+    /// it), any other as [`fetch_with`](Self::fetch_with) gives it.
+    pub async fn fetch_component(
+        &self,
+        image: &str,
+        policy: &str,
+        pull_secrets: &[serde_json::Value],
+    ) -> Result<Fetched, PullError> {
+        if let Some(found) = self.builtins.lookup_with_digest(image) {
+            let (bytes, digest) = found?;
+            return Ok(Fetched { bytes: std::borrow::Cow::Borrowed(bytes), digest: Some(digest.to_string()) });
+        }
+        let bytes = self.fetch_with(image, policy, pull_secrets).await?;
+        Ok(Fetched { bytes: std::borrow::Cow::Owned(bytes), digest: None })
     }
 
     /// The component bytes an image reference names, under `policy` (`imagePullPolicy`).
@@ -653,6 +681,10 @@ mod tests {
             // Whatever the policy: the binary is the registry.
             for policy in ["Always", "IfNotPresent", "Never"] {
                 assert_eq!(p.fetch(&image, policy).await.unwrap(), HELLO, "{image} {policy}");
+                // For a container: borrowed from the binary, its digest known (no hashing).
+                let f = p.fetch_component(&image, policy, &[]).await.unwrap();
+                assert!(matches!(f.bytes, std::borrow::Cow::Borrowed(b) if b == HELLO), "{image}");
+                assert_eq!(f.digest.as_deref(), Some(digest.as_str()));
             }
         }
         for (image, says) in [

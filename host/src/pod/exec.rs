@@ -33,9 +33,10 @@ pub(super) fn exec_target(
             Command::Debug(Arc::new(move || {
                 let (ctx, image) = (ctx.clone(), image.clone());
                 Box::pin(async move {
-                    let bytes = ctx.puller.fetch(&image, "IfNotPresent").await.map_err(|e| e.message)?;
+                    let fetched =
+                        ctx.puller.fetch_component(&image, "IfNotPresent", &[]).await.map_err(|e| e.message)?;
                     let rt = ctx.rt.clone();
-                    let (_, loaded) = tokio::task::spawn_blocking(move || rt.load(&bytes))
+                    let (_, loaded) = tokio::task::spawn_blocking(move || rt.load_fetched(&fetched))
                         .await
                         .map_err(|e| e.to_string())?
                         .map_err(|e| format!("debug image {image}: {e:#}"))?;

@@ -379,10 +379,10 @@ async fn container(
         }
         let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
         let secrets = if builtin { Vec::new() } else { pull::pull_secrets(&ctx, &info.pod, &info.ns).await };
-        let result = match ctx.puller.fetch_with(&image, policy, &secrets).await {
-            Ok(bytes) => {
+        let result = match ctx.puller.fetch_component(&image, policy, &secrets).await {
+            Ok(fetched) => {
                 let rt = ctx.rt.clone();
-                tokio::task::spawn_blocking(move || rt.load(&bytes))
+                tokio::task::spawn_blocking(move || rt.load_fetched(&fetched))
                     .await
                     .map_err(|e| ("CreateContainerError", e.to_string()))
                     .and_then(|r| r.map_err(|e| ("InvalidImage", format!("{e:#}"))))

@@ -237,7 +237,22 @@ impl Runtime {
 
     /// Compile (or load from the disk cache) and pre-instantiate a component.
     pub fn load(&self, bytes: &[u8]) -> anyhow::Result<(String, Loaded)> {
-        let d = digest(bytes);
+        self.load_known(digest(bytes), bytes)
+    }
+
+    /// [`load`](Self::load) of a fetched component: one whose digest its source vouches for
+    /// (a built-in) is looked up by it without hashing the bytes, which a start of cached
+    /// code would otherwise spend most of its time on; the bytes are checked against it
+    /// before they are compiled.
+    pub fn load_fetched(&self, f: &crate::artifact::Fetched) -> anyhow::Result<(String, Loaded)> {
+        match &f.digest {
+            Some(d) => self.load_known(d.clone(), &f.bytes),
+            None => self.load(&f.bytes),
+        }
+    }
+
+    /// Load `bytes`, whose digest is `d`: from what is loaded, the compiled cache, or compiled.
+    fn load_known(&self, d: String, bytes: &[u8]) -> anyhow::Result<(String, Loaded)> {
         let cached = || self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(&d).cloned();
         if let Some(l) = cached() {
             return Ok((d, l));
@@ -275,6 +290,11 @@ impl Runtime {
         }
         if !bytes.starts_with(b"\0asm") {
             bail!("not a WebAssembly binary");
+        }
+        // A digest handed in (see load_fetched) is checked before its code is kept under it.
+        let actual = self::digest(bytes);
+        if actual != digest {
+            bail!("the component's bytes do not match their digest: expected sha256:{digest}, got sha256:{actual}");
         }
         let component = Component::from_binary(&self.engine, bytes).map_err(|e| {
             if wasmparser_says_module(bytes) {
@@ -530,6 +550,32 @@ fn load_precompiled(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
 mod tests {
     use super::*;
     use wasmtime_wasi::sockets::SocketAddrUse as U;
+
+    #[test]
+    fn a_component_is_compiled_only_if_its_bytes_match_the_digest_it_came_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(RuntimeConfig {
+            cache_dir: dir.path().to_path_buf(),
+            max_instances: 2,
+            max_memory: 1 << 20,
+            cpu_slots: 1,
+            allocatable_cpu_millis: 1000,
+            allocatable_memory: 64 << 20,
+            mapped_ports: false,
+        })
+        .unwrap();
+        let bytes: &'static [u8] = b"\0asm\x0d\0\x01\0";
+        let fetched = |digest: &str| crate::artifact::Fetched {
+            bytes: std::borrow::Cow::Borrowed(bytes),
+            digest: Some(digest.to_string()),
+        };
+        let e = rt.load_fetched(&fetched(&"0".repeat(64))).err().expect("a wrong digest is refused");
+        assert!(format!("{e:#}").contains("do not match their digest"), "{e:#}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing is kept under the wrong digest");
+        // With the right digest the bytes reach the compiler (which judges them: no component).
+        let e = rt.load_fetched(&fetched(&digest(bytes))).err().expect("not a component");
+        assert!(!format!("{e:#}").contains("digest"), "{e:#}");
+    }
 
     #[test]
     fn mapped_sockets_are_judged_as_the_pod_addresses_they_stand_for() {
