@@ -354,7 +354,7 @@ impl Puller {
             let (bytes, digest) = found?;
             return Ok(Fetched { bytes: std::borrow::Cow::Borrowed(bytes), digest: Some(digest.to_string()) });
         }
-        let bytes = self.fetch_with(image, policy, pull_secrets).await?;
+        let bytes = self.fetch_elsewhere(image, policy, pull_secrets).await?;
         Ok(Fetched { bytes: std::borrow::Cow::Owned(bytes), digest: None })
     }
 
@@ -374,6 +374,16 @@ impl Puller {
         if let Some(found) = self.builtins.lookup(image) {
             return found.map(<[u8]>::to_vec);
         }
+        self.fetch_elsewhere(image, policy, pull_secrets).await
+    }
+
+    /// A component that is not built in: a file, a pinned URL or an OCI reference.
+    async fn fetch_elsewhere(
+        &self,
+        image: &str,
+        policy: &str,
+        pull_secrets: &[serde_json::Value],
+    ) -> Result<Vec<u8>, PullError> {
         if let Some(path) = image.strip_prefix("file://") {
             let p = PathBuf::from(path);
             return tokio::fs::read(&p).await.map_err(|e| pull_err(format!("reading {}: {e}", p.display())));

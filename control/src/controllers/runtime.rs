@@ -78,17 +78,7 @@ impl Cache {
     }
     /// Every object, or those of one namespace.
     pub fn list(&self, ns: Option<&str>) -> Vec<Value> {
-        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        match ns {
-            None => m.values().map(|o| Value::clone(o)).collect(),
-            Some(ns) => {
-                let prefix = format!("{ns}/");
-                m.range(prefix.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&prefix))
-                    .map(|(_, v)| Value::clone(v))
-                    .collect()
-            }
-        }
+        self.with_ns(ns, |all| all.cloned().collect())
     }
     /// `f` of the objects of namespace `ns` (every one, with `None`), in key order, without
     /// copying them (the cache is read-locked meanwhile: `f` must not wait). A reconcile that
@@ -106,15 +96,8 @@ impl Cache {
     }
     /// Whether any object of namespace `ns` (every one, with `None`) satisfies `f`, without
     /// copying them.
-    pub fn any_in(&self, ns: Option<&str>, mut f: impl FnMut(&Value) -> bool) -> bool {
-        let m = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        match ns {
-            None => m.values().any(|v| f(v)),
-            Some(ns) => {
-                let prefix = format!("{ns}/");
-                m.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)).any(|(_, v)| f(v))
-            }
-        }
+    pub fn any_in(&self, ns: Option<&str>, f: impl FnMut(&Value) -> bool) -> bool {
+        self.with_ns(ns, |mut all| (&mut all).any(f))
     }
 
     /// Hand every object to `f` at once, without copying them (the cache is read-locked
