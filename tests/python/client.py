@@ -16,20 +16,29 @@ def main() -> None:
     names = [n.metadata.name for n in core.list_namespace().items]
     assert "default" in names and "kube-system" in names, names
 
-    # A watch with no resourceVersion: initial ADDED events, then live ones.
+    # A watch with no resourceVersion: initial ADDED events, then live ones. A marker
+    # ConfigMap made first tells when the watch has begun: its initial ADDED event comes
+    # before anything made after it, so py-cm's create and patch are both live events.
+    marker = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py-watch-marker"))
+    core.create_namespaced_config_map("default", marker)
     seen = []
+    started = threading.Event()
     done = threading.Event()
 
     def watcher() -> None:
         w = watch.Watch()
         for ev in w.stream(core.list_namespaced_config_map, namespace="default", timeout_seconds=20):
             seen.append((ev["type"], ev["object"].metadata.name))
+            if ev["object"].metadata.name == "py-watch-marker":
+                started.set()
             if ("DELETED", "py-cm") in seen:
                 w.stop()
+        started.set()
         done.set()
 
     t = threading.Thread(target=watcher)
     t.start()
+    assert started.wait(20), "the watch never sent its initial events"
 
     cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py-cm", labels={"from": "python"}), data={"a": "1"})
     created = core.create_namespaced_config_map("default", cm)
@@ -59,6 +68,7 @@ def main() -> None:
     custom_resources()
 
     core.delete_namespaced_config_map("py-cm", "default")
+    core.delete_namespaced_config_map("py-watch-marker", "default")
     done.wait(25)
     t.join(5)
     types = [e for e in seen if e[1] == "py-cm"]
