@@ -29,6 +29,25 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// A Deployment `many` of `n` hello-http replicas with these container `resources`.
+/// Established TCP connections process `pid` holds to `port` (IPv4, its network namespace).
+fn connections_to(pid: u32, port: u16) -> usize {
+    let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(String::from))
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "01" && sockets.contains(f[9]))
+        .filter(|f| f[2].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port))
+        .count()
+}
+
 fn many(n: usize, resources: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: many}}\nspec:\n  replicas: {n}\n  \
@@ -73,6 +92,11 @@ fn a_node_returns_to_its_size_after_100_pods_are_deleted() {
     deployment(100);
     let (disk_peak, rss_peak) = (disk_usage(&node_dir), rss_kib(pid));
     assert!(std::fs::read_dir(node_dir.join("pods")).unwrap().count() >= 100);
+    // A hundred pods' status writes, events and token requests share the node's HTTP/2
+    // connection to the API server (a connection per request in flight, kept idle, before).
+    let api_port: u16 = c.url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).unwrap();
+    let conns = connections_to(pid, api_port);
+    assert!((1..=2).contains(&conns), "the node holds {conns} connections to the API server");
 
     gone();
     // Disk: within 16 KiB of before (pod directories and compiled code gone).

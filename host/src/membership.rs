@@ -101,7 +101,34 @@ async fn kube_client(kubeconfig: Value) -> anyhow::Result<kube::Client> {
     // The node retries on its own terms (relist, status reports); no minutes-long back-off.
     cfg.default_retry = false;
     cfg.connect_timeout = Some(Duration::from_secs(5));
-    Ok(kube::Client::try_from(cfg)?)
+    http2_client(cfg)
+}
+
+/// A kube-rs client that speaks HTTP/2 where the server offers it (ALPN; wasmorch's API server
+/// does): every request and watch of the node shares one TLS connection. kube-rs' own stack
+/// speaks HTTP/1.1 only, and its pool opens a connection per request in flight and keeps it
+/// idle afterwards: a node starting a few thousand pods held hundreds of TLS connections to
+/// the API server (a handshake each on the server, ~14 KB each on the node).
+pub fn http2_client(cfg: kube::Config) -> anyhow::Result<kube::Client> {
+    use kube::client::ConfigExt;
+    let tls = cfg.rustls_client_config()?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(cfg.connect_timeout);
+    http.set_nodelay(true);
+    let mut https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    if let Some(name) = cfg.tls_server_name.as_ref() {
+        let name = rustls::pki_types::ServerName::try_from(name.clone()).context("the TLS server name")?;
+        https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let https = https.enable_http1().enable_http2().wrap_connector(http);
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(cfg.base_uri_layer())
+        .option_layer(cfg.auth_layer()?)
+        .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e) })
+        .service(hyper);
+    Ok(kube::Client::new(service, cfg.default_namespace))
 }
 
 /// Where a node keeps its credentials.
