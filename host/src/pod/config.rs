@@ -5,10 +5,12 @@
 //! the component.
 
 use super::NodeCtx;
+use crate::client::Client;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use wasmorch_api::quantity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,6 +45,77 @@ impl Kind {
 /// The keys and values of one ConfigMap or Secret.
 pub type Values = BTreeMap<String, Vec<u8>>;
 
+/// Reads of ConfigMaps and Secrets shared by every pod on the node: an object is read from
+/// the API at most once per `fresh_for`, however many pods mount or refer to it, and pods
+/// asking while a read is under way wait for that read. Ten thousand pods each mounting
+/// `kube-root-ca.crt` read it once at their start and once per refresh between them, not ten
+/// thousand times (Kubernetes' kubelet has the same need: its ConfigMap and Secret managers
+/// cache by TTL or watch). A failed read or a missing object is not kept: the next asker
+/// reads again. Entries older than `fresh_for` are dropped as new ones come in.
+pub struct SharedReads {
+    fresh_for: std::time::Duration,
+    entries: Mutex<HashMap<String, Arc<Read>>>,
+}
+
+/// One read of one object: its result once it is in.
+type Read = tokio::sync::OnceCell<(std::time::Instant, Result<Option<Arc<Values>>, String>)>;
+
+/// Sweep stale entries once the map holds this many.
+const SWEEP_AT: usize = 256;
+
+impl SharedReads {
+    pub fn new(fresh_for: std::time::Duration) -> Self {
+        SharedReads { fresh_for, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether a finished read may be handed out again at `now`.
+    fn reusable(&self, read: &Read, now: std::time::Instant) -> bool {
+        match read.get() {
+            None => true,
+            Some((at, Ok(Some(_)))) => now.duration_since(*at) < self.fresh_for,
+            Some(_) => false,
+        }
+    }
+
+    /// The read to wait for: one under way or fresh, else a new one (which the caller makes).
+    fn read_for(&self, path: &str) -> Arc<Read> {
+        let now = std::time::Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = entries.get(path)
+            && self.reusable(r, now)
+        {
+            return r.clone();
+        }
+        if entries.len() >= SWEEP_AT {
+            entries.retain(|_, r| self.reusable(r, now));
+        }
+        let r = Arc::new(Read::new());
+        entries.insert(path.to_string(), r.clone());
+        r
+    }
+
+    /// The object at `path` (a ConfigMap or Secret) as key → value; `None` if it does not exist.
+    pub async fn values(&self, client: &Client, kind: Kind, path: &str) -> Result<Option<Arc<Values>>, String> {
+        let read = self.read_for(path);
+        let (_, result) = read
+            .get_or_init(|| async {
+                let result = match client.get(path).await {
+                    Ok(obj) => Ok(Some(Arc::new(values_of(kind, &obj)))),
+                    Err(e) if e.code == 404 => Ok(None),
+                    Err(e) => Err(e.message),
+                };
+                (std::time::Instant::now(), result)
+            })
+            .await;
+        result.clone()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 /// ConfigMaps and Secrets of one namespace, fetched once per use.
 pub struct Refs<'a> {
     ctx: &'a NodeCtx,
@@ -65,10 +138,9 @@ impl<'a> Refs<'a> {
             return Ok(v.clone());
         }
         let path = format!("/api/v1/namespaces/{}/{}/{name}", self.ns, kind.plural());
-        let v = match self.ctx.client.get(&path).await {
-            Ok(obj) => Some(values_of(kind, &obj)),
-            Err(e) if e.code == 404 => None,
-            Err(e) => return Err(format!("reading {} \"{name}\": {}", kind.lower(), e.message)),
+        let v = match self.ctx.reads.values(&self.ctx.client, kind, &path).await {
+            Ok(v) => v.map(|v| Values::clone(&v)),
+            Err(message) => return Err(format!("reading {} \"{name}\": {message}", kind.lower())),
         };
         self.cache.insert((kind, name.to_string()), v.clone());
         Ok(v)
@@ -251,6 +323,47 @@ pub async fn env(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn done(value: Result<Option<Arc<Values>>, String>, age: std::time::Duration) -> Arc<Read> {
+        let r = Read::new();
+        r.set((std::time::Instant::now() - age, value)).unwrap();
+        Arc::new(r)
+    }
+
+    #[test]
+    fn shared_reads_hand_out_a_read_under_way_or_fresh_and_nothing_else() {
+        use std::time::Duration;
+        let reads = SharedReads::new(Duration::from_secs(1));
+        let a = reads.read_for("/a");
+        assert!(Arc::ptr_eq(&a, &reads.read_for("/a")), "a read under way is shared");
+        assert!(!Arc::ptr_eq(&a, &reads.read_for("/b")));
+        let entries = |path: &str, r: Arc<Read>| {
+            reads.entries.lock().unwrap().insert(path.to_string(), r);
+        };
+        let found = Ok(Some(Arc::new(Values::from([("k".to_string(), b"v".to_vec())]))));
+        let fresh = done(found.clone(), Duration::ZERO);
+        entries("/a", fresh.clone());
+        assert!(Arc::ptr_eq(&fresh, &reads.read_for("/a")), "a fresh value is shared");
+        entries("/a", done(found, Duration::from_secs(2)));
+        let again = reads.read_for("/a");
+        assert!(again.get().is_none(), "a stale value is read again");
+        entries("/a", done(Ok(None), Duration::ZERO));
+        assert!(reads.read_for("/a").get().is_none(), "a missing object is looked for again");
+        entries("/a", done(Err("busy".into()), Duration::ZERO));
+        assert!(reads.read_for("/a").get().is_none(), "a failed read is tried again");
+    }
+
+    #[test]
+    fn shared_reads_drop_stale_entries_as_new_ones_come() {
+        use std::time::Duration;
+        let reads = SharedReads::new(Duration::from_secs(1));
+        for i in 0..SWEEP_AT {
+            let r = done(Ok(Some(Arc::default())), Duration::from_secs(5));
+            reads.entries.lock().unwrap().insert(format!("/old/{i}"), r);
+        }
+        reads.read_for("/new");
+        assert_eq!(reads.len(), 1, "only the new read is left");
+    }
 
     fn place(pod: &Value) -> PodPlace<'_> {
         PodPlace { pod, ip: "127.1.0.5", host_ip: "127.0.0.1", node_name: "n1" }

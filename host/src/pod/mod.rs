@@ -23,7 +23,7 @@ use lifecycle::{ContainerStatus, RestartPolicy, State, backoff};
 use prober::{ProbeRun, Probes, probe_run};
 use resources::{admission_of, report_refusals, resources_of};
 use serde_json::Value;
-pub use status::event_sender;
+pub use status::{PodEvent, event_sender};
 use status::{Shared, event, report, report_loop, waiting};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -47,12 +47,14 @@ pub struct NodeCtx {
     /// Deadline of one HTTP request.
     pub request_timeout: Duration,
     /// Events to post, in order, off the pods' paths (see [`event_sender`]).
-    pub events: tokio::sync::mpsc::Sender<(String, Value)>,
+    pub events: tokio::sync::mpsc::Sender<status::PodEvent>,
     /// What pods may mount from this node.
     pub storage: volumes::StoragePolicy,
     /// How often mounted ConfigMaps and Secrets are refreshed, `emptyDir` limits checked, and
     /// a missing ConfigMap or Secret looked for again.
     pub config_sync: Duration,
+    /// ConfigMap and Secret reads, shared by the pods here.
+    pub reads: config::SharedReads,
     /// The node's service proxy: Services for pods, in-process dispatch to local workloads.
     pub proxy: Arc<crate::proxy::Proxy>,
     /// Which components containers here use (what the collector keeps).
@@ -127,35 +129,65 @@ pub fn start(ctx: Arc<NodeCtx>, pod: Value, pod_ip: String) -> PodHandle {
     PodHandle { stop, task }
 }
 
+/// What of a bound pod the node keeps while the pod runs: everything but its status (read
+/// once, at the start) and its field managers (the API server's bookkeeping). One copy per
+/// pod, shared by its tasks: on a node of ten thousand pods the copies were most of its memory.
+fn kept_for_node(mut pod: Value) -> Value {
+    if let Some(o) = pod.as_object_mut() {
+        o.remove("status");
+        if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+    }
+    pod
+}
+
+/// Restart counts by container name, from a pod's reported status (they survive a node
+/// restart).
+fn restart_counts(pod: &Value) -> Vec<(String, u32)> {
+    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
+    statuses
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let name = s.get("name").and_then(Value::as_str)?;
+            let n = s.get("restartCount").and_then(Value::as_u64).unwrap_or(0);
+            Some((name.to_string(), u32::try_from(n).unwrap_or(u32::MAX)))
+        })
+        .collect()
+}
+
+/// The pod's containers (an empty slice when its spec names none).
+fn containers_of(pod: &Value) -> &[Value] {
+    pod.pointer("/spec/containers").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+}
+
 async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken) {
+    let previous = restart_counts(&pod);
+    let start_time = pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(object::now_rfc3339);
+    let pod = kept_for_node(pod);
     let info = Arc::new(PodInfo {
         ns: object::namespace(&pod).to_string(),
         name: object::name(&pod).to_string(),
         uid: object::uid(&pod).to_string(),
         policy: RestartPolicy::parse(pod["spec"]["restartPolicy"].as_str()),
         grace: Duration::from_secs(pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30)),
-        start_time: pod["status"]["startTime"].as_str().map(String::from).unwrap_or_else(object::now_rfc3339),
+        start_time,
         log_dir: pod_dir(&ctx.data_dir, &pod),
         net: net_policy(&pod, &ip).map(Arc::new),
         ip,
-        pod: pod.clone(),
+        pod,
     });
     let _ = std::fs::create_dir_all(&info.log_dir);
     let _streams = info.ip.parse().ok().map(|ip| ctx.streams.pod(&info.uid, ip));
-    let containers: Vec<Value> = pod["spec"]["containers"].as_array().cloned().unwrap_or_default();
-    // Restart counts survive a node restart: they come from the reported status.
-    let previous = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+    let containers = containers_of(&info.pod).len();
     let shared = Arc::new(Shared {
         statuses: Mutex::new(
-            containers
+            containers_of(&info.pod)
                 .iter()
                 .map(|c| {
                     let name = c["name"].as_str().unwrap_or("").to_string();
-                    let restarts = previous
-                        .iter()
-                        .find(|p| p["name"] == name.as_str())
-                        .and_then(|p| p["restartCount"].as_u64())
-                        .unwrap_or(0) as u32;
+                    let restarts = previous.iter().find(|(n, _)| *n == name).map_or(0, |(_, r)| *r);
                     ContainerStatus {
                         image: c["image"].as_str().unwrap_or("").to_string(),
                         name,
@@ -181,19 +213,20 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
     let containers_stop = stop.child_token();
     let (mounted, volumes_rx) = tokio::sync::watch::channel(None::<Arc<volumes::PodVolumes>>);
     let mut tasks = Vec::new();
-    for (i, c) in containers.iter().cloned().enumerate() {
+    for i in 0..containers {
         let (ctx, info, shared, volumes, stop) =
             (ctx.clone(), info.clone(), shared.clone(), volumes_rx.clone(), containers_stop.clone());
-        tasks.push(tokio::spawn(container(ctx, info, shared, volumes, i, c, stop)));
+        tasks.push(tokio::spawn(container(ctx, info, shared, volumes, i, stop)));
     }
     // A missing ConfigMap or Secret is looked for again until it appears.
     let volumes = loop {
-        let place = config::PodPlace { pod: &pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
-        match volumes::PodVolumes::prepare(&ctx, &place, &info.log_dir).await {
+        let place =
+            config::PodPlace { pod: &info.pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
+        match Box::pin(volumes::PodVolumes::prepare(&ctx, &place, &info.log_dir)).await {
             Ok(v) => break Arc::new(v),
             Err(message) => {
                 event(&ctx, &info, "Warning", "FailedMount", message.clone()).await;
-                for i in 0..containers.len() {
+                for i in 0..containers {
                     waiting(&shared, i, "CreateContainerConfigError", message.clone());
                 }
                 if !sleep_or_stop(ctx.config_sync, &stop).await {
@@ -231,7 +264,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
     }
     // Final status once everything stopped (unless the pod is being torn down).
     // The final status (a finished process) must arrive: Jobs count on it.
-    while !stop.is_cancelled() && !report(&ctx, &info, &shared).await {
+    while !stop.is_cancelled() && !Box::pin(report(&ctx, &info, &shared)).await {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.cancelled() => {}
@@ -251,17 +284,33 @@ async fn refresh_loop(
     containers: CancellationToken,
 ) {
     let path = format!("/api/v1/namespaces/{}/pods/{}", info.ns, info.name);
+    let live = volumes::shows_live_metadata(&info.pod);
+    // Pods started together refresh spread over the period, not all at once.
+    if !sleep_or_stop(spread(&info.uid, ctx.config_sync), &containers).await {
+        return;
+    }
     while sleep_or_stop(ctx.config_sync, &containers).await {
         // Labels and annotations can change while the pod runs.
-        let pod = ctx.client.get(&path).await.unwrap_or_else(|_| info.pod.clone());
-        let place = config::PodPlace { pod: &pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
-        if let Some(why) = volumes.refresh(&ctx, &place).await {
+        let fresh = match live {
+            true => Box::pin(ctx.client.get(&path)).await.ok(),
+            false => None,
+        };
+        let pod = fresh.as_ref().unwrap_or(&info.pod);
+        let place = config::PodPlace { pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
+        if let Some(why) = Box::pin(volumes.refresh(&ctx, &place)).await {
             event(&ctx, &info, "Warning", "Evicted", why.clone()).await;
             *shared.evicted.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
             containers.cancel();
             return;
         }
     }
+}
+
+/// A pod's place in a period: a delay in `[0, period)` fixed by its uid.
+fn spread(uid: &str, period: Duration) -> Duration {
+    let h = uid.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(h % ms)
 }
 
 /// The pod's network policy: its address, every port its containers declare, its egress grants.
@@ -355,12 +404,12 @@ async fn container(
     shared: Arc<Shared>,
     mut volumes: tokio::sync::watch::Receiver<Option<Arc<volumes::PodVolumes>>>,
     i: usize,
-    c: Value,
     stop: CancellationToken,
 ) {
+    let Some(c) = containers_of(&info.pod).get(i) else { return };
     let name = c["name"].as_str().unwrap_or("").to_string();
     let image = c["image"].as_str().unwrap_or("").to_string();
-    let config = info.net.clone().and_then(|net| Ok((net, Arc::new(Probes::parse(&c)?))));
+    let config = info.net.clone().and_then(|net| Ok((net, Arc::new(Probes::parse(c)?))));
     let (net, probes) = match config {
         Ok(x) => x,
         Err(message) => {
@@ -378,8 +427,8 @@ async fn container(
             event(&ctx, &info, "Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
         }
         let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
-        let secrets = if builtin { Vec::new() } else { pull::pull_secrets(&ctx, &info.pod, &info.ns).await };
-        let result = match ctx.puller.fetch_component(&image, policy, &secrets).await {
+        let secrets = if builtin { Vec::new() } else { Box::pin(pull::pull_secrets(&ctx, &info.pod, &info.ns)).await };
+        let result = match Box::pin(ctx.puller.fetch_component(&image, policy, &secrets)).await {
             Ok(fetched) => {
                 let rt = ctx.rt.clone();
                 tokio::task::spawn_blocking(move || rt.load_fetched(&fetched))
@@ -424,7 +473,7 @@ async fn container(
     };
     // A missing ConfigMap or Secret is looked for again until it appears.
     let (env, mounts) = loop {
-        match container_config(&ctx, &info, &volumes, i, &c).await {
+        match Box::pin(container_config(&ctx, &info, &volumes, i, c)).await {
             Ok(x) => break x,
             Err(message) => {
                 event(&ctx, &info, "Warning", "Failed", format!("Error: {message}")).await;
@@ -435,7 +484,7 @@ async fn container(
             }
         }
     };
-    let resources = resources_of(&c);
+    let resources = resources_of(c);
     // One resource group for the container's life: its CPU time adds up across restarts.
     let cgroup = ctx.rt.cgroup(&resources);
     let cluster: Option<Arc<dyn crate::runtime::Cluster>> = Some(Arc::new(crate::proxy::cluster::ClusterView {
@@ -443,7 +492,7 @@ async fn container(
         namespace: info.ns.clone(),
         pod_ip: info.ip.parse().ok(),
     }));
-    let port = http_port(&c);
+    let port = http_port(c);
     let args: Vec<String> = std::iter::once(name.clone())
         .chain(c["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(|a| expand(a, &env))))
         .collect();
@@ -487,7 +536,7 @@ async fn container(
             });
         };
         let exit = match &loaded {
-            Loaded::Http(pre) => match HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net).await {
+            Loaded::Http(pre) => match Box::pin(HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net)).await {
                 Err(e) => Exit::failed(format!("{e:#}")),
                 Ok(footprint) => {
                     // The concurrency limit starts from what one instance takes.
@@ -508,7 +557,7 @@ async fn container(
                         oom: Default::default(),
                         open: Default::default(),
                     });
-                    serve_http(&ctx, &info, &name, w, port, &run, running).await
+                    Box::pin(serve_http(&ctx, &info, &name, w, port, &run, running)).await
                 }
             },
             Loaded::Command(pre) => {
@@ -526,7 +575,7 @@ async fn container(
                 running(format!("Started container {name}"));
                 ctx.stats.register(info.container_key(&name), None, cgroup.clone());
                 let stdio = crate::runtime::Stdio { stdin, ..Default::default() };
-                let exit = p.run_with(Some(stdio), run.clone()).await;
+                let exit = Box::pin(p.run_with(Some(stdio), run.clone())).await;
                 run.cancel();
                 exit
             }
@@ -634,6 +683,33 @@ async fn serve_http(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_node_keeps_a_pod_without_its_status_and_field_managers() {
+        let pod = json!({
+            "metadata": {"name": "p", "annotations": {"a": "b"}, "managedFields": [{"manager": "m"}]},
+            "spec": {"containers": [{"name": "c"}, {"name": "d"}]},
+            "status": {"containerStatuses": [{"name": "d", "restartCount": 3}, {"name": "c"}, {"restartCount": 9}]},
+        });
+        assert_eq!(restart_counts(&pod), vec![("d".to_string(), 3), ("c".to_string(), 0)]);
+        let kept = kept_for_node(pod);
+        assert_eq!(kept, json!({"metadata": {"name": "p", "annotations": {"a": "b"}}, "spec": {"containers": [{"name": "c"}, {"name": "d"}]}}));
+        assert_eq!(containers_of(&kept).len(), 2);
+        assert!(containers_of(&json!({"spec": {"containers": "x"}})).is_empty());
+        assert!(restart_counts(&json!({"status": 1})).is_empty());
+        assert_eq!(kept_for_node(json!("odd")), json!("odd"));
+    }
+
+    #[test]
+    fn refreshes_are_spread_over_the_period_by_uid() {
+        let period = Duration::from_secs(5);
+        let delays: Vec<Duration> = (0..200).map(|i| spread(&format!("uid-{i}"), period)).collect();
+        assert!(delays.iter().all(|d| *d < period));
+        assert_eq!(spread("uid-7", period), delays[7], "fixed for a pod");
+        let first_half = delays.iter().filter(|d| **d < period / 2).count();
+        assert!((60..=140).contains(&first_half), "{first_half} of 200 in the first half");
+        assert_eq!(spread("u", Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn http_components_serve_on_their_first_port_or_8080() {

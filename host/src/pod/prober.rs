@@ -86,6 +86,10 @@ pub(super) async fn probe_run(r: ProbeRun) {
         s.started = true;
         s.ready = always_ready;
     });
+    // Nothing more to watch: the task ends instead of waiting out the run.
+    if probes.liveness.is_none() && probes.readiness.is_none() {
+        return;
+    }
     let liveness = async {
         let Some(p) = &probes.liveness else { return std::future::pending().await };
         let mut t = probe::Tracker::new(p);

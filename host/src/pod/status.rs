@@ -12,18 +12,47 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wasmorch_api::object;
 
+/// An Event a pod hands to the poster: what it says, kept small while it waits in the queue
+/// (the JSON object is built when it is posted: a queue of thousands of events as JSON values
+/// was several KB each).
+#[derive(Debug)]
+pub struct PodEvent {
+    namespace: String,
+    pod: String,
+    uid: String,
+    kind: &'static str,
+    reason: &'static str,
+    message: String,
+    at: String,
+}
+
+impl PodEvent {
+    /// The Event object, as reported by `node`.
+    fn json(&self, node: &str) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": format!("{}.", self.pod), "namespace": self.namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": self.pod, "namespace": self.namespace, "uid": self.uid},
+            "reason": self.reason, "message": self.message, "type": self.kind,
+            "source": {"component": "wasmorch-node", "host": node},
+            "firstTimestamp": self.at, "lastTimestamp": self.at, "count": 1,
+            "reportingComponent": "wasmorch-node", "reportingInstance": node,
+        })
+    }
+}
+
 /// A poster of events: pods hand events over without waiting for the API; a few are posted
 /// at a time. When the queue is full (control plane away) new events are dropped, as a
 /// kubelet's event broadcaster does.
-pub fn event_sender(client: Client, stop: CancellationToken) -> tokio::sync::mpsc::Sender<(String, Value)> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<(String, Value)>(4096);
+pub fn event_sender(client: Client, node: String, stop: CancellationToken) -> tokio::sync::mpsc::Sender<PodEvent> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<PodEvent>(4096);
     tokio::spawn(async move {
         use futures::StreamExt;
-        let posts = tokio_stream::wrappers::ReceiverStream::new(rx).for_each_concurrent(8, |(ns, ev)| {
-            let client = client.clone();
+        let posts = tokio_stream::wrappers::ReceiverStream::new(rx).for_each_concurrent(8, |ev| {
+            let (client, body) = (client.clone(), ev.json(&node));
             async move {
-                if let Err(e) = client.post(&format!("/api/v1/namespaces/{ns}/events"), &ev).await {
-                    tracing::debug!("event {}: {e}", ev["reason"]);
+                if let Err(e) = client.post(&format!("/api/v1/namespaces/{}/events", ev.namespace), &body).await {
+                    tracing::debug!("event {}: {e}", ev.reason);
                 }
             }
         });
@@ -89,7 +118,9 @@ pub(super) async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: A
         // Changes made while this report is in flight leave the notification set, so a burst
         // costs at most one more report. A report the API did not take (the control plane
         // away or busy) is tried again.
-        if !report(&ctx, &info, &shared).await {
+        // Boxed: the request's state is held only while it is in flight, not by every idle
+        // pod's reporter.
+        if !Box::pin(report(&ctx, &info, &shared)).await {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => shared.changed.notify_one(),
                 _ = stop.cancelled() => return,
@@ -123,18 +154,17 @@ pub(super) async fn report(ctx: &NodeCtx, info: &PodInfo, shared: &Shared) -> bo
     }
 }
 
-pub(super) async fn event(ctx: &NodeCtx, info: &PodInfo, kind: &str, reason: &str, message: String) {
-    let now = object::now_rfc3339();
-    let ev = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{}.", info.name), "namespace": info.ns},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": info.name, "namespace": info.ns, "uid": info.uid},
-        "reason": reason, "message": message, "type": kind,
-        "source": {"component": "wasmorch-node", "host": ctx.node_name},
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        "reportingComponent": "wasmorch-node", "reportingInstance": ctx.node_name,
-    });
-    if ctx.events.try_send((info.ns.clone(), ev)).is_err() {
+pub(super) async fn event(ctx: &NodeCtx, info: &PodInfo, kind: &'static str, reason: &'static str, message: String) {
+    let ev = PodEvent {
+        namespace: info.ns.clone(),
+        pod: info.name.clone(),
+        uid: info.uid.clone(),
+        kind,
+        reason,
+        message,
+        at: object::now_rfc3339(),
+    };
+    if ctx.events.try_send(ev).is_err() {
         tracing::debug!("event {reason} for {}/{} dropped: the event queue is full", info.ns, info.name);
     }
 }
@@ -150,6 +180,28 @@ pub(super) fn waiting(shared: &Shared, i: usize, reason: &str, message: String) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_event_becomes_a_kubernetes_event_when_posted() {
+        let ev = PodEvent {
+            namespace: "ns".into(),
+            pod: "p".into(),
+            uid: "u".into(),
+            kind: "Normal",
+            reason: "Started",
+            message: "Started container c".into(),
+            at: "2026-12-06T10:00:00Z".into(),
+        };
+        let j = ev.json("n1");
+        assert_eq!(j["metadata"], json!({"generateName": "p.", "namespace": "ns"}));
+        assert_eq!(
+            j["involvedObject"],
+            json!({"apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": "ns", "uid": "u"})
+        );
+        assert_eq!((j["type"].as_str(), j["reason"].as_str()), (Some("Normal"), Some("Started")));
+        assert_eq!(j["source"], json!({"component": "wasmorch-node", "host": "n1"}));
+        assert_eq!((j["firstTimestamp"].as_str(), j["count"].as_u64()), (Some("2026-12-06T10:00:00Z"), Some(1)));
+    }
 
     #[test]
     fn only_the_initial_state_holds_the_first_report() {

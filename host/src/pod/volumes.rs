@@ -39,8 +39,9 @@ pub struct StoragePolicy {
 
 #[derive(Debug)]
 enum Source {
-    /// ConfigMap, Secret or downward API: files the node writes. `spec` is the volume's entry.
-    Projected(Value),
+    /// ConfigMap, Secret or downward API: files the node writes, as the volume's entry in the
+    /// pod's spec says (read from the pod each time: a copy here was a pod's worth of memory).
+    Projected,
     EmptyDir {
         limit: Option<u64>,
     },
@@ -289,6 +290,30 @@ pub fn usage(dir: &Path) -> u64 {
     total
 }
 
+/// Whether the pod's projected files show fields that can change while it runs: labels or
+/// annotations through the downward API (everything else they show is fixed at creation).
+/// Only then does a refresh read the pod again.
+pub fn shows_live_metadata(pod: &Value) -> bool {
+    let mutable = |item: &Value| {
+        let path = item.pointer("/fieldRef/fieldPath").and_then(Value::as_str).unwrap_or("");
+        path.starts_with("metadata.labels") || path.starts_with("metadata.annotations")
+    };
+    let items = |downward: Option<&Value>| {
+        downward.and_then(|d| d.get("items")).and_then(Value::as_array).is_some_and(|items| items.iter().any(mutable))
+    };
+    let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    volumes.iter().any(|v| {
+        let sources = v.pointer("/projected/sources").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        items(v.get("downwardAPI")) || sources.iter().any(|s| items(s.get("downwardAPI")))
+    })
+}
+
+/// The entry named `name` in the pod's `spec.volumes`.
+fn volume_spec<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
+    let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array)?;
+    volumes.iter().find(|v| v.get("name").and_then(Value::as_str) == Some(name))
+}
+
 impl PodVolumes {
     /// Make every volume of `pod` ready under `pod_dir`. `Err` names what is wrong (a missing
     /// ConfigMap or Secret, a path not allowed, an unbound claim).
@@ -305,7 +330,7 @@ impl PodVolumes {
                 .iter()
                 .any(|k| spec.get(*k).is_some())
             {
-                (base.join(&name), Source::Projected(spec.clone()), true)
+                (base.join(&name), Source::Projected, true)
             } else if let Some(e) = spec.get("emptyDir") {
                 let limit = e["sizeLimit"].as_str().and_then(quantity::parse).map(|q| q as u64);
                 let dir = base.join(&name);
@@ -351,7 +376,10 @@ impl PodVolumes {
     /// (`strict` false) a volume that cannot be read now keeps its files.
     async fn project(&self, refs: &mut Refs<'_>, place: &PodPlace<'_>, strict: bool) -> Result<(), String> {
         for v in &self.vols {
-            let Source::Projected(spec) = &v.source else { continue };
+            if !matches!(v.source, Source::Projected) {
+                continue;
+            }
+            let Some(spec) = volume_spec(place.pod, &v.name) else { continue };
             let files = match projection(refs, place, spec, &self.tokens).await {
                 Ok(f) => f,
                 Err(e) if strict => return Err(format!("volume {:?}: {e}", v.name)),
@@ -399,7 +427,7 @@ impl PodVolumes {
 
     /// Whether anything needs refreshing while the pod runs.
     pub fn needs_refresh(&self) -> bool {
-        self.vols.iter().any(|v| matches!(v.source, Source::Projected(_) | Source::EmptyDir { limit: Some(_) }))
+        self.vols.iter().any(|v| matches!(v.source, Source::Projected | Source::EmptyDir { limit: Some(_) }))
     }
 
     /// The preopens of container `c` (index `ci` in the pod).
@@ -420,7 +448,7 @@ impl PodVolumes {
             if let Some(sub) = m["subPath"].as_str().filter(|s| !s.is_empty()) {
                 let rel = relative(sub, "subPath")?;
                 let joined = v.dir.join(&rel);
-                if !joined.exists() && !matches!(v.source, Source::Projected(_)) {
+                if !joined.exists() && !matches!(v.source, Source::Projected) {
                     std::fs::create_dir_all(&joined).map_err(|e| format!("subPath {sub:?}: {e}"))?;
                 }
                 let canon = joined.canonicalize().map_err(|e| format!("subPath {sub:?}: {e}"))?;
@@ -487,6 +515,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_labels_and_annotations_shown_through_the_downward_api_need_the_live_pod() {
+        use serde_json::json;
+        let item = |path: &str| json!({"path": "f", "fieldRef": {"fieldPath": path}});
+        let pod = |volumes: Value| json!({"spec": {"volumes": volumes}});
+        // The default service-account volume shows the namespace: fixed.
+        let access = json!({"name": "kube-api-access", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt"}},
+            {"downwardAPI": {"items": [item("metadata.namespace")]}}]}});
+        assert!(!shows_live_metadata(&pod(json!([access]))));
+        assert!(shows_live_metadata(&pod(json!([{"name": "d", "downwardAPI": {"items": [item("metadata.labels")]}}]))));
+        let projected = json!({"name": "p", "projected": {"sources": [
+            {"downwardAPI": {"items": [item("metadata.annotations['a']")]}}]}});
+        assert!(shows_live_metadata(&pod(json!([access, projected]))));
+        assert!(!shows_live_metadata(&pod(json!([{"name": "d", "downwardAPI": {"items": [item("metadata.name")]}}]))));
+        assert!(!shows_live_metadata(&json!({"spec": {"volumes": "odd"}})));
+        assert!(!shows_live_metadata(&pod(json!([{"name": "d", "downwardAPI": {"items": [{"fieldRef": 3}]}}]))));
+    }
+
+    #[test]
     fn spec_paths_cannot_climb_out() {
         assert_eq!(relative("a/b.txt", "subPath").unwrap(), PathBuf::from("a/b.txt"));
         for bad in ["../x", "a/../../x", "/etc/passwd", "", "a/.."] {
@@ -540,7 +588,7 @@ mod tests {
         std::fs::create_dir_all(&scratch).unwrap();
         let v = PodVolumes {
             vols: vec![
-                Volume { name: "cfg".into(), dir: cm.clone(), source: Source::Projected(Value::Null), read_only: true },
+                Volume { name: "cfg".into(), dir: cm.clone(), source: Source::Projected, read_only: true },
                 Volume {
                     name: "data".into(),
                     dir: scratch.clone(),
