@@ -110,6 +110,9 @@ async fn guarded(
     }
 }
 
+/// Concurrent HTTP/2 streams a client may open on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 2000;
+
 /// Accept TLS connections until `shutdown`; each connection's verified client certificate
 /// (if any) becomes its [`PeerIdentity`]. Open connections are asked to finish gracefully.
 pub async fn serve(
@@ -158,7 +161,12 @@ pub async fn serve(
                     Ok::<_, std::convert::Infallible>(guarded(app.oneshot(req)).await)
                 }
             });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A node's requests all share one HTTP/2 connection: its pods' status writes and
+            // token requests come in bursts of thousands when it starts many at once, and the
+            // group commit folds what is in flight into one fsync. hyper's default (200
+            // streams) held a 4 000-pod start to 200 writes in flight.
+            builder.http2().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::pin!(conn);
             tokio::select! {
