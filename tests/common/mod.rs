@@ -400,7 +400,8 @@ impl MultiNode {
         let nodes =
             node_args.iter().map(|a| Daemon::spawn(&a.iter().map(String::as_str).collect::<Vec<_>>())).collect();
         std::fs::copy(sdir.join("admin.kubeconfig"), dir.join("kubeconfig")).unwrap();
-        let cluster = Cluster::attach(dir);
+        let mut cluster = Cluster::attach(dir);
+        cluster.url = url.clone();
         let ready = eventually(Duration::from_secs(30), || {
             cluster.ok(&["get", "nodes"]).lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == n
         });

@@ -220,8 +220,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
     }
     // A missing ConfigMap or Secret is looked for again until it appears.
     let volumes = loop {
-        let place =
-            config::PodPlace { pod: &info.pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
+        let place = config::PodPlace { pod: &info.pod, ip: &info.ip, host_ip: &ctx.host_ip, node_name: &ctx.node_name };
         match Box::pin(volumes::PodVolumes::prepare(&ctx, &place, &info.log_dir)).await {
             Ok(v) => break Arc::new(v),
             Err(message) => {
@@ -693,7 +692,10 @@ mod tests {
         });
         assert_eq!(restart_counts(&pod), vec![("d".to_string(), 3), ("c".to_string(), 0)]);
         let kept = kept_for_node(pod);
-        assert_eq!(kept, json!({"metadata": {"name": "p", "annotations": {"a": "b"}}, "spec": {"containers": [{"name": "c"}, {"name": "d"}]}}));
+        assert_eq!(
+            kept,
+            json!({"metadata": {"name": "p", "annotations": {"a": "b"}}, "spec": {"containers": [{"name": "c"}, {"name": "d"}]}})
+        );
         assert_eq!(containers_of(&kept).len(), 2);
         assert!(containers_of(&json!({"spec": {"containers": "x"}})).is_empty());
         assert!(restart_counts(&json!({"status": 1})).is_empty());
