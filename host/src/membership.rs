@@ -104,6 +104,10 @@ async fn kube_client(kubeconfig: Value) -> anyhow::Result<kube::Client> {
     http2_client(cfg)
 }
 
+/// How often the node pings its HTTP/2 connection to the API server, and how long it waits
+/// for the answer before closing it.
+const H2_PING_EVERY: Duration = Duration::from_secs(5);
+
 /// A kube-rs client that speaks HTTP/2 where the server offers it (ALPN; wasmorch's API server
 /// does): every request and watch of the node shares one TLS connection. kube-rs' own stack
 /// speaks HTTP/1.1 only, and its pool opens a connection per request in flight and keeps it
@@ -122,7 +126,16 @@ pub fn http2_client(cfg: kube::Config) -> anyhow::Result<kube::Client> {
         https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
     }
     let https = https.enable_http1().enable_http2().wrap_connector(http);
-    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    // A connection that stops answering (the server gone, the network cut) is closed after a
+    // missed ping, so the next request dials anew (and a node can switch servers) instead of
+    // waiting on it for TCP's retransmission back-off, as client-go's HTTP/2 health check does.
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .http2_keep_alive_interval(H2_PING_EVERY)
+        .http2_keep_alive_timeout(H2_PING_EVERY)
+        .http2_keep_alive_while_idle(true)
+        .build(https);
     let service = tower::ServiceBuilder::new()
         .layer(cfg.base_uri_layer())
         .option_layer(cfg.auth_layer()?)
