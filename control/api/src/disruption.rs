@@ -28,7 +28,7 @@ pub fn healthy(pod: &Value) -> bool {
 /// Whether the budget selects `pod`.
 pub fn selects(pdb: &Value, pod: &Value) -> bool {
     object::namespace(pdb) == object::namespace(pod)
-        && LabelSelector::from_object(&pdb["spec"]["selector"]).is_ok_and(|s| s.matches(&object::labels(pod)))
+        && LabelSelector::from_object(&pdb["spec"]["selector"]).is_ok_and(|s| s.selects(pod))
         && pdb["spec"]["selector"].is_object()
 }
 

@@ -25,13 +25,18 @@ pub struct SelectorError(pub String);
 
 impl Requirement {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.holds(|k| labels.get(k).map(String::as_str))
+    }
+
+    /// Whether the requirement holds for the labels `label` looks up.
+    fn holds<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
         match self {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::NotExists(k) => !labels.contains_key(k),
+            Requirement::Equals(k, v) => label(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => label(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => label(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => label(k).is_none_or(|l| !vs.iter().any(|v| v == l)),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::NotExists(k) => label(k).is_none(),
         }
     }
 }
@@ -39,6 +44,14 @@ impl Requirement {
 impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|r| r.matches(labels))
+    }
+
+    /// Whether `obj`'s labels match, read in place (as [`object::labels`] reads them: labels
+    /// whose value is not a string are absent). Lists, watches and controllers test every
+    /// object of a kind; this copies none of them.
+    pub fn selects(&self, obj: &serde_json::Value) -> bool {
+        let labels = obj.get("metadata").and_then(|m| m.get("labels")).and_then(serde_json::Value::as_object);
+        self.0.iter().all(|r| r.holds(|k| labels.and_then(|l| l.get(k)).and_then(serde_json::Value::as_str)))
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -336,6 +349,26 @@ mod tests {
         assert!(LabelSelector::parse("").unwrap().is_empty());
         // notin and != hold for absent keys, as in Kubernetes.
         assert!(LabelSelector::parse("x!=1,y notin (a)").unwrap().matches(&l(&[])));
+    }
+
+    #[test]
+    fn selecting_an_object_reads_its_labels_as_a_copy_would() {
+        let s = LabelSelector::parse("app=web,env in (prod),!legacy,team,tier notin (db)").unwrap();
+        let cases = [
+            serde_json::json!({"metadata": {"labels": {"app": "web", "env": "prod", "team": "a"}}}),
+            serde_json::json!({"metadata": {"labels": {"app": "web", "env": "prod", "team": "a", "legacy": "1"}}}),
+            serde_json::json!({"metadata": {"labels": {"app": "web", "env": "prod", "team": 7}}}),
+            serde_json::json!({"metadata": {"labels": {"app": "web", "env": "prod", "team": "a", "tier": "db"}}}),
+            serde_json::json!({"metadata": {"labels": "not a map"}}),
+            serde_json::json!({"metadata": {}}),
+            serde_json::json!([1, 2]),
+        ];
+        for obj in &cases {
+            assert_eq!(s.selects(obj), s.matches(&object::labels(obj)), "{obj}");
+        }
+        assert!(s.selects(&cases[0]));
+        assert!(LabelSelector::default().selects(&cases[6]), "empty selects everything");
+        assert!(LabelSelector::parse("x!=1").unwrap().selects(&cases[5]));
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct ListOptions {
 
 impl ListOptions {
     pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches(&object::labels(obj)) && self.fields.matches(obj)
+        self.labels.selects(obj) && self.fields.matches(obj)
     }
 }
 

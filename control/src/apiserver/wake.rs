@@ -70,7 +70,7 @@ pub async fn wake(state: &ServerState, id: &Identity, ns: &str, service: &str) -
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter(|p| sel.as_ref().is_some_and(|s| s.matches(&object::labels(p))) && !object::is_deleting(p))
+            .filter(|p| sel.as_ref().is_some_and(|s| s.selects(p)) && !object::is_deleting(p))
             .find_map(idle::stuck);
     }
     Ok(json!({"waking": waking, "woken": woken, "problem": problem}))

@@ -59,7 +59,7 @@ fn endpoints_of<'a>(svc: &Value, pods: &'a [Value]) -> Vec<Ep<'a>> {
     let ns = object::namespace(svc);
     let mut out: Vec<Ep> = pods
         .iter()
-        .filter(|p| object::namespace(p) == ns && sel.matches(&object::labels(p)))
+        .filter(|p| object::namespace(p) == ns && sel.selects(p))
         .filter(|p| p["status"]["podIP"].as_str().is_some_and(|ip| !ip.is_empty()))
         .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
         .filter_map(|p| {

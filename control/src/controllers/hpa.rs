@@ -379,8 +379,7 @@ impl Controller {
                 ));
                 return self.write_status(&h, ns, name, status, conds).await;
             };
-            let pods: Vec<Value> =
-                self.pods.cache.list(Some(ns)).into_iter().filter(|p| sel.matches(&object::labels(p))).collect();
+            let pods: Vec<Value> = self.pods.cache.list(Some(ns)).into_iter().filter(|p| sel.selects(p)).collect();
             let mut best: Option<Computed> = None;
             let mut statuses = Vec::new();
             let mut failure: Option<MetricError> = None;
@@ -393,12 +392,7 @@ impl Controller {
                     "Pods" => pods_metric(m, &inp),
                     "Object" => {
                         let pods_of = |sel: &LabelSelector| -> Vec<Value> {
-                            self.pods
-                                .cache
-                                .list(Some(ns))
-                                .into_iter()
-                                .filter(|p| sel.matches(&object::labels(p)))
-                                .collect()
+                            self.pods.cache.list(Some(ns)).into_iter().filter(|p| sel.selects(p)).collect()
                         };
                         object_metric(m, &inp, pods_of, &self.services)
                     }

@@ -31,7 +31,7 @@ pub async fn start(api: Api, deployments: Arc<Informer>, pods: Arc<Informer>, me
                 .cache
                 .list(Some(&ns))
                 .iter()
-                .filter(|p| sel.matches(&object::labels(p)) && !object::is_deleting(p))
+                .filter(|p| sel.selects(p) && !object::is_deleting(p))
                 .map(|p| metrics.pod(&ns, object::name(p)).and_then(|u| u.last_request))
                 .collect();
             let Some(period) = idle::should_sleep(&d, &last, Utc::now()) else { continue };

@@ -17,11 +17,17 @@ use wasmorch_api::{ApiError, object, resources};
 
 /// The controller owner reference of an object, if any: (kind, name, uid).
 pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
-    obj["metadata"]["ownerReferences"]
+    obj.get("metadata")?
+        .get("ownerReferences")?
         .as_array()?
         .iter()
-        .find(|r| r["controller"] == true)
-        .map(|r| (r["kind"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), r["uid"].as_str().unwrap_or("")))
+        .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|r| (field(r, "kind"), field(r, "name"), field(r, "uid")))
+}
+
+/// A string field of an object, `""` when absent or not a string.
+fn field<'a>(obj: &'a Value, key: &str) -> &'a str {
+    obj.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// An owner reference to `owner` as its controller.
@@ -31,9 +37,11 @@ pub fn owner_ref(owner: &Value) -> Value {
 }
 
 pub fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    let ready = |c: &Value| {
+        c.get("type").and_then(Value::as_str) == Some("Ready")
+            && c.get("status").and_then(Value::as_str) == Some("True")
+    };
+    pod.get("status").and_then(|s| s.get("conditions")).and_then(Value::as_array).is_some_and(|c| c.iter().any(ready))
 }
 
 fn ready_since(pod: &Value) -> Option<DateTime<Utc>> {
@@ -88,6 +96,12 @@ fn deletion_rank(p: &Value) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
     )
 }
 
+/// At most this many pods are created or deleted per reconcile, as Kubernetes' `burstReplicas`:
+/// a set scaled to 10 000 writes its status (and so shows its pods turning ready) between
+/// rounds of 500 instead of once after all its creations, and one set does not hold a worker
+/// for the whole scale-up. The set is looked at again at once while pods are still missing.
+pub const BURST_REPLICAS: usize = 500;
+
 pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: DateTime<Utc>) -> Plan {
     let mut p = Plan::default();
     let uid = object::uid(rs);
@@ -97,7 +111,7 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
     let mut active: Vec<&Value> = Vec::new();
     let mut labeled = 0;
     for pod in pods {
-        let matches = !selector.is_empty() && selector.matches(&object::labels(pod));
+        let matches = !selector.is_empty() && selector.selects(pod);
         match controller_of(pod) {
             Some((_, _, owner)) if owner == uid => {
                 if !matches {
@@ -120,15 +134,24 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
     }
     if !object::is_deleting(rs) {
         if active.len() < want {
-            p.create = want - active.len();
+            p.create = (want - active.len()).min(BURST_REPLICAS);
         } else if active.len() > want {
             let mut order = active.clone();
             order.sort_by_key(|p| deletion_rank(p));
-            p.delete = order.iter().take(active.len() - want).map(|p| object::name(p).to_string()).collect();
+            let n = (active.len() - want).min(BURST_REPLICAS);
+            p.delete = order.iter().take(n).map(|p| object::name(p).to_string()).collect();
         }
     }
-    let ready = active.iter().filter(|p| is_ready(p)).count();
-    let available = active.iter().filter(|p| is_available(p, min_ready, now)).count();
+    let more = active.len().abs_diff(want) > BURST_REPLICAS && !object::is_deleting(rs);
+    // Each pod's conditions are read once: a set of 10 000 is planned again on every change
+    // of one of its pods while they start.
+    let (mut ready, mut available) = (0, 0);
+    for pod in &active {
+        if is_ready(pod) {
+            ready += 1;
+            available += (min_ready.is_zero() || is_available(pod, min_ready, now)) as usize;
+        }
+    }
     if available < ready && !min_ready.is_zero() {
         // Wake up when the earliest ready pod crosses minReadySeconds.
         p.requeue = active
@@ -138,6 +161,9 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
             .filter(|d| !d.is_zero())
             .min()
             .map(|d| d + Duration::from_millis(50));
+    }
+    if more {
+        p.requeue = Some(Duration::ZERO);
     }
     p.status = json!({
         "replicas": active.len(),
@@ -297,7 +323,7 @@ fn owners_of_pod(kind: &str, sets: &Informer, pod: &Value) -> Vec<String> {
             .cache
             .list(Some(ns))
             .iter()
-            .filter(|rs| LabelSelector::of_workload(rs).is_ok_and(|s| !s.is_empty() && s.matches(&object::labels(pod))))
+            .filter(|rs| LabelSelector::of_workload(rs).is_ok_and(|s| !s.is_empty() && s.selects(pod)))
             .map(key_of)
             .collect(),
     }
@@ -373,6 +399,21 @@ mod tests {
         assert_eq!(p.status["replicas"], 2);
         assert_eq!(p.status["readyReplicas"], 2);
         assert_eq!(p.status["observedGeneration"], 2);
+    }
+
+    #[test]
+    fn creates_and_deletes_at_most_a_burst_per_reconcile_and_comes_back_for_the_rest() {
+        let now = Utc::now();
+        let p = plan(&rs(1200), &[], now);
+        assert_eq!((p.create, p.requeue), (BURST_REPLICAS, Some(Duration::ZERO)));
+        assert_eq!(p.status["replicas"], 0, "the status is written between rounds");
+        let p = plan(&rs(BURST_REPLICAS as i64), &[], now);
+        assert_eq!((p.create, p.requeue), (BURST_REPLICAS, None), "the last round is not looked at again");
+        let pods: Vec<Value> = (0..BURST_REPLICAS + 3)
+            .map(|i| pod(&format!("p{i}"), Some("u1"), true, "n", "2026-01-01T00:00:00Z"))
+            .collect();
+        let p = plan(&rs(1), &pods, now);
+        assert_eq!((p.delete.len(), p.requeue), (BURST_REPLICAS, Some(Duration::ZERO)));
     }
 
     #[test]
