@@ -120,6 +120,21 @@ impl Api {
         cache.is_synced() && cache.any_in(ns, f)
     }
 
+    /// `f` of the cached object `ns/name` of a followed kind, read in place; `None` when the
+    /// cache has not listed yet or does not hold it. Fresh or not, as [`Api::cached_any`].
+    pub(super) fn cached_with<R>(
+        &self,
+        kind: ResourceKind,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&Value) -> R,
+    ) -> Option<R> {
+        let slot = self.lookups.get().and_then(|l| l.slot(kind))?;
+        let cache = &slot.informer.cache;
+        let key = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
+        cache.is_synced().then(|| cache.with(&key, f)).flatten()
+    }
+
     /// Every object of a followed kind in `ns`: from the cache when it is fresh, else listed.
     pub(super) async fn lookup_all(&self, kind: ResourceKind, ns: &str) -> Result<Vec<Value>, ApiError> {
         if let Some(i) = self.lookups.get().and_then(|l| l.fresh(kind)) {

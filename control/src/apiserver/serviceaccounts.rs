@@ -18,6 +18,16 @@ fn now() -> i64 {
 /// uid, has that uid).
 async fn bound_uid(state: &ServerState, ns: &str, b: &Bound) -> Result<String, ApiError> {
     let kind = if b.kind == "Pod" { ResourceKind::Pod } else { ResourceKind::Secret };
+    // A pod's uid from the server's cache (each pod's token is requested as it starts); the
+    // store is read when the cache does not know it or names another uid.
+    let cached = |o: &Value| object::meta(o).get("uid").and_then(Value::as_str).unwrap_or("").to_string();
+    if kind == ResourceKind::Pod
+        && let Some(uid) = state.api.cached_with(kind, ns, &b.name, cached)
+        && !uid.is_empty()
+        && (b.uid.is_empty() || b.uid == uid)
+    {
+        return Ok(uid);
+    }
     let obj = state.api.get(&Target::object(kind, ns, &b.name)).await?;
     let uid = object::meta(&obj).get("uid").and_then(Value::as_str).unwrap_or("").to_string();
     if !b.uid.is_empty() && b.uid != uid {

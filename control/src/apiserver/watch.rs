@@ -49,6 +49,19 @@ struct Encoder {
 
 impl Encoder {
     fn line(&mut self, kind: &str, obj: &Value) -> Bytes {
+        if self.table.is_none() && !self.protobuf && !wasmorch_api::convert::converts(self.view) {
+            // The object as stored is the object served: written straight out, not copied
+            // into a new JSON value first (the copy and its drop were half of this
+            // function's time while a node started thousands of pods).
+            let mut s = Vec::with_capacity(1024);
+            s.extend_from_slice(b"{\"type\":");
+            let _ = serde_json::to_writer(&mut s, kind);
+            s.extend_from_slice(b",\"object\":");
+            if serde_json::to_writer(&mut s, obj).is_ok() {
+                s.extend_from_slice(b"}\n");
+                return Bytes::from(s);
+            }
+        }
         let object = match (self.table, kind) {
             (Some(include), "ADDED" | "MODIFIED" | "DELETED") => {
                 let mut t = table::table(
