@@ -127,6 +127,9 @@ pub struct Sched {
     node: Bandwidth,
     origin: Instant,
     groups: HashMap<u64, Group>,
+    /// The groups with queued waiters: what a release looks through (a node with 10 000
+    /// idle containers and a few busy ones looks at the few).
+    waiting: std::collections::BTreeSet<u64>,
     next_id: u64,
     min_vruntime: u128,
 }
@@ -141,6 +144,7 @@ impl Sched {
             node: Bandwidth::default(),
             origin,
             groups: HashMap::new(),
+            waiting: Default::default(),
             next_id: 1,
             min_vruntime: 0,
         }
@@ -173,6 +177,7 @@ impl Sched {
     }
 
     pub fn remove(&mut self, id: u64) {
+        self.waiting.remove(&id);
         if let Some(g) = self.groups.remove(&id) {
             for w in g.waiters {
                 w.wake();
@@ -225,6 +230,7 @@ impl Sched {
         if !g.waiters.iter().any(|w| Arc::ptr_eq(w, waiter)) {
             g.waiters.push_back(waiter.clone());
         }
+        self.waiting.insert(id);
         Admit::Queued
     }
 
@@ -259,30 +265,42 @@ impl Sched {
     /// are woken to learn until when.
     fn dispatch(&mut self, now: Instant) -> Vec<Arc<Waiter>> {
         let mut wake = Vec::new();
-        let ids: Vec<u64> = self.groups.iter().filter(|(_, g)| !g.waiters.is_empty()).map(|(k, _)| *k).collect();
+        let ids: Vec<u64> = self.waiting.iter().copied().collect();
         for id in ids {
             if self.throttled_until(id, now).is_some() {
-                let g = self.groups.get_mut(&id).expect("listed above");
-                wake.extend(g.waiters.drain(..));
+                self.waiting.remove(&id);
+                if let Some(g) = self.groups.get_mut(&id) {
+                    wake.extend(g.waiters.drain(..));
+                }
             }
         }
         while self.running < self.slots {
             let slots = self.slots;
+            let groups = &self.groups;
             let next = self
-                .groups
+                .waiting
                 .iter()
+                .filter_map(|k| groups.get(k).map(|g| (k, g)))
                 .filter(|(_, g)| !g.waiters.is_empty() && g.running < g.spec.parallel(slots))
                 .min_by_key(|(k, g)| (g.vruntime, **k))
                 .map(|(k, _)| *k);
             let Some(id) = next else { break };
             let g = self.groups.get_mut(&id).expect("chosen above");
             let w = g.waiters.pop_front().expect("has waiters");
+            if g.waiters.is_empty() {
+                self.waiting.remove(&id);
+            }
             g.running += 1;
             self.running += 1;
             self.min_vruntime = self.min_vruntime.max(g.vruntime);
             w.granted.store(true, Ordering::Release);
             wake.push(w);
         }
+        #[cfg(test)]
+        assert!(
+            self.groups.iter().all(|(k, g)| g.waiters.is_empty() != self.waiting.contains(k)),
+            "`waiting` lists exactly the groups with waiters"
+        );
         wake
     }
 
@@ -291,6 +309,9 @@ impl Sched {
     pub fn abandon(&mut self, id: u64, waiter: &Arc<Waiter>, now: Instant) -> Vec<Arc<Waiter>> {
         if let Some(g) = self.groups.get_mut(&id) {
             g.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+            if g.waiters.is_empty() {
+                self.waiting.remove(&id);
+            }
         }
         if waiter.granted.swap(false, Ordering::AcqRel) {
             return self.release(id, Duration::ZERO, now);
