@@ -140,6 +140,7 @@ fn bench_density() {
     let f = dir.path().join("many.yaml");
     std::fs::write(&f, many(n, "requests: {cpu: 0m, memory: 0Mi}")).unwrap();
     let (node0, server0) = (rss_kib(node), rss_kib(server));
+    let stages = Stages::watch(c.kubeconfig());
     let t = std::time::Instant::now();
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     let ready = || {
@@ -172,4 +173,77 @@ fn bench_density() {
         server0 / 1024,
         server1 / 1024
     );
+    stages.report(t, n);
+}
+
+/// When each pod of Deployment `many` was first seen created, bound to a node, Running and
+/// Ready, from a watch: where the time to all Ready goes.
+struct Stages(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, [Option<std::time::Instant>; 4]>>>);
+
+impl Stages {
+    const NAMES: [&str; 4] = ["created", "bound", "Running", "Ready"];
+
+    fn watch(kubeconfig: std::path::PathBuf) -> Stages {
+        use futures::StreamExt;
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::runtime::watcher;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let out = seen.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let client = common::kube_client(&kubeconfig).await;
+                let pods: kube::Api<Pod> = kube::Api::default_namespaced(client);
+                let mut events = std::pin::pin!(watcher(pods, watcher::Config::default().labels("app=many")));
+                while let Some(e) = events.next().await {
+                    let pod = match e {
+                        Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p,
+                        Ok(watcher::Event::InitDone) => {
+                            let _ = tx.send(());
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    let now = std::time::Instant::now();
+                    let status = pod.status.as_ref();
+                    let reached = [
+                        true,
+                        pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some(),
+                        status.and_then(|s| s.phase.as_deref()) == Some("Running"),
+                        status
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+                    ];
+                    let mut seen = out.lock().unwrap();
+                    let at = seen.entry(pod.metadata.name.unwrap_or_default()).or_insert([None; 4]);
+                    for (slot, r) in at.iter_mut().zip(reached) {
+                        if r && slot.is_none() {
+                            *slot = Some(now);
+                        }
+                    }
+                }
+            });
+        });
+        rx.recv_timeout(Duration::from_secs(30)).expect("the pod watch starts");
+        Stages(seen)
+    }
+
+    /// Prints, per stage, when the first pod, half of them and all `n` had reached it.
+    fn report(&self, start: std::time::Instant, n: usize) {
+        let seen = self.0.lock().unwrap();
+        for (i, name) in Self::NAMES.iter().enumerate() {
+            let mut at: Vec<f64> =
+                seen.values().filter_map(|s| s[i]).map(|t| t.saturating_duration_since(start).as_secs_f64()).collect();
+            at.sort_by(f64::total_cmp);
+            let q = |f: f64| at.get(((at.len() as f64 * f) as usize).min(at.len().saturating_sub(1))).copied();
+            eprintln!(
+                "  {name:>8}: {} of {n} pods; first {:.2} s, half {:.2} s, all {:.2} s",
+                at.len(),
+                q(0.0).unwrap_or(f64::NAN),
+                q(0.5).unwrap_or(f64::NAN),
+                at.last().copied().unwrap_or(f64::NAN)
+            );
+        }
+    }
 }
