@@ -64,6 +64,11 @@ fn terminal(p: &Value) -> bool {
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
     pub create: usize,
+    /// The first slow-start batch: 1 for a set without pods, else as many as it has (up to
+    /// a burst). A set whose pods were created has shown that its template and quota work;
+    /// starting each pass of a 10 000-pod scale-up at 1 again made every pass of 500 nine
+    /// round trips, and the creations ran at a tenth of what the API server takes.
+    pub first_batch: usize,
     /// Names of pods to delete, in order.
     pub delete: Vec<String>,
     /// Orphans that match: to adopt.
@@ -143,6 +148,7 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
         }
     }
     let more = active.len().abs_diff(want) > BURST_REPLICAS && !object::is_deleting(rs);
+    p.first_batch = active.len().clamp(1, BURST_REPLICAS);
     // Each pod's conditions are read once: a set of 10 000 is planned again on every change
     // of one of its pods while they start.
     let (mut ready, mut available) = (0, 0);
@@ -249,7 +255,7 @@ impl Ctl {
         // Slow start, as Kubernetes: batches of 1, 2, 4 … created concurrently, stopping at
         // the first failure (a quota or a bad template fails once, not a thousand times).
         let mut left = plan.create;
-        let mut batch = 1;
+        let mut batch = plan.first_batch;
         while left > 0 {
             let n = batch.min(left);
             let mut set = tokio::task::JoinSet::new();
@@ -405,7 +411,7 @@ mod tests {
     fn creates_and_deletes_at_most_a_burst_per_reconcile_and_comes_back_for_the_rest() {
         let now = Utc::now();
         let p = plan(&rs(1200), &[], now);
-        assert_eq!((p.create, p.requeue), (BURST_REPLICAS, Some(Duration::ZERO)));
+        assert_eq!((p.create, p.requeue, p.first_batch), (BURST_REPLICAS, Some(Duration::ZERO), 1));
         assert_eq!(p.status["replicas"], 0, "the status is written between rounds");
         let p = plan(&rs(BURST_REPLICAS as i64), &[], now);
         assert_eq!((p.create, p.requeue), (BURST_REPLICAS, None), "the last round is not looked at again");
@@ -414,6 +420,11 @@ mod tests {
             .collect();
         let p = plan(&rs(1), &pods, now);
         assert_eq!((p.delete.len(), p.requeue), (BURST_REPLICAS, Some(Duration::ZERO)));
+        // The next pass of a scale-up starts its slow start from the pods the set has.
+        let p = plan(&rs(1200), &pods[..3], now);
+        assert_eq!((p.create, p.first_batch), (BURST_REPLICAS, 3));
+        let p = plan(&rs(1200), &pods, now);
+        assert_eq!((p.create, p.first_batch), (BURST_REPLICAS, BURST_REPLICAS));
     }
 
     #[test]
