@@ -77,11 +77,10 @@ pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: S
         tracing::debug!("event {reason} for {} dropped: too many from {component}", object::name(obj));
         return;
     }
-    if PENDING.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING {
-        PENDING.fetch_sub(1, Ordering::Relaxed);
+    let Some(pending) = Pending::take(&PENDING, MAX_PENDING) else {
         tracing::debug!("event {reason} for {} dropped: {MAX_PENDING} event writes pending", object::name(obj));
         return;
-    }
+    };
     let res = resources::of(resources::ResourceKind::Event);
     let ns = match object::namespace(obj) {
         "" => "default",
@@ -103,13 +102,32 @@ pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: S
     });
     let (api, reason, name, ns) = (api.clone(), reason.to_string(), object::name(obj).to_string(), ns.to_string());
     tokio::spawn(async move {
+        let _pending = pending;
         if let Ok(_slot) = WRITE_SLOTS.acquire().await
             && let Err(e) = api.create(res, Some(&ns), ev, FieldValidation::Ignore, false).await
         {
             tracing::debug!("event {reason} for {name}: {e}");
         }
-        PENDING.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// One of at most `max` event writes counted in `count`; given back when dropped, also when
+/// its task is dropped unfinished (a runtime shutting down), so the count cannot leak.
+struct Pending(&'static AtomicUsize);
+
+impl Pending {
+    fn take(count: &'static AtomicUsize, max: usize) -> Option<Pending> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Pending(count))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +144,17 @@ mod tests {
         assert!(!f.allow("rs-a", t + SPAM_REFILL / 2));
         assert!(f.allow("rs-a", t + SPAM_REFILL + SPAM_REFILL / 2), "a token back after the refill period");
         assert!(!f.allow("rs-a", t + SPAM_REFILL + SPAM_REFILL / 2));
+    }
+
+    #[test]
+    fn pending_writes_are_bounded_and_given_back_when_dropped() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let held: Vec<Pending> = std::iter::from_fn(|| Pending::take(&COUNT, 3)).take(10).collect();
+        assert_eq!(held.len(), 3);
+        assert!(Pending::take(&COUNT, 3).is_none());
+        drop(held);
+        assert_eq!(COUNT.load(Ordering::Acquire), 0, "dropped writes give their places back");
+        assert!(Pending::take(&COUNT, 3).is_some());
     }
 
     #[test]
