@@ -97,7 +97,7 @@ impl Api {
         name: &str,
         f: impl FnOnce(&Value) -> R,
     ) -> Result<Option<R>, ApiError> {
-        let key = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
+        let key = cache_key(ns, name);
         let mut f = Some(f);
         if let Some(i) = self.lookups.get().and_then(|l| l.fresh(kind))
             && let Some(r) = i.cache.with(&key, |o| f.take().map(|f| f(o)))
@@ -131,7 +131,7 @@ impl Api {
     ) -> Option<R> {
         let slot = self.lookups.get().and_then(|l| l.slot(kind))?;
         let cache = &slot.informer.cache;
-        let key = if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") };
+        let key = cache_key(ns, name);
         cache.is_synced().then(|| cache.with(&key, f)).flatten()
     }
 
@@ -143,6 +143,11 @@ impl Api {
         let list = self.list(resources::of(kind), Some(ns), &ListOptions::default()).await?;
         Ok(list.get("items").and_then(Value::as_array).cloned().unwrap_or_default())
     }
+}
+
+/// The key of object `ns/name` in an informer's cache (`name` alone for cluster objects).
+fn cache_key(ns: &str, name: &str) -> String {
+    if ns.is_empty() { name.to_string() } else { format!("{ns}/{name}") }
 }
 
 #[cfg(test)]

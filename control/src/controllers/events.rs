@@ -3,7 +3,6 @@
 use crate::apiserver::api::Api;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use wasmorch_api::object;
@@ -63,7 +62,9 @@ impl SpamFilter {
 }
 
 static SPAM: OnceLock<Mutex<SpamFilter>> = OnceLock::new();
-static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// Places for pending event writes: a permit is given back when its task ends or is dropped
+/// unfinished (a runtime shutting down), so the bound cannot leak shut.
+static PENDING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_PENDING);
 static WRITE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(WRITERS);
 
 /// Record an event about `obj` (`kind` is `Normal` or `Warning`), without waiting for the
@@ -77,7 +78,7 @@ pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: S
         tracing::debug!("event {reason} for {} dropped: too many from {component}", object::name(obj));
         return;
     }
-    let Some(pending) = Pending::take(&PENDING, MAX_PENDING) else {
+    let Ok(pending) = PENDING.try_acquire() else {
         tracing::debug!("event {reason} for {} dropped: {MAX_PENDING} event writes pending", object::name(obj));
         return;
     };
@@ -111,25 +112,6 @@ pub async fn record(api: &Api, obj: &Value, kind: &str, reason: &str, message: S
     });
 }
 
-/// One of at most `max` event writes counted in `count`; given back when dropped, also when
-/// its task is dropped unfinished (a runtime shutting down), so the count cannot leak.
-struct Pending(&'static AtomicUsize);
-
-impl Pending {
-    fn take(count: &'static AtomicUsize, max: usize) -> Option<Pending> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| Pending(count))
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,17 +126,6 @@ mod tests {
         assert!(!f.allow("rs-a", t + SPAM_REFILL / 2));
         assert!(f.allow("rs-a", t + SPAM_REFILL + SPAM_REFILL / 2), "a token back after the refill period");
         assert!(!f.allow("rs-a", t + SPAM_REFILL + SPAM_REFILL / 2));
-    }
-
-    #[test]
-    fn pending_writes_are_bounded_and_given_back_when_dropped() {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let held: Vec<Pending> = std::iter::from_fn(|| Pending::take(&COUNT, 3)).take(10).collect();
-        assert_eq!(held.len(), 3);
-        assert!(Pending::take(&COUNT, 3).is_none());
-        drop(held);
-        assert_eq!(COUNT.load(Ordering::Acquire), 0, "dropped writes give their places back");
-        assert!(Pending::take(&COUNT, 3).is_some());
     }
 
     #[test]
