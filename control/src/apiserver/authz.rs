@@ -342,7 +342,10 @@ pub async fn authorize(api: &Api, id: &Identity, t: &Target, verb: Verb, body: O
         }
         Rule::IfTokenForBoundPod => {
             let r = body.and_then(|b| b.pointer("/spec/boundObjectRef"));
-            let pod = r.filter(|r| r["kind"] == "Pod").and_then(|r| r["name"].as_str()).unwrap_or("");
+            let pod = r
+                .filter(|r| r.get("kind").and_then(Value::as_str) == Some("Pod"))
+                .and_then(|r| r.get("name").and_then(Value::as_str))
+                .unwrap_or("");
             let pod_t = Target::object(resources::ResourceKind::Pod, t.namespace.as_deref().unwrap_or(""), pod);
             let runs_as = |p: &Value| {
                 object::str_at(p, "spec.nodeName") == Some(node)

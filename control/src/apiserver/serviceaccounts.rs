@@ -14,14 +14,26 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// How fresh the answer of [`bound_uid`] must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// The server's pod cache may answer: issuing a token (each pod's token is requested as
+    /// it starts). A pod deleted a moment ago may still be found; the token it gets is
+    /// refused by [`authenticate`], which reads the store.
+    Cached,
+    /// The store only: authenticating. A token bound to a deleted pod ends with the delete.
+    Stored,
+}
+
 /// The uid of the stored object `b` names in `ns`, if it exists (and, when `b` carries a
 /// uid, has that uid).
-async fn bound_uid(state: &ServerState, ns: &str, b: &Bound) -> Result<String, ApiError> {
+async fn bound_uid(state: &ServerState, ns: &str, b: &Bound, read: Read) -> Result<String, ApiError> {
     let kind = if b.kind == "Pod" { ResourceKind::Pod } else { ResourceKind::Secret };
-    // A pod's uid from the server's cache (each pod's token is requested as it starts); the
-    // store is read when the cache does not know it or names another uid.
+    // A pod's uid from the server's cache when allowed; the store is read when the cache does
+    // not know it or names another uid.
     let cached = |o: &Value| object::meta(o).get("uid").and_then(Value::as_str).unwrap_or("").to_string();
-    if kind == ResourceKind::Pod
+    if read == Read::Cached
+        && kind == ResourceKind::Pod
         && let Some(uid) = state.api.cached_with(kind, ns, &b.name, cached)
         && !uid.is_empty()
         && (b.uid.is_empty() || b.uid == uid)
@@ -47,7 +59,7 @@ pub async fn token_request(state: &ServerState, t: &Target, body: &Value, dry_ru
     let mut req = sa::request(name, body)?;
     let account = state.api.get(t).await?;
     if let Some(b) = req.bound.as_mut() {
-        b.uid = bound_uid(state, ns, b).await?;
+        b.uid = bound_uid(state, ns, b, Read::Cached).await?;
     }
     let issued = now();
     let token = if dry_run {
@@ -88,7 +100,7 @@ pub async fn authenticate(state: &ServerState, token: &str) -> Option<Identity> 
         return None;
     }
     if let Some(b) = &subject.bound {
-        let uid = bound_uid(state, &subject.namespace, b).await.ok()?;
+        let uid = bound_uid(state, &subject.namespace, b, Read::Stored).await.ok()?;
         if uid != b.uid {
             return None;
         }
