@@ -188,6 +188,8 @@ async fn main() {
     let runs = env_num("RUNS", 100);
     println!("== one replica: apply → Ready, {runs} runs ==");
     let mut times = Vec::new();
+    // When the pod was first seen created, bound and Running (ms after the apply).
+    let (mut created, mut bound, mut running) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=runs {
         let name = format!("one-{i}");
         // Watch for the pod turning Ready (a watching client, not one polling lists).
@@ -198,15 +200,31 @@ async fn main() {
         let (code, v) =
             raw(&client, "POST", "/apis/apps/v1/namespaces/default/deployments", Some(deployment(&name, 1))).await;
         assert_eq!(code, 201, "{v}");
+        let mut stages: [Option<f64>; 3] = [None; 3];
         loop {
             let ev = tokio::time::timeout(Duration::from_secs(60), events.next()).await;
             let ev = ev.unwrap_or_else(|_| panic!("{name} never ready")).expect("watch ended");
-            if ev["object"]["metadata"]["labels"]["app"] == name.as_str() && ready(&ev["object"]) {
+            let o = &ev["object"];
+            if o["metadata"]["labels"]["app"] != name.as_str() {
+                continue;
+            }
+            let now = t.elapsed().as_secs_f64() * 1e3;
+            let seen = [true, o["spec"]["nodeName"].is_string(), o["status"]["phase"] == "Running"];
+            for (stage, seen) in stages.iter_mut().zip(seen) {
+                if seen && stage.is_none() {
+                    *stage = Some(now);
+                }
+            }
+            if ready(o) {
                 break;
             }
         }
         if i > 0 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            let [c, b, r] = stages.map(|s| s.unwrap_or(f64::NAN));
+            created.push(c);
+            bound.push(b);
+            running.push(r);
         }
         // Delete it and wait until its pod is gone, so each run measures a start on a quiet
         // cluster rather than one racing the previous run's cascading deletion.
@@ -223,6 +241,15 @@ async fn main() {
         "wasmorch   p50 {:.1} ms, p99 {:.1} ms (Kubernetes' SLO: pod startup p99 ≤ 5 s)",
         percentile(&mut times, 0.5),
         percentile(&mut times, 0.99)
+    );
+    println!(
+        "  stages, p50 (p99) ms after the apply: pod created {:.1} ({:.1}), bound {:.1} ({:.1}), Running {:.1} ({:.1})",
+        percentile(&mut created, 0.5),
+        percentile(&mut created, 0.99),
+        percentile(&mut bound, 0.5),
+        percentile(&mut bound, 0.99),
+        percentile(&mut running, 0.5),
+        percentile(&mut running, 0.99)
     );
 
     let replicas = env_num("REPLICAS", 1000);
