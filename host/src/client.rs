@@ -84,6 +84,25 @@ impl Client {
         content_type: &str,
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
+        let reply = self.call(method, path, content_type, body).await?;
+        Ok(serde_json::from_slice(&reply).unwrap_or(Value::Null))
+    }
+
+    /// A request whose answer is not wanted, only whether it succeeded: the reply (a whole
+    /// pod for a status write) is not parsed. A node starting thousands of pods writes each
+    /// one's status and events.
+    pub async fn send(&self, method: Method, path: &str, content_type: &str, body: &Value) -> Result<(), ApiError> {
+        self.call(method, path, content_type, Some(body)).await.map(drop)
+    }
+
+    /// The reply's body of a 2xx answer; otherwise the error, with the `Status` message.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> Result<bytes::Bytes, ApiError> {
         let err =
             |code, message: String| ApiError { method: method.to_string(), path: path.to_string(), code, message };
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default();
@@ -105,15 +124,12 @@ impl Client {
         };
         let code = resp.status().as_u16();
         let body = resp.into_body().collect_bytes().await.map_err(|e| err(0, e.to_string()))?;
-        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if (200..300).contains(&code) {
-            Ok(v)
-        } else {
-            Err(err(
-                code,
-                v["message"].as_str().map(String::from).unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
-            ))
+            return Ok(body);
         }
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let message = v.get("message").and_then(Value::as_str).map(String::from);
+        Err(err(code, message.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
