@@ -378,11 +378,14 @@ impl Pods {
                 self.release(&ip);
             }
             let dir = crate::pod::pod_dir(&self.ctx.data_dir, pod);
-            match deleted {
+            // Off the async workers: on a slow disk a pod's files take long to remove, and
+            // the node's heartbeats, probes and proxy share those threads.
+            let _ = tokio::task::spawn_blocking(move || match deleted {
                 // Gone from the API: nothing can read its logs any more.
                 true => crate::pod::remove_pod_dir(&dir),
                 false => crate::pod::remove_volumes(&dir),
-            }
+            })
+            .await;
             tracing::info!(pod = object::name(pod), "pod stopped");
             if !deleted {
                 let path = format!(

@@ -148,7 +148,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         ip,
         pod,
     });
-    let _ = std::fs::create_dir_all(&info.log_dir);
+    let _ = tokio::fs::create_dir_all(&info.log_dir).await;
     let _streams = info.ip.parse().ok().map(|ip| ctx.streams.pod(&info.uid, ip));
     let containers = containers_of(&info.pod).len();
     let shared = Arc::new(Shared {
@@ -305,9 +305,13 @@ async fn container_config(
 }
 
 /// Open a new run's log; the last run's output becomes `<container>.log.previous`.
-fn open_log(dir: &std::path::Path, container: &str) -> Option<crate::runtime::output::LogSink> {
+/// The container's log, its last run's kept as `previous` (file work, off the async workers).
+async fn open_log(dir: &std::path::Path, container: &str) -> Option<crate::runtime::output::LogSink> {
     let path = crate::logs::log_path(dir, container, false);
-    crate::runtime::output::LogSink::open(&path).inspect_err(|e| tracing::warn!("opening {}: {e}", path.display())).ok()
+    let open = tokio::task::spawn_blocking(move || {
+        crate::runtime::output::LogSink::open(&path).inspect_err(|e| tracing::warn!("opening {}: {e}", path.display()))
+    });
+    open.await.ok()?.ok()
 }
 
 async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
@@ -426,7 +430,7 @@ async fn container(
     loop {
         let run = stop.child_token();
         let killed = Arc::new(Mutex::new(None::<String>));
-        let log = open_log(&info.log_dir, &name);
+        let log = open_log(&info.log_dir, &name).await;
         let stdin = attach.begin(run.clone());
         let started = object::now_rfc3339();
         let began = Instant::now();
