@@ -378,9 +378,8 @@ impl Pods {
                 self.release(&ip);
             }
             let dir = crate::pod::pod_dir(&self.ctx.data_dir, pod);
-            // Off the async workers: on a slow disk a pod's files take long to remove, and
-            // the node's heartbeats, probes and proxy share those threads.
-            let _ = tokio::task::spawn_blocking(move || match deleted {
+            // Off the async workers (see `file_work`).
+            let _ = crate::pod::file_work(move || match deleted {
                 // Gone from the API: nothing can read its logs any more.
                 true => crate::pod::remove_pod_dir(&dir),
                 false => crate::pod::remove_volumes(&dir),

@@ -72,6 +72,25 @@ pub struct PodHandle {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// Removals of pods' files running at once. They run off the async workers: a pod's
+/// directory is many files, on a slow disk each takes long (this machine's journal-less ext4
+/// after mass deletions), and the agent's loop, heartbeats, probes and the proxy share those
+/// threads. Bounded: a disk gains nothing from hundreds of writers.
+///
+/// A pod's start does its few file writes in place. Moved here too (measured over 10 000
+/// pods, 2026-12-06), they cost 4–8 KiB more node memory per pod and no clear time: all
+/// Ready in 21.0–22.9 s against 14.6–22.2 s on tmpfs, where identical runs spread that wide.
+const FILE_WORKERS: usize = 4;
+static FILE_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(FILE_WORKERS);
+
+/// Run `f`, file work, on a blocking thread, at most [`FILE_WORKERS`] at once; `None` if it
+/// panicked.
+pub async fn file_work<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    // The semaphore is never closed.
+    let _turn = FILE_WORK.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 /// The pod's directory on this node.
 pub fn pod_dir(data_dir: &std::path::Path, pod: &Value) -> PathBuf {
     data_dir.join("pods").join(format!("{}_{}_{}", object::namespace(pod), object::name(pod), object::uid(pod)))
@@ -148,7 +167,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         ip,
         pod,
     });
-    let _ = tokio::fs::create_dir_all(&info.log_dir).await;
+    let _ = std::fs::create_dir_all(&info.log_dir);
     let _streams = info.ip.parse().ok().map(|ip| ctx.streams.pod(&info.uid, ip));
     let containers = containers_of(&info.pod).len();
     let shared = Arc::new(Shared {
@@ -305,13 +324,9 @@ async fn container_config(
 }
 
 /// Open a new run's log; the last run's output becomes `<container>.log.previous`.
-/// The container's log, its last run's kept as `previous` (file work, off the async workers).
-async fn open_log(dir: &std::path::Path, container: &str) -> Option<crate::runtime::output::LogSink> {
+fn open_log(dir: &std::path::Path, container: &str) -> Option<crate::runtime::output::LogSink> {
     let path = crate::logs::log_path(dir, container, false);
-    let open = tokio::task::spawn_blocking(move || {
-        crate::runtime::output::LogSink::open(&path).inspect_err(|e| tracing::warn!("opening {}: {e}", path.display()))
-    });
-    open.await.ok()?.ok()
+    crate::runtime::output::LogSink::open(&path).inspect_err(|e| tracing::warn!("opening {}: {e}", path.display())).ok()
 }
 
 async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
@@ -430,7 +445,7 @@ async fn container(
     loop {
         let run = stop.child_token();
         let killed = Arc::new(Mutex::new(None::<String>));
-        let log = open_log(&info.log_dir, &name).await;
+        let log = open_log(&info.log_dir, &name);
         let stdin = attach.begin(run.clone());
         let started = object::now_rfc3339();
         let began = Instant::now();
@@ -585,4 +600,47 @@ async fn serve_http(
     ctx.rt.ports.remove(addr);
     run.cancel();
     Exit::Killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex as StdMutex};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_work_runs_at_most_its_bound_at_once_and_all_of_it_eventually() {
+        // Each piece of work holds its turn until the gate opens.
+        let gate = Arc::new((StdMutex::new(false), Condvar::new()));
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = Vec::new();
+        for i in 0..FILE_WORKERS * 5 {
+            let (gate, running, most) = (gate.clone(), running.clone(), most.clone());
+            tasks.push(tokio::spawn(file_work(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let (open, cv) = &*gate;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+                i
+            })));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running.load(Ordering::SeqCst) < FILE_WORKERS {
+            assert!(std::time::Instant::now() < deadline, "the work never started");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(most.load(Ordering::SeqCst), FILE_WORKERS, "no more than the bound at once");
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let mut done = Vec::new();
+        for t in tasks {
+            done.push(t.await.unwrap().expect("ran"));
+        }
+        assert_eq!(done, (0..FILE_WORKERS * 5).collect::<Vec<_>>());
+        assert_eq!(most.load(Ordering::SeqCst), FILE_WORKERS);
+    }
 }

@@ -405,13 +405,7 @@ impl PodVolumes {
                 let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
                 written.get(&v.name).map(|before| before.difference(&now).cloned().collect()).unwrap_or_default()
             };
-            // File work off the async workers: on a slow disk creating a file can take
-            // milliseconds, and the node's heartbeats, probes and proxy share those threads.
-            let (dir, name) = (v.dir.clone(), v.name.clone());
-            let write = tokio::task::spawn_blocking(move || {
-                write_files(&dir, &files, &gone).map_err(|e| format!("volume {name:?}: {e}"))
-            });
-            write.await.map_err(|e| format!("volume {:?}: {e}", v.name))??;
+            write_files(&v.dir, &files, &gone).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             self.written.lock().unwrap_or_else(|e| e.into_inner()).insert(v.name.clone(), now);
         }
         Ok(())
