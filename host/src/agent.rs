@@ -251,8 +251,7 @@ async fn heartbeat(client: Client, cfg: NodeConfig, log_port: u16, stop: Cancell
             let node = client.get(&path).await.ok();
             if status_report_due(node.as_ref(), reported.map(|r| r.elapsed())) {
                 let patch = json!({"status": {"conditions": [ready_condition_after(node.as_ref())]}});
-                let status = format!("{path}/status");
-                if client.send(http::Method::PATCH, &status, "application/merge-patch+json", &patch).await.is_ok() {
+                if client.send_merge_patch(&format!("{path}/status"), &patch).await.is_ok() {
                     reported = Some(tokio::time::Instant::now());
                 }
             }

@@ -88,11 +88,15 @@ impl Client {
         Ok(serde_json::from_slice(&reply).unwrap_or(Value::Null))
     }
 
-    /// A request whose answer is not wanted, only whether it succeeded: the reply (a whole
-    /// pod for a status write) is not parsed. A node starting thousands of pods writes each
-    /// one's status and events.
-    pub async fn send(&self, method: Method, path: &str, content_type: &str, body: &Value) -> Result<(), ApiError> {
-        self.call(method, path, content_type, Some(body)).await.map(drop)
+    /// [`Client::post`] whose answer is not wanted, only whether it succeeded: the reply is
+    /// not parsed. A node starting thousands of pods posts their events.
+    pub async fn send_post(&self, path: &str, body: &Value) -> Result<(), ApiError> {
+        self.call(Method::POST, path, "application/json", Some(body)).await.map(drop)
+    }
+
+    /// [`Client::merge_patch`] whose answer (a whole pod, for a status write) is not parsed.
+    pub async fn send_merge_patch(&self, path: &str, body: &Value) -> Result<(), ApiError> {
+        self.call(Method::PATCH, path, "application/merge-patch+json", Some(body)).await.map(drop)
     }
 
     /// The reply's body of a 2xx answer; otherwise the error, with the `Status` message.

@@ -51,8 +51,7 @@ pub fn event_sender(client: Client, node: String, stop: CancellationToken) -> to
         let posts = tokio_stream::wrappers::ReceiverStream::new(rx).for_each_concurrent(8, |ev| {
             let (client, body) = (client.clone(), ev.json(&node));
             async move {
-                let path = format!("/api/v1/namespaces/{}/events", ev.namespace);
-                if let Err(e) = client.send(http::Method::POST, &path, "application/json", &body).await {
+                if let Err(e) = client.send_post(&format!("/api/v1/namespaces/{}/events", ev.namespace), &body).await {
                     tracing::debug!("event {}: {e}", ev.reason);
                 }
             }
@@ -146,8 +145,7 @@ pub(super) async fn report(ctx: &NodeCtx, info: &PodInfo, shared: &Shared) -> bo
         status["message"] = json!(why);
     }
     let path = format!("/api/v1/namespaces/{}/pods/{}/status", info.ns, info.name);
-    let patch = json!({"metadata": {"uid": info.uid}, "status": status});
-    match ctx.client.send(http::Method::PATCH, &path, "application/merge-patch+json", &patch).await {
+    match ctx.client.send_merge_patch(&path, &json!({"metadata": {"uid": info.uid}, "status": status})).await {
         Ok(_) => true,
         Err(e) => {
             tracing::debug!("reporting {}/{}: {e}", info.ns, info.name);

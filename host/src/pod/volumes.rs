@@ -189,18 +189,6 @@ fn put_file(dir: &Path, rel: &Path, bytes: &[u8], mode: u32) -> std::io::Result<
     std::fs::rename(&tmp, &target)
 }
 
-/// Write a projected volume's files into `dir` and remove those it no longer holds.
-fn write_files(dir: &Path, files: &BTreeMap<PathBuf, (Vec<u8>, u32)>, gone: &[PathBuf]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    for (rel, (bytes, mode)) in files {
-        put_file(dir, rel, bytes, *mode).map_err(|e| format!("writing {rel:?}: {e}"))?;
-    }
-    for g in gone {
-        let _ = std::fs::remove_file(dir.join(g));
-    }
-    Ok(())
-}
-
 /// The files a projected volume should hold now: path → (bytes, mode).
 async fn projection(
     refs: &mut Refs<'_>,
@@ -400,13 +388,19 @@ impl PodVolumes {
                     continue;
                 }
             };
-            let now: BTreeSet<PathBuf> = files.keys().cloned().collect();
-            let gone: Vec<PathBuf> = {
-                let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                written.get(&v.name).map(|before| before.difference(&now).cloned().collect()).unwrap_or_default()
-            };
-            write_files(&v.dir, &files, &gone).map_err(|e| format!("volume {:?}: {e}", v.name))?;
-            self.written.lock().unwrap_or_else(|e| e.into_inner()).insert(v.name.clone(), now);
+            std::fs::create_dir_all(&v.dir).map_err(|e| format!("volume {:?}: {e}", v.name))?;
+            for (rel, (bytes, mode)) in &files {
+                put_file(&v.dir, rel, bytes, *mode)
+                    .map_err(|e| format!("volume {:?}: writing {rel:?}: {e}", v.name))?;
+            }
+            let now: BTreeSet<PathBuf> = files.into_keys().collect();
+            let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(before) = written.get(&v.name) {
+                for gone in before.difference(&now) {
+                    let _ = std::fs::remove_file(v.dir.join(gone));
+                }
+            }
+            written.insert(v.name.clone(), now);
         }
         Ok(())
     }
