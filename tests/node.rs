@@ -164,6 +164,29 @@ fn pods_run_as_wasm_components() {
     assert_eq!(slow.join().unwrap().unwrap(), (200, "slept 1500 ms\n".to_string()), "in-flight request cut off");
     assert!(get_json(&c, &["pod", "hello"]).is_none());
     assert!(eventually(Duration::from_secs(10), || http_get(&addr, "/").is_err()), "port still open after delete");
+
+    // A pod that takes long to stop (a request in flight, a 60 s grace period) holds up no
+    // other pod: one applied meanwhile starts while the first is still stopping.
+    let yaml = pod_yaml("linger", &wasm.join("hello_http.wasm"), "Always", Some(8080))
+        .replace("terminationGracePeriodSeconds: 5", "terminationGracePeriodSeconds: 60");
+    apply(&c, dir.path(), "linger", &yaml);
+    let p = wait_pod(&c, "linger", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    let linger = format!("{}:8080", p["status"]["podIP"].as_str().unwrap());
+    let mut in_flight = std::net::TcpStream::connect(&linger).unwrap();
+    std::io::Write::write_all(&mut in_flight, b"GET /sleep/60000 HTTP/1.0\r\nHost: linger\r\n\r\n").unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || c.ok(&["logs", "linger"]).contains("/sleep/60000")),
+        "the slow request never arrived"
+    );
+    c.ok(&["delete", "pod", "linger", "--wait=false"]);
+    apply(&c, dir.path(), "next", &pod_yaml("next", &wasm.join("hello_http.wasm"), "Always", Some(8080)));
+    wait_pod(&c, "next", "ran", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    let still = get_json(&c, &["pod", "linger"]);
+    assert!(
+        still.as_ref().is_some_and(|p| p["metadata"]["deletionTimestamp"].is_string()),
+        "the stopping pod should still be finishing its request: {still:?}"
+    );
+    drop(in_flight);
 }
 
 fn pod_with(name: &str, image: &std::path::Path, port: Option<u16>, limits: &str, env: &[(&str, &str)]) -> String {
