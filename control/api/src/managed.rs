@@ -377,16 +377,21 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, now: &
         set_entries(new, list.clone());
         return;
     }
-    let empty = json!({});
-    let old_obj = old.unwrap_or(&empty);
     let new_set = field_set(new);
+    let api_version = new.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let Some(old_obj) = old else {
+        // A create: every field it sets is the manager's, so its set is the object's own.
+        let owned = new_set.as_object().is_some_and(|s| !s.is_empty());
+        let list = if owned { vec![entry(manager, "Update", &api_version, now, subresource, new_set)] } else { vec![] };
+        set_entries(new, list);
+        return;
+    };
     let old_set = field_set(old_obj);
     let changed: Vec<Path> = leaves(&new_set)
         .into_iter()
         .filter(|p| value_at(new, p) != value_at(old_obj, p) || !contains(&old_set, p))
         .collect();
     let gone: Vec<Path> = leaves(&old_set).into_iter().filter(|p| !contains(&new_set, p)).collect();
-    let api_version = new.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
     let mut list = before;
     for e in list.iter_mut() {
         if let Some(f) = e.get_mut("fieldsV1") {
@@ -548,6 +553,24 @@ mod tests {
         assert_eq!(s["f:metadata"], json!({"f:labels": {"f:a": {}}}));
         let svc = json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
         assert!(field_set(&svc)["f:spec"]["f:ports"].get(r#"k:{"port":80,"protocol":"TCP"}"#).is_some());
+    }
+
+    #[test]
+    fn a_create_owns_exactly_what_an_update_from_nothing_would() {
+        let now = "2026-01-01T00:00:00Z";
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "annotations": {"k": "v"}},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "web"}}});
+        let cm =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
+        let bare = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "empty"}});
+        for obj in [deploy(2, "i"), svc, cm, bare] {
+            let (mut created, mut from_nothing) = (obj.clone(), obj);
+            record_update(None, &mut created, "m", now, None);
+            record_update(Some(&json!({})), &mut from_nothing, "m", now, None);
+            assert_eq!(created, from_nothing);
+            let owned = created.pointer("/metadata/managedFields/0/fieldsV1").cloned();
+            assert_eq!(owned.is_some(), created["metadata"]["name"] != "empty", "{created}");
+        }
     }
 
     #[test]

@@ -57,7 +57,14 @@ async fn bound_uid(state: &ServerState, ns: &str, b: &Bound, read: Read) -> Resu
 pub async fn token_request(state: &ServerState, t: &Target, body: &Value, dry_run: bool) -> Result<Value, ApiError> {
     let (ns, name) = (t.namespace.as_deref().unwrap_or(""), t.name.as_deref().unwrap_or(""));
     let mut req = sa::request(name, body)?;
-    let account = state.api.get(t).await?;
+    // From the informer when it is fresh (a pod's start waits on this request). An account
+    // deleted or replaced a moment ago through another server may still answer: its token
+    // names the old uid, and `authenticate` (which reads the store) refuses it.
+    let account = state
+        .api
+        .lookup(ResourceKind::ServiceAccount, ns, name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("", "serviceaccounts", name))?;
     if let Some(b) = req.bound.as_mut() {
         b.uid = bound_uid(state, ns, b, Read::Cached).await?;
     }
