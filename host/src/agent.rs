@@ -317,7 +317,7 @@ struct Pods {
     /// grace period), so it runs in its own task: the agent meanwhile starts and stops others.
     stopping: HashMap<String, Stopping>,
     /// Stops that finished: their uid and `Stopping::seq`.
-    stopped: (tokio::sync::mpsc::UnboundedSender<(String, u64)>, tokio::sync::mpsc::UnboundedReceiver<(String, u64)>),
+    stopped: (tokio::sync::mpsc::UnboundedSender<StopEnded>, tokio::sync::mpsc::UnboundedReceiver<StopEnded>),
     seq: u64,
     ips: wasmorch_api::ipam::PodAddresses,
 }
@@ -328,6 +328,9 @@ struct Running {
     ip: String,
     dir: PathBuf,
 }
+
+/// A pod's uid and which of its stops (`Stopping::seq`) ended.
+type StopEnded = (String, u64);
 
 /// A pod being stopped (or stopped, while the API still has it).
 struct Stopping {
