@@ -574,6 +574,51 @@ mod tests {
     }
 
     #[test]
+    fn updates_own_what_they_change_and_nothing_else() {
+        let now = "2026-01-01T00:00:00Z";
+        let mut live = deploy(1, "i");
+        record_update(None, &mut live, "a", now, None);
+        let owned_by = |o: &Value, who: &str| {
+            o["metadata"]["managedFields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["manager"] == who)
+                .map(|e| e["fieldsV1"].clone())
+        };
+        let sets = |o: &Value| o["metadata"]["managedFields"].as_array().unwrap().len();
+
+        // A status write (and server-set metadata) changes no one's fields.
+        let mut status = live.clone();
+        status["status"] = json!({"replicas": 1});
+        status["metadata"]["resourceVersion"] = json!("7");
+        record_update(Some(&live), &mut status, "node", now, Some("status"));
+        assert_eq!(status["metadata"]["managedFields"], live["metadata"]["managedFields"]);
+
+        // A new label is b's alone; a keeps the rest.
+        let mut labelled = status.clone();
+        labelled["metadata"]["labels"]["x"] = json!("y");
+        record_update(Some(&status), &mut labelled, "b", now, None);
+        assert_eq!(owned_by(&labelled, "b"), Some(json!({"f:metadata": {"f:labels": {"f:x": {}}}})));
+        assert_eq!(owned_by(&labelled, "a"), owned_by(&live, "a"));
+
+        // Changing a's image makes it b's; removing replicas takes it from a's set.
+        let mut changed = labelled.clone();
+        changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("j");
+        changed["spec"].as_object_mut().unwrap().remove("replicas");
+        record_update(Some(&labelled), &mut changed, "b", now, None);
+        let a = owned_by(&changed, "a").unwrap();
+        let b = owned_by(&changed, "b").unwrap();
+        let image: Path = ["f:spec", "f:template", "f:spec", "f:containers", r#"k:{"name":"c"}"#, "f:image"]
+            .map(String::from)
+            .to_vec();
+        assert!(contains(&b, &image) && !contains(&a, &image), "a {a} b {b}");
+        assert!(!contains(&a, &["f:spec".into(), "f:replicas".into()]), "{a}");
+        assert!(contains(&a, &["f:spec".into(), "f:selector".into()]), "{a}");
+        assert_eq!(sets(&changed), 2);
+    }
+
+    #[test]
     fn apply_conflicts_force_and_removal() {
         let now = "2026-01-01T00:00:00Z";
         let mut live = deploy(1, "i");
