@@ -316,7 +316,7 @@ struct Pods {
     /// Pods being stopped, by uid. A stop waits for the pod's requests in flight (up to its
     /// grace period), so it runs in its own task: the agent meanwhile starts and stops others.
     stopping: HashMap<String, Stopping>,
-    /// Stops that finished: their uid and `Stopping::seq`.
+    /// Stops that finished.
     stopped: (tokio::sync::mpsc::UnboundedSender<StopEnded>, tokio::sync::mpsc::UnboundedReceiver<StopEnded>),
     seq: u64,
     ips: wasmorch_api::ipam::PodAddresses,
@@ -329,8 +329,9 @@ struct Running {
     dir: PathBuf,
 }
 
-/// A pod's uid and which of its stops (`Stopping::seq`) ended.
-type StopEnded = (String, u64);
+/// A pod's uid, which of its stops (`Stopping::seq`) ended, and whether it finished the
+/// pod's deletion in the API (`false`: the API could not be told; the next event retries).
+type StopEnded = (String, u64, bool);
 
 /// A pod being stopped (or stopped, while the API still has it).
 struct Stopping {
@@ -427,20 +428,22 @@ impl Pods {
             if let Some(ip) = &addr {
                 forget_address(&ctx, ip);
             }
-            finish_stop(&ctx, work).await;
-            let _ = done.send((key, seq));
+            let finished = finish_stop(&ctx, work).await;
+            let _ = done.send((key, seq, finished));
         });
         self.stopping.insert(uid, Stopping { task, seq, ip, gone, dir });
     }
 
     /// Take in the stops that ended: their addresses are free again, and a pod gone from
     /// the API is forgotten. A stopped pod the API still has keeps its entry (without an
-    /// address) until it is gone, so the updates of its last moments start no second stop.
+    /// address) until it is gone, so the updates of its last moments start no second stop;
+    /// unless finishing its deletion failed: then the next event of it (or the relist after
+    /// the control plane returns) stops it again, which retries.
     fn reap(&mut self) {
-        while let Ok((uid, seq)) = self.stopped.1.try_recv() {
+        while let Ok((uid, seq, finished)) = self.stopped.1.try_recv() {
             let Some(s) = self.stopping.get_mut(&uid).filter(|s| s.seq == seq) else { continue };
             let (ip, gone) = (s.ip.take(), s.gone);
-            if gone {
+            if gone || !finished {
                 self.stopping.remove(&uid);
             }
             if let Some(ip) = ip {
@@ -526,8 +529,8 @@ fn forget_address(ctx: &NodeCtx, ip: &str) {
 }
 
 /// A stopped pod's files, off the async workers (see `file_work`), then the end of its
-/// deletion in the API.
-async fn finish_stop(ctx: &NodeCtx, w: StopWork) {
+/// deletion in the API. `false` when the API could not be told.
+async fn finish_stop(ctx: &NodeCtx, w: StopWork) -> bool {
     let StopWork { dir, gone, finish } = w;
     let shown = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let _ = crate::pod::file_work(move || match gone {
@@ -537,11 +540,14 @@ async fn finish_stop(ctx: &NodeCtx, w: StopWork) {
     })
     .await;
     tracing::info!(pod = shown, "pod stopped");
-    if let Some(path) = finish
-        && let Err(e) = ctx.client.delete(&path).await
-        && e.code != 404
-    {
-        tracing::warn!("finishing deletion of {shown}: {e}");
+    let Some(path) = finish else { return true };
+    match ctx.client.delete(&path).await {
+        Ok(_) => true,
+        Err(e) if e.code == 404 => true,
+        Err(e) => {
+            tracing::warn!("finishing deletion of {shown}: {e}");
+            false
+        }
     }
 }
 
