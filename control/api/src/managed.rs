@@ -100,37 +100,77 @@ fn matches_key(elem: &Value, key: &str) -> bool {
 
 /// The field set of `obj` (a whole object of `apiVersion`/`kind`, or an apply configuration).
 pub fn field_set(obj: &Value) -> Value {
+    field_set_beside(obj, None)
+}
+
+/// The key of the marker that stands, in a set built beside another object, for a child
+/// whose value is the same in both objects (and so is its set): `f:`, `k:`, `v:`, `i:` and
+/// `.` are the keys of real sets.
+const SAME: &str = "=";
+
+/// Whether a path ends at a marker (`SAME`).
+fn is_same(p: &[String]) -> bool {
+    p.last().is_some_and(|k| k == SAME)
+}
+
+/// `obj`'s field set, built beside `other` (the same type's object the write compares it
+/// with): where a field of an object or map has the same value in `other` at the same place,
+/// its set is the same in both and is not built; a `SAME` marker stands for it, so no node
+/// that has children in the whole set is left empty (a leaf) here. A path through neither
+/// marker is in this set exactly when it is in the whole set. Lists are built whole.
+fn field_set_beside(obj: &Value, other: Option<&Value>) -> Value {
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let m = protobuf::message_for(av, kind);
     let mut out = Map::new();
-    if let Some(o) = obj.as_object() {
-        for (k, v) in o {
-            if UNOWNED_TOP.contains(&k.as_str()) {
-                continue;
-            }
-            let f = m.and_then(|m| field(m, k));
-            let node = if k == "metadata" {
-                let mut meta = v.clone();
-                if let Some(mm) = meta.as_object_mut() {
-                    mm.retain(|k, _| !UNOWNED_META.contains(&k.as_str()));
-                    if mm.is_empty() {
-                        continue;
-                    }
-                }
-                node_of(f, &meta)
-            } else {
-                node_of(f, v)
-            };
-            out.insert(format!("f:{k}"), node);
+    let Some(o) = obj.as_object() else { return Value::Object(out) };
+    for (k, v) in o {
+        if UNOWNED_TOP.contains(&k.as_str()) {
+            continue;
         }
+        let f = m.and_then(|m| field(m, k));
+        let there = other.and_then(|t| t.get(k));
+        let node = if k == "metadata" {
+            // Only what managers own: the rest is left out, not copied out.
+            let owned = |key: &String| !UNOWNED_META.contains(&key.as_str());
+            let owned_there = there.and_then(Value::as_object).map(|t| t.iter().filter(|(k, _)| owned(k)));
+            match (v.as_object(), f) {
+                (Some(mm), _) if !mm.keys().any(owned) => continue,
+                // All that managers own is the same: as for any other field.
+                (Some(mm), _) if owned_there.is_some_and(|t| t.eq(mm.iter().filter(|(k, _)| owned(k)))) => same(),
+                (Some(mm), None) => untyped_object(mm.iter().filter(|(k, _)| owned(k)), there),
+                (Some(mm), Some(f)) => match meta_message(f) {
+                    Some(meta) => Value::Object(object_node(meta, mm.iter().filter(|(k, _)| owned(k)), there)),
+                    None => json!({}),
+                },
+                (None, _) => node_of(f, v, there),
+            }
+        } else if there == Some(v) {
+            same()
+        } else {
+            node_of(f, v, there)
+        };
+        out.insert(format!("f:{k}"), node);
     }
     Value::Object(out)
 }
 
-/// The set of one value, typed by its field (`None`: unknown, its structure is its set).
-fn node_of(f: Option<&Field>, v: &Value) -> Value {
-    let Some(f) = f else { return untyped(v) };
+fn same() -> Value {
+    json!({SAME: {}})
+}
+
+/// The message of a message-typed field.
+fn meta_message(f: &Field) -> Option<&'static Message> {
+    match f.ty {
+        Ty::Message(i) if !f.repeated => message(i),
+        _ => None,
+    }
+}
+
+/// The set of one value, typed by its field (`None`: unknown, its structure is its set),
+/// beside its counterpart `there` in another object (see `field_set_beside`).
+fn node_of(f: Option<&Field>, v: &Value, there: Option<&Value>) -> Value {
+    let Some(f) = f else { return untyped(v, there) };
     if f.repeated {
         let Some(items) = v.as_array() else { return json!({}) };
         let mut out = Map::new();
@@ -142,9 +182,9 @@ fn node_of(f: Option<&Field>, v: &Value) -> Value {
                 };
                 for e in items {
                     let Some(k) = key_of(e, &keys) else { return json!({}) };
-                    let mut node = match m {
-                        Some(m) => object_node(m, e),
-                        None => Map::new(),
+                    let mut node = match (m, e.as_object()) {
+                        (Some(m), Some(eo)) => object_node(m, eo.iter(), None),
+                        _ => Map::new(),
                     };
                     node.insert(".".into(), json!({}));
                     out.insert(k, Value::Object(node));
@@ -160,8 +200,8 @@ fn node_of(f: Option<&Field>, v: &Value) -> Value {
         return Value::Object(out);
     }
     match f.ty {
-        Ty::Message(i) => match message(i) {
-            Some(m) if v.is_object() => Value::Object(object_node(m, v)),
+        Ty::Message(i) => match (message(i), v.as_object()) {
+            (Some(m), Some(o)) => Value::Object(object_node(m, o.iter(), there)),
             _ => json!({}),
         },
         Ty::Map(mv) => {
@@ -172,8 +212,10 @@ fn node_of(f: Option<&Field>, v: &Value) -> Value {
             };
             let mut out = Map::new();
             for (k, e) in o {
-                let node = match inner {
-                    Some(m) if e.is_object() => Value::Object(object_node(m, e)),
+                let t = there.and_then(|t| t.get(k));
+                let node = match (inner, e.as_object()) {
+                    _ if t == Some(e) => same(),
+                    (Some(m), Some(eo)) => Value::Object(object_node(m, eo.iter(), t)),
                     _ => json!({}),
                 };
                 out.insert(format!("f:{k}"), node);
@@ -184,19 +226,36 @@ fn node_of(f: Option<&Field>, v: &Value) -> Value {
     }
 }
 
-fn object_node(m: &Message, v: &Value) -> Map<String, Value> {
+/// The set of a message's fields, beside the message `there` (see `field_set_beside`).
+fn object_node<'a>(
+    m: &Message,
+    fields: impl Iterator<Item = (&'a String, &'a Value)>,
+    there: Option<&Value>,
+) -> Map<String, Value> {
     let mut out = Map::new();
-    for (k, e) in v.as_object().into_iter().flatten() {
-        out.insert(format!("f:{k}"), node_of(field(m, k), e));
+    for (k, e) in fields {
+        let t = there.and_then(|t| t.get(k));
+        let node = if t == Some(e) { same() } else { node_of(field(m, k), e, t) };
+        out.insert(format!("f:{k}"), node);
     }
     out
 }
 
-fn untyped(v: &Value) -> Value {
+fn untyped(v: &Value, there: Option<&Value>) -> Value {
     match v.as_object() {
-        Some(o) if !o.is_empty() => Value::Object(o.iter().map(|(k, e)| (format!("f:{k}"), untyped(e))).collect()),
-        _ => json!({}),
+        Some(o) => untyped_object(o.iter(), there),
+        None => json!({}),
     }
+}
+
+fn untyped_object<'a>(fields: impl Iterator<Item = (&'a String, &'a Value)>, there: Option<&Value>) -> Value {
+    let mut out = Map::new();
+    for (k, e) in fields {
+        let t = there.and_then(|t| t.get(k));
+        let node = if t == Some(e) { same() } else { untyped(e, t) };
+        out.insert(format!("f:{k}"), node);
+    }
+    Value::Object(out)
 }
 
 /// Every path to a leaf of a set (an element's `.` included).
@@ -368,31 +427,73 @@ fn entry(manager: &str, operation: &str, api_version: &str, now: &str, subresour
 /// Record a non-apply write (create, update, patch) by `manager`: the fields it changed become
 /// its own (`Update`), and no one else's. A client that sets `managedFields` itself (kubectl's
 /// client-side → server-side apply migration) has them kept as sent.
+///
+/// Each object's set is built beside the other (`field_set_beside`): only where values
+/// differ can a field have changed or gone, so a status write, the most common write of all
+/// (every pod start and readiness change), builds nothing of `spec`, since status is no
+/// one's, and a binding only `spec.nodeName`.
 pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, now: &str, subresource: Option<&str>) {
-    let sent = new.pointer("/metadata/managedFields").cloned();
-    let before = old.map(entries).unwrap_or_default();
-    if let Some(Value::Array(list)) = &sent
-        && old.is_none_or(|o| o.pointer("/metadata/managedFields") != sent.as_ref())
+    record(old, new, manager, now, subresource, true)
+}
+
+/// `record_update` building the whole field sets of both objects: the general algorithm,
+/// which the unit tests and `bench-managed` hold the other against.
+#[doc(hidden)]
+pub fn record_update_everywhere(
+    old: Option<&Value>,
+    new: &mut Value,
+    manager: &str,
+    now: &str,
+    subresource: Option<&str>,
+) {
+    record(old, new, manager, now, subresource, false)
+}
+
+fn record(old: Option<&Value>, new: &mut Value, manager: &str, now: &str, subresource: Option<&str>, beside: bool) {
+    const MF: &str = "/metadata/managedFields";
+    let sent = new.pointer(MF);
+    if let Some(Value::Array(list)) = sent
+        && old.is_none_or(|o| o.pointer(MF) != sent)
     {
-        set_entries(new, list.clone());
+        let list = list.clone();
+        set_entries(new, list);
         return;
     }
-    let new_set = field_set(new);
     let api_version = new.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
     let Some(old_obj) = old else {
         // A create: every field it sets is the manager's, so its set is the object's own.
+        let new_set = field_set(new);
         let owned = new_set.as_object().is_some_and(|s| !s.is_empty());
         let list = if owned { vec![entry(manager, "Update", &api_version, now, subresource, new_set)] } else { vec![] };
         set_entries(new, list);
         return;
     };
-    let old_set = field_set(old_obj);
+    // Beside each other only for objects of one type: a set's shape follows the type.
+    let beside = beside && ["apiVersion", "kind"].iter().all(|k| old_obj.get(k) == new.get(k));
+    let new_set = field_set_beside(new, beside.then_some(old_obj));
+    let old_set = field_set_beside(old_obj, beside.then_some(&*new));
     let changed: Vec<Path> = leaves(&new_set)
         .into_iter()
-        .filter(|p| value_at(new, p) != value_at(old_obj, p) || !contains(&old_set, p))
+        .filter(|p| !is_same(p) && (value_at(new, p) != value_at(old_obj, p) || !contains(&old_set, p)))
         .collect();
-    let gone: Vec<Path> = leaves(&old_set).into_iter().filter(|p| !contains(&new_set, p)).collect();
-    let mut list = before;
+    let gone: Vec<Path> = leaves(&old_set).into_iter().filter(|p| !is_same(p) && !contains(&new_set, p)).collect();
+    if changed.is_empty() && gone.is_empty() {
+        // Nothing moves: the entries stay as they were, with no copy when `new` has them.
+        if new.pointer(MF) == old_obj.pointer(MF) {
+            if let Some(Value::Array(list)) = new.pointer_mut(MF) {
+                list.retain(|e| e.get("fieldsV1").is_some_and(|f| f.as_object().is_some_and(|m| !m.is_empty())));
+                if list.is_empty()
+                    && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    m.remove("managedFields");
+                }
+            }
+        } else {
+            set_entries(new, entries(old_obj));
+        }
+        return;
+    }
+    let mut list = entries(old_obj);
     for e in list.iter_mut() {
         if let Some(f) = e.get_mut("fieldsV1") {
             for p in changed.iter().chain(&gone) {
@@ -553,6 +654,160 @@ mod tests {
         assert_eq!(s["f:metadata"], json!({"f:labels": {"f:a": {}}}));
         let svc = json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
         assert!(field_set(&svc)["f:spec"]["f:ports"].get(r#"k:{"port":80,"protocol":"TCP"}"#).is_some());
+    }
+
+    #[test]
+    fn updates_own_the_same_fields_as_when_every_field_is_compared() {
+        let now = "2026-01-01T00:00:00Z";
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "uid": "u", "resourceVersion": "1", "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "r"}]},
+            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 8080}]}]}});
+        type Step = (&'static str, Option<&'static str>, fn(&mut Value));
+        let steps: Vec<Step> = vec![
+            ("kubelet", Some("status"), |o| {
+                o["status"] = json!({"phase": "Running", "podIP": "10.0.0.1"});
+                o["metadata"]["resourceVersion"] = json!("2");
+            }),
+            ("scheduler", Some("binding"), |o| o["spec"]["nodeName"] = json!("n1")),
+            ("g", None, |o| {
+                o["metadata"]["managedFields"] = json!([{"manager": "client", "operation": "Update",
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {}}}}]);
+            }),
+            ("h", None, |o| o["metadata"]["managedFields"][0]["fieldsV1"] = json!({})),
+            ("b", None, |o| o["metadata"]["labels"]["x"] = json!("y")),
+            ("b", None, |o| o["metadata"]["annotations"] = json!({"k": "v"})),
+            ("c", None, |o| {
+                o["metadata"].as_object_mut().unwrap().remove("annotations");
+            }),
+            ("c", None, |o| o["metadata"]["finalizers"] = json!(["f"])),
+            ("d", None, |o| o["spec"]["containers"][0]["image"] = json!("j")),
+            ("d", None, |o| {
+                let c = o["spec"]["containers"].as_array_mut().unwrap();
+                c.push(json!({"name": "side", "image": "s"}));
+                c.reverse();
+            }),
+            ("e", None, |o| o["data"] = json!({"extra": "top-level field unknown to the type"})),
+            ("e", None, |o| {
+                o.as_object_mut().unwrap().remove("data");
+            }),
+            ("f", None, |o| {
+                o["spec"].as_object_mut().unwrap().remove("nodeName");
+                o["status"]["phase"] = json!("Failed");
+            }),
+            ("h", None, |o| o["apiVersion"] = json!("v2")),
+            ("i", None, |o| {
+                o["metadata"]["uid"] = json!("v");
+                o["metadata"]["generation"] = json!(3);
+            }),
+            ("i", None, |o| {
+                o["metadata"].as_object_mut().unwrap().remove("managedFields");
+            }),
+        ];
+        let mut live = pod;
+        record_update_everywhere(None, &mut live, "creator", now, None);
+        let mut most = 0;
+        for (i, (manager, sub, change)) in steps.into_iter().enumerate() {
+            let mut next = live.clone();
+            change(&mut next);
+            let (mut pruned, mut whole) = (next.clone(), next);
+            record_update(Some(&live), &mut pruned, manager, now, sub);
+            record_update_everywhere(Some(&live), &mut whole, manager, now, sub);
+            assert_eq!(pruned, whole, "step {i} by {manager}");
+            live = whole;
+            most = most.max(live.pointer("/metadata/managedFields").and_then(Value::as_array).map_or(0, Vec::len));
+        }
+        // The steps moved ownership between managers (so the comparisons compared something).
+        assert!(most >= 4, "{most}");
+    }
+
+    #[test]
+    fn random_writes_own_the_same_fields_as_when_every_field_is_compared() {
+        let now = "2026-01-01T00:00:00Z";
+        // Places a write may touch (existing or not) and values it may put there.
+        let places = [
+            "/metadata/labels/app",
+            "/metadata/labels/x",
+            "/metadata/annotations",
+            "/metadata/annotations/k",
+            "/metadata/finalizers",
+            "/metadata/ownerReferences",
+            "/metadata/resourceVersion",
+            "/spec/nodeName",
+            "/spec/containers/0/image",
+            "/spec/containers/0/env",
+            "/spec/containers/0/ports/0/containerPort",
+            "/spec/containers/0/ports",
+            "/spec/containers/1",
+            "/spec/containers",
+            "/spec/tolerations",
+            "/spec/volumes/0/configMap/name",
+            "/spec/nodeSelector/zone",
+            "/status/phase",
+            "/status/conditions",
+            "/data/extra",
+            "/spec",
+            "/metadata/labels",
+        ];
+        let values = [
+            json!("a"),
+            json!("b"),
+            json!(3),
+            json!({}),
+            json!({"x": "y"}),
+            json!(["f", "g"]),
+            json!([]),
+            json!([{"name": "c", "image": "k"}, {"name": "d", "image": "l"}]),
+            json!([{"key": "t", "operator": "Exists"}]),
+            json!({"name": "c", "image": "m"}),
+            Value::Null,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut live = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 8080}]}],
+                "volumes": [{"name": "v", "configMap": {"name": "cm"}}]}});
+        record_update_everywhere(None, &mut live, "creator", now, None);
+        let managers = ["a", "b", "c"];
+        let mut moved = 0;
+        for round in 0..600 {
+            let mut next_obj = live.clone();
+            for _ in 0..1 + next(3) {
+                let place = places[next(places.len())];
+                let (parent, key) = place.rsplit_once('/').unwrap();
+                let value = values[next(values.len())].clone();
+                match next_obj.pointer_mut(parent) {
+                    Some(Value::Object(m)) if value.is_null() => {
+                        m.remove(key);
+                    }
+                    Some(Value::Object(m)) => {
+                        m.insert(key.to_string(), value);
+                    }
+                    Some(Value::Array(a)) => match key.parse::<usize>() {
+                        Ok(i) if i < a.len() && !value.is_null() => a[i] = value,
+                        Ok(i) if i < a.len() => {
+                            a.remove(i);
+                        }
+                        _ => a.push(value),
+                    },
+                    _ => {}
+                }
+            }
+            let (manager, sub) = (managers[next(3)], [None, Some("status")][next(2)]);
+            let (mut pruned, mut whole) = (next_obj.clone(), next_obj);
+            record_update(Some(&live), &mut pruned, manager, now, sub);
+            record_update_everywhere(Some(&live), &mut whole, manager, now, sub);
+            assert_eq!(pruned, whole, "round {round} by {manager}, from {live}");
+            moved += usize::from(whole["metadata"]["managedFields"] != live["metadata"]["managedFields"]);
+            live = whole;
+        }
+        assert!(moved > 100, "{moved} of 600 writes changed ownership");
     }
 
     #[test]
