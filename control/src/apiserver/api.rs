@@ -3,7 +3,7 @@
 
 use super::objects::{self, DeleteOptions, WriteOpts};
 use super::request::Target;
-use crate::store::{EventType, Outcome, Store};
+use crate::store::{EventType, Outcome, Store, Stored};
 use base64::Engine;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -51,7 +51,8 @@ impl ListOptions {
 
 /// The result of a write: the object, warnings, and whether the store changed.
 pub struct Written {
-    pub object: Value,
+    /// Shared with the write's event when it changed something: `into_owned` copies.
+    pub object: Stored,
     pub warnings: Vec<String>,
     pub event: Option<EventType>,
 }

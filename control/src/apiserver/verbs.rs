@@ -8,7 +8,7 @@ use super::objects::DeleteOptions;
 use super::request::{self, Params, Target, json_response};
 use super::watch::{self, WatchRequest};
 use crate::pki::Identity;
-use crate::store::EventType;
+use crate::store::{EventType, Stored};
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -254,38 +254,44 @@ async fn get(c: &Call<'_>) -> Result<Response, ApiError> {
     })
 }
 
+/// A written object as the client's version shows it: the stored object itself, uncopied,
+/// when that version is the stored one.
+fn shown(view: &'static Resource, object: Stored) -> Stored {
+    match convert::converts(view) {
+        true => Stored::Own(convert::from_storage(view, object.into_owned())),
+        false => object,
+    }
+}
+
 /// `POST` to a collection.
 async fn create(c: &Call<'_>) -> Result<Response, ApiError> {
     let Call { api, t, view, p, headers, body, mode, dry_run, .. } = c;
     let (api, view, mode, dry_run) = (*api, *view, *mode, *dry_run);
-    let show = |v: Value| convert::from_storage(view, v);
     let (obj, mut warnings) = convert::to_storage(view, request::decode_body(headers, body)?, mode)?;
     let w = api.create_by(t.res, t.namespace.as_deref(), obj, mode, dry_run, &writer(p, headers, false)?).await?;
     warnings.extend(w.warnings);
-    Ok(json_response(StatusCode::CREATED, &show(w.object), &warnings))
+    Ok(json_response(StatusCode::CREATED, &shown(view, w.object), &warnings))
 }
 
 /// `PUT` of one object (or its `status`).
 async fn update(c: &Call<'_>) -> Result<Response, ApiError> {
     let Call { api, t, view, p, headers, body, mode, dry_run, .. } = c;
     let (api, view, mode, dry_run) = (*api, *view, *mode, *dry_run);
-    let show = |v: Value| convert::from_storage(view, v);
     let (obj, mut warnings) = convert::to_storage(view, request::decode_body(headers, body)?, mode)?;
     let w = api.update_by(t, obj, mode, dry_run, writer(p, headers, false)?).await?;
     warnings.extend(w.warnings);
-    Ok(json_response(StatusCode::OK, &show(w.object), &warnings))
+    Ok(json_response(StatusCode::OK, &shown(view, w.object), &warnings))
 }
 
 /// A JSON, merge or strategic patch sent to an alternate version (see [`patch_through`]).
 async fn patch_converted(c: &Call<'_>) -> Result<Response, ApiError> {
     let Call { api, t, view, p, headers, body, mode, dry_run, .. } = c;
     let (api, view, mode, dry_run) = (*api, *view, *mode, *dry_run);
-    let show = |v: Value| convert::from_storage(view, v);
     let patch = request::decode_body(headers, body)?;
     let w =
         patch_through(api, t, view, &request::content_type(headers), &patch, mode, dry_run, writer(p, headers, false)?)
             .await?;
-    Ok(json_response(StatusCode::OK, &show(w.object), &w.warnings))
+    Ok(json_response(StatusCode::OK, &shown(view, w.object), &w.warnings))
 }
 
 /// `PATCH` of one object: merge, JSON, strategic, or server-side apply (which creates what
@@ -293,7 +299,6 @@ async fn patch_converted(c: &Call<'_>) -> Result<Response, ApiError> {
 async fn patch(c: &Call<'_>) -> Result<Response, ApiError> {
     let Call { api, t, view, p, headers, body, mode, dry_run, .. } = c;
     let (api, view, mode, dry_run) = (*api, *view, *mode, *dry_run);
-    let show = |v: Value| convert::from_storage(view, v);
     let (patch, mut warnings) = match convert::converts(view) {
         // An apply configuration is a (partial) object of the version it names.
         true => convert::to_storage(view, request::decode_body(headers, body)?, mode)?,
@@ -305,7 +310,7 @@ async fn patch(c: &Call<'_>) -> Result<Response, ApiError> {
     match api.patch_by(t, &ct, patch.clone(), mode, dry_run, w.clone()).await {
         Ok(w) => {
             warnings.extend(w.warnings);
-            Ok(json_response(StatusCode::OK, &show(w.object), &warnings))
+            Ok(json_response(StatusCode::OK, &shown(view, w.object), &warnings))
         }
         // Server-side apply creates what does not exist yet.
         Err(e) if e.code == 404 && ct == "application/apply-patch+yaml" && t.subresource.is_none() => {
@@ -314,7 +319,7 @@ async fn patch(c: &Call<'_>) -> Result<Response, ApiError> {
             }
             let w = api.create_by(t.res, t.namespace.as_deref(), patch, mode, dry_run, &w).await?;
             warnings.extend(w.warnings);
-            Ok(json_response(StatusCode::CREATED, &show(w.object), &warnings))
+            Ok(json_response(StatusCode::CREATED, &shown(view, w.object), &warnings))
         }
         Err(e) => Err(e),
     }
@@ -324,7 +329,6 @@ async fn patch(c: &Call<'_>) -> Result<Response, ApiError> {
 async fn delete(c: &Call<'_>) -> Result<Response, ApiError> {
     let Call { api, t, view, p, headers, body, dry_run, .. } = c;
     let (api, view, dry_run) = (*api, *view, *dry_run);
-    let show = |v: Value| convert::from_storage(view, v);
     if t.subresource.is_some() {
         return Err(ApiError::method_not_allowed("DELETE is not allowed on a subresource"));
     }
@@ -342,7 +346,7 @@ async fn delete(c: &Call<'_>) -> Result<Response, ApiError> {
     }
     let w = api.delete(t, opts, dry_run).await?;
     let code = if w.event == Some(EventType::Deleted) || dry_run { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok(json_response(code, &show(w.object), &[]))
+    Ok(json_response(code, &shown(view, w.object), &[]))
 }
 
 /// `DELETE` of a collection: each object its selectors pick.
@@ -358,7 +362,7 @@ async fn delete_collection(c: &Call<'_>) -> Result<Response, ApiError> {
         it.name = Some(object::name(o).to_string());
         it.namespace = t.res.namespaced.then(|| object::namespace(o).to_string());
         match api.delete(&it, DeleteOptions::default(), dry_run).await {
-            Ok(w) => deleted.push(w.object),
+            Ok(w) => deleted.push(w.object.into_owned()),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }

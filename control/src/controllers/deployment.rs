@@ -286,7 +286,9 @@ impl Ctl {
                 {
                     // Adopt an orphaned set of ours.
                     let patch = json!({"metadata": {"ownerReferences": [owner_ref(&d)]}});
-                    let o = merge_patch(&self.api, &target(rs_res(), &ns, object::name(&rs), None), patch).await?;
+                    let o = merge_patch(&self.api, &target(rs_res(), &ns, object::name(&rs), None), patch)
+                        .await?
+                        .into_owned();
                     self.sets.cache.assume(o.clone());
                     owned.push(o);
                 }
@@ -324,7 +326,7 @@ impl Ctl {
                         let msg = format!("Scaled up replica set {name} from 0 to {initial}");
                         events::record(&self.api, &d, "Normal", "ScalingReplicaSet", msg, COMPONENT).await;
                     }
-                    w.object
+                    w.object.into_owned()
                 }
                 Err(e) if e.code == 409 => {
                     // A set of that name exists but is not ours (or the cache lags): look again soon.
@@ -341,7 +343,7 @@ impl Ctl {
         {
             // A rollback to an older template: that set becomes the newest revision.
             let patch = json!({"metadata": {"annotations": {REVISION: (max_rev + 1).to_string()}}});
-            let o = merge_patch(&self.api, &target(rs_res(), &ns, object::name(n), None), patch).await?;
+            let o = merge_patch(&self.api, &target(rs_res(), &ns, object::name(n), None), patch).await?.into_owned();
             self.sets.cache.assume(o.clone());
             owned.retain(|r| object::uid(r) != object::uid(&o));
             owned.push(o.clone());
@@ -368,7 +370,7 @@ impl Ctl {
         };
         for (name, replicas) in &changes {
             let patch = json!({"spec": {"replicas": replicas}});
-            let o = merge_patch(&self.api, &target(rs_res(), &ns, name, None), patch).await?;
+            let o = merge_patch(&self.api, &target(rs_res(), &ns, name, None), patch).await?.into_owned();
             let before = owned.iter().find(|r| object::name(r) == name).map(spec_replicas).unwrap_or(0);
             let verb = if *replicas > before { "up" } else { "down" };
             let msg = format!("Scaled {verb} replica set {name} from {before} to {replicas}");

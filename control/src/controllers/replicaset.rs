@@ -212,7 +212,7 @@ pub fn target(res: &'static resources::Resource, ns: &str, name: &str, sub: Opti
     }
 }
 
-pub async fn merge_patch(api: &Api, t: &Target, patch: Value) -> Result<Value, ApiError> {
+pub async fn merge_patch(api: &Api, t: &Target, patch: Value) -> Result<crate::store::Stored, ApiError> {
     api.patch(t, "application/merge-patch+json", patch, FieldValidation::Ignore, false).await.map(|w| w.object)
 }
 

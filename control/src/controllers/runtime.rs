@@ -36,23 +36,9 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
 }
 
 /// An object in a cache: the watch event it came in (shared with the store's other
-/// watchers, not copied), or a value listed or written here.
-pub enum Entry {
-    Watched(Arc<crate::store::Event>),
-    Own(Value),
-}
+/// watchers, not copied), or a value listed, or written here (shared with its write's event).
+pub use crate::store::Stored as Entry;
 
-impl std::ops::Deref for Entry {
-    type Target = Value;
-    fn deref(&self) -> &Value {
-        match self {
-            Entry::Watched(ev) => &ev.object,
-            Entry::Own(v) => v,
-        }
-    }
-}
-
-/// Every object of a cache, in key order (see [`Cache::with_all`]).
 pub type All<'a> = std::iter::Map<std::collections::btree_map::Values<'a, String, Entry>, fn(&Entry) -> &Value>;
 
 /// A local copy of one resource's objects, kept current by [`Informer::run`].
@@ -119,7 +105,8 @@ impl Cache {
     /// has applied every event up to it), so it is not brought back: a write answered after
     /// its object's deletion was watched would otherwise leave a ghost behind for good (the
     /// scheduler counted one as a pod on its node).
-    pub fn assume(&self, obj: Value) {
+    pub fn assume(&self, obj: impl Into<Entry>) {
+        let obj: Entry = obj.into();
         let mut m = self.objects.write().unwrap_or_else(|e| e.into_inner());
         let k = key_of(&obj);
         let rv = object::resource_version(&obj);
@@ -128,7 +115,7 @@ impl Cache {
             None => rv > self.revision(),
         };
         if take {
-            m.insert(k, Entry::Own(obj));
+            m.insert(k, obj);
         }
     }
     /// Apply a watch event, keeping the event itself (no copy); what the cache held before
@@ -143,7 +130,7 @@ impl Cache {
             Some(cur) if object::resource_version(cur) > object::resource_version(&ev.object) => {
                 Some(Entry::Own(Value::clone(cur)))
             }
-            _ => m.insert(k, Entry::Watched(ev.clone())),
+            _ => m.insert(k, Entry::Event(ev.clone())),
         }
     }
     pub fn is_synced(&self) -> bool {

@@ -140,7 +140,7 @@ pub async fn provision(api: &Api, claim: &Value, node: &Value) -> Result<bool, A
     let pv = volume_for(claim, node);
     let pv_name = object::name(&pv).to_string();
     let stored = match api.create(pvs, None, pv.clone(), FieldValidation::Ignore, false).await {
-        Ok(w) => w.object,
+        Ok(w) => w.object.into_owned(),
         // Made by an earlier attempt that did not finish binding: adopt it if it is this
         // claim's and on this node.
         Err(e) if e.code == 409 => api.get(&target(pvs, "", &pv_name, None)).await?,

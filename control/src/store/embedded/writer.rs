@@ -16,7 +16,7 @@
 use super::wal::{self, Wal};
 use super::{HISTORY, META, OBJECTS, Op, Shared};
 use crate::store::seal::{Record, Sealer, is_sealed_key};
-use crate::store::{Committed, Event, EventType, Outcome, storage_err};
+use crate::store::{Committed, Event, EventType, Outcome, Stored, storage_err};
 use redb::{Durability, ReadableTable, WriteTransaction};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -288,7 +288,7 @@ impl Done {
     pub(crate) fn committed(self) -> Committed {
         match self {
             Done::Unchanged(c) => c,
-            Done::Changed(ev) => Committed { object: ev.object.clone(), event: Some(ev.kind) },
+            Done::Changed(ev) => Committed { event: Some(ev.kind), object: Stored::Event(ev) },
         }
     }
 }
@@ -314,7 +314,7 @@ fn apply_one(
             if let Some(cur) = &current {
                 object::set_resource_version(&mut new, object::resource_version(cur));
                 if &new == cur {
-                    return Ok(Applied::Unchanged(Committed { object: new, event: None }));
+                    return Ok(Applied::Unchanged(Committed { object: new.into(), event: None }));
                 }
             }
             let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
@@ -326,7 +326,7 @@ fn apply_one(
         },
     };
     if dry_run {
-        return Ok(Applied::Unchanged(Committed { object, event: None }));
+        return Ok(Applied::Unchanged(Committed { object: object.into(), event: None }));
     }
     object::set_resource_version(&mut object, rev);
     // Serialize the object once: the same bytes go to the objects table and, wrapped, to history.
