@@ -39,6 +39,7 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
 /// watchers, not copied), or a value listed, or written here (shared with its write's event).
 pub use crate::store::Stored as Entry;
 
+/// Every object of a cache, in key order (see [`Cache::with_all`]).
 pub type All<'a> = std::iter::Map<std::collections::btree_map::Values<'a, String, Entry>, fn(&Entry) -> &Value>;
 
 /// A local copy of one resource's objects, kept current by [`Informer::run`].
