@@ -167,8 +167,6 @@ pub fn prepare_update(
     prepare_update_by(res, cur, new, sub, mode, &WriteOpts::default())
 }
 
-/// [`prepare_update`] by a field manager. An apply (`w.apply`) has already recorded its
-/// ownership (`managed::apply`); any other write records what it changed.
 /// For a write to the status subresource whose object differs from the stored one in its
 /// status alone (what a status patch or a read-modify-write of status sends): the object's
 /// status with its type and name, all of it that is new.
@@ -204,6 +202,8 @@ fn meta_equal_but_version(a: Option<&Value>, b: &Value) -> bool {
     rest(a) == rest(b) && b.iter().filter(|(k, _)| *k != "resourceVersion").all(|(k, v)| a.get(k) == Some(v))
 }
 
+/// [`prepare_update`] by a field manager. An apply (`w.apply`) has already recorded its
+/// ownership (`managed::apply`); any other write records what it changed.
 pub fn prepare_update_by(
     res: &Resource,
     cur: &Value,
