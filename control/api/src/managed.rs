@@ -118,7 +118,7 @@ fn is_same(p: &[String]) -> bool {
 /// its set is the same in both and is not built; a `SAME` marker stands for it, so no node
 /// that has children in the whole set is left empty (a leaf) here. A path through neither
 /// marker is in this set exactly when it is in the whole set. Lists are built whole.
-fn field_set_beside(obj: &Value, other: Option<&Value>) -> Value {
+fn field_set_beside<'a>(obj: &'a Value, other: Option<&'a Value>) -> Value {
     let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
     let m = protobuf::message_for(av, kind);
@@ -132,15 +132,14 @@ fn field_set_beside(obj: &Value, other: Option<&Value>) -> Value {
         let there = other.and_then(|t| t.get(k));
         let node = if k == "metadata" {
             // Only what managers own: the rest is left out, not copied out.
-            let owned = |key: &String| !UNOWNED_META.contains(&key.as_str());
-            let owned_there = there.and_then(Value::as_object).map(|t| t.iter().filter(|(k, _)| owned(k)));
+            let owned = |m: &'a Map<String, Value>| m.iter().filter(|(k, _)| !UNOWNED_META.contains(&k.as_str()));
             match (v.as_object(), f) {
-                (Some(mm), _) if !mm.keys().any(owned) => continue,
+                (Some(mm), _) if owned(mm).next().is_none() => continue,
                 // All that managers own is the same: as for any other field.
-                (Some(mm), _) if owned_there.is_some_and(|t| t.eq(mm.iter().filter(|(k, _)| owned(k)))) => same(),
-                (Some(mm), None) => untyped_object(mm.iter().filter(|(k, _)| owned(k)), there),
+                (Some(mm), _) if there.and_then(Value::as_object).is_some_and(|t| owned(t).eq(owned(mm))) => same(),
+                (Some(mm), None) => untyped_object(owned(mm), there),
                 (Some(mm), Some(f)) => match meta_message(f) {
-                    Some(meta) => Value::Object(object_node(meta, mm.iter().filter(|(k, _)| owned(k)), there)),
+                    Some(meta) => Value::Object(object_node(meta, owned(mm), there)),
                     None => json!({}),
                 },
                 (None, _) => node_of(f, v, there),
@@ -398,8 +397,13 @@ fn entries(obj: &Value) -> Vec<Value> {
     obj.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
+/// Whether a managedFields entry owns anything (entries that own nothing are dropped).
+fn has_fields(e: &Value) -> bool {
+    e.get("fieldsV1").is_some_and(|f| f.as_object().is_some_and(|m| !m.is_empty()))
+}
+
 fn set_entries(obj: &mut Value, mut list: Vec<Value>) {
-    list.retain(|e| e.get("fieldsV1").is_some_and(|f| f.as_object().is_some_and(|m| !m.is_empty())));
+    list.retain(has_fields);
     if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         if list.is_empty() {
             m.remove("managedFields");
@@ -481,7 +485,7 @@ fn record(old: Option<&Value>, new: &mut Value, manager: &str, now: &str, subres
         // Nothing moves: the entries stay as they were, with no copy when `new` has them.
         if new.pointer(MF) == old_obj.pointer(MF) {
             if let Some(Value::Array(list)) = new.pointer_mut(MF) {
-                list.retain(|e| e.get("fieldsV1").is_some_and(|f| f.as_object().is_some_and(|m| !m.is_empty())));
+                list.retain(has_fields);
                 if list.is_empty()
                     && let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut)
                 {

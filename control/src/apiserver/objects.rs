@@ -175,13 +175,11 @@ fn status_only(sub: Option<&str>, cur: &Value, new: &Value) -> Option<Value> {
         return None;
     }
     let (c, n) = (cur.as_object()?, new.as_object()?);
-    let rest = |m: &'_ serde_json::Map<String, Value>| m.iter().filter(|(k, _)| *k != "status").count();
-    let same = rest(c) == rest(n)
-        && n.iter().filter(|(k, _)| *k != "status").all(|(k, v)| match k.as_str() {
-            // A client's copy may carry an older resourceVersion (checked below) or none.
-            "metadata" => meta_equal_but_version(c.get(k), v),
-            _ => c.get(k) == Some(v),
-        });
+    // A client's copy may carry an older resourceVersion (checked below) or none.
+    let same = equal_but(c, n, "status", |k, a, b| match (k, a.as_object(), b.as_object()) {
+        ("metadata", Some(a), Some(b)) => equal_but(a, b, "resourceVersion", |_, a, b| a == b),
+        _ => a == b,
+    });
     same.then(|| {
         let mut shell = serde_json::Map::new();
         for k in ["apiVersion", "kind"] {
@@ -195,11 +193,15 @@ fn status_only(sub: Option<&str>, cur: &Value, new: &Value) -> Option<Value> {
     })
 }
 
-/// Whether two metadata are equal but for `resourceVersion`.
-fn meta_equal_but_version(a: Option<&Value>, b: &Value) -> bool {
-    let (Some(a), Some(b)) = (a.and_then(Value::as_object), b.as_object()) else { return false };
-    let rest = |m: &'_ serde_json::Map<String, Value>| m.iter().filter(|(k, _)| *k != "resourceVersion").count();
-    rest(a) == rest(b) && b.iter().filter(|(k, _)| *k != "resourceVersion").all(|(k, v)| a.get(k) == Some(v))
+/// Whether two maps have the same keys but `skip`, and `same` holds for each one's values.
+fn equal_but(
+    a: &serde_json::Map<String, Value>,
+    b: &serde_json::Map<String, Value>,
+    skip: &str,
+    same: impl Fn(&str, &Value, &Value) -> bool,
+) -> bool {
+    let rest = |m: &'_ serde_json::Map<String, Value>| m.keys().filter(|k| *k != skip).count();
+    rest(a) == rest(b) && b.iter().filter(|(k, _)| *k != skip).all(|(k, v)| a.get(k).is_some_and(|w| same(k, w, v)))
 }
 
 /// [`prepare_update`] by a field manager. An apply (`w.apply`) has already recorded its
