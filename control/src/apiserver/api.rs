@@ -55,6 +55,8 @@ pub struct Written {
     pub object: Stored,
     pub warnings: Vec<String>,
     pub event: Option<EventType>,
+    /// The object's JSON as the store wrote it, when it has it ([`crate::store::Committed::json`]).
+    pub json: Option<bytes::Bytes>,
 }
 
 fn ns_of(res: &Resource, ns: Option<&str>) -> String {
@@ -214,7 +216,7 @@ impl Api {
             )
             .await?;
         self.noted_write(res, dry_run, &c);
-        Ok(Written { object: c.object, warnings, event: c.event })
+        Ok(Written { object: c.object, warnings, event: c.event, json: c.json })
     }
 
     fn noted_write(&self, res: &Resource, dry_run: bool, c: &crate::store::Committed) {
@@ -333,7 +335,7 @@ impl Api {
             .await?;
         self.noted_write(res, dry_run, &c);
         let warnings = std::mem::take(&mut *warnings.lock().unwrap_or_else(|e| e.into_inner()));
-        Ok(Written { object: c.object, warnings, event: c.event })
+        Ok(Written { object: c.object, warnings, event: c.event, json: c.json })
     }
 
     /// `pods/eviction`: delete the pod unless a PodDisruptionBudget selecting it has no
@@ -418,7 +420,7 @@ impl Api {
             )
             .await?;
         self.noted_write(t.res, dry_run, &c);
-        Ok(Written { object: c.object, warnings: Vec::new(), event: c.event })
+        Ok(Written { object: c.object, warnings: Vec::new(), event: c.event, json: c.json })
     }
 
     /// Delete (or mark deleting). `Written.event` is `Deleted` when the object is gone.

@@ -255,6 +255,17 @@ pub fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Res
     if body.get("kind").is_some() {
         resp.extensions_mut().insert(ApiObject);
     }
+    with_warnings(resp, warnings)
+}
+
+/// A reply of an API object already serialized (it has a `kind`, as every stored object has).
+pub fn object_response(code: StatusCode, json: bytes::Bytes, warnings: &[String]) -> Response {
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], json).into_response();
+    resp.extensions_mut().insert(ApiObject);
+    with_warnings(resp, warnings)
+}
+
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{}\"", w.replace('"', "'"))) {
             resp.headers_mut().append(header::WARNING, v);

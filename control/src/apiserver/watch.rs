@@ -49,15 +49,28 @@ struct Encoder {
 
 impl Encoder {
     fn line(&mut self, kind: &str, obj: &Value) -> Bytes {
+        self.line_with(kind, obj, None)
+    }
+
+    /// `json`, when given, is `obj` serialized (the writer's bytes).
+    fn line_with(&mut self, kind: &str, obj: &Value, json: Option<&[u8]>) -> Bytes {
         if self.table.is_none() && !self.protobuf && !wasmorch_api::convert::converts(self.view) {
             // The object as stored is the object served: written straight out, not copied
             // into a new JSON value first (the copy and its drop were half of this
-            // function's time while a node started thousands of pods).
-            let mut s = Vec::with_capacity(1024);
+            // function's time while a node started thousands of pods), and not serialized
+            // again when the writer's bytes came along.
+            let mut s = Vec::with_capacity(json.map_or(1024, |j| j.len() + 32));
             s.extend_from_slice(b"{\"type\":");
             let _ = serde_json::to_writer(&mut s, kind);
             s.extend_from_slice(b",\"object\":");
-            if serde_json::to_writer(&mut s, obj).is_ok() {
+            let written = match json {
+                Some(j) => {
+                    s.extend_from_slice(j);
+                    true
+                }
+                None => serde_json::to_writer(&mut s, obj).is_ok(),
+            };
+            if written {
                 s.extend_from_slice(b"}\n");
                 return Bytes::from(s);
             }
@@ -169,8 +182,8 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
     let mut ticker = tokio::time::interval(api.bookmark_interval);
     ticker.tick().await;
     loop {
-        let ev = tokio::select! {
-            ev = stream.next() => ev?,
+        let change = tokio::select! {
+            change = stream.next_change() => change?,
             _ = tokio::time::sleep_until(deadline) => return Ok(()),
             _ = api.shutdown.cancelled() => return Ok(()),
             _ = tx.closed() => return Ok(()),
@@ -181,6 +194,7 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
                 continue;
             }
         };
+        let ev = &change.event;
         let key = key_of(&ev.object);
         let matches = req.opts.matches(&ev.object);
         let kind = match (ev.kind, matches, present.contains(&key)) {
@@ -209,7 +223,7 @@ async fn run(api: &Api, req: &WatchRequest, enc: &mut Encoder, tx: &Tx) -> Resul
             }
             (_, false, false) => continue,
         };
-        if !send(tx, enc.line(kind, &ev.object)).await {
+        if !send(tx, enc.line_with(kind, &ev.object, change.json.as_deref())).await {
             return Ok(());
         }
     }

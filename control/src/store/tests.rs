@@ -250,6 +250,82 @@ async fn compaction_makes_old_revisions_gone() {
     }
 }
 
+/// Every kind of write sees the key's committed object, whether the writer has it among the
+/// objects it wrote last or reads it from the table: after a failed mutation, a dry run, a
+/// write that changed nothing, a deletion, two writes to one key in one batch, and for keys
+/// pushed out of the writer's bounded memory by many others.
+#[tokio::test]
+async fn writes_see_the_committed_object_whatever_came_before() {
+    let (_d, s) = open();
+    let n_of = |v: Option<&Value>| v.and_then(|v| v["n"].as_i64());
+    let incr = |by: i64| -> MutateFn {
+        Box::new(move |cur| Ok(Outcome::Put(json!({"n": cur.and_then(|v| v["n"].as_i64()).unwrap_or(0) + by}))))
+    };
+    let k = || "/k/a".to_string();
+    s.mutate(k(), false, incr(1)).await.unwrap();
+    s.mutate(k(), false, Box::new(|_| Err(ApiError::bad_request("no")))).await.unwrap_err();
+    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(2), "after a failed mutation");
+    s.mutate(k(), true, incr(100)).await.unwrap();
+    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(3), "after a dry run");
+    let same = s.mutate(k(), false, Box::new(|cur| Ok(Outcome::Put(cur.unwrap().clone())))).await.unwrap();
+    assert_eq!(same.event, None);
+    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(4), "after no change");
+    s.mutate(k(), false, Box::new(|_| Ok(Outcome::Delete))).await.unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Some(json!("unset"))));
+    let seen2 = seen.clone();
+    s.mutate(
+        k(),
+        false,
+        Box::new(move |cur| {
+            *seen2.lock().unwrap() = cur.cloned();
+            Ok(Outcome::Put(json!({"n": 10})))
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), None, "after a deletion");
+    // Two increments in flight at once: one batch or two, each sees the other's result.
+    let (a, b) = tokio::join!(s.mutate(k(), false, incr(1)), s.mutate(k(), false, incr(1)));
+    let mut got = [n_of(Some(&a.unwrap().object)), n_of(Some(&b.unwrap().object))];
+    got.sort();
+    assert_eq!(got, [Some(11), Some(12)]);
+    // More keys than the writer keeps, then the first of them again.
+    let n = FEED_CAPACITY + 100;
+    let writes: Vec<_> = (0..n).map(|i| s.mutate(format!("/k/many/{i}"), false, incr(1))).collect();
+    futures::future::try_join_all(writes).await.unwrap();
+    for i in [0, 1, n / 2, n - 1] {
+        let c = s.mutate(format!("/k/many/{i}"), false, incr(1)).await.unwrap();
+        assert_eq!(n_of(Some(&c.object)), Some(2), "key {i}");
+        assert_eq!(object_rev(&c.object), s.current_rev());
+    }
+    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(13));
+}
+
+/// The live feed carries each change's JSON as the writer serialized it, and it is exactly the
+/// event's object (a watch sends those bytes as the object): for puts, updates, Secrets (sealed
+/// at rest, in the clear here) and deletions. Changes read back from history carry none.
+#[tokio::test]
+async fn the_live_feed_carries_each_change_s_json() {
+    let (_d, s) = open();
+    let mut w = s.watch("/core/", s.current_rev()).unwrap();
+    s.mutate("/core/configmaps/default/a".into(), false, put(json!({"metadata": {"name": "a"}}))).await.unwrap();
+    let from_history = tokio::time::timeout(Duration::from_secs(5), w.next_change()).await.unwrap().unwrap();
+    assert_eq!(from_history.json, None, "read back from history");
+    let writes: Vec<(&str, MutateFn)> = vec![
+        ("/core/configmaps/default/a", put(json!({"metadata": {"name": "a"}, "data": {"k": "é\"\n"}}))),
+        ("/core/secrets/default/s", put(json!({"metadata": {"name": "s"}, "data": {"k": "djE="}}))),
+        ("/core/secrets/default/s", Box::new(|_| Ok(Outcome::Delete))),
+        ("/core/configmaps/default/a", Box::new(|_| Ok(Outcome::Delete))),
+    ];
+    for (key, f) in writes {
+        s.mutate(key.into(), false, f).await.unwrap();
+        let change = tokio::time::timeout(Duration::from_secs(5), w.next_change()).await.unwrap().unwrap();
+        assert_eq!(change.event.key, key);
+        let json = change.json.expect("a live change carries its JSON");
+        assert_eq!(&json[..], serde_json::to_vec(&change.event.object).unwrap(), "{key} {:?}", change.event.kind);
+    }
+}
+
 #[tokio::test]
 async fn lagging_watcher_falls_back_to_history() {
     let (_d, s) = open();

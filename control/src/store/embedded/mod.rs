@@ -18,8 +18,10 @@
 //! Reads use redb read transactions (MVCC snapshots), so they never wait for the writer. Every
 //! committed change is published on an in-memory feed that [`watch`] combines with the
 //! history table to resume from any retained revision without gaps or duplicates. A mutation
-//! runs once, inside the batch's transaction, so it never sees a conflict.
+//! runs once, inside the batch's transaction, so it never sees a conflict. The writer keeps
+//! the objects it wrote last ([`recent`]) and decodes nothing for a write to one of them.
 
+mod recent;
 pub(crate) mod wal;
 pub(super) mod watch;
 pub(crate) mod writer;
@@ -34,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use wasmorch_api::ApiError;
 
-use super::{Committed, Event, MutateFn, Options, seal, storage_err};
+use super::{Change, Committed, MutateFn, Options, seal, storage_err};
 
 pub(crate) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 pub(crate) const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
@@ -77,7 +79,7 @@ pub(crate) struct Shared {
     pub rev: AtomicU64,
     /// Highest revision removed from history. Watches from below it get 410 Gone.
     pub compacted: AtomicU64,
-    pub feed: broadcast::Sender<Arc<Event>>,
+    pub feed: broadcast::Sender<Change>,
     /// Seals Secrets at rest.
     pub sealer: seal::Sealer,
     /// Key prefixes written softly (see the module docs).

@@ -77,10 +77,11 @@ impl Wal {
 
     /// Append `records` as frames and wait until they are on disk. On failure the log is cut
     /// back to where it was (best effort) and nothing counts as logged.
-    pub fn append(&mut self, records: &[Vec<u8>]) -> io::Result<()> {
-        let size: usize = records.iter().map(|r| r.len() + 8).sum();
+    pub fn append<R: AsRef<[u8]>>(&mut self, records: &[R]) -> io::Result<()> {
+        let size: usize = records.iter().map(|r| r.as_ref().len() + 8).sum();
         let mut buf = Vec::with_capacity(size + END.len());
         for r in records {
+            let r = r.as_ref();
             let len = u32::try_from(r.len())
                 .ok()
                 .filter(|l| *l <= MAX_FRAME)

@@ -6,7 +6,7 @@
 //! and gets 410 Gone only if what it missed has been compacted away.
 
 use super::{HISTORY, META, Shared};
-use crate::store::{Event, gone, storage_err};
+use crate::store::{Change, Event, gone, storage_err};
 use redb::ReadableDatabase;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub struct WatchStream {
     shared: Arc<Shared>,
     prefix: String,
     last: u64,
-    rx: broadcast::Receiver<Arc<Event>>,
+    rx: broadcast::Receiver<Change>,
     pending: VecDeque<Arc<Event>>,
     caught_up: bool,
 }
@@ -42,26 +42,30 @@ impl WatchStream {
     }
 
     /// The next change under the prefix. Cancel-safe.
-    pub async fn next(&mut self) -> Result<Arc<Event>, ApiError> {
+    pub async fn next(&mut self) -> Result<Change, ApiError> {
         loop {
             if let Some(e) = self.pending.pop_front() {
-                return Ok(e);
+                return Ok(e.into());
             }
             if !self.caught_up {
                 self.read_history().await?;
                 continue;
             }
             match self.rx.recv().await {
-                Ok(ev) => {
+                Ok(change) => {
+                    let ev = &change.event;
                     if ev.rev <= self.last {
                         continue;
                     }
                     self.last = ev.rev;
                     if ev.key.starts_with(&self.prefix) {
-                        return Ok(ev);
+                        return Ok(change);
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::info!("a watch of {} fell {n} changes behind the live feed; reading history", self.prefix);
+                    self.caught_up = false;
+                }
                 Err(broadcast::error::RecvError::Closed) => {
                     return Err(ApiError::unavailable("the store is shutting down"));
                 }

@@ -13,10 +13,12 @@
 //! Soft writes (keys under the store's soft prefixes) do not wait for the disk: they are not
 //! logged, and the next checkpoint writes them out.
 
+use super::recent::Recent;
 use super::wal::{self, Wal};
 use super::{HISTORY, META, OBJECTS, Op, Shared};
 use crate::store::seal::{Record, Sealer, is_sealed_key};
-use crate::store::{Committed, Event, EventType, Outcome, Stored, storage_err};
+use crate::store::{Change, Committed, Event, EventType, Outcome, Stored, storage_err};
+use bytes::Bytes;
 use redb::{Durability, ReadableTable, WriteTransaction};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -78,6 +80,7 @@ fn is_soft(shared: &Shared, key: &str) -> bool {
 
 pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>, mut wal: Wal) {
     let mut stop = false;
+    let mut recent = Recent::new(super::FEED_CAPACITY);
     let mut unflushed = Unflushed { revs: 0, commits: 0, last_durable: Instant::now() };
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -91,7 +94,7 @@ pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>, mut wal: Wal)
             batch.truncate(i);
             stop = true;
         }
-        apply_batch(&shared, batch, &mut unflushed, &mut wal);
+        apply_batch(&shared, batch, &mut unflushed, &mut wal, &mut recent);
         if stop {
             break;
         }
@@ -115,7 +118,7 @@ pub(super) fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Op>, mut wal: Wal)
     }
 }
 
-fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: &mut Wal) {
+fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: &mut Wal, recent: &mut Recent) {
     if batch.is_empty() {
         return;
     }
@@ -156,21 +159,27 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
     for op in batch {
         match op {
             Op::Mutate { key, f, dry_run, reply } => {
-                let res = apply_one(&shared.sealer, &txn, &key, f, dry_run, rev + 1);
+                let cached = recent.take(&key);
+                let res = apply_one(&shared.sealer, &txn, &key, cached.clone(), f, dry_run, rev + 1);
                 let res = match res {
-                    Ok(Applied::Changed(ev, record)) => {
+                    Ok(Applied::Changed { change, record }) => {
                         rev += 1;
                         // One copy of the object: the watchers' event is the caller's answer.
-                        let ev = Arc::new(ev);
-                        events.push(ev.clone());
+                        events.push(change.clone());
                         if is_soft(shared, &key) {
                             soft_revs += 1;
                         } else if plan == Plan::Log {
                             records.push(record);
                         }
-                        Ok(Done::Changed(ev))
+                        Ok(Done::Changed(change))
                     }
-                    Ok(Applied::Unchanged(c)) => Ok(Done::Unchanged(c)),
+                    Ok(Applied::Unchanged(c)) => {
+                        // Still the key's committed object.
+                        if let Some(ev) = cached {
+                            recent.put(ev);
+                        }
+                        Ok(Done::Unchanged(c))
+                    }
                     Err(e) => Err(e),
                 };
                 replies.push(Reply::Mutate(reply, res));
@@ -238,9 +247,12 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
         shared.compacted.store(c, Ordering::Release);
     }
     shared.rev.store(rev, Ordering::Release);
-    for ev in events {
+    for change in events {
+        if change.event.kind != EventType::Deleted {
+            recent.put(change.event.clone());
+        }
         // No receivers is fine: nobody is watching.
-        let _ = shared.feed.send(ev);
+        let _ = shared.feed.send(change);
     }
     for r in replies {
         match r {
@@ -273,65 +285,73 @@ fn reply_flushes(batch: Vec<Op>) {
 enum Applied {
     /// Nothing to store (no change, or a dry run): the answer.
     Unchanged(Committed),
-    /// A change: its event (the answer too) and its history record.
-    Changed(Event, Vec<u8>),
+    /// A change: its event with its JSON (the answer too) and its history record.
+    Changed { change: Change, record: Bytes },
 }
 
 /// The writer's answer to a mutation. A change is answered with the event the watchers get,
 /// so the writer copies no object: the caller takes its own copy.
 pub(crate) enum Done {
     Unchanged(Committed),
-    Changed(Arc<Event>),
+    Changed(Change),
 }
 
 impl Done {
     pub(crate) fn committed(self) -> Committed {
         match self {
             Done::Unchanged(c) => c,
-            Done::Changed(ev) => Committed { event: Some(ev.kind), object: Stored::Event(ev) },
+            Done::Changed(Change { event, json }) => {
+                Committed { event: Some(event.kind), object: Stored::Event(event), json }
+            }
         }
     }
 }
 
+/// `cached`: the key's committed object when [`Recent`] has it (else it is read from the table).
 fn apply_one(
     sealer: &Sealer,
     txn: &WriteTransaction,
     key: &str,
+    cached: Option<Arc<Event>>,
     mut f: crate::store::MutateFn,
     dry_run: bool,
     rev: u64,
 ) -> Result<Applied, ApiError> {
     let mut objects = txn.open_table(OBJECTS).map_err(storage_err)?;
-    let current: Option<serde_json::Value> = match objects.get(key).map_err(storage_err)? {
-        Some(v) => Some(serde_json::from_slice(&sealer.open(key, v.value())?).map_err(storage_err)?),
-        None => None,
+    let current: Option<Stored> = match cached {
+        Some(ev) => Some(Stored::Event(ev)),
+        None => match objects.get(key).map_err(storage_err)? {
+            Some(v) => Some(Stored::Own(serde_json::from_slice(&sealer.open(key, v.value())?).map_err(storage_err)?)),
+            None => None,
+        },
     };
     // A bug in a mutation must fail that request, not the writer thread.
-    let outcome = catch_unwind(AssertUnwindSafe(|| f(current.as_ref())))
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(current.as_deref())))
         .map_err(|_| ApiError::internal(format!("mutation of {key} panicked")))??;
     let (kind, mut object) = match outcome {
         Outcome::Put(mut new) => {
-            if let Some(cur) = &current {
+            if let Some(cur) = current.as_deref() {
                 object::set_resource_version(&mut new, object::resource_version(cur));
                 if &new == cur {
-                    return Ok(Applied::Unchanged(Committed { object: new.into(), event: None }));
+                    return Ok(Applied::Unchanged(Committed { object: new.into(), event: None, json: None }));
                 }
             }
             let kind = if current.is_some() { EventType::Modified } else { EventType::Added };
             (kind, new)
         }
         Outcome::Delete => match current {
-            Some(cur) => (EventType::Deleted, cur),
+            Some(cur) => (EventType::Deleted, cur.into_owned()),
             None => return Err(ApiError::internal(format!("delete of absent key {key}"))),
         },
     };
     if dry_run {
-        return Ok(Applied::Unchanged(Committed { object: object.into(), event: None }));
+        return Ok(Applied::Unchanged(Committed { object: object.into(), event: None, json: None }));
     }
     object::set_resource_version(&mut object, rev);
-    // Serialize the object once: the same bytes go to the objects table and, wrapped, to history.
+    // Serialize the object once: the same bytes go to the objects table, wrapped to history,
+    // and to the live feed's watchers.
     let bytes = serde_json::to_vec(&object).map_err(storage_err)?;
-    let record = if is_sealed_key(key) {
+    let (record, json) = if is_sealed_key(key) {
         let sealed = sealer.seal(key, &bytes)?;
         if kind != EventType::Deleted {
             objects.insert(key, sealed.as_slice()).map_err(storage_err)?;
@@ -343,7 +363,7 @@ fn apply_one(
             object: None,
             sealed: Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &sealed)),
         };
-        serde_json::to_vec(&rec).map_err(storage_err)?
+        (Bytes::from(serde_json::to_vec(&rec).map_err(storage_err)?), Bytes::from(bytes))
     } else {
         if kind != EventType::Deleted {
             objects.insert(key, bytes.as_slice()).map_err(storage_err)?;
@@ -352,15 +372,20 @@ fn apply_one(
         let mut record = Vec::with_capacity(head.len() + bytes.len() + 12);
         record.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
         record.extend_from_slice(b",\"object\":");
+        let at = record.len();
         record.extend_from_slice(&bytes);
         record.push(b'}');
-        record
+        // The feed's JSON is the record's object, not a copy of it.
+        let record = Bytes::from(record);
+        let json = record.slice(at..record.len() - 1);
+        (record, json)
     };
     if kind == EventType::Deleted {
         objects.remove(key).map_err(storage_err)?;
     }
-    txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, record.as_slice()).map_err(storage_err)?;
-    Ok(Applied::Changed(Event { rev, kind, key: key.to_string(), object }, record))
+    txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, &record[..]).map_err(storage_err)?;
+    let event = Arc::new(Event { rev, kind, key: key.to_string(), object });
+    Ok(Applied::Changed { change: Change { event, json: Some(json) }, record })
 }
 
 /// Remove history records up to `upto` (bounded per step). Returns the new compacted revision.

@@ -372,11 +372,11 @@ impl super::Backend for Etcd {
                     if let Some((cur, _)) = &current {
                         object::set_resource_version(&mut new, object::resource_version(cur));
                         if &new == cur {
-                            return Ok(Committed { object: new.into(), event: None });
+                            return Ok(Committed { object: new.into(), event: None, json: None });
                         }
                     }
                     if dry_run {
-                        return Ok(Committed { object: new.into(), event: None });
+                        return Ok(Committed { object: new.into(), event: None, json: None });
                     }
                     let bytes = self.encode(&key, &new)?;
                     let (guard, kind) = match &current {
@@ -392,7 +392,7 @@ impl super::Backend for Etcd {
                         return Err(ApiError::internal(format!("delete of absent key {key}")));
                     };
                     if dry_run {
-                        return Ok(Committed { object: cur.clone().into(), event: None });
+                        return Ok(Committed { object: cur.clone().into(), event: None, json: None });
                     }
                     let guard = Compare::mod_revision(ekey.as_str(), CompareOp::Equal, *rev);
                     (guard, TxnOp::delete(ekey.as_str(), None), (EventType::Deleted, cur.clone()))
@@ -411,7 +411,7 @@ impl super::Backend for Etcd {
                 let rev = resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64;
                 let (kind, mut obj) = kind;
                 object::set_resource_version(&mut obj, rev);
-                return Ok(Committed { object: obj.into(), event: Some(kind) });
+                return Ok(Committed { object: obj.into(), event: Some(kind), json: None });
             }
             // Another writer came first: run the mutation again on what it wrote.
             current = None;
