@@ -204,6 +204,29 @@ fn equal_but(
     rest(a) == rest(b) && b.iter().filter(|(k, _)| *k != skip).all(|(k, v)| a.get(k).is_some_and(|w| same(k, w, v)))
 }
 
+/// The stored object with the status `new` carries: `new` itself, its other top-level fields
+/// put back to the stored ones where they differ. A status write's body is nearly always the
+/// stored object with a new status (a patch of the stored object, or what the client read), so
+/// this compares where a copy of the stored object would clone all of it and drop `new` (a
+/// clone and a drop of a whole pod per status write).
+fn with_status_of(cur: &Value, new: Value) -> Value {
+    let mut out = match new {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let status = out.remove("status").unwrap_or(Value::Null);
+    let empty = serde_json::Map::new();
+    let stored = cur.as_object().unwrap_or(&empty);
+    out.retain(|k, _| stored.contains_key(k));
+    for (k, v) in stored.iter().filter(|(k, _)| *k != "status") {
+        if out.get(k) != Some(v) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out.insert("status".into(), status);
+    Value::Object(out)
+}
+
 /// [`prepare_update`] by a field manager. An apply (`w.apply`) has already recorded its
 /// ownership (`managed::apply`); any other write records what it changed.
 pub fn prepare_update_by(
@@ -254,8 +277,7 @@ pub fn prepare_update_by(
     }
     if sub == Some("status") {
         // The status subresource changes status only.
-        let mut out = cur.clone();
-        out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        let mut out = with_status_of(cur, new);
         custom_admit(res, &mut out, FieldValidation::Ignore)?;
         validation::validate_checked(res, &out)?;
         managed::record_update(Some(cur), &mut out, &w.manager, &object::now_rfc3339(), Some("status"));

@@ -172,3 +172,25 @@ fn status_only_of(cur: &Value, change: impl Fn(&mut Value)) -> Option<Value> {
     change(&mut new);
     status_only(Some("status"), cur, &new)
 }
+
+/// A status write stores the stored object with the status sent, whatever else its body
+/// changed, added or left out.
+#[test]
+fn a_status_write_keeps_all_but_the_status_of_the_stored_object() {
+    let cur = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
+        "spec": {"nodeName": "n1"}, "status": {"phase": "Pending"}});
+    let mut new = cur.clone();
+    new["spec"]["nodeName"] = json!("n2");
+    new["metadata"]["labels"]["a"] = json!("c");
+    new["extra"] = json!(1);
+    new.as_object_mut().unwrap().remove("kind");
+    new["status"] = json!({"phase": "Running"});
+    let mut want = cur.clone();
+    want["status"] = json!({"phase": "Running"});
+    assert_eq!(with_status_of(&cur, new), want);
+    let mut no_status = cur.clone();
+    no_status.as_object_mut().unwrap().remove("status");
+    want["status"] = Value::Null;
+    assert_eq!(with_status_of(&cur, no_status), want, "a body without status clears it, as before");
+    assert_eq!(with_status_of(&cur, json!("not an object"))["spec"], cur["spec"]);
+}

@@ -5,8 +5,9 @@ use crate::quantity;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-fn arr(v: &Value, key: &str) -> Vec<Value> {
-    v.get(key).and_then(Value::as_array).cloned().unwrap_or_default()
+/// The list at `key`, read in place (validation runs on every write of a pod).
+fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
 /// Validate a pod spec at `path` (`spec` or `spec.template.spec`).
@@ -94,7 +95,7 @@ fn validate_container(ct: &Value, p: &str, volumes: &BTreeSet<String>, c: &mut C
             c.not_supported(format!("{pp}.protocol"), proto, &["SCTP", "TCP", "UDP"]);
         }
     }
-    let res = ct.get("resources").cloned().unwrap_or(Value::Null);
+    let res = ct.get("resources").unwrap_or(&Value::Null);
     for section in ["requests", "limits"] {
         if let Some(m) = res.get(section).and_then(Value::as_object) {
             for (k, v) in m {
