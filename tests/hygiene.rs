@@ -174,6 +174,13 @@ fn bench_density() {
         server1 / 1024
     );
     stages.report(t, n);
+    // A watch that falls behind the store's live feed catches up from the history table, which
+    // costs the server a decode of every change it missed.
+    let behind = m.server.lines_with("behind the live feed");
+    eprintln!("   watches that fell behind the live feed: {}", behind.len());
+    for l in behind.iter().take(5) {
+        eprintln!("     {l}");
+    }
 }
 
 /// When each pod of Deployment `many` was first seen created, bound to a node, Running and
