@@ -326,6 +326,33 @@ async fn the_live_feed_carries_each_change_s_json() {
     }
 }
 
+/// A watch catching up through history sees its own prefix's changes, in order, across pages
+/// filled with other keys' changes (which it does not decode), and then follows the live feed.
+#[tokio::test]
+async fn a_watch_catches_up_through_other_keys_history() {
+    let (_d, s) = open();
+    let base = s.current_rev();
+    let keys: Vec<String> =
+        (0..5000).map(|i| if i % 1200 == 7 { format!("/mine/{i}") } else { format!("/other/{i}") }).collect();
+    let written =
+        futures::future::try_join_all(keys.iter().map(|k| s.mutate(k.clone(), false, put(json!({}))))).await.unwrap();
+    let mut mine: Vec<(String, u64)> = keys
+        .into_iter()
+        .zip(written)
+        .filter(|(k, _)| k.starts_with("/mine/"))
+        .map(|(k, c)| (k, object_rev(&c.object)))
+        .collect();
+    mine.sort_by_key(|(_, rev)| *rev);
+    let mut w = s.watch("/mine/", base).unwrap();
+    for (key, rev) in &mine {
+        let ev = next(&mut w).await;
+        assert_eq!((&ev.key, ev.rev), (key, *rev));
+    }
+    assert_eq!(w.last_rev(), s.current_rev(), "passed the other keys' changes");
+    s.mutate("/mine/live".into(), false, put(json!({}))).await.unwrap();
+    assert_eq!(next(&mut w).await.key, "/mine/live");
+}
+
 #[tokio::test]
 async fn lagging_watcher_falls_back_to_history() {
     let (_d, s) = open();

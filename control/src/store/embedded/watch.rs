@@ -63,7 +63,8 @@ impl WatchStream {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::info!("a watch of {} fell {n} changes behind the live feed; reading history", self.prefix);
+                    // Rare (the feed buffers FEED_CAPACITY changes) and costly: worth a line.
+                    tracing::warn!("a watch of {} fell {n} changes behind the live feed; reading history", self.prefix);
                     self.caught_up = false;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
@@ -75,8 +76,8 @@ impl WatchStream {
 
     async fn read_history(&mut self) -> Result<(), ApiError> {
         let shared = self.shared.clone();
-        let after = self.last;
-        let (records, compacted) = tokio::task::spawn_blocking(move || -> Result<(Vec<Event>, u64), ApiError> {
+        let (after, prefix) = (self.last, self.prefix.clone());
+        let page = tokio::task::spawn_blocking(move || -> Result<Page, ApiError> {
             let txn = shared.db.begin_read().map_err(storage_err)?;
             let compacted = txn
                 .open_table(META)
@@ -86,31 +87,47 @@ impl WatchStream {
                 .map(|g| g.value())
                 .unwrap_or(0);
             if after < compacted {
-                return Ok((Vec::new(), compacted));
+                return Err(gone(after, compacted));
             }
             let t = txn.open_table(HISTORY).map_err(storage_err)?;
-            let mut out = Vec::new();
+            let mut page = Page { events: Vec::new(), read: 0, last: after };
             for item in t.range(after + 1..).map_err(storage_err)?.take(HISTORY_PAGE) {
-                let (_, v) = item.map_err(storage_err)?;
-                let rec: crate::store::seal::Record = serde_json::from_slice(v.value()).map_err(storage_err)?;
-                out.push(rec.into_event(&shared.sealer)?);
+                let (rev, v) = item.map_err(storage_err)?;
+                page.read += 1;
+                page.last = rev.value();
+                // Only a change under the prefix has its object decoded: history holds every
+                // kind's changes, and a watch of Nodes catching up through thousands of pod
+                // writes would otherwise decode each pod.
+                let head: Head = serde_json::from_slice(v.value()).map_err(storage_err)?;
+                if head.key.starts_with(prefix.as_str()) {
+                    let rec: crate::store::seal::Record = serde_json::from_slice(v.value()).map_err(storage_err)?;
+                    page.events.push(Arc::new(rec.into_event(&shared.sealer)?));
+                }
             }
-            Ok((out, 0))
+            Ok(page)
         })
         .await
         .map_err(|e| ApiError::internal(format!("watch task: {e}")))??;
-        if compacted > 0 {
-            return Err(gone(after, compacted));
-        }
-        if records.len() < HISTORY_PAGE {
+        if page.read < HISTORY_PAGE {
             self.caught_up = true;
         }
-        for ev in records {
-            self.last = ev.rev;
-            if ev.key.starts_with(&self.prefix) {
-                self.pending.push_back(Arc::new(ev));
-            }
-        }
+        self.last = page.last;
+        self.pending.extend(page.events);
         Ok(())
     }
+}
+
+/// One step through history: the changes under the prefix, how many records were read, and
+/// the revision of the last one.
+struct Page {
+    events: Vec<Arc<Event>>,
+    read: usize,
+    last: u64,
+}
+
+/// What deciding on a history record needs before its object is decoded.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
 }
