@@ -257,6 +257,8 @@ async fn compaction_makes_old_revisions_gone() {
 #[tokio::test]
 async fn writes_see_the_committed_object_whatever_came_before() {
     let (_d, s) = open();
+    // An unread watch holds every change's event, as caches do: the writer finds them.
+    let _unread = s.watch("/k/", s.current_rev()).unwrap();
     let n_of = |v: Option<&Value>| v.and_then(|v| v["n"].as_i64());
     let incr = |by: i64| -> MutateFn {
         Box::new(move |cur| Ok(Outcome::Put(json!({"n": cur.and_then(|v| v["n"].as_i64()).unwrap_or(0) + by}))))

@@ -175,7 +175,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
                     }
                     Ok(Applied::Unchanged(c)) => {
                         // Still the key's committed object.
-                        if let Some(ev) = cached {
+                        if let Some(ev) = &cached {
                             recent.put(ev);
                         }
                         Ok(Done::Unchanged(c))
@@ -249,7 +249,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
     shared.rev.store(rev, Ordering::Release);
     for change in events {
         if change.event.kind != EventType::Deleted {
-            recent.put(change.event.clone());
+            recent.put(&change.event);
         }
         // No receivers is fine: nobody is watching.
         let _ = shared.feed.send(change);
