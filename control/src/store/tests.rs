@@ -9,6 +9,8 @@ use std::time::Duration;
 
 /// The embedded engine's write-ahead log and checkpoints.
 mod log;
+/// The embedded engine's writer and live feed.
+mod writer;
 
 fn put(v: Value) -> MutateFn {
     Box::new(move |_| Ok(Outcome::Put(v.clone())))
@@ -248,111 +250,6 @@ async fn compaction_makes_old_revisions_gone() {
             assert_eq!(err.code, 410, "{name}: {err:?}");
         }
     }
-}
-
-/// Every kind of write sees the key's committed object, whether the writer has it among the
-/// objects it wrote last or reads it from the table: after a failed mutation, a dry run, a
-/// write that changed nothing, a deletion, two writes to one key in one batch, and for keys
-/// pushed out of the writer's bounded memory by many others.
-#[tokio::test]
-async fn writes_see_the_committed_object_whatever_came_before() {
-    let (_d, s) = open();
-    // An unread watch holds every change's event, as caches do: the writer finds them.
-    let _unread = s.watch("/k/", s.current_rev()).unwrap();
-    let n_of = |v: Option<&Value>| v.and_then(|v| v["n"].as_i64());
-    let incr = |by: i64| -> MutateFn {
-        Box::new(move |cur| Ok(Outcome::Put(json!({"n": cur.and_then(|v| v["n"].as_i64()).unwrap_or(0) + by}))))
-    };
-    let k = || "/k/a".to_string();
-    s.mutate(k(), false, incr(1)).await.unwrap();
-    s.mutate(k(), false, Box::new(|_| Err(ApiError::bad_request("no")))).await.unwrap_err();
-    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(2), "after a failed mutation");
-    s.mutate(k(), true, incr(100)).await.unwrap();
-    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(3), "after a dry run");
-    let same = s.mutate(k(), false, Box::new(|cur| Ok(Outcome::Put(cur.unwrap().clone())))).await.unwrap();
-    assert_eq!(same.event, None);
-    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(4), "after no change");
-    s.mutate(k(), false, Box::new(|_| Ok(Outcome::Delete))).await.unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Some(json!("unset"))));
-    let seen2 = seen.clone();
-    s.mutate(
-        k(),
-        false,
-        Box::new(move |cur| {
-            *seen2.lock().unwrap() = cur.cloned();
-            Ok(Outcome::Put(json!({"n": 10})))
-        }),
-    )
-    .await
-    .unwrap();
-    assert_eq!(*seen.lock().unwrap(), None, "after a deletion");
-    // Two increments in flight at once: one batch or two, each sees the other's result.
-    let (a, b) = tokio::join!(s.mutate(k(), false, incr(1)), s.mutate(k(), false, incr(1)));
-    let mut got = [n_of(Some(&a.unwrap().object)), n_of(Some(&b.unwrap().object))];
-    got.sort();
-    assert_eq!(got, [Some(11), Some(12)]);
-    // More keys than the writer keeps, then the first of them again.
-    let n = FEED_CAPACITY + 100;
-    let writes: Vec<_> = (0..n).map(|i| s.mutate(format!("/k/many/{i}"), false, incr(1))).collect();
-    futures::future::try_join_all(writes).await.unwrap();
-    for i in [0, 1, n / 2, n - 1] {
-        let c = s.mutate(format!("/k/many/{i}"), false, incr(1)).await.unwrap();
-        assert_eq!(n_of(Some(&c.object)), Some(2), "key {i}");
-        assert_eq!(object_rev(&c.object), s.current_rev());
-    }
-    assert_eq!(n_of(Some(&s.mutate(k(), false, incr(1)).await.unwrap().object)), Some(13));
-}
-
-/// The live feed carries each change's JSON as the writer serialized it, and it is exactly the
-/// event's object (a watch sends those bytes as the object): for puts, updates, Secrets (sealed
-/// at rest, in the clear here) and deletions. Changes read back from history carry none.
-#[tokio::test]
-async fn the_live_feed_carries_each_change_s_json() {
-    let (_d, s) = open();
-    let mut w = s.watch("/core/", s.current_rev()).unwrap();
-    s.mutate("/core/configmaps/default/a".into(), false, put(json!({"metadata": {"name": "a"}}))).await.unwrap();
-    let from_history = tokio::time::timeout(Duration::from_secs(5), w.next_change()).await.unwrap().unwrap();
-    assert_eq!(from_history.json, None, "read back from history");
-    let writes: Vec<(&str, MutateFn)> = vec![
-        ("/core/configmaps/default/a", put(json!({"metadata": {"name": "a"}, "data": {"k": "é\"\n"}}))),
-        ("/core/secrets/default/s", put(json!({"metadata": {"name": "s"}, "data": {"k": "djE="}}))),
-        ("/core/secrets/default/s", Box::new(|_| Ok(Outcome::Delete))),
-        ("/core/configmaps/default/a", Box::new(|_| Ok(Outcome::Delete))),
-    ];
-    for (key, f) in writes {
-        s.mutate(key.into(), false, f).await.unwrap();
-        let change = tokio::time::timeout(Duration::from_secs(5), w.next_change()).await.unwrap().unwrap();
-        assert_eq!(change.event.key, key);
-        let json = change.json.expect("a live change carries its JSON");
-        assert_eq!(&json[..], serde_json::to_vec(&change.event.object).unwrap(), "{key} {:?}", change.event.kind);
-    }
-}
-
-/// A watch catching up through history sees its own prefix's changes, in order, across pages
-/// filled with other keys' changes (which it does not decode), and then follows the live feed.
-#[tokio::test]
-async fn a_watch_catches_up_through_other_keys_history() {
-    let (_d, s) = open();
-    let base = s.current_rev();
-    let keys: Vec<String> =
-        (0..5000).map(|i| if i % 1200 == 7 { format!("/mine/{i}") } else { format!("/other/{i}") }).collect();
-    let written =
-        futures::future::try_join_all(keys.iter().map(|k| s.mutate(k.clone(), false, put(json!({}))))).await.unwrap();
-    let mut mine: Vec<(String, u64)> = keys
-        .into_iter()
-        .zip(written)
-        .filter(|(k, _)| k.starts_with("/mine/"))
-        .map(|(k, c)| (k, object_rev(&c.object)))
-        .collect();
-    mine.sort_by_key(|(_, rev)| *rev);
-    let mut w = s.watch("/mine/", base).unwrap();
-    for (key, rev) in &mine {
-        let ev = next(&mut w).await;
-        assert_eq!((&ev.key, ev.rev), (key, *rev));
-    }
-    assert_eq!(w.last_rev(), s.current_rev(), "passed the other keys' changes");
-    s.mutate("/mine/live".into(), false, put(json!({}))).await.unwrap();
-    assert_eq!(next(&mut w).await.key, "/mine/live");
 }
 
 #[tokio::test]
