@@ -142,6 +142,9 @@ fn bench_density() {
     let (node0, server0) = (rss_kib(node), rss_kib(server));
     let stages = Stages::watch(c.kubeconfig());
     let t = std::time::Instant::now();
+    // The wall clock at the apply, to place the server's log lines below in the run.
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    eprintln!("   applied at {:.3} s past the epoch (UTC)", since_epoch.as_secs_f64());
     c.ok(&["apply", "-f", f.to_str().unwrap()]);
     let ready = || {
         let d = common::get_json(c, &["deployment", "many"]).unwrap_or_default();
@@ -174,6 +177,16 @@ fn bench_density() {
         server1 / 1024
     );
     stages.report(t, n);
+    // How much work the control plane did for it: reconciles per controller, and the writes
+    // over HTTP (the node's) by resource, from the server's own counters.
+    let metrics = c.kubectl_ok(&["get", "--raw", "/metrics"]);
+    for l in metrics.lines().filter(|l| {
+        l.starts_with("workqueue_processed_total")
+            || (l.starts_with("apiserver_request_total")
+                && ["create", "patch", "update"].iter().any(|v| l.contains(&format!("verb=\"{v}\""))))
+    }) {
+        eprintln!("   {l}");
+    }
     // A watch that falls behind the store's live feed catches up from the history table, which
     // costs the server a decode of every change it missed.
     let behind = m.server.lines_with("behind the live feed");

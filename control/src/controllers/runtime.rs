@@ -42,11 +42,22 @@ pub use crate::store::Stored as Entry;
 /// Every object of a cache, in key order (see [`Cache::with_all`]).
 pub type All<'a> = std::iter::Map<std::collections::btree_map::Values<'a, String, Entry>, fn(&Entry) -> &Value>;
 
+/// Something kept from a cache's objects as they change, such as a count per owner, so that
+/// a reconcile need not read every object (see [`Cache::index`]).
+pub trait Index: Send + Sync {
+    /// The object at `key` is now `new` (`None`: gone). Called under the cache's write lock,
+    /// in the order the cache changed: it must not read the cache or wait.
+    fn update(&self, key: &str, new: Option<&Value>);
+}
+
 /// A local copy of one resource's objects, kept current by [`Informer::run`].
 /// std RwLock: held only to read or write the map, never across an await.
 #[derive(Default)]
 pub struct Cache {
     objects: RwLock<BTreeMap<String, Entry>>,
+    /// Indexes fed every change while they live (leadership terms come and go; the cache
+    /// stays). Locked only under `objects`' write lock, or to add one.
+    indexes: Mutex<Vec<std::sync::Weak<dyn Index>>>,
     synced: std::sync::atomic::AtomicBool,
     synced_signal: Notify,
     /// The store revision the cache reflects: its list's, then each applied event's.
@@ -100,6 +111,24 @@ impl Cache {
         }
     }
 
+    /// Feed `index` every object now cached, then every change, for as long as it lives.
+    pub fn index(&self, index: &Arc<dyn Index>) {
+        let m = self.objects.write().unwrap_or_else(|e| e.into_inner());
+        for (k, v) in m.iter() {
+            index.update(k, Some(v));
+        }
+        let mut all = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(index));
+    }
+
+    /// Tell the live indexes that `key` is now `new` (the caller holds the write lock).
+    fn indexed(&self, key: &str, new: Option<&Value>) {
+        for i in self.indexes.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(std::sync::Weak::upgrade) {
+            i.update(key, new);
+        }
+    }
+
     /// Replace an entry with what this process just wrote, ahead of the watch (the watch's
     /// copy, with the same or a newer revision, replaces it again).
     /// An object missing here at or below the cache's revision was deleted since (the cache
@@ -116,22 +145,27 @@ impl Cache {
             None => rv > self.revision(),
         };
         if take {
+            self.indexed(&k, Some(&obj));
             m.insert(k, obj);
         }
     }
     /// Apply a watch event, keeping the event itself (no copy); what the cache held before
     /// it (moved out, except for an event older than the entry, which leaves it in place).
-    fn apply(&self, ev: &Arc<crate::store::Event>) -> Option<Entry> {
+    pub(crate) fn apply(&self, ev: &Arc<crate::store::Event>) -> Option<Entry> {
         let mut m = self.objects.write().unwrap_or_else(|e| e.into_inner());
         let k = key_of(&ev.object);
         if ev.kind == crate::store::EventType::Deleted {
+            self.indexed(&k, None);
             return m.remove(&k);
         }
         match m.get(&k) {
             Some(cur) if object::resource_version(cur) > object::resource_version(&ev.object) => {
                 Some(Entry::Own(Value::clone(cur)))
             }
-            _ => m.insert(k, Entry::Event(ev.clone())),
+            _ => {
+                self.indexed(&k, Some(&ev.object));
+                m.insert(k, Entry::Event(ev.clone()))
+            }
         }
     }
     pub fn is_synced(&self) -> bool {
@@ -243,7 +277,15 @@ impl Informer {
         // Replace the cache, telling handlers about what changed while we were away.
         let old: BTreeMap<String, Entry> = {
             let mut m = self.cache.objects.write().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut *m, fresh.iter().map(|(k, v)| (k.clone(), Entry::Own(v.clone()))).collect())
+            let old =
+                std::mem::replace(&mut *m, fresh.iter().map(|(k, v)| (k.clone(), Entry::Own(v.clone()))).collect());
+            for k in old.keys().filter(|k| !fresh.contains_key(*k)) {
+                self.cache.indexed(k, None);
+            }
+            for (k, v) in &fresh {
+                self.cache.indexed(k, Some(v));
+            }
+            old
         };
         for (k, o) in &old {
             if !fresh.contains_key(k) {
@@ -530,6 +572,38 @@ mod tests {
         // Created anew after what the cache has seen: taken.
         c.assume(pod(12));
         assert!(c.get("d/p").is_some());
+    }
+
+    #[test]
+    fn an_index_hears_what_is_cached_then_every_change_while_it_lives() {
+        #[derive(Default)]
+        struct Log(Mutex<Vec<(String, Option<u64>)>>);
+        impl Index for Log {
+            fn update(&self, key: &str, new: Option<&Value>) {
+                self.0.lock().unwrap().push((key.to_string(), new.map(object::resource_version)));
+            }
+        }
+        let c = Cache::default();
+        let pod = |name: &str, rv: u64| serde_json::json!({"metadata": {"name": name, "namespace": "d", "resourceVersion": rv.to_string()}});
+        c.apply(&event(pod("a", 2), false));
+        let log = Arc::new(Log::default());
+        c.index(&(log.clone() as Arc<dyn Index>));
+        c.apply(&event(pod("b", 3), false));
+        c.assume(pod("b", 4));
+        c.apply(&event(pod("b", 3), false)); // older than the entry: no change
+        c.apply(&event(pod("a", 5), true));
+        c.revision.store(5, std::sync::atomic::Ordering::Release);
+        c.assume(pod("a", 4)); // a ghost of a deleted object: no change
+        let seen = |k: &str, rv: Option<u64>| (format!("d/{k}"), rv);
+        assert_eq!(
+            *log.0.lock().unwrap(),
+            [seen("a", Some(2)), seen("b", Some(3)), seen("b", Some(4)), seen("a", None)],
+            "what was cached, then each change the cache took"
+        );
+        drop(log);
+        c.apply(&event(pod("c", 6), false));
+        c.index(&(Arc::new(Log::default()) as Arc<dyn Index>));
+        assert_eq!(c.indexes.lock().unwrap().len(), 1, "dropped indexes are forgotten");
     }
 
     #[test]

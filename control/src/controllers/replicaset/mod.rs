@@ -1,10 +1,13 @@
 //! ReplicaSet (and ReplicationController, a ReplicaSet with an equality selector): keep
 //! exactly `replicas` matching pods. The decision is [`plan`], a pure function of the set,
-//! the pods of its namespace and the time; `reconcile` carries it out through the API. One
-//! controller runs per kind ([`start`] takes the kind's informer).
+//! the pods of its namespace and the time, or, when the set's pod counts suffice,
+//! [`plan_from_counts`] of the counts a [`tally::Tally`] keeps; `reconcile` carries it out
+//! through the API. One controller runs per kind ([`start`] takes the kind's informer).
+
+pub mod tally;
 
 use super::events;
-use super::runtime::{Action, Informer, Queue, key_of, run_workers};
+use super::runtime::{Action, Index, Informer, Queue, key_of, run_workers};
 use crate::apiserver::api::Api;
 use crate::apiserver::request::Target;
 use chrono::{DateTime, Utc};
@@ -107,12 +110,49 @@ fn deletion_rank(p: &Value) -> (u8, u8, u8, i64, std::cmp::Reverse<String>) {
 /// for the whole scale-up. The set is looked at again at once while pods are still missing.
 pub const BURST_REPLICAS: usize = 500;
 
+fn wanted(rs: &Value) -> usize {
+    rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize
+}
+
+fn min_ready(rs: &Value) -> Duration {
+    Duration::from_secs(rs["spec"]["minReadySeconds"].as_u64().unwrap_or(0))
+}
+
+/// What follows from a set's counts alone: how many pods to create, the first batch, whether
+/// to come back at once for more, and the status.
+fn sized(rs: &Value, c: tally::Counts, available: usize) -> Plan {
+    let (want, deleting) = (wanted(rs), object::is_deleting(rs));
+    Plan {
+        create: if deleting { 0 } else { want.saturating_sub(c.active).min(BURST_REPLICAS) },
+        first_batch: c.active.clamp(1, BURST_REPLICAS),
+        requeue: (c.active.abs_diff(want) > BURST_REPLICAS && !deleting).then_some(Duration::ZERO),
+        status: json!({
+            "replicas": c.active,
+            "fullyLabeledReplicas": c.labeled,
+            "readyReplicas": c.ready,
+            "availableReplicas": available,
+            "observedGeneration": rs["metadata"]["generation"],
+        }),
+        ..Plan::default()
+    }
+}
+
+/// The plan for `rs` from its pods' counts (see [`tally`]) when they are enough: nothing to
+/// adopt, release or delete (those need names), no `minReadySeconds` to time and the set
+/// not being deleted. `None` otherwise: then [`plan`] reads the pods. Where it answers, it
+/// answers as [`plan`] would.
+pub fn plan_from_counts(rs: &Value, c: tally::Counts, adoptable: bool) -> Option<Plan> {
+    let simple =
+        !object::is_deleting(rs) && min_ready(rs).is_zero() && c.strays == 0 && !adoptable && c.active <= wanted(rs);
+    simple.then(|| sized(rs, c, c.ready))
+}
+
 pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: DateTime<Utc>) -> Plan {
-    let mut p = Plan::default();
     let uid = object::uid(rs);
     let selector = LabelSelector::of_workload(rs).unwrap_or_default();
-    let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
-    let min_ready = Duration::from_secs(rs["spec"]["minReadySeconds"].as_u64().unwrap_or(0));
+    let want = wanted(rs);
+    let min_ready = min_ready(rs);
+    let (mut adopt, mut release) = (Vec::new(), Vec::new());
     let mut active: Vec<&Value> = Vec::new();
     let mut labeled = 0;
     for pod in pods {
@@ -120,7 +160,7 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
         match controller_of(pod) {
             Some((_, _, owner)) if owner == uid => {
                 if !matches {
-                    p.release.push(object::name(pod).to_string());
+                    release.push(object::name(pod).to_string());
                     continue;
                 }
             }
@@ -129,7 +169,7 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
                 if !matches || object::is_deleting(pod) || object::is_deleting(rs) {
                     continue;
                 }
-                p.adopt.push(object::name(pod).to_string());
+                adopt.push(object::name(pod).to_string());
             }
         }
         labeled += 1;
@@ -137,18 +177,6 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
             active.push(pod);
         }
     }
-    if !object::is_deleting(rs) {
-        if active.len() < want {
-            p.create = (want - active.len()).min(BURST_REPLICAS);
-        } else if active.len() > want {
-            let mut order = active.clone();
-            order.sort_by_key(|p| deletion_rank(p));
-            let n = (active.len() - want).min(BURST_REPLICAS);
-            p.delete = order.iter().take(n).map(|p| object::name(p).to_string()).collect();
-        }
-    }
-    let more = active.len().abs_diff(want) > BURST_REPLICAS && !object::is_deleting(rs);
-    p.first_batch = active.len().clamp(1, BURST_REPLICAS);
     // Each pod's conditions are read once: a set of 10 000 is planned again on every change
     // of one of its pods while they start.
     let (mut ready, mut available) = (0, 0);
@@ -158,7 +186,15 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
             available += (min_ready.is_zero() || is_available(pod, min_ready, now)) as usize;
         }
     }
-    if available < ready && !min_ready.is_zero() {
+    let counts = tally::Counts { labeled, active: active.len(), ready, strays: release.len() };
+    let mut p = Plan { adopt, release, ..sized(rs, counts, available) };
+    if !object::is_deleting(rs) && active.len() > want {
+        let mut order = active.clone();
+        order.sort_by_key(|p| deletion_rank(p));
+        let n = (active.len() - want).min(BURST_REPLICAS);
+        p.delete = order.iter().take(n).map(|p| object::name(p).to_string()).collect();
+    }
+    if p.requeue.is_none() && available < ready && !min_ready.is_zero() {
         // Wake up when the earliest ready pod crosses minReadySeconds.
         p.requeue = active
             .iter()
@@ -168,16 +204,6 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
             .min()
             .map(|d| d + Duration::from_millis(50));
     }
-    if more {
-        p.requeue = Some(Duration::ZERO);
-    }
-    p.status = json!({
-        "replicas": active.len(),
-        "fullyLabeledReplicas": labeled,
-        "readyReplicas": ready,
-        "availableReplicas": available,
-        "observedGeneration": rs["metadata"]["generation"],
-    });
     p
 }
 
@@ -222,6 +248,8 @@ struct Ctl {
     res: &'static resources::Resource,
     sets: Arc<Informer>,
     pods: Arc<Informer>,
+    /// The sets' pod counts, an index of the pods cache.
+    tally: Arc<tally::Tally>,
 }
 
 impl Ctl {
@@ -234,7 +262,12 @@ impl Ctl {
         let Some(rs) = self.sets.cache.get(&key) else { return Ok(Action::AwaitChange) };
         let ns = object::namespace(&rs).to_string();
         let now = Utc::now();
-        let plan = self.pods.cache.with_ns(Some(&ns), |pods| plan(&rs, pods, now));
+        let counted =
+            self.tally.of(&rs, &self.pods.cache).and_then(|(c, adoptable)| plan_from_counts(&rs, c, adoptable));
+        let plan = match counted {
+            Some(p) => p,
+            None => self.pods.cache.with_ns(Some(&ns), |pods| plan(&rs, pods, now)),
+        };
         let pr = pods_res();
         for name in &plan.adopt {
             let patch = json!({"metadata": {"ownerReferences": [owner_ref(&rs)]}});
@@ -337,12 +370,15 @@ fn owners_of_pod(kind: &str, sets: &Informer, pod: &Value) -> Vec<String> {
 
 pub fn start(api: Api, sets: Arc<Informer>, pods: Arc<Informer>) -> impl Future<Output = ()> {
     let queue = Queue::new();
+    // Fed by the pods cache for as long as this controller (a leadership term) lives.
+    let tally = Arc::new(tally::Tally::default());
+    pods.cache.index(&(tally.clone() as Arc<dyn Index>));
     {
-        let q = queue.clone();
-        sets.on_change(Arc::new(move |_, new| {
-            if let Some(rs) = new {
-                q.add(key_of(rs));
-            }
+        let (q, tally) = (queue.clone(), tally.clone());
+        sets.on_change(Arc::new(move |old, new| match (old, new) {
+            (_, Some(rs)) => q.add(key_of(rs)),
+            (Some(gone), None) => tally.forget(object::uid(gone)),
+            (None, None) => {}
         }));
     }
     {
@@ -357,7 +393,7 @@ pub fn start(api: Api, sets: Arc<Informer>, pods: Arc<Informer>) -> impl Future<
         }));
     }
     let res = sets.res;
-    let ctl = Arc::new(Ctl { api: api.clone(), res, sets: sets.clone(), pods: pods.clone() });
+    let ctl = Arc::new(Ctl { api: api.clone(), res, sets: sets.clone(), pods: pods.clone(), tally });
     async move {
         sets.cache.wait_synced().await;
         pods.cache.wait_synced().await;
