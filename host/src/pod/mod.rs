@@ -193,6 +193,7 @@ async fn run(ctx: Arc<NodeCtx>, pod: Value, ip: String, stop: CancellationToken)
         changed: Notify::new(),
         reporting: tokio::sync::Mutex::new(()),
         evicted: Mutex::new(None),
+        slow: Notify::new(),
     });
     let reporter = tokio::spawn(report_loop(ctx.clone(), info.clone(), shared.clone(), stop.clone()));
     shared.changed.notify_one();
@@ -367,15 +368,26 @@ async fn container(
         }
         let policy = c["imagePullPolicy"].as_str().unwrap_or("IfNotPresent");
         let secrets = if builtin { Vec::new() } else { Box::pin(pull::pull_secrets(&ctx, &info.pod, &info.ns)).await };
-        let result = match Box::pin(ctx.puller.fetch_component(&image, policy, &secrets)).await {
-            Ok(fetched) => {
-                let rt = ctx.rt.clone();
-                tokio::task::spawn_blocking(move || rt.load_fetched(&fetched))
-                    .await
-                    .map_err(|e| ("CreateContainerError", e.to_string()))
-                    .and_then(|r| r.map_err(|e| ("InvalidImage", format!("{e:#}"))))
+        let fetch_and_load = async {
+            match Box::pin(ctx.puller.fetch_component(&image, policy, &secrets)).await {
+                Ok(fetched) => {
+                    let rt = ctx.rt.clone();
+                    tokio::task::spawn_blocking(move || rt.load_fetched(&fetched))
+                        .await
+                        .map_err(|e| ("CreateContainerError", e.to_string()))
+                        .and_then(|r| r.map_err(|e| ("InvalidImage", format!("{e:#}"))))
+                }
+                Err(e) => Err((e.reason, e.message)),
             }
-            Err(e) => Err((e.reason, e.message)),
+        };
+        let mut fetch_and_load = std::pin::pin!(fetch_and_load);
+        // A pull or a compile: the pod's first report need not wait for the start any more.
+        let result = tokio::select! {
+            r = &mut fetch_and_load => r,
+            _ = tokio::time::sleep(status::FIRST_REPORT_GRACE) => {
+                shared.slow.notify_one();
+                fetch_and_load.await
+            }
         };
         match result {
             Ok(x) => break x,
