@@ -69,6 +69,12 @@ impl Cache {
         self.with(key, Value::clone)
     }
 
+    /// The entry at `key`, shared rather than copied (most entries are watch events behind an
+    /// `Arc`): for a reader that holds one object a while without changing it.
+    pub fn entry(&self, key: &str) -> Option<Entry> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
     /// `f` of the object at `key`, without copying it (`f` runs under the cache's read lock:
     /// it must not block or take another lock).
     pub fn with<R>(&self, key: &str, f: impl FnOnce(&Value) -> R) -> Option<R> {

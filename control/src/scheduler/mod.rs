@@ -93,7 +93,7 @@ impl Scheduler {
     }
 
     async fn reconcile(&self, key: String) -> Result<Action, ApiError> {
-        let Some(pod) = self.pods.cache.get(&key) else { return Ok(Action::AwaitChange) };
+        let Some(pod) = self.pods.cache.entry(&key) else { return Ok(Action::AwaitChange) };
         if !unscheduled(&pod) {
             return Ok(Action::AwaitChange);
         }
@@ -107,7 +107,7 @@ impl Scheduler {
                 Ok(c) => {
                     unbound = c.unbound;
                     if let Some(n) = c.node {
-                        let mut p = pod.clone();
+                        let mut p = Value::clone(&pod);
                         p["spec"]["nodeSelector"]["kubernetes.io/hostname"] = json!(n);
                         planned = Some(p);
                     }

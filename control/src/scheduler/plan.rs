@@ -172,23 +172,67 @@ fn term_matches(term: &Value, n: &NodeInfo) -> bool {
     any
 }
 
+/// What placement reads from a pod's spec, read once per pod instead of once per node (a
+/// pod is weighed against hundreds of nodes).
+struct Terms<'a> {
+    tolerations: &'a [Value],
+    node_selector: Option<&'a serde_json::Map<String, Value>>,
+    /// The required node affinity's terms (any one must match), if it has them.
+    required: Option<&'a [Value]>,
+    preferred: &'a [Value],
+}
+
+impl<'a> Terms<'a> {
+    fn of(pod: &'a Value) -> Terms<'a> {
+        let spec = &pod["spec"];
+        let affinity = &spec["affinity"]["nodeAffinity"];
+        Terms {
+            tolerations: spec["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+            node_selector: spec["nodeSelector"].as_object(),
+            required: affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                .as_array()
+                .map(Vec::as_slice),
+            preferred: affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        }
+    }
+
+    fn tolerate(&self, n: &NodeInfo) -> bool {
+        n.taints
+            .iter()
+            .all(|t| !(t.effect == "NoSchedule" || t.effect == "NoExecute") || tolerates(self.tolerations, t))
+    }
+
+    /// The node matches the nodeSelector and the required node affinity.
+    fn select(&self, n: &NodeInfo) -> bool {
+        self.node_selector.is_none_or(|m| m.iter().all(|(k, v)| n.labels.get(k).map(String::as_str) == v.as_str()))
+            && self.required.is_none_or(|terms| terms.iter().any(|t| term_matches(t, n)))
+    }
+
+    /// The preferred node affinity's share of weight the node matches, in 0..=100.
+    fn preference(&self, n: &NodeInfo) -> f64 {
+        let (mut got, mut total) = (0.0, 0.0);
+        for p in self.preferred {
+            let w = p["weight"].as_f64().unwrap_or(1.0);
+            total += w;
+            if term_matches(&p["preference"], n) {
+                got += w;
+            }
+        }
+        if total > 0.0 { got / total * 100.0 } else { 0.0 }
+    }
+}
+
 /// Whether every NoSchedule/NoExecute taint of the node is tolerated by the pod.
 pub fn taints_tolerated(pod: &Value, n: &NodeInfo) -> bool {
-    let tolerations = pod["spec"]["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    n.taints.iter().all(|t| !(t.effect == "NoSchedule" || t.effect == "NoExecute") || tolerates(tolerations, t))
+    Terms::of(pod).tolerate(n)
 }
 
 /// Whether the node matches the pod's nodeSelector and required node affinity.
 pub fn selector_and_affinity(pod: &Value, n: &NodeInfo) -> bool {
-    let sel_ok = pod["spec"]["nodeSelector"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| n.labels.get(k).map(String::as_str) == v.as_str()));
-    let required = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
-    let aff_ok = match required["nodeSelectorTerms"].as_array() {
-        None => true,
-        Some(terms) => terms.iter().any(|t| term_matches(t, n)),
-    };
-    sel_ok && aff_ok
+    Terms::of(pod).select(n)
 }
 
 /// Topology spread constraints of a pod, with the domain counts they need.
@@ -226,16 +270,16 @@ fn spreads<'a>(pod: &'a Value, eligible: &[&NodeInfo]) -> Vec<Spread<'a>> {
 
 /// Whether a node passes every filter, or the reason it does not.
 pub fn filter(pod: &Value, n: &NodeInfo) -> Result<(), String> {
-    filter_with(pod, &pod_requests(pod), n)
+    filter_with(&Terms::of(pod), &pod_requests(pod), n)
 }
 
-fn filter_with(pod: &Value, want: &Resources, n: &NodeInfo) -> Result<(), String> {
+fn filter_with(terms: &Terms, want: &Resources, n: &NodeInfo) -> Result<(), String> {
     if !n.ready {
         return Err("node(s) were not ready".into());
     }
     if n.unschedulable
         && !tolerates(
-            pod["spec"]["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+            terms.tolerations,
             &Taint {
                 key: "node.kubernetes.io/unschedulable".into(),
                 value: String::new(),
@@ -245,13 +289,14 @@ fn filter_with(pod: &Value, want: &Resources, n: &NodeInfo) -> Result<(), String
     {
         return Err("node(s) were unschedulable".into());
     }
-    let tolerations = pod["spec"]["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    if let Some(t) =
-        n.taints.iter().find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(tolerations, t))
+    if let Some(t) = n
+        .taints
+        .iter()
+        .find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(terms.tolerations, t))
     {
         return Err(format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value));
     }
-    if !selector_and_affinity(pod, n) {
+    if !terms.select(n) {
         return Err("node(s) didn't match Pod's node affinity/selector".into());
     }
     let free = |a: i64, r: i64| a - r;
@@ -273,10 +318,10 @@ fn ratio(used: i64, total: i64) -> f64 {
 
 /// Score in 0..=100 per part; higher is better.
 pub fn score(pod: &Value, n: &NodeInfo, strategy: Strategy) -> f64 {
-    score_with(pod, &pod_requests(pod), n, strategy)
+    score_with(&Terms::of(pod), &pod_requests(pod), n, strategy)
 }
 
-fn score_with(pod: &Value, want: &Resources, n: &NodeInfo, strategy: Strategy) -> f64 {
+fn score_with(terms: &Terms, want: &Resources, n: &NodeInfo, strategy: Strategy) -> f64 {
     let cpu = ratio(n.requested.cpu + want.cpu, n.allocatable.cpu);
     let mem = ratio(n.requested.memory + want.memory, n.allocatable.memory);
     let pods = ratio(n.requested.pods + 1, n.allocatable.pods);
@@ -286,17 +331,7 @@ fn score_with(pod: &Value, want: &Resources, n: &NodeInfo, strategy: Strategy) -
         Strategy::Spread => (1.0 - used) * 100.0,
         Strategy::BinPack => used * 100.0,
     };
-    let preferred = &pod["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
-    let (mut got, mut total) = (0.0, 0.0);
-    for p in preferred.as_array().into_iter().flatten() {
-        let w = p["weight"].as_f64().unwrap_or(1.0);
-        total += w;
-        if term_matches(&p["preference"], n) {
-            got += w;
-        }
-    }
-    let affinity = if total > 0.0 { got / total * 100.0 } else { 0.0 };
-    resource + affinity
+    resource + terms.preference(n)
 }
 
 /// The node a pod should go to, or Kubernetes' "0/N nodes are available: …" message.
@@ -327,12 +362,13 @@ pub fn schedule_from(
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut fit: Vec<&NodeInfo> = Vec::new();
     let want = pod_requests(pod);
+    let terms = Terms::of(pod);
     let len = nodes.len();
     let mut next = start;
     for i in 0..len {
         let n = &nodes[(start + i) % len];
         next = (start + i + 1) % len.max(1);
-        match filter_with(pod, &want, n) {
+        match filter_with(&terms, &want, n) {
             Ok(()) => fit.push(n),
             Err(r) => *reasons.entry(r).or_insert(0) += 1,
         }
@@ -351,11 +387,12 @@ fn schedule_among(
     mut reasons: BTreeMap<String, usize>,
 ) -> Result<String, String> {
     let want = pod_requests(pod);
+    let terms = Terms::of(pod);
     // Topology spread: domains are those of nodes matching the pod's node selector and
     // affinity (as Kubernetes' default policy: cordons and taints do not remove a domain).
     let has_spread = pod["spec"]["topologySpreadConstraints"].as_array().is_some_and(|a| !a.is_empty());
     let constraints = if has_spread {
-        let domain_nodes: Vec<&NodeInfo> = nodes.iter().filter(|n| selector_and_affinity(pod, n)).collect();
+        let domain_nodes: Vec<&NodeInfo> = nodes.iter().filter(|n| terms.select(n)).collect();
         spreads(pod, &domain_nodes)
     } else {
         Vec::new()
@@ -403,7 +440,7 @@ fn schedule_among(
                 .filter_map(|s| n.labels.get(s.key).map(|d| s.counts.get(d).copied().unwrap_or(0)))
                 .map(|c| -(c as f64))
                 .sum();
-            let s = score_with(pod, &want, n, strategy) + spread_bonus
+            let s = score_with(&terms, &want, n, strategy) + spread_bonus
                 - soft_penalty.get(n.name.as_str()).copied().unwrap_or(0.0);
             (s, n)
         })

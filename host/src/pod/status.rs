@@ -120,13 +120,8 @@ pub(super) async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: A
         let creating = only_creating(&shared.statuses.lock().unwrap_or_else(|e| e.into_inner()));
         // A change made before this loop first ran has already replaced the initial state
         // (and its notification merged with the first): no wait then.
-        if std::mem::take(&mut first) && creating {
-            tokio::select! {
-                _ = tokio::time::sleep(FIRST_REPORT_LIMIT) => {}
-                _ = shared.slow.notified() => {}
-                _ = shared.changed.notified() => {}
-                _ = stop.cancelled() => return,
-            }
+        if std::mem::take(&mut first) && creating && !hold_first_report(&shared, &stop).await {
+            return;
         }
         // Changes made while this report is in flight leave the notification set, so a burst
         // costs at most one more report. A report the API did not take (the control plane
@@ -139,6 +134,17 @@ pub(super) async fn report_loop(ctx: Arc<NodeCtx>, info: Arc<PodInfo>, shared: A
                 _ = stop.cancelled() => return,
             }
         }
+    }
+}
+
+/// Hold the first report back until the start says something (a change), a pull or load
+/// runs long, or [`FIRST_REPORT_LIMIT`] passes; false if the pod stopped meanwhile.
+async fn hold_first_report(shared: &Shared, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(FIRST_REPORT_LIMIT) => true,
+        _ = shared.slow.notified() => true,
+        _ = shared.changed.notified() => true,
+        _ = stop.cancelled() => false,
     }
 }
 
@@ -214,6 +220,35 @@ mod tests {
         assert_eq!((j["type"].as_str(), j["reason"].as_str()), (Some("Normal"), Some("Started")));
         assert_eq!(j["source"], json!({"component": "wasmorch-node", "host": "n1"}));
         assert_eq!((j["firstTimestamp"].as_str(), j["count"].as_u64()), (Some("2026-12-06T10:00:00Z"), Some(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_report_waits_for_news_a_slow_pull_or_the_limit() {
+        let shared = || Shared {
+            statuses: Mutex::new(Vec::new()),
+            changed: Notify::new(),
+            reporting: tokio::sync::Mutex::new(()),
+            evicted: Mutex::new(None),
+            slow: Notify::new(),
+        };
+        let stop = CancellationToken::new();
+        let held = |s: Shared, stop: CancellationToken| async move {
+            let t = tokio::time::Instant::now();
+            let went = hold_first_report(&s, &stop).await;
+            (went, t.elapsed())
+        };
+        // Nothing to say: the status still shows within the limit, however busy the node.
+        assert_eq!(held(shared(), stop.clone()).await, (true, FIRST_REPORT_LIMIT));
+        // A pull that ran long told it before it waited (a permit is kept): at once.
+        let s = shared();
+        s.slow.notify_one();
+        assert_eq!(held(s, stop.clone()).await, (true, Duration::ZERO));
+        // A change (the container started, or failed): at once.
+        let s = shared();
+        s.changed.notify_one();
+        assert_eq!(held(s, stop.clone()).await, (true, Duration::ZERO));
+        stop.cancel();
+        assert!(!held(shared(), stop).await.0, "a stopped pod reports nothing");
     }
 
     #[test]
