@@ -154,39 +154,34 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
     let min_ready = min_ready(rs);
     let (mut adopt, mut release) = (Vec::new(), Vec::new());
     let mut active: Vec<&Value> = Vec::new();
-    let mut labeled = 0;
+    let mut counts = tally::Counts::default();
     for pod in pods {
-        let matches = !selector.is_empty() && selector.selects(pod);
         match controller_of(pod) {
-            Some((_, _, owner)) if owner == uid => {
-                if !matches {
-                    release.push(object::name(pod).to_string());
-                    continue;
-                }
-            }
+            Some((_, _, owner)) if owner == uid => {}
             Some(_) => continue,
             None => {
+                let matches = !selector.is_empty() && selector.selects(pod);
                 if !matches || object::is_deleting(pod) || object::is_deleting(rs) {
                     continue;
                 }
                 adopt.push(object::name(pod).to_string());
             }
         }
-        labeled += 1;
-        if !object::is_deleting(pod) && !terminal(pod) {
+        // What a pod adds to its set's counts is the tally's rule, read once per pod: a set
+        // of 10 000 may be planned here on every change of one of its pods.
+        let c = tally::Counts::of_pod(pod, &selector);
+        counts.add(c);
+        if c.strays > 0 {
+            release.push(object::name(pod).to_string());
+        } else if c.active > 0 {
             active.push(pod);
         }
     }
-    // Each pod's conditions are read once: a set of 10 000 is planned again on every change
-    // of one of its pods while they start.
-    let (mut ready, mut available) = (0, 0);
-    for pod in &active {
-        if is_ready(pod) {
-            ready += 1;
-            available += (min_ready.is_zero() || is_available(pod, min_ready, now)) as usize;
-        }
-    }
-    let counts = tally::Counts { labeled, active: active.len(), ready, strays: release.len() };
+    let available = if min_ready.is_zero() {
+        counts.ready
+    } else {
+        active.iter().filter(|p| is_available(p, min_ready, now)).count()
+    };
     let mut p = Plan { adopt, release, ..sized(rs, counts, available) };
     if !object::is_deleting(rs) && active.len() > want {
         let mut order = active.clone();
@@ -194,7 +189,7 @@ pub fn plan<'a>(rs: &Value, pods: impl IntoIterator<Item = &'a Value>, now: Date
         let n = (active.len() - want).min(BURST_REPLICAS);
         p.delete = order.iter().take(n).map(|p| object::name(p).to_string()).collect();
     }
-    if p.requeue.is_none() && available < ready && !min_ready.is_zero() {
+    if p.requeue.is_none() && available < counts.ready && !min_ready.is_zero() {
         // Wake up when the earliest ready pod crosses minReadySeconds.
         p.requeue = active
             .iter()

@@ -29,7 +29,7 @@ pub struct Counts {
 impl Counts {
     /// What one pod adds to its controlling set's counts, under the set's selector (an empty
     /// selector selects nothing here, as in [`super::plan`]).
-    fn of_pod(pod: &Value, selector: &LabelSelector) -> Counts {
+    pub(super) fn of_pod(pod: &Value, selector: &LabelSelector) -> Counts {
         if selector.is_empty() || !selector.selects(pod) {
             return Counts { strays: 1, ..Counts::default() };
         }
@@ -37,7 +37,7 @@ impl Counts {
         Counts { labeled: 1, active: active as usize, ready: (active && is_ready(pod)) as usize, strays: 0 }
     }
 
-    fn add(&mut self, c: Counts) {
+    pub(super) fn add(&mut self, c: Counts) {
         self.labeled += c.labeled;
         self.active += c.active;
         self.ready += c.ready;
