@@ -65,8 +65,9 @@ pub struct Event {
 /// A change as a watch delivers it: the event, and the object's JSON when the writer has it at
 /// hand. The embedded engine's live feed carries the bytes the writer serialized for its
 /// tables, so a watch serving the stored version sends them instead of serializing the object
-/// again (that was 8 % of the API server's CPU while a node started thousands of pods). Only
-/// the feed's bounded buffer keeps them: caches keep the event alone.
+/// again (that was 8 % of the API server's CPU while a node started thousands of pods). A
+/// change read back from history carries the JSON stored in its record (but a Secret's, which
+/// is sealed there). Only the feed's bounded buffer keeps them: caches keep the event alone.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub event: Arc<Event>,

@@ -22,7 +22,7 @@ pub struct WatchStream {
     prefix: String,
     last: u64,
     rx: broadcast::Receiver<Change>,
-    pending: VecDeque<Arc<Event>>,
+    pending: VecDeque<Change>,
     caught_up: bool,
 }
 
@@ -44,8 +44,8 @@ impl WatchStream {
     /// The next change under the prefix. Cancel-safe.
     pub async fn next(&mut self) -> Result<Change, ApiError> {
         loop {
-            if let Some(e) = self.pending.pop_front() {
-                return Ok(e.into());
+            if let Some(c) = self.pending.pop_front() {
+                return Ok(c);
             }
             if !self.caught_up {
                 self.read_history().await?;
@@ -95,14 +95,27 @@ impl WatchStream {
                 let (rev, v) = item.map_err(storage_err)?;
                 page.read += 1;
                 page.last = rev.value();
-                // Only a change under the prefix has its object decoded: history holds every
-                // kind's changes, and a watch of Nodes catching up through thousands of pod
-                // writes would otherwise decode each pod.
-                let head: Head = serde_json::from_slice(v.value()).map_err(storage_err)?;
-                if head.key.starts_with(prefix.as_str()) {
-                    let rec: crate::store::seal::Record = serde_json::from_slice(v.value()).map_err(storage_err)?;
-                    page.events.push(Arc::new(rec.into_event(&shared.sealer)?));
+                // One pass over the record: its head, and its object kept as the raw JSON the
+                // writer stored. Only a change under the prefix has its object decoded
+                // (history holds every kind's changes: a watch of Nodes catching up through
+                // thousands of pod writes would otherwise decode each pod), and its JSON is
+                // served as stored, not serialized again.
+                let raw: Raw = serde_json::from_slice(v.value()).map_err(storage_err)?;
+                if !raw.key.starts_with(prefix.as_str()) {
+                    continue;
                 }
+                page.events.push(match raw.object {
+                    Some(o) => {
+                        let object = serde_json::from_str(o.get()).map_err(storage_err)?;
+                        let event = Event { rev: raw.rev, kind: raw.kind, key: raw.key.into_owned(), object };
+                        Change { event: Arc::new(event), json: Some(bytes::Bytes::copy_from_slice(o.get().as_bytes())) }
+                    }
+                    // Sealed (a Secret): opened, then served from its object.
+                    None => {
+                        let rec: crate::store::seal::Record = serde_json::from_slice(v.value()).map_err(storage_err)?;
+                        Arc::new(rec.into_event(&shared.sealer)?).into()
+                    }
+                });
             }
             Ok(page)
         })
@@ -120,14 +133,20 @@ impl WatchStream {
 /// One step through history: the changes under the prefix, how many records were read, and
 /// the revision of the last one.
 struct Page {
-    events: Vec<Arc<Event>>,
+    events: Vec<Change>,
     read: usize,
     last: u64,
 }
 
-/// What deciding on a history record needs before its object is decoded.
+/// A history record read in one pass: its head, and its object (absent when sealed) as the
+/// JSON text stored, borrowed from the table's bytes.
 #[derive(serde::Deserialize)]
-struct Head<'a> {
+struct Raw<'a> {
+    rev: u64,
+    #[serde(rename = "type")]
+    kind: crate::store::EventType,
     #[serde(borrow)]
     key: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    object: Option<&'a serde_json::value::RawValue>,
 }

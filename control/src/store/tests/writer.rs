@@ -58,14 +58,20 @@ async fn writes_see_the_committed_object_whatever_came_before() {
 
 /// The live feed carries each change's JSON as the writer serialized it, and it is exactly the
 /// event's object (a watch sends those bytes as the object): for puts, updates, Secrets (sealed
-/// at rest, in the clear here) and deletions. Changes read back from history carry none.
+/// at rest, in the clear here) and deletions. A change read back from history carries the JSON
+/// stored with it, except a Secret's (stored sealed).
 #[tokio::test]
 async fn the_live_feed_carries_each_change_s_json() {
     let (_d, s) = open();
     let mut w = s.watch("/core/", s.current_rev()).unwrap();
     s.mutate("/core/configmaps/default/a".into(), false, put(json!({"metadata": {"name": "a"}}))).await.unwrap();
+    s.mutate("/core/secrets/default/h".into(), false, put(json!({"metadata": {"name": "h"}}))).await.unwrap();
     let from_history = tokio::time::timeout(Duration::from_secs(5), w.next_change()).await.unwrap().unwrap();
-    assert_eq!(from_history.json, None, "read back from history");
+    let json = from_history.json.expect("read back from history, with the JSON stored");
+    assert_eq!(&json[..], serde_json::to_vec(&from_history.event.object).unwrap());
+    let sealed = tokio::time::timeout(Duration::from_secs(5), w.next_change()).await.unwrap().unwrap();
+    assert_eq!((sealed.event.key.as_str(), sealed.json), ("/core/secrets/default/h", None));
+    assert_eq!(sealed.event.object["metadata"]["name"], "h");
     let writes: Vec<(&str, MutateFn)> = vec![
         ("/core/configmaps/default/a", put(json!({"metadata": {"name": "a"}, "data": {"k": "é\"\n"}}))),
         ("/core/secrets/default/s", put(json!({"metadata": {"name": "s"}, "data": {"k": "djE="}}))),
@@ -103,7 +109,7 @@ async fn a_watch_catches_up_through_other_keys_history() {
         let ev = next(&mut w).await;
         assert_eq!((&ev.key, ev.rev), (key, *rev));
     }
-    assert_eq!(w.last_rev(), s.current_rev(), "passed the other keys' changes");
     s.mutate("/mine/live".into(), false, put(json!({}))).await.unwrap();
     assert_eq!(next(&mut w).await.key, "/mine/live");
+    assert_eq!(w.last_rev(), s.current_rev(), "passed the other keys' changes");
 }
