@@ -99,11 +99,15 @@ impl LogSink {
     }
 
     pub fn open_with_limit(path: &Path, max: u64) -> std::io::Result<LogSink> {
-        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-            std::fs::rename(path, format!("{}.previous", path.display()))?;
-        }
-        for n in 1..=KEEP_ROTATED {
-            let _ = std::fs::remove_file(format!("{}.{n}", path.display()));
+        // No log yet, no run before: nothing to keep or remove (a node starting thousands of
+        // pods skips a lookup of each rotated part).
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.len() > 0 {
+                std::fs::rename(path, format!("{}.previous", path.display()))?;
+            }
+            for n in 1..=KEEP_ROTATED {
+                let _ = std::fs::remove_file(format!("{}.{n}", path.display()));
+            }
         }
         // Created empty now, opened by the first write.
         File::create(path)?;
