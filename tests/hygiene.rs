@@ -209,9 +209,9 @@ impl Stages {
 
     fn watch(kubeconfig: std::path::PathBuf) -> Stages {
         use futures::StreamExt;
+        use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::core::v1::Pod;
         use kube::runtime::watcher;
-        use k8s_openapi::api::apps::v1::Deployment;
         let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let ready = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (out, ready_out) = (seen.clone(), ready.clone());
