@@ -469,10 +469,12 @@ pub fn start(
             }
             if let Some(("ReplicaSet", rs, _)) = old.and_then(controller_of) {
                 let ns = object::namespace(old.unwrap_or(&Value::Null));
-                if let Some(rs) = s.cache.get(&format!("{ns}/{rs}"))
-                    && let Some(("Deployment", d, _)) = controller_of(&rs)
-                {
-                    q.add(format!("{ns}/{d}"));
+                let owner = s.cache.with(&format!("{ns}/{rs}"), |rs| match controller_of(rs) {
+                    Some(("Deployment", d, _)) => Some(format!("{ns}/{d}")),
+                    _ => None,
+                });
+                if let Some(d) = owner.flatten() {
+                    q.add(d);
                 }
             }
         }));

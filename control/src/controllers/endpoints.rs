@@ -310,15 +310,17 @@ pub fn start(api: Api, services: Arc<Informer>, pods: Arc<Informer>, nodes: Arc<
         let (q, s) = (queue.clone(), services.clone());
         pods.on_change(Arc::new(move |old, new| {
             // Only what an endpoint shows: address, readiness, deletion, labels.
-            let shown = |p: &Value| {
+            // Read in place, not copied: this runs for every change of every pod.
+            type Shown<'a> = (Option<&'a Value>, bool, bool, Option<&'a Value>, Option<&'a Value>);
+            fn shown(p: &Value) -> Shown<'_> {
                 (
-                    p["status"]["podIP"].clone(),
+                    p.pointer("/status/podIP"),
                     is_ready(p),
                     object::is_deleting(p),
-                    p["metadata"]["labels"].clone(),
-                    p["status"]["phase"].clone(),
+                    p.pointer("/metadata/labels"),
+                    p.pointer("/status/phase"),
                 )
-            };
+            }
             if let (Some(o), Some(n)) = (old, new)
                 && shown(o) == shown(n)
             {

@@ -41,7 +41,9 @@ impl Gc {
     fn cached(&self, ns: &str, kind: &str, name: &str, uid: &str) -> bool {
         let Some(inf) = self.owners.get(kind) else { return true };
         let key = if inf.res.namespaced { format!("{ns}/{name}") } else { name.to_string() };
-        inf.cache.get(&key).is_some_and(|o| object::uid(&o) == uid)
+        // Read in place: this runs for every change of every dependent (each pod's, against
+        // its ReplicaSet), and a copy of the owner each time was most of the handler's cost.
+        inf.cache.with(&key, |o| object::uid(o) == uid).unwrap_or(false)
     }
 
     /// Whether an owner exists, read live from the store.
