@@ -168,7 +168,8 @@ fn file_mode(v: &Value, spec: &Value) -> u32 {
     v["mode"].as_u64().or_else(|| spec["defaultMode"].as_u64()).unwrap_or(0o644) as u32
 }
 
-/// Write `path` under `dir` by rename, with `mode`.
+/// Write `rel` under `dir` with `mode`: in place when `fresh` (the volume's first writing, into
+/// a directory just made), else, when its content changed, whole through a rename.
 fn put_file(dir: &Path, rel: &Path, bytes: &[u8], mode: u32, fresh: bool) -> std::io::Result<()> {
     let target = dir.join(rel);
     if let Some(parent) = target.parent()
