@@ -199,10 +199,11 @@ impl<'a> Terms<'a> {
         }
     }
 
-    fn tolerate(&self, n: &NodeInfo) -> bool {
+    /// The node's first NoSchedule/NoExecute taint the pod does not tolerate.
+    fn untolerated<'n>(&self, n: &'n NodeInfo) -> Option<&'n Taint> {
         n.taints
             .iter()
-            .all(|t| !(t.effect == "NoSchedule" || t.effect == "NoExecute") || tolerates(self.tolerations, t))
+            .find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(self.tolerations, t))
     }
 
     /// The node matches the nodeSelector and the required node affinity.
@@ -227,7 +228,7 @@ impl<'a> Terms<'a> {
 
 /// Whether every NoSchedule/NoExecute taint of the node is tolerated by the pod.
 pub fn taints_tolerated(pod: &Value, n: &NodeInfo) -> bool {
-    Terms::of(pod).tolerate(n)
+    Terms::of(pod).untolerated(n).is_none()
 }
 
 /// Whether the node matches the pod's nodeSelector and required node affinity.
@@ -289,11 +290,7 @@ fn filter_with(terms: &Terms, want: &Resources, n: &NodeInfo) -> Result<(), Stri
     {
         return Err("node(s) were unschedulable".into());
     }
-    if let Some(t) = n
-        .taints
-        .iter()
-        .find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(terms.tolerations, t))
-    {
+    if let Some(t) = terms.untolerated(n) {
         return Err(format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value));
     }
     if !terms.select(n) {
@@ -376,18 +373,19 @@ pub fn schedule_from(
             break;
         }
     }
-    (schedule_among(pod, nodes, strategy, fit, reasons), next)
+    (schedule_among(pod, (&terms, &want), nodes, strategy, fit, reasons), next)
 }
 
+/// The choice among the feasible nodes `fit`; `(terms, want)` are the pod's, as
+/// [`schedule_from`] read them.
 fn schedule_among(
     pod: &Value,
+    (terms, want): (&Terms, &Resources),
     nodes: &[NodeInfo],
     strategy: Strategy,
     mut fit: Vec<&NodeInfo>,
     mut reasons: BTreeMap<String, usize>,
 ) -> Result<String, String> {
-    let want = pod_requests(pod);
-    let terms = Terms::of(pod);
     // Topology spread: domains are those of nodes matching the pod's node selector and
     // affinity (as Kubernetes' default policy: cordons and taints do not remove a domain).
     let has_spread = pod["spec"]["topologySpreadConstraints"].as_array().is_some_and(|a| !a.is_empty());
@@ -440,7 +438,7 @@ fn schedule_among(
                 .filter_map(|s| n.labels.get(s.key).map(|d| s.counts.get(d).copied().unwrap_or(0)))
                 .map(|c| -(c as f64))
                 .sum();
-            let s = score_with(&terms, &want, n, strategy) + spread_bonus
+            let s = score_with(terms, want, n, strategy) + spread_bonus
                 - soft_penalty.get(n.name.as_str()).copied().unwrap_or(0.0);
             (s, n)
         })
