@@ -310,8 +310,16 @@ fn the_example_gateway_serves_hello_and_its_canary() {
             .is_ok_and(|(s, _, b)| s == 200 && b.contains("pod=hello-canary-"))
     });
     assert!(ready, "the example Gateway never served the canary: {}", c.log());
-    let (s, _, body) = exchange(&front, "GET", "hello.localhost", "/v1/greeting", &[]).unwrap();
-    assert!(s == 200 && body.contains("path=/greeting"), "{s} {body}");
+    // The canary's pod may be Ready before the main Deployment's: its Service may still have
+    // no endpoints for a moment (503), so this is waited for too.
+    let mut last = None;
+    let greeted = eventually(Duration::from_secs(60), || {
+        let r = exchange(&front, "GET", "hello.localhost", "/v1/greeting", &[]);
+        let ok = r.as_ref().is_ok_and(|(s, _, body)| *s == 200 && body.contains("path=/greeting"));
+        last = r.ok().map(|(s, _, body)| (s, body));
+        ok
+    });
+    assert!(greeted, "{last:?}");
     let (s, head, _) = exchange(&front, "GET", "hello.localhost:8080", "/home", &[]).unwrap();
     assert!(s == 302 && head.contains("http://hello.localhost:8080/"), "{head}");
     let programmed = eventually(Duration::from_secs(30), || run(&["get", "gateway", "web"]).contains("True"));
