@@ -427,9 +427,6 @@ impl Drop for Live {
     }
 }
 
-/// WASI context of one instance: environment, arguments, stdout/stderr into the pod's log,
-/// sockets under the pod's network policy, and the container's volume mounts as preopened
-/// directories (nothing else of the node's filesystem).
 /// Standard streams of an instance other than its log (and empty stdin): an exec session's,
 /// or a process's stdin that attach sessions write to.
 #[derive(Default)]
@@ -439,6 +436,9 @@ pub struct Stdio {
     pub stderr: Option<wasmtime_wasi::cli::AsyncStdoutStream>,
 }
 
+/// WASI context of one instance: environment, arguments, stdout/stderr into the pod's log,
+/// sockets under the pod's network policy, and the container's volume mounts as preopened
+/// directories (nothing else of the node's filesystem).
 #[allow(clippy::too_many_arguments)]
 pub fn wasi_ctx(
     env: &[(String, String)],

@@ -7,6 +7,11 @@
 //! A log file is open only while its container writes: it is opened (for appending) on a
 //! write and closed by [`close_idle`] once quiet, so ten thousand idle pods do not hold ten
 //! thousand descriptors.
+//!
+//! Each instance writes through a stream of its own ([`LogSink`]'s `p2_stream`), which hands
+//! the file whole lines: the lines of instances running at once do not interleave, and a line
+//! a guest prints in pieces (Rust's `eprintln!` writes each argument apart, unbuffered) costs
+//! one write instead of one per piece.
 
 use bytes::Bytes;
 use std::fs::File;
@@ -130,14 +135,68 @@ impl IsTerminal for LogSink {
 
 impl StdoutStream for LogSink {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(self.clone())
+        Box::new(Lines::new(self.clone()))
     }
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
+        Box::new(Lines::new(self.clone()))
     }
 }
 
-impl Pollable for LogSink {
+/// Most bytes of an unfinished line a stream holds before writing them anyway.
+pub const MAX_HELD: usize = 4096;
+
+/// One instance's stream into its container's log, writing whole lines. A line is done at
+/// `\n` or `\r` (a progress bar redraws with `\r`); an unfinished line is held until it is
+/// done, reaches [`MAX_HELD`] bytes, or the stream closes (the instance ends, however it
+/// ends). A guest's flush does not write a held piece: every piece of an unbuffered print is
+/// followed by one.
+struct Lines {
+    sink: LogSink,
+    held: Vec<u8>,
+}
+
+impl Lines {
+    fn new(sink: LogSink) -> Lines {
+        Lines { sink, held: Vec::new() }
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let done = bytes.iter().rposition(|b| matches!(b, b'\n' | b'\r')).map_or(0, |i| i + 1);
+        let (lines, rest) = bytes.split_at(done);
+        if !lines.is_empty() {
+            if self.held.is_empty() {
+                self.sink.write(lines)?;
+            } else {
+                self.held.extend_from_slice(lines);
+                self.release()?;
+            }
+        }
+        self.held.extend_from_slice(rest);
+        if self.held.len() >= MAX_HELD {
+            self.release()?;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self) -> std::io::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let r = self.sink.write(&self.held);
+        self.held.clear();
+        r
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::debug!("the end of a container's output was not logged: {e}");
+        }
+    }
+}
+
+impl Pollable for Lines {
     fn ready<'a, 'b>(&'a mut self) -> Pin<Box<dyn Future<Output = ()> + Send + 'b>>
     where
         'a: 'b,
@@ -146,9 +205,9 @@ impl Pollable for LogSink {
     }
 }
 
-impl OutputStream for LogSink {
+impl OutputStream for Lines {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        LogSink::write(self, &bytes).map_err(|e| StreamError::LastOperationFailed(wasmtime::format_err!(e)))
+        self.push(&bytes).map_err(|e| StreamError::LastOperationFailed(wasmtime::format_err!(e)))
     }
     fn flush(&mut self) -> StreamResult<()> {
         Ok(())
@@ -158,9 +217,9 @@ impl OutputStream for LogSink {
     }
 }
 
-impl tokio::io::AsyncWrite for LogSink {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Poll::Ready(LogSink::write(&self, buf).map(|()| buf.len()))
+impl tokio::io::AsyncWrite for Lines {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(self.push(buf).map(|()| buf.len()))
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -271,6 +330,37 @@ mod tests {
         drop(sink);
         close_idle(std::time::Duration::ZERO);
         assert!(SINKS.lock().unwrap().iter().all(|w| !w.ptr_eq(&weak)), "a dropped sink leaves the list");
+    }
+
+    #[test]
+    fn instances_streams_log_whole_lines_and_their_unfinished_ends_when_they_close() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("main.log");
+        let sink = LogSink::open(&p).unwrap();
+        let read = || std::fs::read_to_string(&p).unwrap();
+        let (mut a, mut b) = (Lines::new(sink.clone()), Lines::new(sink.clone()));
+        // Two instances printing a line each in pieces, at once.
+        for (first, piece) in [(true, "a: "), (false, "b: "), (true, "one"), (false, "two")] {
+            let s = if first { &mut a } else { &mut b };
+            s.push(piece.as_bytes()).unwrap();
+        }
+        assert_eq!(read(), "", "nothing of an unfinished line is written");
+        b.push(b"\n").unwrap();
+        a.push(b"\nand a half").unwrap();
+        assert_eq!(read(), "b: two\na: one\n", "each line whole, as it was finished");
+        // A carriage return ends a line too (a progress bar's redraw).
+        b.push(b"50%\r").unwrap();
+        assert_eq!(read(), "b: two\na: one\n50%\r");
+        // An instance that ends mid-line still has its last words logged.
+        drop(a);
+        assert_eq!(read(), "b: two\na: one\n50%\rand a half");
+        // A line longer than the stream holds is written as it comes, held part first.
+        b.push(b"x").unwrap();
+        b.push(&vec![b'y'; MAX_HELD]).unwrap();
+        assert_eq!(read().len(), "b: two\na: one\n50%\rand a half".len() + 1 + MAX_HELD);
+        assert!(read().ends_with(&format!("x{}", "y".repeat(MAX_HELD))));
+        assert!(b.held.is_empty());
+        drop(b);
     }
 
     #[tokio::test]
