@@ -1,9 +1,13 @@
 //! Watch: history replay joined to the live feed, in revision order, without gaps or duplicates.
 //!
 //! The stream subscribes to the live feed *before* reading history, so every change is seen
-//! at least once; `last` (the highest revision delivered or skipped) drops the overlap. A
-//! watcher that falls behind the feed's buffer (`Lagged`) goes back to the history table,
-//! and gets 410 Gone only if what it missed has been compacted away.
+//! at least once; `last` (the highest revision delivered or skipped) drops the overlap. History
+//! is read only up to the store's revision when the stream subscribed (`until`): every change
+//! after it is in the feed's buffer, so a watch that starts behind a busy writer reads what it
+//! missed once, rather than chasing the writer page by page through records the feed holds
+//! already. A watcher that falls behind the feed's buffer (`Lagged`) goes back to the history
+//! table, up to the revision of that moment, and gets 410 Gone only if what it missed has been
+//! compacted away.
 
 use super::{HISTORY, META, Shared};
 use crate::store::{Change, Event, gone, storage_err};
@@ -24,16 +28,30 @@ pub struct WatchStream {
     rx: broadcast::Receiver<Change>,
     pending: VecDeque<Change>,
     caught_up: bool,
+    /// The revision history is read up to; the feed holds every change after it.
+    until: u64,
+    /// History records read so far (all keys'), for tests.
+    history_read: u64,
 }
 
 impl WatchStream {
     pub(super) fn new(shared: Arc<Shared>, prefix: String, after: u64) -> Result<Self, ApiError> {
         let rx = shared.feed.subscribe();
+        // Read after subscribing: the writer stores a revision before it sends the change, so
+        // whatever was sent before the subscription is at or below this.
+        let until = shared.rev.load(Ordering::Acquire);
         let compacted = shared.compacted.load(Ordering::Acquire);
         if after < compacted {
             return Err(gone(after, compacted));
         }
-        Ok(WatchStream { shared, prefix, last: after, rx, pending: VecDeque::new(), caught_up: false })
+        let caught_up = after >= until;
+        Ok(WatchStream { shared, prefix, last: after, rx, pending: VecDeque::new(), caught_up, until, history_read: 0 })
+    }
+
+    /// History records this stream has read (of every key).
+    #[cfg(test)]
+    pub(crate) fn history_read(&self) -> u64 {
+        self.history_read
     }
 
     /// The highest revision this stream has passed (delivered or filtered out).
@@ -65,7 +83,9 @@ impl WatchStream {
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     // Rare (the feed buffers FEED_CAPACITY changes) and costly: worth a line.
                     tracing::warn!("a watch of {} fell {n} changes behind the live feed; reading history", self.prefix);
-                    self.caught_up = false;
+                    // What the buffer dropped is committed by now: read up to the present.
+                    self.until = self.shared.rev.load(Ordering::Acquire);
+                    self.caught_up = self.last >= self.until;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     return Err(ApiError::unavailable("the store is shutting down"));
@@ -76,7 +96,7 @@ impl WatchStream {
 
     async fn read_history(&mut self) -> Result<(), ApiError> {
         let shared = self.shared.clone();
-        let (after, prefix) = (self.last, self.prefix.clone());
+        let (after, until, prefix) = (self.last, self.until, self.prefix.clone());
         let page = tokio::task::spawn_blocking(move || -> Result<Page, ApiError> {
             let txn = shared.db.begin_read().map_err(storage_err)?;
             let compacted = txn
@@ -91,7 +111,7 @@ impl WatchStream {
             }
             let t = txn.open_table(HISTORY).map_err(storage_err)?;
             let mut page = Page { events: Vec::new(), read: 0, last: after };
-            for item in t.range(after + 1..).map_err(storage_err)?.take(HISTORY_PAGE) {
+            for item in t.range(after + 1..=until).map_err(storage_err)?.take(HISTORY_PAGE) {
                 let (rev, v) = item.map_err(storage_err)?;
                 page.read += 1;
                 page.last = rev.value();
@@ -121,7 +141,8 @@ impl WatchStream {
         })
         .await
         .map_err(|e| ApiError::internal(format!("watch task: {e}")))??;
-        if page.read < HISTORY_PAGE {
+        self.history_read += page.read as u64;
+        if page.read < HISTORY_PAGE || page.last >= self.until {
             self.caught_up = true;
         }
         self.last = page.last;
