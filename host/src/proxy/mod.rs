@@ -289,7 +289,11 @@ impl Proxy {
         };
         let addr = {
             let mut b = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
-            let bal = b.entry(route.clone()).or_default();
+            // The route is copied (two strings) only for a Service's first request.
+            if !b.contains_key(route) {
+                b.insert(route.clone(), Default::default());
+            }
+            let bal = b.get_mut(route)?;
             let a = bal.pick(&targets, &pick)?;
             bal.start(a);
             a

@@ -28,8 +28,13 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// Bytes logged before the writer checkpoints: bounds replay after a crash and the pages
-/// redb holds for commits not yet durable.
-pub(crate) const CHECKPOINT_BYTES: u64 = 4 << 20;
+/// redb holds for commits not yet durable. A checkpoint writes every page dirtied since the
+/// last one, and a page rewritten many times in between is written once: at 4 MiB the
+/// checkpoints of a flood of 1 KB creates were ~19 % of the writer thread, and creates at 64
+/// in flight went from 9 048–11 266/s to 10 818–14 058/s at 16 MiB (same runs, alternated;
+/// the server's RSS the same, ~100 MB). Replaying 16 MiB after a crash takes well under a
+/// second.
+pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// The log file's size, zeroed, so appends up to a checkpoint never grow it.
 const PREALLOCATED: u64 = CHECKPOINT_BYTES + (1 << 20);
