@@ -143,11 +143,11 @@ impl StdoutStream for LogSink {
 }
 
 /// Most bytes of an unfinished line a stream holds before writing them anyway.
-pub const MAX_HELD: usize = 4096;
+const MAX_UNFINISHED_LINE: usize = 4096;
 
 /// One instance's stream into its container's log, writing whole lines. A line is done at
 /// `\n` or `\r` (a progress bar redraws with `\r`); an unfinished line is held until it is
-/// done, reaches [`MAX_HELD`] bytes, or the stream closes (the instance ends, however it
+/// done, reaches [`MAX_UNFINISHED_LINE`] bytes, or the stream closes (the instance ends, however it
 /// ends). A guest's flush does not write a held piece: every piece of an unbuffered print is
 /// followed by one.
 struct Lines {
@@ -172,7 +172,7 @@ impl Lines {
             }
         }
         self.held.extend_from_slice(rest);
-        if self.held.len() >= MAX_HELD {
+        if self.held.len() >= MAX_UNFINISHED_LINE {
             self.release()?;
         }
         Ok(())
@@ -356,9 +356,9 @@ mod tests {
         assert_eq!(read(), "b: two\na: one\n50%\rand a half");
         // A line longer than the stream holds is written as it comes, held part first.
         b.push(b"x").unwrap();
-        b.push(&vec![b'y'; MAX_HELD]).unwrap();
-        assert_eq!(read().len(), "b: two\na: one\n50%\rand a half".len() + 1 + MAX_HELD);
-        assert!(read().ends_with(&format!("x{}", "y".repeat(MAX_HELD))));
+        b.push(&vec![b'y'; MAX_UNFINISHED_LINE]).unwrap();
+        assert_eq!(read().len(), "b: two\na: one\n50%\rand a half".len() + 1 + MAX_UNFINISHED_LINE);
+        assert!(read().ends_with(&format!("x{}", "y".repeat(MAX_UNFINISHED_LINE))));
         assert!(b.held.is_empty());
         drop(b);
     }
