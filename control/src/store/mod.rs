@@ -500,6 +500,16 @@ impl WatchStream {
         }
     }
 
+    /// History records an embedded store's stream has read (of every key).
+    #[cfg(test)]
+    pub(crate) fn history_read(&self) -> Option<u64> {
+        match self {
+            WatchStream::Embedded(w) => Some(w.history_read()),
+            #[cfg(feature = "etcd")]
+            WatchStream::Etcd(_) => None,
+        }
+    }
+
     /// The next change under the prefix. Cancel-safe.
     pub async fn next(&mut self) -> Result<Arc<Event>, ApiError> {
         Ok(self.next_change().await?.event)
