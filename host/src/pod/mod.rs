@@ -487,9 +487,12 @@ async fn container(
             });
         };
         let exit = match &loaded {
-            Loaded::Http(pre) => match Box::pin(HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net)).await {
+            Loaded::Http(pre) => match Box::pin(HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net))
+                .await
+                .and_then(|footprint| Ok((footprint, crate::runtime::Preopens::open(&mounts)?)))
+            {
                 Err(e) => Exit::failed(format!("{e:#}")),
-                Ok(footprint) => {
+                Ok((footprint, preopens)) => {
                     // The concurrency limit starts from what one instance takes.
                     let spec = admission_of(&info.pod, &ctx.rt, cgroup.memory.limit());
                     let w = Arc::new(HttpWorkload {
@@ -499,7 +502,7 @@ async fn container(
                         cgroup: cgroup.clone(),
                         admission: Arc::new(Admission::new(spec, footprint + INSTANCE_OVERHEAD)),
                         net: net.clone(),
-                        mounts: mounts.clone(),
+                        preopens,
                         cluster: cluster.clone(),
                         timeout: ctx.request_timeout,
                         log,

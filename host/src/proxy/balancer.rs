@@ -67,16 +67,18 @@ impl Balancer {
 
     /// Choose among `endpoints`; `None` only when there is none to choose.
     pub fn pick(&mut self, endpoints: &[SocketAddr], p: &Pick) -> Option<SocketAddr> {
-        let candidates: Vec<SocketAddr> = endpoints.iter().copied().filter(|a| Some(*a) != p.exclude).collect();
-        if candidates.is_empty() {
+        let mut pool: Vec<SocketAddr> = endpoints.iter().copied().filter(|a| Some(*a) != p.exclude).collect();
+        if pool.is_empty() {
             return None;
         }
         // Ejected endpoints are skipped unless every endpoint is ejected.
-        let healthy: Vec<SocketAddr> = candidates.iter().copied().filter(|a| self.usable(a, p.now)).collect();
-        let pool = if healthy.is_empty() { candidates } else { healthy };
+        if pool.iter().any(|a| self.usable(a, p.now)) {
+            pool.retain(|a| self.usable(a, p.now));
+        }
         // Replicas with free capacity first.
-        let free: Vec<SocketAddr> = pool.iter().copied().filter(|a| !p.busy.contains(a)).collect();
-        let pool = if free.is_empty() { pool } else { free };
+        if pool.iter().any(|a| !p.busy.contains(a)) {
+            pool.retain(|a| !p.busy.contains(a));
+        }
         if let Some((client, timeout)) = p.affinity
             && let Some((a, last)) = self.affinity.get(&client)
             && p.now.duration_since(*last) < timeout

@@ -104,7 +104,8 @@ impl Proxy {
             && let Some(w) = self.local_workload(to.addr)
         {
             self.in_process.fetch_add(1, Ordering::Relaxed);
-            return boxed(w.cgroup.clone().charged(w.handle(req)).await);
+            // The instance's task charges the container for its request (`HttpWorkload::answer`).
+            return boxed(w.handle(req).await);
         }
         let (parts, body) = match buffered(from, req).await {
             Ok(x) => x,
@@ -225,7 +226,7 @@ impl Proxy {
             match w.admit().await {
                 Ok(admitted) => {
                     self.in_process.fetch_add(1, Ordering::Relaxed);
-                    let resp = w.cgroup.clone().charged(w.run(admitted, req)).await;
+                    let resp = w.run(admitted, req).await;
                     self.done(route, to.addr, true);
                     return boxed(resp);
                 }

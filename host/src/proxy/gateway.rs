@@ -507,7 +507,8 @@ pub async fn serve(proxy: Arc<Proxy>, peer: String, req: hyper::Request<Incoming
     }
     if let Some(w) = proxy.local_workload(target) {
         proxy.in_process.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let resp = w.cgroup.clone().charged(w.handle(req)).await;
+        // The instance's task charges the container for its request (`HttpWorkload::answer`).
+        let resp = w.handle(req).await;
         return resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync());
     }
     // Not an HTTP workload (a socket server speaking HTTP): its socket.

@@ -53,9 +53,10 @@ impl Cgroup {
 }
 
 impl Cgroup {
-    /// Run `fut` (host work on this container's behalf: its HTTP connections) with its CPU
-    /// time charged to the container, without a run slot: like a cgroup, the container pays
-    /// for all the work it causes.
+    /// Run `fut` (host work on this container's behalf: connections to its own port) with
+    /// its CPU time charged to the container, without a run slot: like a cgroup, the
+    /// container pays for all the work it causes. (A request's own context is made under
+    /// [`Cgroup::run`], with its instance.)
     pub fn charged<F: Future>(self: &Arc<Self>, fut: F) -> Charged<F> {
         Charged { fut: Box::pin(fut), group: self.clone() }
     }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 /// Host memory an instance is assumed to cost besides its linear memory (store, WASI and
@@ -33,8 +34,8 @@ pub struct HttpWorkload {
     /// How many requests run at once, and the queue before them.
     pub admission: Arc<Admission>,
     pub net: Arc<NetPolicy>,
-    /// The container's volume mounts.
-    pub mounts: Arc<[super::Mount]>,
+    /// The container's volume mounts, opened for this run.
+    pub preopens: super::Preopens,
     /// The cluster's Services as this pod reaches them.
     pub cluster: Option<Arc<dyn super::Cluster>>,
     /// Deadline of one request (queue + instantiate + handle until the response head is set).
@@ -200,41 +201,36 @@ impl HttpWorkload {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let Admitted { deadline, ticket, open, .. } = a;
-        let wasi = match super::wasi_ctx(
-            &self.env,
-            &[],
-            self.log.as_ref(),
-            None,
-            &self.net,
-            &self.mounts,
-            self.cluster.as_ref(),
-            &self.rt.ports,
-        ) {
-            Ok(w) => w,
-            Err(e) => return text(500, format!("{e:#}\n")),
-        };
-        let mut store = self.rt.store(wasi, &self.cgroup, self.net.clone(), self.cluster.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let prepared = (|| -> anyhow::Result<_> {
-            let req = store
-                .data_mut()
-                .http()
-                .new_incoming_request(wasmtime_wasi_http::p2::bindings::http::types::Scheme::Http, req)?;
-            let out = store.data_mut().http().new_response_outparam(tx)?;
-            Ok((req, out))
-        })();
-        let (req, out) = match prepared {
-            Ok(x) => x,
-            Err(e) => return text(400, format!("bad request: {e:#}\n")),
-        };
         let pre = self.pre.clone();
         let w = self.clone();
         // The instance holds its place until it returns, which may be after the response
-        // head was sent (the body is still being written).
+        // head was sent (the body is still being written). Its context is made inside its
+        // task, so that work is charged to the container with the instance's own.
         let task = tokio::spawn(async move {
             let _held = (ticket, open);
-            let run = w.cgroup.run(async move {
+            let run = w.cgroup.run(async {
+                let wasi = super::wasi_ctx(
+                    &w.env,
+                    &[],
+                    w.log.as_ref(),
+                    None,
+                    &w.net,
+                    &w.preopens,
+                    w.cluster.as_ref(),
+                    &w.rt.ports,
+                );
+                let mut store = w.rt.store(wasi, &w.cgroup, w.net.clone(), w.cluster.clone());
                 let r = async {
+                    let mut http = store.data_mut().http();
+                    let req = match http.new_incoming_request(Scheme::Http, req) {
+                        Ok(req) => req,
+                        Err(e) => {
+                            let _ = tx.send(Ok(text(400, format!("bad request: {e:#}\n"))));
+                            return Ok(());
+                        }
+                    };
+                    let out = http.new_response_outparam(tx)?;
                     let proxy = pre.instantiate_async(&mut store).await?;
                     proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
                 }

@@ -446,10 +446,10 @@ pub fn wasi_ctx(
     log: Option<&output::LogSink>,
     stdio: Option<Stdio>,
     net: &Arc<NetPolicy>,
-    mounts: &[Mount],
+    fs: &Preopens,
     cluster: Option<&Arc<dyn Cluster>>,
     ports: &Arc<ports::PortMap>,
-) -> anyhow::Result<wasmtime_wasi::WasiCtx> {
+) -> wasmtime_wasi::WasiCtx {
     let mut b = wasmtime_wasi::WasiCtxBuilder::new();
     b.envs(env).args(args);
     let policy = net.clone();
@@ -477,12 +477,28 @@ pub fn wasi_ctx(
             b.stderr(err);
         }
     }
-    for m in mounts {
-        let perms = if m.read_only { wasmtime_wasi::FsPerms::ReadOnly } else { wasmtime_wasi::FsPerms::ReadWrite };
-        b.preopened_dir(&m.host, &m.guest, perms)
-            .map_err(|e| anyhow::anyhow!("mounting {} at {}: {e:#}", m.host.display(), m.guest))?;
+    let mut ctx = b.build();
+    *ctx.filesystem() = fs.0.clone();
+    ctx
+}
+
+/// A container's volume mounts opened as directories, to give its instances: each gets
+/// clones of the same handles, so an HTTP container opens them once per run rather than
+/// once per request. The roots stay the same while a run lasts (`pod::volumes` resolves
+/// them before it starts; updates replace files inside them).
+#[derive(Clone, Default)]
+pub struct Preopens(wasmtime_wasi::filesystem::WasiFilesystemCtx);
+
+impl Preopens {
+    pub fn open(mounts: &[Mount]) -> anyhow::Result<Preopens> {
+        let mut b = wasmtime_wasi::WasiCtxBuilder::new();
+        for m in mounts {
+            let perms = if m.read_only { wasmtime_wasi::FsPerms::ReadOnly } else { wasmtime_wasi::FsPerms::ReadWrite };
+            b.preopened_dir(&m.host, &m.guest, perms)
+                .map_err(|e| anyhow::anyhow!("mounting {} at {}: {e:#}", m.host.display(), m.guest))?;
+        }
+        Ok(Preopens(b.build().filesystem().clone()))
     }
-    Ok(b.build())
 }
 
 /// Whether a pod's socket may be used so. With mapped pod ports the address is a real one:
@@ -575,6 +591,16 @@ mod tests {
         // With the right digest the bytes reach the compiler (which judges them: no component).
         let e = rt.load_fetched(&fetched(&digest(bytes))).err().expect("not a component");
         assert!(!format!("{e:#}").contains("digest"), "{e:#}");
+    }
+
+    #[test]
+    fn a_mount_that_cannot_be_opened_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = |host: std::path::PathBuf| Mount { host, guest: "/data".into(), read_only: true };
+        assert!(Preopens::open(&[mount(dir.path().to_path_buf())]).is_ok());
+        let e = Preopens::open(&[mount(dir.path().join("gone"))]).err().expect("a missing directory");
+        let e = format!("{e:#}");
+        assert!(e.contains("gone") && e.contains("at /data"), "{e}");
     }
 
     #[test]

@@ -75,19 +75,20 @@ impl Process {
 
     /// Run with these standard streams instead of the log (an exec session's).
     pub async fn run_with(&self, stdio: Option<super::Stdio>, stop: CancellationToken) -> Exit {
-        let wasi = match super::wasi_ctx(
+        let fs = match super::Preopens::open(&self.mounts) {
+            Ok(fs) => fs,
+            Err(e) => return Exit::Trap(format!("{e:#}")),
+        };
+        let wasi = super::wasi_ctx(
             &self.env,
             &self.args,
             self.log.as_ref(),
             stdio,
             &self.net,
-            &self.mounts,
+            &fs,
             self.cluster.as_ref(),
             &self.rt.ports,
-        ) {
-            Ok(w) => w,
-            Err(e) => return Exit::Trap(format!("{e:#}")),
-        };
+        );
         let mut store = self.rt.store(wasi, &self.cgroup, self.net.clone(), self.cluster.clone());
         let pre = self.pre.clone();
         let run = self.cgroup.run(async move {
