@@ -156,11 +156,13 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
     // The records of the batch's durable writes, for the log.
     let mut records = Vec::new();
     let mut soft_revs = 0;
+    let mut tables = Tables { txn: &txn, open: None };
     for op in batch {
         match op {
             Op::Mutate { key, f, dry_run, reply } => {
                 let cached = recent.take(&key);
-                let res = apply_one(&shared.sealer, &txn, &key, cached.clone(), f, dry_run, rev + 1);
+                let res =
+                    tables.get().and_then(|t| apply_one(&shared.sealer, t, &key, cached.clone(), f, dry_run, rev + 1));
                 let res = match res {
                     Ok(Applied::Changed { change, record }) => {
                         rev += 1;
@@ -187,6 +189,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
             Op::Shutdown => {}
             Op::Flush(reply) => flushes.extend(reply),
             Op::Compact { keep, reply } => {
+                tables.open = None;
                 let res = compact(&txn, rev.saturating_sub(keep));
                 if let Ok(c) = res {
                     compacted = Some(c);
@@ -195,6 +198,7 @@ fn apply_batch(shared: &Shared, batch: Vec<Op>, unflushed: &mut Unflushed, wal: 
             }
         }
     }
+    drop(tables);
     let logged_from = wal.len();
     let commit = (|| -> Result<(), ApiError> {
         if rev != start_rev {
@@ -307,17 +311,39 @@ impl Done {
     }
 }
 
+type ObjectsTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type HistoryTable<'t> = redb::Table<'t, u64, &'static [u8]>;
+
+/// The tables a batch's mutations write, opened at its first mutation and kept open until
+/// something else needs them (a compaction, the commit): opening a table looks it up in the
+/// transaction, and dropping it writes its root back, once per batch rather than per write.
+struct Tables<'t> {
+    txn: &'t WriteTransaction,
+    open: Option<(ObjectsTable<'t>, HistoryTable<'t>)>,
+}
+
+impl<'t> Tables<'t> {
+    fn get(&mut self) -> Result<&mut (ObjectsTable<'t>, HistoryTable<'t>), ApiError> {
+        let open = match self.open.take() {
+            Some(open) => open,
+            None => {
+                (self.txn.open_table(OBJECTS).map_err(storage_err)?, self.txn.open_table(HISTORY).map_err(storage_err)?)
+            }
+        };
+        Ok(self.open.insert(open))
+    }
+}
+
 /// `cached`: the key's committed object when [`Recent`] has it (else it is read from the table).
 fn apply_one(
     sealer: &Sealer,
-    txn: &WriteTransaction,
+    (objects, history): &mut (ObjectsTable<'_>, HistoryTable<'_>),
     key: &str,
     cached: Option<Arc<Event>>,
     mut f: crate::store::MutateFn,
     dry_run: bool,
     rev: u64,
 ) -> Result<Applied, ApiError> {
-    let mut objects = txn.open_table(OBJECTS).map_err(storage_err)?;
     let current: Option<Stored> = match cached {
         Some(ev) => Some(Stored::Event(ev)),
         None => match objects.get(key).map_err(storage_err)? {
@@ -383,7 +409,7 @@ fn apply_one(
     if kind == EventType::Deleted {
         objects.remove(key).map_err(storage_err)?;
     }
-    txn.open_table(HISTORY).map_err(storage_err)?.insert(rev, &record[..]).map_err(storage_err)?;
+    history.insert(rev, &record[..]).map_err(storage_err)?;
     let event = Arc::new(Event { rev, kind, key: key.to_string(), object });
     Ok(Applied::Changed { change: Change { event, json: Some(json) }, record })
 }

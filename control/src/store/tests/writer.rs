@@ -139,3 +139,38 @@ async fn a_late_watch_reads_history_only_up_to_its_start() {
     s.mutate("/k/live".into(), false, put(json!({}))).await.unwrap();
     assert_eq!(next(&mut w).await.key, "/k/live");
 }
+
+/// A batch whose writes come before and after a compaction commits them all, in order: the
+/// writer keeps the tables its writes use open through a batch and closes them for the
+/// compaction. The writer is held inside a mutation while the batch queues behind it.
+#[tokio::test]
+async fn a_compaction_between_the_writes_of_one_batch() {
+    let (_d, s) = open();
+    for i in 0..5 {
+        s.mutate(format!("/k/old{i}"), false, put(json!({}))).await.unwrap();
+    }
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let holder = s.mutate(
+        "/k/holder".into(),
+        false,
+        Box::new(move |_| {
+            let _ = held.recv();
+            Ok(Outcome::Put(json!({})))
+        }),
+    );
+    let before = s.commits();
+    let write = |i: usize| s.mutate(format!("/k/new{i}"), false, put(json!({"i": i})));
+    let (held, a, b, compacted, c, d, ()) =
+        tokio::join!(holder, write(0), write(1), s.compact(2), write(2), write(3), async {
+            // Polled after every other future above queued its op.
+            release.send(()).unwrap();
+        });
+    held.unwrap();
+    let revs: Vec<u64> = [a, b, c, d].into_iter().map(|r| object_rev(&r.unwrap().object)).collect();
+    assert!(revs.windows(2).all(|w| w[0] < w[1]), "{revs:?}");
+    let compacted = compacted.unwrap();
+    assert!(compacted > 0 && compacted < revs[2], "{compacted} {revs:?}");
+    let (durable, soft) = s.commits();
+    assert!(durable + soft - before.0 - before.1 <= 2, "the holder's batch, then one with the rest");
+    assert_eq!(s.list("/k/", None, 0).await.unwrap().0.len(), 10);
+}
