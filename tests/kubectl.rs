@@ -991,6 +991,7 @@ fn prometheus_metrics_parse_and_count() {
     let lists = |s: &[_]| sum(s, "apiserver_request_total", &[("verb", "list"), ("resource", "pods"), ("code", "200")]);
     assert!(lists(&after) >= lists(&before) + 3.0, "{} → {}", lists(&before), lists(&after));
     assert!(sum(&after, "wasmorch_store_commit_batch_size_count", &[]) > 0.0);
+    assert!(after.iter().any(|m| m.0 == "wasmorch_store_watch_history_records_total"), "history read by watches");
     assert!(sum(&after, "apiserver_registered_watchers", &[]) > 0.0, "the node's watches");
 
     // A node's: requests to its pods counted and timed.

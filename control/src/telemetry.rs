@@ -51,6 +51,7 @@ pub struct Telemetry {
     pub watchers: Family<Resource, Gauge>,
     pub commit_seconds: Histogram,
     pub commit_batch: Histogram,
+    pub watch_history_read: Counter,
     pub schedule_attempts: Family<Result_, Counter>,
     pub schedule_seconds: Histogram,
     pub queue_depth: Family<Name, Gauge>,
@@ -68,6 +69,7 @@ pub fn get() -> &'static Telemetry {
             watchers: Family::default(),
             commit_seconds: latency(),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            watch_history_read: Counter::default(),
             schedule_attempts: Family::default(),
             schedule_seconds: latency(),
             queue_depth: Family::default(),
@@ -87,6 +89,11 @@ pub fn get() -> &'static Telemetry {
             t.commit_seconds.clone(),
         );
         registry.register("wasmorch_store_commit_batch_size", "Writes per store commit", t.commit_batch.clone());
+        registry.register(
+            "wasmorch_store_watch_history_records",
+            "History records the embedded store read for watches catching up (not from the live feed)",
+            t.watch_history_read.clone(),
+        );
         registry.register(
             "scheduler_schedule_attempts",
             "Scheduling attempts by result (scheduled, unschedulable)",

@@ -142,6 +142,7 @@ impl WatchStream {
         .await
         .map_err(|e| ApiError::internal(format!("watch task: {e}")))??;
         self.history_read += page.read as u64;
+        crate::telemetry::get().watch_history_read.inc_by(page.read as u64);
         if page.read < HISTORY_PAGE || page.last >= self.until {
             self.caught_up = true;
         }
