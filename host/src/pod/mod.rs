@@ -489,10 +489,10 @@ async fn container(
         let exit = match &loaded {
             Loaded::Http(pre) => match Box::pin(HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net))
                 .await
-                .and_then(|footprint| Ok((footprint, crate::runtime::Preopens::open(&mounts)?)))
+                .and_then(|footprint| Ok((footprint, crate::runtime::ContainerMounts::new(&ctx.rt, mounts.clone())?)))
             {
                 Err(e) => Exit::failed(format!("{e:#}")),
-                Ok((footprint, preopens)) => {
+                Ok((footprint, held)) => {
                     // The concurrency limit starts from what one instance takes.
                     let spec = admission_of(&info.pod, &ctx.rt, cgroup.memory.limit());
                     let w = Arc::new(HttpWorkload {
@@ -502,7 +502,7 @@ async fn container(
                         cgroup: cgroup.clone(),
                         admission: Arc::new(Admission::new(spec, footprint + INSTANCE_OVERHEAD)),
                         net: net.clone(),
-                        preopens,
+                        mounts: held,
                         cluster: cluster.clone(),
                         timeout: ctx.request_timeout,
                         log,

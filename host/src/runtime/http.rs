@@ -34,8 +34,8 @@ pub struct HttpWorkload {
     /// How many requests run at once, and the queue before them.
     pub admission: Arc<Admission>,
     pub net: Arc<NetPolicy>,
-    /// The container's volume mounts, opened for this run.
-    pub preopens: super::Preopens,
+    /// The container's volume mounts, held open for this run or opened per instance.
+    pub mounts: super::ContainerMounts,
     /// The cluster's Services as this pod reaches them.
     pub cluster: Option<Arc<dyn super::Cluster>>,
     /// Deadline of one request (queue + instantiate + handle until the response head is set).
@@ -210,16 +210,15 @@ impl HttpWorkload {
         let task = tokio::spawn(async move {
             let _held = (ticket, open);
             let run = w.cgroup.run(async {
-                let wasi = super::wasi_ctx(
-                    &w.env,
-                    &[],
-                    w.log.as_ref(),
-                    None,
-                    &w.net,
-                    &w.preopens,
-                    w.cluster.as_ref(),
-                    &w.rt.ports,
-                );
+                let fs = match w.mounts.preopens() {
+                    Ok(fs) => fs,
+                    Err(e) => {
+                        let _ = tx.send(Ok(text(500, format!("{e:#}\n"))));
+                        return (Ok(()), 0);
+                    }
+                };
+                let wasi =
+                    super::wasi_ctx(&w.env, &[], w.log.as_ref(), None, &w.net, &fs, w.cluster.as_ref(), &w.rt.ports);
                 let mut store = w.rt.store(wasi, &w.cgroup, w.net.clone(), w.cluster.clone());
                 let r = async {
                     let mut http = store.data_mut().http();

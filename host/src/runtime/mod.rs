@@ -106,6 +106,8 @@ pub struct Runtime {
     /// Instances started and alive, components compiled and loaded from the code cache (for
     /// `/metrics`).
     pub counts: Arc<Counts>,
+    /// Directory handles held open for running containers' mounts ([`ContainerMounts`]).
+    held_dirs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The runtime's counters.
@@ -198,6 +200,7 @@ impl Runtime {
             ports,
             warm,
             counts: Arc::default(),
+            held_dirs: Arc::default(),
         });
         // One ticker for the whole node; it stops when the runtime is dropped.
         let weak = Arc::downgrade(&rt);
@@ -489,6 +492,69 @@ pub fn wasi_ctx(
 #[derive(Clone, Default)]
 pub struct Preopens(wasmtime_wasi::filesystem::WasiFilesystemCtx);
 
+/// Most directory handles the node holds open for containers' mounts between requests: a
+/// node of 10,000 idle pods would otherwise hold a descriptor per mount per pod beside their
+/// listeners (and run out of descriptors); past the bound a container opens its mounts per
+/// instance, as a process does per run.
+pub const MAX_HELD_DIRS: usize = 256;
+
+/// A container's mounts as its instances get them: opened once and shared while the node
+/// holds fewer than [`MAX_HELD_DIRS`] such handles, else opened for each instance.
+pub struct ContainerMounts {
+    mounts: Arc<[Mount]>,
+    held: Option<(Preopens, HeldDirs)>,
+}
+
+/// A share of [`MAX_HELD_DIRS`], given back when dropped.
+struct HeldDirs {
+    count: usize,
+    of: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for HeldDirs {
+    fn drop(&mut self) {
+        self.of.fetch_sub(self.count, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl ContainerMounts {
+    /// Open `mounts` to hold, if the node's bound allows; an error names a mount that
+    /// cannot be opened.
+    pub fn new(rt: &Runtime, mounts: Arc<[Mount]>) -> anyhow::Result<ContainerMounts> {
+        Self::within(&rt.held_dirs, MAX_HELD_DIRS, mounts)
+    }
+
+    fn within(
+        held: &Arc<std::sync::atomic::AtomicUsize>,
+        max: usize,
+        mounts: Arc<[Mount]>,
+    ) -> anyhow::Result<ContainerMounts> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = mounts.len();
+        if held.fetch_update(Relaxed, Relaxed, |h| (n > 0 && h + n <= max).then_some(h + n)).is_err() {
+            // Not held: opened now only to name a mount that cannot be.
+            Preopens::open(&mounts)?;
+            return Ok(ContainerMounts { mounts, held: None });
+        }
+        let guard = HeldDirs { count: n, of: held.clone() };
+        let fs = Preopens::open(&mounts)?;
+        Ok(ContainerMounts { mounts, held: Some((fs, guard)) })
+    }
+
+    /// The mounts for one instance.
+    pub fn preopens(&self) -> anyhow::Result<Preopens> {
+        match &self.held {
+            Some((fs, _)) => Ok(fs.clone()),
+            None => Preopens::open(&self.mounts),
+        }
+    }
+
+    /// Whether the handles are held (shared by instances).
+    pub fn held(&self) -> bool {
+        self.held.is_some()
+    }
+}
+
 impl Preopens {
     pub fn open(mounts: &[Mount]) -> anyhow::Result<Preopens> {
         let mut b = wasmtime_wasi::WasiCtxBuilder::new();
@@ -591,6 +657,32 @@ mod tests {
         // With the right digest the bytes reach the compiler (which judges them: no component).
         let e = rt.load_fetched(&fetched(&digest(bytes))).err().expect("not a component");
         assert!(!format!("{e:#}").contains("digest"), "{e:#}");
+    }
+
+    #[test]
+    fn mounts_are_held_open_only_within_the_node_s_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = |guest: &str| Mount { host: dir.path().to_path_buf(), guest: guest.into(), read_only: true };
+        let two: Arc<[Mount]> = vec![mount("/a"), mount("/b")].into();
+        let held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = || held.load(std::sync::atomic::Ordering::Relaxed);
+        let first = ContainerMounts::within(&held, 3, two.clone()).unwrap();
+        assert!(first.held() && count() == 2);
+        let second = ContainerMounts::within(&held, 3, two.clone()).unwrap();
+        assert!(!second.held() && count() == 2, "over the bound: opened per instance");
+        assert!(second.preopens().is_ok() && first.preopens().is_ok());
+        let none = ContainerMounts::within(&held, 3, Vec::new().into()).unwrap();
+        assert!(!none.held() && count() == 2, "nothing to hold");
+        drop(first);
+        assert_eq!(count(), 0, "given back with the container");
+        assert!(ContainerMounts::within(&held, 3, two.clone()).unwrap().held());
+        assert_eq!(count(), 0);
+        // A mount that cannot be opened fails, held or not, and keeps no share.
+        let gone: Arc<[Mount]> =
+            vec![Mount { host: dir.path().join("gone"), guest: "/g".into(), read_only: true }].into();
+        assert!(ContainerMounts::within(&held, 3, gone.clone()).is_err());
+        assert!(ContainerMounts::within(&held, 0, gone).is_err());
+        assert_eq!(count(), 0);
     }
 
     #[test]
