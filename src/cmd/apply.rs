@@ -192,6 +192,12 @@ pub async fn apply(ctx: Option<String>, a: FileArgs, create_only: bool) -> anyho
                 .and_then(|s| serde_json::from_str(s).ok())
                 .unwrap_or(Value::Null);
             let patch = apply_patch(&last, &desired);
+            // Nothing changed since the last apply: nothing to send. (Comparing the object
+            // before and after would call a controller's concurrent write (a Job finishing)
+            // "configured".)
+            if patch.as_object().is_some_and(Map::is_empty) {
+                return Ok("unchanged".to_string());
+            }
             let after = client
                 .json(
                     http::Method::PATCH,
