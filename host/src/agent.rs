@@ -386,6 +386,7 @@ pub async fn run(
         allocatable_cpu_millis: cpu,
         allocatable_memory: memory.min(usize::MAX as u64) as usize,
         mapped_ports,
+        max_held_dirs: crate::runtime::held_dirs_bound(crate::sys::open_files_limit(), cfg.max_pods),
     })?;
     let stats = Arc::new(crate::stats::Registry::default());
     let node_ip: std::net::IpAddr =

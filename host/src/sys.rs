@@ -94,6 +94,17 @@ pub fn raise_open_files_limit() -> Option<u64> {
     None
 }
 
+/// This process's limit on open files in force, if it has one.
+#[cfg(unix)]
+pub fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+pub fn open_files_limit() -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

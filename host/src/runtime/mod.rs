@@ -19,7 +19,7 @@ pub mod process;
 mod state;
 mod tunnel;
 
-pub use mounts::{ContainerMounts, MAX_HELD_DIRS, Mount, Preopens};
+pub use mounts::{ContainerMounts, MAX_HELD_DIRS, Mount, Preopens, held_dirs_bound};
 pub use policy::NetPolicy;
 
 pub use state::{Cluster, EgressHooks, InstanceState, SendFuture, SendResult};
@@ -57,6 +57,8 @@ pub struct RuntimeConfig {
     pub allocatable_memory: usize,
     /// Pod ports mapped onto ports of 127.0.0.1 (see [`ports`]).
     pub mapped_ports: bool,
+    /// Most directory handles held open for containers' mounts ([`mounts::held_dirs_bound`]).
+    pub max_held_dirs: usize,
 }
 
 /// Bytes of each linear memory the pooling allocator keeps resident (zeroed with `memset`)
@@ -556,6 +558,7 @@ mod tests {
             allocatable_cpu_millis: 1000,
             allocatable_memory: 64 << 20,
             mapped_ports: false,
+            max_held_dirs: 0,
         })
         .unwrap();
         let bytes: &'static [u8] = b"\0asm\x0d\0\x01\0";

@@ -19,20 +19,33 @@ pub struct Mount {
 #[derive(Clone, Default)]
 pub struct Preopens(pub(super) wasmtime_wasi::filesystem::WasiFilesystemCtx);
 
-/// Most directory handles the node holds open for containers' mounts between requests: a
-/// node of 10,000 idle pods would otherwise hold a descriptor per mount per pod beside their
-/// listeners (and run out of descriptors); past the bound a container opens its mounts per
-/// instance, as a process does per run.
-pub const MAX_HELD_DIRS: usize = 256;
+/// Most directory handles the node holds open for containers' mounts between requests, given
+/// the process's limit on open descriptors (`None`: none known) and the pods the node may
+/// run. Each pod already takes descriptors of its own (a listening socket, its log file while
+/// written), and connections and the API client need room: two per pod and 1,024 are set
+/// aside, and half of what is left may hold mounts, at most [`MAX_HELD_DIRS`]. Unbounded, a
+/// node of 10,000 idle pods held a descriptor per mount per pod beside its listeners and ran
+/// out of descriptors at this machine's limit of 20,000; past the bound a container opens its
+/// mounts per instance, as a process does per run.
+pub fn held_dirs_bound(open_files: Option<u64>, max_pods: u32) -> usize {
+    let Some(limit) = open_files else { return MAX_HELD_DIRS };
+    let set_aside = u64::from(max_pods) * 2 + 1024;
+    (limit.saturating_sub(set_aside) / 2).min(MAX_HELD_DIRS as u64) as usize
+}
+
+/// The most held mount handles on any node: past it, holding more saves an `openat` per
+/// request of a few pods but keeps kernel memory for every idle one.
+pub const MAX_HELD_DIRS: usize = 65_536;
 
 /// A container's mounts as its instances get them: opened once and shared while the node
-/// holds fewer than [`MAX_HELD_DIRS`] such handles, else opened for each instance.
+/// holds fewer than its bound ([`held_dirs_bound`]) of such handles, else opened for each
+/// instance.
 pub struct ContainerMounts {
     mounts: Arc<[Mount]>,
     held: Option<(Preopens, HeldDirs)>,
 }
 
-/// A share of [`MAX_HELD_DIRS`], given back when dropped.
+/// A share of the node's held handles, given back when dropped.
 struct HeldDirs {
     count: usize,
     of: Arc<std::sync::atomic::AtomicUsize>,
@@ -48,7 +61,7 @@ impl ContainerMounts {
     /// Open `mounts` to hold, if the node's bound allows; an error names a mount that
     /// cannot be opened.
     pub fn new(rt: &Runtime, mounts: Arc<[Mount]>) -> anyhow::Result<ContainerMounts> {
-        Self::within(&rt.held_dirs, MAX_HELD_DIRS, mounts)
+        Self::within(&rt.held_dirs, rt.cfg.max_held_dirs, mounts)
     }
 
     fn within(
@@ -122,6 +135,19 @@ mod tests {
         assert!(ContainerMounts::within(&held, 3, gone.clone()).is_err());
         assert!(ContainerMounts::within(&held, 0, gone).is_err());
         assert_eq!(count(), 0);
+    }
+
+    #[test]
+    fn the_bound_leaves_each_pod_its_descriptors() {
+        // This machine: a hard limit of 20,000.
+        assert_eq!(held_dirs_bound(Some(20_000), 1_000), (20_000 - 2_000 - 1_024) / 2);
+        assert_eq!(held_dirs_bound(Some(20_000), 10_000), 0, "10,000 pods leave no room: opened per instance");
+        // macOS's usual 10,240 and the kubelet's 110 pods.
+        assert_eq!(held_dirs_bound(Some(10_240), 110), (10_240 - 220 - 1_024) / 2);
+        // A raised limit (1,048,576) and an unknown one stop at the cap.
+        assert_eq!(held_dirs_bound(Some(1 << 20), 1_000), MAX_HELD_DIRS);
+        assert_eq!(held_dirs_bound(None, 1_000), MAX_HELD_DIRS);
+        assert_eq!(held_dirs_bound(Some(100), 1_000), 0);
     }
 
     #[test]
