@@ -89,14 +89,14 @@ pub fn check_schema(res: &Resource, obj: &Value) -> Result<(), ApiError> {
 }
 
 /// [`check_schema`], and the body's unknown fields under `mode` (a 400 under `Strict`,
-/// else warnings): the one typed round trip of a write. What the server then does to the
+/// else warnings): the one typed decoding of a write. What the server then does to the
 /// object (defaults, its own metadata) keeps it in its schema, so [`validate_checked`]
 /// finishes the validation without another.
 pub fn check_fields(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
     check_type_meta(res, obj)?;
-    let round_trip = typed_round_trip(res.kind_id, obj)
+    let unknown = typed_check(res.kind_id, obj, mode)
         .map_err(|c| ApiError::invalid(res.group, res.kind, object::name(obj), vec![c]))?;
-    unknown_field_warnings(obj, &round_trip, mode)
+    unknown_field_verdict(&unknown, mode)
 }
 
 fn check_type_meta(res: &Resource, obj: &Value) -> Result<(), ApiError> {
@@ -134,16 +134,6 @@ pub fn validate_checked(res: &Resource, obj: &Value) -> Result<(), ApiError> {
     if causes.0.is_empty() { Ok(()) } else { Err(ApiError::invalid(res.group, res.kind, object::name(obj), causes.0)) }
 }
 
-/// Unknown fields under `mode`: a strict rejection, or warnings.
-fn unknown_field_warnings(obj: &Value, round_trip: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
-    if mode == FieldValidation::Ignore {
-        return Ok(Vec::new());
-    }
-    let mut unknown = Vec::new();
-    unknown_fields(obj, round_trip, "", &mut unknown);
-    unknown_field_verdict(&unknown, mode)
-}
-
 /// What `fieldValidation` makes of these unknown (or pruned) field paths: nothing under
 /// `Ignore`, warnings under `Warn`, a 400 naming them under `Strict`.
 pub fn unknown_field_verdict(paths: &[String], mode: FieldValidation) -> Result<Vec<String>, ApiError> {
@@ -162,25 +152,89 @@ pub fn unknown_field_verdict(paths: &[String], mode: FieldValidation) -> Result<
 /// unknown fields under `mode` (conversion keeps only known fields). Returns warnings.
 pub fn check_served(res: &Resource, obj: &Value, mode: FieldValidation) -> Result<Vec<String>, ApiError> {
     check_type_meta(res, obj)?;
-    let round_trip = match (res.kind_id, res.version) {
-        (ResourceKind::HorizontalPodAutoscaler, "v1") => round_trip::<autoscaling::v1::HorizontalPodAutoscaler>(obj),
-        _ => typed_round_trip(res.kind_id, obj),
+    let unknown = match (res.kind_id, res.version) {
+        (ResourceKind::HorizontalPodAutoscaler, "v1") => {
+            check_as::<autoscaling::v1::HorizontalPodAutoscaler>(obj, mode)
+        }
+        _ => typed_check(res.kind_id, obj, mode),
     }
     .map_err(|c| ApiError::invalid(res.group, res.kind, object::name(obj), vec![c]))?;
-    unknown_field_warnings(obj, &round_trip, mode)
+    unknown_field_verdict(&unknown, mode)
 }
 
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(obj: &Value) -> Result<Value, Cause> {
-    serde_path_to_error::deserialize::<_, T>(obj)
-        .map_err(schema_cause)
-        .and_then(|t| serde_json::to_value(&t).map_err(|e| Cause::new("FieldValueInvalid", "", e.to_string())))
+/// Decode `obj` as `T`: a field of the wrong type fails, named. Unless `mode` ignores them,
+/// returns the paths of the non-null fields `T` does not know, found in the same pass.
+fn check_as<T: serde::de::DeserializeOwned>(obj: &Value, mode: FieldValidation) -> Result<Vec<String>, Cause> {
+    if mode == FieldValidation::Ignore {
+        return serde_path_to_error::deserialize::<_, T>(obj).map(|_| Vec::new()).map_err(schema_cause);
+    }
+    let mut ignored: Vec<Vec<Segment>> = Vec::new();
+    let mut note = |path: serde_ignored::Path| ignored.push(segments(&path));
+    let de = serde_ignored::Deserializer::new(obj, &mut note);
+    serde_path_to_error::deserialize::<_, T>(de).map_err(schema_cause)?;
+    // A null is no value: as Kubernetes, an unknown field set to null is not reported.
+    Ok(ignored.iter().filter(|p| !value_at(obj, p).is_none_or(Value::is_null)).map(|p| field_path(p)).collect())
 }
 
-/// Deserialize into the kind's typed struct and serialize back. A failure names the field.
-fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
+/// One step of a field path.
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path) -> Vec<Segment> {
+    use serde_ignored::Path as P;
+    let mut out = Vec::new();
+    let mut at = path;
+    loop {
+        at = match at {
+            P::Root => break,
+            P::Map { parent, key } => {
+                out.push(Segment::Key(key.clone()));
+                parent
+            }
+            P::Seq { parent, index } => {
+                out.push(Segment::Index(*index));
+                parent
+            }
+            P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => parent,
+        };
+    }
+    out.reverse();
+    out
+}
+
+fn value_at<'a>(obj: &'a Value, path: &[Segment]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, s| match s {
+        Segment::Key(k) => v.get(k.as_str()),
+        Segment::Index(i) => v.get(*i),
+    })
+}
+
+/// `spec.containers[0].name`, as Kubernetes names a field.
+fn field_path(path: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in path {
+        match s {
+            Segment::Key(k) if out.is_empty() => out.push_str(k),
+            Segment::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Segment::Index(i) => {
+                use std::fmt::Write;
+                let _ = write!(out, "[{i}]");
+            }
+        }
+    }
+    out
+}
+
+/// [`check_as`] the kind's typed struct.
+fn typed_check(kind: ResourceKind, obj: &Value, mode: FieldValidation) -> Result<Vec<String>, Cause> {
     macro_rules! rt {
         ($t:ty) => {
-            round_trip::<$t>(obj)
+            check_as::<$t>(obj, mode)
         };
     }
     use ResourceKind::*;
@@ -220,7 +274,7 @@ fn typed_round_trip(kind: ResourceKind, obj: &Value) -> Result<Value, Cause> {
             rt!(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition)
         }
         // Checked by its definition's schema (`custom::admit`), not a typed struct.
-        Custom => Ok(obj.clone()),
+        Custom => Ok(Vec::new()),
     }
 }
 
@@ -235,30 +289,6 @@ fn schema_cause(e: serde_path_to_error::Error<serde_json::Error>) -> Cause {
         return Cause::required(full);
     }
     Cause::new("FieldValueTypeInvalid", path, format!("Invalid value: {msg}"))
-}
-
-/// Fields present (non-null) in `input` but absent from the typed round trip.
-fn unknown_fields(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
-    match (input, typed) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a {
-                if v.is_null() {
-                    continue;
-                }
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                match b.get(k) {
-                    Some(tv) => unknown_fields(v, tv, &p, out),
-                    None => out.push(p),
-                }
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                unknown_fields(x, y, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
 }
 
 fn validate_metadata(res: &Resource, obj: &Value, c: &mut Causes) {

@@ -91,6 +91,28 @@ fn unknown_fields_by_mode() {
 }
 
 #[test]
+fn unknown_fields_are_named_at_any_depth_and_nulls_are_not_fields() {
+    let d = lookup("deploy").unwrap();
+    let obj = set(deploy(), "/spec/template/spec/containers/0/imagez", json!("x"));
+    let obj =
+        set(obj, "/spec/template/spec/containers/0/resources", json!({"limits": {"cpu": "1"}, "extra": {"a": 1}}));
+    let obj = set(obj, "/metadata/labelz", json!(null));
+    let obj = set(obj, "/statuz", json!(null));
+    let w = validate(d, &obj, FieldValidation::Warn).unwrap();
+    assert_eq!(
+        w,
+        vec![
+            "unknown field \"spec.template.spec.containers[0].imagez\"".to_string(),
+            "unknown field \"spec.template.spec.containers[0].resources.extra\"".to_string(),
+        ]
+    );
+    // Known fields, empty or null, are not unknown.
+    let obj = set(deploy(), "/spec/template/spec/volumes", json!([]));
+    let obj = set(obj, "/metadata/finalizers", json!(null));
+    assert!(validate(d, &obj, FieldValidation::Strict).unwrap().is_empty());
+}
+
+#[test]
 fn other_kinds() {
     let svc =
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}, "spec": {"ports": [{"port": 0}]}});
