@@ -293,6 +293,14 @@ fn host_resources_and_other_abuse_are_contained() {
     // Stack overflow traps that request only.
     let (code, body) = http_get(&leak, "/overflow").unwrap();
     assert_eq!(code, 500, "{body}");
+    // A trap or a return before answering is a 500 that says which.
+    let (code, body) = http_get(&leak, "/trap").unwrap();
+    assert!(code == 500 && body.contains("the workload trapped"), "{code} {body}");
+    let (code, body) = http_get(&leak, "/silent").unwrap();
+    assert!(code == 500 && body.contains("returned without setting a response"), "{code} {body}");
+    // An instance still writing its body after answering finishes it (in a task of its own).
+    let (code, body) = http_get(&leak, "/stream?chunks=3&ms=50").unwrap();
+    assert_eq!((code, body.as_str()), (200, "chunk 0\nchunk 1\nchunk 2\n"));
     // A log flood is cut by rotation (10 MiB × 5 per run).
     let (code, _) = http_get(&leak, "/flood?lines=600000").unwrap();
     assert_eq!(code, 200);

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Cgroup {
@@ -68,13 +69,22 @@ pub struct Charged<F> {
     group: Arc<Cgroup>,
 }
 
+thread_local! {
+    /// CPU time instance polls ([`Governed`]) on this thread have charged to their containers:
+    /// an instance may run inside a connection's [`Charged`] poll, which charges only the
+    /// rest of its time.
+    static GOVERNED_CPU: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
 impl<F: Future> Future for Charged<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let start = thread_cpu();
+        let governed = GOVERNED_CPU.get();
         let r = self.fut.as_mut().poll(cx);
-        self.group.cpu.charge(thread_cpu().saturating_sub(start));
+        let inner = GOVERNED_CPU.get().saturating_sub(governed);
+        self.group.cpu.charge(thread_cpu().saturating_sub(start).saturating_sub(inner));
         r
     }
 }
@@ -119,7 +129,9 @@ impl<F: Future> Future for Governed<F> {
             let _counted = this.group.host.enter();
             fut.as_mut().poll(cx)
         };
-        this.group.cpu.release(thread_cpu().saturating_sub(start));
+        let used = thread_cpu().saturating_sub(start);
+        this.group.cpu.release(used);
+        GOVERNED_CPU.set(GOVERNED_CPU.get() + used);
         if this.group.sync_host() && r.is_pending() {
             // Drop the instance (and what it holds) before answering.
             this.fut = None;
@@ -151,5 +163,38 @@ impl<F> Drop for Governed<F> {
             self.group.cpu.abandon(&w);
         }
         self.group.sync_host();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::cpu::{CpuSpec, NodeCpu};
+    use crate::runtime::memory::MemoryBudget;
+
+    /// Spin until this thread has used `d` of CPU.
+    fn burn(d: Duration) {
+        let start = thread_cpu();
+        while thread_cpu().saturating_sub(start) < d {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_instance_run_inside_a_charged_connection_is_charged_once() {
+        let node = NodeCpu::new(2, 2000);
+        let g = Cgroup::new(node.group(CpuSpec { limit_millis: None, request_millis: 0 }), MemoryBudget::root(1 << 30));
+        let used = |g: &Arc<Cgroup>| g.cpu.usage().total;
+        let instance = g.run(async { burn(Duration::from_millis(40)) });
+        let connection = g.charged(async move {
+            burn(Duration::from_millis(10));
+            instance.await.unwrap();
+        });
+        let cpu = thread_cpu();
+        connection.await;
+        let spent = thread_cpu().saturating_sub(cpu);
+        let charged = used(&g);
+        assert!(charged >= Duration::from_millis(50), "{charged:?}");
+        assert!(charged <= spent, "charged {charged:?} for {spent:?} of CPU: counted twice");
     }
 }

@@ -5,6 +5,7 @@ use super::cgroup::Cgroup;
 use super::memory::oom_message;
 use super::{InstanceState, NetPolicy, Runtime};
 use bytes::Bytes;
+use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -201,13 +202,13 @@ impl HttpWorkload {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let Admitted { deadline, ticket, open, .. } = a;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
         let pre = self.pre.clone();
         let w = self.clone();
         // The instance holds its place until it returns, which may be after the response
         // head was sent (the body is still being written). Its context is made inside its
-        // task, so that work is charged to the container with the instance's own.
-        let task = tokio::spawn(async move {
+        // future, so that work is charged to the container with the instance's own.
+        let instance = async move {
             let _held = (ticket, open);
             let run = w.cgroup.run(async {
                 let fs = match w.mounts.preopens() {
@@ -243,25 +244,63 @@ impl HttpWorkload {
                 }
                 Err(oom) => Err(oom),
             }
-        });
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(Ok(resp))) => resp,
-            Ok(Ok(Err(code))) => text(500, format!("the workload failed: {code:?}\n")),
-            Ok(Err(_)) => match task.await {
-                Ok(Ok(())) => text(500, "the workload returned without setting a response\n".into()),
-                Ok(Err(e)) if oom_message(&e).is_some() => {
-                    self.oom.fetch_add(1, Ordering::Relaxed);
-                    let why = oom_message(&e).unwrap_or_default();
-                    unavailable(format!("the request could not get memory: {why}\n"), None)
-                }
-                Ok(Err(e)) => text(500, format!("the workload trapped: {e}\n")),
-                Err(e) => text(500, format!("the workload task failed: {e}\n")),
-            },
-            Err(_) => {
-                task.abort();
-                text(504, format!("the workload did not answer within {:?}\n", self.timeout))
+        };
+        // The instance runs in this task (most answer and return within one poll: no task
+        // spawned, no wake-up, no timer); one still writing its body when the head is set
+        // goes on in a task of its own.
+        let mut instance = Box::pin(std::panic::AssertUnwindSafe(instance).catch_unwind());
+        let first = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                biased;
+                done = &mut instance => First::Returned(done),
+                head = &mut rx => First::Answered(head),
             }
+        })
+        .await;
+        let returned = match first {
+            Err(_) => {
+                drop(instance);
+                return text(504, format!("the workload did not answer within {:?}\n", self.timeout));
+            }
+            Ok(First::Answered(Ok(head))) => {
+                tokio::spawn(instance);
+                return answered(head);
+            }
+            Ok(First::Answered(Err(_))) => match tokio::time::timeout_at(deadline, instance).await {
+                Ok(done) => done,
+                Err(_) => return text(504, format!("the workload did not answer within {:?}\n", self.timeout)),
+            },
+            Ok(First::Returned(done)) => match rx.try_recv() {
+                Ok(head) => return answered(head),
+                Err(_) => done,
+            },
+        };
+        match returned {
+            Ok(Ok(())) => text(500, "the workload returned without setting a response\n".into()),
+            Ok(Err(e)) if oom_message(&e).is_some() => {
+                self.oom.fetch_add(1, Ordering::Relaxed);
+                let why = oom_message(&e).unwrap_or_default();
+                unavailable(format!("the request could not get memory: {why}\n"), None)
+            }
+            Ok(Err(e)) => text(500, format!("the workload trapped: {e}\n")),
+            Err(_) => text(500, "the workload's host code failed\n".into()),
         }
+    }
+}
+
+/// What comes first of a request's instance: its return, or its response head.
+enum First<R, H> {
+    Returned(R),
+    Answered(H),
+}
+
+/// The response a workload set: its own, or a 500 naming the error code it gave instead.
+fn answered(
+    head: Result<hyper::Response<HyperOutgoingBody>, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>,
+) -> hyper::Response<HyperOutgoingBody> {
+    match head {
+        Ok(resp) => resp,
+        Err(code) => text(500, format!("the workload failed: {code:?}\n")),
     }
 }
 

@@ -7,6 +7,9 @@
 //!   (host resources, not linear memory), then answer.
 //! - `GET /flood?lines=N`: write N lines to stdout.
 //! - `GET /overflow`: recurse until the stack overflows.
+//! - `GET /trap`: trap before answering.
+//! - `GET /silent`: return without answering.
+//! - `GET /stream?chunks=N&ms=M`: answer, then write N lines M ms apart before returning.
 //! - anything else: `ok`.
 
 use wasip2::clocks::monotonic_clock;
@@ -101,6 +104,22 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 let mut pad = [0u8; 256];
                 let d = recurse(0, &mut pad);
                 respond(out, 200, &format!("{d}\n"));
+            }
+            "/trap" => panic!("hostile: trapping before an answer"),
+            "/silent" => drop(out),
+            "/stream" => {
+                let chunks = param(query, "chunks").unwrap_or(3);
+                let ms = param(query, "ms").unwrap_or(50);
+                let resp = OutgoingResponse::new(Fields::new());
+                let body = resp.body().expect("body once");
+                ResponseOutparam::set(out, Ok(resp));
+                let stream = body.write().expect("stream once");
+                for i in 0..chunks {
+                    sleep_ms(ms);
+                    stream.blocking_write_and_flush(format!("chunk {i}\n").as_bytes()).expect("write body");
+                }
+                drop(stream);
+                OutgoingBody::finish(body, None).expect("finish body");
             }
             _ => respond(out, 200, "ok\n"),
         }
