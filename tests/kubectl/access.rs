@@ -95,10 +95,7 @@ fn rbac_allows_what_bindings_grant_and_nothing_more() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr(), "--node-address", &common::node_address()],
-    );
+    let c = node_cluster(dir.path(), &common::node_address());
     ok(&c, &["create", "namespace", "team"]);
     // bob's group "ops" edits everywhere; carol administers "team"; alice views "default".
     let crb = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: ops-edit}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}\nsubjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: ops}]\n";

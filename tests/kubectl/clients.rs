@@ -9,10 +9,7 @@ fn kubectl_gets_creates_and_deletes() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr(), "--node-address", &common::node_address()],
-    );
+    let c = node_cluster(dir.path(), &common::node_address());
 
     // No version-skew warning: the server claims kubectl's minor version.
     let v = kubectl(&c, &["version"]);

@@ -26,6 +26,15 @@ fn ok(c: &Cluster, args: &[&str]) -> String {
 mod access;
 mod admission;
 mod apply;
+/// `up` with node n1 on the test's pod range, at node address `address` (a loopback address
+/// of its own, [`common::node_address`]).
+fn node_cluster(dir: &std::path::Path, address: &str) -> Cluster {
+    Cluster::start_with(
+        dir,
+        &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr(), "--node-address", address],
+    )
+}
+
 mod clients;
 mod crds;
 mod metrics;

@@ -42,10 +42,7 @@ fn prometheus_metrics_parse_and_count() {
     }
     let dir = tempfile::tempdir().unwrap();
     let node = common::node_address();
-    let c = Cluster::start_with(
-        dir.path(),
-        &["--node-name", "n1", "--cluster-cidr", &common::cluster_cidr(), "--node-address", &node],
-    );
+    let c = node_cluster(dir.path(), &node);
     let before = parse_prometheus(&ok(&c, &["get", "--raw", "/metrics"]));
     for _ in 0..3 {
         ok(&c, &["get", "pods"]);
