@@ -298,6 +298,14 @@ fn host_resources_and_other_abuse_are_contained() {
     assert!(code == 500 && body.contains("the workload trapped"), "{code} {body}");
     let (code, body) = http_get(&leak, "/silent").unwrap();
     assert!(code == 500 && body.contains("returned without setting a response"), "{code} {body}");
+    // A client that goes away does not cut its instance off mid-handler: it runs to its end.
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&leak).unwrap();
+        write!(s, "GET /late?ms=300 HTTP/1.1\r\nHost: leak\r\n\r\n").unwrap();
+    }
+    let finished = eventually(Duration::from_secs(10), || c.ok(&["logs", "leak"]).contains("hostile: answering late"));
+    assert!(finished, "the instance of a request whose client left did not finish:\n{}", c.ok(&["logs", "leak"]));
     // An instance still writing its body after answering finishes it (in a task of its own).
     let (code, body) = http_get(&leak, "/stream?chunks=3&ms=50").unwrap();
     assert_eq!((code, body.as_str()), (200, "chunk 0\nchunk 1\nchunk 2\n"));

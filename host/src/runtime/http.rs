@@ -247,8 +247,8 @@ impl HttpWorkload {
         };
         // The instance runs in this task (most answer and return within one poll: no task
         // spawned, no wake-up, no timer); one still writing its body when the head is set
-        // goes on in a task of its own.
-        let mut instance = Box::pin(std::panic::AssertUnwindSafe(instance).catch_unwind());
+        // goes on in a task of its own, as does one whose client went away.
+        let mut instance = Running(Some(Box::pin(std::panic::AssertUnwindSafe(instance).catch_unwind())));
         let first = tokio::time::timeout_at(deadline, async {
             tokio::select! {
                 biased;
@@ -259,16 +259,19 @@ impl HttpWorkload {
         .await;
         let returned = match first {
             Err(_) => {
-                drop(instance);
+                instance.abort();
                 return text(504, format!("the workload did not answer within {:?}\n", self.timeout));
             }
             Ok(First::Answered(Ok(head))) => {
-                tokio::spawn(instance);
+                drop(instance);
                 return answered(head);
             }
-            Ok(First::Answered(Err(_))) => match tokio::time::timeout_at(deadline, instance).await {
+            Ok(First::Answered(Err(_))) => match tokio::time::timeout_at(deadline, &mut instance).await {
                 Ok(done) => done,
-                Err(_) => return text(504, format!("the workload did not answer within {:?}\n", self.timeout)),
+                Err(_) => {
+                    instance.abort();
+                    return text(504, format!("the workload did not answer within {:?}\n", self.timeout));
+                }
             },
             Ok(First::Returned(done)) => match rx.try_recv() {
                 Ok(head) => return answered(head),
@@ -284,6 +287,53 @@ impl HttpWorkload {
             }
             Ok(Err(e)) => text(500, format!("the workload trapped: {e}\n")),
             Err(_) => text(500, "the workload's host code failed\n".into()),
+        }
+    }
+}
+
+/// A request's instance being polled where the request is served. Dropped before it
+/// returns — its response head sent while it still writes the body, or its client gone
+/// (the request's future dropped) — it finishes in a task of its own: an instance is cut
+/// off mid-handler only at the request's deadline ([`Running::abort`]).
+struct Running<F: Future + Send + 'static>(Option<std::pin::Pin<Box<F>>>)
+where
+    F::Output: Send;
+
+impl<F: Future + Send + 'static> Running<F>
+where
+    F::Output: Send,
+{
+    /// Drop the instance where it is.
+    fn abort(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: Future + Send + 'static> Future for Running<F>
+where
+    F::Output: Send,
+{
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let Some(f) = self.0.as_mut() else { return std::task::Poll::Pending };
+        let r = f.as_mut().poll(cx);
+        if r.is_ready() {
+            self.0 = None;
+        }
+        r
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for Running<F>
+where
+    F::Output: Send,
+{
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(f);
         }
     }
 }

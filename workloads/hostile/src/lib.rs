@@ -7,6 +7,7 @@
 //!   (host resources, not linear memory), then answer.
 //! - `GET /flood?lines=N`: write N lines to stdout.
 //! - `GET /overflow`: recurse until the stack overflows.
+//! - `GET /late?ms=M`: wait M ms, log `hostile: answering late`, then answer.
 //! - `GET /trap`: trap before answering.
 //! - `GET /silent`: return without answering.
 //! - `GET /stream?chunks=N&ms=M`: answer, then write N lines M ms apart before returning.
@@ -104,6 +105,11 @@ impl wasip2::exports::http::incoming_handler::Guest for Hostile {
                 let mut pad = [0u8; 256];
                 let d = recurse(0, &mut pad);
                 respond(out, 200, &format!("{d}\n"));
+            }
+            "/late" => {
+                sleep_ms(param(query, "ms").unwrap_or(200));
+                println!("hostile: answering late");
+                respond(out, 200, "late\n");
             }
             "/trap" => panic!("hostile: trapping before an answer"),
             "/silent" => drop(out),
