@@ -248,35 +248,26 @@ impl HttpWorkload {
         // The instance runs in this task (most answer and return within one poll: no task
         // spawned, no wake-up, no timer); one still writing its body when the head is set
         // goes on in a task of its own, as does one whose client went away.
-        let mut instance = Running(Some(Box::pin(std::panic::AssertUnwindSafe(instance).catch_unwind())));
-        let first = tokio::time::timeout_at(deadline, async {
+        let mut instance: Running<_> = Running(Some(Box::pin(std::panic::AssertUnwindSafe(instance).catch_unwind())));
+        let outcome = tokio::time::timeout_at(deadline, async {
             tokio::select! {
                 biased;
-                done = &mut instance => First::Returned(done),
-                head = &mut rx => First::Answered(head),
+                done = &mut instance => rx.try_recv().map_err(|_| done),
+                head = &mut rx => match head {
+                    Ok(head) => Ok(head),
+                    // Gone without an answer: what the instance returns says why.
+                    Err(_) => Err((&mut instance).await),
+                },
             }
         })
         .await;
-        let returned = match first {
+        let returned = match outcome {
             Err(_) => {
                 instance.abort();
                 return text(504, format!("the workload did not answer within {:?}\n", self.timeout));
             }
-            Ok(First::Answered(Ok(head))) => {
-                drop(instance);
-                return answered(head);
-            }
-            Ok(First::Answered(Err(_))) => match tokio::time::timeout_at(deadline, &mut instance).await {
-                Ok(done) => done,
-                Err(_) => {
-                    instance.abort();
-                    return text(504, format!("the workload did not answer within {:?}\n", self.timeout));
-                }
-            },
-            Ok(First::Returned(done)) => match rx.try_recv() {
-                Ok(head) => return answered(head),
-                Err(_) => done,
-            },
+            Ok(Ok(head)) => return answered(head),
+            Ok(Err(returned)) => returned,
         };
         match returned {
             Ok(Ok(())) => text(500, "the workload returned without setting a response\n".into()),
@@ -295,27 +286,19 @@ impl HttpWorkload {
 /// returns — its response head sent while it still writes the body, or its client gone
 /// (the request's future dropped) — it finishes in a task of its own: an instance is cut
 /// off mid-handler only at the request's deadline ([`Running::abort`]).
-struct Running<F: Future + Send + 'static>(Option<std::pin::Pin<Box<F>>>)
-where
-    F::Output: Send;
+struct Running<O: Send + 'static>(Option<std::pin::Pin<Box<dyn Future<Output = O> + Send>>>);
 
-impl<F: Future + Send + 'static> Running<F>
-where
-    F::Output: Send,
-{
+impl<O: Send + 'static> Running<O> {
     /// Drop the instance where it is.
     fn abort(mut self) {
         self.0 = None;
     }
 }
 
-impl<F: Future + Send + 'static> Future for Running<F>
-where
-    F::Output: Send,
-{
-    type Output = F::Output;
+impl<O: Send + 'static> Future for Running<O> {
+    type Output = O;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<O> {
         let Some(f) = self.0.as_mut() else { return std::task::Poll::Pending };
         let r = f.as_mut().poll(cx);
         if r.is_ready() {
@@ -325,10 +308,7 @@ where
     }
 }
 
-impl<F: Future + Send + 'static> Drop for Running<F>
-where
-    F::Output: Send,
-{
+impl<O: Send + 'static> Drop for Running<O> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -336,12 +316,6 @@ where
             rt.spawn(f);
         }
     }
-}
-
-/// What comes first of a request's instance: its return, or its response head.
-enum First<R, H> {
-    Returned(R),
-    Answered(H),
 }
 
 /// The response a workload set: its own, or a 500 naming the error code it gave instead.

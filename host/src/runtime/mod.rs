@@ -19,7 +19,7 @@ pub mod process;
 mod state;
 mod tunnel;
 
-pub use mounts::{ContainerMounts, MAX_HELD_DIRS, Mount, Preopens, held_dirs_bound};
+pub use mounts::{ContainerMounts, Mount, Preopens, held_dirs_bound};
 pub use policy::NetPolicy;
 
 pub use state::{Cluster, EgressHooks, InstanceState, SendFuture, SendResult};
