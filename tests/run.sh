@@ -8,6 +8,9 @@ SECONDS=0
 stage() { printf '== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
 # A clean CI build gains nothing from incremental state, which costs gigabytes of disk.
 if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
+# A clean run writes about 10 GB under target/; the free space is printed so a run that
+# fails with "No space left on device" says what it started with.
+echo "disk: $(df -h . | awk 'NR == 2 { print $4 " free of " $2 }')"
 
 # Toolchain pieces.
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
