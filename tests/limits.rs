@@ -210,6 +210,20 @@ fn memory_limit_holds_for_concurrent_requests() {
     let d = c.ok(&["describe", "pod", "hog"]);
     assert!(d.contains("Concurrency:  0 in flight of 1"), "{d}");
     assert!(d.contains("limit 32Mi"), "{d}");
+    // What one instance takes is measured at the component's first start only: another pod
+    // of it starts without running an instance, and one whose limit cannot hold an instance
+    // still fails at start, OOMKilled.
+    let started = node_gauge(&c, "wasmorch_instances_started_total");
+    apply(&c, "hog2", &http_pod("hog2", "hostile.wasm", "{limits: {memory: 32Mi}}", "", false));
+    ready_addr(&c, "hog2");
+    assert_eq!(node_gauge(&c, "wasmorch_instances_started_total"), started, "hog2's start ran an instance");
+    apply(&c, "tiny", &http_pod("tiny", "hostile.wasm", "{limits: {memory: 256Ki}}", "", false));
+    let oom_killed = |p: &Value| {
+        let s = &p["status"]["containerStatuses"][0];
+        [&s["state"], &s["lastState"]].iter().any(|st| st["terminated"]["reason"] == "OOMKilled")
+    };
+    let ok = eventually(Duration::from_secs(60), || get_json(&c, &["pod", "tiny"]).is_some_and(|p| oom_killed(&p)));
+    assert!(ok, "tiny never OOMKilled: {}", get_json(&c, &["pod", "tiny"]).unwrap_or(Value::Null)["status"]);
 }
 
 /// An unlabelled gauge of the node's `/metrics`, read through the API server.
@@ -354,6 +368,24 @@ fn concurrency_limit_queues_then_refuses_with_retry_after() {
     assert!(resp.contains("concurrency limit"), "{resp}");
     assert_eq!(slow.into_iter().map(|t| t.join().unwrap()).collect::<Vec<_>>(), vec![200, 200]);
     events_with(&c, &[], &["Overloaded"]);
+    // The pod's own request timeout: a request past it is answered 504, its instance stopped.
+    let ann = "wasmorch.io/request-timeout: \"300ms\"";
+    apply(&c, "brief", &http_pod("brief", "hostile.wasm", "{limits: {memory: 64Mi}}", ann, false));
+    let brief = ready_addr(&c, "brief");
+    let (code, body) = http_get(&brief, "/late?ms=5000").unwrap();
+    assert!(code == 504 && body.contains("did not answer within 300ms"), "{code} {body}");
+    assert_eq!(http_get(&brief, "/late?ms=1").unwrap(), (200, "late\n".to_string()));
+    // A setting the node could not use is refused at apply, naming the annotation.
+    let f = c.dir.join("bad.yaml");
+    let ann = "wasmorch.io/request-timeout: \"soon\"";
+    std::fs::write(&f, http_pod("bad", "hostile.wasm", "{}", ann, false)).unwrap();
+    let out = c.cli(&["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "applied: {err}");
+    assert!(
+        err.contains("metadata.annotations[wasmorch.io/request-timeout]") && err.contains("invalid duration"),
+        "{err}"
+    );
 }
 
 /// The resource metrics API: `kubectl top` (and `wasmorch top`) show a spinner's CPU at its

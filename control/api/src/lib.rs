@@ -36,12 +36,14 @@ pub mod resources;
 pub mod selector;
 pub mod serviceaccount;
 pub mod services;
+pub mod serving;
 pub mod smp;
 pub mod table;
 pub mod validation;
 
 pub use error::ApiError;
 pub use resources::{Resource, ResourceKind};
+pub use serving::{MAX_CONCURRENCY_ANNOTATION, MAX_QUEUE_ANNOTATION, REQUEST_TIMEOUT_ANNOTATION};
 
 /// The Kubernetes version this server speaks (discovery, `/version`).
 pub const KUBE_MAJOR: &str = "1";
@@ -50,11 +52,6 @@ pub const KUBE_MINOR: &str = "37";
 /// Node annotation naming the directory that holds the node's local-path volumes.
 pub const STORAGE_DIR_ANNOTATION: &str = "wasmorch.io/storage-dir";
 
-/// Pod annotation: requests each HTTP container serves at once (default: its memory limit
-/// over the measured footprint of one instance).
-pub const MAX_CONCURRENCY_ANNOTATION: &str = "wasmorch.io/max-concurrency";
-/// Pod annotation: requests that may wait beyond the concurrency limit (default 10 × it).
-pub const MAX_QUEUE_ANNOTATION: &str = "wasmorch.io/max-queue";
 /// On a Node: how it reaches other nodes' pods (`n2=direct,n3=relay`), kept by the node.
 pub const PEER_ROUTES_ANNOTATION: &str = "wasmorch.io/peer-routes";
 /// On what one node sends another's gateway (and the relay passes on): the address the

@@ -22,7 +22,7 @@ pub use exec::DEBUG_IMAGE_ANNOTATION;
 use exec::exec_target;
 use lifecycle::{ContainerStatus, RestartPolicy, State, backoff};
 use prober::{ProbeRun, Probes, probe_run};
-use resources::{admission_of, report_refusals, resources_of};
+use resources::{admission_of, report_refusals, request_timeout_of, resources_of};
 use serde_json::Value;
 pub use spec::{DEFAULT_HTTP_PORT, expand};
 use spec::{containers_of, http_port, kept_for_node, net_policy, restart_counts, spread};
@@ -487,7 +487,7 @@ async fn container(
             });
         };
         let exit = match &loaded {
-            Loaded::Http(pre) => match Box::pin(HttpWorkload::measure(&ctx.rt, pre, &cgroup, &net))
+            Loaded::Http(component) => match Box::pin(HttpWorkload::measure(&ctx.rt, component, &cgroup, &net))
                 .await
                 .and_then(|footprint| Ok((footprint, crate::runtime::ContainerMounts::new(&ctx.rt, mounts.clone())?)))
             {
@@ -497,14 +497,14 @@ async fn container(
                     let spec = admission_of(&info.pod, &ctx.rt, cgroup.memory.limit());
                     let w = Arc::new(HttpWorkload {
                         rt: ctx.rt.clone(),
-                        pre: pre.clone(),
+                        pre: component.pre.clone(),
                         env: env.clone(),
                         cgroup: cgroup.clone(),
                         admission: Arc::new(Admission::new(spec, footprint + INSTANCE_OVERHEAD)),
                         net: net.clone(),
                         mounts: held,
                         cluster: cluster.clone(),
-                        timeout: ctx.request_timeout,
+                        timeout: request_timeout_of(&info.pod, ctx.request_timeout),
                         log,
                         served: Default::default(),
                         latency: crate::runtime::http::latency_histogram(),

@@ -36,22 +36,23 @@ pub(super) fn resources_of(c: &Value) -> Resources {
     }
 }
 
+/// The pod's serving settings ([`wasmorch_api::serving`]); a value the API server would
+/// refuse now (stored before it checked) is left unset.
+fn serving_of(pod: &Value) -> wasmorch_api::serving::Serving {
+    wasmorch_api::serving::serving(pod.get("metadata").and_then(|m| m.get("annotations"))).0
+}
+
 /// The pod's concurrency settings for an HTTP container (`wasmorch.io/max-concurrency`,
 /// `wasmorch.io/max-queue`).
 pub(super) fn admission_of(pod: &Value, rt: &Runtime, memory: usize) -> AdmissionSpec {
-    let annotation = |k: &str| {
-        pod.get("metadata")
-            .and_then(|m| m.get("annotations"))
-            .and_then(|a| a.get(k))
-            .and_then(Value::as_str)
-            .and_then(|v| v.trim().parse::<u32>().ok())
-    };
-    AdmissionSpec {
-        fixed: annotation(wasmorch_api::MAX_CONCURRENCY_ANNOTATION).filter(|n| *n > 0),
-        queue: annotation(wasmorch_api::MAX_QUEUE_ANNOTATION),
-        memory,
-        ceiling: rt.max_instances(),
-    }
+    let s = serving_of(pod);
+    AdmissionSpec { fixed: s.max_concurrency, queue: s.max_queue, memory, ceiling: rt.max_instances() }
+}
+
+/// How long one request to the pod's HTTP containers may take until its response head:
+/// `wasmorch.io/request-timeout`, else the node's.
+pub(super) fn request_timeout_of(pod: &Value, node: std::time::Duration) -> std::time::Duration {
+    serving_of(pod).request_timeout.unwrap_or(node)
 }
 
 /// While an HTTP container runs, post an event when requests were refused for memory or

@@ -272,17 +272,15 @@ impl Proxy {
     /// Choose an endpoint for `route`, counted as outstanding until [`Proxy::done`].
     pub fn choose(&self, route: &Route, client: Option<IpAddr>, exclude: Option<SocketAddr>) -> Option<Chosen> {
         let table = self.table();
-        let svc = table.service(route)?;
-        let endpoints = table.targets(route);
-        let targets: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+        let to = table.route(route)?;
         let busy: Vec<SocketAddr> = {
             let local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-            targets.iter().copied().filter(|a| local.get(a).is_some_and(|w| w.admission.is_full())).collect()
+            to.addrs.iter().copied().filter(|a| local.get(a).is_some_and(|w| w.admission.is_full())).collect()
         };
         let pick = Pick {
             busy,
-            algorithm: svc.algorithm,
-            affinity: svc.affinity.and_then(|t| client.map(|c| (c, t))),
+            algorithm: to.algorithm,
+            affinity: to.affinity.and_then(|t| client.map(|c| (c, t))),
             exclude,
             now: Instant::now(),
             random: self.random(),
@@ -294,11 +292,11 @@ impl Proxy {
                 b.insert(route.clone(), Default::default());
             }
             let bal = b.get_mut(route)?;
-            let a = bal.pick(&targets, &pick)?;
+            let a = bal.pick(&to.addrs, &pick)?;
             bal.start(a);
             a
         };
-        let node = endpoints.iter().find(|e| e.addr == addr).map(|e| e.node.clone()).unwrap_or_default();
+        let node = to.endpoints.iter().find(|e| e.addr == addr).map(|e| e.node.clone()).unwrap_or_default();
         Some(Chosen { addr, node })
     }
 

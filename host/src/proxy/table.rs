@@ -53,6 +53,19 @@ pub struct Table {
     pub services: BTreeMap<(String, String), Service>,
     /// Per Service and port name: its endpoints.
     pub endpoints: HashMap<(String, String, String), Vec<Endpoint>>,
+    /// Per Service port: where its traffic goes, computed with the table (each request
+    /// reads it in place).
+    routes: HashMap<Route, Targets>,
+}
+
+/// Where a Service port's traffic goes ([`Table::targets`]), and how to choose among them.
+#[derive(Debug, Default, Clone)]
+pub struct Targets {
+    pub endpoints: Vec<Endpoint>,
+    /// The endpoints' addresses, in the same order.
+    pub addrs: Vec<SocketAddr>,
+    pub algorithm: Algorithm,
+    pub affinity: Option<Duration>,
 }
 
 fn http_hint(p: &Value) -> Option<bool> {
@@ -137,21 +150,42 @@ impl Table {
         for list in t.endpoints.values_mut() {
             list.sort_by_key(|e| e.addr);
         }
+        t.index();
         t
     }
 
-    /// Where traffic for a Service port goes: ready endpoints; when none is ready, the
+    /// Compute each Service port's targets: its ready endpoints; when none is ready, the
     /// terminating ones still serving (better than failing while a rollout finishes).
-    pub fn targets(&self, r: &Route) -> Vec<&Endpoint> {
-        let Some(svc) = self.services.get(&(r.ns.clone(), r.name.clone())) else { return Vec::new() };
-        let Some(port) = svc.ports.get(r.port) else { return Vec::new() };
-        let all = self.endpoints.get(&(r.ns.clone(), r.name.clone(), port.name.clone()));
-        let all: Vec<&Endpoint> = all.into_iter().flatten().collect();
-        let ready: Vec<&Endpoint> = all.iter().copied().filter(|e| e.ready).collect();
-        if !ready.is_empty() {
-            return ready;
+    fn index(&mut self) {
+        self.routes.clear();
+        for s in self.services.values() {
+            for (i, port) in s.ports.iter().enumerate() {
+                let all = self.endpoints.get(&(s.ns.clone(), s.name.clone(), port.name.clone()));
+                let all = all.map_or(&[][..], Vec::as_slice);
+                let mut endpoints: Vec<Endpoint> = all.iter().filter(|e| e.ready).cloned().collect();
+                if endpoints.is_empty() {
+                    endpoints = all.iter().filter(|e| e.serving && e.terminating).cloned().collect();
+                }
+                let targets = Targets {
+                    addrs: endpoints.iter().map(|e| e.addr).collect(),
+                    endpoints,
+                    algorithm: s.algorithm,
+                    affinity: s.affinity,
+                };
+                self.routes.insert(Route { ns: s.ns.clone(), name: s.name.clone(), port: i }, targets);
+            }
         }
-        all.into_iter().filter(|e| e.serving && e.terminating).collect()
+    }
+
+    /// Where traffic for a Service port goes: ready endpoints; when none is ready, the
+    /// terminating ones still serving.
+    pub fn targets(&self, r: &Route) -> &[Endpoint] {
+        self.routes.get(r).map_or(&[], |t| &t.endpoints)
+    }
+
+    /// The same, with how to choose among them; `None` for a port the table does not have.
+    pub fn route(&self, r: &Route) -> Option<&Targets> {
+        self.routes.get(r)
     }
 
     pub fn service(&self, r: &Route) -> Option<&Service> {
@@ -314,6 +348,7 @@ mod tests {
         for e in t.endpoints.values_mut().flatten() {
             e.ready = false;
         }
+        t.index();
         let term: Vec<_> = t.targets(&r).iter().map(|e| e.addr.to_string()).collect();
         assert_eq!(term, ["127.100.0.1:8080"], "only the terminating one still serving");
         assert!(t.targets(&Route { port: 1, ..r.clone() }).is_empty());

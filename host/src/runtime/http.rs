@@ -25,6 +25,21 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 /// HTTP contexts, resource table), for the concurrency limit.
 pub const INSTANCE_OVERHEAD: usize = 64 << 10;
 
+/// An HTTP component ready to instantiate, and the memory one instance of it takes once
+/// instantiated: the same for every pod that runs it, so measured at its first start only.
+/// Shared (and dropped) with the runtime's loaded component.
+#[derive(Clone)]
+pub struct HttpComponent {
+    pub pre: ProxyPre<InstanceState>,
+    footprint: Arc<std::sync::OnceLock<usize>>,
+}
+
+impl HttpComponent {
+    pub fn new(pre: ProxyPre<InstanceState>) -> HttpComponent {
+        HttpComponent { pre, footprint: Arc::default() }
+    }
+}
+
 /// Everything needed to answer requests for one container.
 pub struct HttpWorkload {
     pub rt: Arc<Runtime>,
@@ -126,23 +141,34 @@ impl HttpWorkload {
     /// The memory one instance takes once instantiated (before any request), under the
     /// container's limits: the concurrency limit starts from it. An error means no instance
     /// can run (an `OOMKilled` message when the limit is too small).
+    ///
+    /// The component's first start instantiates it; later starts (a Deployment's other
+    /// replicas) check that what it took fits in the container's budget now, and only
+    /// instantiate when it does not, for the error that names why.
     pub async fn measure(
         rt: &Arc<Runtime>,
-        pre: &ProxyPre<InstanceState>,
+        component: &HttpComponent,
         cgroup: &Arc<Cgroup>,
         net: &Arc<NetPolicy>,
     ) -> anyhow::Result<usize> {
+        if let Some(&peak) = component.footprint.get()
+            && cgroup.memory.has_room(peak)
+        {
+            return Ok(peak);
+        }
         let wasi = wasmtime_wasi::WasiCtxBuilder::new().build();
         let mut store = rt.store(wasi, cgroup, net.clone(), None);
-        let pre = pre.clone();
+        let pre = component.pre.clone();
         let r = cgroup.run(async move {
             pre.instantiate_async(&mut store).await?;
             anyhow::Ok(store.data().limits.peak())
         });
-        match r.await {
-            Ok(r) => r,
-            Err(oom) => Err(anyhow::anyhow!(oom)),
-        }
+        let peak = match r.await {
+            Ok(r) => r?,
+            Err(oom) => return Err(anyhow::anyhow!(oom)),
+        };
+        let _ = component.footprint.set(peak);
+        Ok(peak)
     }
 
     /// Answer one request with a fresh instance (from a socket, or in process from the

@@ -69,6 +69,12 @@ impl MemoryBudget {
         self.peak.load(Ordering::Relaxed)
     }
 
+    /// Whether `n` more bytes fit in this budget and every parent now (taking nothing).
+    pub fn has_room(&self, n: usize) -> bool {
+        self.used().checked_add(n).is_some_and(|v| v <= self.limit)
+            && self.parent.as_ref().is_none_or(|p| p.has_room(n))
+    }
+
     /// Take `n` bytes if this budget and every parent have room; all or nothing.
     pub fn try_charge(&self, n: usize) -> bool {
         let mut cur = self.used.load(Ordering::Relaxed);

@@ -78,7 +78,7 @@ pub const MAX_FIELDS_BYTES: usize = 64 << 10;
 #[derive(Clone)]
 pub enum Loaded {
     /// Exports `wasi:http/incoming-handler`: a fresh instance per request.
-    Http(ProxyPre<InstanceState>),
+    Http(http::HttpComponent),
     /// Exports `wasi:cli/run`: a process.
     Command(CommandPre<InstanceState>),
 }
@@ -315,7 +315,7 @@ impl Runtime {
         let pre = self.linker.instantiate_pre(component).map_err(|e| anyhow::anyhow!("missing imports: {e:#}"))?;
         let is = |prefix: &str| exports.iter().any(|e| e.starts_with(prefix));
         if is("wasi:http/incoming-handler@0.2") {
-            return Ok(Loaded::Http(ProxyPre::new(pre)?));
+            return Ok(Loaded::Http(http::HttpComponent::new(ProxyPre::new(pre)?)));
         }
         if is("wasi:cli/run@0.2") {
             return Ok(Loaded::Command(CommandPre::new(pre)?));

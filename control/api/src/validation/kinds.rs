@@ -1,6 +1,6 @@
 //! Per-kind semantic rules.
 
-use super::pod::validate_pod_spec;
+use super::pod::validate_pod_template;
 use super::{Causes, config_key_errors, dns1123_label_errors, port_name_errors};
 use crate::error::Cause;
 use crate::object;
@@ -12,19 +12,20 @@ const ALL_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
 const JOB_POLICIES: &[&str] = &["OnFailure", "Never"];
 
 pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
-    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    // Read in place: this runs on every write.
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
     use ResourceKind::*;
     match kind {
-        Pod => validate_pod_spec(&spec, "spec", ALL_POLICIES, c),
+        Pod => validate_pod_template(obj, "", ALL_POLICIES, c),
         Deployment | ReplicaSet | DaemonSet => {
-            non_negative(&spec, "spec", "replicas", c);
-            non_negative(&spec, "spec", "revisionHistoryLimit", c);
-            non_negative(&spec, "spec", "minReadySeconds", c);
-            selector_and_template(&spec, "spec", c);
+            non_negative(spec, "spec", "replicas", c);
+            non_negative(spec, "spec", "revisionHistoryLimit", c);
+            non_negative(spec, "spec", "minReadySeconds", c);
+            selector_and_template(spec, "spec", c);
             let policies: &[&str] = &["Always"];
-            validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", policies, c);
+            validate_pod_template(&spec["template"], "spec.template", policies, c);
             if kind == Deployment
-                && let Some(t) = object::str_at(&spec, "strategy.type")
+                && let Some(t) = object::str_at(spec, "strategy.type")
             {
                 if !["RollingUpdate", "Recreate"].contains(&t) {
                     c.not_supported("spec.strategy.type", t, &["Recreate", "RollingUpdate"]);
@@ -38,8 +39,8 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
             }
         }
         ReplicationController => {
-            non_negative(&spec, "spec", "replicas", c);
-            non_negative(&spec, "spec", "minReadySeconds", c);
+            non_negative(spec, "spec", "replicas", c);
+            non_negative(spec, "spec", "minReadySeconds", c);
             let sel = object::string_map(spec.get("selector"));
             if sel.is_empty() {
                 c.required("spec.selector");
@@ -56,9 +57,9 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
             if spec.get("template").is_none_or(Value::is_null) {
                 c.required("spec.template");
             }
-            validate_pod_spec(&spec["template"]["spec"], "spec.template.spec", &["Always"], c);
+            validate_pod_template(&spec["template"], "spec.template", &["Always"], c);
         }
-        Job => validate_job_spec(&spec, "spec", c),
+        Job => validate_job_spec(spec, "spec", c),
         CronJob => {
             match spec.get("schedule").and_then(Value::as_str) {
                 None | Some("") => c.required("spec.schedule"),
@@ -73,11 +74,11 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
             {
                 c.not_supported("spec.concurrencyPolicy", p, &["Allow", "Forbid", "Replace"]);
             }
-            non_negative(&spec, "spec", "successfulJobsHistoryLimit", c);
-            non_negative(&spec, "spec", "failedJobsHistoryLimit", c);
+            non_negative(spec, "spec", "successfulJobsHistoryLimit", c);
+            non_negative(spec, "spec", "failedJobsHistoryLimit", c);
             validate_job_spec(&spec["jobTemplate"]["spec"], "spec.jobTemplate.spec", c);
         }
-        Service => validate_service(&spec, c),
+        Service => validate_service(spec, c),
         ConfigMap | Secret => validate_config_data(kind, obj, c),
         ServiceAccount | Custom => {}
         CustomResourceDefinition => {
@@ -115,14 +116,14 @@ pub(crate) fn validate_kind(kind: ResourceKind, obj: &Value, c: &mut Causes) {
             }
         }
         Namespace | Node | Endpoints | Lease | PersistentVolume | StorageClass | EndpointSlice => {}
-        NetworkPolicy => super::network::validate_network_policy(&spec, c),
-        Ingress => crate::ingress::validate(&spec, c),
+        NetworkPolicy => super::network::validate_network_policy(spec, c),
+        Ingress => crate::ingress::validate(spec, c),
         IngressClass => {
             if spec.get("controller").and_then(Value::as_str).is_none_or(str::is_empty) {
                 c.required("spec.controller");
             }
         }
-        HorizontalPodAutoscaler => crate::hpa::validate(&spec, c),
+        HorizontalPodAutoscaler => crate::hpa::validate(spec, c),
         Role | ClusterRole => validate_rules(obj, kind == Role, c),
         RoleBinding | ClusterRoleBinding => validate_binding(obj, kind == ClusterRoleBinding, c),
         PodDisruptionBudget => {
@@ -202,7 +203,7 @@ fn validate_job_spec(spec: &Value, path: &str, c: &mut Causes) {
     {
         c.invalid(format!("{path}.selector"), "", e.to_string());
     }
-    validate_pod_spec(&spec["template"]["spec"], &format!("{path}.template.spec"), JOB_POLICIES, c);
+    validate_pod_template(&spec["template"], &format!("{path}.template"), JOB_POLICIES, c);
 }
 
 fn validate_service(spec: &Value, c: &mut Causes) {

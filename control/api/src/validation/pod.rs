@@ -10,9 +10,24 @@ fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
     v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
 }
 
+/// Validate a pod, or a pod template at `path` (`spec.template`; "" for a pod itself): its
+/// serving annotations ([`crate::serving`]) and its spec.
+pub(crate) fn validate_pod_template(template: &Value, path: &str, restart_policies: &[&str], c: &mut Causes) {
+    let at = |field: &str| if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+    let annotations = template.get("metadata").and_then(|m| m.get("annotations"));
+    for bad in crate::serving::serving(annotations).1 {
+        c.invalid(
+            format!("{}[{}]", at("metadata.annotations"), bad.annotation),
+            format!("\"{}\"", bad.value),
+            &bad.why,
+        );
+    }
+    validate_pod_spec(template.get("spec").unwrap_or(&Value::Null), &at("spec"), restart_policies, c);
+}
+
 /// Validate a pod spec at `path` (`spec` or `spec.template.spec`).
 /// `restart_policies` restricts `restartPolicy` (Jobs allow only OnFailure/Never).
-pub(crate) fn validate_pod_spec(spec: &Value, path: &str, restart_policies: &[&str], c: &mut Causes) {
+fn validate_pod_spec(spec: &Value, path: &str, restart_policies: &[&str], c: &mut Causes) {
     let containers = arr(spec, "containers");
     if containers.is_empty() {
         c.required(format!("{path}.containers"));

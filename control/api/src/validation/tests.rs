@@ -70,11 +70,34 @@ fn invalid_objects_name_their_field() {
             422,
             "spec.template.spec.containers[0].resources.limits[memory]",
         ),
+        (
+            set(deploy(), "/spec/template/metadata/annotations", json!({"wasmorch.io/max-concurrency": "0"})),
+            422,
+            "spec.template.metadata.annotations[wasmorch.io/max-concurrency]",
+        ),
     ];
     for (obj, code, field) in cases {
         let err = validate(d, &obj, FieldValidation::Strict).expect_err(field);
         assert_eq!(err.code, code, "{field}: {}", err.message);
         assert!(err.causes.iter().any(|c| c.field == field), "{field} not named in {:?}", err.causes);
+    }
+}
+
+/// A pod's serving annotations are checked on the pod and on every template.
+#[test]
+fn serving_annotations_are_checked_where_pods_are_written() {
+    let bad = json!({"wasmorch.io/request-timeout": "2h"});
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": bad},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+        "spec": {"template": {"metadata": {"annotations": bad},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}});
+    for (plural, obj, field) in [
+        ("pods", pod, "metadata.annotations[wasmorch.io/request-timeout]"),
+        ("jobs", job, "spec.template.metadata.annotations[wasmorch.io/request-timeout]"),
+    ] {
+        let err = validate(lookup(plural).unwrap(), &obj, FieldValidation::Strict).expect_err(plural);
+        assert!(err.causes.iter().any(|c| c.field == field && c.message.contains("at most 3600s")), "{:?}", err.causes);
     }
 }
 
