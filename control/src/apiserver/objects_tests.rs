@@ -194,3 +194,32 @@ fn a_status_write_keeps_all_but_the_status_of_the_stored_object() {
     assert_eq!(with_status_of(&cur, no_status), want, "a body without status clears it, as before");
     assert_eq!(with_status_of(&cur, json!("not an object"))["spec"], cur["spec"]);
 }
+
+/// A status write judges the status only: a stored object that a rule added since would
+/// refuse still has its status written, and its other fields stay as stored.
+#[test]
+fn status_writes_are_not_stopped_by_rules_added_after_the_object_was_stored() {
+    let p = lookup("pods").unwrap();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let (mut cur, _) = prepare_create(p, Some("default"), pod, FieldValidation::Strict).unwrap();
+    // As stored before the API server checked the annotation.
+    cur["metadata"]["annotations"] = json!({"wasmorch.io/max-concurrency": "0"});
+    object::set_resource_version(&mut cur, 7);
+    let mut new = cur.clone();
+    assert!(
+        prepare_update(p, &cur, new.clone(), None, FieldValidation::Strict).is_err(),
+        "a spec write is judged whole"
+    );
+    new["status"] = json!({"phase": "Running"});
+    for (body, what) in
+        [(new.clone(), "the stored object with a status"), (json!({"status": {"phase": "Running"}}), "a status alone")]
+    {
+        let Outcome::Put(o) = prepare_update(p, &cur, body, Some("status"), FieldValidation::Strict).unwrap().0 else {
+            panic!("{what}")
+        };
+        assert_eq!(o["status"]["phase"], "Running", "{what}");
+        assert_eq!(o["spec"], cur["spec"], "{what}");
+        assert_eq!(o["metadata"]["annotations"], cur["metadata"]["annotations"], "{what}");
+    }
+}
