@@ -28,8 +28,8 @@ mod builtins;
 mod registry;
 
 pub use builtins::{BUILTIN_REGISTRY, BUILTIN_TAGS, Builtins};
+use registry::registry_auth;
 pub use registry::{Basic, Registry, auth_for, oci_client, parse_oci, push};
-use registry::{is_loopback_registry, registry_auth};
 
 /// Largest component downloaded.
 pub const MAX_IMAGE: usize = 64 * 1024 * 1024;
@@ -440,6 +440,7 @@ pub fn sweep_refs(images: &std::path::Path) {
 
 #[cfg(test)]
 mod tests {
+    use super::registry::is_loopback_registry;
     use super::*;
 
     #[test]
