@@ -36,33 +36,34 @@ pub struct BadSetting {
 /// those that cannot be used (left unset). Pure.
 pub fn serving(annotations: Option<&Value>) -> (Serving, Vec<BadSetting>) {
     let mut bad = Vec::new();
-    let mut read = |annotation: &'static str, check: &dyn Fn(&str) -> Result<(), String>| {
-        let value = annotations?.get(annotation)?.as_str()?;
-        match check(value.trim()) {
-            Ok(()) => Some(value.trim().to_string()),
-            Err(why) => {
-                bad.push(BadSetting { annotation, value: value.to_string(), why });
-                None
-            }
-        }
-    };
     let count = |min: u32| {
         move |v: &str| match v.parse::<u32>() {
-            Ok(n) if n >= min => Ok(()),
+            Ok(n) if n >= min => Ok(n),
             _ => Err(format!("must be a whole number of at least {min}")),
         }
     };
-    let max_concurrency = read(MAX_CONCURRENCY_ANNOTATION, &count(1)).and_then(|v| v.parse().ok());
-    let max_queue = read(MAX_QUEUE_ANNOTATION, &count(0)).and_then(|v| v.parse().ok());
     let timeout = |v: &str| match crate::object::parse_duration(v) {
         Ok(d) if d.is_zero() => Err("must be longer than 0".to_string()),
         Ok(d) if d > MAX_REQUEST_TIMEOUT => Err(format!("must be at most {}s", MAX_REQUEST_TIMEOUT.as_secs())),
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
+        other => other,
     };
-    let request_timeout =
-        read(REQUEST_TIMEOUT_ANNOTATION, &timeout).and_then(|v| crate::object::parse_duration(&v).ok());
-    (Serving { max_concurrency, max_queue, request_timeout }, bad)
+    let s = Serving {
+        max_concurrency: read(annotations, MAX_CONCURRENCY_ANNOTATION, count(1), &mut bad),
+        max_queue: read(annotations, MAX_QUEUE_ANNOTATION, count(0), &mut bad),
+        request_timeout: read(annotations, REQUEST_TIMEOUT_ANNOTATION, timeout, &mut bad),
+    };
+    (s, bad)
+}
+
+/// The value of `annotation` as `parse` reads it; a value it refuses is added to `bad`.
+fn read<T>(
+    annotations: Option<&Value>,
+    annotation: &'static str,
+    parse: impl Fn(&str) -> Result<T, String>,
+    bad: &mut Vec<BadSetting>,
+) -> Option<T> {
+    let value = annotations?.get(annotation)?.as_str()?;
+    parse(value.trim()).map_err(|why| bad.push(BadSetting { annotation, value: value.to_string(), why })).ok()
 }
 
 #[cfg(test)]
